@@ -1,0 +1,68 @@
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from keys.models import ApiKey, Group, Team
+
+PRICE_FIELD = {
+    "max_digits": 12,
+    "decimal_places": 6,
+    "default": 0,
+    "validators": [MinValueValidator(0)],
+}
+
+
+class ModelPrice(models.Model):
+    """List prices in USD per million tokens. A model without a price is never served."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_per_mtok = models.DecimalField("input $/MTok", **PRICE_FIELD)
+    output_per_mtok = models.DecimalField("output $/MTok", **PRICE_FIELD)
+    cache_write_per_mtok = models.DecimalField("cache write $/MTok", **PRICE_FIELD)
+    cache_read_per_mtok = models.DecimalField("cache read $/MTok", **PRICE_FIELD)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+
+class UsageEvent(models.Model):
+    """One row per proxied request. Kept when its key is deleted, for the team's books."""
+
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_events")
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
+    )
+    model = models.CharField(max_length=200)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_tokens = models.PositiveIntegerField(default=0)
+    cache_read_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    charged_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
+    status_code = models.PositiveSmallIntegerField()
+    latency_ms = models.PositiveIntegerField(default=0)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    session_id = models.CharField(max_length=128, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["key", "-created_at"]),
+            models.Index(fields=["team", "-created_at"]),
+            # Settlement scans only the unsettled rows.
+            models.Index(
+                fields=["id"], condition=models.Q(settled_at__isnull=True), name="usage_unsettled"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.status_code} ${self.charged_usd}"

@@ -1,0 +1,242 @@
+import fnmatch
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.core.validators import MinLengthValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .validators import (
+    NAME_MAX_LENGTH,
+    validate_allowed_ips,
+    validate_model_patterns,
+    validate_multiplier,
+    validate_quota,
+    validate_rate_limit,
+)
+
+# The recognisable prefix lets secret scanners (GitHub, gitleaks) spot a leaked key.
+KEY_PREFIX = "sk-hc-"
+# 32 bytes from `secrets` (256 bits): far beyond guessing, which is why a plain SHA-256 digest
+# is the right way to store it. A slow password hasher would only slow the relay's hot path.
+KEY_RANDOM_BYTES = 32
+# How much of the key people see in lists, e.g. "sk-hc-Ab3dEf": enough to tell keys apart.
+DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def digest_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+class Group(models.Model):
+    """Which models a key may use, what it pays (multiplier) and, via proxy.Route, its routing."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    multiplier = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=1,
+        validators=[validate_multiplier],
+        help_text="Charge = list price x multiplier, e.g. 0.25 or 1.0.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Declared last: inside this class body the name shadows the django.db.models module.
+    models = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_model_patterns],
+        help_text="Model names or patterns this group may use, e.g. claude-* or gpt-4o.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def allows_model(self, model_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(model_name, pattern) for pattern in self.models)
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100)
+    slug = models.SlugField(max_length=50, unique=True)
+    allowed_groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="teams",
+        help_text="Groups this team's keys may use. Empty: every active group.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def available_groups(self) -> models.QuerySet[Group]:
+        """The active groups this team's keys may use."""
+        groups = Group.objects.filter(is_active=True)
+        if self.pk and self.allowed_groups.exists():
+            groups = groups.filter(teams=self)
+        return groups
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        LEAD = "lead", "Lead"
+        MEMBER = "member", "Member"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team_user")
+        ]
+        ordering = ["team", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def usable(self, now: datetime | None = None) -> "ApiKeyQuerySet":
+        """Keys that may make requests: enabled and not expired. The one home for that rule."""
+        now = now or timezone.now()
+        return self.filter(status=ApiKey.Status.ENABLED).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+
+    def expired_but_enabled(self, now: datetime | None = None) -> "ApiKeyQuerySet":
+        now = now or timezone.now()
+        return self.filter(status=ApiKey.Status.ENABLED, expires_at__lte=now)
+
+
+class ApiKey(models.Model):
+    class Status(models.TextChoices):
+        ENABLED = "enabled", "Enabled"
+        DISABLED = "disabled", "Disabled"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys"
+    )
+    name = models.CharField(
+        max_length=NAME_MAX_LENGTH,
+        validators=[MinLengthValidator(1)],
+        error_messages={
+            "blank": "Name is required.",
+            "max_length": f"Name can be at most {NAME_MAX_LENGTH} characters.",
+        },
+    )
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="api_keys")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ENABLED)
+    prefix = models.CharField(max_length=DISPLAY_PREFIX_LENGTH, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    allowed_ips = models.JSONField(
+        default=list, blank=True, validators=[validate_allowed_ips], verbose_name="IP restriction"
+    )
+    quota_limit_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        default=0,
+        validators=[validate_quota],
+        verbose_name="quota limit (USD)",
+    )
+    spent_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0, editable=False)
+    rate_limit = models.CharField(max_length=16, blank=True, validators=[validate_rate_limit])
+    expires_at = models.DateTimeField(null=True, blank=True, verbose_name="key expiration")
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["team", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def quota_used_up(self) -> bool:
+        return self.quota_limit_usd > 0 and self.spent_usd >= self.quota_limit_usd
+
+    @property
+    def state(self) -> str:
+        """What people see: enabled, disabled, expired or quota used up."""
+        if self.status == self.Status.DISABLED:
+            return "disabled"
+        if self.is_expired():
+            return "expired"
+        if self.quota_used_up:
+            return "quota_used_up"
+        return "enabled"
+
+
+class KeyEvent(models.Model):
+    """The audit trail. It outlives the key: a deleted key keeps its history."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        UPDATED = "updated", "Updated"
+        ROTATED = "rotated", "Rotated"
+        ENABLED = "enabled", "Enabled"
+        DISABLED = "disabled", "Disabled"
+        EXPIRED = "expired", "Expired"
+        DELETED = "deleted", "Deleted"
+
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="key_events")
+    key_name = models.CharField(max_length=NAME_MAX_LENGTH)
+    key_prefix = models.CharField(max_length=DISPLAY_PREFIX_LENGTH)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system acted (e.g. expiry).",
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    changes = models.JSONField(
+        default=dict, blank=True, help_text="Changed fields: {field: [old, new]}."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.key_name}: {self.action}"

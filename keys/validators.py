@@ -1,0 +1,125 @@
+"""Validation of key settings: one home for the rules and their messages.
+
+The model fields use these validators, so `full_clean()` in the services applies them, and
+the portal, admin and API all show the same field-level messages.
+"""
+
+import ipaddress
+import re
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+
+NAME_MAX_LENGTH = 100
+
+RATE_LIMIT_PATTERN = re.compile(r"^([1-9][0-9]{0,8})/([smhd])$")
+RATE_LIMIT_MESSAGE = (
+    "Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h or /d "
+    "(per second, minute, hour or day)."
+)
+
+QUOTA_NUMBER_MESSAGE = "Enter the quota limit as a number of US dollars, e.g. 25.00."
+
+_IP_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Turn user input (text or a list) into normalised IPs and CIDRs, or name the bad entry.
+
+    Entries may be separated by commas, spaces or newlines. Host bits in a CIDR are rejected
+    rather than silently masked, so "10.0.0.1/8" does not quietly mean "10.0.0.0/8".
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        entries = [part for part in _IP_SEPARATORS.split(value) if part]
+    else:
+        entries = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValidationError(
+                    "Each IP restriction entry must be text, not %(value)r.",
+                    code="invalid_ip",
+                    params={"value": item},
+                )
+            entries.extend(part for part in _IP_SEPARATORS.split(item) if part)
+    normalised: list[str] = []
+    for entry in entries:
+        canonical = _canonical_network(entry)
+        if canonical not in normalised:
+            normalised.append(canonical)
+    return normalised
+
+
+def _canonical_network(entry: str) -> str:
+    try:
+        if "/" in entry:
+            return str(ipaddress.ip_network(entry, strict=True))
+        return str(ipaddress.ip_address(entry))
+    except ValueError:
+        raise ValidationError(
+            "“%(entry)s” is not a valid IPv4 or IPv6 address or CIDR range "
+            "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+            code="invalid_ip",
+            params={"entry": entry},
+        ) from None
+
+
+def validate_allowed_ips(value: list[str]) -> None:
+    if not isinstance(value, list):
+        raise ValidationError("IP restriction must be a list of addresses.", code="invalid_ip")
+    parse_allowed_ips(value)
+
+
+def validate_rate_limit(value: str) -> None:
+    if value and not RATE_LIMIT_PATTERN.match(value):
+        raise ValidationError(RATE_LIMIT_MESSAGE, code="invalid_rate_limit")
+
+
+def normalise_rate_limit(value: str | None) -> str:
+    """Accept stray spaces and upper case ("60 / M") but store the canonical "60/m"."""
+    if not value:
+        return ""
+    return re.sub(r"\s+", "", str(value)).lower()
+
+
+def validate_quota(value: Decimal) -> None:
+    if value is None:
+        return
+    if value < 0:
+        raise ValidationError(
+            "Quota limit cannot be negative. Use 0 for unlimited.", code="negative_quota"
+        )
+
+
+def parse_quota(value: str | int | Decimal | None) -> Decimal:
+    """Read a quota from user input; empty means 0 (unlimited)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Decimal("0")
+    if isinstance(value, float | bool):
+        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+    try:
+        quota = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota") from None
+    if not quota.is_finite():
+        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+    return quota
+
+
+def validate_multiplier(value: Decimal) -> None:
+    if value is not None and value <= 0:
+        raise ValidationError(
+            "The multiplier must be greater than 0 (for example 0.25 or 1.0).",
+            code="multiplier_not_positive",
+        )
+
+
+def validate_model_patterns(value: list[str]) -> None:
+    if not isinstance(value, list) or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise ValidationError(
+            "Models must be a list of model names or patterns such as claude-*.",
+            code="invalid_models",
+        )
