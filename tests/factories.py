@@ -1,0 +1,66 @@
+"""factory_boy factories. Keys are made through the create service, so tests see real keys."""
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+
+from keys import services
+from keys.models import Group, Membership, Team
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda user: f"{user.username}@example.com")
+    password = factory.django.Password("pw-for-tests-1")
+
+
+class GroupFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Group
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"Group {n}")
+    multiplier = Decimal("1.0")
+    models = factory.LazyFunction(lambda: ["claude-*", "gpt-*"])
+    is_active = True
+
+
+class TeamFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Team
+        django_get_or_create = ("slug",)
+
+    name = factory.Sequence(lambda n: f"Team {n}")
+    slug = factory.Sequence(lambda n: f"team-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    team = factory.SubFactory(TeamFactory)
+    user = factory.SubFactory(UserFactory)
+    role = Membership.Role.MEMBER
+
+
+def make_key(*, team=None, owner=None, group=None, actor=None, **settings):
+    """Create a key through the service; returns services.IssuedKey (key and plaintext)."""
+    team = team or TeamFactory()
+    if owner is None:
+        owner = MembershipFactory(team=team).user
+    elif not Membership.objects.filter(team=team, user=owner).exists():
+        MembershipFactory(team=team, user=owner)
+    settings.setdefault("name", "claude-code-main")
+    return services.api_key_create(
+        team=team,
+        owner=owner,
+        group=group or GroupFactory(),
+        actor=actor or owner,
+        **settings,
+    )
