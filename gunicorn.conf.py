@@ -1,0 +1,15 @@
+"""gunicorn settings for production: uvicorn workers serve the ASGI app (portal and relay)."""
+
+import os
+
+bind = os.environ.get("BIND", "0.0.0.0:" + os.environ.get("PORT", "8000"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "uvicorn_worker.UvicornWorker"
+# Streams can last minutes; the relay enforces each channel's own timeout.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "900"))
+graceful_timeout = 30
+keepalive = 75
+accesslog = None
+# uvicorn must not rewrite the client address from X-Forwarded-For: the app decides whom to
+# believe (TRUSTED_PROXIES), so the socket peer has to reach it unchanged.
+forwarded_allow_ips = ""

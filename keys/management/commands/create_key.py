@@ -1,0 +1,134 @@
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from keys.models import Group, Team
+from keys.services import api_key_create
+
+# The service names fields after the model; operators typed options.
+OPTION_FOR_FIELD = {
+    "name": "--name",
+    "owner": "--owner",
+    "group": "--group",
+    "allowed_ips": "--allowed-ips",
+    "quota_limit_usd": "--quota-usd",
+    "rate_limit": "--rate-limit",
+    "expires_at": "--expires",
+}
+
+EXPIRES_EXAMPLES = "2030-01-31, 2030-01-31T18:00, 2030-01-31T18:00:00Z or 2030-01-31T18:00+08:00"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create an API key and print it (only the key, one line) on stdout, e.g. "
+        "KEY=$(python manage.py create_key ...). The key is shown this once and never again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--team", required=True, metavar="SLUG", help="The team's slug.")
+        parser.add_argument(
+            "--owner", required=True, metavar="USERNAME", help="A member of the team."
+        )
+        parser.add_argument(
+            "--group", required=True, metavar="NAME", help="An active group the team may use."
+        )
+        parser.add_argument("--name", required=True, help="The key's name (at most 100 chars).")
+        parser.add_argument(
+            "--quota-usd", default="0", metavar="X", help="Spending limit in USD; 0 = unlimited."
+        )
+        parser.add_argument(
+            "--rate-limit", default="", metavar="N/UNIT", help="e.g. 60/m (units s, m, h, d)."
+        )
+        parser.add_argument(
+            "--expires",
+            metavar="ISO-8601",
+            help=(
+                f"When the key stops working, e.g. {EXPIRES_EXAMPLES}. Without an offset or Z "
+                "the time is read in the TIME_ZONE setting; a date alone means its midnight."
+            ),
+        )
+        parser.add_argument(
+            "--allowed-ips",
+            default="",
+            metavar='"A,B"',
+            help="IPv4/IPv6 addresses or CIDRs, separated by commas or spaces; empty = any.",
+        )
+        parser.add_argument(
+            "--actor",
+            metavar="USERNAME",
+            help="Who the audit trail records as creating the key; default: the system.",
+        )
+
+    def handle(self, *args, **options) -> None:
+        User = get_user_model()
+        problems: list[str] = []
+
+        team = Team.objects.filter(slug=options["team"]).first()
+        if team is None:
+            problems.append(f"--team: No team with slug “{options['team']}”.")
+        owner = User.objects.filter(username=options["owner"]).first()
+        if owner is None:
+            problems.append(f"--owner: No user named “{options['owner']}”.")
+        group = Group.objects.filter(name=options["group"]).first()
+        if group is None:
+            problems.append(f"--group: No group named “{options['group']}”.{_offer(team)}")
+        actor = None
+        if options["actor"] is not None:
+            actor = User.objects.filter(username=options["actor"]).first()
+            if actor is None:
+                problems.append(f"--actor: No user named “{options['actor']}”.")
+        expires_at = None
+        if options["expires"]:
+            try:
+                expires_at = _parse_expiry(options["expires"])
+            except ValueError:
+                problems.append(
+                    f"--expires: “{options['expires']}” is not an ISO-8601 date and time "
+                    f"(for example {EXPIRES_EXAMPLES})."
+                )
+        if problems:
+            raise CommandError("\n".join(problems))
+
+        try:
+            issued = api_key_create(
+                team=team,
+                owner=owner,
+                name=options["name"],
+                group=group,
+                actor=actor,
+                allowed_ips=options["allowed_ips"],
+                quota_limit_usd=options["quota_usd"],
+                rate_limit=options["rate_limit"],
+                expires_at=expires_at,
+            )
+        except ValidationError as error:
+            raise CommandError(_describe(error)) from None
+        self.stdout.write(issued.plaintext)
+
+
+def _parse_expiry(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.strip())
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, timezone.get_default_timezone())
+    return moment
+
+
+def _offer(team: Team | None) -> str:
+    if team is None:
+        return ""
+    names = ", ".join(f"“{group.name}”" for group in team.available_groups())
+    return f" Groups available to team {team.name}: {names or 'none'}."
+
+
+def _describe(error: ValidationError) -> str:
+    if not hasattr(error, "error_dict"):
+        return "\n".join(error.messages)
+    lines = []
+    for field, messages in error.message_dict.items():
+        label = "" if field == NON_FIELD_ERRORS else f"{OPTION_FOR_FIELD.get(field, field)}: "
+        lines.extend(label + message for message in messages)
+    return "\n".join(lines)

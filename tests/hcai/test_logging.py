@@ -1,0 +1,30 @@
+import logging
+
+from hcai.logging import RedactSecretsFilter, RequestIdFilter
+from hcai.request_id import current_request_id
+
+
+def _format(message: str, *args) -> str:
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, message, args, None)
+    assert RequestIdFilter().filter(record)
+    assert RedactSecretsFilter().filter(record)
+    return logging.Formatter("%(request_id)s %(message)s").format(record)
+
+
+def test_a_key_in_a_log_message_is_masked():
+    key = "sk-hc-" + "A" * 43
+    line = _format("client sent %s by mistake", key)
+    assert key not in line
+    assert "sk-hc-[REDACTED]" in line
+
+
+def test_lines_carry_the_current_request_id():
+    token = current_request_id.set("req_abc123456")
+    try:
+        assert _format("hello").startswith("req_abc123456 hello")
+    finally:
+        current_request_id.reset(token)
+
+
+def test_lines_without_a_request_show_a_dash():
+    assert _format("boot") == "- boot"
