@@ -18,4 +18,6 @@ def key_state_cache_key(digest: str) -> str:
 def invalidate_key_state(digests: Iterable[str]) -> None:
     cache_keys = [key_state_cache_key(digest) for digest in digests]
     if cache_keys:
-        transaction.on_commit(lambda: cache.delete_many(cache_keys))
+        # robust: the change is already committed; a cache outage must not turn it into a 500.
+        # The relay's entries also expire on their own, which bounds how stale one can get.
+        transaction.on_commit(lambda: cache.delete_many(cache_keys), robust=True)

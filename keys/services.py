@@ -2,25 +2,30 @@
 call these; each key change writes exactly one KeyEvent and drops the relay's cached state.
 """
 
+import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 from django.utils import timezone
 
 from .cache import invalidate_key_state
 from .models import (
+    API_TOKEN_DISPLAY_PREFIX_LENGTH,
     DISPLAY_PREFIX_LENGTH,
     ApiKey,
+    ApiToken,
     Group,
     KeyEvent,
     Membership,
     Team,
     digest_key,
+    generate_api_token,
     generate_key,
 )
 from .validators import normalise_rate_limit, parse_allowed_ips, parse_quota
@@ -42,7 +47,8 @@ class IssuedKey:
     """A key and its plaintext: the only place the plaintext exists, returned once."""
 
     key: ApiKey
-    plaintext: str
+    # Kept out of repr() so a log line, traceback or debugger showing the object cannot leak it.
+    plaintext: str = dataclasses.field(repr=False)
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -63,7 +69,7 @@ def api_key_create(
     expires_at: datetime | None = None,
 ) -> IssuedKey:
     key = ApiKey(team=team, owner=owner, created_by=actor)
-    _assign(
+    errors = _assign(
         key,
         {
             "name": name,
@@ -76,10 +82,11 @@ def api_key_create(
         },
         creating=True,
     )
-    plaintext = _set_new_secret(key)
     if not Membership.objects.filter(team=team, user=owner).exists():
-        raise ValidationError({"owner": f"{owner} is not a member of team {team}."})
-    key.full_clean()
+        errors.setdefault("owner", []).append(f"{owner} is not a member of team {team}.")
+    # The digest is a required field, so the secret must exist before the model's checks run.
+    plaintext = _set_new_secret(key)
+    _full_clean(key, errors)
     key.save()
     _record(
         key,
@@ -98,9 +105,9 @@ def api_key_update(*, key: ApiKey, actor: User | None, **changes: Any) -> ApiKey
         raise TypeError(f"api_key_update() got fields it cannot change: {sorted(unknown)}")
     before = {field: _audit_value(getattr(key, field)) for field in EDITABLE_FIELDS}
     was_enabled = key.status == ApiKey.Status.ENABLED
+    errors = _assign(key, changes, creating=False, was_enabled=was_enabled)
     try:
-        _assign(key, changes, creating=False, was_enabled=was_enabled)
-        key.full_clean()
+        _full_clean(key, errors)
     except ValidationError:
         key.refresh_from_db()
         raise
@@ -180,8 +187,8 @@ def _set_new_secret(key: ApiKey) -> str:
 
 def _assign(
     key: ApiKey, changes: dict[str, Any], *, creating: bool, was_enabled: bool = False
-) -> None:
-    """Normalise user input onto the key, collecting every field's error at once."""
+) -> dict[str, list[str]]:
+    """Normalise user input onto the key; return the errors of the fields that did not convert."""
     errors: dict[str, list[str]] = {}
 
     def check(field: str, convert):
@@ -191,8 +198,10 @@ def _assign(
             errors.setdefault(field, []).extend(error.messages)
 
     if "name" in changes:
-        check("name", lambda value: (value or "").strip())
-    if "group" in changes:
+        check("name", _clean_name)
+    # A key may keep the group it has even after staff retire that group: only a change of
+    # group is checked, so such keys stay editable.
+    if "group" in changes and (creating or changes["group"] != key.group):
         check("group", lambda group: _check_group(group, key.team))
     if "status" in changes:
         check("status", lambda value: value)
@@ -206,7 +215,8 @@ def _assign(
         previous = key.expires_at
         check("expires_at", lambda value: _check_expiry(value, previous, creating=creating))
     if (
-        not errors
+        "status" not in errors
+        and "expires_at" not in errors
         and key.status == ApiKey.Status.ENABLED
         and (creating or not was_enabled)
         and key.is_expired()
@@ -216,8 +226,26 @@ def _assign(
             f"{timezone.localtime(key.expires_at):%Y-%m-%d %H:%M %Z}. "
             "Clear or extend Key expiration to enable it."
         ]
+    return errors
+
+
+def _full_clean(key: ApiKey, errors: dict[str, list[str]]) -> None:
+    """Run the model's checks on the fields that converted, so that one submission shows
+    every field's error at once rather than one per attempt."""
+    try:
+        key.full_clean(exclude=set(errors))
+    except ValidationError as error:
+        for field_name, messages in error.message_dict.items():
+            errors.setdefault(field_name, []).extend(messages)
     if errors:
         raise ValidationError(errors)
+
+
+def _clean_name(value: str | None) -> str:
+    name = (value or "").strip()
+    # PostgreSQL cannot store NUL in text; without this the database would answer with a 500.
+    ProhibitNullCharactersValidator()(name)
+    return name
 
 
 def _check_group(group: Group | None, team: Team) -> Group:
@@ -250,7 +278,8 @@ def _audit_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     if isinstance(value, datetime):
-        return value.isoformat()
+        # In UTC, so the same instant given in another time zone does not count as a change.
+        return value.astimezone(UTC).isoformat()
     if isinstance(value, list):
         return list(value)
     return value
@@ -313,10 +342,14 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
 
 
 def _keep_a_lead(membership: Membership, verb: str) -> None:
-    other_leads = Membership.objects.filter(
-        team_id=membership.team_id, role=Membership.Role.LEAD
-    ).exclude(pk=membership.pk)
-    if not other_leads.exists():
+    # Locking the team's lead rows stops two leads who demote or remove each other at the same
+    # time from both seeing the other one as the remaining lead.
+    lead_ids = set(
+        Membership.objects.select_for_update()
+        .filter(team_id=membership.team_id, role=Membership.Role.LEAD)
+        .values_list("pk", flat=True)
+    )
+    if not lead_ids - {membership.pk}:
         raise ValidationError(
             {"role": f"Cannot {verb} the last lead of {membership.team.name}: add another first."}
         )
@@ -339,3 +372,61 @@ def group_save(*, group: Group) -> Group:
     group.save()
     invalidate_key_state(group.api_keys.values_list("digest", flat=True))
     return group
+
+
+# --- API tokens -----------------------------------------------------------------------------
+
+# How stale a token's last_used_at may get: writing it on every API call would turn each read
+# into a write, and "used in the last minute" is all anyone needs from it.
+API_TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class IssuedApiToken:
+    """A token and its plaintext: returned once by api_token_create, never stored."""
+
+    token: ApiToken
+    plaintext: str = dataclasses.field(repr=False)
+
+
+@transaction.atomic
+def api_token_create(*, user: User, name: str) -> IssuedApiToken:
+    token = ApiToken(user=user)
+    errors: dict[str, list[str]] = {}
+    try:
+        token.name = _clean_name(name)
+    except ValidationError as error:
+        errors["name"] = error.messages
+    plaintext = generate_api_token()
+    token.digest = digest_key(plaintext)
+    token.prefix = plaintext[:API_TOKEN_DISPLAY_PREFIX_LENGTH]
+    try:
+        token.full_clean(exclude=set(errors))
+    except ValidationError as error:
+        for field_name, messages in error.message_dict.items():
+            errors.setdefault(field_name, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+    token.save()
+    return IssuedApiToken(token=token, plaintext=plaintext)
+
+
+def api_token_revoke(*, token: ApiToken) -> ApiToken:
+    """Stop the token working at once. Revoking twice keeps the first time."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=token.revoked_at
+        )
+    return token
+
+
+def api_token_mark_used(*, token: ApiToken) -> None:
+    now = timezone.now()
+    if (
+        token.last_used_at is not None
+        and (now - token.last_used_at).total_seconds() < API_TOKEN_LAST_USED_RESOLUTION_SECONDS
+    ):
+        return
+    token.last_used_at = now
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

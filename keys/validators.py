@@ -19,6 +19,7 @@ RATE_LIMIT_MESSAGE = (
 )
 
 QUOTA_NUMBER_MESSAGE = "Enter the quota limit as a number of US dollars, e.g. 25.00."
+CENT = Decimal("0.01")
 
 _IP_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -53,6 +54,10 @@ def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[s
 
 def _canonical_network(entry: str) -> str:
     try:
+        # `ipaddress` accepts an IPv6 zone id ("fe80::1%eth0"), but a client address never
+        # carries one, so such an entry would never match and silently lock the key out.
+        if "%" in entry:
+            raise ValueError(entry)
         if "/" in entry:
             return str(ipaddress.ip_network(entry, strict=True))
         return str(ipaddress.ip_address(entry))
@@ -104,6 +109,14 @@ def parse_quota(value: str | int | Decimal | None) -> Decimal:
         raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota") from None
     if not quota.is_finite():
         raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+    # "25.000" is a whole number of cents: only real precision below a cent is an error.
+    if quota.as_tuple().exponent < -2:
+        try:
+            cents = quota.quantize(CENT)
+        except InvalidOperation:
+            return quota
+        if cents == quota:
+            return cents
     return quota
 
 

@@ -15,6 +15,17 @@ def channel_save(*, channel: Channel, credential: str | None = None) -> Channel:
     """Create or change a channel. `credential=None` keeps the stored one (write-only field)."""
     if credential is not None:
         channel.credential = credential
+    elif channel.pk is not None:
+        # "Keep" means the stored value, not whatever this instance holds: a stale instance or
+        # a form that blanked the field must not undo a credential someone else has just set.
+        stored = (
+            Channel.objects.select_for_update()
+            .filter(pk=channel.pk)
+            .values_list("credential", flat=True)
+            .first()
+        )
+        if stored is not None:
+            channel.credential = stored
     channel.full_clean()
     channel.save()
     _invalidate_groups(channel.routes.values_list("group_id", flat=True))

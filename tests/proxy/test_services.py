@@ -1,0 +1,266 @@
+"""Channels and routes: the credential is write-only, routing changes reach the relay at once."""
+
+import pytest
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+
+from keys.cache import key_state_cache_key
+from proxy.models import Channel, Route
+from proxy.services import channel_save, channel_upsert, route_changed, routes_set
+
+from ..factories import GroupFactory, make_key
+
+
+@pytest.fixture
+def channel(db):
+    return channel_save(
+        channel=Channel(name="anthropic-main", provider="anthropic", base_url="https://a.test"),
+        credential="sk-ant-original",
+    )
+
+
+def stored_credential(channel: Channel) -> str:
+    return Channel.objects.values_list("credential", flat=True).get(pk=channel.pk)
+
+
+# --- channel_save ---------------------------------------------------------------------------
+
+
+def test_channel_save_creates_with_the_credential(channel):
+    saved = Channel.objects.get(name="anthropic-main")
+    assert (saved.provider, saved.base_url, saved.is_active) == (
+        "anthropic",
+        "https://a.test",
+        True,
+    )
+    assert saved.credential == "sk-ant-original"
+    assert saved.has_credential
+    assert saved.timeout_seconds == 600
+
+
+def test_channel_save_keeps_the_credential_when_none_is_given(channel):
+    fresh = Channel.objects.get(pk=channel.pk)
+    fresh.timeout_seconds = 30
+    channel_save(channel=fresh, credential=None)
+    assert stored_credential(channel) == "sk-ant-original"
+    assert Channel.objects.get(pk=channel.pk).timeout_seconds == 30
+
+
+def test_channel_save_keeps_the_stored_credential_whatever_the_instance_holds(channel):
+    edited = Channel.objects.get(pk=channel.pk)
+    # A form that renders the write-only field empty hands it back blank.
+    edited.credential = ""
+    edited.base_url = "https://b.test"
+    channel_save(channel=edited)
+    assert stored_credential(channel) == "sk-ant-original"
+    assert Channel.objects.get(pk=channel.pk).base_url == "https://b.test"
+
+
+def test_a_stale_instance_does_not_undo_a_newer_credential(channel):
+    stale = Channel.objects.get(pk=channel.pk)
+    channel_save(channel=Channel.objects.get(pk=channel.pk), credential="sk-ant-rotated")
+    stale.timeout_seconds = 60
+    channel_save(channel=stale)
+    assert stored_credential(channel) == "sk-ant-rotated"
+    assert stale.credential == "sk-ant-rotated"
+
+
+def test_a_new_channel_keeps_the_credential_set_on_it(db):
+    channel_save(channel=Channel(name="preset", provider="mock", credential="preset-secret"))
+    assert Channel.objects.get(name="preset").credential == "preset-secret"
+
+
+def test_channel_save_replaces_the_credential_when_given(channel):
+    channel_save(channel=channel, credential="sk-ant-new")
+    assert stored_credential(channel) == "sk-ant-new"
+
+
+def test_channel_save_can_clear_the_credential_explicitly(channel):
+    channel_save(channel=channel, credential="")
+    assert stored_credential(channel) == ""
+    assert not Channel.objects.get(pk=channel.pk).has_credential
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        ({"provider": "azure"}, {"provider": ["Value 'azure' is not a valid choice."]}),
+        ({"base_url": "not a url"}, {"base_url": ["Enter a valid URL."]}),
+        (
+            {"timeout_seconds": 0},
+            {"timeout_seconds": ["Ensure this value is greater than or equal to 1."]},
+        ),
+        (
+            {"timeout_seconds": 3601},
+            {"timeout_seconds": ["Ensure this value is less than or equal to 3600."]},
+        ),
+        ({"name": ""}, {"name": ["This field cannot be blank."]}),
+    ],
+)
+def test_channel_save_refuses_bad_values_and_writes_nothing(channel, changes, errors):
+    before = Channel.objects.filter(pk=channel.pk).values().get()
+    for field, value in changes.items():
+        setattr(channel, field, value)
+    with pytest.raises(ValidationError) as caught:
+        channel_save(channel=channel, credential="sk-ant-would-be-new")
+    assert caught.value.message_dict == errors
+    assert Channel.objects.filter(pk=channel.pk).values().get() == before
+
+
+def test_channel_save_refuses_a_duplicate_name(channel):
+    with pytest.raises(ValidationError) as caught:
+        channel_save(channel=Channel(name="anthropic-main", provider="mock"))
+    assert caught.value.message_dict == {"name": ["Channel with this Name already exists."]}
+    assert Channel.objects.count() == 1
+
+
+def test_channel_save_drops_cached_state_of_keys_routed_to_it(
+    channel, django_capture_on_commit_callbacks
+):
+    routed, unrouted = GroupFactory(name="Routed"), GroupFactory(name="Unrouted")
+    Route.objects.create(group=routed, channel=channel)
+    routed_key, unrouted_key = make_key(group=routed).key, make_key(group=unrouted).key
+    cache.set(key_state_cache_key(routed_key.digest), "stale")
+    cache.set(key_state_cache_key(unrouted_key.digest), "fresh")
+    channel.is_active = False
+    with django_capture_on_commit_callbacks(execute=True):
+        channel_save(channel=channel)
+    assert cache.get(key_state_cache_key(routed_key.digest)) is None
+    assert cache.get(key_state_cache_key(unrouted_key.digest)) == "fresh"
+
+
+# --- channel_upsert -------------------------------------------------------------------------
+
+
+def test_channel_upsert_creates(db):
+    group = GroupFactory(name="Default")
+    channel, created = channel_upsert(
+        name="mock",
+        provider="mock",
+        credential="secret-1",
+        timeout_seconds=30,
+        groups=[group],
+    )
+    assert created is True
+    saved = Channel.objects.get(name="mock")
+    assert saved == channel
+    assert (saved.provider, saved.base_url, saved.credential, saved.timeout_seconds) == (
+        "mock",
+        "",
+        "secret-1",
+        30,
+    )
+    assert list(Route.objects.values_list("group__name", "channel__name", "priority")) == [
+        ("Default", "mock", 100)
+    ]
+
+
+def test_channel_upsert_updates_in_place(channel):
+    updated, created = channel_upsert(
+        name="anthropic-main",
+        provider="openai",
+        base_url="https://o.test",
+        is_active=False,
+    )
+    assert created is False
+    assert updated.pk == channel.pk
+    assert Channel.objects.count() == 1
+    saved = Channel.objects.get(pk=channel.pk)
+    assert (saved.provider, saved.base_url, saved.is_active) == ("openai", "https://o.test", False)
+    assert saved.credential == "sk-ant-original"
+    assert saved.timeout_seconds == 600
+
+
+def test_channel_upsert_replaces_the_credential_when_given(channel):
+    channel_upsert(name="anthropic-main", provider="anthropic", credential="sk-ant-rotated")
+    assert stored_credential(channel) == "sk-ant-rotated"
+
+
+def test_channel_upsert_without_groups_leaves_routes_alone(channel):
+    group = GroupFactory(name="Default")
+    routes_set(channel=channel, groups=[group])
+    channel_upsert(name="anthropic-main", provider="anthropic")
+    assert list(channel.routes.values_list("group__name", flat=True)) == ["Default"]
+
+
+def test_channel_upsert_refuses_bad_values_and_writes_nothing(channel):
+    before = Channel.objects.filter(pk=channel.pk).values().get()
+    with pytest.raises(ValidationError) as caught:
+        channel_upsert(name="anthropic-main", provider="azure", groups=[GroupFactory()])
+    assert caught.value.message_dict == {"provider": ["Value 'azure' is not a valid choice."]}
+    assert Channel.objects.filter(pk=channel.pk).values().get() == before
+    assert not Route.objects.exists()
+    with pytest.raises(ValidationError):
+        channel_upsert(name="new", provider="mock", base_url="ftp//nope")
+    assert not Channel.objects.filter(name="new").exists()
+
+
+# --- routes_set -----------------------------------------------------------------------------
+
+
+def test_routes_set_adds_and_removes_routes(channel):
+    first, second, third = (GroupFactory(name=n) for n in ("First", "Second", "Third"))
+    routes_set(channel=channel, groups=[first, second])
+    assert set(channel.routes.values_list("group__name", flat=True)) == {"First", "Second"}
+    routes_set(channel=channel, groups=[second, third])
+    assert set(channel.routes.values_list("group__name", flat=True)) == {"Second", "Third"}
+    routes_set(channel=channel, groups=[])
+    assert not channel.routes.exists()
+
+
+def test_routes_set_appends_after_the_group_s_other_channels_and_keeps_existing_priority(
+    channel,
+):
+    group = GroupFactory(name="Default")
+    backup = channel_save(channel=Channel(name="backup", provider="mock"))
+    routes_set(channel=channel, groups=[group])
+    routes_set(channel=backup, groups=[group])
+    assert list(group.routes.values_list("channel__name", "priority")) == [
+        ("anthropic-main", 100),
+        ("backup", 110),
+    ]
+    Route.objects.filter(channel=channel).update(priority=5)
+    routes_set(channel=channel, groups=[group])
+    assert list(group.routes.values_list("channel__name", "priority")) == [
+        ("anthropic-main", 5),
+        ("backup", 110),
+    ]
+
+
+def test_routes_set_leaves_other_channels_routes_alone(channel):
+    group = GroupFactory(name="Default")
+    backup = channel_save(channel=Channel(name="backup", provider="mock"))
+    routes_set(channel=backup, groups=[group])
+    routes_set(channel=channel, groups=[group])
+    routes_set(channel=channel, groups=[])
+    assert list(group.routes.values_list("channel__name", flat=True)) == ["backup"]
+
+
+def test_routes_set_drops_cached_state_of_added_and_removed_groups_only(
+    channel, django_capture_on_commit_callbacks
+):
+    removed, added, kept, untouched = (
+        GroupFactory(name=n) for n in ("Removed", "Added", "Kept", "Untouched")
+    )
+    routes_set(channel=channel, groups=[removed, kept])
+    keys = {group.name: make_key(group=group).key for group in (removed, added, kept, untouched)}
+    for key in keys.values():
+        cache.set(key_state_cache_key(key.digest), "stale")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        routes_set(channel=channel, groups=[added, kept])
+        assert cache.get(key_state_cache_key(keys["Removed"].digest)) == "stale"
+
+    for name in ("Removed", "Added", "Kept"):
+        assert cache.get(key_state_cache_key(keys[name].digest)) is None
+    assert cache.get(key_state_cache_key(keys["Untouched"].digest)) == "stale"
+
+
+def test_route_changed_drops_the_group_s_cached_state(channel, django_capture_on_commit_callbacks):
+    group = GroupFactory(name="Default")
+    route = Route.objects.create(group=group, channel=channel)
+    key = make_key(group=group).key
+    cache.set(key_state_cache_key(key.digest), "stale")
+    with django_capture_on_commit_callbacks(execute=True):
+        route_changed(route=route)
+    assert cache.get(key_state_cache_key(key.digest)) is None
