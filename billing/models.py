@@ -66,3 +66,42 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.status_code} ${self.charged_usd}"
+
+
+class UsageDaily(models.Model):
+    """Totals per key, model and day, folded in by settlement. Money views read these only.
+
+    `day` is the event's date in settings.TIME_ZONE. Events of a deleted key roll up with
+    `key` empty (and a key's rows lose their key when it is deleted), so the team's totals
+    never shrink; such rows are not unique per model and day, and readers always sum them.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_daily")
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_daily"
+    )
+    model = models.CharField(max_length=200)
+    day = models.DateField()
+    requests = models.PositiveBigIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+    charged_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
+
+    class Meta:
+        ordering = ["-day", "model"]
+        verbose_name = "daily usage"
+        verbose_name_plural = "daily usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "model", "day"],
+                condition=models.Q(key__isnull=False),
+                name="one_usage_daily_per_key_model_day",
+            )
+        ]
+        indexes = [models.Index(fields=["team", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model}: {self.requests} requests, ${self.charged_usd}"

@@ -1,0 +1,77 @@
+"""Staff admin for prices (edited freely) and usage (read-only: the relay writes it)."""
+
+from django.contrib import admin
+from django.db.models import Model
+from django.http import HttpRequest
+
+from .models import ModelPrice, UsageDaily, UsageEvent
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the relay and by settlement: staff look, nobody edits."""
+
+    # These tables grow by a row per request (or per key, model and day): skip the unfiltered
+    # COUNT(*) on every page.
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = (
+        "model",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_write_per_mtok",
+        "cache_read_per_mtok",
+        "updated_at",
+    )
+    search_fields = ("model",)
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    """One row per proxied request: the books that spend and bills come from."""
+
+    list_display = (
+        "created_at",
+        "team",
+        "key",
+        "group",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "charged_usd",
+        "status_code",
+        "latency_ms",
+        "settled_at",
+    )
+    list_filter = ("team", "group", "status_code")
+    list_select_related = ("team", "key", "group")
+    search_fields = ("model", "key__name", "key__prefix", "request_id", "session_id")
+
+
+@admin.register(UsageDaily)
+class UsageDailyAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day",
+        "team",
+        "key",
+        "model",
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "charged_usd",
+    )
+    list_filter = ("team", "model")
+    list_select_related = ("team", "key")
+    search_fields = ("model", "key__name", "key__prefix")
+    date_hierarchy = "day"

@@ -1,0 +1,163 @@
+"""The staff admin for prices (editable) and usage events (read-only)."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import ModelPrice, UsageDaily, UsageEvent
+
+from .factories import ModelPriceFactory, UsageEventFactory
+
+
+def url(name: str, *args) -> str:
+    return reverse(f"admin:{name}", args=args)
+
+
+@pytest.fixture
+def price(db) -> ModelPrice:
+    return ModelPriceFactory()
+
+
+@pytest.fixture
+def usage(issued) -> UsageEvent:
+    return UsageEventFactory(key=issued.key)
+
+
+@pytest.fixture
+def daily(issued) -> UsageDaily:
+    return UsageDaily.objects.create(
+        team=issued.key.team,
+        key=issued.key,
+        model="claude-sonnet-4-5",
+        day=timezone.localdate(),
+        requests=3,
+        charged_usd=Decimal("0.018"),
+    )
+
+
+@pytest.fixture
+def admin_pages(price, usage, daily):
+    return [
+        url("billing_usagedaily_changelist"),
+        url("billing_usagedaily_change", daily.pk),
+        url("billing_modelprice_changelist"),
+        url("billing_modelprice_add"),
+        url("billing_modelprice_change", price.pk),
+        url("billing_usageevent_changelist"),
+        url("billing_usageevent_change", usage.pk),
+    ]
+
+
+def test_every_page_renders_for_staff(admin_client, admin_pages):
+    for page in admin_pages:
+        assert admin_client.get(page).status_code == 200, page
+
+
+def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
+    client.force_login(member)
+    for page in admin_pages:
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"] == f"{url('login')}?next={page}"
+
+
+def test_anonymous_is_sent_to_login(client, admin_pages):
+    for page in admin_pages:
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"] == f"{url('login')}?next={page}"
+
+
+def price_data(**overrides) -> dict:
+    data = {
+        "model": "claude-opus-4-1",
+        "input_per_mtok": "15",
+        "output_per_mtok": "75",
+        "cache_write_per_mtok": "18.75",
+        "cache_read_per_mtok": "1.5",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_add_a_price(admin_client, db):
+    response = admin_client.post(url("billing_modelprice_add"), price_data())
+
+    assert response.status_code == 302
+    price = ModelPrice.objects.get()
+    assert (price.model, price.input_per_mtok, price.output_per_mtok) == (
+        "claude-opus-4-1",
+        Decimal("15"),
+        Decimal("75"),
+    )
+
+
+def test_change_a_price(admin_client, price):
+    response = admin_client.post(
+        url("billing_modelprice_change", price.pk),
+        price_data(model=price.model, input_per_mtok="2.5"),
+    )
+
+    assert response.status_code == 302
+    price.refresh_from_db()
+    assert price.input_per_mtok == Decimal("2.5")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"output_per_mtok": "-1"},
+            "output_per_mtok",
+            "Ensure this value is greater than or equal to 0.",
+        ),
+        ({"input_per_mtok": "cheap"}, "input_per_mtok", "Enter a number."),
+        ({"model": ""}, "model", "This field is required."),
+        ({"model": "claude-sonnet-4-5"}, "model", "Model price with this Model already exists."),
+    ],
+)
+def test_bad_price_is_refused(admin_client, price, overrides, field, message):
+    response = admin_client.post(url("billing_modelprice_add"), price_data(**overrides))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert list(ModelPrice.objects.all()) == [price]
+
+
+@pytest.mark.parametrize(
+    ("model_name", "fixture"), [("usageevent", "usage"), ("usagedaily", "daily")]
+)
+def test_usage_rows_are_read_only(admin_client, request, model_name, fixture):
+    row = request.getfixturevalue(fixture)
+    model = type(row)
+    before = model.objects.filter(pk=row.pk).values().get()
+
+    assert admin_client.get(url(f"billing_{model_name}_add")).status_code == 403
+    view = admin_client.get(url(f"billing_{model_name}_change", row.pk))
+    assert view.status_code == 200
+    assert 'name="_save"' not in view.content.decode()
+    changed = admin_client.post(url(f"billing_{model_name}_change", row.pk), {"model": "free"})
+    assert changed.status_code == 403
+    deleted = admin_client.post(url(f"billing_{model_name}_delete", row.pk), {"post": "yes"})
+    assert deleted.status_code == 403
+    bulk = admin_client.post(
+        url(f"billing_{model_name}_changelist"),
+        {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"},
+    )
+    assert bulk.status_code == 200
+    assert "delete_selected" not in bulk.content.decode()
+    assert model.objects.filter(pk=row.pk).values().get() == before
+
+
+def test_usage_list_shows_the_key_but_never_its_digest(admin_client, usage):
+    response = admin_client.get(url("billing_usageevent_changelist"))
+
+    content = response.content.decode()
+    assert usage.key.prefix in content
+    assert usage.key.digest not in content
+    assert (
+        usage.key.digest
+        not in admin_client.get(url("billing_usageevent_change", usage.pk)).content.decode()
+    )

@@ -1,0 +1,1060 @@
+"""The staff admin for teams, groups, keys and the audit trail: who may use it, that every
+write goes through the services (one audit row, the service's exact messages, nothing written
+on failure), and that neither a key's digest nor its plaintext is kept where it should not be.
+"""
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.core.cache import cache
+from django.urls import reverse
+from django.utils import timezone
+
+from keys import services
+from keys.admin import ApiKeyAdmin, GroupAdminForm
+from keys.cache import key_state_cache_key
+from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, digest_key
+from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
+
+from ..factories import GroupFactory, MembershipFactory, TeamFactory, UserFactory, make_key
+
+ISSUED_KEY = re.compile(r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>')
+ISSUED_TOKEN = re.compile(r'<code class="issued-key">(hcat_[A-Za-z0-9_-]+)</code>')
+
+
+def url(name: str, *args) -> str:
+    return reverse(f"admin:{name}", args=args)
+
+
+def row(key: ApiKey) -> dict:
+    """Every column of the key as stored."""
+    return ApiKey.objects.filter(pk=key.pk).values().get()
+
+
+def actions_of(key: ApiKey) -> list[str]:
+    return list(KeyEvent.objects.filter(key=key).order_by("id").values_list("action", flat=True))
+
+
+def page_messages(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def key_change_data(key: ApiKey, **overrides) -> dict:
+    """The change form as the admin renders it for `key`, with `overrides` typed in."""
+    expires = timezone.localtime(key.expires_at) if key.expires_at else None
+    data = {
+        "name": key.name,
+        "group": key.group_id,
+        "status": key.status,
+        "allowed_ips": "\n".join(key.allowed_ips),
+        "quota_limit_usd": f"{key.quota_limit_usd:.2f}",
+        "rate_limit": key.rate_limit,
+        # The split date/time widget shows seconds, not microseconds.
+        "expires_at_0": expires.date().isoformat() if expires else "",
+        "expires_at_1": expires.strftime("%H:%M:%S") if expires else "",
+    }
+    data.update(overrides)
+    return data
+
+
+def assert_not_kept(client, response, plaintext: str) -> None:
+    """The plaintext went out in this response only: no message queued (the messages framework
+    keeps them in the session or a cookie), nothing in the session, no cacheable page."""
+    assert list(response.context["messages"]) == []
+    assert plaintext not in str(response.cookies)
+    assert plaintext not in str(dict(client.session.items()))
+    assert "no-store" in response["Cache-Control"]
+
+
+@pytest.fixture
+def key(issued) -> ApiKey:
+    return issued.key
+
+
+# --- who may use it -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def token(member) -> ApiToken:
+    return services.api_token_create(user=member, name="ci").token
+
+
+@pytest.fixture
+def admin_pages(team, group, key, token):
+    """Every page of the keys admin a staff user can open."""
+    event = KeyEvent.objects.get(key=key)
+    return [
+        url("keys_apitoken_changelist"),
+        url("keys_apitoken_add"),
+        url("keys_apitoken_change", token.pk),
+        url("keys_team_changelist"),
+        url("keys_team_add"),
+        url("keys_team_change", team.pk),
+        url("keys_group_changelist"),
+        url("keys_group_add"),
+        url("keys_group_change", group.pk),
+        url("keys_apikey_changelist"),
+        url("keys_apikey_add"),
+        url("keys_apikey_change", key.pk),
+        url("keys_apikey_history", key.pk),
+        url("keys_apikey_delete", key.pk),
+        url("keys_keyevent_changelist"),
+        url("keys_keyevent_change", event.pk),
+    ]
+
+
+def test_every_page_renders_for_staff(admin_client, admin_pages):
+    for page in admin_pages:
+        assert admin_client.get(page).status_code == 200, page
+
+
+def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
+    client.force_login(member)
+    for page in admin_pages:
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"] == f"{url('login')}?next={page}"
+
+
+def test_anonymous_is_sent_to_login(client, admin_pages):
+    for page in admin_pages:
+        response = client.get(page)
+        assert response.status_code == 302, page
+        assert response["Location"] == f"{url('login')}?next={page}"
+
+
+def test_non_staff_member_cannot_act_on_keys(client, member, key):
+    client.force_login(member)
+    before = row(key)
+
+    for action in ("disable_keys", "rotate_keys", "delete_selected"):
+        response = run_action(client, action, [key], post="yes")
+        assert response.status_code == 302
+        assert response["Location"].startswith(url("login"))
+
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+
+
+def test_digests_are_never_displayed(admin_client, team, key, token, admin_pages):
+    admin_client.post(url("keys_apikey_change", key.pk), key_change_data(key, name="renamed"))
+    pages = [*admin_pages, f"{url('keys_apikey_changelist')}?q={key.prefix}"]
+    responses = [admin_client.get(page) for page in pages]
+    responses += [run_action(admin_client, "rotate_keys", [key])]
+    responses += [run_action(admin_client, "delete_selected", [key])]
+
+    for page, response in zip([*pages, "rotate", "delete"], responses, strict=True):
+        assert response.status_code == 200, page
+        assert key.digest not in response.content.decode(), page
+        assert token.digest not in response.content.decode(), page
+
+
+# --- the key list ---------------------------------------------------------------------------
+
+
+def test_list_shows_spend_against_limit(admin_client, team, member, group, key):
+    limited = make_key(team=team, owner=member, group=group, name="limited", quota_limit_usd="25")
+    ApiKey.objects.filter(pk=limited.key.pk).update(spent_usd=Decimal("1.5"))
+    limited.key.refresh_from_db()
+    key_admin = ApiKeyAdmin(ApiKey, admin_site=None)
+
+    assert key_admin.spent_and_limit(key) == "$0.00 / unlimited"
+    assert key_admin.spent_and_limit(limited.key) == "$1.50 / $25.00"
+    content = admin_client.get(url("keys_apikey_changelist")).content.decode()
+    assert "$0.00 / unlimited" in content
+    assert "$1.50 / $25.00" in content
+
+
+def test_list_columns(admin_client, key):
+    response = admin_client.get(url("keys_apikey_changelist"))
+
+    headers = [header["text"] for header in response.context["result_headers"]]
+    assert headers[1:] == [
+        "name",
+        "team",
+        "owner",
+        "group",
+        "status",
+        "prefix",
+        "spent / limit",
+        "key expiration",
+        "last used at",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("claude-code", {"claude-code-main"}),
+        ("other@example", {"other-key"}),
+        ("member", {"claude-code-main"}),
+        ("nothing-like-this", set()),
+    ],
+)
+def test_search_by_name_owner_username_and_email(admin_client, team, group, key, query, found):
+    other = MembershipFactory(team=team, user__username="other").user
+    make_key(team=team, owner=other, group=group, name="other-key")
+
+    response = admin_client.get(url("keys_apikey_changelist"), {"q": query})
+
+    assert {result.name for result in response.context["cl"].result_list} == found
+
+
+def test_search_by_prefix(admin_client, key):
+    response = admin_client.get(url("keys_apikey_changelist"), {"q": key.prefix})
+
+    assert list(response.context["cl"].result_list) == [key]
+
+
+def test_filters_by_team_group_and_status(admin_client, team, other_team, member, group, key):
+    other_group = GroupFactory(name="Other")
+    foreign = make_key(team=other_team, group=other_group, name="foreign").key
+    ApiKey.objects.filter(pk=foreign.pk).update(status=ApiKey.Status.DISABLED)
+    changelist = url("keys_apikey_changelist")
+
+    def names(params):
+        response = admin_client.get(changelist, params)
+        return {result.name for result in response.context["cl"].result_list}
+
+    assert names({"team__id__exact": team.pk}) == {"claude-code-main"}
+    assert names({"group__id__exact": other_group.pk}) == {"foreign"}
+    assert names({"status__exact": "disabled"}) == {"foreign"}
+    assert names({"status__exact": "enabled"}) == {"claude-code-main"}
+
+
+# --- enable, disable, rotate ----------------------------------------------------------------
+
+
+def run_action(client, action: str, keys: list[ApiKey], **extra):
+    return client.post(
+        url("keys_apikey_changelist"),
+        {"action": action, "_selected_action": [key.pk for key in keys], **extra},
+    )
+
+
+def test_disable_action_writes_one_event_with_the_staff_user(admin_client, admin_user, key):
+    response = run_action(admin_client, "disable_keys", [key])
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.status == ApiKey.Status.DISABLED
+    event = KeyEvent.objects.get(key=key, action="disabled")
+    assert event.actor == admin_user
+    assert event.changes == {"status": ["enabled", "disabled"]}
+    assert actions_of(key) == ["created", "disabled"]
+    assert page_messages(admin_client.get(response["Location"])) == ["Disabled 1 key."]
+
+
+def test_enable_action_writes_one_event_with_the_staff_user(admin_client, admin_user, key):
+    ApiKey.objects.filter(pk=key.pk).update(status=ApiKey.Status.DISABLED)
+
+    response = run_action(admin_client, "enable_keys", [key])
+
+    key.refresh_from_db()
+    assert key.status == ApiKey.Status.ENABLED
+    assert KeyEvent.objects.get(key=key, action="enabled").actor == admin_user
+    assert actions_of(key) == ["created", "enabled"]
+    assert page_messages(admin_client.get(response["Location"])) == ["Enabled 1 key."]
+
+
+def test_disable_action_skips_keys_already_disabled(admin_client, key):
+    ApiKey.objects.filter(pk=key.pk).update(status=ApiKey.Status.DISABLED)
+
+    response = run_action(admin_client, "disable_keys", [key])
+
+    assert actions_of(key) == ["created"]
+    assert page_messages(admin_client.get(response["Location"])) == ["Disabled 0 keys."]
+
+
+def test_enable_action_refuses_an_expired_key_with_the_service_message(admin_client, key):
+    expired_at = timezone.now() - timedelta(days=2)
+    ApiKey.objects.filter(pk=key.pk).update(status=ApiKey.Status.DISABLED, expires_at=expired_at)
+    before = row(key)
+
+    response = run_action(admin_client, "enable_keys", [key])
+
+    assert response.status_code == 302
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+    assert page_messages(admin_client.get(response["Location"])) == [
+        f"{key}: This key expired on {timezone.localtime(expired_at):%Y-%m-%d %H:%M %Z}. "
+        "Clear or extend Key expiration to enable it.",
+        "Enabled 0 keys.",
+    ]
+
+
+def test_rotate_asks_for_confirmation_first(admin_client, key):
+    before = row(key)
+
+    response = run_action(admin_client, "rotate_keys", [key])
+
+    assert response.status_code == 200
+    assert "Rotate these keys?" in response.content.decode()
+    assert key.name in response.content.decode()
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+
+
+def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
+    admin_client, admin_user, issued, caplog
+):
+    key = issued.key
+
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    (plaintext,) = ISSUED_KEY.findall(content)
+    assert content.count(plaintext) == 1
+    assert plaintext != issued.plaintext
+    key.refresh_from_db()
+    assert key.digest == digest_key(plaintext)
+    assert not ApiKey.objects.filter(digest=digest_key(issued.plaintext)).exists()
+    event = KeyEvent.objects.get(key=key, action="rotated")
+    assert event.actor == admin_user
+    assert actions_of(key) == ["created", "rotated"]
+    assert_not_kept(admin_client, response, plaintext)
+    assert plaintext not in caplog.text
+
+
+def test_rotate_several_keys_shows_each_new_key_once(admin_client, team, member, group, key):
+    second = make_key(team=team, owner=member, group=group, name="second").key
+
+    response = run_action(admin_client, "rotate_keys", [key, second], post="yes")
+
+    plaintexts = ISSUED_KEY.findall(response.content.decode())
+    assert len(plaintexts) == 2
+    assert {digest_key(plaintext) for plaintext in plaintexts} == set(
+        ApiKey.objects.filter(pk__in=[key.pk, second.pk]).values_list("digest", flat=True)
+    )
+    assert KeyEvent.objects.filter(action="rotated").count() == 2
+
+
+# --- add a key ------------------------------------------------------------------------------
+
+
+def add_data(team: Team, owner, group: Group, **overrides) -> dict:
+    data = {
+        "team": team.pk,
+        "owner": owner.pk,
+        "name": "laptop",
+        "group": group.pk,
+        "status": "enabled",
+        "allowed_ips": "203.0.113.7\n2001:db8::/32",
+        "quota_limit_usd": "25",
+        "rate_limit": "60/m",
+        "expires_at_0": "",
+        "expires_at_1": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_add_creates_the_key_through_the_service_and_shows_it_once(
+    admin_client, admin_user, team, member, group, caplog
+):
+    response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    (plaintext,) = ISSUED_KEY.findall(content)
+    assert content.count(plaintext) == 1
+    key = ApiKey.objects.get()
+    assert key.digest == digest_key(plaintext)
+    assert (key.team, key.owner, key.group, key.name) == (team, member, group, "laptop")
+    assert key.allowed_ips == ["203.0.113.7", "2001:db8::/32"]
+    assert key.quota_limit_usd == Decimal("25")
+    assert key.rate_limit == "60/m"
+    assert key.created_by == admin_user
+    event = KeyEvent.objects.get(key=key)
+    assert (event.action, event.actor) == ("created", admin_user)
+    history = LogEntry.objects.get()
+    assert history.object_id == str(key.pk)
+    assert plaintext not in f"{history.object_repr} {history.change_message}"
+    assert_not_kept(admin_client, response, plaintext)
+    assert plaintext not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"allowed_ips": "10.0.0.300"},
+            "allowed_ips",
+            "“10.0.0.300” is not a valid IPv4 or IPv6 address or CIDR range "
+            "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+        ),
+        (
+            {"quota_limit_usd": "-1"},
+            "quota_limit_usd",
+            "Quota limit cannot be negative. Use 0 for unlimited.",
+        ),
+        ({"rate_limit": "0/m"}, "rate_limit", RATE_LIMIT_MESSAGE),
+        ({"name": ""}, "name", "Name is required."),
+    ],
+)
+def test_add_with_bad_input_shows_the_message_and_writes_nothing(
+    admin_client, team, member, group, overrides, field, message
+):
+    response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group, **overrides))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert not ApiKey.objects.exists()
+    assert not KeyEvent.objects.exists()
+    assert not ISSUED_KEY.search(response.content.decode())
+
+
+def test_add_for_an_owner_outside_the_team_is_refused(admin_client, team, outsider, group):
+    response = admin_client.post(url("keys_apikey_add"), add_data(team, outsider, group))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "owner": ["outsider is not a member of team Acme."]
+    }
+    assert not ApiKey.objects.exists()
+    assert not KeyEvent.objects.exists()
+
+
+# --- change a key ---------------------------------------------------------------------------
+
+
+def test_change_saves_through_the_service_with_one_event(admin_client, admin_user, key):
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk),
+        key_change_data(key, name="renamed", allowed_ips="10.0.0.1, 2001:db8::/32"),
+    )
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.name == "renamed"
+    assert key.allowed_ips == ["10.0.0.1", "2001:db8::/32"]
+    event = KeyEvent.objects.get(key=key, action="updated")
+    assert event.actor == admin_user
+    assert event.changes == {
+        "name": ["claude-code-main", "renamed"],
+        "allowed_ips": [[], ["10.0.0.1", "2001:db8::/32"]],
+    }
+
+
+def test_change_form_shows_ips_one_per_line(admin_client, team, member, group):
+    key = make_key(team=team, owner=member, group=group, allowed_ips="10.0.0.1,10.0.1.0/24").key
+
+    response = admin_client.get(url("keys_apikey_change", key.pk))
+
+    assert response.context["adminform"].form["allowed_ips"].value() == "10.0.0.1\n10.0.1.0/24"
+
+
+def test_saving_unchanged_form_writes_nothing(admin_client, team, member, group):
+    # An expiry with microseconds, which the form's date widget cannot show back.
+    expires = timezone.now() + timedelta(days=30, microseconds=123456)
+    key = make_key(
+        team=team,
+        owner=member,
+        group=group,
+        expires_at=expires,
+        allowed_ips="10.0.0.1 10.0.1.0/24",
+        quota_limit_usd="25",
+    ).key
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk),
+        # As a browser sends the textarea back: with CRLF line breaks.
+        key_change_data(key, allowed_ips="10.0.0.1\r\n10.0.1.0/24"),
+    )
+
+    assert response.status_code == 302
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+    assert LogEntry.objects.get().get_change_message() == "No fields changed."
+
+
+def test_renaming_an_expired_key_keeps_its_expiry(admin_client, key):
+    expired_at = timezone.now() - timedelta(days=2)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=expired_at, status="disabled")
+    key.refresh_from_db()
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, name="old one")
+    )
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.name, key.expires_at) == ("old one", expired_at)
+    assert KeyEvent.objects.get(key=key, action="updated").changes == {
+        "name": ["claude-code-main", "old one"]
+    }
+
+
+def future(days: int) -> dict:
+    moment = timezone.localtime() + timedelta(days=days)
+    return {"expires_at_0": moment.date().isoformat(), "expires_at_1": "12:00:00"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"allowed_ips": "10.0.0.1\nnot-an-ip"},
+            "allowed_ips",
+            "“not-an-ip” is not a valid IPv4 or IPv6 address or CIDR range "
+            "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+        ),
+        (
+            {"allowed_ips": "10.0.0.1/8"},
+            "allowed_ips",
+            "“10.0.0.1/8” is not a valid IPv4 or IPv6 address or CIDR range "
+            "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+        ),
+        (
+            {"quota_limit_usd": "-0.01"},
+            "quota_limit_usd",
+            "Quota limit cannot be negative. Use 0 for unlimited.",
+        ),
+        ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        (
+            {"quota_limit_usd": "1.234"},
+            "quota_limit_usd",
+            "Ensure that there are no more than 2 decimal places.",
+        ),
+        ({"rate_limit": "60/x"}, "rate_limit", RATE_LIMIT_MESSAGE),
+        ({"rate_limit": "0/s"}, "rate_limit", RATE_LIMIT_MESSAGE),
+        ({"rate_limit": "fast"}, "rate_limit", RATE_LIMIT_MESSAGE),
+        ({"name": "   "}, "name", "Name is required."),
+        ({"name": "x" * 101}, "name", "Name can be at most 100 characters."),
+        (
+            future(-1),
+            "expires_at",
+            "Key expiration must be in the future. Leave it empty for never.",
+        ),
+    ],
+)
+def test_change_with_bad_input_shows_the_message_and_writes_nothing(
+    admin_client, key, overrides, field, message
+):
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, **overrides)
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert message in response.content.decode().replace("&quot;", '"')
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+    assert not LogEntry.objects.exists()
+
+
+def test_change_reports_every_bad_field_at_once(admin_client, key):
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk),
+        key_change_data(key, allowed_ips="nope", quota_limit_usd="-1", rate_limit="1/y"),
+    )
+
+    assert set(response.context["adminform"].form.errors) == {
+        "allowed_ips",
+        "quota_limit_usd",
+        "rate_limit",
+    }
+    assert actions_of(key) == ["created"]
+
+
+def test_change_to_an_inactive_group_is_refused(admin_client, key):
+    inactive = GroupFactory(name="Retired", is_active=False)
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, group=inactive.pk)
+    )
+
+    assert response.context["adminform"].form.errors == {
+        "group": ["Group “Retired” is not active."]
+    }
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+
+
+def test_change_to_a_group_the_team_may_not_use_is_refused(admin_client, team, group, key):
+    team.allowed_groups.set([group])
+    elsewhere = GroupFactory(name="Elsewhere")
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, group=elsewhere.pk)
+    )
+
+    assert response.context["adminform"].form.errors == {
+        "group": ["Group “Elsewhere” is not available to team Acme."]
+    }
+    assert row(key) == before
+
+
+def test_enabling_an_expired_key_in_the_form_is_refused(admin_client, key):
+    expired_at = timezone.now() - timedelta(days=2)
+    ApiKey.objects.filter(pk=key.pk).update(expires_at=expired_at, status="disabled")
+    key.refresh_from_db()
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, status="enabled")
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "expires_at": [
+            f"This key expired on {timezone.localtime(expired_at):%Y-%m-%d %H:%M %Z}. "
+            "Clear or extend Key expiration to enable it."
+        ]
+    }
+    assert row(key) == before
+    assert actions_of(key) == ["created"]
+
+
+def test_changing_only_the_status_records_a_disabled_event(admin_client, admin_user, key):
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, status="disabled")
+    )
+
+    assert response.status_code == 302
+    event = KeyEvent.objects.get(key=key, action="disabled")
+    assert (event.actor, event.changes) == (admin_user, {"status": ["enabled", "disabled"]})
+    assert actions_of(key) == ["created", "disabled"]
+
+
+def test_team_and_owner_cannot_be_changed(admin_client, key, other_team, outsider):
+    admin_client.post(
+        url("keys_apikey_change", key.pk),
+        key_change_data(key, team=other_team.pk, owner=outsider.pk, name="renamed"),
+    )
+
+    key.refresh_from_db()
+    assert (key.name, key.team.slug, key.owner.username) == ("renamed", "acme", "member")
+
+
+# --- delete ---------------------------------------------------------------------------------
+
+
+def test_delete_writes_a_deleted_event_that_outlives_the_key(admin_client, admin_user, key):
+    response = admin_client.post(url("keys_apikey_delete", key.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    event = KeyEvent.objects.get(action="deleted")
+    assert (event.key, event.key_name, event.key_prefix) == (None, key.name, key.prefix)
+    assert event.actor == admin_user
+    assert KeyEvent.objects.filter(key_prefix=key.prefix).count() == 2
+
+
+def test_bulk_delete_goes_through_the_service_for_each_key(
+    admin_client, admin_user, team, member, group, key
+):
+    second = make_key(team=team, owner=member, group=group, name="second").key
+
+    confirm = run_action(admin_client, "delete_selected", [key, second])
+    assert confirm.status_code == 200
+    assert ApiKey.objects.count() == 2
+
+    response = run_action(admin_client, "delete_selected", [key, second], post="yes")
+
+    assert response.status_code == 302
+    assert not ApiKey.objects.exists()
+    deleted = KeyEvent.objects.filter(action="deleted")
+    assert sorted(deleted.values_list("key_name", flat=True)) == ["claude-code-main", "second"]
+    assert {event.actor for event in deleted} == {admin_user}
+
+
+def test_delete_drops_the_cached_key_state(admin_client, key, django_capture_on_commit_callbacks):
+    cache.set(key_state_cache_key(key.digest), "cached")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(url("keys_apikey_delete", key.pk), {"post": "yes"})
+
+    assert cache.get(key_state_cache_key(key.digest)) is None
+
+
+# --- teams and memberships ------------------------------------------------------------------
+
+
+def team_data(team: Team, rows: list[dict], **overrides) -> dict:
+    """The team change form; `rows` are membership rows: existing ones carry their `id`."""
+    existing = [r for r in rows if "id" in r]
+    data = {
+        "name": team.name,
+        "slug": team.slug,
+        "allowed_groups": [group.pk for group in team.allowed_groups.all()],
+        "memberships-TOTAL_FORMS": len(rows),
+        "memberships-INITIAL_FORMS": len(existing),
+        "memberships-MIN_NUM_FORMS": 0,
+        "memberships-MAX_NUM_FORMS": 1000,
+    }
+    for index, membership_row in enumerate(rows):
+        for field, value in membership_row.items():
+            data[f"memberships-{index}-{field}"] = value
+        data[f"memberships-{index}-team"] = team.pk
+    data.update(overrides)
+    return data
+
+
+def membership_row(membership: Membership, **changes) -> dict:
+    return {"id": membership.pk, "role": membership.role, **changes}
+
+
+def test_removing_a_member_disables_their_keys(
+    admin_client, admin_user, team, lead, member, group, key
+):
+    disabled_already = make_key(team=team, owner=member, group=group, name="old").key
+    ApiKey.objects.filter(pk=disabled_already.pk).update(status=ApiKey.Status.DISABLED)
+    lead_row = Membership.objects.get(user=lead)
+    member_row = Membership.objects.get(user=member)
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(team, [membership_row(lead_row), membership_row(member_row, DELETE="on")]),
+    )
+
+    assert response.status_code == 302
+    assert list(Membership.objects.filter(team=team).values_list("user__username", flat=True)) == [
+        "lead"
+    ]
+    key.refresh_from_db()
+    assert key.status == ApiKey.Status.DISABLED
+    event = KeyEvent.objects.get(key=key, action="disabled")
+    assert event.actor == admin_user
+    assert actions_of(disabled_already) == ["created"]
+    assert page_messages(admin_client.get(response["Location"]))[0] == (
+        "Removed member from Acme; disabled 1 key they owned in the team."
+    )
+    assert "Deleted membership" in LogEntry.objects.get().get_change_message()
+
+
+def test_removing_the_last_lead_is_refused(admin_client, team, lead, member, key):
+    lead_row = Membership.objects.get(user=lead)
+    member_row = Membership.objects.get(user=member)
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(team, [membership_row(lead_row, DELETE="on"), membership_row(member_row)]),
+    )
+
+    assert response.status_code == 200
+    message = "Cannot remove the last lead of Acme: add another first."
+    formset = response.context["inline_admin_formsets"][0].formset
+    assert formset.non_form_errors() == [message]
+    assert message in response.content.decode()
+    assert Membership.objects.filter(team=team).count() == 2
+    assert actions_of(key) == ["created"]
+    assert not LogEntry.objects.exists()
+
+
+def test_demoting_the_last_lead_is_refused(admin_client, team, lead, member):
+    lead_row = Membership.objects.get(user=lead)
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [
+                membership_row(lead_row, role="member"),
+                membership_row(Membership.objects.get(user=member)),
+            ],
+        ),
+    )
+
+    assert response.status_code == 200
+    assert response.context["inline_admin_formsets"][0].formset.non_form_errors() == [
+        "Cannot change the role of the last lead of Acme: add another first."
+    ]
+    lead_row.refresh_from_db()
+    assert lead_row.role == Membership.Role.LEAD
+
+
+def test_handing_over_the_lead_role_in_one_save(admin_client, team, lead, member):
+    lead_row = Membership.objects.get(user=lead)
+    member_row = Membership.objects.get(user=member)
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [membership_row(lead_row, role="member"), membership_row(member_row, role="lead")],
+        ),
+    )
+
+    assert response.status_code == 302
+    roles = dict(Membership.objects.filter(team=team).values_list("user__username", "role"))
+    assert roles == {"lead": "member", "member": "lead"}
+
+
+def test_adding_a_member_through_the_inline(admin_client, team, lead):
+    newcomer = UserFactory(username="newcomer")
+    lead_row = Membership.objects.get(user=lead)
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(team, [membership_row(lead_row), {"user": newcomer.pk, "role": "member"}]),
+    )
+
+    assert response.status_code == 302
+    assert Membership.objects.get(team=team, user=newcomer).role == Membership.Role.MEMBER
+    assert "Added membership" in LogEntry.objects.get().get_change_message()
+
+
+def test_an_existing_membership_cannot_be_moved_to_another_user(admin_client, team, lead, member):
+    stranger = UserFactory(username="stranger")
+    lead_row = Membership.objects.get(user=lead)
+    member_row = Membership.objects.get(user=member)
+
+    admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(team, [membership_row(lead_row), membership_row(member_row, user=stranger.pk)]),
+    )
+
+    member_row.refresh_from_db()
+    assert member_row.user == member
+
+
+def test_creating_a_team_with_members(admin_client, lead):
+    response = admin_client.post(
+        url("keys_team_add"),
+        {
+            "name": "New team",
+            "slug": "new-team",
+            "memberships-TOTAL_FORMS": 1,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-MIN_NUM_FORMS": 0,
+            "memberships-MAX_NUM_FORMS": 1000,
+            "memberships-0-user": lead.pk,
+            "memberships-0-role": "lead",
+        },
+    )
+
+    assert response.status_code == 302
+    team = Team.objects.get(slug="new-team")
+    assert list(team.memberships.values_list("user__username", "role")) == [("lead", "lead")]
+
+
+def test_allowed_groups_go_through_the_service(
+    admin_client, team, lead, group, key, django_capture_on_commit_callbacks
+):
+    other = GroupFactory(name="Other")
+    cache.set(key_state_cache_key(key.digest), "cached")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            url("keys_team_change", team.pk),
+            team_data(
+                team,
+                [membership_row(Membership.objects.get(user=lead))],
+                allowed_groups=[group.pk, other.pk],
+            ),
+        )
+
+    assert response.status_code == 302
+    assert set(team.allowed_groups.all()) == {group, other}
+    assert cache.get(key_state_cache_key(key.digest)) is None
+
+
+def test_a_team_with_keys_cannot_be_deleted(admin_client, team, key):
+    assert admin_client.get(url("keys_team_delete", team.pk)).status_code == 403
+    assert admin_client.post(url("keys_team_delete", team.pk), {"post": "yes"}).status_code == 403
+    assert Team.objects.filter(pk=team.pk).exists()
+
+
+def test_a_team_without_keys_can_be_deleted(admin_client):
+    empty = TeamFactory(slug="empty")
+
+    response = admin_client.post(url("keys_team_delete", empty.pk), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Team.objects.filter(pk=empty.pk).exists()
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+def group_form(**overrides) -> GroupAdminForm:
+    data = {
+        "name": "Budget",
+        "description": "",
+        "multiplier": "0.25",
+        "models": "",
+        "is_active": "on",
+    }
+    data.update(overrides)
+    return GroupAdminForm(data=data)
+
+
+@pytest.mark.parametrize(
+    ("text", "patterns"),
+    [
+        ("claude-*\ngpt-4o", ["claude-*", "gpt-4o"]),
+        ("claude-*, gpt-4o,gpt-4o-mini", ["claude-*", "gpt-4o", "gpt-4o-mini"]),
+        ("  claude-*  \r\n\r\n,claude-*\n", ["claude-*"]),
+        ("", []),
+    ],
+)
+def test_group_models_are_edited_as_text(db, text, patterns):
+    form = group_form(models=text)
+
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["models"] == patterns
+
+
+def test_group_models_render_one_per_line(group):
+    group.models = ["claude-*", "gpt-4o"]
+
+    form = GroupAdminForm(instance=group)
+
+    assert form["models"].value() == "claude-*\ngpt-4o"
+
+
+@pytest.mark.parametrize("multiplier", ["0", "-1"])
+def test_group_multiplier_must_be_positive(db, multiplier):
+    form = group_form(multiplier=multiplier)
+
+    assert form.errors == {
+        "multiplier": ["The multiplier must be greater than 0 (for example 0.25 or 1.0)."]
+    }
+
+
+# --- the audit trail ------------------------------------------------------------------------
+
+
+def test_key_events_are_read_only(admin_client, key):
+    event = KeyEvent.objects.get(key=key)
+
+    assert admin_client.get(url("keys_keyevent_add")).status_code == 403
+    view = admin_client.get(url("keys_keyevent_change", event.pk))
+    assert view.status_code == 200
+    assert 'name="_save"' not in view.content.decode()
+    assert (
+        admin_client.post(url("keys_keyevent_change", event.pk), {"action": "deleted"}).status_code
+        == 403
+    )
+    assert (
+        admin_client.post(url("keys_keyevent_delete", event.pk), {"post": "yes"}).status_code == 403
+    )
+    changelist = admin_client.get(url("keys_keyevent_changelist"))
+    assert "delete_selected" not in changelist.content.decode()
+    event.refresh_from_db()
+    assert event.action == "created"
+    assert KeyEvent.objects.count() == 1
+
+
+# --- REST API tokens ------------------------------------------------------------------------
+
+
+def test_api_tokens_cannot_be_changed_or_deleted(admin_client, token):
+    before = ApiToken.objects.filter(pk=token.pk).values().get()
+
+    view = admin_client.get(url("keys_apitoken_change", token.pk))
+    assert 'name="_save"' not in view.content.decode()
+    changed = admin_client.post(url("keys_apitoken_change", token.pk), {"name": "renamed"})
+    assert changed.status_code == 403
+    deleted = admin_client.post(url("keys_apitoken_delete", token.pk), {"post": "yes"})
+    assert deleted.status_code == 403
+    assert ApiToken.objects.filter(pk=token.pk).values().get() == before
+
+
+def test_revoke_action_revokes_through_the_service(admin_client, member, token):
+    already = services.api_token_create(user=member, name="old").token
+    services.api_token_revoke(token=already)
+    revoked_at = ApiToken.objects.get(pk=already.pk).revoked_at
+
+    response = admin_client.post(
+        url("keys_apitoken_changelist"),
+        {"action": "revoke_tokens", "_selected_action": [token.pk, already.pk]},
+    )
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert ApiToken.objects.get(pk=already.pk).revoked_at == revoked_at
+    assert page_messages(admin_client.get(response["Location"])) == ["Revoked 1 token."]
+
+
+# --- add an API token -----------------------------------------------------------------------
+
+
+def test_add_token_form_asks_for_user_and_name_only(admin_client):
+    response = admin_client.get(url("keys_apitoken_add"))
+
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.fields) == ["user", "name"]
+    page = response.content.decode()
+    # The answer to any save is the page with the plaintext, so only the one button is offered.
+    assert 'name="_save"' in page
+    assert 'name="_addanother"' not in page
+    assert 'name="_continue"' not in page
+
+
+def test_add_token_creates_it_through_the_service_and_shows_it_once(admin_client, member, caplog):
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": " ci "})
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    (plaintext,) = ISSUED_TOKEN.findall(content)
+    assert content.count(plaintext) == 1
+    assert "Copy this token now." in content
+    assert "If it is lost, revoke it and create a new one." in content
+    token = ApiToken.objects.get()
+    assert (token.user, token.name, token.revoked_at) == (member, "ci", None)
+    assert token.digest == digest_key(plaintext)
+    assert plaintext not in {str(value) for value in ApiToken.objects.values().get().values()}
+    history = LogEntry.objects.get()
+    assert history.object_id == str(token.pk)
+    assert plaintext not in f"{history.object_repr} {history.change_message}"
+    assert_not_kept(admin_client, response, plaintext)
+    assert plaintext not in caplog.text
+    # The token works for its user, not for the staff member who made it.
+    me = admin_client.get("/api/v1/me/", headers={"Authorization": f"Token {plaintext}"})
+    assert me.status_code == 200
+    assert me.json()["username"] == "member"
+
+
+@pytest.mark.parametrize(
+    ("data", "errors"),
+    [
+        ({"name": ""}, {"name": ["Name is required."]}),
+        ({"name": "   "}, {"name": ["Name is required."]}),
+        ({"name": "x" * 101}, {"name": ["Name can be at most 100 characters."]}),
+        ({"name": "bad\x00name"}, {"name": ["Null characters are not allowed."]}),
+        ({"user": ""}, {"user": ["This field is required."]}),
+        (
+            {"user": "999999"},
+            {"user": ["Select a valid choice. That choice is not one of the available choices."]},
+        ),
+    ],
+    ids=["empty", "spaces", "too-long", "null-character", "no-user", "unknown-user"],
+)
+def test_add_token_with_bad_input_shows_the_message_and_writes_nothing(
+    admin_client, member, data, errors
+):
+    response = admin_client.post(
+        url("keys_apitoken_add"), {"user": member.pk, "name": "ci", **data}
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == errors
+    assert not ApiToken.objects.exists()
+    assert not LogEntry.objects.exists()
+    assert not ISSUED_TOKEN.search(response.content.decode())
+
+
+def test_staff_without_the_add_permission_cannot_add_tokens(client, member):
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
+    client.force_login(viewer)
+
+    page = client.get(url("keys_apitoken_add"))
+    posted = client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+
+    assert page.status_code == 403
+    assert posted.status_code == 403
+    assert not ApiToken.objects.exists()
