@@ -1,7 +1,14 @@
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 
 from keys.models import Group
+
+
+class HttpUrlField(models.URLField):
+    """A URL the relay can call: http or https only (URLField alone also takes ftp://)."""
+
+    default_validators = [URLValidator(schemes=["http", "https"])]
 
 
 class Channel(models.Model):
@@ -14,7 +21,11 @@ class Channel(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     provider = models.CharField(max_length=20, choices=Provider.choices)
-    base_url = models.URLField(max_length=500, blank=True)
+    base_url = HttpUrlField(
+        max_length=500,
+        blank=True,
+        help_text="e.g. https://api.anthropic.com (no /v1). Not needed for the mock provider.",
+    )
     # Needed in clear to call the upstream, so it is stored; it is never rendered, serialised
     # or logged again after it is saved.
     credential = models.CharField(max_length=500, blank=True)
@@ -36,6 +47,16 @@ class Channel(models.Model):
 
     def __repr__(self) -> str:
         return f"<Channel {self.pk} {self.name!r} {self.provider}>"
+
+    def clean(self) -> None:
+        needs_url = self.provider in (self.Provider.ANTHROPIC, self.Provider.OPENAI)
+        if needs_url and not self.base_url:
+            raise ValidationError(
+                {
+                    "base_url": f"A base URL is required for the {self.get_provider_display()} "
+                    "provider."
+                }
+            )
 
     @property
     def has_credential(self) -> bool:

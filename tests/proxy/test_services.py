@@ -172,14 +172,19 @@ def test_channel_upsert_updates_in_place(channel):
 
 
 def test_channel_upsert_replaces_the_credential_when_given(channel):
-    channel_upsert(name="anthropic-main", provider="anthropic", credential="sk-ant-rotated")
+    channel_upsert(
+        name="anthropic-main",
+        provider="anthropic",
+        base_url="https://a.test",
+        credential="sk-ant-rotated",
+    )
     assert stored_credential(channel) == "sk-ant-rotated"
 
 
 def test_channel_upsert_without_groups_leaves_routes_alone(channel):
     group = GroupFactory(name="Default")
     routes_set(channel=channel, groups=[group])
-    channel_upsert(name="anthropic-main", provider="anthropic")
+    channel_upsert(name="anthropic-main", provider="anthropic", base_url="https://a.test")
     assert list(channel.routes.values_list("group__name", flat=True)) == ["Default"]
 
 

@@ -53,21 +53,28 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         provider = options["provider"]
         problems: list[str] = []
-        if provider != Channel.Provider.MOCK and not options["base_url"]:
-            problems.append(f"--base-url: Required for provider {provider}.")
+        try:
+            # The model's own rule, checked early so every problem is reported in one go.
+            Channel(provider=provider, base_url=options["base_url"]).clean()
+        except ValidationError as error:
+            problems.append(_describe(error))
 
         credential = None
         variable = options["credential_env"]
         if variable is not None:
             credential = os.environ.get(variable)
             if not credential:
-                problems.append(f"--credential-env: Environment variable {variable} is not set or empty.")
+                problems.append(
+                    f"--credential-env: Environment variable {variable} is not set or empty."
+                )
 
         groups = None
         if options["groups"] is not None:
             groups, unknown = _find_groups(options["groups"])
             if unknown:
-                known = ", ".join(f"“{name}”" for name in Group.objects.values_list("name", flat=True))
+                known = ", ".join(
+                    f"“{name}”" for name in Group.objects.values_list("name", flat=True)
+                )
                 problems.append(
                     "--groups: No group named "
                     + ", ".join(f"“{name}”" for name in unknown)
