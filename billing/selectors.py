@@ -1,0 +1,154 @@
+"""A team's money, read from the daily rollups only: a portal page or API summary costs a few
+rows per day however many requests the team made, and never scans raw usage events.
+
+Callers pass a team the actor is already allowed to see (keys.selectors.team_list); every
+query here is filtered by that team and by nothing the caller could widen. Totals cover
+settled usage, so they trail the relay by at most one settlement interval. Days are dates in
+settings.TIME_ZONE, like the rollups.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
+
+from keys.models import ApiKey, Team
+
+from .models import UsageDaily, UsageEvent
+from .pricing import MONEY_PLACES
+
+
+@dataclass(frozen=True)
+class DaySpend:
+    day: date
+    requests: int
+    cost_usd: Decimal
+    charged_usd: Decimal
+
+
+@dataclass(frozen=True)
+class SpendTotals:
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_creation_tokens: int
+    cache_read_tokens: int
+    cost_usd: Decimal
+    charged_usd: Decimal
+
+
+@dataclass(frozen=True)
+class KeySpend(SpendTotals):
+    """One key's totals. `key_id` is None for the sum over keys deleted since."""
+
+    key_id: int | None
+    key_name: str
+    key_prefix: str
+
+
+@dataclass(frozen=True)
+class ModelSpend(SpendTotals):
+    model: str
+
+
+_TOTALS = {
+    "requests": Sum("requests"),
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "cache_creation_tokens": Sum("cache_creation_tokens"),
+    "cache_read_tokens": Sum("cache_read_tokens"),
+    "cost_usd": Sum("cost_usd"),
+    "charged_usd": Sum("charged_usd"),
+}
+
+
+def daily_spend(*, team: Team, key: ApiKey | None = None, days: int = 30) -> list[DaySpend]:
+    """The last `days` days up to today, oldest first, with a zero row for a day without use."""
+    if days < 1:
+        raise ValueError(f"days must be at least 1, not {days}.")
+    today = timezone.localdate()
+    first_day = today - timedelta(days=days - 1)
+    rows = _team_rollups(team).filter(day__gte=first_day, day__lte=today)
+    if key is not None:
+        rows = rows.filter(key=key)
+    by_day = {
+        row["day"]: row
+        for row in rows.values("day").annotate(
+            requests=Sum("requests"), cost=Sum("cost_usd"), charged=Sum("charged_usd")
+        )
+    }
+    spend = []
+    for offset in range(days):
+        day = first_day + timedelta(days=offset)
+        row = by_day.get(day)
+        spend.append(
+            DaySpend(
+                day=day,
+                requests=row["requests"] if row else 0,
+                cost_usd=_money(row["cost"] if row else 0),
+                charged_usd=_money(row["charged"] if row else 0),
+            )
+        )
+    return spend
+
+
+def spend_by_key(*, team: Team, since: date) -> list[KeySpend]:
+    """Per key from `since` (inclusive) on, highest charge first."""
+    rows = (
+        _team_rollups(team)
+        .filter(day__gte=since)
+        .values("key_id", "key__name", "key__prefix")
+        .annotate(**_TOTALS)
+        .order_by("-charged_usd", "key__name", "key_id")
+    )
+    return [
+        KeySpend(
+            key_id=row["key_id"],
+            key_name=row["key__name"] or "",
+            key_prefix=row["key__prefix"] or "",
+            **_totals(row),
+        )
+        for row in rows
+    ]
+
+
+def spend_by_model(*, team: Team, since: date) -> list[ModelSpend]:
+    """Per model from `since` (inclusive) on, highest charge first."""
+    rows = (
+        _team_rollups(team)
+        .filter(day__gte=since)
+        .values("model")
+        .annotate(**_TOTALS)
+        .order_by("-charged_usd", "model")
+    )
+    return [ModelSpend(model=row["model"], **_totals(row)) for row in rows]
+
+
+def usage_event_list(*, key: ApiKey) -> QuerySet[UsageEvent]:
+    """A key's requests, newest first, scoped by the key's team as well as the key. The caller
+    has already checked that the actor may see the key."""
+    return UsageEvent.objects.filter(team_id=key.team_id, key=key).order_by("-created_at", "-id")
+
+
+def _team_rollups(team: Team) -> QuerySet[UsageDaily]:
+    return UsageDaily.objects.filter(team=team).order_by()
+
+
+def _totals(row: dict) -> dict:
+    return {
+        "requests": row["requests"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cache_creation_tokens": row["cache_creation_tokens"],
+        "cache_read_tokens": row["cache_read_tokens"],
+        "cost_usd": _money(row["cost_usd"]),
+        "charged_usd": _money(row["charged_usd"]),
+    }
+
+
+def _money(amount: Decimal | int) -> Decimal:
+    # PostgreSQL returns sums with the column's 8 places, SQLite with as few as needed; the
+    # same fixed scale on both keeps what the API prints identical.
+    return Decimal(amount).quantize(MONEY_PLACES)

@@ -1,0 +1,159 @@
+"""Writes to billing: settlement folds recorded usage into key totals and daily rollups."""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from keys.models import ApiKey
+
+from .models import UsageDaily, UsageEvent
+
+logger = logging.getLogger(__name__)
+
+_EVENT_FIELDS = (
+    "id",
+    "key_id",
+    "team_id",
+    "model",
+    "created_at",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+    "charged_usd",
+)
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+
+
+@dataclass
+class _RollupDelta:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    charged_usd: Decimal = Decimal(0)
+
+
+# (key_id or None, team_id, model, day)
+_RollupKey = tuple[int | None, int, str, date]
+
+
+def settle_usage(*, batch_size: int = 500) -> int:
+    """Fold every unsettled UsageEvent into ApiKey.spent_usd and UsageDaily; return how many.
+
+    Each batch is one transaction that locks its events with SKIP LOCKED, adds to the totals
+    with F() expressions (never overwriting a total read earlier) and stamps `settled_at`.
+    So an event is counted exactly once: a second worker running at the same moment takes
+    other rows instead of waiting for these, and a worker killed mid-batch leaves its batch
+    unsettled and untouched for the next run. Only events that existed when the call began
+    are taken, so a busy relay cannot keep one call running forever.
+    """
+    high_water = UsageEvent.objects.filter(settled_at__isnull=True).aggregate(Max("id"))
+    last_id = high_water["id__max"]
+    if last_id is None:
+        return 0
+    settled = 0
+    while batch := _settle_batch(last_id=last_id, batch_size=batch_size):
+        settled += batch
+    if settled:
+        logger.info("Settled %d usage events", settled)
+    return settled
+
+
+@transaction.atomic
+def _settle_batch(*, last_id: int, batch_size: int) -> int:
+    events = list(
+        UsageEvent.objects.select_for_update(skip_locked=True)
+        .filter(settled_at__isnull=True, id__lte=last_id)
+        .order_by("id")
+        .values(*_EVENT_FIELDS)[:batch_size]
+    )
+    if not events:
+        return 0
+    _add_to_key_totals(events)
+    _add_to_rollups(events)
+    UsageEvent.objects.filter(id__in=[event["id"] for event in events]).update(
+        settled_at=timezone.now()
+    )
+    return len(events)
+
+
+def _add_to_key_totals(events: list[dict]) -> None:
+    charged_by_key: dict[int, Decimal] = defaultdict(Decimal)
+    for event in events:
+        if event["key_id"] is not None:
+            charged_by_key[event["key_id"]] += event["charged_usd"]
+    # Ascending key order: two settling workers lock the same rows in the same order and so
+    # cannot deadlock each other.
+    for key_id in sorted(charged_by_key):
+        ApiKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + charged_by_key[key_id])
+
+
+def _add_to_rollups(events: list[dict]) -> None:
+    deltas: dict[_RollupKey, _RollupDelta] = defaultdict(_RollupDelta)
+    for event in events:
+        day = timezone.localdate(event["created_at"])
+        delta = deltas[(event["key_id"], event["team_id"], event["model"], day)]
+        delta.requests += 1
+        for field in _TOKEN_FIELDS:
+            setattr(delta, field, getattr(delta, field) + event[field])
+        delta.cost_usd += event["cost_usd"]
+        delta.charged_usd += event["charged_usd"]
+    for rollup_key in sorted(deltas, key=lambda item: (item[0] or 0, *item[1:])):
+        _add_to_rollup(rollup_key, deltas[rollup_key])
+
+
+def _add_to_rollup(rollup_key: _RollupKey, delta: _RollupDelta) -> None:
+    key_id, team_id, model, day = rollup_key
+    increments = {
+        "requests": F("requests") + delta.requests,
+        **{field: F(field) + getattr(delta, field) for field in _TOKEN_FIELDS},
+        "cost_usd": F("cost_usd") + delta.cost_usd,
+        "charged_usd": F("charged_usd") + delta.charged_usd,
+    }
+    if key_id is None:
+        # Rows without a key are not unique per model and day (a deleted key's rows join
+        # them), so add to exactly one of them, never to every match.
+        row_id = (
+            UsageDaily.objects.filter(key=None, team_id=team_id, model=model, day=day)
+            .order_by("id")
+            .values_list("id", flat=True)
+            .first()
+        )
+        if row_id is None:
+            _create_rollup(rollup_key, delta)
+        else:
+            UsageDaily.objects.filter(id=row_id).update(**increments)
+        return
+    rows = UsageDaily.objects.filter(key_id=key_id, model=model, day=day)
+    if rows.update(**increments):
+        return
+    try:
+        # A savepoint, so losing the race to create the row does not abort the batch.
+        with transaction.atomic():
+            _create_rollup(rollup_key, delta)
+    except IntegrityError:
+        rows.update(**increments)
+
+
+def _create_rollup(rollup_key: _RollupKey, delta: _RollupDelta) -> None:
+    key_id, team_id, model, day = rollup_key
+    UsageDaily.objects.create(
+        key_id=key_id,
+        team_id=team_id,
+        model=model,
+        day=day,
+        requests=delta.requests,
+        **{field: getattr(delta, field) for field in _TOKEN_FIELDS},
+        cost_usd=delta.cost_usd,
+        charged_usd=delta.charged_usd,
+    )

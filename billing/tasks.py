@@ -1,0 +1,16 @@
+from celery import shared_task
+
+from hcai.celery import RetryOnOutageTask
+
+from . import ledger, services
+
+
+@shared_task(base=RetryOnOutageTask)
+def settle_usage() -> int:
+    return services.settle_usage()
+
+
+@shared_task(base=RetryOnOutageTask)
+def ingest_usage() -> int:
+    """Move the usage the relay appended to the Redis stream into UsageEvent rows."""
+    return ledger.ingest_usage_stream()
