@@ -1,4 +1,9 @@
+import socket
+import threading
+import time
+
 import pytest
+import uvicorn
 from django.core.cache import cache
 
 from keys.models import Membership
@@ -50,3 +55,30 @@ def outsider(other_team):
 def issued(team, member, group):
     """A fresh key of `member` in `team`, with its plaintext."""
     return make_key(team=team, owner=member, group=group, actor=member)
+
+
+@pytest.fixture(scope="session")
+def relay_server():
+    """hcai.asgi.application (portal, API and relay) under uvicorn on a free port, in a thread
+    of this process, so it shares the test database and cache. One server for the whole run:
+    the relay keeps connections bound to its event loop, which a second server in another
+    thread's loop must not share. Yields (base URL, the relay app)."""
+    from hcai.asgi import application, relay
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    # proxy_headers=False: the relay must see the socket peer and apply TRUSTED_PROXIES itself
+    # (uvicorn would otherwise rewrite the client address from X-Forwarded-For).
+    config = uvicorn.Config(
+        application, lifespan="on", proxy_headers=False, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", relay
+    server.should_exit = True
+    thread.join(10)

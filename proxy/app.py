@@ -1,0 +1,512 @@
+"""The relay: a lean ASGI app for /v1/*, dispatched by hcai/asgi.py before Django's handler.
+
+Django's ASGI handler starts a thread per request, which alone caps a 2-core machine near
+1,000 requests a second (see the relay issue); this app runs on the event loop and uses
+Django only for settings, models (in worker threads, on cache misses) and cache names. A warm
+request costs one cache read for the key, plus one atomic script for keys with a quota, and
+one for recording the usage, all async.
+"""
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+from django.conf import settings
+from django.utils import timezone
+
+from billing.ledger import UsageRecord
+from billing.pricing import PriceRow, price_usage
+from hcai.request_id import current_request_id, new_request_id
+
+from . import errors, gate, mock
+from .errors import RelayError, Shape
+from .keystate import ChannelState, KeyState, provider_matches
+from .prices import PriceTable
+from .store import LocalStore, RedisStore, make_store
+from .upstream import UpstreamFailure, UpstreamResponse, Upstreams
+from .usage import SSESplitter, Usage, event_json
+
+logger = logging.getLogger("proxy")
+
+SESSION_HEADER = b"x-claude-code-session-id"
+# Status recorded for a stream the client walked away from (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str
+    method: str
+    shape: Shape
+    provider: str | None
+
+
+ENDPOINTS = {
+    "/v1/messages": Endpoint("messages", "POST", Shape.ANTHROPIC, "anthropic"),
+    "/v1/messages/count_tokens": Endpoint("count_tokens", "POST", Shape.ANTHROPIC, "anthropic"),
+    "/v1/chat/completions": Endpoint("chat", "POST", Shape.OPENAI, "openai"),
+    "/v1/models": Endpoint("models", "GET", Shape.ANTHROPIC, None),
+}
+_API_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI"}
+
+
+@dataclass
+class Exchange:
+    """One request and what has been sent back so far."""
+
+    scope: dict
+    receive: Callable[[], Awaitable[dict]]
+    send: Callable[[dict], Awaitable[None]]
+    request_id: str
+    shape: Shape
+    client_ip: str
+    started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=timezone.now)
+    response_started: bool = False
+    status: int = 0
+
+    def header(self, name: bytes) -> str | None:
+        for header_name, value in self.scope["headers"]:
+            if header_name == name:
+                return value.decode("latin-1")
+        return None
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.response_started = True
+        self.status = status
+        request_id = self.request_id.encode()
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"request-id", request_id), (b"x-request-id", request_id)],
+            }
+        )
+
+    async def body(self, data: bytes, *, more: bool) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], data: bytes) -> None:
+        await self.start(status, [*headers, (b"content-length", str(len(data)).encode())])
+        await self.body(data, more=False)
+
+    async def refuse(self, error: RelayError) -> None:
+        headers = [(b"content-type", b"application/json"), *error.headers]
+        await self.respond(
+            error.status_for(self.shape), headers, error.body(self.shape, self.request_id)
+        )
+
+
+@dataclass
+class _ReadResponse:
+    """A non-streaming upstream answer, already read in full."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    data: bytes
+    is_stream: bool = False
+
+    async def read(self) -> bytes:
+        return self.data
+
+
+Answer = UpstreamResponse | mock.MockResponse | _ReadResponse
+
+
+class RelayApp:
+    def __init__(self) -> None:
+        self.prices = PriceTable()
+        self.upstreams = Upstreams()
+        self._store: LocalStore | RedisStore | None = None
+        self._trusted_source: list[str] | None = None
+        self._trusted: tuple[gate.IPNetwork, ...] = ()
+
+    @property
+    def trusted_proxies(self) -> tuple[gate.IPNetwork, ...]:
+        # Parsed once, and again only if the setting is replaced (tests override it).
+        configured = settings.TRUSTED_PROXIES
+        if configured is not self._trusted_source:
+            self._trusted = gate.parse_trusted_proxies(configured)
+            self._trusted_source = configured
+        return self._trusted
+
+    @property
+    def store(self) -> LocalStore | RedisStore:
+        # Made on first use, inside the running loop that its connections will belong to.
+        if self._store is None:
+            self._store = make_store()
+        return self._store
+
+    async def close(self) -> None:
+        await self.upstreams.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    async def lifespan(self, scope: dict, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        path = scope["path"]
+        endpoint = ENDPOINTS.get(path)
+        shape = endpoint.shape if endpoint else Shape.ANTHROPIC
+        if endpoint is None and path.startswith("/v1/chat/"):
+            shape = Shape.OPENAI
+        exchange = Exchange(
+            scope=scope,
+            receive=receive,
+            send=send,
+            request_id="",
+            shape=shape,
+            client_ip="",
+        )
+        exchange.request_id = new_request_id(exchange.header(b"x-request-id"))
+        peer = scope["client"][0] if scope.get("client") else ""
+        exchange.client_ip = gate.client_ip(peer, scope["headers"], self.trusted_proxies)
+        token = current_request_id.set(exchange.request_id)
+        try:
+            key_id = await self.handle(exchange, endpoint)
+            logger.info(
+                "%s %s %s key=%s %.1fms",
+                scope["method"],
+                path,
+                exchange.status,
+                key_id or "-",
+                (time.monotonic() - exchange.started) * 1000,
+            )
+        finally:
+            current_request_id.reset(token)
+
+    async def handle(self, exchange: Exchange, endpoint: Endpoint | None) -> int | None:
+        """Run the gate, then forward. Returns the key's id once it is known (for the log)."""
+        scope = exchange.scope
+        state: KeyState | None = None
+        try:
+            if endpoint is None:
+                raise errors.not_found(scope["path"])
+            if scope["method"] != endpoint.method:
+                raise errors.method_not_allowed(scope["method"], scope["path"], endpoint.method)
+            plaintext = gate.credential(scope["headers"])
+            if plaintext is None:
+                raise errors.missing_credentials()
+            state = await gate.key_state(self.store, plaintext)
+            gate.check_key(state, timezone.now())
+            gate.check_ip(state, exchange.client_ip)
+            if endpoint.kind == "models":
+                await self.list_models(exchange, state)
+                return state.key_id
+            body = await gate.read_body(
+                exchange.receive, scope["headers"], settings.RELAY_MAX_BODY_BYTES
+            )
+            price = await gate.check_model(state, body.model, self.prices) if body.model else None
+            estimate = 0
+            if price is not None and body.error is None:
+                estimate = gate.estimate_charge_units(
+                    state, price, body, counts_output=endpoint.kind != "count_tokens"
+                )
+            reserved = await gate.admit_quota(self.store, state, exchange.request_id, estimate)
+            try:
+                await gate.check_rate(state)
+                if body.error is not None:
+                    raise body.error
+            except RelayError:
+                if reserved:
+                    await self.store.release(key_id=state.key_id, request_id=exchange.request_id)
+                raise
+        except RelayError as error:
+            await exchange.refuse(error)
+            return state.key_id if state else None
+        await self.forward(exchange, endpoint, state, body, price)
+        return state.key_id
+
+    # --- after the gate: forward, relay, record -----------------------------------------------
+
+    async def forward(
+        self,
+        exchange: Exchange,
+        endpoint: Endpoint,
+        state: KeyState,
+        body: gate.Body,
+        price: PriceRow,
+    ) -> None:
+        """Forward to the group's channels in order; record exactly one usage event."""
+        usage = Usage()
+        try:
+            await self._forward(exchange, endpoint, state, body, usage)
+        except Exception:
+            logger.exception("Relay failed on key %s", state.key_id)
+            if not exchange.response_started:
+                await exchange.refuse(
+                    RelayError(500, "api_error", "api_error", "internal_error", "Relay error.")
+                )
+            elif exchange.status < 400:
+                exchange.status = 502
+        finally:
+            await self.record(exchange, state, body, price, usage)
+
+    async def _forward(
+        self,
+        exchange: Exchange,
+        endpoint: Endpoint,
+        state: KeyState,
+        body: gate.Body,
+        usage: Usage,
+    ) -> None:
+        channels = [ch for ch in state.channels if provider_matches(ch, endpoint.provider)]
+        if not channels:
+            await exchange.refuse(
+                errors.no_channel(
+                    f"Group “{state.group_name}” has no channel for the "
+                    f"{_API_NAMES[endpoint.provider]} API. Ask an administrator to route one."
+                )
+            )
+            return
+        payload, upstream_body, strip_usage = _upstream_payload(endpoint, body)
+        failure: UpstreamFailure | None = None
+        for position, channel in enumerate(channels, start=1):
+            try:
+                response = await self._open(exchange, endpoint, channel, payload, upstream_body)
+            except UpstreamFailure as error:
+                failure = error
+                # The channel's name only: its URL and credential never reach a log line.
+                logger.warning(
+                    "Channel %s failed (%s); %s",
+                    channel.name,
+                    error.reason,
+                    "trying the next" if position < len(channels) else "none left",
+                )
+                continue
+            await self.relay(exchange, endpoint, response, usage, strip_usage)
+            return
+        if failure is not None and failure.status == 529:
+            await exchange.refuse(
+                RelayError(
+                    529,
+                    "overloaded_error",
+                    "api_error",
+                    "overloaded",
+                    "The upstream is overloaded. Try again in a moment.",
+                )
+            )
+            return
+        await exchange.refuse(
+            errors.no_channel(
+                f"No upstream channel of group “{state.group_name}” answered "
+                f"({len(channels)} tried). Try again in a moment."
+            )
+        )
+
+    async def _open(
+        self,
+        exchange: Exchange,
+        endpoint: Endpoint,
+        channel: ChannelState,
+        payload: dict,
+        upstream_body: bytes,
+    ) -> Answer:
+        if channel.provider == "mock":
+            return mock.respond(
+                endpoint=endpoint.kind, payload=payload, request_bytes=len(upstream_body)
+            )
+        scope = exchange.scope
+        response = await self.upstreams.open(
+            channel,
+            method=scope["method"],
+            path=scope["path"],
+            query=scope.get("query_string", b""),
+            headers=scope["headers"],
+            body=upstream_body,
+        )
+        if response.is_stream:
+            return response
+        # A whole body is read here, before anything reaches the client, so a failure while
+        # reading it can still fail over to the next channel.
+        try:
+            data = await response.read()
+        except TimeoutError:
+            raise UpstreamFailure("timeout") from None
+        except aiohttp.ClientError as error:
+            raise UpstreamFailure(type(error).__name__) from None
+        finally:
+            response.close()
+        return _ReadResponse(response.status, response.headers, data)
+
+    async def relay(
+        self,
+        exchange: Exchange,
+        endpoint: Endpoint,
+        response: Answer,
+        usage: Usage,
+        strip_usage: bool,
+    ) -> None:
+        headers = [(name.encode(), value.encode()) for name, value in response.headers]
+        if not response.is_stream:
+            data = await response.read()
+            if 200 <= response.status < 300 and endpoint.kind != "count_tokens":
+                _account_body(endpoint, data, usage)
+            await exchange.respond(response.status, headers, data)
+            return
+        await exchange.start(
+            response.status,
+            # Tell any buffering reverse proxy in front (nginx) to pass events on at once.
+            [*headers, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")],
+        )
+        disconnected = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(exchange.receive, response, disconnected))
+        splitter = SSESplitter()
+        openai = endpoint.shape is Shape.OPENAI
+        try:
+            async for chunk in response.chunks():
+                events = []
+                for event in splitter.feed(chunk):
+                    data = event_json(event)
+                    if data is not None:
+                        if openai:
+                            if usage.openai_chunk(data) and strip_usage:
+                                continue  # The client did not ask for the usage chunk.
+                        else:
+                            usage.anthropic_event(data)
+                    events.append(event)
+                if events:
+                    await exchange.body(b"".join(events), more=True)
+            tail = splitter.rest()
+        except (TimeoutError, aiohttp.ClientError) as error:
+            tail = b""
+            if not disconnected.is_set():
+                logger.warning("Upstream stream broke off (%s)", type(error).__name__)
+                exchange.status = 502
+        finally:
+            watcher.cancel()
+            response.close()
+        if disconnected.is_set():
+            exchange.status = CLIENT_CLOSED
+            return
+        await exchange.body(tail, more=False)
+
+    async def record(
+        self,
+        exchange: Exchange,
+        state: KeyState,
+        body: gate.Body,
+        price: PriceRow,
+        usage: Usage,
+    ) -> None:
+        usage.estimate_missing(request_bytes=len(body.raw))
+        cost, charged = price_usage(
+            prices=price,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            multiplier=state.multiplier,
+        )
+        record = UsageRecord(
+            key_id=state.key_id,
+            team_id=state.team_id,
+            group_id=state.group_id,
+            model=body.model or "",
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cost_usd=cost,
+            charged_usd=charged,
+            status_code=exchange.status or 502,
+            latency_ms=int((time.monotonic() - exchange.started) * 1000),
+            client_ip=_valid_ip(exchange.client_ip),
+            session_id=exchange.header(SESSION_HEADER) or "",
+            request_id=exchange.request_id,
+            created_at=exchange.started_at,
+        )
+        try:
+            await self.store.record(record)
+        except Exception:
+            logger.exception(
+                "Could not record usage of key %s (%s, $%s)", state.key_id, body.model, charged
+            )
+
+    # --- GET /v1/models -------------------------------------------------------------------------
+
+    async def list_models(self, exchange: Exchange, state: KeyState) -> None:
+        """The group's priced models, in one list both official SDKs parse."""
+        priced = await self.prices.priced_models() if state.group_usable else {}
+        names = sorted(name for name in priced if state.allows_model(name))
+        data = [
+            {
+                "type": "model",
+                "id": name,
+                "display_name": name,
+                "created_at": priced[name].isoformat().replace("+00:00", "Z"),
+                "object": "model",
+                "created": int(priced[name].timestamp()),
+                "owned_by": "hcai",
+            }
+            for name in names
+        ]
+        listing = {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
+        await exchange.respond(
+            200, [(b"content-type", b"application/json")], json.dumps(listing).encode()
+        )
+
+
+def _upstream_payload(endpoint: Endpoint, body: gate.Body) -> tuple[dict, bytes, bool]:
+    """The payload and bytes to send upstream, and whether to strip the usage chunk.
+
+    The body goes byte for byte, except an OpenAI stream that did not ask for usage: billing
+    needs it, so it is asked for here and the extra chunk is removed on the way back."""
+    payload = body.payload or {}
+    if endpoint.kind != "chat" or payload.get("stream") is not True:
+        return payload, body.raw, False
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return payload, body.raw, False
+    changed = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
+    return changed, json.dumps(changed).encode(), True
+
+
+def _account_body(endpoint: Endpoint, data: bytes, usage: Usage) -> None:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return
+    if not isinstance(parsed, dict):
+        return
+    if endpoint.shape is Shape.OPENAI:
+        usage.openai_body(parsed)
+    else:
+        usage.anthropic_body(parsed)
+
+
+async def _watch_disconnect(receive, response, disconnected: asyncio.Event) -> None:
+    """Notice a client that leaves mid-stream and stop reading the upstream at once, so it
+    stops generating what nobody will read."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    disconnected.set()
+    response.close()
+
+
+def _valid_ip(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None

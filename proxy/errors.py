@@ -1,0 +1,177 @@
+"""The relay's refusals, written once and rendered in the caller's API shape.
+
+Each refusal knows its status, its Anthropic error type and its OpenAI type and code, so the
+gate raises one thing and the client gets the body its SDK expects:
+
+    Anthropic: {"type": "error", "error": {"type": ..., "message": ...}, "request_id": ...}
+    OpenAI:    {"error": {"message": ..., "type": ..., "code": ...}}
+"""
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Shape(StrEnum):
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+
+
+@dataclass
+class RelayError(Exception):
+    status: int
+    anthropic_type: str
+    openai_type: str
+    code: str
+    message: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # When OpenAI's API answers this case with another status (quota: 429, not 402).
+    openai_status: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+    def status_for(self, shape: Shape) -> int:
+        if shape is Shape.OPENAI and self.openai_status is not None:
+            return self.openai_status
+        return self.status
+
+    def body(self, shape: Shape, request_id: str) -> bytes:
+        if shape is Shape.OPENAI:
+            payload: dict = {
+                "error": {"message": self.message, "type": self.openai_type, "code": self.code}
+            }
+        else:
+            payload = {
+                "type": "error",
+                "error": {"type": self.anthropic_type, "message": self.message},
+                "request_id": request_id,
+            }
+        return json.dumps(payload).encode()
+
+
+def missing_credentials() -> RelayError:
+    return RelayError(
+        401,
+        "authentication_error",
+        "invalid_request_error",
+        "missing_api_key",
+        "No API key provided. Send your key in the x-api-key header "
+        "or as Authorization: Bearer <key>.",
+    )
+
+
+def invalid_key() -> RelayError:
+    # The same words for a malformed, unknown, rotated or deleted key: nothing here may tell
+    # a caller whether some other key exists.
+    return RelayError(
+        401,
+        "authentication_error",
+        "invalid_request_error",
+        "invalid_api_key",
+        "Invalid API key. Check that you copied the whole key (it starts with sk-hc-); "
+        "a rotated or deleted key no longer works.",
+    )
+
+
+def key_disabled() -> RelayError:
+    return RelayError(
+        403,
+        "permission_error",
+        "permission_error",
+        "key_disabled",
+        "This key is disabled. Ask your team lead to enable it again, "
+        "or create a new key in the portal.",
+    )
+
+
+def key_expired(expired_at: str) -> RelayError:
+    return RelayError(
+        403,
+        "permission_error",
+        "permission_error",
+        "key_expired",
+        f"This key expired on {expired_at}. Ask your team lead to extend its expiration, "
+        "or create a new key in the portal.",
+    )
+
+
+def ip_not_allowed(client_ip: str) -> RelayError:
+    return RelayError(
+        403,
+        "permission_error",
+        "permission_error",
+        "ip_not_allowed",
+        f"Requests from {client_ip} are not allowed for this key. Ask your team lead to add "
+        "this address to the key's IP restriction.",
+    )
+
+
+def model_not_allowed(message: str) -> RelayError:
+    return RelayError(403, "permission_error", "permission_error", "model_not_allowed", message)
+
+
+def quota_used_up(spent: str, limit: str) -> RelayError:
+    message = (
+        f"Quota used up: this key has spent ${spent} of its ${limit} limit. "
+        "Ask your team lead to raise the key's quota."
+    )
+    return RelayError(
+        402, "billing_error", "insufficient_quota", "insufficient_quota", message, openai_status=429
+    )
+
+
+def rate_limited(rate: str, retry_after: int) -> RelayError:
+    return RelayError(
+        429,
+        "rate_limit_error",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        f"Rate limit exceeded: this key allows {rate}. Retry after {retry_after} seconds.",
+        headers=[(b"retry-after", str(retry_after).encode())],
+    )
+
+
+def invalid_request(code: str, message: str) -> RelayError:
+    return RelayError(400, "invalid_request_error", "invalid_request_error", code, message)
+
+
+def request_too_large(limit_bytes: int) -> RelayError:
+    return RelayError(
+        413,
+        "request_too_large",
+        "invalid_request_error",
+        "request_too_large",
+        f"The request body is larger than this relay's limit of {_size(limit_bytes)}.",
+    )
+
+
+def not_found(path: str) -> RelayError:
+    return RelayError(
+        404,
+        "not_found_error",
+        "invalid_request_error",
+        "not_found",
+        f"Unknown endpoint {path}. This relay serves POST /v1/messages, "
+        "POST /v1/messages/count_tokens, POST /v1/chat/completions and GET /v1/models.",
+    )
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> RelayError:
+    return RelayError(
+        405,
+        "invalid_request_error",
+        "invalid_request_error",
+        "method_not_allowed",
+        f"{method} is not allowed on {path}; use {allowed}.",
+        headers=[(b"allow", allowed.encode())],
+    )
+
+
+def no_channel(message: str) -> RelayError:
+    return RelayError(502, "api_error", "api_error", "upstream_unavailable", message)
+
+
+def _size(limit_bytes: int) -> str:
+    mib = limit_bytes / (1024 * 1024)
+    return f"{mib:g} MiB" if limit_bytes >= 1024 * 1024 else f"{limit_bytes} bytes"

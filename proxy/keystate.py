@@ -1,0 +1,154 @@
+"""A key's state as the relay needs it: one JSON snapshot per key digest in the shared cache.
+
+The snapshot holds everything the gate and the forwarder need (key settings, group, team
+availability, routed channels), so a warm request makes one cache read and no database query.
+It is stored under the Django cache's own name for `keys.cache.key_state_cache_key(digest)`,
+which is exactly what every key, group and channel service deletes on commit: the next request
+in any worker process finds no snapshot and builds a fresh one from the database.
+"""
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
+from django.core.cache import cache
+
+from billing.ledger import usd_to_units
+from keys.cache import key_state_cache_key
+from keys.models import ApiKey
+from proxy.models import Channel, Route
+
+# A digest nobody holds is remembered as unknown for a while, so a flood of made-up keys cannot
+# turn into a flood of database queries. Safe because a new or rotated key has a new digest.
+UNKNOWN_KEY_SECONDS = 60
+# Snapshots are dropped by the services on every change; the expiry only bounds how long a
+# change made behind their back (a raw SQL update) can go unnoticed.
+KEY_STATE_SECONDS = 3600
+
+UNKNOWN_MARKER = b'{"unknown":true}'
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def state_cache_name(digest: str) -> str:
+    """The key name the cache backend itself uses, so the services' delete_many reaches it."""
+    return cache.make_key(key_state_cache_key(digest))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    id: int
+    name: str
+    provider: str
+    # Never sent to a client or logged: the relay uses them only to call the upstream.
+    base_url: str
+    credential: str
+    timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    key_id: int
+    team_id: int
+    group_id: int
+    group_name: str
+    group_usable: bool
+    enabled: bool
+    expires_at: datetime | None
+    allowed_networks: tuple[IPNetwork, ...]
+    quota_limit_units: int
+    quota_limit_usd: str
+    rate_limit: str
+    multiplier: Decimal
+    model_patterns: tuple[str, ...]
+    channels: tuple[ChannelState, ...]
+
+    def allows_model(self, model: str) -> bool:
+        return any(fnmatchcase(model, pattern) for pattern in self.model_patterns)
+
+    def allows_ip(self, address: str) -> bool:
+        if not self.allowed_networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.allowed_networks)
+
+
+@lru_cache(maxsize=4096)
+def parse_key_state(raw: bytes) -> KeyState | None:
+    """Decode a snapshot; memoised on the bytes, so a warm key is parsed once per process."""
+    data = json.loads(raw)
+    if data.get("unknown"):
+        return None
+    return KeyState(
+        key_id=data["key_id"],
+        team_id=data["team_id"],
+        group_id=data["group_id"],
+        group_name=data["group_name"],
+        group_usable=data["group_usable"],
+        enabled=data["enabled"],
+        expires_at=datetime.fromisoformat(data["expires_at"]) if data["expires_at"] else None,
+        allowed_networks=tuple(
+            ipaddress.ip_network(entry, strict=False) for entry in data["allowed_ips"]
+        ),
+        quota_limit_units=data["quota_limit_units"],
+        quota_limit_usd=data["quota_limit_usd"],
+        rate_limit=data["rate_limit"],
+        multiplier=Decimal(data["multiplier"]),
+        model_patterns=tuple(data["model_patterns"]),
+        channels=tuple(ChannelState(**channel) for channel in data["channels"]),
+    )
+
+
+def build_key_state(digest: str) -> bytes:
+    """Read a key's state from the database (sync: the relay calls it in a thread on a miss)."""
+    key = ApiKey.objects.select_related("group", "team").filter(digest=digest).first()
+    if key is None:
+        return UNKNOWN_MARKER
+    group = key.group
+    routes = (
+        Route.objects.filter(group=group, channel__is_active=True)
+        .select_related("channel")
+        .order_by("priority", "id")
+    )
+    channels = [
+        {
+            "id": route.channel.pk,
+            "name": route.channel.name,
+            "provider": route.channel.provider,
+            "base_url": route.channel.base_url,
+            "credential": route.channel.credential,
+            "timeout_seconds": route.channel.timeout_seconds,
+        }
+        for route in routes
+    ]
+    usable = group.is_active and key.team.available_groups().filter(pk=group.pk).exists()
+    snapshot = {
+        "key_id": key.pk,
+        "team_id": key.team_id,
+        "group_id": group.pk,
+        "group_name": group.name,
+        "group_usable": usable,
+        "enabled": key.status == ApiKey.Status.ENABLED,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "allowed_ips": list(key.allowed_ips),
+        "quota_limit_units": usd_to_units(key.quota_limit_usd),
+        "quota_limit_usd": f"{key.quota_limit_usd:.2f}",
+        "rate_limit": key.rate_limit,
+        "multiplier": str(group.multiplier),
+        "model_patterns": list(group.models),
+        "channels": channels,
+    }
+    return json.dumps(snapshot, separators=(",", ":")).encode()
+
+
+def provider_matches(channel: ChannelState, provider: str) -> bool:
+    return channel.provider in (provider, Channel.Provider.MOCK)

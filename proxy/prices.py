@@ -1,0 +1,66 @@
+"""The relay's in-process price table: prices without a database query per request.
+
+Loaded from `billing.ModelPrice` in a worker thread and reloaded when older than
+REFRESH_SECONDS, so a changed price reaches every worker within that time. A model missing
+from the table triggers an early reload (at most once per MISS_RELOAD_SECONDS), so a price
+added a moment ago is not refused for long, while a flood of unknown model names costs at most
+one query per that interval.
+"""
+
+import asyncio
+import time
+from datetime import datetime
+
+from billing.models import ModelPrice
+from billing.pricing import PriceRow, lookup_price
+
+from .store import run_db
+
+REFRESH_SECONDS = 30.0
+MISS_RELOAD_SECONDS = 1.0
+
+
+def _load() -> tuple[dict[str, PriceRow], dict[str, datetime]]:
+    prices = list(ModelPrice.objects.all())
+    return (
+        {price.model: PriceRow.from_model_price(price) for price in prices},
+        {price.model: price.updated_at for price in prices},
+    )
+
+
+class PriceTable:
+    def __init__(self) -> None:
+        self._table: dict[str, PriceRow] = {}
+        self._updated: dict[str, datetime] = {}
+        self._loaded_at = float("-inf")
+        self._lock: asyncio.Lock | None = None
+
+    async def lookup(self, model: str) -> PriceRow | None:
+        age = time.monotonic() - self._loaded_at
+        if age > REFRESH_SECONDS:
+            await self.reload()
+        row = lookup_price(self._table, model)
+        if row is None and age > MISS_RELOAD_SECONDS:
+            await self.reload()
+            row = lookup_price(self._table, model)
+        return row
+
+    async def priced_models(self) -> dict[str, datetime]:
+        """Every priced model name with when its price was set (for GET /v1/models)."""
+        if time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+            await self.reload()
+        return dict(self._updated)
+
+    async def reload(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        started = time.monotonic()
+        async with self._lock:
+            if self._loaded_at >= started:
+                return  # Another request reloaded it while this one waited.
+            self._table, self._updated = await run_db(_load)
+            self._loaded_at = time.monotonic()
+
+    def forget(self) -> None:
+        """Reload on the next lookup (for tests, which change prices between requests)."""
+        self._loaded_at = float("-inf")

@@ -1,0 +1,210 @@
+"""The relay's shared state: key snapshots, quota admission and usage recording.
+
+Two backends with one interface:
+  - RedisStore (REDIS_URL set, production): async Redis, so no thread hop on the hot path, and
+    every worker process shares snapshots, reservations and running totals. Compound steps
+    are Lua scripts, so they are atomic across processes.
+  - LocalStore (the embedded default): Django's local-memory cache in this one process, which
+    is also where the services delete snapshots; no I/O, so it is called on the event loop.
+
+Quota admission reserves an estimate of the request's charge next to the key's running total
+(see billing.ledger) and refuses while total + reservations >= limit. Recording the actual
+charge releases the reservation in the same step. So concurrent requests cannot all slip in
+under the limit: the overshoot is at most what the last admitted request costs beyond the
+estimate the others reserved. A reservation lives at most `hold_seconds` (the longest the
+request may take), so a worker killed mid-request cannot block its key for ever.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis.asyncio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import close_old_connections
+
+from billing import ledger
+from keys.cache import key_state_cache_key
+
+from .keystate import state_cache_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    admitted: bool
+    spent_units: int
+    reserved_units: int
+
+
+# KEYS: total, reservations. ARGV: request id, estimate, limit, now, deadline, hold seconds.
+# Returns {-1} when the total is missing (the caller rebuilds it), else {admitted, spent,
+# reserved}. Expired reservations (a killed worker's) are dropped on the way.
+_ADMIT = """
+local spent = redis.call('GET', KEYS[1])
+if not spent then return {-1, 0, 0} end
+spent = tonumber(spent)
+local now = tonumber(ARGV[4])
+local reserved = 0
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 1, #entries, 2 do
+  local amount, deadline = string.match(entries[i + 1], '^(%d+):(%d+)$')
+  if tonumber(deadline) < now then
+    redis.call('HDEL', KEYS[2], entries[i])
+  else
+    reserved = reserved + tonumber(amount)
+  end
+end
+if spent + reserved >= tonumber(ARGV[3]) then return {0, spent, reserved} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {1, spent, reserved}
+"""
+
+# KEYS: stream, total, reservations. ARGV: event JSON, charge, request id.
+# One atomic step: the event is durable in the stream exactly when its charge is in the total.
+_RECORD = """
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
+redis.call('HDEL', KEYS[3], ARGV[3])
+return 1
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str) -> None:
+        self.redis = redis.asyncio.Redis.from_url(url)
+        self._admit = self.redis.register_script(_ADMIT)
+        self._record = self.redis.register_script(_RECORD)
+        self._stream = ledger.usage_stream_name()
+
+    async def get_key_state(self, digest: str) -> bytes | None:
+        return await self.redis.get(state_cache_name(digest))
+
+    async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
+        await self.redis.set(state_cache_name(digest), raw, ex=seconds)
+
+    async def admit(
+        self,
+        *,
+        key_id: int,
+        request_id: str,
+        estimate_units: int,
+        limit_units: int,
+        hold_seconds: int,
+    ) -> Admission | None:
+        now = int(time.time())
+        result = await self._admit(
+            keys=[_total(key_id), _reservations(key_id)],
+            args=[request_id, estimate_units, limit_units, now, now + hold_seconds, hold_seconds],
+        )
+        if result[0] == -1:
+            return None
+        return Admission(bool(result[0]), int(result[1]), int(result[2]))
+
+    async def release(self, *, key_id: int, request_id: str) -> None:
+        await self.redis.hdel(_reservations(key_id), request_id)
+
+    async def record(self, record: ledger.UsageRecord) -> None:
+        await self._record(
+            keys=[self._stream, _total(record.key_id), _reservations(record.key_id)],
+            args=[record.to_json(), record.charge_units, record.request_id],
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _total(key_id: int) -> str:
+    return cache.make_key(ledger.spend_total_cache_key(key_id))
+
+
+def _reservations(key_id: int) -> str:
+    return cache.make_key(ledger.reservations_cache_key(key_id))
+
+
+class LocalStore:
+    """One process: snapshots and totals in Django's local-memory cache, reservations here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # key id -> request id -> (estimate, deadline)
+        self._reservations: dict[int, dict[str, tuple[int, float]]] = {}
+        self._writes: set[asyncio.Task] = set()
+
+    async def get_key_state(self, digest: str) -> bytes | None:
+        return cache.get(key_state_cache_key(digest))
+
+    async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
+        cache.set(key_state_cache_key(digest), raw, timeout=seconds)
+
+    async def admit(
+        self,
+        *,
+        key_id: int,
+        request_id: str,
+        estimate_units: int,
+        limit_units: int,
+        hold_seconds: int,
+    ) -> Admission | None:
+        spent = ledger.spend_total(key_id)
+        if spent is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            held = self._reservations.setdefault(key_id, {})
+            for held_id, (_, deadline) in list(held.items()):
+                if deadline < now:
+                    del held[held_id]
+            reserved = sum(amount for amount, _ in held.values())
+            if spent + reserved >= limit_units:
+                return Admission(False, spent, reserved)
+            held[request_id] = (estimate_units, now + hold_seconds)
+        return Admission(True, spent, reserved)
+
+    async def release(self, *, key_id: int, request_id: str) -> None:
+        with self._lock:
+            self._reservations.get(key_id, {}).pop(request_id, None)
+
+    async def record(self, record: ledger.UsageRecord) -> None:
+        ledger.count_locally(record)
+        await self.release(key_id=record.key_id, request_id=record.request_id)
+        # The response has been sent; the row is written off the event loop, and the request
+        # does not wait for it.
+        task = asyncio.create_task(run_db(ledger.write_locally, record))
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Could not write a usage event", exc_info=task.exception())
+
+    async def close(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def make_store() -> RedisStore | LocalStore:
+    return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStore()
+
+
+async def rebuild_spend_total(key_id: int) -> None:
+    await run_db(ledger.spend_total_rebuild, key_id)
+
+
+async def run_db(function, *args):
+    """Run a database function in a worker thread (never on the event loop)."""
+    return await sync_to_async(_with_fresh_connection, thread_sensitive=False)(function, *args)
+
+
+def _with_fresh_connection(function, *args):
+    # Threads outside Django's request cycle never get request_started; drop connections that
+    # have aged out or broken, as it would.
+    close_old_connections()
+    return function(*args)

@@ -1,0 +1,148 @@
+"""Reading token usage out of what the upstream sends, and splitting SSE streams into events.
+
+Anthropic: `message_start` carries the input and cache tokens, `message_delta` the output
+(cumulative); a non-streaming body has one `usage`. OpenAI: one `usage` object (in the last
+chunk of a stream that asked for `stream_options.include_usage`), where `prompt_tokens`
+includes `prompt_tokens_details.cached_tokens`; we store the uncached part as input tokens and
+the cached part as cache reads, the way Anthropic counts them, so one price table fits both.
+
+When a stream stops early (the client left, the upstream failed) the final counts never come;
+the output is then estimated from the text that did arrive, at four characters a token.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+CHARS_PER_TOKEN = 4
+
+
+class SSESplitter:
+    """Cut a byte stream into whole SSE events (each with its blank-line terminator)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        events = []
+        start = 0
+        for match in _EVENT_END.finditer(self._buffer):
+            events.append(self._buffer[start : match.end()])
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        return events
+
+    def rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def event_json(event: bytes) -> dict | None:
+    """The JSON in an event's data lines; None for comments, pings without data and [DONE]."""
+    lines = [
+        line[5:].removeprefix(b" ") for line in event.splitlines() if line.startswith(b"data:")
+    ]
+    if not lines:
+        return None
+    data = b"\n".join(lines)
+    if data == b"[DONE]":
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    # Whether the upstream reported the final output count (else it is estimated).
+    complete: bool = False
+    produced_chars: int = 0
+
+    # --- Anthropic --------------------------------------------------------------------------
+
+    def anthropic_usage(self, usage: dict) -> None:
+        self.input_tokens = _count(usage, "input_tokens", self.input_tokens)
+        self.output_tokens = _count(usage, "output_tokens", self.output_tokens)
+        self.cache_creation_tokens = _count(
+            usage, "cache_creation_input_tokens", self.cache_creation_tokens
+        )
+        self.cache_read_tokens = _count(usage, "cache_read_input_tokens", self.cache_read_tokens)
+
+    def anthropic_event(self, data: dict) -> None:
+        kind = data.get("type")
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            for field in ("text", "partial_json", "thinking"):
+                value = delta.get(field)
+                if isinstance(value, str):
+                    self.produced_chars += len(value)
+        elif kind == "message_start":
+            self.anthropic_usage((data.get("message") or {}).get("usage") or {})
+        elif kind == "message_delta":
+            self.anthropic_usage(data.get("usage") or {})
+            self.complete = True
+
+    def anthropic_body(self, data: dict) -> None:
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.anthropic_usage(usage)
+            self.complete = True
+
+    # --- OpenAI -----------------------------------------------------------------------------
+
+    def openai_usage(self, usage: dict) -> None:
+        prompt = _count(usage, "prompt_tokens", 0)
+        cached = _count(usage.get("prompt_tokens_details") or {}, "cached_tokens", 0)
+        self.input_tokens = max(prompt - cached, 0)
+        self.cache_read_tokens = cached
+        self.output_tokens = _count(usage, "completion_tokens", 0)
+        self.complete = True
+
+    def openai_chunk(self, data: dict) -> bool:
+        """Account for one chunk; True if it is the usage-only chunk (no choices)."""
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.produced_chars += len(content)
+            for call in delta.get("tool_calls") or []:
+                arguments = (call.get("function") or {}).get("arguments")
+                if isinstance(arguments, str):
+                    self.produced_chars += len(arguments)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.openai_usage(usage)
+            return not data.get("choices")
+        return False
+
+    def openai_body(self, data: dict) -> None:
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.openai_usage(usage)
+
+    # --- a stream cut short -----------------------------------------------------------------
+
+    def estimate_missing(self, *, request_bytes: int) -> None:
+        """Fill in what an interrupted stream never reported, from what it did produce."""
+        if self.complete:
+            return
+        produced = -(-self.produced_chars // CHARS_PER_TOKEN)
+        self.output_tokens = max(self.output_tokens, produced)
+        if produced and not (self.input_tokens or self.cache_read_tokens):
+            # OpenAI reports input only at the end; the prompt was read all the same.
+            self.input_tokens = request_bytes // CHARS_PER_TOKEN
+
+
+def _count(usage: dict, field: str, default: int) -> int:
+    value = usage.get(field)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return default
