@@ -1,0 +1,39 @@
+"""Usage pages of the portal. Teams and keys are resolved through keys.selectors, so another
+team's usage is a 404 like everything else of another team."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from keys.models import ApiKey
+from keys.selectors import api_key_get, is_team_lead, team_list
+
+RECENT_REQUESTS_ON_PAGE = 100
+
+
+@login_required
+def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
+    """The team's spend per day, key and model. Leads only: it names every member's keys."""
+    team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
+    if not is_team_lead(actor=request.user, team=team):
+        raise Http404("Only the team's leads see its usage.")
+    return render(request, "billing/team_usage.html", {"team": team, "is_lead": True})
+
+
+@login_required
+def key_usage(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
+    team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
+    try:
+        key = api_key_get(actor=request.user, team=team, key_id=key_id)
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key.") from None
+    return render(
+        request,
+        "billing/key_usage.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": key,
+            "limit": RECENT_REQUESTS_ON_PAGE,
+        },
+    )

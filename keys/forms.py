@@ -1,0 +1,268 @@
+"""The portal's forms. They turn what a browser sends into Python values and show the services'
+errors next to the fields they name; the rules themselves live in keys/validators.py and
+keys/services.py, so every field here is optional and no form repeats a rule.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .models import ApiKey, Group, Membership, Team
+from .selectors import KEY_STATES, group_list_for_team
+
+DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
+
+# What the badges and the status filter call each ApiKey.state.
+STATE_LABELS = dict(
+    zip(KEY_STATES, ("Enabled", "Disabled", "Expired", "Quota used up"), strict=True)
+)
+
+# The guidance of the console's Key Settings page, which users already know.
+NAME_HELP = (
+    "The name helps you identify what the key is used for. Use a clear name based on the tool, "
+    "scenario, or team member, such as HC Personal, claude-code-main, or team-test."
+)
+GROUP_HELP = (
+    "The group determines which models the key can use, along with the pricing multiplier or "
+    "routing policy. Choose the group based on the model you want to use."
+)
+STATUS_HELP = "Status controls whether the key can be used."
+STATUS_CHOICE_HELP = {
+    ApiKey.Status.ENABLED: "The key can make requests normally.",
+    ApiKey.Status.DISABLED: (
+        "The key stops working, useful for temporary suspension, risk checks, or pausing an "
+        "environment."
+    ),
+}
+IP_HELP = (
+    "IP restriction limits which source IPs can use the key. Most personal users can keep it "
+    "off. Enable it only when you use a fixed server or clearly know the outbound IP address. "
+    "One IP or CIDR range per line, such as 203.0.113.7 or 203.0.113.0/24. Empty: any IP."
+)
+QUOTA_HELP = (
+    "Quota limit sets the maximum USD amount this key can consume. 0 means unlimited. For "
+    "teams, test environments, or temporary keys, set a clear quota to avoid unexpected usage."
+)
+RATE_HELP = (
+    "Rate limit controls request frequency. Most users do not need to enable it. Use it only "
+    "when you want to prevent a tool from sending too many requests in a short period. Write a "
+    "number of requests per s, m, h or d: 60 per minute = 60/m. Empty: no limit."
+)
+EXPIRY_HELP = (
+    "Key expiration controls when the key becomes invalid. For long-term personal use, you can "
+    "leave it empty. For temporary tests, shared configuration, or short-term projects, set an "
+    "expiration time. Time zone: {time_zone}."
+)
+
+
+class ServiceErrorsMixin:
+    """Shows a service's ValidationError on the form: each message next to the field it names,
+    anything else at the top of the form."""
+
+    def add_service_errors(self, error: ValidationError) -> None:
+        if not hasattr(error, "error_dict"):
+            self.add_error(None, error)
+            return
+        for field, messages in error.message_dict.items():
+            self.add_error(field if field in self.fields else None, messages)
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A number as people write it: 0.25 and 10, never 0.2500 or 1E+1."""
+    return format(Decimal(value).normalize(), "f")
+
+
+def group_label(group: Group) -> str:
+    multiplier = plain_decimal(group.multiplier)
+    models = ", ".join(group.models) if group.models else "no models"
+    return f"{group.name} · ×{multiplier} · {models}"
+
+
+class GroupChoiceField(forms.ModelChoiceField):
+    """Offers the team's groups but reads any group id, so that a group the team may not use
+    gets the service's message, which says why, instead of a bare "not a valid choice"."""
+
+    def label_from_instance(self, obj: Group) -> str:
+        return group_label(obj)
+
+    def to_python(self, value: Any) -> Group | None:
+        if value in self.empty_values:
+            return None
+        try:
+            return Group.objects.get(pk=value)
+        except (Group.DoesNotExist, ValueError, TypeError, ValidationError):
+            raise ValidationError(
+                self.error_messages["invalid_choice"],
+                code="invalid_choice",
+                params={"value": value},
+            ) from None
+
+
+class KeyForm(ServiceErrorsMixin, forms.Form):
+    """The edit page's fields, in the console's order. With `key`, starts from its settings."""
+
+    name = forms.CharField(required=False, help_text=NAME_HELP)
+    group = GroupChoiceField(
+        queryset=Group.objects.none(), required=False, empty_label=None, help_text=GROUP_HELP
+    )
+    status = forms.ChoiceField(
+        choices=ApiKey.Status.choices,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text=STATUS_HELP,
+    )
+    allowed_ips = forms.CharField(
+        label="IP restriction",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "203.0.113.7\n203.0.113.0/24"}),
+        help_text=IP_HELP,
+    )
+    # Text rather than a DecimalField: the quota's parsing and its messages belong to
+    # keys.validators.parse_quota, so the form passes the text on untouched.
+    quota_limit_usd = forms.CharField(
+        label="Quota limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = unlimited"}),
+        help_text=QUOTA_HELP,
+    )
+    rate_limit = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
+        help_text=RATE_HELP,
+    )
+    # A naive datetime-local value is read in the current time zone (settings.TIME_ZONE).
+    expires_at = forms.DateTimeField(
+        label="Key expiration",
+        required=False,
+        input_formats=[DATETIME_LOCAL_FORMAT, "%Y-%m-%dT%H:%M:%S"],
+        widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
+    )
+
+    def __init__(self, *args: Any, team: Team, key: ApiKey | None = None, **kwargs: Any):
+        if key is not None:
+            kwargs.setdefault("initial", _initial_from_key(key))
+        super().__init__(*args, **kwargs)
+        self.fields["expires_at"].help_text = EXPIRY_HELP.format(time_zone=settings.TIME_ZONE)
+        groups: QuerySet[Group] = group_list_for_team(team=team)
+        if key is not None:
+            # A group the team may no longer use stays selectable on its own key, so editing
+            # the name does not force a group change.
+            groups = groups | Group.objects.filter(pk=key.group_id)
+        self.fields["group"].queryset = groups.distinct().order_by("name")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the user changed, as keyword arguments for api_key_update."""
+        return {field: self.cleaned_data[field] for field in self.changed_data}
+
+
+class CreateKeyForm(KeyForm):
+    """Name, group and the optional restrictions: a new key always starts enabled."""
+
+    status = None
+
+    def service_arguments(self) -> dict[str, Any]:
+        return dict(self.cleaned_data)
+
+
+def _initial_from_key(key: ApiKey) -> dict[str, Any]:
+    expires_at: datetime | None = key.expires_at
+    if expires_at is not None:
+        # datetime-local shows minutes; the initial value matches what the browser sends
+        # back, so an untouched expiry does not count as a change.
+        expires_at = timezone.localtime(expires_at).replace(second=0, microsecond=0)
+    return {
+        "name": key.name,
+        "group": key.group_id,
+        "status": key.status,
+        "allowed_ips": "\n".join(key.allowed_ips),
+        "quota_limit_usd": "" if not key.quota_limit_usd else format(key.quota_limit_usd, "f"),
+        "rate_limit": key.rate_limit,
+        "expires_at": expires_at,
+    }
+
+
+class KeyFilterForm(forms.Form):
+    """The key list's filters. Unknown values are dropped rather than shown as errors."""
+
+    q = forms.CharField(label="Search by name", required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *STATE_LABELS.items()])
+    group = forms.ModelChoiceField(
+        queryset=Group.objects.none(), required=False, empty_label="Any group"
+    )
+    owner = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(), required=False, empty_label="Any owner"
+    )
+
+    def __init__(self, *args: Any, groups: QuerySet[Group], owners: QuerySet | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["group"].queryset = groups
+        if owners is None:
+            del self.fields["owner"]
+        else:
+            self.fields["owner"].queryset = owners
+
+    def filters(self) -> dict[str, Any]:
+        """Arguments for selectors.api_key_search from the valid fields only."""
+        self.is_valid()
+        data = self.cleaned_data
+        owner = data.get("owner")
+        group = data.get("group")
+        return {
+            "state": data.get("status", ""),
+            "group_id": group.pk if group else None,
+            "owner_id": owner.pk if owner else None,
+            "name_contains": data.get("q", "").strip(),
+        }
+
+
+class AddMemberForm(ServiceErrorsMixin, forms.Form):
+    user = forms.CharField(
+        label="Username or email",
+        error_messages={"required": "Enter the username or email of an existing user."},
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+    def clean_user(self):
+        # Finding the person is parsing the input into a User; whether they may join is the
+        # service's call (membership_add).
+        wanted = self.cleaned_data["user"].strip()
+        users = get_user_model().objects.filter(is_active=True)
+        by_username = list(users.filter(username=wanted))
+        if by_username:
+            return by_username[0]
+        by_email = list(users.filter(email__iexact=wanted)[:2]) if "@" in wanted else []
+        if len(by_email) == 1:
+            return by_email[0]
+        if by_email:
+            raise ValidationError(
+                "Several users have the email “%(value)s”: enter the username instead.",
+                params={"value": wanted},
+            )
+        raise ValidationError(
+            "No user has the username or email “%(value)s”. They need an account first.",
+            params={"value": wanted},
+        )
+
+
+class RoleForm(ServiceErrorsMixin, forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+class ApiTokenForm(ServiceErrorsMixin, forms.Form):
+    """A new REST API token: just its name; api_token_create holds the rules."""
+
+    name = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "ci-bot", "autocomplete": "off"}),
+        help_text=(
+            "The name helps you recognise the token later. Name it after the integration or "
+            "script that uses it, such as ci-bot or grafana-export."
+        ),
+    )

@@ -1,0 +1,191 @@
+"""Billing's usage pages and the charts key and team pages embed."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.template import Context, Template
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.models import UsageDaily
+from billing.selectors import DaySpend
+from billing.templatetags.billing_usage import chart_geometry, nice_ceiling
+
+from ..factories import MembershipFactory, make_key
+from .factories import UsageEventFactory
+
+
+@pytest.fixture
+def key(team, member, group):
+    return make_key(team=team, owner=member, group=group, name="claude-code-main").key
+
+
+@pytest.fixture
+def lead_key(team, lead, group):
+    return make_key(team=team, owner=lead, group=group, name="lead-key").key
+
+
+def rollup(key, *, days_ago=0, model="claude-sonnet-4-5", requests=10, charged="1.25"):
+    return UsageDaily.objects.create(
+        team=key.team,
+        key=key,
+        model=model,
+        day=timezone.localdate() - timedelta(days=days_ago),
+        requests=requests,
+        input_tokens=requests * 1000,
+        output_tokens=requests * 100,
+        cost_usd=Decimal(charged),
+        charged_usd=Decimal(charged),
+    )
+
+
+def team_usage_url(team):
+    return reverse("billing:team_usage", args=[team.slug])
+
+
+def key_usage_url(key):
+    return reverse("billing:key_usage", args=[key.team.slug, key.pk])
+
+
+# --- who sees what --------------------------------------------------------------------------
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(client, team, key):
+    for url in (team_usage_url(team), key_usage_url(key)):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"] == f"/accounts/login/?next={url}"
+
+
+def test_lead_sees_the_teams_usage_per_day_key_and_model(client, team, lead, key, lead_key):
+    rollup(key, requests=10, charged="1.25")
+    rollup(key, days_ago=3, model="claude-opus-4-1", requests=2, charged="4.00")
+    rollup(lead_key, requests=1, charged="0.004")
+    client.force_login(lead)
+    response = client.get(team_usage_url(team))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "$5.25 · 13 requests in 30 days" in page
+    assert "claude-code-main (" in page
+    assert "lead-key (" in page
+    assert '<span class="share__label">claude-opus-4-1</span>' in page
+    assert '<span class="share__label">claude-sonnet-4-5</span>' in page
+    assert "<td>$0.0040</td>" in page
+
+
+@pytest.mark.parametrize("who", ["member", "outsider"])
+def test_team_usage_is_404_for_members_and_other_teams(client, request, team, key, who):
+    client.force_login(request.getfixturevalue(who))
+    assert client.get(team_usage_url(team)).status_code == 404
+
+
+def test_key_usage_for_its_owner_and_the_lead(client, lead, member, key):
+    UsageEventFactory(key=key, model="claude-haiku-4-5", status_code=529, session_id="s-1")
+    for user in (member, lead):
+        client.force_login(user)
+        response = client.get(key_usage_url(key))
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert "<code>claude-haiku-4-5</code>" in page
+        assert '<span class="status status--error">529</span>' in page
+
+
+@pytest.mark.parametrize("who", ["second", "outsider"])
+def test_key_usage_is_404_for_anyone_else(client, team, key, outsider, who):
+    user = (
+        outsider
+        if who == "outsider"
+        else MembershipFactory(team=team, user__username="second").user
+    )
+    client.force_login(user)
+    assert client.get(key_usage_url(key)).status_code == 404
+
+
+def test_key_usage_through_another_teams_url_is_404(client, other_team, member, key):
+    MembershipFactory(team=other_team, user=member)
+    client.force_login(member)
+    response = client.get(reverse("billing:key_usage", args=[other_team.slug, key.pk]))
+    assert response.status_code == 404
+
+
+# --- what the embedded parts show ------------------------------------------------------------
+
+
+def render(source: str, **context) -> str:
+    return Template("{% load billing_usage %}" + source).render(Context(context))
+
+
+def test_spend_chart_counts_only_its_key_and_the_last_30_days(key, lead_key):
+    rollup(key, requests=3, charged="0.30")
+    rollup(key, days_ago=29, requests=2, charged="0.20")
+    rollup(key, days_ago=30, requests=100, charged="99")
+    rollup(lead_key, requests=7, charged="7")
+    page = render("{% spend_chart key.team key=key %}", key=key)
+    assert "$0.50 · 5 requests in 30 days" in page
+    assert page.count("<rect ") == 30
+    assert "for key claude-code-main, last 30 days: $0.50 in 5 requests." in page
+
+
+def test_spend_chart_of_a_quiet_team_is_flat(team):
+    page = render("{% spend_chart team %}", team=team)
+    assert "$0.00 · 0 requests in 30 days" in page
+    assert 'height="0.0"' in page
+
+
+def test_recent_requests_are_the_keys_own_newest_first(key, lead_key):
+    now = timezone.now()
+    UsageEventFactory(key=key, model="older", created_at=now - timedelta(minutes=5))
+    UsageEventFactory(key=key, model="newer", created_at=now)
+    UsageEventFactory(key=lead_key, model="someone-elses")
+    page = render("{% recent_requests key %}", key=key)
+    assert page.index("<code>newer</code>") < page.index("<code>older</code>")
+    assert "someone-elses" not in page
+
+
+def test_recent_requests_respects_the_limit(key):
+    for number in range(4):
+        UsageEventFactory(key=key, model=f"model-{number}")
+    page = render("{% recent_requests key limit=2 %}", key=key)
+    assert page.count("<code>model-") == 2
+
+
+def test_recent_requests_when_there_are_none(key):
+    assert "No requests yet." in render("{% recent_requests key %}", key=key)
+
+
+def test_usage_breakdown_sums_keys_beyond_the_first_ten(team, member, group):
+    for number in range(12):
+        rollup(
+            make_key(team=team, owner=member, group=group, name=f"k{number:02d}").key,
+            charged=str(number + 1),
+        )
+    page = render("{% usage_breakdown team %}", team=team)
+    assert "2 more" in page
+    # The two cheapest keys, $1 and $2, are summed in the last row.
+    assert "<td>$3.00</td>" in page
+
+
+# --- chart geometry --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ceiling"),
+    [(0, 1.0), (0.003, 0.005), (0.8, 1.0), (1, 1), (1.2, 2), (2.2, 2.5), (3, 5), (7, 10), (42, 50)],
+)
+def test_nice_ceiling(value, ceiling):
+    assert nice_ceiling(value) == pytest.approx(ceiling)
+
+
+def test_bars_are_scaled_to_the_highest_day():
+    today = timezone.localdate()
+    days = [
+        DaySpend(today - timedelta(days=1), 4, Decimal("1"), Decimal("1")),
+        DaySpend(today, 8, Decimal("2"), Decimal("2")),
+    ]
+    chart = chart_geometry(days)
+    low, high = chart["bars"]
+    assert high.height == pytest.approx(2 * low.height)
+    assert high.y + high.height == chart["baseline"]
+    assert [tick.label for tick in chart["money_ticks"]] == ["$0.00", "$1.00", "$2.00"]
+    assert [tick.label for tick in chart["request_ticks"]] == ["0", "5", "10"]

@@ -1,0 +1,199 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against the whole app
+(portal and relay, hcai.asgi.application) served by uvicorn on a real socket.
+
+A lead signs in, creates a key and reads it and the base URL from the page as a user would,
+calls the relay with the official anthropic SDK, disables the key on the edit page (refused),
+enables it again, sets a quota and an expiry, and checks the key list. On failure the edit
+page is saved as a screenshot in test-artifacts/.
+"""
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import anthropic
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect, sync_playwright
+
+from billing.models import ModelPrice
+from keys.models import Membership
+from proxy.services import channel_upsert
+
+from .factories import GroupFactory, MembershipFactory, TeamFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's browser, never a download; no sandbox and no GPU in containers, and none of the
+# background traffic (updates, field trials) a test has no business making.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+MODEL = "claude-sonnet-4-5"
+PASSWORD = "pw-for-tests-1"
+# Expect's wait for anything the page must show; the pages are server-rendered and quick.
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture
+def server(relay_server, transactional_db, settings) -> str:
+    """The run's live server (portal and relay): what the portal changes, the relay sees."""
+    url, relay = relay_server
+    # The portal prints this as ANTHROPIC_BASE_URL; the test reads it back from the page.
+    settings.PUBLIC_BASE_URL = url
+    relay.prices.forget()
+    return url
+
+
+@pytest.fixture
+def acme(transactional_db):
+    """A team with a lead, and a group routed to the relay's local mock channel."""
+    team = TeamFactory(name="Acme", slug="acme")
+    MembershipFactory(team=team, role=Membership.Role.LEAD, user__username="lead")
+    group = GroupFactory(name="CC Official Channel", models=["claude-*"])
+    channel_upsert(name="mock", provider="mock", groups=[group])
+    ModelPrice.objects.create(
+        model=MODEL, input_per_mtok=Decimal("3"), output_per_mtok=Decimal("15")
+    )
+    return team
+
+
+@pytest.fixture
+def page(server) -> Iterator[Page]:
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/install-browser should have installed it.")
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser (apt-get install chromium).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+            browser.close()
+
+
+def ask(key: str, base_url: str) -> anthropic.types.Message:
+    client = anthropic.Anthropic(auth_token=key, base_url=base_url, max_retries=0, timeout=30)
+    return client.messages.create(
+        model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    )
+
+
+def update(page: Page) -> None:
+    page.get_by_role("button", name="Update").click()
+    expect(page.get_by_text("Saved. Changes take effect immediately.")).to_be_visible()
+    expect(
+        page.get_by_text("If your tool caches its configuration, restart the tool.")
+    ).to_be_visible()
+
+
+def open_key_list(page: Page) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Keys").click()
+    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+
+
+def key_row(page: Page, name: str):
+    return page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
+
+
+def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
+    edit_url: str | None = None
+    try:
+        # Sign in.
+        page.goto("/")
+        page.get_by_label("Username").fill("lead")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(re.compile(r"/t/acme/keys/$"))
+        expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+
+        # Create a key; read it and the base URL from the page, as a user copies them.
+        page.get_by_role("link", name="Create key").first.click()
+        page.get_by_label("Name").fill("claude-code-main")
+        page.get_by_label("Group").select_option(label="CC Official Channel · ×1 · claude-*")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_role("heading", name="Key created")).to_be_visible()
+        expect(page.get_by_text("It will not be shown again.")).to_be_visible()
+        key = page.get_by_test_id("new-key").inner_text().strip()
+        assert key.startswith("sk-hc-")
+        setup = page.locator("#setup-sh").inner_text()
+        assert f'export ANTHROPIC_AUTH_TOKEN="{key}"' in setup
+        base_url = re.search(r'export ANTHROPIC_BASE_URL="([^"]+)"', setup).group(1)
+        assert (
+            f'$env:ANTHROPIC_AUTH_TOKEN="{key}"' in page.locator("#setup-powershell").inner_text()
+        )
+
+        # The key works through the relay.
+        answer = ask(key, base_url)
+        assert answer.content[0].text.startswith("Hello from the HCAI Keys mock channel")
+
+        # Disable it on the edit page: the relay refuses it at once.
+        page.get_by_role("link", name="I saved my key").click()
+        key_row(page, "claude-code-main").get_by_role("link", name="Edit").click()
+        edit_url = page.url
+        expect(page.get_by_role("heading", name="Basic Information")).to_be_visible()
+        page.get_by_label("Disabled").check()
+        update(page)
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            ask(key, base_url)
+        assert refused.value.status_code == 403
+        assert "This key is disabled." in refused.value.message
+
+        open_key_list(page)
+        expect(key_row(page, "claude-code-main").locator(".badge")).to_have_text("Disabled")
+
+        # Enable it again, with a quota and an expiry.
+        page.goto(edit_url)
+        page.get_by_label("Enabled").check()
+        update(page)
+        tomorrow = timezone.localtime() + timedelta(days=1)
+        expiry = tomorrow.replace(hour=12, minute=0, second=0, microsecond=0)
+        page.get_by_label("Quota limit (USD)").fill("5")
+        page.get_by_label("Key expiration").fill(expiry.strftime("%Y-%m-%dT%H:%M"))
+        update(page)
+        expect(page.get_by_label("Quota limit (USD)")).to_have_value("5.00")
+        answer = ask(key, base_url)
+        assert answer.content[0].text.startswith("Hello from the HCAI Keys mock channel")
+
+        # A bad entry is refused next to its field, with the input kept.
+        page.get_by_label("Rate limit").fill("sixty a minute")
+        page.get_by_role("button", name="Update").click()
+        expect(page.locator("#id_rate_limit_error")).to_contain_text("Enter a rate limit like 60/m")
+        expect(page.get_by_label("Rate limit")).to_have_value("sixty a minute")
+
+        # The list shows the key enabled, its spend against the quota and its expiry.
+        open_key_list(page)
+        row = key_row(page, "claude-code-main")
+        expect(row.locator(".badge")).to_have_text("Enabled")
+        expect(row.locator(".spend__text")).to_contain_text("of $5.00")
+        expect(row.locator("td[data-label=Expires]")).to_have_text(
+            expiry.strftime("%Y-%m-%d %H:%M")
+        )
+        expect(row.locator("td[data-label='Rate limit']")).to_have_text("none")
+    except BaseException:
+        _save_screenshots(page, edit_url)
+        raise
+
+
+def _save_screenshots(page: Page, edit_url: str | None) -> None:
+    """Keep what the browser showed when the test failed, then the edit page, for CI to keep."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
+        if edit_url:
+            page.goto(edit_url)
+            page.screenshot(path=str(ARTIFACTS / "edit-page.png"), full_page=True)
+    except Exception as error:  # The original failure matters more than a missing picture.
+        print(f"Could not save a screenshot: {error}")
