@@ -9,6 +9,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 
 NAME_MAX_LENGTH = 100
 
@@ -136,3 +137,7 @@ def validate_model_patterns(value: list[str]) -> None:
             "Models must be a list of model names or patterns such as claude-*.",
             code="invalid_models",
         )
+    # PostgreSQL's jsonb cannot store NUL (\u0000), so without this the save would be a 500.
+    # Django's own validator, so the message matches what the forms and the API already say.
+    for item in value:
+        ProhibitNullCharactersValidator()(item)

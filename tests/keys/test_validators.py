@@ -237,3 +237,12 @@ def test_validate_model_patterns_refuses(value):
     assert caught.value.messages == [
         "Models must be a list of model names or patterns such as claude-*."
     ]
+
+
+@pytest.mark.parametrize("value", [["claude-\x00*"], ["gpt-4o", "\x00"], ["\x00claude"]])
+def test_validate_model_patterns_refuses_null_characters(value):
+    # PostgreSQL's jsonb refuses \u0000; caught here, it is a field error rather than a 500.
+    with pytest.raises(ValidationError) as caught:
+        validate_model_patterns(value)
+    assert caught.value.messages == ["Null characters are not allowed."]
+    assert caught.value.code == "null_characters_not_allowed"

@@ -1,0 +1,86 @@
+from rest_framework import serializers
+
+from billing.models import UsageEvent
+from keys.api.serializers import MAX_ID
+
+MONEY = {"max_digits": 20, "decimal_places": 8, "read_only": True}
+
+
+class UsageEventSerializer(serializers.ModelSerializer):
+    key = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="Null once the key was deleted."
+    )
+    key_prefix = serializers.CharField(source="key.prefix", read_only=True, allow_null=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
+    cost_usd = serializers.DecimalField(**MONEY, help_text="At list prices.")
+    charged_usd = serializers.DecimalField(**MONEY, help_text="Cost × the group's multiplier.")
+    client_ip = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = UsageEvent
+        fields = [
+            "id",
+            "key",
+            "key_prefix",
+            "team",
+            "group",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_tokens",
+            "cache_read_tokens",
+            "cost_usd",
+            "charged_usd",
+            "status_code",
+            "latency_ms",
+            "client_ip",
+            "session_id",
+            "request_id",
+            "created_at",
+            "settled_at",
+        ]
+        read_only_fields = fields
+
+
+class UsageDaySerializer(serializers.Serializer):
+    """One day's totals; read from rows annotated with total_<field> for each of TOTALS."""
+
+    TOTALS = (
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "cost_usd",
+        "charged_usd",
+    )
+
+    day = serializers.DateField(help_text="The date in the server's time zone.")
+    requests = serializers.IntegerField(source="total_requests")
+    input_tokens = serializers.IntegerField(source="total_input_tokens")
+    output_tokens = serializers.IntegerField(source="total_output_tokens")
+    cache_creation_tokens = serializers.IntegerField(source="total_cache_creation_tokens")
+    cache_read_tokens = serializers.IntegerField(source="total_cache_read_tokens")
+    cost_usd = serializers.DecimalField(**MONEY, source="total_cost_usd")
+    charged_usd = serializers.DecimalField(**MONEY, source="total_charged_usd")
+
+
+class _UsageFilterSerializer(serializers.Serializer):
+    team = serializers.SlugField(required=False, help_text="Only this team (its slug).")
+    key = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="Only this key (its id)."
+    )
+    model = serializers.CharField(
+        required=False, help_text="Only this model, e.g. claude-sonnet-4."
+    )
+
+
+class UsageEventFilterSerializer(_UsageFilterSerializer):
+    since = serializers.DateTimeField(required=False, help_text="From this time on (inclusive).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive).")
+
+
+class UsageDailyFilterSerializer(_UsageFilterSerializer):
+    since = serializers.DateField(required=False, help_text="From this day on (inclusive).")
+    until = serializers.DateField(required=False, help_text="Up to this day (inclusive).")

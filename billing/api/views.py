@@ -1,0 +1,87 @@
+"""Usage for the API: raw events and daily totals, each within what the caller may see.
+
+A lead sees every row of the teams they lead (a deleted key's too); a member sees the rows of
+their own keys. Both rules come from keys.selectors, the same that decide the key lists.
+"""
+
+from django.db.models import Q, QuerySet, Sum
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework.generics import ListAPIView
+from rest_framework.request import Request
+
+from billing.models import UsageDaily, UsageEvent
+from keys import selectors
+from keys.api.schema import FIELD_ERRORS
+
+from .serializers import (
+    UsageDailyFilterSerializer,
+    UsageDaySerializer,
+    UsageEventFilterSerializer,
+    UsageEventSerializer,
+)
+
+
+def _visible(rows: QuerySet, actor) -> QuerySet:
+    led_teams = selectors.team_list_led(actor=actor)
+    own_keys = selectors.api_key_search_all_teams(actor=actor).values("pk")
+    return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
+
+
+def _filtered(rows: QuerySet, request: Request, filter_class) -> tuple[QuerySet, dict]:
+    serializer = filter_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    filters = serializer.validated_data
+    rows = _visible(rows, request.user)
+    if "team" in filters:
+        rows = rows.filter(team__slug=filters["team"])
+    if "key" in filters:
+        rows = rows.filter(key_id=filters["key"])
+    if "model" in filters:
+        rows = rows.filter(model=filters["model"])
+    return rows, filters
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Usage events",
+        description="One row per relayed request, newest first.",
+        parameters=[UsageEventFilterSerializer],
+        responses={200: UsageEventSerializer(many=True), 400: FIELD_ERRORS},
+    )
+)
+class UsageEventListView(ListAPIView):
+    serializer_class = UsageEventSerializer
+
+    def get_queryset(self) -> QuerySet[UsageEvent]:
+        events, filters = _filtered(
+            UsageEvent.objects.all(), self.request, UsageEventFilterSerializer
+        )
+        if "since" in filters:
+            events = events.filter(created_at__gte=filters["since"])
+        if "until" in filters:
+            events = events.filter(created_at__lt=filters["until"])
+        return events.select_related("key", "team", "group").order_by("-created_at", "-id")
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Daily usage totals",
+        description="Totals per day from the daily rollups, newest day first. They cover settled "
+        "usage, so today's trails the relay by up to one settlement interval.",
+        parameters=[UsageDailyFilterSerializer],
+        responses={200: UsageDaySerializer(many=True), 400: FIELD_ERRORS},
+    )
+)
+class UsageDailyListView(ListAPIView):
+    serializer_class = UsageDaySerializer
+
+    def get_queryset(self) -> QuerySet:
+        rows, filters = _filtered(
+            UsageDaily.objects.all(), self.request, UsageDailyFilterSerializer
+        )
+        if "since" in filters:
+            rows = rows.filter(day__gte=filters["since"])
+        if "until" in filters:
+            rows = rows.filter(day__lte=filters["until"])
+        totals = {f"total_{field}": Sum(field) for field in UsageDaySerializer.TOTALS}
+        return rows.values("day").annotate(**totals).order_by("-day")

@@ -1,0 +1,43 @@
+"""OpenAPI pieces shared by every API view: the error bodies and which operations return them."""
+
+from drf_spectacular.utils import OpenApiResponse
+
+# DRF's field-error body: each field that failed, with its messages ("non_field_errors" for the
+# rest). Services and serializers both answer in this shape.
+FIELD_ERRORS = OpenApiResponse(
+    response={
+        "type": "object",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        "example": {"rate_limit": ["Enter a rate limit like 60/m: …"]},
+    },
+    description="Validation failed: the messages of each field that failed.",
+)
+
+_ERROR_COMPONENT = "Error"
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+_ERROR_RESPONSES = {
+    "401": "No credentials, or an invalid or revoked token.",
+    "403": "Not allowed to do this (or a browser session without its CSRF token).",
+    "429": "Too many requests with this token; retry after the Retry-After seconds.",
+}
+_NOT_FOUND = "Not found, or not visible to the caller (another team's objects), or no such page."
+
+
+def add_error_responses(result: dict, generator, request, public: bool) -> dict:
+    """drf-spectacular post-processing hook: every operation can answer 401, 403 and 429, and
+    those that name an object or a page can answer 404, all with {"detail": "…"}."""
+    result.setdefault("components", {}).setdefault("schemas", {})[_ERROR_COMPONENT] = _ERROR_SCHEMA
+    error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{_ERROR_COMPONENT}"}}}
+    for path, operations in result.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            for status_code, description in _ERROR_RESPONSES.items():
+                responses.setdefault(status_code, {"description": description, "content": error})
+            paged = any(param["name"] == "page" for param in operation.get("parameters", []))
+            if "{" in path or paged:
+                responses.setdefault("404", {"description": _NOT_FOUND, "content": error})
+    return result

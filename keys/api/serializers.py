@@ -1,0 +1,357 @@
+"""The API's representations and request bodies.
+
+Request serializers only check the shape of what was sent (a list is a list, a date is a date);
+the rules and their messages belong to keys.services and keys.validators, so a value the
+services parse themselves (quota, IPs, rate limit, status, role) reaches them as sent, and a
+bad one gets the same message as in the portal.
+"""
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.validators import ProhibitNullCharactersValidator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from keys.models import ApiKey, Group, KeyEvent, Membership, Team
+from keys.selectors import KEY_STATES, team_list
+
+User = get_user_model()
+
+# The largest id a database row can have (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+# The message DRF and Django give a NUL character in text.
+NULL_CHARACTERS = ProhibitNullCharactersValidator.message
+
+
+# --- fields ---------------------------------------------------------------------------------
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class StringListField(serializers.Field):
+    """A JSON list handed to the service as sent; the service checks and reports its items."""
+
+    def __init__(self, *, not_a_list: str, **kwargs: Any) -> None:
+        self.not_a_list = not_a_list
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> list:
+        if not isinstance(data, list):
+            raise serializers.ValidationError(self.not_a_list)
+        # PostgreSQL's jsonb cannot hold a NUL character: the save would fail with a 500.
+        if any(isinstance(item, str) and "\x00" in item for item in data):
+            raise serializers.ValidationError(NULL_CHARACTERS)
+        return data
+
+    def to_representation(self, value: list) -> list:
+        return list(value)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "decimal", "example": "25.00"},
+            {"type": "number", "example": 25},
+        ]
+    }
+)
+class DecimalInputField(serializers.Field):
+    """An amount as text ("25.00") or a JSON number, for the service to parse and check."""
+
+    default_error_messages = {"invalid": "A valid number is required."}
+
+    def to_internal_value(self, data: Any) -> str | int:
+        if isinstance(data, bool) or not isinstance(data, str | int | float):
+            self.fail("invalid")
+        # JSON's parser reads 25.5 as a binary float; its shortest repr is the literal that was
+        # sent, which the services then read exactly (they refuse floats for their rounding).
+        return repr(data) if isinstance(data, float) else data
+
+
+class ServiceChoiceField(serializers.ChoiceField):
+    """Documented as an enum, but passed on as sent so the service's message names a bad value,
+    as it does in the portal."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        if "\x00" in data:
+            raise serializers.ValidationError(NULL_CHARACTERS)
+        return data
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class NulSafeSlugRelatedField(serializers.SlugRelatedField):
+    def to_internal_value(self, data: Any) -> Any:
+        # PostgreSQL refuses a NUL in a query parameter with a database error (a 500).
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError(NULL_CHARACTERS)
+        return super().to_internal_value(data)
+
+
+class GroupIdField(serializers.PrimaryKeyRelatedField):
+    """Any group id, so a group the team may not use gets the service's message saying why."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "A group id from /api/v1/groups/.")
+        super().__init__(queryset=Group.objects.all(), allow_null=True, **kwargs)
+
+    def to_internal_value(self, data: Any) -> Group:
+        try:
+            return super().to_internal_value(data)
+        except OverflowError:
+            # SQLite cannot even bind an id past 64 bits; such an id simply does not exist.
+            self.fail("does_not_exist", pk_value=data)
+
+
+class ActorTeamField(NulSafeSlugRelatedField):
+    """A team slug among the caller's teams; any other reads as unknown, like a 404."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(slug_field="slug", **kwargs)
+
+    def get_queryset(self):
+        return team_list(actor=self.context["request"].user)
+
+
+class TeammateField(NulSafeSlugRelatedField):
+    """A username among the members of the caller's teams, so no other user's existence shows."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(slug_field="username", **kwargs)
+
+    def get_queryset(self):
+        actor = self.context["request"].user
+        if actor.is_staff:
+            return User.objects.all()
+        return User.objects.filter(memberships__team__in=team_list(actor=actor)).distinct()
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+class KeySerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    group = serializers.PrimaryKeyRelatedField(read_only=True)
+    group_name = serializers.CharField(source="group.name", read_only=True)
+    state = serializers.ChoiceField(
+        choices=KEY_STATES,
+        read_only=True,
+        help_text="What the key can do now: enabled, disabled, expired or quota_used_up.",
+    )
+    allowed_ips = serializers.ListField(child=serializers.CharField(), read_only=True)
+    quota_limit_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, read_only=True, help_text="0 means unlimited."
+    )
+    spent_usd = serializers.DecimalField(max_digits=18, decimal_places=8, read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "team",
+            "owner",
+            "name",
+            "group",
+            "group_name",
+            "status",
+            "state",
+            "prefix",
+            "allowed_ips",
+            "quota_limit_usd",
+            "spent_usd",
+            "rate_limit",
+            "expires_at",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class IssuedKeySerializer(KeySerializer):
+    key = serializers.CharField(
+        read_only=True,
+        help_text="The full key, shown only in this response: store it now.",
+    )
+
+    class Meta(KeySerializer.Meta):
+        fields = [*KeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class KeyUpdateSerializer(serializers.Serializer):
+    """Every setting a key's owner or lead may change; send only those to change."""
+
+    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    group = GroupIdField(required=False)
+    status = ServiceChoiceField(choices=ApiKey.Status.choices, required=False)
+    allowed_ips = StringListField(
+        not_a_list="IP restriction must be a list of addresses.",
+        required=False,
+        help_text="IPs or CIDR ranges allowed to use the key, e.g. 203.0.113.0/24. Empty: any.",
+    )
+    quota_limit_usd = DecimalInputField(required=False, help_text="USD; 0 means unlimited.")
+    rate_limit = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Requests per s, m, h or d, e.g. 60/m. Empty: no limit.",
+    )
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Null: never expires."
+    )
+
+
+class KeyCreateSerializer(KeyUpdateSerializer):
+    team = ActorTeamField(help_text="The slug of one of the caller's teams.")
+    owner = TeammateField(
+        required=False,
+        help_text="A member of the team (leads only). Default: the caller.",
+    )
+    name = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    group = GroupIdField()
+
+
+class KeyFilterSerializer(serializers.Serializer):
+    ORDERINGS = [
+        f"{sign}{field}"
+        for field in ("name", "created_at", "expires_at", "last_used_at", "spent_usd")
+        for sign in ("", "-")
+    ]
+
+    team = serializers.SlugField(required=False, help_text="Only this team's keys (its slug).")
+    status = serializers.ChoiceField(choices=ApiKey.Status.choices, required=False)
+    state = serializers.ChoiceField(choices=KEY_STATES, required=False)
+    group = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="A group id."
+    )
+    owner = serializers.CharField(required=False, help_text="The owner's username.")
+    search = serializers.CharField(required=False, help_text="Part of the key's name.")
+    ordering = serializers.ChoiceField(choices=ORDERINGS, required=False, default="-created_at")
+
+
+class KeyEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, help_text="Null when the system acted."
+    )
+    changes = serializers.SerializerMethodField(
+        help_text="Each changed field with its old and new value."
+    )
+
+    class Meta:
+        model = KeyEvent
+        fields = ["id", "action", "actor", "key_name", "key_prefix", "changes", "created_at"]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 2,
+                "items": {
+                    "anyOf": [
+                        {"type": "string", "nullable": True},
+                        {"type": "array", "items": {"type": "string"}},
+                    ]
+                },
+            },
+        }
+    )
+    def get_changes(self, event: KeyEvent) -> dict:
+        return event.changes
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+class GroupSerializer(serializers.ModelSerializer):
+    multiplier = serializers.DecimalField(max_digits=8, decimal_places=4, read_only=True)
+    models = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = Group
+        fields = ["id", "name", "description", "multiplier", "models", "is_active"]
+        read_only_fields = fields
+
+
+class GroupWriteSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    multiplier = DecimalInputField(
+        required=False, help_text="Charge = list price × multiplier, e.g. 0.25 or 1.0."
+    )
+    models = StringListField(
+        not_a_list="Models must be a list of model names or patterns such as claude-*.",
+        required=False,
+        help_text="Model names or patterns, e.g. claude-* or gpt-4o.",
+    )
+    is_active = serializers.BooleanField(required=False)
+
+
+class GroupCreateSerializer(GroupWriteSerializer):
+    name = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class GroupFilterSerializer(serializers.Serializer):
+    team = serializers.SlugField(
+        required=False, help_text="Only the groups this team may use (its slug)."
+    )
+
+
+# --- teams, members, the caller -------------------------------------------------------------
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    role = serializers.ChoiceField(
+        choices=Membership.Role.choices,
+        read_only=True,
+        allow_null=True,
+        help_text="The caller's role in the team; null for staff who are not members.",
+    )
+
+    class Meta:
+        model = Team
+        fields = ["slug", "name", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    email = serializers.CharField(source="user.email", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["user", "email", "role", "created_at"]
+        read_only_fields = fields
+
+
+class MemberCreateSerializer(serializers.Serializer):
+    user = NulSafeSlugRelatedField(
+        slug_field="username",
+        queryset=User.objects.filter(is_active=True),
+        help_text="The username of the person to add.",
+    )
+    role = ServiceChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    role = ServiceChoiceField(choices=Membership.Role.choices)
+
+
+class MemberRemovedSerializer(serializers.Serializer):
+    keys_disabled = serializers.IntegerField(
+        help_text="How many of the member's keys in the team were disabled."
+    )
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField()
+    is_staff = serializers.BooleanField()
+    teams = TeamSerializer(many=True)

@@ -1,0 +1,21 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+app_name = "keys-api"
+
+router = SimpleRouter()
+router.register("keys", views.KeyViewSet, basename="key")
+router.register("groups", views.GroupViewSet, basename="group")
+router.register("teams", views.TeamViewSet, basename="team")
+router.register(
+    rf"teams/(?P<team_slug>{views.SLUG_PATTERN})/members",
+    views.TeamMemberViewSet,
+    basename="member",
+)
+
+urlpatterns = [
+    path("me/", views.MeView.as_view(), name="me"),
+    *router.urls,
+]

@@ -1,0 +1,440 @@
+"""The REST API's views: each reads through keys.selectors and writes through keys.services.
+
+What a caller may see is decided by the selectors alone, so another team's object is simply not
+found (404) and an action on it changes nothing. Within what they can see, members who try a
+lead's action get 403.
+"""
+
+from django.contrib.auth import get_user_model
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, permissions, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework.viewsets import GenericViewSet
+
+from keys import selectors, services
+from keys.models import ApiKey, Group, KeyEvent, Membership, Team
+
+from .schema import FIELD_ERRORS
+from .serializers import (
+    MAX_ID,
+    GroupCreateSerializer,
+    GroupFilterSerializer,
+    GroupSerializer,
+    GroupWriteSerializer,
+    IssuedKeySerializer,
+    KeyCreateSerializer,
+    KeyEventSerializer,
+    KeyFilterSerializer,
+    KeySerializer,
+    KeyUpdateSerializer,
+    MemberCreateSerializer,
+    MemberRemovedSerializer,
+    MemberSerializer,
+    MemberUpdateSerializer,
+    MeSerializer,
+    TeamSerializer,
+)
+
+User = get_user_model()
+
+# The path patterns of the objects' ids. Anything else falls through to not_found (a JSON 404)
+# rather than reaching a query: a NUL byte, for one, makes PostgreSQL fail with a 500.
+ID_PATTERN = r"[0-9]+"
+SLUG_PATTERN = r"[-a-zA-Z0-9_]+"
+USERNAME_PATTERN = r"[\w.@+-]+"
+
+
+def parse_id(value: str) -> int:
+    """An id from the path; one past what a row can have is not found, not a database error."""
+    number = int(value)
+    if not 0 < number <= MAX_ID:
+        raise NotFound
+    return number
+
+
+@csrf_exempt  # it changes nothing; without this a POST would get the CSRF failure page (403)
+def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+    """Anything under /api/ that matches no endpoint: JSON like every other API answer."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def _validated_query(serializer_class, request: Request) -> dict:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _with_callers_role(teams: QuerySet[Team], actor) -> QuerySet[Team]:
+    own_role = Membership.objects.filter(team=OuterRef("pk"), user=actor).values("role")[:1]
+    return teams.annotate(role=Subquery(own_role))
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List keys",
+        description="Leads see every key of their teams, members their own keys.",
+        parameters=[KeyFilterSerializer],
+        responses={200: KeySerializer(many=True), 400: FIELD_ERRORS},
+    ),
+    create=extend_schema(
+        summary="Create a key",
+        description="The response carries the full key once; it is never shown again.",
+        request=KeyCreateSerializer,
+        responses={201: IssuedKeySerializer, 400: FIELD_ERRORS},
+    ),
+    retrieve=extend_schema(summary="Show a key", responses={200: KeySerializer}),
+    partial_update=extend_schema(
+        summary="Change a key's settings",
+        request=KeyUpdateSerializer,
+        responses={200: KeySerializer, 400: FIELD_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Delete a key",
+        description="Its audit trail stays.",
+        responses={204: OpenApiResponse(description="Deleted.")},
+    ),
+)
+class KeyViewSet(GenericViewSet):
+    serializer_class = KeySerializer
+    lookup_value_regex = ID_PATTERN
+    # PUT would mean "every setting, or reset to default"; settings change one at a time here.
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        # Only for DRF's and the schema's introspection (which model this is): every action
+        # reads through the selectors, which need the actor and sometimes the team.
+        return ApiKey.objects.none()
+
+    def get_object(self) -> ApiKey:
+        key_id = parse_id(self.kwargs["pk"])
+        team = Team.objects.filter(api_keys__pk=key_id).first()
+        if team is None:
+            raise NotFound
+        try:
+            return selectors.api_key_get(actor=self.request.user, team=team, key_id=key_id)
+        except ApiKey.DoesNotExist:
+            raise NotFound from None
+
+    def list(self, request: Request) -> Response:
+        filters = _validated_query(KeyFilterSerializer, request)
+        actor = request.user
+        team = None
+        if "team" in filters:
+            team = selectors.team_list(actor=actor).filter(slug=filters["team"]).first()
+            if team is None:
+                return self.get_paginated_response(self.paginate_queryset([]))
+        owner_id = None
+        if "owner" in filters:
+            owner = User.objects.filter(username=filters["owner"]).values_list("pk", flat=True)
+            # An unknown username matches no key, as another team's member does: no error
+            # tells the caller who exists.
+            owner_id = owner.first() or 0
+        keys = selectors.api_key_search_all_teams(
+            actor=actor,
+            team=team,
+            state=filters.get("state", ""),
+            group_id=filters.get("group"),
+            owner_id=owner_id,
+            name_contains=filters.get("search", ""),
+        )
+        if "status" in filters:
+            keys = keys.filter(status=filters["status"])
+        keys = keys.order_by(filters["ordering"], "-id")
+        page = self.paginate_queryset(keys)
+        return self.get_paginated_response(KeySerializer(page, many=True).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = KeyCreateSerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        settings = dict(serializer.validated_data)
+        team = settings.pop("team")
+        owner = settings.pop("owner", request.user)
+        if owner != request.user and not selectors.is_team_lead(actor=request.user, team=team):
+            raise PermissionDenied(f"Only a lead of {team.name} can create keys for others.")
+        issued = services.api_key_create(team=team, owner=owner, actor=request.user, **settings)
+        return Response(_issued(issued), status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(KeySerializer(self.get_object()).data)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        key = self.get_object()
+        serializer = KeyUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        key = services.api_key_update(key=key, actor=request.user, **serializer.validated_data)
+        return Response(KeySerializer(key).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.api_key_delete(key=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Rotate a key",
+        description="A new secret, shown once; the old one stops working at once. "
+        "Settings and spend stay.",
+        request=None,
+        responses={200: IssuedKeySerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def rotate(self, request: Request, pk: str) -> Response:
+        issued = services.api_key_rotate(key=self.get_object(), actor=request.user)
+        return Response(_issued(issued))
+
+    @extend_schema(
+        summary="Enable a key",
+        request=None,
+        responses={200: KeySerializer, 400: FIELD_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def enable(self, request: Request, pk: str) -> Response:
+        key = services.api_key_enable(key=self.get_object(), actor=request.user)
+        return Response(KeySerializer(key).data)
+
+    @extend_schema(summary="Disable a key", request=None, responses={200: KeySerializer})
+    @action(detail=True, methods=["post"])
+    def disable(self, request: Request, pk: str) -> Response:
+        key = services.api_key_disable(key=self.get_object(), actor=request.user)
+        return Response(KeySerializer(key).data)
+
+    @extend_schema(
+        summary="A key's audit trail",
+        description="Newest first.",
+        responses={200: KeyEventSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str) -> Response:
+        events: QuerySet[KeyEvent] = selectors.key_event_list(
+            actor=request.user, key=self.get_object()
+        )
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(KeyEventSerializer(page, many=True).data)
+
+
+def _issued(issued: services.IssuedKey) -> dict:
+    data = KeySerializer(issued.key).data
+    data["key"] = issued.plaintext
+    return data
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    message = "Only staff can create or change groups."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List groups",
+        description="The groups the caller's teams may use (staff: every group).",
+        parameters=[GroupFilterSerializer],
+        responses={200: GroupSerializer(many=True), 400: FIELD_ERRORS},
+    ),
+    retrieve=extend_schema(summary="Show a group"),
+    create=extend_schema(
+        summary="Create a group (staff)",
+        request=GroupCreateSerializer,
+        responses={201: GroupSerializer, 400: FIELD_ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Change a group (staff)",
+        description="Keys in the group obey the new models and multiplier at once.",
+        request=GroupWriteSerializer,
+        responses={200: GroupSerializer, 400: FIELD_ERRORS},
+    ),
+)
+class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
+    serializer_class = GroupSerializer
+    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+    lookup_value_regex = ID_PATTERN
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Group]:
+        return selectors.group_list_for_actor(actor=self.request.user).order_by("name", "id")
+
+    def get_object(self) -> Group:
+        group = self.get_queryset().filter(pk=parse_id(self.kwargs["pk"])).first()
+        if group is None:
+            raise NotFound
+        return group
+
+    def list(self, request: Request) -> Response:
+        filters = _validated_query(GroupFilterSerializer, request)
+        groups = self.get_queryset()
+        if "team" in filters:
+            team = selectors.team_list(actor=request.user).filter(slug=filters["team"]).first()
+            groups = (
+                groups.none()
+                if team is None
+                else selectors.group_list_for_team(team=team).order_by("name", "id")
+            )
+        page = self.paginate_queryset(groups)
+        return self.get_paginated_response(GroupSerializer(page, many=True).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = GroupCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        group = services.group_save(group=Group(**serializer.validated_data))
+        return Response(GroupSerializer(group).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        group = self.get_object()
+        serializer = GroupWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        for field, value in serializer.validated_data.items():
+            setattr(group, field, value)
+        group = services.group_save(group=group)
+        return Response(GroupSerializer(group).data)
+
+
+# --- teams and members ----------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the caller's teams"),
+    retrieve=extend_schema(summary="Show a team"),
+)
+class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
+    serializer_class = TeamSerializer
+    lookup_field = "slug"
+    lookup_value_regex = SLUG_PATTERN
+
+    def get_queryset(self) -> QuerySet[Team]:
+        actor = self.request.user
+        return _with_callers_role(selectors.team_list(actor=actor), actor).order_by("name", "id")
+
+
+TEAM_SLUG = OpenApiParameter(
+    "team_slug", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=f"^{SLUG_PATTERN}$"
+)
+USERNAME = OpenApiParameter(
+    "username", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=f"^{USERNAME_PATTERN}$"
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List a team's members",
+        parameters=[TEAM_SLUG],
+        responses={200: MemberSerializer(many=True)},
+    ),
+    create=extend_schema(
+        summary="Add a member (leads)",
+        parameters=[TEAM_SLUG],
+        request=MemberCreateSerializer,
+        responses={201: MemberSerializer, 400: FIELD_ERRORS},
+    ),
+    partial_update=extend_schema(
+        summary="Change a member's role (leads)",
+        parameters=[TEAM_SLUG, USERNAME],
+        request=MemberUpdateSerializer,
+        responses={200: MemberSerializer, 400: FIELD_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Remove a member (leads)",
+        description="Their keys in the team are disabled (and audited), never deleted.",
+        parameters=[TEAM_SLUG, USERNAME],
+        request=None,
+        responses={200: MemberRemovedSerializer, 400: FIELD_ERRORS},
+    ),
+)
+class TeamMemberViewSet(GenericViewSet):
+    serializer_class = MemberSerializer
+    lookup_field = "username"
+    lookup_value_regex = USERNAME_PATTERN
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Membership]:
+        # Only for introspection, as in KeyViewSet: the actions read through member_list.
+        return Membership.objects.none()
+
+    def get_team(self) -> Team:
+        teams = selectors.team_list(actor=self.request.user)
+        team = teams.filter(slug=self.kwargs["team_slug"]).first()
+        if team is None:
+            raise NotFound
+        return team
+
+    def get_team_as_lead(self) -> Team:
+        team = self.get_team()
+        if not selectors.is_team_lead(actor=self.request.user, team=team):
+            raise PermissionDenied(f"Only a lead of {team.name} can manage its members.")
+        return team
+
+    def get_membership(self, team: Team) -> Membership:
+        membership = (
+            selectors.member_list(actor=self.request.user, team=team)
+            .filter(user__username=self.kwargs["username"])
+            .first()
+        )
+        if membership is None:
+            raise NotFound
+        return membership
+
+    def list(self, request: Request, team_slug: str) -> Response:
+        members = selectors.member_list(actor=request.user, team=self.get_team())
+        page = self.paginate_queryset(members.order_by("user__username", "id"))
+        return self.get_paginated_response(MemberSerializer(page, many=True).data)
+
+    def create(self, request: Request, team_slug: str) -> Response:
+        team = self.get_team_as_lead()
+        serializer = MemberCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.membership_add(
+            team=team, actor=request.user, **serializer.validated_data
+        )
+        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, team_slug: str, username: str) -> Response:
+        team = self.get_team_as_lead()
+        membership = self.get_membership(team)
+        serializer = MemberUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.membership_set_role(
+            membership=membership, actor=request.user, role=serializer.validated_data["role"]
+        )
+        return Response(MemberSerializer(membership).data)
+
+    def destroy(self, request: Request, team_slug: str, username: str) -> Response:
+        team = self.get_team_as_lead()
+        disabled = services.membership_remove(
+            membership=self.get_membership(team), actor=request.user
+        )
+        return Response(MemberRemovedSerializer({"keys_disabled": disabled}).data)
+
+
+# --- the caller -----------------------------------------------------------------------------
+
+
+class MeView(APIView):
+    @extend_schema(summary="The caller, their teams and roles", responses={200: MeSerializer})
+    def get(self, request: Request) -> Response:
+        actor = request.user
+        teams = _with_callers_role(selectors.team_list(actor=actor), actor).order_by("name", "id")
+        me = {
+            "id": actor.pk,
+            "username": actor.get_username(),
+            "email": actor.email,
+            "is_staff": actor.is_staff,
+            "teams": teams,
+        }
+        return Response(MeSerializer(me).data)

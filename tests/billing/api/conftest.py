@@ -1,0 +1,2 @@
+# The API client and actors of the keys API tests, shared rather than written twice.
+from ...keys.api.conftest import api, staff  # noqa: F401

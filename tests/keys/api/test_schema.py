@@ -1,0 +1,106 @@
+"""The OpenAPI schema: valid without warnings, every body typed, docs served without a CDN."""
+
+import pytest
+import yaml
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory) -> dict:
+    """What CI generates: `spectacular --validate --fail-on-warn` fails on any warning."""
+    path = tmp_path_factory.mktemp("schema") / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(path))
+    return yaml.safe_load(path.read_text())
+
+
+def _operations(schema: dict):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def test_the_schema_covers_every_resource_of_the_issue(schema):
+    assert set(schema["paths"]) == {
+        "/api/v1/keys/",
+        "/api/v1/keys/{id}/",
+        "/api/v1/keys/{id}/rotate/",
+        "/api/v1/keys/{id}/enable/",
+        "/api/v1/keys/{id}/disable/",
+        "/api/v1/keys/{id}/events/",
+        "/api/v1/groups/",
+        "/api/v1/groups/{id}/",
+        "/api/v1/teams/",
+        "/api/v1/teams/{slug}/",
+        "/api/v1/teams/{team_slug}/members/",
+        "/api/v1/teams/{team_slug}/members/{username}/",
+        "/api/v1/usage/",
+        "/api/v1/usage/daily/",
+        "/api/v1/me/",
+    }
+
+
+def _untyped(schema_object: dict | None) -> bool:
+    return not schema_object or schema_object == {"type": "object"}
+
+
+def test_every_request_and_response_body_is_typed(schema):
+    for name, operation in _operations(schema):
+        bodies = [operation.get("requestBody", {}).get("content", {})]
+        bodies += [response.get("content", {}) for response in operation["responses"].values()]
+        for content in bodies:
+            for media in content.values():
+                assert not _untyped(media.get("schema")), name
+
+
+def test_every_operation_needs_a_token_or_a_session(schema):
+    for name, operation in _operations(schema):
+        assert operation["security"] == [{"tokenAuth": []}, {"cookieAuth": []}], name
+        assert {"401", "403", "429"} <= set(operation["responses"]), name
+    token = schema["components"]["securitySchemes"]["tokenAuth"]
+    assert token == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "A personal access token from the portal: `Token hcat_…`.",
+    }
+
+
+def test_plaintext_keys_are_only_in_create_and_rotate(schema):
+    with_plaintext = {
+        name
+        for name, operation in _operations(schema)
+        for response in operation["responses"].values()
+        for media in response.get("content", {}).values()
+        if media["schema"].get("$ref") == "#/components/schemas/IssuedKey"
+    }
+    key = schema["components"]["schemas"]["Key"]["properties"]
+
+    assert with_plaintext == {"POST /api/v1/keys/", "POST /api/v1/keys/{id}/rotate/"}
+    assert "key" not in key
+    assert "digest" not in key
+
+
+def test_the_schema_is_served_to_anyone(db):
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+    assert response.status_code == 200
+    assert response.json()["info"]["title"] == "HCAI Keys API"
+
+
+def test_the_docs_load_their_assets_from_our_static_files(db):
+    response = APIClient().get("/api/docs/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower()
+    assert "https://" not in html
+
+
+def test_an_unknown_api_path_is_a_json_404(db):
+    for method in ("get", "post", "delete"):
+        response = getattr(APIClient(), method)("/api/v1/nothing-here/")
+
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not found."}
