@@ -1,6 +1,5 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
 
 from . import views
 
@@ -8,5 +7,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("api/v1/", include("keys.api.urls")),
+    path("api/v1/", include("billing.api.urls")),
+    path("api/", include("keys.api.docs_urls")),
+    path("", include("billing.urls")),
+    path("", include("keys.urls")),
 ]

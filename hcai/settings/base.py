@@ -34,6 +34,10 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rs
 # is always the client, so nobody can spoof an address past an IP restriction.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 
+# The relay (/v1/*): the largest request body it reads. Claude Code's first request is about
+# 115 KB and long sessions grow to megabytes; anything past this is refused with a 413.
+RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -86,6 +90,15 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The relay writes usage from worker threads while the portal and the Celery worker write
+    # too. A
+    # transaction that reads first and writes later fails at once ("database is locked") when
+    # another connection is writing; IMMEDIATE takes the write lock up front and waits for it
+    # (up to `timeout` seconds), and WAL lets readers go on while one connection writes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache: REDIS_URL in production (shared by every worker: key state, rate-limit counters,
@@ -114,7 +127,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "admin:login"
+# The portal's own sign-in page; after signing in people land on their key list.
+LOGIN_URL = "keys:login"
+LOGIN_REDIRECT_URL = "keys:home"
+LOGOUT_REDIRECT_URL = "keys:login"
+# Failed sign-ins allowed per client IP and per username (django-ratelimit syntax: 5/15m is
+# five per 15 minutes). Both counters live in the shared cache, so every worker sees them.
+LOGIN_FAILURES_PER_IP = env.str("LOGIN_FAILURES_PER_IP", default="20/15m")
+LOGIN_FAILURES_PER_USERNAME = env.str("LOGIN_FAILURES_PER_USERNAME", default="5/15m")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -128,24 +148,69 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 # Celery: the broker is Redis in production; on the embedded default a file-system transport
-# in VAR_DIR, so the quickstart runs the periodic tasks without a broker server.
+# in VAR_DIR, so the quickstart runs the periodic tasks without a broker server
+# (`celery -A hcai worker -B --pool=solo`: one process, beat embedded).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"
+    # The transport does not create its folders; without them the worker fails at start-up.
+    (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        # Exchange tables; kombu's default is ./control, wherever the worker was started.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULE: dict = {}
+# Beat keeps its last-run times here rather than in whatever directory it was started from.
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+SETTLE_USAGE_EVERY_SECONDS = env.float("SETTLE_USAGE_EVERY_SECONDS", default=10.0)
+EXPIRE_KEYS_EVERY_SECONDS = env.float("EXPIRE_KEYS_EVERY_SECONDS", default=60.0)
+# Each run expires when the next is due: after an outage the queue holds no backlog of
+# identical runs, since one run catches up on everything anyway.
+CELERY_BEAT_SCHEDULE = {
+    "settle-usage": {
+        "task": "billing.tasks.settle_usage",
+        "schedule": SETTLE_USAGE_EVERY_SECONDS,
+        "options": {"expires": SETTLE_USAGE_EVERY_SECONDS},
+    },
+    "expire-keys": {
+        "task": "keys.tasks.expire_keys",
+        "schedule": EXPIRE_KEYS_EVERY_SECONDS,
+        "options": {"expires": EXPIRE_KEYS_EVERY_SECONDS},
+    },
+}
+if REDIS_URL:
+    # With Redis the relay appends usage to a Redis stream instead of writing the database on
+    # the request path; this moves it into UsageEvent rows (embedded: written directly).
+    INGEST_USAGE_EVERY_SECONDS = env.float("INGEST_USAGE_EVERY_SECONDS", default=2.0)
+    CELERY_BEAT_SCHEDULE["ingest-usage"] = {
+        "task": "billing.tasks.ingest_usage",
+        "schedule": INGEST_USAGE_EVERY_SECONDS,
+        "options": {"expires": INGEST_USAGE_EVERY_SECONDS},
+    }
 
+# REST API (/api/v1/): personal access tokens ("Authorization: Token hcat_…") or the portal's
+# session with its CSRF token; per-token rate limits counted in the shared cache.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "keys.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: the one body format the schema documents and the fuzz run exercises.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["keys.api.throttles.ApiTokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_token": env.str("API_RATE_LIMIT", default="600/min")},
+    "DEFAULT_PAGINATION_CLASS": "keys.api.pagination.ApiPagination",
+    "EXCEPTION_HANDLER": "keys.api.exceptions.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "HCAI Keys API",
@@ -153,6 +218,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so read-only fields never appear as inputs.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "keys.api.schema.add_error_responses",
+    ],
 }
 
 # Logs: one line per event, with the request id, on stderr. The redaction filter is a second
