@@ -42,7 +42,9 @@ KEYS_PER_PAGE = 25
 # --- signing in -----------------------------------------------------------------------------
 
 LOGIN_LIMITS = (
-    ("login-failures-ip", "ip", "LOGIN_FAILURES_PER_IP"),
+    # The client's address as the relay sees it: X-Forwarded-For only from TRUSTED_PROXIES, so
+    # behind a load balancer every visitor does not share one counter.
+    ("login-failures-ip", "hcai.client_ip.request_client_ip", "LOGIN_FAILURES_PER_IP"),
     ("login-failures-username", "keys.views.login_username", "LOGIN_FAILURES_PER_USERNAME"),
 )
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from billing.ledger import UsageRecord
 from billing.pricing import PriceRow, price_usage
+from hcai.client_ip import client_ip, trusted_proxies
 from hcai.request_id import current_request_id, new_request_id
 
 from . import errors, gate, mock
@@ -124,17 +125,6 @@ class RelayApp:
         self.prices = PriceTable()
         self.upstreams = Upstreams()
         self._store: LocalStore | RedisStore | None = None
-        self._trusted_source: list[str] | None = None
-        self._trusted: tuple[gate.IPNetwork, ...] = ()
-
-    @property
-    def trusted_proxies(self) -> tuple[gate.IPNetwork, ...]:
-        # Parsed once, and again only if the setting is replaced (tests override it).
-        configured = settings.TRUSTED_PROXIES
-        if configured is not self._trusted_source:
-            self._trusted = gate.parse_trusted_proxies(configured)
-            self._trusted_source = configured
-        return self._trusted
 
     @property
     def store(self) -> LocalStore | RedisStore:
@@ -175,7 +165,7 @@ class RelayApp:
         )
         exchange.request_id = new_request_id(exchange.header(b"x-request-id"))
         peer = scope["client"][0] if scope.get("client") else ""
-        exchange.client_ip = gate.client_ip(peer, scope["headers"], self.trusted_proxies)
+        exchange.client_ip = client_ip(peer, scope["headers"], trusted_proxies())
         token = current_request_id.set(exchange.request_id)
         try:
             key_id = await self.handle(exchange, endpoint)

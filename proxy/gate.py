@@ -8,7 +8,6 @@ The body is read before the model check (the model is in it), but a malformed or
 body is refused only in its row of the table, after quota and rate limit.
 """
 
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,8 +34,6 @@ from .keystate import (
 from .prices import PriceTable
 from .store import LocalStore, RedisStore, rebuild_spend_total, run_db
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 # A key is KEY_PREFIX + 43 URL-safe characters; anything far from that shape is refused
 # without touching the cache.
 _MAX_KEY_LENGTH = 200
@@ -57,40 +54,6 @@ def credential(headers: list[tuple[bytes, bytes]]) -> str | None:
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
             bearer = token.strip() if scheme.lower() == "bearer" else value.decode("latin-1")
     return api_key or bearer or None
-
-
-def client_ip(peer: str, headers: list[tuple[bytes, bytes]], trusted: tuple[IPNetwork, ...]) -> str:
-    """The socket peer, unless the peer is a trusted proxy: then the right-most address in
-    X-Forwarded-For that is not itself a trusted proxy. Anyone else can write any
-    X-Forwarded-For they like, so believing it from them would let a client pick the address
-    an IP restriction sees."""
-    if not _is_trusted(peer, trusted):
-        return peer
-    chain = [
-        address.strip()
-        for name, value in headers
-        if name == b"x-forwarded-for"
-        for address in value.decode("latin-1").split(",")
-        if address.strip()
-    ]
-    for address in reversed(chain):
-        if not _is_trusted(address, trusted):
-            return address
-    return chain[0] if chain else peer
-
-
-def _is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
-    if not trusted:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
-
-
-def parse_trusted_proxies(entries: list[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry)
 
 
 async def key_state(store: LocalStore | RedisStore, plaintext: str) -> KeyState:

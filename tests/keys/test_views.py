@@ -200,6 +200,40 @@ def test_failed_sign_ins_are_limited_per_ip_across_usernames(client, member):
     assert signed_in_user_id(client) == str(member.pk)
 
 
+@override_settings(
+    LOGIN_FAILURES_PER_USERNAME="100/15m",
+    LOGIN_FAILURES_PER_IP="2/15m",
+    TRUSTED_PROXIES=["10.0.0.0/8"],
+)
+def test_behind_a_trusted_proxy_each_visitor_has_their_own_ip_limit(client, member):
+    def via_proxy(username, password, visitor):
+        return client.post(
+            reverse("keys:login"),
+            {"username": username, "password": password},
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_FORWARDED_FOR=f"{visitor}, 10.0.0.3",
+        )
+
+    for username in ("alice", "bob"):
+        assert via_proxy(username, "wrong", "203.0.113.1").status_code == 200
+    assert via_proxy("member", PASSWORD, "203.0.113.1").status_code == 429
+    # Another visitor behind the same load balancer is not locked out.
+    assert via_proxy("member", PASSWORD, "203.0.113.2").status_code == 302
+
+
+@override_settings(LOGIN_FAILURES_PER_USERNAME="100/15m", LOGIN_FAILURES_PER_IP="2/15m")
+def test_a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_reset_the_limit(client, member):
+    for attempt in range(2):
+        response = client.post(
+            reverse("keys:login"),
+            {"username": f"guess{attempt}", "password": "wrong"},
+            REMOTE_ADDR="198.51.100.7",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{attempt}",
+        )
+        assert response.status_code == 200
+    assert sign_in(client, "member", PASSWORD).status_code == 429
+
+
 @override_settings(LOGIN_FAILURES_PER_USERNAME="2/15m", LOGIN_FAILURES_PER_IP="2/15m")
 def test_successful_sign_ins_do_not_count_towards_the_limit(client, member):
     for _ in range(4):
