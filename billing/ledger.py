@@ -16,7 +16,8 @@ Redis can raise it with an exact, atomic INCRBY (INCRBYFLOAT would drift). Recor
 only if it exists; when it is missing (evicted, flushed, never built) the relay calls
 `spend_total_rebuild`, which recomputes it from the database plus the recorded events not yet
 in it. It is never reset to zero. Settlement moves a charge from "unsettled event" to
-`spent_usd`, which leaves the total unchanged, so settlement never needs to touch it.
+`spent_usd`, which leaves the total unchanged; it then reconciles the totals of the keys it
+settled (`spend_total_reconcile`), raising any that fell behind the database.
 """
 
 import json
@@ -33,7 +34,8 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import DecimalField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from keys.models import ApiKey
 
@@ -49,6 +51,8 @@ SPEND_TOTAL_SECONDS = 24 * 3600
 # `last_used_at` may be this stale; refreshing it at most this often keeps writes to the key
 # row rare however busy the key is.
 LAST_USED_PRECISION = timedelta(minutes=1)
+
+_MONEY = DecimalField(max_digits=18, decimal_places=8)
 
 USAGE_STREAM = "usage:stream"
 _INGEST_LOCK = "usage:ingest-lock"
@@ -280,11 +284,7 @@ def spend_total_rebuild(key_id: int) -> int:
     built, and that has been raised since, is never overwritten.
     """
     pending = _stream_records(key_id) if settings.REDIS_URL else _local_records(key_id)
-    settled = ApiKey.objects.filter(pk=key_id).values_list("spent_usd", flat=True).first()
-    unsettled = UsageEvent.objects.filter(key_id=key_id, settled_at__isnull=True).aggregate(
-        total=Sum("charged_usd")
-    )["total"]
-    total = usd_to_units(settled or Decimal(0)) + usd_to_units(unsettled or Decimal(0))
+    total = _database_totals([key_id]).get(key_id, 0)
     if pending:
         in_db = _identities_in_db(pending)
         total += sum(record.charge_units for record in pending if record.identity not in in_db)
@@ -293,6 +293,46 @@ def spend_total_rebuild(key_id: int) -> int:
         return total
     current = cache.get(name)
     return total if current is None else int(current)
+
+
+def spend_total_reconcile(key_ids: Iterable[int]) -> int:
+    """Raise cached totals that fell behind the database; return how many were raised.
+
+    The database holds a subset of every recorded charge (the rest waits in the stream), so
+    settled + unsettled spend is a floor under the true total: a cached total below it missed
+    an event (recorded while the total was being rebuilt) and is raised by the difference.
+    Never lowered, so a total that already counts charges not yet in the database is left
+    alone. Settlement calls this for the keys it settled.
+    """
+    raised = 0
+    for key_id, floor in _database_totals(key_ids).items():
+        name = spend_total_cache_key(key_id)
+        cached = cache.get(name)
+        if cached is None or int(cached) >= floor:
+            continue
+        # Expired in between: the next request rebuilds it from the database.
+        with suppress(ValueError):
+            cache.incr(name, floor - int(cached))
+            raised += 1
+    if raised:
+        logger.warning("Raised %d running spend totals that had fallen behind", raised)
+    return raised
+
+
+def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
+    """Settled + unsettled spend per key, in SPEND_UNITS, read in one statement: one snapshot,
+    so a settlement batch committing meanwhile is counted exactly once (read as settled or as
+    unsettled, never both or neither)."""
+    unsettled = (
+        UsageEvent.objects.filter(key_id=OuterRef("pk"), settled_at__isnull=True)
+        .values("key_id")
+        .annotate(total=Sum("charged_usd"))
+        .values("total")
+    )
+    rows = ApiKey.objects.filter(pk__in=list(key_ids)).values_list(
+        "pk", "spent_usd", Coalesce(Subquery(unsettled), Value(Decimal(0)), output_field=_MONEY)
+    )
+    return {pk: usd_to_units(settled) + usd_to_units(pending) for pk, settled, pending in rows}
 
 
 def spend_total(key_id: int) -> int | None:

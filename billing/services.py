@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from keys.models import ApiKey
 
+from . import ledger
 from .models import UsageDaily, UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -79,15 +80,16 @@ def _settle_batch(*, last_id: int, batch_size: int) -> int:
     )
     if not events:
         return 0
-    _add_to_key_totals(events)
+    key_ids = _add_to_key_totals(events)
     _add_to_rollups(events)
+    transaction.on_commit(lambda: ledger.spend_total_reconcile(key_ids), robust=True)
     UsageEvent.objects.filter(id__in=[event["id"] for event in events]).update(
         settled_at=timezone.now()
     )
     return len(events)
 
 
-def _add_to_key_totals(events: list[dict]) -> None:
+def _add_to_key_totals(events: list[dict]) -> list[int]:
     charged_by_key: dict[int, Decimal] = defaultdict(Decimal)
     for event in events:
         if event["key_id"] is not None:
@@ -96,6 +98,7 @@ def _add_to_key_totals(events: list[dict]) -> None:
     # cannot deadlock each other.
     for key_id in sorted(charged_by_key):
         ApiKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + charged_by_key[key_id])
+    return sorted(charged_by_key)
 
 
 def _add_to_rollups(events: list[dict]) -> None:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing import ledger, tasks
 from billing.models import UsageEvent
+from billing.services import settle_usage
 from keys.models import ApiKey
 from tests.billing.factories import UsageEventFactory
 
@@ -143,3 +144,44 @@ def test_rebuild_counts_stream_events_not_ingested_yet(issued):
 @embedded_only
 def test_ingest_is_a_no_op_on_the_embedded_default(issued):
     assert tasks.ingest_usage() == 0
+
+
+def test_reconcile_raises_a_total_that_missed_an_event(issued):
+    UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
+    # As if the event had been recorded while the total was being rebuilt without it.
+    cache.set(ledger.spend_total_cache_key(issued.key.pk), ledger.usd_to_units(Decimal("0.5")))
+
+    assert ledger.spend_total_reconcile([issued.key.pk]) == 1
+
+    assert ledger.spend_total(issued.key.pk) == ledger.usd_to_units(Decimal("2"))
+
+
+def test_reconcile_never_lowers_a_total_ahead_of_the_database(issued):
+    UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
+    # Charges still waiting to be written count in the total but not in the database.
+    ahead = ledger.usd_to_units(Decimal("3"))
+    cache.set(ledger.spend_total_cache_key(issued.key.pk), ahead)
+
+    assert ledger.spend_total_reconcile([issued.key.pk]) == 0
+
+    assert ledger.spend_total(issued.key.pk) == ahead
+
+
+def test_reconcile_leaves_a_missing_total_for_the_next_request(issued):
+    UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
+
+    assert ledger.spend_total_reconcile([issued.key.pk]) == 0
+
+    assert ledger.spend_total(issued.key.pk) is None
+
+
+def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
+    issued, django_capture_on_commit_callbacks
+):
+    UsageEventFactory(key=issued.key, charged_usd=Decimal("1.5"))
+    cache.set(ledger.spend_total_cache_key(issued.key.pk), 0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert settle_usage() == 1
+
+    assert ledger.spend_total(issued.key.pk) == ledger.usd_to_units(Decimal("1.5"))
