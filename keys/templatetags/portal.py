@@ -1,12 +1,13 @@
 """Template helpers of the portal: money, key states, audit values and the team switcher."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django import template
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.timesince import timesince
 
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
 from keys.models import ApiKey
@@ -32,6 +33,16 @@ def usd(amount: Decimal | int | None) -> str:
 def thousands(number: int | None) -> str:
     """A count with thousands separators: 1,379,400 tokens."""
     return f"{number or 0:,}"
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
+    """ "just now" under a minute, else "3 minutes ago" (timesince's wording)."""
+    if moment is None:
+        return ""
+    if timezone.now() - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"
 
 
 @register.filter

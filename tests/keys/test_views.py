@@ -1010,3 +1010,13 @@ def test_audit_values_read_like_the_form(value, field, shown):
 )
 def test_audit_field_labels_are_the_forms(field, label):
     assert field_label(field) == label
+
+
+def test_last_used_reads_just_now_then_minutes_ago(client, lead, issued):
+    client.force_login(lead)
+    ApiKey.objects.filter(pk=issued.key.pk).update(last_used_at=timezone.now())
+    assert ">just now</time>" in client.get("/t/acme/keys/").content.decode()
+    ApiKey.objects.filter(pk=issued.key.pk).update(
+        last_used_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert ">5\xa0minutes ago</time>" in client.get("/t/acme/keys/").content.decode()
