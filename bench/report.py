@@ -1,0 +1,249 @@
+"""The markdown report: summary against the targets, details, profile, machine."""
+
+from bench.cpu import cpu_text
+from bench.measurements import StreamLevel
+
+# What is measured against what; each is checked and reported as met or missed.
+TARGET_ADDED_P99_C1_MS = 2.0
+TARGET_RELAYED_RPS = 1000
+TARGET_STREAMS = 256
+TARGET_ADDED_TTFT_MS = 2.0
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f} ms"
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def best_streams(levels: list[StreamLevel]) -> int:
+    best = 0
+    for level in levels:
+        if not level.passed:
+            break
+        best = level.streams
+    return best
+
+
+def profile_lines(profile: dict) -> list[str]:
+    run = profile["run"]
+    lines = [
+        "## Where the relay's time goes",
+        "",
+        f"py-spy (`record --nonblocking --rate 200`, active samples only) on every relay "
+        f"worker during a relayed c64 run at 20 ms upstream: {run.rps:,.0f} req/s, "
+        f"{profile['samples']:,} samples. Share of the workers' busy time, by the innermost "
+        "frame's package:",
+        "",
+        "| area | share |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {share:.0%} |" for name, share in profile["areas"]]
+    lines += [
+        "",
+        "The project's functions by inclusive time (share of samples with the function "
+        "on the stack):",
+        "",
+    ]
+    lines += ["| function | inclusive |", "|---|---|"]
+    lines += [f"| `{name}` | {share:.0%} |" for name, share in profile["inclusive"]]
+    lines += ["", "Functions by self time:", "", "| function | self |", "|---|---|"]
+    lines += [f"| `{name}` | {share:.1%} |" for name, share in profile["self"]]
+    lines.append("")
+    return lines
+
+
+def report(
+    facts,
+    options,
+    data,
+    latency,
+    throughput,
+    search,
+    ttft,
+    streams,
+    usage,
+    skipped,
+    profile,
+    background,
+):
+    lines = ["# Relay benchmark results", ""]
+    lines += [
+        f"Run on {facts['date']} with `.venv/bin/python bench/run.py"
+        f"{' --quick' if options.quick else ''}`. "
+        "Direct = the client talks to the fake upstream itself; relay = through "
+        f"`gunicorn hcai.asgi:application -c gunicorn.conf.py` ({options.workers} uvicorn "
+        "workers, production settings, PostgreSQL, Redis, Celery worker and beat running). "
+        f"The key has a quota of ${data.quota}, so the quota admission and recording scripts "
+        "run on every request, as for a production key with a limit; no rate limit.",
+        "",
+        f"**The load generator shares this {facts['nproc']}-core machine with the relay, the "
+        "upstream, Redis, PostgreSQL and Celery**: every relayed figure is what is left "
+        "after the client's own CPU (the `cpu` column shows who used the cores).",
+        "",
+        "## Summary",
+        "",
+        "| measurement | direct | through relay | added / ratio | target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    if latency:
+        direct, relay = latency["direct"], latency["relay"]
+        lines.append(
+            f"| latency p50, concurrency 1, non-streaming | {_ms(direct.p50_ms)} | "
+            f"{_ms(relay.p50_ms)} | +{_ms(relay.p50_ms - direct.p50_ms)} | | |"
+        )
+        added = relay.p99_ms - direct.p99_ms
+        lines.append(
+            f"| latency p99, concurrency 1, non-streaming (usage ingestion running) | "
+            f"{_ms(direct.p99_ms)} | "
+            f"{_ms(relay.p99_ms)} | +{_ms(added)} | added < {TARGET_ADDED_P99_C1_MS:g} ms | "
+            f"{_met(added < TARGET_ADDED_P99_C1_MS)} |"
+        )
+        paused = latency.get("relay_paused")
+        if paused:
+            added = paused.p99_ms - direct.p99_ms
+            lines.append(
+                f"| latency p50 / p99, c1, usage ingestion paused (the relay alone) | "
+                f"{_ms(direct.p50_ms)} / {_ms(direct.p99_ms)} | "
+                f"{_ms(paused.p50_ms)} / {_ms(paused.p99_ms)} | "
+                f"+{_ms(paused.p50_ms - direct.p50_ms)} / +{_ms(added)} | "
+                f"added p99 < {TARGET_ADDED_P99_C1_MS:g} ms | "
+                f"{_met(added < TARGET_ADDED_P99_C1_MS)} (without ingestion) |"
+            )
+    if throughput:
+        relayed_best = 0.0
+        for connections in options.levels:
+            direct = throughput.get(("direct", connections))
+            relay = throughput.get(("relay", connections))
+            if not (direct and relay):
+                continue
+            relayed_best = max(relayed_best, relay.rps)
+            target = f"≥ {TARGET_RELAYED_RPS:,} req/s" if connections == max(options.levels) else ""
+            verdict = _met(relayed_best >= TARGET_RELAYED_RPS) if target else ""
+            lines.append(
+                f"| req/s at c{connections}, 20 ms upstream | {direct.rps:,.0f} | "
+                f"{relay.rps:,.0f} | {relay.rps / direct.rps:.0%} of direct | {target} "
+                f"{'(best of the three)' if target else ''} | {verdict} |"
+            )
+    if search:
+        cells = []
+        for target in ("direct", "relay"):
+            found = search[target]
+            best = found["best"]
+            if best is None:
+                cells.append("none passed")
+            else:
+                more = "≥ " if found["bounded"] else ""
+                cells.append(
+                    f"{more}{best.rps:,.0f} (c{best.connections}, p99 {best.p99_ms:.0f} ms)"
+                )
+        lines.append(
+            "| highest req/s with p99 < 1 s and errors < 0.1% (20 ms upstream, closed loop) | "
+            f"{cells[0]} | {cells[1]} | | | |"
+        )
+    if ttft:
+        direct, relay = ttft["direct"], ttft["relay"]
+        added50 = relay["p50"] - direct["p50"]
+        lines.append(
+            f"| streaming time to first token p50, c1 | {_ms(direct['p50'])} | "
+            f"{_ms(relay['p50'])} | +{_ms(added50)} | added < {TARGET_ADDED_TTFT_MS:g} ms | "
+            f"{_met(added50 < TARGET_ADDED_TTFT_MS)} |"
+        )
+        lines.append(
+            f"| streaming time to first token p99, c1 | {_ms(direct['p99'])} | "
+            f"{_ms(relay['p99'])} | +{_ms(relay['p99'] - direct['p99'])} | | |"
+        )
+    if streams:
+        direct_best = best_streams(streams["levels"]["direct"])
+        relay_best = best_streams(streams["levels"]["relay"])
+        tried = max(options.stream_levels)
+        lines.append(
+            f"| most concurrent streams, all events delivered, none stalled (tried up to "
+            f"{tried}) | {direct_best or 'none'} | {relay_best or 'none'} | | "
+            f"{TARGET_STREAMS} | {_met(relay_best >= TARGET_STREAMS)} |"
+        )
+    lines += ["", "## Details", ""]
+    wrk_rows = []
+    if latency:
+        wrk_rows += list(latency.values())
+    if search:
+        for target in ("direct", "relay"):
+            wrk_rows += search[target]["steps"]
+    elif throughput:
+        wrk_rows += list(throughput.values())
+    if wrk_rows:
+        lines += [
+            "wrk runs (closed loop: each connection sends its next request when the last "
+            "answer arrives). usage backlog = usage events still in the Redis stream, not yet "
+            "ingested by Celery, when the run ended. cpu = cores busy during the run "
+            "(/proc/stat), then by component (relay = gunicorn and its workers, each worker in "
+            "brackets; client = wrk; postgres = the benchmark database's backends; other = "
+            "every other process, e.g. PostgreSQL's WAL writer or unrelated work; "
+            "unattributed = busy time /proc/stat counts but no process does, mostly the "
+            "kernel's loopback networking; shares are tick-sampled, so approximate).",
+            "",
+            "| target | upstream delay | connections | req/s | p50 | p90 | p99 | p99.9 | max | "
+            "errors | usage backlog | cpu (cores) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in wrk_rows:
+            target = f"{row.target} ({row.note})" if row.note else row.target
+            backlog = "" if row.backlog is None else f"{row.backlog:,}"
+            lines.append(
+                f"| {target} | {row.delay_ms:g} ms | {row.connections} | {row.rps:,.0f} | "
+                f"{_ms(row.p50_ms)} | {_ms(row.p90_ms)} | {_ms(row.p99_ms)} | "
+                f"{_ms(row.p999_ms)} | {_ms(row.max_ms)} | {row.errors} "
+                f"({row.error_rate:.2%}) | {backlog} | {cpu_text(row.cpu)} |"
+            )
+        lines.append("")
+    if streams:
+        lines += [
+            f"Concurrent streams ({options.stream_clients} client processes, aiohttp): each "
+            f"stream has {streams['deltas']} text deltas {streams['gap_ms']:g} ms apart "
+            f"(plus 5 framing events); a stall is a gap between two events over "
+            f"{streams['stall_ms']:g} ms. Every stream is opened at the same moment.",
+            "",
+            "| target | streams | complete | stalled | max gap | p99 of per-stream max gap | "
+            "ttft p50 | ttft p99 | cpu (cores) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for target in ("direct", "relay"):
+            for level in streams["levels"][target]:
+                errors = f" ({level.errors})" if level.errors else ""
+                lines.append(
+                    f"| {target} | {level.streams} | {level.ok}{errors} | {level.stalled} | "
+                    f"{_ms(level.max_gap_ms)} | {_ms(level.p99_gap_ms)} | "
+                    f"{_ms(level.ttft_p50_ms)} | {_ms(level.ttft_p99_ms)} | {cpu_text(level.cpu)} |"
+                )
+        lines.append("")
+    if usage:
+        written = sum(usage["by_status"].values())
+        lines += [
+            "Usage ingestion (Celery `ingest_usage` moving the Redis stream into `UsageEvent`): "
+            f"{written:,} events written for the benchmark key, by status "
+            f"{usage['by_status']}; the clients saw {bench_relayed(usage):,} relayed requests "
+            "complete (requests still in flight when wrk stops are recorded too, with status "
+            f"499 if cut). Stream drained {usage['drain_seconds']:.1f} s after the last run; "
+            f"{usage['left_in_stream']} entries left.",
+            "",
+        ]
+    if profile:
+        lines += profile_lines(profile)
+    if skipped:
+        lines += ["Skipped: " + "; ".join(skipped) + ".", ""]
+    lines += ["## Machine", ""]
+    lines += [f"- {name}: {value}" for name, value in facts.items()]
+    if background:
+        lines.append(
+            "- load on the machine just before each section (cores, all processes, no "
+            "measurement running): "
+            + ", ".join(f"{section} {load:.2f}" for section, load in background)
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def bench_relayed(usage: dict) -> int:
+    return usage.get("relayed", 0)

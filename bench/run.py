@@ -1,0 +1,326 @@
+"""The relay's benchmark: direct-to-upstream vs through the relay, side by side, in one run.
+
+    .venv/bin/python bench/run.py            # about 3.5 minutes; writes bench/results.md
+    .venv/bin/python bench/run.py --quick    # about 2 minutes, shorter runs, for a smoke test
+
+It starts, on 127.0.0.1 only: a fast fake Anthropic upstream (bench/upstream.py), the
+production web command (gunicorn -c gunicorn.conf.py, uvicorn workers, WEB_CONCURRENCY=2) with
+production settings on PostgreSQL and Redis, and a Celery worker and beat (so usage is
+ingested from the Redis stream as in production). It measures with wrk (throughput and
+non-streaming latency) and with bench/streams.py (aiohttp, for time to first token and
+concurrent streams), prints a markdown report, writes it to bench/results.md, and stops
+everything it started. See bench/README.md for what each figure means.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script (bench/run.py): make the project importable, as the bench package and for
+# the Django setup this process does.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.environment import (
+    bench_env,
+    ensure_database,
+    flush_bench_redis,
+    machine_facts,
+    prepare_data,
+    usage_summary,
+)
+from bench.hotspots import profile_relay
+from bench.measurements import (
+    Bench,
+    measure_latency,
+    measure_streams,
+    measure_throughput,
+    measure_ttft,
+    request_body,
+    search_rate,
+)
+from bench.report import report
+from bench.servers import (
+    BENCH_DIR,
+    PROJECT_DIR,
+    PYTHON,
+    VENV_BIN,
+    Processes,
+    free_port,
+    http_status,
+    pids_named,
+    wait_until,
+)
+
+
+def parse_options():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/hcai_bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--workers", type=int, default=2, help="WEB_CONCURRENCY")
+    parser.add_argument("--upstream-processes", type=int, default=1)
+    parser.add_argument("--stream-clients", type=int, default=2)
+    parser.add_argument(
+        "--quota-usd", default="100000", help="the key's quota; 0 = unlimited (no quota script)"
+    )
+    parser.add_argument("--body-padding", type=int, default=0, help="bytes of system prompt")
+    parser.add_argument(
+        "--time-budget", type=float, default=540, help="seconds; later steps are skipped"
+    )
+    parser.add_argument("--no-celery", action="store_true", help="do not start Celery")
+    parser.add_argument("--output", default=str(BENCH_DIR / "results.md"))
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--quiet-limit",
+        type=float,
+        default=0.25,
+        help="cores of other load above which a section first waits (up to --quiet-wait s)",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=20)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the relay workers with py-spy during a c64 run (py-spy must be "
+        "installed: it is not a project requirement)",
+    )
+    parser.add_argument("--py-spy", default=None, help="path to py-spy (default: from PATH)")
+    parser.add_argument(
+        "--serve",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="set everything up, measure nothing, keep it running this long (for manual work)",
+    )
+    parser.add_argument(
+        "--only",
+        default="latency,throughput,search,ttft,streams",
+        help="comma-separated subset of: latency,throughput,search,ttft,streams",
+    )
+    options = parser.parse_args()
+    options.only = set(options.only.split(","))
+    options.levels = [16, 64, 256]
+    options.search_levels = [16, 64, 256, 512, 1024, 2048]
+    options.stream_levels = [64, 128, 256, 512, 1024]
+    options.seconds = 4 if options.quick else 8
+    options.latency_seconds = 4 if options.quick else 10
+    options.ttft_count = 100 if options.quick else 300
+    options.stream_deltas = 20 if options.quick else 40
+    return options
+
+
+def serve(work_dir: Path, upstream_url: str, proxy_url: str, data, seconds: float, processes):
+    """Leave everything running for a while, for measuring or profiling by hand."""
+    details = work_dir / "serve.env"
+    details.touch(mode=0o600)
+    details.write_text(
+        f"BENCH_UPSTREAM={upstream_url}\nBENCH_RELAY={proxy_url}\nBENCH_KEY={data.plaintext}\n"
+    )
+    print(f"Serving for {seconds:g} s (Ctrl-C stops); URLs and the key are in {details}")
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            processes.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> int:
+    options = parse_options()
+    # A plain `kill` of this script still runs the clean-up in main's finally.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if shutil.which("wrk") is None:
+        print(
+            "wrk is not installed. This benchmark uses wrk (Debian package `wrk`) as its load "
+            "generator: sudo apt-get install -y wrk",
+            file=sys.stderr,
+        )
+        return 2
+    print("Load generator: wrk (throughput, latency) + bench/streams.py (aiohttp, streaming).")
+    print(
+        f"Note: the clients run on the same {os.cpu_count()}-core machine and compete with the "
+        "relay for CPU."
+    )
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Thousands of connections on each side; children inherit the raised limit.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    work_dir = Path(tempfile.mkdtemp(prefix="hcai-bench-"))
+    var_dir = work_dir / "var"
+    var_dir.mkdir()
+    processes = Processes(work_dir)
+    proxy_port = free_port()
+    env = bench_env(options, var_dir, proxy_port)
+    # This process sets up the data through the services, with the same settings.
+    os.environ.update({k: v for k, v in env.items() if k not in ("BIND",)})
+    failed = True
+    started = time.monotonic()
+    try:
+        print(f"Logs in {work_dir}")
+        print("Preparing PostgreSQL and Redis", flush=True)
+        ensure_database(options.database_url)
+        flush_bench_redis(options.redis_url)
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=PROJECT_DIR,
+            env=env,
+            check=True,
+            timeout=180,
+        )
+        facts = machine_facts(options)
+
+        print("Starting the fake upstream", flush=True)
+        upstream = processes.start(
+            "upstream",
+            [
+                PYTHON,
+                str(BENCH_DIR / "upstream.py"),
+                "--processes",
+                str(options.upstream_processes),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        ready = upstream.stdout.readline().decode().split()
+        if not ready or ready[0] != "listening":
+            raise RuntimeError("the fake upstream did not start")
+        upstream_url = f"http://127.0.0.1:{ready[1]}"
+
+        data = prepare_data(upstream_url, quota_usd=options.quota_usd)
+
+        print("Starting gunicorn (production command) and Celery", flush=True)
+        processes.start(
+            "gunicorn",
+            [str(VENV_BIN / "gunicorn"), "hcai.asgi:application", "-c", "gunicorn.conf.py"],
+            env=env,
+        )
+        if not options.no_celery:
+            processes.start(
+                "celery-worker",
+                [str(VENV_BIN / "celery"), "-A", "hcai", "worker", "--loglevel=INFO"],
+                env=env,
+            )
+            processes.start(
+                "celery-beat",
+                [
+                    str(VENV_BIN / "celery"),
+                    "-A",
+                    "hcai",
+                    "beat",
+                    "--loglevel=INFO",
+                ],
+                env=env,
+            )
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        wait_until(
+            lambda: http_status(proxy_url + "/healthz") == 200,
+            seconds=60,
+            what="gunicorn",
+            processes=processes,
+        )
+        if not options.no_celery:
+            wait_until(
+                lambda: b"ready." in (work_dir / "celery-worker.log").read_bytes(),
+                seconds=60,
+                what="the Celery worker",
+                processes=processes,
+            )
+        # Warm every worker: key snapshot, price table, upstream connection pool. Each urllib
+        # request is a new connection, so they spread over the workers.
+        headers = {
+            "x-api-key": data.plaintext,
+            "content-type": "application/json",
+            "anthropic-version": "2023-06-01",
+        }
+        body = request_body(0).encode()
+        for _ in range(40):
+            status = http_status(proxy_url + "/v1/messages", headers, body)
+            if status != 200:
+                raise RuntimeError(f"the relay answered {status} to a warm-up request")
+
+        database_name = options.database_url.rstrip("/").rpartition("/")[2]
+        meter_groups = {
+            "relay": lambda: processes.pids("gunicorn"),
+            "upstream": lambda: processes.pids("upstream"),
+            "celery": lambda: processes.pids("celery-worker") + processes.pids("celery-beat"),
+            "redis": lambda: pids_named("redis-server"),
+            # The server's backends for the benchmark's database only: other databases on the
+            # same server (a test run, say) count as "other".
+            "postgres": lambda: pids_named("postgres", argument=database_name),
+        }
+        bench = Bench(
+            options,
+            processes,
+            {"direct": upstream_url, "relay": proxy_url},
+            data.plaintext,
+            meter_groups,
+        )
+        bench.relayed = 40
+        if options.serve:
+            serve(work_dir, upstream_url, proxy_url, data, options.serve, processes)
+            failed = False
+            return 0
+        latency = throughput = search = ttft = streams = None
+        if "latency" in options.only:
+            latency = measure_latency(bench, options.latency_seconds)
+        if "throughput" in options.only or "search" in options.only:
+            throughput = measure_throughput(bench, options.levels, options.seconds)
+        if "search" in options.only:
+            search = search_rate(bench, throughput, options.search_levels, options.seconds)
+        if "ttft" in options.only:
+            ttft = measure_ttft(bench, options.ttft_count)
+        if "streams" in options.only:
+            streams = measure_streams(
+                bench, options.stream_levels, deltas=options.stream_deltas, gap_ms=50
+            )
+        profile = None
+        if options.profile:
+            py_spy = options.py_spy or shutil.which("py-spy")
+            if py_spy is None:
+                bench.skipped.append("the profile (py-spy not found; see --py-spy)")
+            else:
+                profile = profile_relay(bench, py_spy, options.seconds, work_dir)
+        usage = None
+        if not options.no_celery:
+            print("Waiting for Celery to ingest the usage stream", flush=True)
+            usage = usage_summary(data.key_id, options.redis_url, wait_seconds=60)
+            usage["relayed"] = bench.relayed
+        text = report(
+            facts,
+            options,
+            data,
+            latency,
+            throughput,
+            search,
+            ttft,
+            streams,
+            usage,
+            bench.skipped,
+            profile,
+            bench.background,
+        )
+        text += f"\nWhole run: {time.monotonic() - started:.0f} s.\n"
+        Path(options.output).write_text(text)
+        print()
+        print(text)
+        print(f"Written to {options.output}")
+        failed = False
+        return 0
+    finally:
+        print("Stopping everything the benchmark started", flush=True)
+        processes.stop_all()
+        if failed or options.keep_logs:
+            print(f"Logs kept in {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
