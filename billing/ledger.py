@@ -157,7 +157,10 @@ def write_usage_events(records: Iterable[UsageRecord]) -> int:
             if record.identity not in seen:
                 seen.add(record.identity)
                 fresh.append(record)
-        UsageEvent.objects.bulk_create([record.to_event() for record in fresh])
+        # ignore_conflicts: an ingest racing this one may have written some of them since.
+        UsageEvent.objects.bulk_create(
+            [record.to_event() for record in fresh], ignore_conflicts=True
+        )
     _refresh_last_used(records)
     return len(fresh)
 

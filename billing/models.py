@@ -63,6 +63,16 @@ class UsageEvent(models.Model):
                 fields=["id"], condition=models.Q(settled_at__isnull=True), name="usage_unsettled"
             ),
         ]
+        constraints = [
+            # One row per relayed request: ingest may re-read stream entries it already wrote
+            # (a worker killed between commit and delete), and this makes that a no-op. It is
+            # also the index ingest's duplicate check reads.
+            models.UniqueConstraint(
+                fields=["request_id", "created_at"],
+                condition=~models.Q(request_id=""),
+                name="usage_event_once_per_request",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.model} {self.status_code} ${self.charged_usd}"

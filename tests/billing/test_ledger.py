@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import ledger, tasks
@@ -185,3 +186,21 @@ def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
         assert settle_usage() == 1
 
     assert ledger.spend_total(issued.key.pk) == ledger.usd_to_units(Decimal("1.5"))
+
+
+def test_the_database_holds_one_row_per_relayed_request(issued):
+    record = record_for(issued.key, charged="0.5")
+    ledger.write_usage_events([record])
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        record.to_event().save()
+
+    assert UsageEvent.objects.filter(request_id=record.request_id).count() == 1
+
+
+def test_rows_without_a_request_id_may_share_a_timestamp(issued):
+    moment = timezone.now()
+    UsageEventFactory(key=issued.key, request_id="", created_at=moment)
+    UsageEventFactory(key=issued.key, request_id="", created_at=moment)
+
+    assert UsageEvent.objects.filter(key=issued.key, created_at=moment).count() == 2
