@@ -1,5 +1,6 @@
-"""Every write to teams, memberships, groups and keys. Admin, portal, API, tasks and commands
-call these; each key change writes exactly one KeyEvent and drops the relay's cached state.
+"""Writes to API keys: create, change, enable/disable, expire, rotate, delete.
+
+Each change writes exactly one KeyEvent and drops the relay's cached state of the key.
 """
 
 import dataclasses
@@ -10,25 +11,23 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
-from django.core.validators import ProhibitNullCharactersValidator
 from django.db import transaction
 from django.utils import timezone
 
-from .cache import invalidate_key_state
-from .models import (
-    API_TOKEN_DISPLAY_PREFIX_LENGTH,
+from keys.cache import invalidate_key_state
+from keys.models import (
     DISPLAY_PREFIX_LENGTH,
     ApiKey,
-    ApiToken,
     Group,
     KeyEvent,
     Membership,
     Team,
     digest_key,
-    generate_api_token,
     generate_key,
 )
-from .validators import normalise_rate_limit, parse_allowed_ips, parse_quota
+from keys.validators import normalise_rate_limit, parse_allowed_ips, parse_quota
+
+from .cleaning import _clean_name, _full_clean
 
 # The settings a key's owner or lead may change, in the order forms show them.
 EDITABLE_FIELDS = (
@@ -49,9 +48,6 @@ class IssuedKey:
     key: ApiKey
     # Kept out of repr() so a log line, traceback or debugger showing the object cannot leak it.
     plaintext: str = dataclasses.field(repr=False)
-
-
-# --- keys -----------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -229,25 +225,6 @@ def _assign(
     return errors
 
 
-def _full_clean(key: ApiKey, errors: dict[str, list[str]]) -> None:
-    """Run the model's checks on the fields that converted, so that one submission shows
-    every field's error at once rather than one per attempt."""
-    try:
-        key.full_clean(exclude=set(errors))
-    except ValidationError as error:
-        for field_name, messages in error.message_dict.items():
-            errors.setdefault(field_name, []).extend(messages)
-    if errors:
-        raise ValidationError(errors)
-
-
-def _clean_name(value: str | None) -> str:
-    name = (value or "").strip()
-    # PostgreSQL cannot store NUL in text; without this the database would answer with a 500.
-    ProhibitNullCharactersValidator()(name)
-    return name
-
-
 def _check_group(group: Group | None, team: Team) -> Group:
     if group is None:
         raise ValidationError("Choose a group.")
@@ -295,138 +272,3 @@ def _record(key: ApiKey, actor: User | None, action: str, changes: dict[str, lis
         action=action,
         changes=changes,
     )
-
-
-# --- teams and members ----------------------------------------------------------------------
-
-
-@transaction.atomic
-def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
-    if Membership.objects.filter(team=team, user=user).exists():
-        raise ValidationError({"user": f"{user} is already a member of {team.name}."})
-    membership = Membership(team=team, user=user, role=role)
-    membership.full_clean(validate_constraints=False)
-    membership.save()
-    return membership
-
-
-@transaction.atomic
-def membership_set_role(*, membership: Membership, role: str, actor: User | None) -> Membership:
-    if role == membership.role:
-        return membership
-    if membership.role == Membership.Role.LEAD:
-        _keep_a_lead(membership, "change the role of")
-    membership.role = role
-    membership.full_clean(validate_constraints=False)
-    membership.save(update_fields=["role"])
-    return membership
-
-
-@transaction.atomic
-def membership_remove(*, membership: Membership, actor: User | None) -> int:
-    """Remove a member. Their keys in the team are disabled (audited), never deleted.
-
-    Returns how many keys were disabled.
-    """
-    if membership.role == Membership.Role.LEAD:
-        _keep_a_lead(membership, "remove")
-    keys = ApiKey.objects.filter(
-        team=membership.team, owner=membership.user, status=ApiKey.Status.ENABLED
-    )
-    disabled = 0
-    for key in keys.select_for_update():
-        api_key_disable(key=key, actor=actor)
-        disabled += 1
-    membership.delete()
-    return disabled
-
-
-def _keep_a_lead(membership: Membership, verb: str) -> None:
-    # Locking the team's lead rows stops two leads who demote or remove each other at the same
-    # time from both seeing the other one as the remaining lead.
-    lead_ids = set(
-        Membership.objects.select_for_update()
-        .filter(team_id=membership.team_id, role=Membership.Role.LEAD)
-        .values_list("pk", flat=True)
-    )
-    if not lead_ids - {membership.pk}:
-        raise ValidationError(
-            {"role": f"Cannot {verb} the last lead of {membership.team.name}: add another first."}
-        )
-
-
-@transaction.atomic
-def team_set_allowed_groups(*, team: Team, groups: list[Group]) -> Team:
-    team.allowed_groups.set(groups)
-    invalidate_key_state(team.api_keys.values_list("digest", flat=True))
-    return team
-
-
-# --- groups ---------------------------------------------------------------------------------
-
-
-@transaction.atomic
-def group_save(*, group: Group) -> Group:
-    """Create or change a group; keys using it obey the new models and multiplier at once."""
-    group.full_clean()
-    group.save()
-    invalidate_key_state(group.api_keys.values_list("digest", flat=True))
-    return group
-
-
-# --- API tokens -----------------------------------------------------------------------------
-
-# How stale a token's last_used_at may get: writing it on every API call would turn each read
-# into a write, and "used in the last minute" is all anyone needs from it.
-API_TOKEN_LAST_USED_RESOLUTION_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class IssuedApiToken:
-    """A token and its plaintext: returned once by api_token_create, never stored."""
-
-    token: ApiToken
-    plaintext: str = dataclasses.field(repr=False)
-
-
-@transaction.atomic
-def api_token_create(*, user: User, name: str) -> IssuedApiToken:
-    token = ApiToken(user=user)
-    errors: dict[str, list[str]] = {}
-    try:
-        token.name = _clean_name(name)
-    except ValidationError as error:
-        errors["name"] = error.messages
-    plaintext = generate_api_token()
-    token.digest = digest_key(plaintext)
-    token.prefix = plaintext[:API_TOKEN_DISPLAY_PREFIX_LENGTH]
-    try:
-        token.full_clean(exclude=set(errors))
-    except ValidationError as error:
-        for field_name, messages in error.message_dict.items():
-            errors.setdefault(field_name, []).extend(messages)
-    if errors:
-        raise ValidationError(errors)
-    token.save()
-    return IssuedApiToken(token=token, plaintext=plaintext)
-
-
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
-    """Stop the token working at once. Revoking twice keeps the first time."""
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=token.revoked_at
-        )
-    return token
-
-
-def api_token_mark_used(*, token: ApiToken) -> None:
-    now = timezone.now()
-    if (
-        token.last_used_at is not None
-        and (now - token.last_used_at).total_seconds() < API_TOKEN_LAST_USED_RESOLUTION_SECONDS
-    ):
-        return
-    token.last_used_at = now
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

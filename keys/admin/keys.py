@@ -1,0 +1,271 @@
+"""Staff admin for API keys."""
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.widgets import AdminTextareaWidget, AdminTextInputWidget
+from django.contrib.auth.base_user import AbstractBaseUser as User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from keys import services
+from keys.models import ApiKey
+from keys.services import IssuedKey
+
+from .forms import _add_service_errors
+from .issued import ISSUED_KEYS_TEMPLATE, _issued_secrets_response
+
+ROTATE_CONFIRMATION_TEMPLATE = "admin/keys/apikey/rotate_confirmation.html"
+
+
+def _keys(count: int) -> str:
+    return f"{count} key" if count == 1 else f"{count} keys"
+
+
+_NAME_MESSAGES = ApiKey._meta.get_field("name").error_messages
+_IP_SEPARATORS = re.compile(r"[\s,]+")
+
+
+class IpListField(forms.CharField):
+    """IPs and CIDRs as text; the service parses them. A change is a different list of entries,
+    not different separators (browsers send a textarea's line breaks back as CRLF)."""
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        def entries(text: Any) -> list[str]:
+            return [entry for entry in _IP_SEPARATORS.split(text or "") if entry]
+
+        return entries(initial) != entries(data)
+
+
+class ApiKeyAdminForm(forms.ModelForm):
+    """Shows the key settings; validation and saving belong to the key services.
+
+    In place of ModelForm's own model validation, _post_clean runs the service and rolls it
+    back, so staff see the service's exact messages on the fields and nothing is written until
+    save_model calls the service for real.
+    """
+
+    allowed_ips = IpListField(
+        label="IP restriction",
+        required=False,
+        widget=AdminTextareaWidget(attrs={"rows": 3}),
+        help_text=(
+            "IPv4/IPv6 addresses or CIDR ranges, one per line (commas or spaces also "
+            "separate them). Empty: any address."
+        ),
+    )
+    # Text rather than a DecimalField so the service's quota messages are the ones shown.
+    quota_limit_usd = forms.CharField(
+        label="Quota limit (USD)",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text="At most 2 decimals. 0 or empty: unlimited.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("team", "owner", *services.EDITABLE_FIELDS)
+        # The model's own wording, so a blank or long name reads the same as in the portal.
+        error_messages = {
+            "name": {
+                "required": _NAME_MESSAGES["blank"],
+                "max_length": _NAME_MESSAGES["max_length"],
+            }
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["allowed_ips"] = "\n".join(self.instance.allowed_ips)
+        # As the text the field shows, so that an untouched quota does not count as changed.
+        self.initial["quota_limit_usd"] = str(self.instance.quota_limit_usd)
+
+    def _post_clean(self) -> None:
+        if self.errors:
+            return
+        try:
+            with transaction.atomic():
+                # Rolled back below, so no audit row is kept and no actor is needed.
+                if self.instance.pk is None:
+                    self.create_key(actor=None)
+                else:
+                    # A copy: a successful update mutates the key it is given, and
+                    # self.instance must stay as stored for the real call to see the changes.
+                    self.update_key(key=ApiKey.objects.get(pk=self.instance.pk), actor=None)
+                transaction.set_rollback(True)
+        except ValidationError as error:
+            _add_service_errors(self, error)
+
+    def create_key(self, *, actor: User | None) -> IssuedKey:
+        return services.api_key_create(
+            team=self.cleaned_data["team"],
+            owner=self.cleaned_data["owner"],
+            actor=actor,
+            **{field: self.cleaned_data[field] for field in services.EDITABLE_FIELDS},
+        )
+
+    def update_key(self, *, key: ApiKey, actor: User | None) -> ApiKey:
+        # Only what staff changed: the date widget drops microseconds, so resending an untouched
+        # expiry would record a change nobody made (or refuse an already-expired key's date).
+        changes = {
+            field: self.cleaned_data[field]
+            for field in services.EDITABLE_FIELDS
+            if field in self.changed_data
+        }
+        return services.api_key_update(key=key, actor=actor, **changes)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyAdminForm
+    list_display = (
+        "name",
+        "team",
+        "owner",
+        "group",
+        "state_display",
+        "prefix",
+        "spent_and_limit",
+        "expires_at",
+        "last_used_at",
+    )
+    list_filter = ("team", "group", "status")
+    list_select_related = ("team", "owner", "group")
+    search_fields = ("name", "prefix", "owner__username", "owner__email")
+    autocomplete_fields = ("team", "owner")
+    actions = ["enable_keys", "disable_keys", "rotate_keys"]
+    limits_fieldset = (
+        "Limits",
+        {"fields": ("allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")},
+    )
+
+    def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None):
+        if obj is None:
+            return [
+                (None, {"fields": ("team", "owner", "name", "group", "status")}),
+                self.limits_fieldset,
+            ]
+        return [
+            (None, {"fields": ("name", "team", "owner", "group", "status", "prefix")}),
+            self.limits_fieldset,
+            (
+                "Usage",
+                {
+                    "fields": (
+                        "spent_usd",
+                        "last_used_at",
+                        "created_by",
+                        "created_at",
+                        "updated_at",
+                    )
+                },
+            ),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None):
+        if obj is None:
+            return ()
+        # Team and owner are fixed for a key's life: the services cannot move a key.
+        return (
+            "team",
+            "owner",
+            "prefix",
+            "spent_usd",
+            "last_used_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        )
+
+    @admin.display(description="status", ordering="status")
+    def state_display(self, key: ApiKey) -> str:
+        return key.state.replace("_", " ")
+
+    @admin.display(description="spent / limit")
+    def spent_and_limit(self, key: ApiKey) -> str:
+        limit = "unlimited" if key.quota_limit_usd == 0 else f"${key.quota_limit_usd:.2f}"
+        return f"${key.spent_usd:.2f} / {limit}"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
+        if change:
+            form.update_key(key=obj, actor=request.user)
+            return
+        issued = form.create_key(actor=request.user)
+        # The admin goes on to log and answer with its own instance, so it becomes the key the
+        # service created.
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(issued.key, field.attname))
+        # Lives only as long as this request: response_add shows it and nothing stores it.
+        request.issued_key = issued
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue=None):
+        issued = request.issued_key
+        del request.issued_key
+        return _issued_secrets_response(
+            self, request, [issued], title="API key created", template=ISSUED_KEYS_TEMPLATE
+        )
+
+    def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
+        services.api_key_delete(key=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        # Used by the bulk "delete selected" action: one audited service call per key.
+        for key in queryset:
+            services.api_key_delete(key=key, actor=request.user)
+
+    @admin.action(description="Enable selected API keys", permissions=["change"])
+    def enable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        self._set_status(request, queryset, ApiKey.Status.ENABLED, services.api_key_enable)
+
+    @admin.action(description="Disable selected API keys", permissions=["change"])
+    def disable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        self._set_status(request, queryset, ApiKey.Status.DISABLED, services.api_key_disable)
+
+    def _set_status(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ApiKey],
+        status: str,
+        service: Callable[..., ApiKey],
+    ) -> None:
+        changed = 0
+        for key in queryset:
+            if key.status == status:
+                continue
+            try:
+                service(key=key, actor=request.user)
+            except ValidationError as error:
+                self.message_user(request, f"{key}: {' '.join(error.messages)}", messages.ERROR)
+                continue
+            changed += 1
+        verb = "Enabled" if status == ApiKey.Status.ENABLED else "Disabled"
+        self.message_user(request, f"{verb} {_keys(changed)}.", messages.SUCCESS)
+
+    @admin.action(
+        description="Rotate selected API keys (shows the new keys once)", permissions=["change"]
+    )
+    def rotate_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse:
+        queryset = queryset.select_related("team", "owner")
+        if request.POST.get("post") != "yes":
+            # Rotation breaks every client still using the old key, so it is confirmed first.
+            return TemplateResponse(
+                request,
+                ROTATE_CONFIRMATION_TEMPLATE,
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Rotate API keys",
+                    "opts": self.opts,
+                    "queryset": queryset,
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                },
+            )
+        issued = [services.api_key_rotate(key=key, actor=request.user) for key in queryset]
+        return _issued_secrets_response(
+            self, request, issued, title="API keys rotated", template=ISSUED_KEYS_TEMPLATE
+        )

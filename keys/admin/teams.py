@@ -1,0 +1,163 @@
+"""Staff admin for teams, with their memberships inline."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser as User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+
+from keys import services
+from keys.models import Membership, Team
+
+from .keys import _keys
+
+
+class MembershipInlineForm(forms.ModelForm):
+    class Meta:
+        model = Membership
+        fields = ("user", "role")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            # Moving a membership to another user would skip disabling the old user's keys:
+            # remove the row and add a new one instead.
+            self.fields["user"].disabled = True
+
+
+class MembershipInlineFormSet(BaseInlineFormSet):
+    """Applies the inline's additions, role changes and removals through the member services."""
+
+    def clean(self) -> None:
+        super().clean()
+        # A team being created has no members yet, so its additions cannot conflict beyond the
+        # duplicate rows the formset itself rejects.
+        if any(self.errors) or self.non_form_errors() or self.instance.pk is None:
+            return
+        # The services hold the rules (e.g. a team keeps a lead), so validation runs them and
+        # rolls back; the admin's save_formset then runs them for real.
+        try:
+            with transaction.atomic():
+                self.apply(actor=None)
+                transaction.set_rollback(True)
+        except ValidationError as error:
+            raise ValidationError(error.messages) from None
+
+    def apply(self, *, actor: User | None) -> list[str]:
+        """Run the changes through the services; returns what to tell the staff user.
+
+        Order matters: additions and promotions come before demotions and removals, so that
+        handing the lead role over in one save never leaves the team without a lead.
+        """
+        team = self.instance
+        removed = [form for form in self.initial_forms if form in self.deleted_forms]
+        role_changed = [
+            form
+            for form in self.initial_forms
+            if form not in removed and "role" in form.changed_data
+        ]
+        added = [
+            form
+            for form in self.extra_forms
+            if form.has_changed() and form not in self.deleted_forms
+        ]
+        role_changed.sort(key=lambda form: form.cleaned_data["role"] != Membership.Role.LEAD)
+
+        self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
+        notes: list[str] = []
+        for form in added:
+            membership = services.membership_add(
+                team=team,
+                user=form.cleaned_data["user"],
+                role=form.cleaned_data["role"],
+                actor=actor,
+            )
+            self.new_objects.append(membership)
+        for form in role_changed:
+            # The form already copied the new role onto its instance; the service needs the
+            # stored row to see what changes.
+            membership = services.membership_set_role(
+                membership=Membership.objects.get(pk=form.instance.pk),
+                role=form.cleaned_data["role"],
+                actor=actor,
+            )
+            self.changed_objects.append((membership, ["role"]))
+        for form in removed:
+            membership = Membership.objects.select_related("user").get(pk=form.instance.pk)
+            disabled = services.membership_remove(membership=membership, actor=actor)
+            self.deleted_objects.append(membership)
+            notes.append(
+                f"Removed {membership.user} from {team.name}; disabled {_keys(disabled)} "
+                "they owned in the team."
+            )
+        return notes
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    form = MembershipInlineForm
+    formset = MembershipInlineFormSet
+    autocomplete_fields = ("user",)
+    extra = 1
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "member_count", "key_count", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    filter_horizontal = ("allowed_groups",)
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_total=Count("memberships", distinct=True),
+                key_total=Count("api_keys", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="member_total")
+    def member_count(self, team: Team) -> int:
+        return team.member_total
+
+    @admin.display(description="keys", ordering="key_total")
+    def key_count(self, team: Team) -> int:
+        return team.key_total
+
+    def has_delete_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
+        # Deleting a team would cascade to its keys without the key service's audit rows and
+        # cache invalidation: its keys must be deleted first, one by one, through the service.
+        if obj is not None and obj.api_keys.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # The bulk delete cannot check each team for keys; teams are deleted one at a time.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        # allowed_groups is the team's only many-to-many field; the service sets it and drops
+        # the cached state of the team's keys, so form.save_m2m() is deliberately not called.
+        if "allowed_groups" in form.changed_data:
+            services.team_set_allowed_groups(
+                team=form.instance, groups=list(form.cleaned_data["allowed_groups"])
+            )
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if isinstance(formset, MembershipInlineFormSet):
+            for note in formset.apply(actor=request.user):
+                self.message_user(request, note, messages.SUCCESS)
+            return
+        super().save_formset(request, form, formset, change)

@@ -1,0 +1,115 @@
+"""Staff admin for REST API tokens: create one for a user, revoke."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from keys import services
+from keys.models import ApiToken
+from keys.services import IssuedApiToken
+
+from .forms import _add_service_errors
+from .issued import ISSUED_TOKEN_TEMPLATE, _issued_secrets_response
+
+_TOKEN_NAME_MESSAGES = ApiToken._meta.get_field("name").error_messages
+
+
+class ApiTokenAdminForm(forms.ModelForm):
+    """A new token for a user. As with keys, _post_clean runs the create service and rolls it
+    back, so staff see its exact messages and nothing is written until save_model."""
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name")
+        error_messages = {
+            "name": {
+                "required": _TOKEN_NAME_MESSAGES["blank"],
+                "max_length": _TOKEN_NAME_MESSAGES["max_length"],
+            }
+        }
+
+    def _post_clean(self) -> None:
+        if self.errors:
+            return
+        try:
+            with transaction.atomic():
+                self.create_token()
+                transaction.set_rollback(True)
+        except ValidationError as error:
+            _add_service_errors(self, error)
+
+    def create_token(self) -> IssuedApiToken:
+        return services.api_token_create(
+            user=self.cleaned_data["user"], name=self.cleaned_data["name"]
+        )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Staff may create a token for a user and revoke tokens; nothing else changes a token.
+
+    A token staff create is shown to them once, like a key they create, for handing over to
+    the user or an integration. A revoked token keeps its row for the record.
+    """
+
+    form = ApiTokenAdminForm
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("user",)
+    search_fields = ("name", "prefix", "user__username", "user__email")
+    fields = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    autocomplete_fields = ("user",)
+    actions = ["revoke_tokens"]
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None):
+        if obj is None:
+            return ("user", "name")
+        return self.fields
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+        # Whichever button is pressed, the answer is the page with the plaintext.
+        extra_context = {
+            **(extra_context or {}),
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+        }
+        return super().add_view(request, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form, change: bool) -> None:
+        issued = form.create_token()
+        # The admin goes on to log and answer with its own instance, so it becomes the token
+        # the service created.
+        for field in ApiToken._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(issued.token, field.attname))
+        # Lives only as long as this request: response_add shows it and nothing stores it.
+        request.issued_token = issued
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue=None):
+        issued = request.issued_token
+        del request.issued_token
+        return _issued_secrets_response(
+            self, request, [issued], title="API token created", template=ISSUED_TOKEN_TEMPLATE
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        # Revoking is the one change allowed, to whoever may change tokens.
+        return super().has_change_permission(request)
+
+    @admin.action(description="Revoke selected API tokens", permissions=["revoke"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            services.api_token_revoke(token=token)
+            revoked += 1
+        self.message_user(
+            request, f"Revoked {revoked} token{'' if revoked == 1 else 's'}.", messages.SUCCESS
+        )

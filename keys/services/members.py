@@ -1,0 +1,72 @@
+"""Writes to teams and their members."""
+
+from django.contrib.auth.base_user import AbstractBaseUser as User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from keys.cache import invalidate_key_state
+from keys.models import ApiKey, Group, Membership, Team
+
+from .keys import api_key_disable
+
+
+@transaction.atomic
+def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
+    if Membership.objects.filter(team=team, user=user).exists():
+        raise ValidationError({"user": f"{user} is already a member of {team.name}."})
+    membership = Membership(team=team, user=user, role=role)
+    membership.full_clean(validate_constraints=False)
+    membership.save()
+    return membership
+
+
+@transaction.atomic
+def membership_set_role(*, membership: Membership, role: str, actor: User | None) -> Membership:
+    if role == membership.role:
+        return membership
+    if membership.role == Membership.Role.LEAD:
+        _keep_a_lead(membership, "change the role of")
+    membership.role = role
+    membership.full_clean(validate_constraints=False)
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: User | None) -> int:
+    """Remove a member. Their keys in the team are disabled (audited), never deleted.
+
+    Returns how many keys were disabled.
+    """
+    if membership.role == Membership.Role.LEAD:
+        _keep_a_lead(membership, "remove")
+    keys = ApiKey.objects.filter(
+        team=membership.team, owner=membership.user, status=ApiKey.Status.ENABLED
+    )
+    disabled = 0
+    for key in keys.select_for_update():
+        api_key_disable(key=key, actor=actor)
+        disabled += 1
+    membership.delete()
+    return disabled
+
+
+def _keep_a_lead(membership: Membership, verb: str) -> None:
+    # Locking the team's lead rows stops two leads who demote or remove each other at the same
+    # time from both seeing the other one as the remaining lead.
+    lead_ids = set(
+        Membership.objects.select_for_update()
+        .filter(team_id=membership.team_id, role=Membership.Role.LEAD)
+        .values_list("pk", flat=True)
+    )
+    if not lead_ids - {membership.pk}:
+        raise ValidationError(
+            {"role": f"Cannot {verb} the last lead of {membership.team.name}: add another first."}
+        )
+
+
+@transaction.atomic
+def team_set_allowed_groups(*, team: Team, groups: list[Group]) -> Team:
+    team.allowed_groups.set(groups)
+    invalidate_key_state(team.api_keys.values_list("digest", flat=True))
+    return team

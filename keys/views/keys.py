@@ -1,0 +1,216 @@
+"""The key pages: a team's key list, and creating, viewing, editing, rotating and deleting
+a key."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_http_methods
+
+from keys import services
+from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
+from keys.models import Group, Team
+from keys.selectors import (
+    api_key_list,
+    api_key_search,
+    group_list_for_team,
+    is_team_lead,
+    key_event_list,
+    team_list,
+)
+
+from .scope import _key, _team
+
+KEYS_PER_PAGE = 25
+
+
+def _issued_key_page(
+    request: HttpRequest, team: Team, issued: services.IssuedKey, *, rotated: bool
+) -> HttpResponse:
+    """The one response that carries a key's plaintext: rendered straight into this POST's
+    answer, never stored in the session, a message or a URL, and never cached."""
+    response = render(
+        request,
+        "keys/key_issued.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": issued.key,
+            "plaintext": issued.plaintext,
+            "rotated": rotated,
+            "base_url": settings.PUBLIC_BASE_URL,
+        },
+    )
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    team = team_list(actor=request.user).first()
+    if team is None:
+        return render(request, "keys/no_team.html")
+    return redirect("keys:list", team_slug=team.slug)
+
+
+@login_required
+def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
+    team = _team(request, team_slug)
+    visible = api_key_list(actor=request.user, team=team)
+    lead = is_team_lead(actor=request.user, team=team)
+    filters = KeyFilterForm(
+        request.GET,
+        groups=Group.objects.filter(
+            Q(pk__in=visible.values("group_id")) | Q(pk__in=group_list_for_team(team=team))
+        ).order_by("name"),
+        # Former members still own (disabled) keys, so they stay in the owner filter.
+        owners=(
+            get_user_model()
+            .objects.filter(Q(memberships__team=team) | Q(api_keys__team=team))
+            .order_by("username")
+            .distinct()
+            if lead
+            else None
+        ),
+    )
+    keys = api_key_search(actor=request.user, team=team, **filters.filters())
+    page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "keys/key_list.html",
+        {
+            "team": team,
+            "is_lead": lead,
+            "filters": filters,
+            "page": page,
+            "filtered": any(filters.filters().values()),
+            "has_keys": visible.exists(),
+            "query": query.urlencode(),
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
+    team = _team(request, team_slug)
+    form = CreateKeyForm(request.POST or None, team=team)
+    if request.method == "POST" and form.is_valid():
+        try:
+            issued = services.api_key_create(
+                team=team, owner=request.user, actor=request.user, **form.service_arguments()
+            )
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            return _issued_key_page(request, team, issued, rotated=False)
+    return render(
+        request,
+        "keys/key_form.html",
+        {"team": team, "is_lead": is_team_lead(actor=request.user, team=team), "form": form},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@login_required
+def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
+    team = _team(request, team_slug)
+    key = _key(request, team, key_id)
+    return render(
+        request,
+        "keys/key_detail.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": key,
+            "events": key_event_list(actor=request.user, key=key)[:50],
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
+    team = _team(request, team_slug)
+    key = _key(request, team, key_id)
+    form = KeyForm(request.POST or None, team=team, key=key)
+    if request.method == "POST" and form.is_valid():
+        changes = form.changes()
+        try:
+            services.api_key_update(key=key, actor=request.user, **changes)
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            if not changes:
+                messages.info(request, "Nothing to update: no setting was changed.")
+                return redirect("keys:edit", team_slug=team.slug, key_id=key.pk)
+            messages.success(request, "Saved. Changes take effect immediately.")
+            messages.info(request, "If your tool caches its configuration, restart the tool.")
+            if "group" in changes:
+                messages.warning(
+                    request,
+                    "You changed the group. If the new group leads to unexpected behavior, "
+                    "create a new key and update your tool configuration.",
+                )
+            return redirect("keys:edit", team_slug=team.slug, key_id=key.pk)
+    return render(
+        request,
+        "keys/key_edit.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": key,
+            "form": form,
+        },
+        status=400 if form.is_bound else 200,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
+    team = _team(request, team_slug)
+    key = _key(request, team, key_id)
+    if request.method == "POST":
+        issued = services.api_key_rotate(key=key, actor=request.user)
+        return _issued_key_page(request, team, issued, rotated=True)
+    return render(
+        request,
+        "keys/key_confirm.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": key,
+            "action": "rotate",
+        },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_delete(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
+    team = _team(request, team_slug)
+    key = _key(request, team, key_id)
+    if request.method == "POST":
+        name = key.name
+        services.api_key_delete(key=key, actor=request.user)
+        messages.success(request, f"Key “{name}” deleted. Its audit trail is kept.")
+        return redirect("keys:list", team_slug=team.slug)
+    return render(
+        request,
+        "keys/key_confirm.html",
+        {
+            "team": team,
+            "is_lead": is_team_lead(actor=request.user, team=team),
+            "key": key,
+            "action": "delete",
+        },
+    )

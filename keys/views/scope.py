@@ -1,0 +1,39 @@
+"""The objects a portal URL names, looked up within the signed-in person's scope.
+
+Each lookup goes through keys.selectors, so anything outside that scope is a 404, the same
+answer as for an id that does not exist.
+"""
+
+from django.http import Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+
+from keys.models import ApiKey, ApiToken, Membership, Team
+from keys.selectors import api_key_get, api_token_list, is_team_lead, member_list, team_list
+
+
+def _team(request: HttpRequest, team_slug: str) -> Team:
+    return get_object_or_404(team_list(actor=request.user), slug=team_slug)
+
+
+def _lead_team(request: HttpRequest, team_slug: str) -> Team:
+    """The team, if the signed-in person leads it. Members get the same 404 as strangers."""
+    team = _team(request, team_slug)
+    if not is_team_lead(actor=request.user, team=team):
+        raise Http404("Only the team's leads manage its members.")
+    return team
+
+
+def _key(request: HttpRequest, team: Team, key_id: int) -> ApiKey:
+    try:
+        return api_key_get(actor=request.user, team=team, key_id=key_id)
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key.") from None
+
+
+def _membership(request: HttpRequest, team: Team, membership_id: int) -> Membership:
+    return get_object_or_404(member_list(actor=request.user, team=team), pk=membership_id)
+
+
+def _token(request: HttpRequest, token_id: int) -> ApiToken:
+    """One of the signed-in person's tokens; anyone else's is a 404, like a guessed id."""
+    return get_object_or_404(api_token_list(actor=request.user), pk=token_id)

@@ -1,0 +1,118 @@
+"""The team page, where a team's leads add members, change their roles and remove them."""
+
+from django.contrib import messages
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from keys import services
+from keys.forms import AddMemberForm, RoleForm
+from keys.models import ApiKey, Membership, Team
+from keys.selectors import api_key_list, is_team_lead, member_list
+
+from .scope import _lead_team, _membership
+
+
+def _team_page(request: HttpRequest, team: Team, add_form: AddMemberForm, status: int = 200):
+    members = member_list(actor=request.user, team=team).annotate(
+        key_count=Count("user__api_keys", filter=Q(user__api_keys__team=team))
+    )
+    return render(
+        request,
+        "keys/team.html",
+        {
+            "team": team,
+            "is_lead": True,
+            "members": members,
+            "add_form": add_form,
+            "roles": Membership.Role.choices,
+        },
+        status=status,
+    )
+
+
+def _back_to_team(request: HttpRequest, team: Team) -> HttpResponse:
+    """The team page, unless the lead just stepped down or left: then their own keys."""
+    if is_team_lead(actor=request.user, team=team):
+        return redirect("keys:team", team_slug=team.slug)
+    return redirect("keys:home")
+
+
+@login_required
+def team_detail(request: HttpRequest, team_slug: str) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    return _team_page(request, team, AddMemberForm())
+
+
+@login_required
+@require_POST
+def member_add(request: HttpRequest, team_slug: str) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    form = AddMemberForm(request.POST)
+    if form.is_valid():
+        user: AbstractBaseUser = form.cleaned_data["user"]
+        try:
+            services.membership_add(
+                team=team, user=user, role=form.cleaned_data["role"], actor=request.user
+            )
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            messages.success(request, f"{user} added to {team.name}.")
+            return redirect("keys:team", team_slug=team.slug)
+    return _team_page(request, team, form, status=400)
+
+
+@login_required
+@require_POST
+def member_role(request: HttpRequest, team_slug: str, membership_id: int) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    membership = _membership(request, team, membership_id)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_set_role(
+                membership=membership, role=form.cleaned_data["role"], actor=request.user
+            )
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(
+                request, f"{membership.user} is now {membership.get_role_display().lower()}."
+            )
+    else:
+        messages.error(request, "Choose Lead or Member.")
+    return _back_to_team(request, team)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def member_remove(request: HttpRequest, team_slug: str, membership_id: int) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    membership = _membership(request, team, membership_id)
+    if request.method == "POST":
+        try:
+            disabled = services.membership_remove(membership=membership, actor=request.user)
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(
+                request,
+                f"{membership.user} removed from {team.name}; "
+                f"{disabled} key{'s' if disabled != 1 else ''} disabled.",
+            )
+        return _back_to_team(request, team)
+    enabled_keys = (
+        api_key_list(actor=request.user, team=team)
+        .filter(owner=membership.user, status=ApiKey.Status.ENABLED)
+        .count()
+    )
+    return render(
+        request,
+        "keys/member_remove.html",
+        {"team": team, "is_lead": True, "membership": membership, "enabled_keys": enabled_keys},
+    )

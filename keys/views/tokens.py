@@ -1,0 +1,72 @@
+"""The signed-in person's own REST API tokens: list, create, revoke."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_http_methods, require_POST
+
+from keys import services
+from keys.forms import ApiTokenForm
+from keys.selectors import api_token_list
+
+from .scope import _token
+
+
+def _token_list_page(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "keys/token_list.html",
+        {"tokens": api_token_list(actor=request.user), "form": form},
+        status=status,
+    )
+
+
+@login_required
+def token_list(request: HttpRequest) -> HttpResponse:
+    return _token_list_page(request, ApiTokenForm())
+
+
+@login_required
+@require_POST
+def token_create(request: HttpRequest) -> HttpResponse:
+    form = ApiTokenForm(request.POST)
+    if form.is_valid():
+        try:
+            issued = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            # As with keys: the plaintext exists only in this POST's answer, never cached.
+            response = render(
+                request,
+                "keys/token_issued.html",
+                {
+                    "token": issued.token,
+                    "plaintext": issued.plaintext,
+                    "base_url": settings.PUBLIC_BASE_URL,
+                },
+            )
+            add_never_cache_headers(response)
+            return response
+    return _token_list_page(request, form, status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = _token(request, token_id)
+    if request.method == "POST":
+        if token.revoked_at is not None:
+            messages.info(request, f"Token “{token.name}” was already revoked.")
+        else:
+            services.api_token_revoke(token=token)
+            messages.success(
+                request,
+                f"Token “{token.name}” revoked. Requests that send it now get 401 Unauthorized.",
+            )
+        return redirect("keys:tokens")
+    return render(request, "keys/token_revoke.html", {"token": token})
