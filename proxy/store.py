@@ -218,7 +218,11 @@ async def run_db(function, *args):
 
 
 def _with_fresh_connection(function, *args):
-    # Threads outside Django's request cycle never get request_started; drop connections that
-    # have aged out or broken, as it would.
+    # Threads outside Django's request cycle never see request_started or request_finished;
+    # do what they would: drop connections that have aged out (CONN_MAX_AGE) or broken,
+    # before and after the work.
     close_old_connections()
-    return function(*args)
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()

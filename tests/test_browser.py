@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 PASSWORD = "pw-for-tests-1"
 # Expect's wait for anything the page must show; the pages are server-rendered and quick.
 TIMEOUT_MS = 10_000

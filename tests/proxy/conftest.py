@@ -24,7 +24,7 @@ from tests.factories import GroupFactory, make_key
 
 from .fake_upstream import Backend, FakeUpstream
 
-CLAUDE = "claude-sonnet-4-5"
+CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-4o"
 ANTHROPIC_SECRET = "sk-ant-upstream-credential-do-not-leak"
 OPENAI_SECRET = "sk-openai-upstream-credential-do-not-leak"
@@ -144,12 +144,14 @@ def relay(transactional_db, relay_server, fake_upstream, prices, team, member):
 
 
 def usage_events(timeout: float = 5.0, *, count: int = 1, **filters) -> list[UsageEvent]:
-    """Wait until `count` usage events match (recording happens after the response)."""
+    """Wait until `count` usage events match (recording happens after the response), in the
+    order the requests arrived: on the embedded default the rows are written from threads, so
+    their ids need not follow the requests."""
     deadline = time.monotonic() + timeout
     while True:
         if settings.REDIS_URL:
             ledger.ingest_usage_stream()
-        events = list(UsageEvent.objects.filter(**filters).order_by("id"))
+        events = list(UsageEvent.objects.filter(**filters).order_by("created_at", "id"))
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.02)
