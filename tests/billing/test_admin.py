@@ -3,16 +3,12 @@
 from decimal import Decimal
 
 import pytest
-from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import ModelPrice, UsageDaily, UsageEvent
+from tests.admin_pages import assert_sent_to_login, url
 
 from .factories import ModelPriceFactory, UsageEventFactory
-
-
-def url(name: str, *args) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 @pytest.fixture
@@ -57,17 +53,11 @@ def test_every_page_renders_for_staff(admin_client, admin_pages):
 
 def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
     client.force_login(member)
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def test_anonymous_is_sent_to_login(client, admin_pages):
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def price_data(**overrides) -> dict:

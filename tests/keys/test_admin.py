@@ -11,7 +11,6 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.urls import reverse
 from django.utils import timezone
 
 from keys import services
@@ -19,15 +18,12 @@ from keys.admin import ApiKeyAdmin, GroupAdminForm
 from keys.cache import key_state_cache_key
 from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
+from tests.admin_pages import assert_sent_to_login, url
 
 from ..factories import GroupFactory, MembershipFactory, TeamFactory, UserFactory, make_key
 
 ISSUED_KEY = re.compile(r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>')
 ISSUED_TOKEN = re.compile(r'<code class="issued-key">(hcat_[A-Za-z0-9_-]+)</code>')
-
-
-def url(name: str, *args) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 def row(key: ApiKey) -> dict:
@@ -114,17 +110,11 @@ def test_every_page_renders_for_staff(admin_client, admin_pages):
 
 def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
     client.force_login(member)
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def test_anonymous_is_sent_to_login(client, admin_pages):
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def test_non_staff_member_cannot_act_on_keys(client, member, key):

@@ -268,6 +268,8 @@ class FakeUpstream:
                 await asyncio.to_thread(backend.release.wait, 10)
             if backend.pause_seconds:
                 await asyncio.sleep(backend.pause_seconds)
-        await response.write_eof()
+        # Counted once the last event is written and before the stream closes: the relay ends
+        # the client's response when the upstream's ends, so the count is visible by then.
         backend.finished_streams += 1
+        await response.write_eof()
         return response

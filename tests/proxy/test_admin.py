@@ -6,7 +6,6 @@ import pytest
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.core.cache import cache
-from django.urls import reverse
 
 from keys.admin import GroupAdmin
 from keys.cache import key_state_cache_key
@@ -14,12 +13,9 @@ from keys.models import Group
 from proxy.admin import ChannelAdmin, GroupWithRoutesAdmin
 from proxy.models import Channel, Route
 from proxy.services import channel_save
+from tests.admin_pages import assert_sent_to_login, url
 
 SECRET = "sk-ant-upstream-secret-0123456789"
-
-
-def url(name: str, *args) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 @pytest.fixture
@@ -60,17 +56,11 @@ def test_every_page_renders_for_staff_without_the_credential(admin_client, admin
 
 def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
     client.force_login(member)
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def test_anonymous_is_sent_to_login(client, admin_pages):
-    for page in admin_pages:
-        response = client.get(page)
-        assert response.status_code == 302, page
-        assert response["Location"] == f"{url('login')}?next={page}"
+    assert_sent_to_login(client, admin_pages)
 
 
 def test_group_admin_is_the_one_with_routes():
