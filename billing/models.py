@@ -31,10 +31,20 @@ class ModelPrice(models.Model):
 class UsageEvent(models.Model):
     """One row per proxied request. Kept when its key is deleted, for the team's books."""
 
+    # No single-column indexes on key and team: the composite (key, created_at) and
+    # (team, created_at) indexes below serve those lookups too, and every index is written
+    # again for each ingested row and again when settlement stamps it.
     key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_events",
+        db_index=False,
     )
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_events")
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+    )
     group = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_events"
     )
