@@ -34,11 +34,12 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import DecimalField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from psycopg import sql
 
 from keys.models import ApiKey
+from keys.services import api_key_mark_used
 
 from .models import UsageEvent
 
@@ -215,10 +216,7 @@ def _refresh_last_used(records: list[UsageRecord]) -> None:
         refreshed = _last_used_refreshed.get(key_id)
         if refreshed is not None and used_at - refreshed < LAST_USED_PRECISION:
             continue
-        # The filter makes the UPDATE a no-op when another process refreshed it recently.
-        ApiKey.objects.filter(pk=key_id).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used_at - LAST_USED_PRECISION)
-        ).update(last_used_at=used_at)
+        api_key_mark_used(key_id=key_id, used_at=used_at, precision=LAST_USED_PRECISION)
         _last_used_refreshed[key_id] = used_at
 
 

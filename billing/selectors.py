@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.contrib.auth.base_user import AbstractBaseUser as User
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from keys import selectors as key_selectors
 from keys.models import ApiKey, Team
 
 from .models import UsageDaily, UsageEvent
@@ -130,6 +132,24 @@ def usage_event_list(*, key: ApiKey) -> QuerySet[UsageEvent]:
     """A key's requests, newest first, scoped by the key's team as well as the key. The caller
     has already checked that the actor may see the key."""
     return UsageEvent.objects.filter(team_id=key.team_id, key=key).order_by("-created_at", "-id")
+
+
+def usage_event_list_for(*, actor: User) -> QuerySet[UsageEvent]:
+    """Every usage event the actor may see, across their teams (see `_visible_to`)."""
+    return _visible_to(actor, UsageEvent.objects.all())
+
+
+def usage_daily_list_for(*, actor: User) -> QuerySet[UsageDaily]:
+    """Every daily rollup row the actor may see, across their teams (see `_visible_to`)."""
+    return _visible_to(actor, UsageDaily.objects.all())
+
+
+def _visible_to(actor: User, rows: QuerySet) -> QuerySet:
+    """A lead sees every row of the teams they lead (a deleted key's too); a member sees the
+    rows of their own keys. Both rules come from keys.selectors, which decide the key lists."""
+    led_teams = key_selectors.team_list_led(actor=actor)
+    own_keys = key_selectors.api_key_search_all_teams(actor=actor).values("pk")
+    return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
 
 
 def _team_rollups(team: Team) -> QuerySet[UsageDaily]:

@@ -10,7 +10,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from keys.models import ApiKey
+from keys.services import api_key_add_spend
 
 from . import ledger
 from .models import UsageDaily, UsageEvent
@@ -97,7 +97,7 @@ def _add_to_key_totals(events: list[dict]) -> list[int]:
     # Ascending key order: two settling workers lock the same rows in the same order and so
     # cannot deadlock each other.
     for key_id in sorted(charged_by_key):
-        ApiKey.objects.filter(pk=key_id).update(spent_usd=F("spent_usd") + charged_by_key[key_id])
+        api_key_add_spend(key_id=key_id, amount=charged_by_key[key_id])
     return sorted(charged_by_key)
 
 

@@ -4,6 +4,7 @@ Anything outside an actor's scope is simply absent from these querysets, so the 
 answer 404 for another team's objects, never 403 (which would confirm they exist).
 """
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -105,6 +106,17 @@ def api_key_search_all_teams(
     for each_team in teams:
         keys = keys | api_key_search(actor=actor, team=each_team, **filters)
     return keys
+
+
+def owner_list(*, team: Team) -> QuerySet:
+    """People who own or may own keys of `team`: its members, and former members who still
+    own (disabled) keys there."""
+    return (
+        get_user_model()
+        .objects.filter(Q(memberships__team=team) | Q(api_keys__team=team))
+        .order_by("username")
+        .distinct()
+    )
 
 
 def team_list_led(*, actor: User) -> QuerySet[Team]:

@@ -1,16 +1,15 @@
 """Usage for the API: raw events and daily totals, each within what the caller may see.
 
-A lead sees every row of the teams they lead (a deleted key's too); a member sees the rows of
-their own keys. Both rules come from keys.selectors, the same that decide the key lists.
+Scoping to the caller comes from billing.selectors (usage_event_list_for, usage_daily_list_for).
 """
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 
-from billing.models import UsageDaily, UsageEvent
-from keys import selectors
+from billing import selectors
+from billing.models import UsageEvent
 from keys.api.schema import FIELD_ERRORS
 
 from .serializers import (
@@ -21,17 +20,11 @@ from .serializers import (
 )
 
 
-def _visible(rows: QuerySet, actor) -> QuerySet:
-    led_teams = selectors.team_list_led(actor=actor)
-    own_keys = selectors.api_key_search_all_teams(actor=actor).values("pk")
-    return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
-
-
 def _filtered(rows: QuerySet, request: Request, filter_class) -> tuple[QuerySet, dict]:
+    """Narrow rows already scoped to the caller by the query's filters."""
     serializer = filter_class(data=request.query_params)
     serializer.is_valid(raise_exception=True)
     filters = serializer.validated_data
-    rows = _visible(rows, request.user)
     if "team" in filters:
         rows = rows.filter(team__slug=filters["team"])
     if "key" in filters:
@@ -54,7 +47,9 @@ class UsageEventListView(ListAPIView):
 
     def get_queryset(self) -> QuerySet[UsageEvent]:
         events, filters = _filtered(
-            UsageEvent.objects.all(), self.request, UsageEventFilterSerializer
+            selectors.usage_event_list_for(actor=self.request.user),
+            self.request,
+            UsageEventFilterSerializer,
         )
         if "since" in filters:
             events = events.filter(created_at__gte=filters["since"])
@@ -77,7 +72,9 @@ class UsageDailyListView(ListAPIView):
 
     def get_queryset(self) -> QuerySet:
         rows, filters = _filtered(
-            UsageDaily.objects.all(), self.request, UsageDailyFilterSerializer
+            selectors.usage_daily_list_for(actor=self.request.user),
+            self.request,
+            UsageDailyFilterSerializer,
         )
         if "since" in filters:
             rows = rows.filter(day__gte=filters["since"])

@@ -29,17 +29,20 @@ from .tokens import (
     api_token_mark_used,
     api_token_revoke,
 )
+from .usage import api_key_add_spend, api_key_mark_used
 
 __all__ = [
     "API_TOKEN_LAST_USED_RESOLUTION_SECONDS",
     "EDITABLE_FIELDS",
     "IssuedApiToken",
     "IssuedKey",
+    "api_key_add_spend",
     "api_key_create",
     "api_key_delete",
     "api_key_disable",
     "api_key_enable",
     "api_key_expire",
+    "api_key_mark_used",
     "api_key_rotate",
     "api_key_update",
     "api_token_create",

@@ -3,7 +3,6 @@ a key."""
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -22,6 +21,7 @@ from keys.selectors import (
     group_list_for_team,
     is_team_lead,
     key_event_list,
+    owner_list,
     team_list,
 )
 
@@ -69,15 +69,7 @@ def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
         groups=Group.objects.filter(
             Q(pk__in=visible.values("group_id")) | Q(pk__in=group_list_for_team(team=team))
         ).order_by("name"),
-        # Former members still own (disabled) keys, so they stay in the owner filter.
-        owners=(
-            get_user_model()
-            .objects.filter(Q(memberships__team=team) | Q(api_keys__team=team))
-            .order_by("username")
-            .distinct()
-            if lead
-            else None
-        ),
+        owners=owner_list(team=team) if lead else None,
     )
     keys = api_key_search(actor=request.user, team=team, **filters.filters())
     page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))

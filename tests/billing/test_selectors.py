@@ -12,6 +12,8 @@ from billing.selectors import (
     daily_spend,
     spend_by_key,
     spend_by_model,
+    usage_daily_list_for,
+    usage_event_list_for,
 )
 from billing.services import settle_usage
 from keys.services import api_key_delete
@@ -184,3 +186,19 @@ def test_an_empty_team_has_no_spend(other_team, today):
     assert daily_spend(team=other_team, days=1) == [
         DaySpend(day=today, requests=0, cost_usd=ZERO, charged_usd=ZERO)
     ]
+
+
+def test_usage_visible_to_lead_member_and_outsider(team, lead, member, group, outsider):
+    own = UsageEventFactory(key=make_key(team=team, owner=member, group=group).key)
+    leads = UsageEventFactory(key=make_key(team=team, owner=lead, group=group).key)
+    settle_usage()
+
+    assert set(usage_event_list_for(actor=lead)) == {own, leads}
+    assert set(usage_event_list_for(actor=member)) == {own}
+    assert list(usage_event_list_for(actor=outsider)) == []
+    assert set(usage_daily_list_for(actor=lead).values_list("key_id", flat=True)) == {
+        own.key_id,
+        leads.key_id,
+    }
+    assert list(usage_daily_list_for(actor=member).values_list("key_id", flat=True)) == [own.key_id]
+    assert not usage_daily_list_for(actor=outsider).exists()
