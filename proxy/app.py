@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
+import redis.exceptions
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 
 from billing.ledger import UsageRecord
@@ -29,6 +31,7 @@ from . import errors, gate, mock
 from .errors import RelayError, Shape
 from .keystate import ChannelState, KeyState, provider_matches
 from .prices import PriceTable
+from .redis_client import RedisError
 from .store import LocalStore, RedisStore, make_store
 from .upstream import UpstreamFailure, UpstreamResponse, Upstreams
 from .usage import SSESplitter, Usage, event_json
@@ -218,6 +221,12 @@ class RelayApp:
                 raise
         except RelayError as error:
             await exchange.refuse(error)
+            return state.key_id if state else None
+        except (RedisError, redis.exceptions.ConnectionError, OperationalError):
+            # Redis (key state, quota, rate limit) or the database (a key not cached yet) is
+            # down: a retryable 503, which the SDKs retry on their own.
+            logger.exception("Relay state unavailable")
+            await exchange.refuse(errors.relay_unavailable())
             return state.key_id if state else None
         await self.forward(exchange, endpoint, state, body, price)
         return state.key_id

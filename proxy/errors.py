@@ -172,6 +172,18 @@ def no_channel(message: str) -> RelayError:
     return RelayError(502, "api_error", "api_error", "upstream_unavailable", message)
 
 
+def relay_unavailable() -> RelayError:
+    """The relay's own state (Redis, the database) could not be reached: a retryable 503."""
+    return RelayError(
+        503,
+        "api_error",
+        "api_error",
+        "service_unavailable",
+        "The relay is briefly unable to check this key. Try again in a moment.",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
 def _size(limit_bytes: int) -> str:
     mib = limit_bytes / (1024 * 1024)
     return f"{mib:g} MiB" if limit_bytes >= 1024 * 1024 else f"{limit_bytes} bytes"

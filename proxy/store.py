@@ -1,9 +1,10 @@
 """The relay's shared state: key snapshots, quota admission and usage recording.
 
 Two backends with one interface:
-  - RedisStore (REDIS_URL set, production): async Redis, so no thread hop on the hot path, and
-    every worker process shares snapshots, reservations and running totals. Compound steps
-    are Lua scripts, so they are atomic across processes.
+  - RedisStore (REDIS_URL set, production): async Redis over one multiplexed connection per
+    process (proxy.redis_client), so no thread hop on the hot path, and every worker process
+    shares snapshots, reservations and running totals. Compound steps are Lua scripts, so they
+    are atomic across processes.
   - LocalStore (the embedded default): Django's local-memory cache in this one process, which
     is also where the services delete snapshots; no I/O, so it is called on the event loop.
 
@@ -20,8 +21,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
-import redis.asyncio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
@@ -31,6 +32,7 @@ from billing import ledger
 from keys.cache import key_state_cache_key
 
 from .keystate import state_cache_name
+from .redis_client import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -76,32 +78,18 @@ return 1
 """
 
 
-# Connections to Redis per worker process. redis-py's default pool refuses a command outright
-# ("Too many connections") once 100 are in use, and under load a worker has one command in
-# flight per request, so 256 concurrent clients turned into 500s (measured in bench/). The
-# blocking pool makes a request wait its turn for a connection instead; a command takes well
-# under a millisecond, so the wait is short, and Redis sees a bounded number of clients.
-REDIS_CONNECTIONS = 64
-# Longer than any healthy wait; a Redis that stays this slow fails the request.
-REDIS_CONNECTION_WAIT_SECONDS = 10
-
-
 class RedisStore:
     def __init__(self, url: str) -> None:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT_SECONDS
-        )
-        # from_pool: the client owns the pool, so close() closes its connections too.
-        self.redis = redis.asyncio.Redis.from_pool(pool)
-        self._admit = self.redis.register_script(_ADMIT)
-        self._record = self.redis.register_script(_RECORD)
+        self.redis = RedisClient(url)
+        self._admit = self.redis.script(_ADMIT)
+        self._record = self.redis.script(_RECORD)
         self._stream = ledger.usage_stream_name()
 
     async def get_key_state(self, digest: str) -> bytes | None:
-        return await self.redis.get(state_cache_name(digest))
+        return await self.redis.execute("GET", state_cache_name(digest))
 
     async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
-        await self.redis.set(state_cache_name(digest), raw, ex=seconds)
+        await self.redis.execute("SET", state_cache_name(digest), raw, "EX", seconds)
 
     async def admit(
         self,
@@ -122,7 +110,7 @@ class RedisStore:
         return Admission(bool(result[0]), int(result[1]), int(result[2]))
 
     async def release(self, *, key_id: int, request_id: str) -> None:
-        await self.redis.hdel(_reservations(key_id), request_id)
+        await self.redis.execute("HDEL", _reservations(key_id), request_id)
 
     async def record(self, record: ledger.UsageRecord) -> None:
         await self._record(
@@ -131,13 +119,16 @@ class RedisStore:
         )
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.redis.close()
 
 
+# The cache backend's own names (prefix and version applied), worked out once per key.
+@lru_cache(maxsize=4096)
 def _total(key_id: int) -> str:
     return cache.make_key(ledger.spend_total_cache_key(key_id))
 
 
+@lru_cache(maxsize=4096)
 def _reservations(key_id: int) -> str:
     return cache.make_key(ledger.reservations_cache_key(key_id))
 

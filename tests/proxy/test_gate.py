@@ -2,6 +2,7 @@
 and changes made through the services obeyed by the very next request."""
 
 import json
+import socket
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -14,6 +15,7 @@ from billing.models import UsageEvent
 from keys import services
 from keys.cache import key_state_cache_key
 from keys.models import ApiKey
+from proxy.store import RedisStore
 from tests.factories import GroupFactory
 
 from .conftest import CLAUDE, GPT, usage_events
@@ -484,3 +486,29 @@ def test_portal_paths_still_reach_django(relay):
 
     assert response.status == 200
     assert response.json() == {"status": "ok"}
+
+
+# --- the relay's own state unreachable ------------------------------------------------------
+
+UNAVAILABLE = "The relay is briefly unable to check this key. Try again in a moment."
+
+
+def test_unreachable_state_store_is_a_retryable_503(relay, relay_server):
+    """Redis down: the key cannot be checked, so nothing is forwarded; the SDKs retry a 503."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    _, app = relay_server
+    working = app._store
+    app._store = RedisStore(dead_url)
+    try:
+        anthropic = relay.call("POST", "/v1/messages", MESSAGE)
+        openai = relay.call("POST", "/v1/chat/completions", CHAT)
+    finally:
+        app._store = working
+
+    assert_anthropic_error(anthropic, 503, "api_error", UNAVAILABLE)
+    assert anthropic.headers["retry-after"] == "1"
+    assert_openai_error(openai, 503, "api_error", "service_unavailable", UNAVAILABLE)
+    assert_nothing_forwarded_or_recorded(relay)
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200

@@ -1,0 +1,214 @@
+"""The relay's Redis client: one multiplexed connection per worker process.
+
+Why not redis-py's asyncio client: measured in bench/, its per-command bookkeeping (checking a
+connection out of a pool under a lock and an asyncio timeout, then back in) was a fifth of the
+relay workers' CPU, and the relay sends two or three commands per request. Redis answers the
+commands on one connection in the order it received them, so a single connection can carry
+every in-flight request's commands at once: each command is written straight to the socket
+and queues a future, and each reply completes the oldest future. hiredis (the parser redis-py
+itself uses) decodes the replies. Redis runs commands one at a time anyway, so one connection
+per process costs no parallelism.
+
+A connection that breaks fails the commands waiting on it and is replaced by the next command.
+A reply that takes longer than `command_timeout` means the connection is stuck; it is dropped,
+which fails everything waiting on it rather than letting requests hang.
+"""
+
+import asyncio
+import hashlib
+import ssl
+from collections import deque
+
+import hiredis
+from redis.connection import SSLConnection, parse_url
+
+# Longer than any healthy reply (each command is a key lookup or a short script); a stuck
+# connection is dropped after this, failing what waits on it.
+COMMAND_TIMEOUT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class RedisError(Exception):
+    """Redis could not be used: no connection, a dropped one, or an error reply."""
+
+
+class RedisConnectionError(RedisError):
+    pass
+
+
+class RedisReplyError(RedisError):
+    """Redis answered the command with an error (the connection stays usable)."""
+
+
+def encode_command(args: tuple) -> bytes:
+    """A command as a RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader()
+        # Futures of the commands written and not answered yet, oldest first, with the time
+        # each was sent.
+        self.waiting: deque[tuple[asyncio.Future, float]] = deque()
+        self.lost = False
+        self.lost_reason = "the connection to Redis was lost"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError:
+                self.drop("Redis sent a reply that could not be parsed")
+                return
+            if reply is False:
+                return
+            if not self.waiting:
+                self.drop("Redis sent a reply nobody asked for")
+                return
+            future, _ = self.waiting.popleft()
+            if future.done():  # Its caller was cancelled; the reply is still consumed in order.
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(RedisReplyError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiting:
+            future, _ = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(RedisConnectionError(self.lost_reason))
+
+    def drop(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows and fails what is waiting
+
+
+class RedisClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        command_timeout: float = COMMAND_TIMEOUT_SECONDS,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._options = parse_url(url)
+        self._command_timeout = command_timeout
+        self._connect_timeout = connect_timeout
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def execute(self, *args: str | bytes | int):
+        """Send one command; return its reply (bytes, int, None or a list of them)."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            connection = await self._connect()
+        return await self._send(connection, args)
+
+    def script(self, source: str) -> "Script":
+        return Script(self, source)
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()
+        self._connection = None
+
+    def _send(self, connection: _Connection, args: tuple) -> asyncio.Future:
+        loop = self._loop
+        future = loop.create_future()
+        connection.waiting.append((future, loop.time()))
+        connection.transport.write(encode_command(args))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._command_timeout, self._check_stuck)
+        return future
+
+    def _check_stuck(self) -> None:
+        self._watchdog = None
+        connection = self._connection
+        if connection is None or connection.lost or not connection.waiting:
+            return
+        _, sent = connection.waiting[0]
+        waited = self._loop.time() - sent
+        if waited >= self._command_timeout:
+            connection.drop(f"Redis did not answer within {self._command_timeout:g} s")
+            return
+        self._watchdog = self._loop.call_later(self._command_timeout - waited, self._check_stuck)
+
+    async def _connect(self) -> _Connection:
+        async with self._connecting:
+            if self._connection is not None and not self._connection.lost:
+                return self._connection
+            self._loop = asyncio.get_running_loop()
+            options = self._options
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    connection = await self._open(options)
+            except (OSError, TimeoutError) as error:
+                raise RedisConnectionError(
+                    f"could not connect to Redis ({type(error).__name__})"
+                ) from None
+            self._connection = connection
+            return connection
+
+    async def _open(self, options: dict) -> _Connection:
+        """Connect, then authenticate and select the database the URL names."""
+        if "path" in options:
+            _, connection = await self._loop.create_unix_connection(_Connection, options["path"])
+        else:
+            secure = options.get("connection_class") is SSLConnection
+            _, connection = await self._loop.create_connection(
+                _Connection,
+                options.get("host", "localhost"),
+                options.get("port", 6379),
+                ssl=ssl.create_default_context() if secure else None,
+            )
+        try:
+            if options.get("password"):
+                credentials = [options.get("username"), options["password"]]
+                await self._send(connection, ("AUTH", *filter(None, credentials)))
+            if options.get("db"):
+                await self._send(connection, ("SELECT", options["db"]))
+        except BaseException:
+            connection.transport.close()
+            raise
+        return connection
+
+
+class Script:
+    """A Lua script run by its SHA-1 (EVALSHA), loaded with EVAL when Redis does not know it
+    (first use, or after a restart or SCRIPT FLUSH)."""
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self._client = client
+        self._source = source
+        # SHA-1 because it is the name Redis gives scripts, not for security.
+        self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, *, keys: list[str], args: list[str | bytes | int]):
+        try:
+            return await self._client.execute("EVALSHA", self._sha, len(keys), *keys, *args)
+        except RedisReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        return await self._client.execute("EVAL", self._source, len(keys), *keys, *args)
