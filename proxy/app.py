@@ -317,9 +317,7 @@ class RelayApp:
         upstream_body: bytes,
     ) -> Answer:
         if channel.provider == "mock":
-            return mock.respond(
-                endpoint=endpoint.kind, payload=payload, request_bytes=len(upstream_body)
-            )
+            return mock.respond(endpoint=endpoint.kind, payload=payload, request=upstream_body)
         scope = exchange.scope
         response = await self.upstreams.open(
             channel,
@@ -403,7 +401,7 @@ class RelayApp:
         price: PriceRow,
         usage: Usage,
     ) -> None:
-        usage.estimate_missing(request_bytes=len(body.raw))
+        usage.estimate_missing(request=body.raw)
         cost, charged = price_usage(
             prices=price,
             input_tokens=usage.input_tokens,

@@ -33,6 +33,7 @@ from .keystate import (
 )
 from .prices import PriceTable
 from .store import LocalStore, RedisStore, rebuild_spend_total, run_db
+from .usage import approx_tokens
 
 # A key is KEY_PREFIX + 43 URL-safe characters; anything far from that shape is refused
 # without touching the cache.
@@ -171,15 +172,16 @@ def estimate_charge_units(
 ) -> int:
     """A deliberately high estimate of the request's charge, reserved at admission.
 
-    Input: one token per four bytes of request (JSON syntax makes that generous), priced as
-    cache writes when those cost more than plain input, since the relay cannot know which the
-    upstream will bill. Output: the request's max_tokens, which the upstream never exceeds."""
+    Input: the whole request body's approximate tokens (proxy.usage.approx_tokens; its JSON
+    syntax makes that generous), priced as cache writes when those cost more than plain input,
+    since the relay cannot know which the upstream will bill. Output: the request's
+    max_tokens, which the upstream never exceeds."""
     output = 0
     if counts_output:
         payload = body.payload or {}
         requested = payload.get("max_tokens") or payload.get("max_completion_tokens")
         output = requested if isinstance(requested, int) and requested > 0 else DEFAULT_MAX_TOKENS
-    input_tokens = len(body.raw) // 4
+    input_tokens = approx_tokens(body.raw)
     as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
     _, charged = price_usage(
         prices=price,

@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
-from .usage import CHARS_PER_TOKEN
+from .usage import approx_tokens
 
 
 def _text(model: str) -> str:
@@ -28,7 +28,7 @@ def _words(text: str) -> list[str]:
 
 
 def _tokens(text: str) -> int:
-    return max(1, -(-len(text) // CHARS_PER_TOKEN))
+    return max(1, approx_tokens(text))
 
 
 def _sse(event: str | None, payload: dict | str) -> bytes:
@@ -57,9 +57,9 @@ class MockResponse:
         self._parts = []
 
 
-def respond(*, endpoint: str, payload: dict, request_bytes: int) -> MockResponse:
+def respond(*, endpoint: str, payload: dict, request: bytes) -> MockResponse:
     model = str(payload.get("model", "mock"))
-    input_tokens = max(1, request_bytes // CHARS_PER_TOKEN)
+    input_tokens = max(1, approx_tokens(request))
     if endpoint == "count_tokens":
         return _json({"input_tokens": input_tokens})
     text = _text(model)

@@ -28,10 +28,11 @@ MESSAGE = {
 # What the fake upstream bills per request: 25 input, 10 cache-write, 5 cache-read and 200
 # output tokens at 3 / 3.75 / 0.30 / 15 $/MTok, x 1.5.
 CHARGE = Decimal("0.004671")
-# The relay's reservation for MESSAGE as the SDK sends it (compact JSON): (bytes // 4) input
-# tokens priced as cache writes (3.75 > 3 $/MTok) plus max_tokens of output, x 1.5.
+# The relay's reservation for MESSAGE as the SDK sends it (compact ASCII JSON): bytes / 4
+# (rounded up) input tokens priced as cache writes (3.75 > 3 $/MTok) plus max_tokens of output,
+# x 1.5.
 _BODY_BYTES = len(json.dumps(MESSAGE, separators=(",", ":")))
-ESTIMATE = (Decimal(_BODY_BYTES // 4) * Decimal("3.75") + 200 * 15) / 10**6 * Decimal("1.5")
+ESTIMATE = (Decimal(-(-_BODY_BYTES // 4)) * Decimal("3.75") + 200 * 15) / 10**6 * Decimal("1.5")
 
 
 def test_concurrent_streams_overshoot_at_most_one_request(relay, member):
