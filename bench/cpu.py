@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Groups that are a gunicorn master and its workers: each worker's share is shown too.
+_WORKER_GROUPS = ("relay", "floor")
 
 
 def _process_ticks() -> dict[int, int]:
@@ -22,10 +24,25 @@ def _process_ticks() -> dict[int, int]:
     return ticks
 
 
-def _machine_busy_seconds() -> float:
+def machine_seconds() -> dict[str, float]:
+    """The machine's CPU time so far, all vCPUs together, from the `cpu` line of /proc/stat:
+    busy (user, nice, system, irq, softirq), idle (idle, iowait), and steal: time a vCPU
+    was ready to run but the hypervisor gave its physical core to someone else. Steal is
+    neither busy nor idle here (it used to count as busy)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return {
+        "busy": (user + nice + system + irq + softirq) / CLOCK_TICKS,
+        "idle": (idle + iowait) / CLOCK_TICKS,
+        "steal": steal / CLOCK_TICKS,
+    }
+
+
+def steal_share(started: dict[str, float], ended: dict[str, float]) -> float:
+    """Steal as a share of all vCPU time between two machine_seconds() samples."""
+    used = {name: ended[name] - started[name] for name in ended}
+    return used["steal"] / max(sum(used.values()), 1e-9)
 
 
 @dataclass
@@ -37,7 +54,8 @@ class CpuMeter:
     machine's total comes from /proc/stat, and on this VM it is the one to believe: under the
     relay's load the processes' own times add up to a third of a core less than it, while a
     nice-19 busy loop run alongside got only what /proc/stat called idle. So "unattributed"
-    (the difference) is real work, mostly the kernel's loopback networking."""
+    (the difference) is real work, mostly the kernel's loopback networking. "steal" is the
+    vCPU time the hypervisor gave to someone else during the measurement, in cores too."""
 
     groups: dict
     started: dict = field(default_factory=dict)
@@ -48,7 +66,7 @@ class CpuMeter:
             "ticks": _process_ticks(),
             "pids": {name: set(pids()) for name, pids in self.groups.items()},
             "client": children.ru_utime + children.ru_stime,
-            "machine": _machine_busy_seconds(),
+            "machine": machine_seconds(),
             "wall": time.monotonic(),
         }
 
@@ -70,19 +88,26 @@ class CpuMeter:
             pids = (ended["pids"][name] | self.started["pids"][name]) & used.keys()
             cores[name] = sum(used[pid] for pid in pids)
             grouped |= pids
-        # Each relay worker on its own: connections are not always spread evenly.
-        workers = sorted(
-            (used[pid] for pid in ended["pids"].get("relay", ()) if pid in used), reverse=True
-        )
-        cores["relay_workers"] = [share for share in workers if share >= 0.005]
+        # Each server worker on its own: connections are not always spread evenly.
+        for name in _WORKER_GROUPS:
+            workers = sorted(
+                (used[pid] for pid in ended["pids"].get(name, ()) if pid in used), reverse=True
+            )
+            cores[f"{name}_workers"] = [share for share in workers if share >= 0.005]
         cores["other"] = sum(share for pid, share in used.items() if pid not in grouped)
-        cores["machine"] = (ended["machine"] - self.started["machine"]) / wall
+        machine = {
+            name: (ended["machine"][name] - self.started["machine"][name]) / wall
+            for name in ("busy", "steal")
+        }
+        cores["machine"] = machine["busy"]
+        cores["steal"] = machine["steal"]
         cores["unattributed"] = max(0.0, cores["machine"] - sum(used.values()) - cores["client"])
         return cores
 
 
 _COMPONENTS = [
     "relay",
+    "floor",
     "upstream",
     "client",
     "redis",
@@ -94,10 +119,19 @@ _COMPONENTS = [
 
 
 def cpu_text(cpu: dict) -> str:
-    parts = [f"{name} {cpu[name]:.2f}" for name in _COMPONENTS if cpu.get(name, 0) >= 0.005]
-    if cpu.get("relay", 0) >= 0.005 and len(cpu.get("relay_workers", [])) > 1:
-        parts[0] += " (" + " + ".join(f"{share:.2f}" for share in cpu["relay_workers"]) + ")"
-    return f"{cpu['machine']:.2f} busy: " + ", ".join(parts)
+    parts = []
+    for name in _COMPONENTS:
+        if cpu.get(name, 0) < 0.005:
+            continue
+        part = f"{name} {cpu[name]:.2f}"
+        workers = cpu.get(f"{name}_workers", [])
+        if len(workers) > 1:
+            part += " (" + " + ".join(f"{share:.2f}" for share in workers) + ")"
+        parts.append(part)
+    text = f"{cpu['machine']:.2f} busy: " + ", ".join(parts)
+    if cpu.get("steal", 0) >= 0.005:
+        text += f"; steal {cpu['steal']:.2f}"
+    return text
 
 
 def background_load(seconds: float = 3.0) -> float:

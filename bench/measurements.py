@@ -222,7 +222,9 @@ def measure_latency(bench: Bench, seconds: float) -> dict:
     bench.quiet("latency")
     print("Latency at concurrency 1 (non-streaming, upstream answers at once)", flush=True)
     results = {}
-    for target in ("direct", "relay"):
+    # The floor (bench/floor.py) is the leanest Python forwarder under the same server
+    # command: relay minus floor is the relay's own work, floor minus direct the machine's.
+    for target in ("direct", "floor", "relay"):
         bench.wrk(target, connections=1, seconds=2, delay_ms=0, threads=1, warm_up=True)
         results[target] = bench.wrk(target, connections=1, seconds=seconds, delay_ms=0, threads=1)
     celery = [name for name in ("celery-worker", "celery-beat") if name in bench.processes.started]
@@ -253,7 +255,7 @@ def measure_throughput(bench: Bench, levels: list[int], seconds: float) -> dict:
     bench.quiet("throughput")
     print("Throughput, upstream answering after 20 ms", flush=True)
     results: dict[tuple[str, int], WrkResult] = {}
-    for target in ("direct", "relay"):
+    for target in ("direct", "floor", "relay"):
         bench.wrk(target, connections=64, seconds=2, delay_ms=20, warm_up=True)
         for connections in levels:
             results[target, connections] = bench.wrk(

@@ -14,6 +14,10 @@ def _ms(value: float) -> str:
     return f"{value:.2f} ms"
 
 
+def _signed_ms(value: float) -> str:
+    return f"{'+' if value >= 0 else '−'}{abs(value):.2f} ms"
+
+
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
@@ -83,32 +87,52 @@ def report(
         "upstream, Redis, PostgreSQL and Celery**: every relayed figure is what is left "
         "after the client's own CPU (the `cpu` column shows who used the cores).",
         "",
+        "**Floor** = the same client through the leanest Python forwarder under the same "
+        "server command (`bench/floor.py`: a bare ASGI app forwarding with one aiohttp session, "
+        "no Django, no Redis): floor minus direct is what this machine charges any Python "
+        "forwarder, and relay minus floor (*relay over floor*) is the relay's own work. The "
+        "floor is context; the targets compare the relay with direct.",
+        "",
         "## Summary",
         "",
-        "| measurement | direct | through relay | added / ratio | target | |",
-        "|---|---|---|---|---|---|",
+        "| measurement | direct | floor | through relay | added / ratio | relay over floor "
+        "| target | |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     if latency:
         direct, relay = latency["direct"], latency["relay"]
+        floor = latency.get("floor")
+        floor_p50 = _ms(floor.p50_ms) if floor else ""
+        floor_p99 = _ms(floor.p99_ms) if floor else ""
+        over_p50 = _signed_ms(relay.p50_ms - floor.p50_ms) if floor else ""
+        over_p99 = _signed_ms(relay.p99_ms - floor.p99_ms) if floor else ""
         lines.append(
-            f"| latency p50, concurrency 1, non-streaming | {_ms(direct.p50_ms)} | "
-            f"{_ms(relay.p50_ms)} | +{_ms(relay.p50_ms - direct.p50_ms)} | | |"
+            f"| latency p50, concurrency 1, non-streaming | {_ms(direct.p50_ms)} | {floor_p50} | "
+            f"{_ms(relay.p50_ms)} | +{_ms(relay.p50_ms - direct.p50_ms)} | {over_p50} | | |"
         )
         added = relay.p99_ms - direct.p99_ms
         lines.append(
             f"| latency p99, concurrency 1, non-streaming (usage ingestion running) | "
-            f"{_ms(direct.p99_ms)} | "
-            f"{_ms(relay.p99_ms)} | +{_ms(added)} | added < {TARGET_ADDED_P99_C1_MS:g} ms | "
+            f"{_ms(direct.p99_ms)} | {floor_p99} | "
+            f"{_ms(relay.p99_ms)} | +{_ms(added)} | {over_p99} | "
+            f"added < {TARGET_ADDED_P99_C1_MS:g} ms | "
             f"{_met(added < TARGET_ADDED_P99_C1_MS)} |"
         )
         paused = latency.get("relay_paused")
         if paused:
             added = paused.p99_ms - direct.p99_ms
+            over = (
+                f"{_signed_ms(paused.p50_ms - floor.p50_ms)} / "
+                f"{_signed_ms(paused.p99_ms - floor.p99_ms)}"
+                if floor
+                else ""
+            )
             lines.append(
                 f"| latency p50 / p99, c1, usage ingestion paused (the relay alone) | "
                 f"{_ms(direct.p50_ms)} / {_ms(direct.p99_ms)} | "
+                f"{f'{floor_p50} / {floor_p99}' if floor else ''} | "
                 f"{_ms(paused.p50_ms)} / {_ms(paused.p99_ms)} | "
-                f"+{_ms(paused.p50_ms - direct.p50_ms)} / +{_ms(added)} | "
+                f"+{_ms(paused.p50_ms - direct.p50_ms)} / +{_ms(added)} | {over} | "
                 f"added p99 < {TARGET_ADDED_P99_C1_MS:g} ms | "
                 f"{_met(added < TARGET_ADDED_P99_C1_MS)} (without ingestion) |"
             )
@@ -116,6 +140,7 @@ def report(
         relayed_best = 0.0
         for connections in options.levels:
             direct = throughput.get(("direct", connections))
+            floor = throughput.get(("floor", connections))
             relay = throughput.get(("relay", connections))
             if not (direct and relay):
                 continue
@@ -124,8 +149,10 @@ def report(
             verdict = _met(relayed_best >= TARGET_RELAYED_RPS) if target else ""
             lines.append(
                 f"| req/s at c{connections}, 20 ms upstream | {direct.rps:,.0f} | "
-                f"{relay.rps:,.0f} | {relay.rps / direct.rps:.0%} of direct | {target} "
-                f"{'(best of the three)' if target else ''} | {verdict} |"
+                f"{f'{floor.rps:,.0f}' if floor else ''} | "
+                f"{relay.rps:,.0f} | {relay.rps / direct.rps:.0%} of direct | "
+                f"{f'{relay.rps / floor.rps:.0%} of floor' if floor and floor.rps else ''} | "
+                f"{target} {'(best of the three)' if target else ''} | {verdict} |"
             )
     if search:
         cells = []
@@ -141,19 +168,19 @@ def report(
                 )
         lines.append(
             "| highest req/s with p99 < 1 s and errors < 0.1% (20 ms upstream, closed loop) | "
-            f"{cells[0]} | {cells[1]} | | | |"
+            f"{cells[0]} | | {cells[1]} | | | | |"
         )
     if ttft:
         direct, relay = ttft["direct"], ttft["relay"]
         added50 = relay["p50"] - direct["p50"]
         lines.append(
-            f"| streaming time to first token p50, c1 | {_ms(direct['p50'])} | "
-            f"{_ms(relay['p50'])} | +{_ms(added50)} | added < {TARGET_ADDED_TTFT_MS:g} ms | "
+            f"| streaming time to first token p50, c1 | {_ms(direct['p50'])} | | "
+            f"{_ms(relay['p50'])} | +{_ms(added50)} | | added < {TARGET_ADDED_TTFT_MS:g} ms | "
             f"{_met(added50 < TARGET_ADDED_TTFT_MS)} |"
         )
         lines.append(
-            f"| streaming time to first token p99, c1 | {_ms(direct['p99'])} | "
-            f"{_ms(relay['p99'])} | +{_ms(relay['p99'] - direct['p99'])} | | |"
+            f"| streaming time to first token p99, c1 | {_ms(direct['p99'])} | | "
+            f"{_ms(relay['p99'])} | +{_ms(relay['p99'] - direct['p99'])} | | | |"
         )
     if streams:
         direct_best = best_streams(streams["levels"]["direct"])
@@ -161,7 +188,7 @@ def report(
         tried = max(options.stream_levels)
         lines.append(
             f"| most concurrent streams, all events delivered, none stalled (tried up to "
-            f"{tried}) | {direct_best or 'none'} | {relay_best or 'none'} | | "
+            f"{tried}) | {direct_best or 'none'} | | {relay_best or 'none'} | | | "
             f"{TARGET_STREAMS} | {_met(relay_best >= TARGET_STREAMS)} |"
         )
     lines += ["", "## Details", ""]
@@ -169,8 +196,10 @@ def report(
     if latency:
         wrk_rows += list(latency.values())
     if search:
-        for target in ("direct", "relay"):
-            wrk_rows += search[target]["steps"]
+        wrk_rows += search["direct"]["steps"]
+        # The floor is measured at the throughput levels only, not searched.
+        wrk_rows += [row for key, row in throughput.items() if key[0] == "floor"]
+        wrk_rows += search["relay"]["steps"]
     elif throughput:
         wrk_rows += list(throughput.values())
     if wrk_rows:
@@ -179,10 +208,13 @@ def report(
             "answer arrives). usage backlog = usage events still in the Redis stream, not yet "
             "ingested by Celery, when the run ended. cpu = cores busy during the run "
             "(/proc/stat), then by component (relay = gunicorn and its workers, each worker in "
-            "brackets; client = wrk; postgres = the benchmark database's backends; other = "
+            "brackets; floor = the floor's gunicorn and workers; client = wrk; postgres = the "
+            "benchmark database's backends; other = "
             "every other process, e.g. PostgreSQL's WAL writer or unrelated work; "
             "unattributed = busy time /proc/stat counts but no process does, mostly the "
-            "kernel's loopback networking; shares are tick-sampled, so approximate).",
+            "kernel's loopback networking; shares are tick-sampled, so approximate). "
+            "steal (shown when not zero) = time the hypervisor gave this VM's vCPUs to someone "
+            "else while they had work to run, in cores; it is not part of busy.",
             "",
             "| target | upstream delay | connections | req/s | p50 | p90 | p99 | p99.9 | max | "
             "errors | usage backlog | cpu (cores) |",

@@ -1,13 +1,14 @@
 """The relay's benchmark: direct-to-upstream vs through the relay, side by side, in one run.
 
-    .venv/bin/python bench/run.py            # about 3.5 minutes; writes bench/results.md
-    .venv/bin/python bench/run.py --quick    # about 2 minutes, shorter runs, for a smoke test
+    .venv/bin/python bench/run.py            # about 4 minutes; writes bench/results.md
+    .venv/bin/python bench/run.py --quick    # about 2.5 minutes, shorter runs, for a smoke test
 
 It starts, on 127.0.0.1 only: a fast fake Anthropic upstream (bench/upstream.py), the
 production web command (gunicorn -c gunicorn.conf.py, uvicorn workers, WEB_CONCURRENCY=2) with
-production settings on PostgreSQL and Redis, and a Celery worker and beat (so usage is
-ingested from the Redis stream as in production). It measures with wrk (throughput and
-non-streaming latency) and with bench/streams.py (aiohttp, for time to first token and
+production settings on PostgreSQL and Redis, a Celery worker and beat (so usage is ingested
+from the Redis stream as in production), and the "floor" (bench/floor.py: the leanest Python
+forwarder under the same gunicorn command, as a yardstick). It measures with wrk (throughput
+and non-streaming latency) and with bench/streams.py (aiohttp, for time to first token and
 concurrent streams), prints a markdown report, writes it to bench/results.md, and stops
 everything it started. See bench/README.md for what each figure means.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 # the Django setup this process does.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cpu import machine_seconds, steal_share
 from bench.environment import (
     bench_env,
     ensure_database,
@@ -115,12 +117,13 @@ def parse_options():
     return options
 
 
-def serve(work_dir: Path, upstream_url: str, proxy_url: str, data, seconds: float, processes):
+def serve(work_dir: Path, urls: dict, data, seconds: float, processes):
     """Leave everything running for a while, for measuring or profiling by hand."""
     details = work_dir / "serve.env"
     details.touch(mode=0o600)
     details.write_text(
-        f"BENCH_UPSTREAM={upstream_url}\nBENCH_RELAY={proxy_url}\nBENCH_KEY={data.plaintext}\n"
+        f"BENCH_UPSTREAM={urls['direct']}\nBENCH_FLOOR={urls['floor']}\n"
+        f"BENCH_RELAY={urls['relay']}\nBENCH_KEY={data.plaintext}\n"
     )
     print(f"Serving for {seconds:g} s (Ctrl-C stops); URLs and the key are in {details}")
     deadline = time.monotonic() + seconds
@@ -157,11 +160,13 @@ def main() -> int:
     var_dir.mkdir()
     processes = Processes(work_dir)
     proxy_port = free_port()
+    floor_port = free_port()
     env = bench_env(options, var_dir, proxy_port)
     # This process sets up the data through the services, with the same settings.
     os.environ.update({k: v for k, v in env.items() if k not in ("BIND",)})
     failed = True
     started = time.monotonic()
+    machine_at_start = machine_seconds()
     try:
         print(f"Logs in {work_dir}")
         print("Preparing PostgreSQL and Redis", flush=True)
@@ -218,7 +223,32 @@ def main() -> int:
                 ],
                 env=env,
             )
+        # The floor: the same server command and workers, a bare ASGI forwarder, no Django or
+        # Redis (their settings are left out of its environment).
+        floor_env = {
+            **{
+                name: value
+                for name, value in env.items()
+                if name not in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+            },
+            "BIND": f"127.0.0.1:{floor_port}",
+            "BENCH_FLOOR_UPSTREAM": upstream_url,
+        }
+        processes.start(
+            "floor",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "bench.floor:app",
+                "-c",
+                "gunicorn.conf.py",
+                # Its own control socket: the default path (~/.gunicorn) is the relay's.
+                "--control-socket",
+                str(work_dir / "floor.ctl"),
+            ],
+            env=floor_env,
+        )
         proxy_url = f"http://127.0.0.1:{proxy_port}"
+        floor_url = f"http://127.0.0.1:{floor_port}"
         wait_until(
             lambda: http_status(proxy_url + "/healthz") == 200,
             seconds=60,
@@ -244,10 +274,22 @@ def main() -> int:
             status = http_status(proxy_url + "/v1/messages", headers, body)
             if status != 200:
                 raise RuntimeError(f"the relay answered {status} to a warm-up request")
+        floor_headers = {name: value for name, value in headers.items() if name != "x-api-key"}
+        wait_until(
+            lambda: http_status(floor_url + "/v1/messages", floor_headers, body) == 200,
+            seconds=60,
+            what="the floor (bench/floor.py under gunicorn)",
+            processes=processes,
+        )
+        for _ in range(20):
+            status = http_status(floor_url + "/v1/messages", floor_headers, body)
+            if status != 200:
+                raise RuntimeError(f"the floor answered {status} to a warm-up request")
 
         database_name = options.database_url.rstrip("/").rpartition("/")[2]
         meter_groups = {
             "relay": lambda: processes.pids("gunicorn"),
+            "floor": lambda: processes.pids("floor"),
             "upstream": lambda: processes.pids("upstream"),
             "celery": lambda: processes.pids("celery-worker") + processes.pids("celery-beat"),
             "redis": lambda: pids_named("redis-server"),
@@ -258,13 +300,13 @@ def main() -> int:
         bench = Bench(
             options,
             processes,
-            {"direct": upstream_url, "relay": proxy_url},
+            {"direct": upstream_url, "floor": floor_url, "relay": proxy_url},
             data.plaintext,
             meter_groups,
         )
         bench.relayed = 40
         if options.serve:
-            serve(work_dir, upstream_url, proxy_url, data, options.serve, processes)
+            serve(work_dir, bench.urls, data, options.serve, processes)
             failed = False
             return 0
         latency = throughput = search = ttft = streams = None
@@ -292,6 +334,11 @@ def main() -> int:
             print("Waiting for Celery to ingest the usage stream", flush=True)
             usage = usage_summary(data.key_id, options.redis_url, wait_seconds=60)
             usage["relayed"] = bench.relayed
+        steal = steal_share(machine_at_start, machine_seconds())
+        facts["steal (whole run)"] = (
+            f"{steal:.1%} of the vCPU time ({steal * (os.cpu_count() or 1):.2f} of "
+            f"{os.cpu_count()} vCPUs on average)"
+        )
         text = report(
             facts,
             options,
