@@ -1,23 +1,30 @@
-"""Usage recording and each key's running spend total, the two things the relay writes.
+"""Usage as the relay records it, and each key's running spend total.
 
 Recording. The relay must not add a database round trip to a request, so an event goes:
-  - with Redis (production): onto a Redis stream, in the same atomic script that raises the
-    key's running total; `ingest_usage_stream` (the `ingest_usage` Celery task) bulk-inserts
-    the stream into `UsageEvent` and only then deletes the entries. A worker killed after the
-    script ran loses nothing; an ingest killed after its commit re-reads entries it already
-    wrote, and `write_usage_events` skips those (same request id and timestamp).
-  - on the embedded default (one process, no Redis): straight into the database from a thread
-    after the response has been sent.
+  - with Redis (production): onto a Redis stream (`usage_stream_name`), as a `UsageRecord` in
+    JSON, in the same atomic script that raises the key's running total; the `ingest_usage`
+    Celery task (`billing.services.ingest_usage_stream`) writes the stream into `UsageEvent`
+    and only then deletes the entries. A worker killed after the script ran loses nothing; an
+    ingest killed after its commit re-reads entries it already wrote, and the write skips
+    those (same request id and timestamp).
+  - on the embedded default (one process, no Redis): `count_locally` raises the total in
+    memory, then `billing.services.write_locally` writes the row from a thread after the
+    response has been sent.
+Either way the row is written settled: the transaction that inserts it also adds its charge
+to `ApiKey.spent_usd` and the daily rollups (`billing.services`; `settle_usage` remains for
+rows written unsettled by any other path).
 
-Running total. The gate must see spend that settlement has not folded into `ApiKey.spent_usd`
-yet, so each key has a total in the shared cache: settled spend plus every recorded charge.
-It is an integer number of SPEND_UNITS (10^-8 USD, the precision of the money columns) so that
-Redis can raise it with an exact, atomic INCRBY (INCRBYFLOAT would drift). Recording raises it
-only if it exists; when it is missing (evicted, flushed, never built) the relay calls
-`spend_total_rebuild`, which recomputes it from the database plus the recorded events not yet
-in it. It is never reset to zero. Settlement moves a charge from "unsettled event" to
-`spent_usd`, which leaves the total unchanged; it then reconciles the totals of the keys it
-settled (`spend_total_reconcile`), raising any that fell behind the database.
+Running total. The gate must see spend that is not in `ApiKey.spent_usd` yet (waiting in the
+stream or for its thread, or in a row still unsettled), so each key has a total in the shared
+cache: settled spend plus every recorded charge. It is an integer number of SPEND_UNITS
+(10^-8 USD, the precision of the money columns) so that Redis can raise it with an exact,
+atomic INCRBY (INCRBYFLOAT would drift). Recording raises it only if it exists; when it is
+missing (evicted, flushed, never built) the relay calls `spend_total_rebuild`, which
+recomputes it from the database plus the recorded events not yet in it. It is never reset to
+zero. Writing a row settled moves its charge from "recorded, not written" into `spent_usd`,
+and settlement moves one from "unsettled row" into `spent_usd`: neither changes the total.
+Both then reconcile the totals of the keys they folded (`spend_total_reconcile`), raising any
+that fell behind the database.
 """
 
 import json
@@ -25,21 +32,18 @@ import logging
 import threading
 from collections.abc import Iterable
 from contextlib import suppress
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from functools import cache as memoize
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
 from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from psycopg import sql
 
 from keys.models import ApiKey
-from keys.services import api_key_mark_used
 
 from .models import UsageEvent
 
@@ -50,15 +54,10 @@ SPEND_UNITS_PER_USD = 10**8
 # Long enough that a busy key is rebuilt about once a day; short enough that a deleted key's
 # total does not linger in the cache for ever.
 SPEND_TOTAL_SECONDS = 24 * 3600
-# `last_used_at` may be this stale; refreshing it at most this often keeps writes to the key
-# row rare however busy the key is.
-LAST_USED_PRECISION = timedelta(minutes=1)
 
 _MONEY = DecimalField(max_digits=18, decimal_places=8)
 
 USAGE_STREAM = "usage:stream"
-_INGEST_LOCK = "usage:ingest-lock"
-_INGEST_LOCK_SECONDS = 120
 
 
 def usd_to_units(amount: Decimal) -> int:
@@ -108,11 +107,30 @@ class UsageRecord:
         return (self.request_id, self.created_at)
 
     def to_json(self) -> str:
-        data = asdict(self)
-        data["cost_usd"] = str(self.cost_usd)
-        data["charged_usd"] = str(self.charged_usd)
-        data["created_at"] = self.created_at.isoformat()
-        return json.dumps(data, separators=(",", ":"))
+        """One object keyed by field name, as `from_json` (this and earlier releases) reads it.
+        Built field by field: `dataclasses.asdict` deep-copies every value and cost about 5%
+        of the relay's CPU."""
+        return json.dumps(
+            {
+                "key_id": self.key_id,
+                "team_id": self.team_id,
+                "group_id": self.group_id,
+                "model": self.model,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "cache_creation_tokens": self.cache_creation_tokens,
+                "cache_read_tokens": self.cache_read_tokens,
+                "cost_usd": str(self.cost_usd),
+                "charged_usd": str(self.charged_usd),
+                "status_code": self.status_code,
+                "latency_ms": self.latency_ms,
+                "client_ip": self.client_ip,
+                "session_id": self.session_id,
+                "request_id": self.request_id,
+                "created_at": self.created_at.isoformat(),
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "UsageRecord":
@@ -152,79 +170,20 @@ def _max_length(field: str) -> int:
     return UsageEvent._meta.get_field(field).max_length
 
 
-# --- writing events -------------------------------------------------------------------------
-
-
-def write_usage_events(records: Iterable[UsageRecord]) -> int:
-    """Insert the records not already in the database; refresh `last_used_at`. Returns how many
-    rows were written."""
-    records = list(records)
-    if not records:
-        return 0
-    with transaction.atomic():
-        seen = _identities_in_db(records)
-        fresh = []
-        for record in records:
-            if record.identity not in seen:
-                seen.add(record.identity)
-                fresh.append(record)
-        _insert(fresh)
-    _refresh_last_used(records)
-    return len(fresh)
-
-
-def _insert(records: list[UsageRecord]) -> None:
-    if not records:
-        return
-    if connection.vendor != "postgresql":
-        # ignore_conflicts: a writer racing this one may have written some of them since.
-        UsageEvent.objects.bulk_create(
-            [record.to_event() for record in records], ignore_conflicts=True
-        )
-        return
-    # COPY: ingest writes about a thousand rows a second per busy worker, and building an INSERT
-    # through the ORM cost several times the CPU of the rows themselves (measured in bench/). The
-    # ingest lock and the duplicate check above keep conflicts out; a racing writer would fail
-    # the whole batch, which the next ingest then writes without the rows already there.
-    columns = list(records[0].event_fields())
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(UsageEvent._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    with connection.cursor() as cursor, cursor.cursor.copy(statement) as copy:
-        for record in records:
-            copy.write_row(tuple(record.event_fields().values()))
-
-
-def _identities_in_db(records: list[UsageRecord]) -> set[tuple[str, datetime]]:
+def identities_in_db(records: list[UsageRecord]) -> set[tuple[str, datetime]]:
+    """The identities of `records` that already have a row (read through the unique index)."""
     found = UsageEvent.objects.filter(
         request_id__in={record.request_id for record in records}
     ).values_list("request_id", "created_at")
     return set(found)
 
 
-# Per process: when this process last refreshed each key's `last_used_at`, so a busy key costs
-# one UPDATE a minute, not one per request.
-_last_used_refreshed: dict[int, datetime] = {}
-
-
-def _refresh_last_used(records: list[UsageRecord]) -> None:
-    latest: dict[int, datetime] = {}
-    for record in records:
-        if record.key_id not in latest or record.created_at > latest[record.key_id]:
-            latest[record.key_id] = record.created_at
-    for key_id, used_at in latest.items():
-        refreshed = _last_used_refreshed.get(key_id)
-        if refreshed is not None and used_at - refreshed < LAST_USED_PRECISION:
-            continue
-        api_key_mark_used(key_id=key_id, used_at=used_at, precision=LAST_USED_PRECISION)
-        _last_used_refreshed[key_id] = used_at
-
-
 # --- the Redis stream (production) ----------------------------------------------------------
 
 
 @memoize
-def _redis() -> redis.Redis:
+def usage_stream_client() -> redis.Redis:
+    """This process's (synchronous) Redis client for the usage stream: ingest and rebuilds."""
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
@@ -232,45 +191,18 @@ def usage_stream_name() -> str:
     return cache.make_key(USAGE_STREAM)
 
 
-def ingest_usage_stream(*, batch_size: int = 1000) -> int:
-    """Move recorded usage from the Redis stream into `UsageEvent`; returns rows written.
-
-    One ingest at a time (a Redis lock): two would read the same entries. Entries are deleted
-    only after their rows are committed, so a crash in between re-reads them, and the
-    duplicate check in `write_usage_events` skips them.
-    """
-    if not settings.REDIS_URL:
-        return 0
-    client = _redis()
-    lock = client.lock(cache.make_key(_INGEST_LOCK), timeout=_INGEST_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
-        return 0
-    written = 0
-    try:
-        stream = usage_stream_name()
-        while entries := client.xrange(stream, "-", "+", count=batch_size):
-            records = [UsageRecord.from_json(fields[b"e"]) for _, fields in entries]
-            written += write_usage_events(records)
-            client.xdel(stream, *[entry_id for entry_id, _ in entries])
-    finally:
-        lock.release()
-    if written:
-        logger.info("Ingested %d usage events", written)
-    return written
-
-
 def _stream_records(key_id: int) -> list[UsageRecord]:
     """Recorded but not yet ingested events of one key. The stream holds seconds of traffic
     (it is ingested every few seconds), and this runs only when a total is rebuilt."""
     records = []
-    for _, fields in _redis().xrange(usage_stream_name(), "-", "+"):
+    for _, fields in usage_stream_client().xrange(usage_stream_name(), "-", "+"):
         record = UsageRecord.from_json(fields[b"e"])
         if record.key_id == key_id:
             records.append(record)
     return records
 
 
-# --- the embedded default: counted in memory, written from a thread -------------------------
+# --- the embedded default: counted in memory here, written from a thread by services --------
 
 # Events already added to a running total but not yet committed, by identity: a rebuild in
 # that gap must still count them.
@@ -287,13 +219,11 @@ def count_locally(record: UsageRecord) -> None:
         cache.incr(spend_total_cache_key(record.key_id), record.charge_units)
 
 
-def write_locally(record: UsageRecord) -> None:
-    """Write one event to the database (the embedded default's recording; run in a thread)."""
-    try:
-        write_usage_events([record])
-    finally:
-        with _unwritten_lock:
-            _unwritten.pop(record.identity, None)
+def local_write_finished(record: UsageRecord) -> None:
+    """`billing.services.write_locally` has committed the record's row (a rebuild now reads it
+    from the database) or failed (logged; the record is lost either way)."""
+    with _unwritten_lock:
+        _unwritten.pop(record.identity, None)
 
 
 def _local_records(key_id: int) -> list[UsageRecord]:
@@ -316,7 +246,7 @@ def spend_total_rebuild(key_id: int) -> int:
     pending = _stream_records(key_id) if settings.REDIS_URL else _local_records(key_id)
     total = _database_totals([key_id]).get(key_id, 0)
     if pending:
-        in_db = _identities_in_db(pending)
+        in_db = identities_in_db(pending)
         total += sum(record.charge_units for record in pending if record.identity not in in_db)
     name = spend_total_cache_key(key_id)
     if cache.add(name, total, timeout=SPEND_TOTAL_SECONDS):
@@ -332,7 +262,8 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
     settled + unsettled spend is a floor under the true total: a cached total below it missed
     an event (recorded while the total was being rebuilt) and is raised by the difference.
     Never lowered, so a total that already counts charges not yet in the database is left
-    alone. Settlement calls this for the keys it settled.
+    alone. The fold (`billing.services`, at ingest and settlement) calls this once committed,
+    for the keys it folded.
     """
     raised = 0
     for key_id, floor in _database_totals(key_ids).items():
@@ -351,8 +282,9 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
 
 def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
     """Settled + unsettled spend per key, in SPEND_UNITS, read in one statement: one snapshot,
-    so a settlement batch committing meanwhile is counted exactly once (read as settled or as
-    unsettled, never both or neither)."""
+    so a batch committing meanwhile is counted exactly once (a settlement batch read as settled
+    or as unsettled, an ingest batch as written and settled or as not written; never both or
+    neither)."""
     unsettled = (
         UsageEvent.objects.filter(key_id=OuterRef("pk"), settled_at__isnull=True)
         .values("key_id")

@@ -33,7 +33,7 @@ class UsageEvent(models.Model):
 
     # No single-column indexes on key and team: the composite (key, created_at) and
     # (team, created_at) indexes below serve those lookups too, and every index is written
-    # again for each ingested row and again when settlement stamps it.
+    # for each ingested row (again if settlement stamps it later).
     key = models.ForeignKey(
         ApiKey,
         null=True,
@@ -68,7 +68,8 @@ class UsageEvent(models.Model):
         indexes = [
             models.Index(fields=["key", "-created_at"]),
             models.Index(fields=["team", "-created_at"]),
-            # Settlement scans only the unsettled rows.
+            # Settlement scans only the unsettled rows (ingest writes rows settled, so this
+            # index stays nearly empty and the periodic check costs one probe).
             models.Index(
                 fields=["id"], condition=models.Q(settled_at__isnull=True), name="usage_unsettled"
             ),

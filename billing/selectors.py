@@ -3,8 +3,9 @@ rows per day however many requests the team made, and never scans raw usage even
 
 Callers pass a team the actor is already allowed to see (keys.selectors.team_list); every
 query here is filtered by that team and by nothing the caller could widen. Totals cover
-settled usage, so they trail the relay by at most one settlement interval. Days are dates in
-settings.TIME_ZONE, like the rollups.
+settled usage: usage is settled as it is written, so they trail the relay by at most one
+ingest interval (with Redis; the embedded relay writes as each request ends). Days are dates
+in settings.TIME_ZONE, like the rollups.
 """
 
 from dataclasses import dataclass

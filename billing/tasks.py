@@ -2,7 +2,7 @@ from celery import shared_task
 
 from hcai.celery import RetryOnOutageTask
 
-from . import ledger, services
+from . import services
 
 
 @shared_task(base=RetryOnOutageTask)
@@ -12,5 +12,5 @@ def settle_usage() -> int:
 
 @shared_task(base=RetryOnOutageTask)
 def ingest_usage() -> int:
-    """Move the usage the relay appended to the Redis stream into UsageEvent rows."""
-    return ledger.ingest_usage_stream()
+    """Move the usage the relay appended to the Redis stream into settled UsageEvent rows."""
+    return services.ingest_usage_stream()

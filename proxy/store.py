@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
-from billing import ledger
+from billing import ledger, services
 from keys.cache import key_state_cache_key
 
 from .keystate import state_cache_name
@@ -181,7 +181,7 @@ class LocalStore:
         await self.release(key_id=record.key_id, request_id=record.request_id)
         # The response has been sent; the row is written off the event loop, and the request
         # does not wait for it.
-        task = asyncio.create_task(run_db(ledger.write_locally, record))
+        task = asyncio.create_task(run_db(services.write_locally, record))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
 

@@ -62,7 +62,7 @@ class UsageEventListView(ListAPIView):
     get=extend_schema(
         summary="Daily usage totals",
         description="Totals per day from the daily rollups, newest day first. They cover settled "
-        "usage, so today's trails the relay by up to one settlement interval.",
+        "usage, so today's trails the relay by up to one ingest interval (a few seconds).",
         parameters=[UsageDailyFilterSerializer],
         responses={200: UsageDaySerializer(many=True), 400: FIELD_ERRORS},
     )

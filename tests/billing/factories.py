@@ -1,10 +1,11 @@
-"""factory_boy factories for billing rows, as the relay would record them."""
+"""factory_boy factories for billing rows, and usage records as the relay would send them."""
 
 from decimal import Decimal
 
 import factory
 from django.utils import timezone
 
+from billing.ledger import UsageRecord
 from billing.models import ModelPrice, UsageEvent
 
 
@@ -35,3 +36,26 @@ class UsageEventFactory(factory.django.DjangoModelFactory):
     charged_usd = Decimal("0.006")
     status_code = 200
     created_at = factory.LazyFunction(timezone.now)
+
+
+def usage_record(key, *, charged: str, request_id: str = "req_ledger_test_1", **fields):
+    """One request's usage of `key` as the relay records it (cost = charge unless given)."""
+    values = {
+        "key_id": key.pk,
+        "team_id": key.team_id,
+        "group_id": key.group_id,
+        "model": "claude-sonnet-4-5",
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cache_creation_tokens": 0,
+        "cache_read_tokens": 0,
+        "cost_usd": Decimal(charged),
+        "charged_usd": Decimal(charged),
+        "status_code": 200,
+        "latency_ms": 12,
+        "client_ip": "203.0.113.7",
+        "session_id": "session-1",
+        "request_id": request_id,
+        "created_at": timezone.now(),
+    }
+    return UsageRecord(**{**values, **fields})

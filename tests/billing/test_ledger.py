@@ -1,6 +1,7 @@
-"""billing.ledger: writing usage once, the Redis stream's ingest, and the running total."""
+"""billing.ledger: the usage record's wire format, and the running total."""
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -9,59 +10,61 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing import ledger, tasks
+from billing import ledger, services
 from billing.models import UsageEvent
 from billing.services import settle_usage
 from keys.models import ApiKey
-from tests.billing.factories import UsageEventFactory
+from tests.billing.factories import UsageEventFactory, usage_record
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
 embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
 
 
-def record_for(key, *, charged: str, request_id: str = "req_ledger_test_1", **fields):
-    values = {
-        "key_id": key.pk,
-        "team_id": key.team_id,
-        "group_id": key.group_id,
-        "model": "claude-sonnet-4-5",
-        "input_tokens": 100,
-        "output_tokens": 20,
-        "cache_creation_tokens": 0,
-        "cache_read_tokens": 0,
-        "cost_usd": Decimal(charged),
-        "charged_usd": Decimal(charged),
-        "status_code": 200,
-        "latency_ms": 12,
-        "client_ip": "203.0.113.7",
-        "session_id": "session-1",
-        "request_id": request_id,
-        "created_at": timezone.now(),
-    }
-    return ledger.UsageRecord(**{**values, **fields})
+# A stream entry as releases before this one wrote it (`dataclasses.asdict`, then the three
+# conversions), byte for byte: entries in the stream during a deploy must still be read.
+EARLIER_RELEASE_ENTRY = (
+    '{"key_id":7,"team_id":3,"group_id":null,"model":"claude-sonnet-4-5","input_tokens":100,'
+    '"output_tokens":20,"cache_creation_tokens":5,"cache_read_tokens":6,"cost_usd":"0.00029400",'
+    '"charged_usd":"0.00044100","status_code":200,"latency_ms":12,"client_ip":"2001:db8::1",'
+    '"session_id":"s\\u00e9ance \\"1\\"","request_id":"req_01","created_at":'
+    '"2025-03-01T10:00:00.000123+00:00"}'
+)
+EARLIER_RELEASE_RECORD = ledger.UsageRecord(
+    key_id=7,
+    team_id=3,
+    group_id=None,
+    model="claude-sonnet-4-5",
+    input_tokens=100,
+    output_tokens=20,
+    cache_creation_tokens=5,
+    cache_read_tokens=6,
+    cost_usd=Decimal("0.00029400"),
+    charged_usd=Decimal("0.00044100"),
+    status_code=200,
+    latency_ms=12,
+    client_ip="2001:db8::1",
+    session_id='séance "1"',
+    request_id="req_01",
+    created_at=datetime(2025, 3, 1, 10, 0, 0, 123, tzinfo=UTC),
+)
 
 
 def test_record_round_trips_through_json(issued):
-    record = record_for(issued.key, charged="0.00044100")
+    record = usage_record(issued.key, charged="0.00044100")
 
     assert ledger.UsageRecord.from_json(record.to_json()) == record
     assert record.charge_units == 44100
 
 
-def test_write_usage_events_writes_each_record_once(issued):
-    record = record_for(issued.key, charged="0.5")
-    same_id_later = record_for(
-        issued.key, charged="0.25", created_at=record.created_at + timedelta(seconds=1)
-    )
+def test_an_entry_written_by_an_earlier_release_is_read():
+    assert ledger.UsageRecord.from_json(EARLIER_RELEASE_ENTRY) == EARLIER_RELEASE_RECORD
+    assert ledger.UsageRecord.from_json(EARLIER_RELEASE_ENTRY.encode()) == EARLIER_RELEASE_RECORD
 
-    assert ledger.write_usage_events([record]) == 1
-    assert ledger.write_usage_events([record, same_id_later]) == 1
 
-    events = UsageEvent.objects.filter(key=issued.key).order_by("created_at")
-    # A client may reuse a request id: with a different timestamp it is a different request.
-    assert [event.charged_usd for event in events] == [Decimal("0.5"), Decimal("0.25")]
-    assert events[0].client_ip == "203.0.113.7"
-    assert events[0].session_id == "session-1"
+def test_the_wire_format_is_the_one_earlier_releases_read():
+    """An ingest worker of the earlier release may read entries this release's relay wrote."""
+    assert json.loads(EARLIER_RELEASE_RECORD.to_json()) == json.loads(EARLIER_RELEASE_ENTRY)
+    assert EARLIER_RELEASE_RECORD.to_json() == EARLIER_RELEASE_ENTRY
 
 
 def test_rebuild_adds_settled_and_unsettled_spend(issued):
@@ -98,12 +101,12 @@ def test_forgotten_total_is_rebuilt_not_zeroed(issued):
 @embedded_only
 def test_embedded_rebuild_counts_events_not_written_yet(issued):
     ledger.spend_total_rebuild(issued.key.pk)
-    record = record_for(issued.key, charged="0.75")
+    record = usage_record(issued.key, charged="0.75")
 
     ledger.count_locally(record)
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_before_write = ledger.spend_total_rebuild(issued.key.pk)
-    ledger.write_locally(record)
+    services.write_locally(record)
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_after_write = ledger.spend_total_rebuild(issued.key.pk)
 
@@ -112,39 +115,17 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
 
 
 @needs_redis
-def test_ingest_moves_the_stream_into_the_database_once(issued):
-    client = ledger._redis()
-    stream = ledger.usage_stream_name()
-    first = record_for(issued.key, charged="0.1", request_id="req_stream_1")
-    second = record_for(issued.key, charged="0.2", request_id="req_stream_2")
-    # The second entry twice: an ingest killed after its commit, before deleting its entries.
-    for record in (first, second, second):
-        client.xadd(stream, {"e": record.to_json()})
-
-    assert tasks.ingest_usage() == 2
-    assert client.xlen(stream) == 0
-    assert tasks.ingest_usage() == 0
-    charged = UsageEvent.objects.filter(key=issued.key).values_list("charged_usd", flat=True)
-    assert sorted(charged) == [Decimal("0.1"), Decimal("0.2")]
-
-
-@needs_redis
 def test_rebuild_counts_stream_events_not_ingested_yet(issued):
-    client = ledger._redis()
+    client = ledger.usage_stream_client()
     stream = ledger.usage_stream_name()
-    ingested = record_for(issued.key, charged="0.5", request_id="req_in_db")
-    ledger.write_usage_events([ingested])
-    pending = record_for(issued.key, charged="0.25", request_id="req_in_stream")
+    ingested = usage_record(issued.key, charged="0.5", request_id="req_in_db")
+    services.write_and_settle_usage(records=[ingested])
+    pending = usage_record(issued.key, charged="0.25", request_id="req_in_stream")
     # `ingested` is still in the stream too (its ingest has not deleted it yet): counted once.
     client.xadd(stream, {"e": ingested.to_json()})
     client.xadd(stream, {"e": pending.to_json()})
 
     assert ledger.spend_total_rebuild(issued.key.pk) == ledger.usd_to_units(Decimal("0.75"))
-
-
-@embedded_only
-def test_ingest_is_a_no_op_on_the_embedded_default(issued):
-    assert tasks.ingest_usage() == 0
 
 
 def test_reconcile_raises_a_total_that_missed_an_event(issued):
@@ -189,8 +170,8 @@ def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
 
 
 def test_the_database_holds_one_row_per_relayed_request(issued):
-    record = record_for(issued.key, charged="0.5")
-    ledger.write_usage_events([record])
+    record = usage_record(issued.key, charged="0.5")
+    services.write_and_settle_usage(records=[record])
 
     with pytest.raises(IntegrityError), transaction.atomic():
         record.to_event().save()

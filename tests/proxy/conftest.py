@@ -17,8 +17,8 @@ import openai
 import pytest
 from django.conf import settings
 
-from billing import ledger
 from billing.models import ModelPrice, UsageEvent
+from billing.services import ingest_usage_stream
 from proxy.services import channel_upsert
 from tests.factories import GroupFactory, make_key
 
@@ -150,7 +150,7 @@ def usage_events(timeout: float = 5.0, *, count: int = 1, **filters) -> list[Usa
     deadline = time.monotonic() + timeout
     while True:
         if settings.REDIS_URL:
-            ledger.ingest_usage_stream()
+            ingest_usage_stream()
         events = list(UsageEvent.objects.filter(**filters).order_by("created_at", "id"))
         if len(events) >= count or time.monotonic() > deadline:
             return events

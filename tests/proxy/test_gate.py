@@ -325,9 +325,9 @@ def test_quota_used_up_by_settled_spend(relay, member):
     assert_nothing_forwarded_or_recorded(relay)
 
 
-def test_quota_sees_unsettled_spend_before_settlement(relay, member):
+def test_quota_sees_spend_without_the_settlement_task(relay, member):
     """Each request costs $0.004671; a $0.01 quota admits three before the running total
-    (no settlement has run) reaches the limit."""
+    reaches the limit. No settlement task runs: each row is settled as it is written."""
     # (25 x 3 + 200 x 15 + 10 x 3.75 + 5 x 0.30) / 1e6 x 1.5
     relay.primary.usage.output_tokens = 200
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
@@ -337,8 +337,10 @@ def test_quota_sees_unsettled_spend_before_settlement(relay, member):
         usage_events(key=relay.key, count=min(count, 3))
 
     assert statuses == [200, 200, 200, 402]
-    events = UsageEvent.objects.filter(key=relay.key, settled_at__isnull=True)
+    events = UsageEvent.objects.filter(key=relay.key, settled_at__isnull=False)
     assert [event.charged_usd for event in events] == [Decimal("0.00467100")] * 3
+    relay.key.refresh_from_db()
+    assert relay.key.spent_usd == Decimal("0.01401300")
 
 
 def test_quota_lowered_then_raised(relay, member):

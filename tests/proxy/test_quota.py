@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing import ledger
 from billing.models import UsageEvent
-from billing.services import settle_usage
+from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
 
@@ -124,7 +124,7 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
 
     stale = timezone.now() - timedelta(minutes=5)
     ApiKey.objects.filter(pk=relay.key.pk).update(last_used_at=stale)
-    ledger._last_used_refreshed.clear()  # another process, with no memory of this key
+    recording._last_used_refreshed.clear()  # another process, with no memory of this key
     relay.call("POST", "/v1/messages", MESSAGE)
     third = usage_events(key=relay.key, count=3)[-1]
     relay.key.refresh_from_db()

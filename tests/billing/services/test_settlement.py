@@ -1,3 +1,5 @@
+"""billing.services.settlement: the one fold, and `settle_usage` for rows written unsettled."""
+
 import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -9,11 +11,12 @@ from django.test import override_settings
 
 from billing import services
 from billing.models import UsageDaily, UsageEvent
+from billing.services import settlement
 from keys.models import ApiKey
 from keys.services import api_key_delete
 
-from ..factories import GroupFactory, make_key
-from .factories import UsageEventFactory
+from ...factories import GroupFactory, make_key
+from ..factories import UsageEventFactory
 
 DAY_1 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 DAY_2 = datetime(2025, 3, 2, 10, 0, tzinfo=UTC)
@@ -236,7 +239,7 @@ def test_an_orphan_event_creates_a_keyless_rollup(team):
 def test_a_batch_that_fails_midway_leaves_no_trace(two_keys, monkeypatch):
     first, _ = two_keys
     UsageEventFactory.create_batch(4, key=first, created_at=DAY_1, charged_usd=Decimal("0.25"))
-    real_add_to_rollups = services._add_to_rollups
+    real_add_to_rollups = settlement._add_to_rollups
     batches = []
 
     def dies_in_second_batch(events):
@@ -246,7 +249,7 @@ def test_a_batch_that_fails_midway_leaves_no_trace(two_keys, monkeypatch):
             # The key total and the rollup are already written inside the batch transaction.
             raise ConnectionError("worker killed")
 
-    monkeypatch.setattr(services, "_add_to_rollups", dies_in_second_batch)
+    monkeypatch.setattr(settlement, "_add_to_rollups", dies_in_second_batch)
     with pytest.raises(ConnectionError):
         services.settle_usage(batch_size=2)
 
@@ -265,6 +268,34 @@ def test_a_batch_that_fails_midway_leaves_no_trace(two_keys, monkeypatch):
 def test_no_events_means_no_writes(two_keys, django_assert_num_queries):
     with django_assert_num_queries(1):
         assert services.settle_usage() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fold_refuses_to_run_outside_a_transaction(team, member, group):
+    """Folded outside the transaction that marks the events settled, a crash in between would
+    leave charges in the totals that settlement then adds again."""
+    key = make_key(team=team, owner=member, group=group).key
+    event = {
+        "key_id": key.pk,
+        "team_id": team.pk,
+        "model": "claude-sonnet-4-5",
+        "created_at": DAY_1,
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cache_creation_tokens": 0,
+        "cache_read_tokens": 0,
+        "cost_usd": Decimal("1"),
+        "charged_usd": Decimal("1"),
+    }
+
+    with pytest.raises(
+        transaction.TransactionManagementError,
+        match=r"^fold_usage must run in the transaction that marks its events settled$",
+    ):
+        settlement.fold_usage(events=[event])
+
+    assert ApiKey.objects.get(pk=key.pk).spent_usd == Decimal("0")
+    assert not UsageDaily.objects.exists()
 
 
 @postgres_only

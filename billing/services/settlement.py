@@ -1,10 +1,18 @@
-"""Writes to billing: settlement folds recorded usage into key totals and daily rollups."""
+"""Settlement: folding usage into each key's `spent_usd` and the `UsageDaily` rollups.
+
+`fold_usage` is the one fold. Ingestion (`recording.write_and_settle_usage`) calls it for the
+rows it inserts, already stamped settled, in the transaction that inserts them; `settle_usage`
+calls it for rows still unsettled (written by another path, or before ingestion settled), in
+the transaction that stamps them. A row is settled exactly when its charge is in the totals.
+"""
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
@@ -12,8 +20,8 @@ from django.utils import timezone
 
 from keys.services import api_key_add_spend
 
-from . import ledger
-from .models import UsageDaily, UsageEvent
+from .. import ledger
+from ..models import UsageDaily, UsageEvent
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,10 @@ _RollupKey = tuple[int | None, int, str, date]
 def settle_usage(*, batch_size: int = 500) -> int:
     """Fold every unsettled UsageEvent into ApiKey.spent_usd and UsageDaily; return how many.
 
+    The safety net: ingestion settles the rows it writes, so this usually finds nothing, in
+    one query on the small partial index `usage_unsettled`. It settles rows written unsettled
+    by any other path, or before ingestion settled its rows.
+
     Each batch is one transaction that locks its events with SKIP LOCKED, adds to the totals
     with F() expressions (never overwriting a total read earlier) and stamps `settled_at`.
     So an event is counted exactly once: a second worker running at the same moment takes
@@ -80,28 +92,46 @@ def _settle_batch(*, last_id: int, batch_size: int) -> int:
     )
     if not events:
         return 0
-    key_ids = _add_to_key_totals(events)
-    _add_to_rollups(events)
-    transaction.on_commit(lambda: ledger.spend_total_reconcile(key_ids), robust=True)
+    fold_usage(events=events)
     UsageEvent.objects.filter(id__in=[event["id"] for event in events]).update(
         settled_at=timezone.now()
     )
     return len(events)
 
 
-def _add_to_key_totals(events: list[dict]) -> list[int]:
+def fold_usage(*, events: Sequence[Mapping[str, Any]]) -> None:
+    """Add events to their keys' `spent_usd` and their daily rollups; once committed, reconcile
+    those keys' running totals (`ledger.spend_total_reconcile`).
+
+    `events` are mappings of UsageEvent column values: at least key_id, team_id, model,
+    created_at, the four token counts, cost_usd and charged_usd, as `.values()` returns them
+    or `UsageRecord.event_fields()` builds them. Call it inside the transaction that marks
+    exactly these events settled, so a charge is in the totals if and only if its row says
+    so. Key rows are locked in ascending id order, then rollup rows in ascending order, by
+    every caller: settlement and ingestion running at once cannot deadlock each other.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError(
+            "fold_usage must run in the transaction that marks its events settled"
+        )
+    key_ids = _add_to_key_totals(events)
+    _add_to_rollups(events)
+    transaction.on_commit(lambda: ledger.spend_total_reconcile(key_ids), robust=True)
+
+
+def _add_to_key_totals(events: Sequence[Mapping[str, Any]]) -> list[int]:
     charged_by_key: dict[int, Decimal] = defaultdict(Decimal)
     for event in events:
         if event["key_id"] is not None:
             charged_by_key[event["key_id"]] += event["charged_usd"]
-    # Ascending key order: two settling workers lock the same rows in the same order and so
-    # cannot deadlock each other.
+    # Ascending key order: two workers folding at once lock the same rows in the same order and
+    # so cannot deadlock each other.
     for key_id in sorted(charged_by_key):
         api_key_add_spend(key_id=key_id, amount=charged_by_key[key_id])
     return sorted(charged_by_key)
 
 
-def _add_to_rollups(events: list[dict]) -> None:
+def _add_to_rollups(events: Sequence[Mapping[str, Any]]) -> None:
     deltas: dict[_RollupKey, _RollupDelta] = defaultdict(_RollupDelta)
     for event in events:
         day = timezone.localdate(event["created_at"])

@@ -1,0 +1,514 @@
+"""billing.services.recording: usage written once, settled and folded in the same transaction,
+from the Redis stream (ingest) or from the embedded relay's thread."""
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+
+from billing import ledger, services, tasks
+from billing.models import UsageDaily, UsageEvent
+from billing.services import settlement
+from keys.models import ApiKey
+
+from ...factories import GroupFactory, make_key
+from ..factories import UsageEventFactory, usage_record
+
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
+embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
+
+DAY_1 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+DAY_2 = datetime(2025, 3, 2, 10, 0, tzinfo=UTC)
+
+SONNET = "claude-sonnet-4-5"
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+
+
+def rollups() -> list[dict]:
+    return list(
+        UsageDaily.objects.order_by("key_id", "model", "day").values(
+            "key_id",
+            "team_id",
+            "model",
+            "day",
+            "requests",
+            *TOKEN_FIELDS,
+            "cost_usd",
+            "charged_usd",
+        )
+    )
+
+
+def spent(*keys) -> list[Decimal]:
+    return [ApiKey.objects.get(pk=key.pk).spent_usd for key in keys]
+
+
+def rows() -> list[tuple]:
+    return list(
+        UsageEvent.objects.order_by("id").values_list(
+            "id", "request_id", "created_at", "charged_usd", "settled_at"
+        )
+    )
+
+
+@pytest.fixture
+def two_keys(team, member):
+    group = GroupFactory(name="Half price", multiplier=Decimal("0.5"))
+    first = make_key(team=team, owner=member, group=group, name="first").key
+    second = make_key(team=team, owner=member, group=group, name="second").key
+    return first, second
+
+
+@pytest.fixture
+def batch(two_keys):
+    """Four requests: two keys, two models, two days."""
+    first, second = two_keys
+    return [
+        usage_record(
+            first,
+            charged="0.00006173",
+            cost_usd=Decimal("0.00012345"),
+            input_tokens=100,
+            output_tokens=20,
+            cache_creation_tokens=3,
+            cache_read_tokens=4,
+            request_id="req_1",
+            created_at=DAY_1,
+        ),
+        usage_record(
+            first,
+            charged="0.05000001",
+            cost_usd=Decimal("0.10000001"),
+            input_tokens=1,
+            output_tokens=2,
+            cache_read_tokens=5,
+            request_id="req_2",
+            created_at=DAY_1 + timedelta(minutes=1),
+        ),
+        usage_record(
+            first,
+            charged="0.1",
+            model="gpt-4o",
+            input_tokens=9,
+            output_tokens=9,
+            request_id="req_3",
+            created_at=DAY_2,
+        ),
+        usage_record(
+            second,
+            charged="1.25",
+            input_tokens=50,
+            output_tokens=60,
+            request_id="req_4",
+            created_at=DAY_1,
+        ),
+    ]
+
+
+def expected_rollups(first, second) -> list[dict]:
+    """The rollups of `batch`, in the order `rollups()` lists them."""
+
+    def row(key, model, day, requests, tokens, cost, charged):
+        return {
+            "key_id": key.pk,
+            "team_id": key.team_id,
+            "model": model,
+            "day": day,
+            "requests": requests,
+            **dict(zip(TOKEN_FIELDS, tokens, strict=True)),
+            "cost_usd": Decimal(cost),
+            "charged_usd": Decimal(charged),
+        }
+
+    return [
+        row(first, SONNET, date(2025, 3, 1), 2, (101, 22, 3, 9), "0.10012346", "0.05006174"),
+        row(first, "gpt-4o", date(2025, 3, 2), 1, (9, 9, 0, 0), "0.1", "0.1"),
+        row(second, SONNET, date(2025, 3, 1), 1, (50, 60, 0, 0), "1.25", "1.25"),
+    ]
+
+
+# --- write_and_settle_usage -----------------------------------------------------------------
+
+
+def test_written_rows_are_settled_and_folded_at_once(two_keys, batch):
+    first, second = two_keys
+    ApiKey.objects.filter(pk=first.pk).update(spent_usd=Decimal("1.5"))
+
+    assert services.write_and_settle_usage(records=batch) == 4
+
+    written = rows()
+    assert [(row[1], row[3]) for row in written] == [
+        ("req_1", Decimal("0.00006173")),
+        ("req_2", Decimal("0.05000001")),
+        ("req_3", Decimal("0.1")),
+        ("req_4", Decimal("1.25")),
+    ]
+    # One stamp for the batch: the moment it was written and settled.
+    [settled_at] = {row[4] for row in written}
+    assert settled_at is not None
+    assert spent(first, second) == [Decimal("1.5") + Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+def test_settlement_after_a_write_finds_nothing(two_keys, batch, django_assert_num_queries):
+    first, second = two_keys
+    services.write_and_settle_usage(records=batch)
+    before = rows()
+
+    with django_assert_num_queries(1):
+        assert services.settle_usage() == 0
+
+    assert rows() == before
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+def test_a_batch_read_again_changes_nothing(two_keys, batch):
+    """An ingest killed between its commit and deleting its stream entries reads them again."""
+    first, second = two_keys
+    services.write_and_settle_usage(records=batch)
+    before = rows()
+
+    assert services.write_and_settle_usage(records=batch) == 0
+    assert services.write_and_settle_usage(records=[batch[3], batch[0], batch[3]]) == 0
+
+    assert rows() == before
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+def test_only_the_new_records_of_a_mixed_batch_are_written_and_folded(two_keys, batch):
+    first, second = two_keys
+    services.write_and_settle_usage(records=batch[:2])
+    before = rows()
+
+    assert services.write_and_settle_usage(records=batch) == 2
+
+    after = rows()
+    assert after[:2] == before
+    assert [row[1] for row in after] == ["req_1", "req_2", "req_3", "req_4"]
+    assert None not in {row[4] for row in after}
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+def test_a_record_repeated_within_one_batch_is_written_and_folded_once(issued):
+    record = usage_record(issued.key, charged="0.5", created_at=DAY_1)
+    # A client may reuse a request id: with a different timestamp it is a different request.
+    same_id_later = usage_record(issued.key, charged="0.25", created_at=DAY_1 + timedelta(1))
+
+    assert services.write_and_settle_usage(records=[record, record, same_id_later]) == 2
+
+    events = UsageEvent.objects.filter(key=issued.key).order_by("created_at")
+    assert [event.charged_usd for event in events] == [Decimal("0.5"), Decimal("0.25")]
+    assert events[0].client_ip == "203.0.113.7"
+    assert events[0].session_id == "session-1"
+    assert spent(issued.key) == [Decimal("0.75")]
+    assert list(UsageDaily.objects.order_by("day").values_list("day", "requests")) == [
+        (date(2025, 3, 1), 1),
+        (date(2025, 3, 2), 1),
+    ]
+
+
+def test_text_cut_to_the_column_is_what_rolls_up(issued):
+    long_model = "m" * 250
+    record = usage_record(issued.key, charged="0.5", model=long_model, created_at=DAY_1)
+
+    services.write_and_settle_usage(records=[record])
+
+    assert UsageEvent.objects.get().model == "m" * 200
+    assert list(UsageDaily.objects.values_list("model", "requests")) == [("m" * 200, 1)]
+
+
+def test_new_records_add_to_rollups_that_settlement_made(issued):
+    UsageEventFactory(key=issued.key, created_at=DAY_1, input_tokens=10, charged_usd=Decimal("1"))
+    assert services.settle_usage() == 1
+
+    services.write_and_settle_usage(
+        records=[usage_record(issued.key, charged="0.5", input_tokens=5, created_at=DAY_1)]
+    )
+
+    assert list(UsageDaily.objects.values_list("requests", "input_tokens", "charged_usd")) == [
+        (2, 15, Decimal("1.5"))
+    ]
+    assert spent(issued.key) == [Decimal("1.5")]
+
+
+def test_settlement_still_settles_rows_written_unsettled(issued):
+    """Rows from another path (here the factory), or written before ingest settled its rows."""
+    services.write_and_settle_usage(
+        records=[usage_record(issued.key, charged="0.5", created_at=DAY_1)]
+    )
+    unsettled = UsageEventFactory(key=issued.key, created_at=DAY_1, charged_usd=Decimal("0.25"))
+
+    assert services.settle_usage() == 1
+
+    unsettled.refresh_from_db()
+    assert unsettled.settled_at is not None
+    assert spent(issued.key) == [Decimal("0.75")]
+    assert list(UsageDaily.objects.values_list("requests", "charged_usd")) == [(2, Decimal("0.75"))]
+    assert services.settle_usage() == 0
+
+
+def test_a_write_that_fails_midway_leaves_no_trace(two_keys, batch, monkeypatch):
+    first, second = two_keys
+
+    def dies_after_the_key_totals(events):
+        # The rows and the key totals are already written inside the transaction.
+        raise ConnectionError("worker killed")
+
+    monkeypatch.setattr(settlement, "_add_to_rollups", dies_after_the_key_totals)
+    with pytest.raises(ConnectionError):
+        services.write_and_settle_usage(records=batch)
+
+    assert rows() == []
+    assert spent(first, second) == [Decimal("0"), Decimal("0")]
+    assert rollups() == []
+
+    monkeypatch.undo()
+    assert services.write_and_settle_usage(records=batch) == 4
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+
+
+def test_the_running_totals_of_the_written_keys_are_reconciled(
+    two_keys, batch, django_capture_on_commit_callbacks
+):
+    first, second = two_keys
+    # First's total missed its events (recorded while it was rebuilt); second's is ahead.
+    cache.set(ledger.spend_total_cache_key(first.pk), 0)
+    cache.set(ledger.spend_total_cache_key(second.pk), ledger.usd_to_units(Decimal("2")))
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        services.write_and_settle_usage(records=batch)
+
+    assert len(callbacks) == 1
+    assert ledger.spend_total(first.pk) == ledger.usd_to_units(Decimal("0.15006174"))
+    assert ledger.spend_total(second.pk) == ledger.usd_to_units(Decimal("2"))
+
+
+def test_nothing_to_write_means_no_queries(db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert services.write_and_settle_usage(records=[]) == 0
+
+
+# --- the embedded default -------------------------------------------------------------------
+
+
+def test_write_locally_writes_a_settled_row(issued):
+    record = usage_record(issued.key, charged="0.75", created_at=DAY_1)
+    ledger.count_locally(record)
+
+    services.write_locally(record)
+
+    event = UsageEvent.objects.get()
+    assert (event.request_id, event.charged_usd) == (record.request_id, Decimal("0.75"))
+    assert event.settled_at is not None
+    assert spent(issued.key) == [Decimal("0.75")]
+    assert list(UsageDaily.objects.values_list("key", "requests", "charged_usd")) == [
+        (issued.key.pk, 1, Decimal("0.75"))
+    ]
+    # No longer pending: a rebuild reads it from the database, once.
+    assert ledger._local_records(issued.key.pk) == []
+    assert services.settle_usage() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_local_writes_each_count_once(team, member, group):
+    """The embedded relay writes each request from its own thread: on SQLite the writers take
+    turns (IMMEDIATE transactions); on PostgreSQL they lock the key and rollup rows in turn."""
+    keys = [make_key(team=team, owner=member, group=group, name=f"k{n}").key for n in range(2)]
+    records = [
+        usage_record(
+            keys[index % 2],
+            charged="0.00000003",
+            request_id=f"req_{index}",
+            created_at=DAY_1 + timedelta(seconds=index),
+        )
+        for index in range(40)
+    ]
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def writer(mine):
+        try:
+            start.wait(timeout=30)
+            for record in mine:
+                services.write_locally(record)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer, args=(records[n::8],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert UsageEvent.objects.filter(settled_at__isnull=False).count() == 40
+    assert not UsageEvent.objects.filter(settled_at__isnull=True).exists()
+    assert spent(*keys) == [Decimal("0.00000060"), Decimal("0.00000060")]
+    assert list(
+        UsageDaily.objects.order_by("key_id").values_list("key_id", "requests", "charged_usd")
+    ) == [(keys[0].pk, 20, Decimal("0.00000060")), (keys[1].pk, 20, Decimal("0.00000060"))]
+
+
+# --- the Redis stream -----------------------------------------------------------------------
+
+
+@needs_redis
+def test_ingest_moves_the_stream_into_settled_rows_once(issued):
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    first = usage_record(issued.key, charged="0.1", request_id="req_stream_1", created_at=DAY_1)
+    second = usage_record(issued.key, charged="0.2", request_id="req_stream_2", created_at=DAY_1)
+    # The second entry twice: an ingest killed after its commit, before deleting its entries.
+    for record in (first, second, second):
+        client.xadd(stream, {"e": record.to_json()})
+
+    assert tasks.ingest_usage() == 2
+
+    assert client.xlen(stream) == 0
+    charged = UsageEvent.objects.filter(key=issued.key, settled_at__isnull=False)
+    assert sorted(charged.values_list("charged_usd", flat=True)) == [
+        Decimal("0.1"),
+        Decimal("0.2"),
+    ]
+    assert spent(issued.key) == [Decimal("0.3")]
+    assert list(UsageDaily.objects.values_list("key", "requests", "charged_usd")) == [
+        (issued.key.pk, 2, Decimal("0.3"))
+    ]
+    assert tasks.ingest_usage() == 0
+    assert tasks.settle_usage() == 0
+
+
+@needs_redis
+def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
+    """The whole batch committed, then the worker died before XDEL: the next ingest reads every
+    entry again, and neither writes nor folds any of them a second time."""
+    first, second = two_keys
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+    assert services.ingest_usage_stream() == 4
+    before = rows()
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+
+    assert services.ingest_usage_stream() == 0
+
+    assert client.xlen(stream) == 0
+    assert rows() == before
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+@needs_redis
+def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
+    first, second = two_keys
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+
+    assert services.ingest_usage_stream(batch_size=3) == 4
+
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+@embedded_only
+def test_ingest_is_a_no_op_on_the_embedded_default(issued):
+    assert tasks.ingest_usage() == 0
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite serialises writers, so there is no lock order to get wrong",
+)
+@pytest.mark.django_db(transaction=True)
+def test_writing_and_settling_at_once_cannot_deadlock(team, member):
+    """Settlement folds rows written unsettled while ingestion writes and folds new ones, for
+    the same keys, models and days: both lock key rows, then rollup rows, in ascending order."""
+    group = GroupFactory(name="Mixed", multiplier=Decimal("1.5"))
+    keys = [make_key(team=team, owner=member, group=group, name=f"k{n}").key for n in range(4)]
+    models = ["claude-sonnet-4-5", "gpt-4o"]
+    # Each key: 250 rows of each model, written unsettled at $0.00000001 and 1 input token...
+    UsageEvent.objects.bulk_create(
+        UsageEvent(
+            key=keys[index % 4],
+            team=team,
+            group=group,
+            model=models[index // 4 % 2],
+            input_tokens=1,
+            charged_usd=Decimal("0.00000001"),
+            status_code=200,
+            created_at=DAY_1,
+        )
+        for index in range(2000)
+    )
+    # ... and 250 records of each model, to ingest, at $0.00000002 and 2 input tokens.
+    records = [
+        usage_record(
+            keys[index % 4],
+            charged="0.00000002",
+            model=models[index // 4 % 2],
+            input_tokens=2,
+            request_id=f"req_{index}",
+            created_at=DAY_1 + timedelta(microseconds=index),
+        )
+        for index in range(2000)
+    ]
+    start = threading.Barrier(2)
+    results: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def settle():
+        try:
+            start.wait(timeout=30)
+            results["settled"] = services.settle_usage(batch_size=50)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def write():
+        try:
+            start.wait(timeout=30)
+            results["written"] = sum(
+                services.write_and_settle_usage(records=records[offset : offset + 50])
+                for offset in range(0, 2000, 50)
+            )
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=settle), threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert results == {"settled": 2000, "written": 2000}
+    assert not UsageEvent.objects.filter(settled_at__isnull=True).exists()
+    assert spent(*keys) == [Decimal("0.00001500")] * 4
+    assert (
+        list(
+            UsageDaily.objects.order_by("key_id", "model").values_list(
+                "model", "requests", "input_tokens", "charged_usd"
+            )
+        )
+        == [
+            ("claude-sonnet-4-5", 500, 750, Decimal("0.00000750")),
+            ("gpt-4o", 500, 750, Decimal("0.00000750")),
+        ]
+        * 4
+    )
