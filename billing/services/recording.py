@@ -114,6 +114,11 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     One ingest at a time (a Redis lock): two would read the same entries. Entries are deleted
     only after their rows are committed, so a crash in between re-reads them, and
     `write_and_settle_usage` skips them.
+
+    Only the entries already in the stream when the call begins are taken. The relay keeps
+    appending while this runs; chasing those entries turned ingest into a busy loop of tiny
+    batches, each paying the whole fold and reconcile (measured in bench/: 2 ms of CPU per
+    row instead of a fraction of one). The next run, seconds later, takes them in bulk.
     """
     if not settings.REDIS_URL:
         return 0
@@ -124,7 +129,11 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     written = 0
     try:
         stream = ledger.usage_stream_name()
-        while entries := client.xrange(stream, "-", "+", count=batch_size):
+        newest = client.xrevrange(stream, "+", "-", count=1)
+        if not newest:
+            return 0
+        last_id = newest[0][0]
+        while entries := client.xrange(stream, "-", last_id, count=batch_size):
             records = [UsageRecord.from_json(fields[b"e"]) for _, fields in entries]
             written += write_and_settle_usage(records=records)
             client.xdel(stream, *[entry_id for entry_id, _ in entries])

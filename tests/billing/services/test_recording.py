@@ -12,7 +12,7 @@ from django.db import connection
 
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
-from billing.services import settlement
+from billing.services import recording, settlement
 from keys.models import ApiKey
 
 from ...factories import GroupFactory, make_key
@@ -421,6 +421,30 @@ def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
 
     assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
     assert rollups() == expected_rollups(first, second)
+
+
+@needs_redis
+def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch, monkeypatch):
+    """Entries the relay appends while an ingest runs wait for the next run, so a steady
+    trickle cannot keep one run going in tiny batches."""
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    for record in batch[:3]:
+        client.xadd(stream, {"e": record.to_json()})
+    write = recording.write_and_settle_usage
+
+    def write_while_the_relay_appends(*, records):
+        client.xadd(stream, {"e": batch[3].to_json()})
+        return write(records=records)
+
+    monkeypatch.setattr(recording, "write_and_settle_usage", write_while_the_relay_appends)
+
+    assert services.ingest_usage_stream(batch_size=2) == 3
+
+    assert client.xlen(stream) == 2  # batch[3], appended during each of the two batches
+    monkeypatch.undo()
+    assert services.ingest_usage_stream() == 1
+    assert client.xlen(stream) == 0
 
 
 @embedded_only
