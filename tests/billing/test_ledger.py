@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing import ledger, services
@@ -185,3 +185,27 @@ def test_rows_without_a_request_id_may_share_a_timestamp(issued):
     UsageEventFactory(key=issued.key, request_id="", created_at=moment)
 
     assert UsageEvent.objects.filter(key=issued.key, created_at=moment).count() == 2
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner")
+def test_the_duplicate_check_of_a_full_batch_can_use_the_unique_index(issued):
+    """A batch of 1,000 ids must not scan the whole usage table: the plan may use the partial
+    unique index however large the table grows."""
+    records = [
+        usage_record(issued.key, charged="0.1", request_id=f"req_{n:04d}") for n in range(1000)
+    ]
+    queries = []
+
+    def capture(execute, sql, params, many, context):
+        queries.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        assert ledger.identities_in_db(records) == set()
+    [(sql, params)] = queries
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "usage_event_once_per_request" in plan, plan
