@@ -232,7 +232,7 @@ def test_real_process_exits_non_zero_with_the_message_on_stderr(tmp_path):
         )
 
     assert manage("migrate", "--verbosity", "0").returncode == 0
-    assert manage("seed_demo", "--no-key").returncode == 0
+    assert manage("seed_demo", "--no-key", "--force").returncode == 0
 
     unknown_team = manage("create_key", *argv(team="nope", owner="lead"))
     assert unknown_team.returncode == 1

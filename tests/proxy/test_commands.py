@@ -286,6 +286,13 @@ def test_several_problems_are_reported_together(groups, monkeypatch):
 
 # --- seed_demo ------------------------------------------------------------------------------
 
+
+@pytest.fixture
+def debug_on(settings):
+    """seed_demo runs where DEBUG is on (the quickstart's settings); tests run with it off."""
+    settings.DEBUG = True
+
+
 DEMO_GROUPS = {
     "CC Official Channel": (Decimal("1.0"), ["claude-*"]),
     "CC Kiro Channel": (Decimal("0.6"), ["claude-*"]),
@@ -335,6 +342,7 @@ def key_block(key: str, base_url: str) -> str:
     )
 
 
+@pytest.mark.usefixtures("debug_on")
 @override_settings(PUBLIC_BASE_URL="https://keys.example.com")
 def test_seed_demo_builds_the_demo_and_prints_logins_and_a_usable_key(db):
     out, err = run("seed_demo")
@@ -382,6 +390,7 @@ def test_seed_demo_builds_the_demo_and_prints_logins_and_a_usable_key(db):
     assert routed(mock) == sorted(DEMO_GROUPS)
 
 
+@pytest.mark.usefixtures("debug_on")
 def test_seed_demo_prices_include_cache_rates_and_every_model_is_in_a_group(db):
     run("seed_demo", "--no-key")
 
@@ -403,6 +412,7 @@ def test_seed_demo_prices_include_cache_rates_and_every_model_is_in_a_group(db):
         assert any(fnmatch.fnmatchcase(price.model, pattern) for pattern in patterns), price.model
 
 
+@pytest.mark.usefixtures("debug_on")
 def test_seed_demo_twice_changes_nothing_but_issues_one_more_key(db):
     first_out, _ = run("seed_demo")
     first = snapshot()
@@ -426,6 +436,7 @@ def test_seed_demo_twice_changes_nothing_but_issues_one_more_key(db):
     assert User.objects.get(username="admin").check_password("changed-by-the-operator")
 
 
+@pytest.mark.usefixtures("debug_on")
 def test_seed_demo_no_key_issues_none(db):
     out, _ = run("seed_demo", "--no-key")
 
@@ -434,6 +445,7 @@ def test_seed_demo_no_key_issues_none(db):
     assert "sk-hc-" not in out
 
 
+@pytest.mark.usefixtures("debug_on")
 def test_seed_demo_repairs_roles_and_keeps_other_routes_of_the_mock_channel(db):
     team = Team.objects.create(slug="demo", name="Demo")
     Membership.objects.create(team=team, user=UserFactory(username="lead"), role="member")
@@ -449,3 +461,25 @@ def test_seed_demo_repairs_roles_and_keeps_other_routes_of_the_mock_channel(db):
     ]
     assert routed(Channel.objects.get(name="mock")) == sorted([*DEMO_GROUPS, "Operator group"])
     assert "  lead already existed (password unchanged)" in out.splitlines()
+
+
+def test_seed_demo_refuses_when_debug_is_off(db):
+    with pytest.raises(CommandError) as error:
+        run("seed_demo")
+
+    assert str(error.value) == (
+        "DEBUG is off, so this looks like a real deployment, and seed_demo would create the "
+        "superuser admin with the published password demo-admin-pass. Nothing was written. "
+        "Pass --force if this deployment is only a demo."
+    )
+    assert not get_user_model().objects.exists()
+    assert not Team.objects.exists()
+    assert not ApiKey.objects.exists()
+
+
+def test_seed_demo_force_seeds_with_debug_off(db):
+    out, _ = run("seed_demo", "--no-key", "--force")
+
+    assert get_user_model().objects.get(username="admin").is_superuser
+    assert snapshot()["teams"] == [("demo", "Demo")]
+    assert "Logins" in out

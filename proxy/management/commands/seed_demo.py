@@ -3,7 +3,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.urls import reverse
 
@@ -92,15 +92,29 @@ class Command(BaseCommand):
         "member / demo-member-pass in team 'demo', three groups, model prices, a 'mock' channel "
         "routed to every demo group, and a fresh key for 'lead' printed once with the shell "
         "lines to use it. Safe to run again: it updates the same rows, never resets an existing "
-        "user's password, and issues one new key per run (none with --no-key)."
+        "user's password, and issues one new key per run (none with --no-key). Refuses to run "
+        "with DEBUG off unless given --force."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--no-key", action="store_true", help="Seed everything but issue no new key."
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Seed even though DEBUG is off (a deployment that is only a demo).",
+        )
 
     def handle(self, *args, **options) -> None:
+        if not settings.DEBUG and not options["force"]:
+            # The demo superuser's password is printed in the README: on a real deployment
+            # this would be an open door.
+            raise CommandError(
+                "DEBUG is off, so this looks like a real deployment, and seed_demo would create "
+                "the superuser admin with the published password demo-admin-pass. Nothing was "
+                "written. Pass --force if this deployment is only a demo."
+            )
         # Everything printed is worked out before the key is issued, so a failure here cannot
         # leave a key whose plaintext nobody saw.
         base_url = settings.PUBLIC_BASE_URL
