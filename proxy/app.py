@@ -28,6 +28,7 @@ from hcai.client_ip import client_ip, trusted_proxies
 from hcai.request_id import current_request_id, new_request_id
 
 from . import errors, gate, mock
+from .channels import ChannelTable
 from .errors import RelayError, Shape
 from .keystate import ChannelState, KeyState, provider_matches
 from .prices import PriceTable
@@ -126,6 +127,7 @@ Answer = UpstreamResponse | mock.MockResponse | _ReadResponse
 class RelayApp:
     def __init__(self) -> None:
         self.prices = PriceTable()
+        self.channels = ChannelTable()
         self.upstreams = Upstreams()
         self._store: LocalStore | RedisStore | None = None
 
@@ -318,9 +320,13 @@ class RelayApp:
     ) -> Answer:
         if channel.provider == "mock":
             return mock.respond(endpoint=endpoint.kind, payload=payload, request=upstream_body)
+        secrets = await self.channels.secrets(channel)
+        if secrets is None:
+            raise UpstreamFailure("channel no longer active")
         scope = exchange.scope
         response = await self.upstreams.open(
             channel,
+            secrets,
             method=scope["method"],
             path=scope["path"],
             query=scope.get("query_string", b""),

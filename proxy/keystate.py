@@ -2,6 +2,7 @@
 
 The snapshot holds everything the gate and the forwarder need (key settings, group, team
 availability, routed channels), so a warm request makes one cache read and no database query.
+Channel URLs and credentials stay out of it: each worker keeps them in memory (proxy.channels).
 It is stored under the Django cache's own name for `keys.cache.key_state_cache_key(digest)`,
 which is exactly what every key, group and channel service deletes on commit: the next request
 in any worker process finds no snapshot and builds a fresh one from the database.
@@ -10,7 +11,7 @@ in any worker process finds no snapshot and builds a fresh one from the database
 import ipaddress
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -44,13 +45,22 @@ def state_cache_name(digest: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChannelState:
+    """A routed channel as the snapshot names it. Its URL and credential are not in the
+    snapshot (see proxy.channels)."""
+
     id: int
     name: str
     provider: str
-    # Never sent to a client or logged: the relay uses them only to call the upstream.
-    base_url: str
-    credential: str
     timeout_seconds: int
+    version: int
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def channel_version(channel: Channel) -> int:
+    """When the channel was last saved, in whole microseconds (exact, unlike a float)."""
+    return (channel.updated_at - _EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +117,17 @@ def parse_key_state(raw: bytes) -> KeyState | None:
         rate_limit=data["rate_limit"],
         multiplier=Decimal(data["multiplier"]),
         model_patterns=tuple(data["model_patterns"]),
-        channels=tuple(ChannelState(**channel) for channel in data["channels"]),
+        channels=tuple(
+            ChannelState(
+                id=channel["id"],
+                name=channel["name"],
+                provider=channel["provider"],
+                timeout_seconds=channel["timeout_seconds"],
+                # Snapshots written before channel versions existed (until they expire).
+                version=channel.get("version", 0),
+            )
+            for channel in data["channels"]
+        ),
     )
 
 
@@ -127,9 +147,8 @@ def build_key_state(digest: str) -> bytes:
             "id": route.channel.pk,
             "name": route.channel.name,
             "provider": route.channel.provider,
-            "base_url": route.channel.base_url,
-            "credential": route.channel.credential,
             "timeout_seconds": route.channel.timeout_seconds,
+            "version": channel_version(route.channel),
         }
         for route in routes
     ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from .channels import ChannelSecrets
 from .keystate import ChannelState
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and what the relay sets itself: the client's credential
@@ -83,10 +84,10 @@ class UpstreamResponse:
         self._response.close()
 
 
-def upstream_url(channel: ChannelState, path: str, query: bytes) -> URL:
+def upstream_url(base_url: str, path: str, query: bytes) -> URL:
     """base_url + the request path. A base URL ending in /v1 (as OpenAI's is usually written)
     does not double it."""
-    base = channel.base_url.rstrip("/")
+    base = base_url.rstrip("/")
     if base.endswith("/v1") and path.startswith("/v1/"):
         path = path[3:]
     url = base + path
@@ -97,7 +98,7 @@ def upstream_url(channel: ChannelState, path: str, query: bytes) -> URL:
 
 
 def upstream_headers(
-    channel: ChannelState, client_headers: list[tuple[bytes, bytes]]
+    provider: str, credential: str, client_headers: list[tuple[bytes, bytes]]
 ) -> list[tuple[str, str]]:
     connection_tokens = {
         token.strip().lower()
@@ -111,10 +112,10 @@ def upstream_headers(
         if name.decode("latin-1") not in _DROP_REQUEST_HEADERS
         and name.decode("latin-1") not in connection_tokens
     ]
-    if channel.provider == "anthropic":
-        headers.append(("x-api-key", channel.credential))
+    if provider == "anthropic":
+        headers.append(("x-api-key", credential))
     else:
-        headers.append(("authorization", f"Bearer {channel.credential}"))
+        headers.append(("authorization", f"Bearer {credential}"))
     return headers
 
 
@@ -137,6 +138,7 @@ class Upstreams:
     async def open(
         self,
         channel: ChannelState,
+        secrets: ChannelSecrets,
         *,
         method: str,
         path: str,
@@ -153,8 +155,8 @@ class Upstreams:
         try:
             response = await self.session().request(
                 method,
-                upstream_url(channel, path, query),
-                headers=upstream_headers(channel, headers),
+                upstream_url(secrets.base_url, path, query),
+                headers=upstream_headers(channel.provider, secrets.credential, headers),
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,

@@ -9,9 +9,16 @@ import threading
 import time
 
 import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
 
 from keys import services
-from proxy.services import channel_upsert
+from keys.cache import key_state_cache_key
+from keys.models import digest_key
+from proxy.keystate import state_cache_name
+from proxy.models import Channel
+from proxy.services import channel_save, channel_upsert
 from tests.factories import GroupFactory
 
 from .conftest import ANTHROPIC_SECRET, CLAUDE, GPT, OPENAI_SECRET, usage_events
@@ -113,6 +120,43 @@ def test_channel_secrets_never_reach_the_client(relay):
     # The request id is the relay's, not the vendor's.
     assert response.headers["request-id"].startswith("req_")
     assert response.headers["request-id"] != "req_upstream_secret"
+
+
+def test_channel_secrets_stay_out_of_the_shared_cache(relay):
+    """Key snapshots live in the shared cache; channel URLs and credentials live only in each
+    worker's memory (proxy.channels)."""
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+    assert relay.call("POST", "/v1/chat/completions", CHAT).status == 200
+
+    digest = digest_key(relay.plaintext)
+    if settings.REDIS_URL:
+        raw = redis.Redis.from_url(settings.REDIS_URL).get(state_cache_name(digest))
+    else:
+        raw = cache.get(key_state_cache_key(digest))
+    snapshot = json.loads(raw)
+    assert [channel["name"] for channel in snapshot["channels"]] == [
+        "anthropic-primary",
+        "openai-primary",
+    ]
+    for secret in (ANTHROPIC_SECRET, OPENAI_SECRET, relay.primary.url):
+        assert secret.encode() not in raw
+
+
+def test_an_edited_channel_is_used_as_edited_by_the_next_request(relay):
+    backup = relay.upstream.backend("backup")
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+    channel = Channel.objects.get(name="anthropic-primary")
+    channel.base_url = backup.url
+
+    channel_save(channel=channel, credential="sk-ant-rotated-credential")
+
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+    assert [request.headers["x-api-key"] for request in relay.primary.requests] == [
+        ANTHROPIC_SECRET
+    ]
+    assert [request.headers["x-api-key"] for request in backup.requests] == [
+        "sk-ant-rotated-credential"
+    ]
 
 
 def test_client_request_id_reused_when_well_formed(relay):

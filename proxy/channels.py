@@ -1,0 +1,63 @@
+"""A channel's base URL and credential, held in each worker's memory rather than the cache.
+
+Key snapshots live in the shared cache (Redis in production), where a channel's credential
+has no business being. A snapshot names each routed channel with its version (when it was
+last saved); this table holds the URL and credential, loaded from the database in a worker
+thread. Saving a channel drops the snapshots of its groups (proxy.services), so the next
+request rebuilds its snapshot with the new version, finds the table older, and reloads it
+first: an edited URL or credential is used from the very next request, in every worker.
+
+A channel the table still lacks after a reload (deactivated or deleted since the snapshot was
+built) is skipped like a failed one; each channel version costs at most one reload per worker,
+so a stale snapshot cannot turn into a query per request.
+"""
+
+import asyncio
+from dataclasses import dataclass
+
+from .keystate import ChannelState, channel_version
+from .models import Channel
+from .store import run_db
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSecrets:
+    # Never sent to a client or logged: used only to call the upstream.
+    base_url: str
+    credential: str
+    version: int
+
+
+def _load() -> dict[int, ChannelSecrets]:
+    return {
+        channel.pk: ChannelSecrets(channel.base_url, channel.credential, channel_version(channel))
+        for channel in Channel.objects.filter(is_active=True).only(
+            "base_url", "credential", "updated_at"
+        )
+    }
+
+
+class ChannelTable:
+    def __init__(self) -> None:
+        self._table: dict[int, ChannelSecrets] = {}
+        # (channel id, version) pairs already reloaded for: never again.
+        self._reloaded_for: set[tuple[int, int]] = set()
+        self._lock: asyncio.Lock | None = None
+
+    async def secrets(self, channel: ChannelState) -> ChannelSecrets | None:
+        found = self._table.get(channel.id)
+        if found is not None and found.version >= channel.version:
+            return found
+        wanted = (channel.id, channel.version)
+        if wanted not in self._reloaded_for:
+            await self._reload(wanted)
+        return self._table.get(channel.id)
+
+    async def _reload(self, wanted: tuple[int, int]) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if wanted in self._reloaded_for:
+                return  # Another request reloaded for it while this one waited.
+            self._table = await run_db(_load)
+            self._reloaded_for.add(wanted)

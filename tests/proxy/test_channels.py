@@ -1,0 +1,88 @@
+"""proxy.channels: each worker's table of channel URLs and credentials."""
+
+import asyncio
+
+import pytest
+
+from proxy import channels
+from proxy.channels import ChannelTable
+from proxy.keystate import ChannelState, channel_version
+from proxy.models import Channel
+from proxy.services import channel_save
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Count the table's database loads."""
+    counted = []
+    load = channels._load
+
+    def counting_load():
+        counted.append(1)
+        return load()
+
+    monkeypatch.setattr(channels, "_load", counting_load)
+    return counted
+
+
+def state(channel: Channel, *, version: int | None = None) -> ChannelState:
+    return ChannelState(
+        id=channel.pk,
+        name=channel.name,
+        provider=channel.provider,
+        timeout_seconds=channel.timeout_seconds,
+        version=channel_version(channel) if version is None else version,
+    )
+
+
+def make_channel(name: str, credential: str) -> Channel:
+    return channel_save(
+        channel=Channel(name=name, provider="anthropic", base_url=f"https://{name}.test"),
+        credential=credential,
+    )
+
+
+def test_loaded_once_then_served_from_memory(transactional_db, loads):
+    channel = make_channel("main", "sk-first")
+    table = ChannelTable()
+
+    async def lookups():
+        return [await table.secrets(state(channel)) for _ in range(3)]
+
+    found = asyncio.run(lookups())
+
+    assert [(s.base_url, s.credential) for s in found] == [("https://main.test", "sk-first")] * 3
+    assert len(loads) == 1
+
+
+def test_a_newer_version_reloads_the_table(transactional_db, loads):
+    channel = make_channel("main", "sk-first")
+    table = ChannelTable()
+    asyncio.run(table.secrets(state(channel)))
+
+    edited = channel_save(channel=channel, credential="sk-second")
+    found = asyncio.run(table.secrets(state(edited)))
+
+    assert found.credential == "sk-second"
+    assert len(loads) == 2
+
+
+def test_a_channel_gone_since_the_snapshot_is_none_and_reloaded_for_once(transactional_db, loads):
+    channel = make_channel("main", "sk-first")
+    gone = state(channel)
+    Channel.objects.filter(pk=channel.pk).delete()
+    table = ChannelTable()
+
+    async def lookups():
+        return [await table.secrets(gone) for _ in range(5)]
+
+    assert asyncio.run(lookups()) == [None] * 5
+    assert len(loads) == 1
+
+
+def test_an_inactive_channel_is_not_loaded(transactional_db):
+    channel = make_channel("main", "sk-first")
+    channel.is_active = False
+    channel_save(channel=channel)
+
+    assert asyncio.run(ChannelTable().secrets(state(channel))) is None
