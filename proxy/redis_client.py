@@ -79,7 +79,8 @@ class _Connection(asyncio.Protocol):
     def flush(self) -> None:
         data = b"".join(self.unwritten)
         self.unwritten.clear()
-        if not self.lost:
+        # A lost or closing connection has failed (or is about to fail) what waits on it.
+        if not self.lost and not self.transport.is_closing():
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
