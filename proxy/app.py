@@ -247,6 +247,12 @@ class RelayApp:
         usage = Usage()
         try:
             await self._forward(exchange, endpoint, state, body, usage)
+        except OperationalError:
+            # The database was needed for a channel's URL and credential (a worker's first
+            # request, or the first after a channel was edited) and is down.
+            logger.exception("Channel table unavailable")
+            if not exchange.response_started:
+                await exchange.refuse(errors.relay_unavailable())
         except Exception:
             logger.exception("Relay failed on key %s", state.key_id)
             if not exchange.response_started:

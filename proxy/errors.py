@@ -179,7 +179,7 @@ def relay_unavailable() -> RelayError:
         "api_error",
         "api_error",
         "service_unavailable",
-        "The relay is briefly unable to check this key. Try again in a moment.",
+        "The relay briefly cannot reach its own cache or database. Try again in a moment.",
         headers=[(b"retry-after", b"1")],
     )
 

@@ -9,12 +9,14 @@ from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
+from django.db import OperationalError
 from django.utils import timezone
 
 from billing.models import UsageEvent
 from keys import services
 from keys.cache import key_state_cache_key
 from keys.models import ApiKey
+from proxy import channels
 from proxy.store import RedisStore
 from tests.factories import GroupFactory
 
@@ -492,7 +494,7 @@ def test_portal_paths_still_reach_django(relay):
 
 # --- the relay's own state unreachable ------------------------------------------------------
 
-UNAVAILABLE = "The relay is briefly unable to check this key. Try again in a moment."
+UNAVAILABLE = "The relay briefly cannot reach its own cache or database. Try again in a moment."
 
 
 def test_unreachable_state_store_is_a_retryable_503(relay, relay_server):
@@ -514,3 +516,24 @@ def test_unreachable_state_store_is_a_retryable_503(relay, relay_server):
     assert_openai_error(openai, 503, "api_error", "service_unavailable", UNAVAILABLE)
     assert_nothing_forwarded_or_recorded(relay)
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+
+
+def test_unreachable_database_for_the_channel_table_is_a_retryable_503(
+    relay, relay_server, monkeypatch
+):
+    """A worker's first request (or the first after a channel edit) reads channel secrets from
+    the database; with the database down that is the same retryable 503."""
+
+    def database_down():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(channels, "_load", database_down)
+    _, app = relay_server
+    monkeypatch.setattr(app, "channels", channels.ChannelTable())
+
+    anthropic = relay.call("POST", "/v1/messages", MESSAGE)
+
+    assert_anthropic_error(anthropic, 503, "api_error", UNAVAILABLE)
+    assert relay.primary.requests == []
+    [event] = usage_events(key=relay.key)
+    assert (event.status_code, event.charged_usd) == (503, Decimal(0))
