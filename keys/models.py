@@ -280,6 +280,17 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Who made it: the owner in the portal, or a staff member in the admin, so a token handed to
+    # someone can be told from one they made. Deleting that person empties it rather than the
+    # token, which goes on working. Empty, too, for tokens made before it was recorded.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_tokens_created",
+        editable=False,
+    )
 
     objects = ApiTokenQuerySet.as_manager()
 

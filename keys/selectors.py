@@ -128,7 +128,7 @@ def team_list_led(*, actor: User) -> QuerySet[Team]:
 
 def api_token_list(*, actor: User) -> QuerySet[ApiToken]:
     """The actor's own API tokens, revoked ones included (staff manage others' in the admin)."""
-    return ApiToken.objects.filter(user=actor)
+    return ApiToken.objects.filter(user=actor).select_related("created_by")
 
 
 def group_list_for_actor(*, actor: User) -> QuerySet[Group]:

@@ -2,6 +2,7 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
@@ -36,14 +37,15 @@ class ApiTokenAdminForm(forms.ModelForm):
             return
         try:
             with transaction.atomic():
-                self.create_token()
+                # Rolled back below, so the token is never kept and no actor is needed.
+                self.create_token(actor=None)
                 transaction.set_rollback(True)
         except ValidationError as error:
             _add_service_errors(self, error)
 
-    def create_token(self) -> IssuedApiToken:
+    def create_token(self, *, actor: User | None) -> IssuedApiToken:
         return services.api_token_create(
-            user=self.cleaned_data["user"], name=self.cleaned_data["name"]
+            user=self.cleaned_data["user"], name=self.cleaned_data["name"], actor=actor
         )
 
 
@@ -56,11 +58,28 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """
 
     form = ApiTokenAdminForm
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "name",
+        "user",
+        "prefix",
+        "created_at",
+        "created_by_display",
+        "last_used_at",
+        "revoked_at",
+    )
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
-    list_select_related = ("user",)
+    list_select_related = ("user", "created_by")
     search_fields = ("name", "prefix", "user__username", "user__email")
-    fields = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "name",
+        "user",
+        "prefix",
+        "created_at",
+        "created_by_display",
+        "last_used_at",
+        "revoked_at",
+    )
+    readonly_fields = ("created_by_display",)
     autocomplete_fields = ("user",)
     actions = ["revoke_tokens"]
 
@@ -68,6 +87,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if obj is None:
             return ("user", "name")
         return self.fields
+
+    @admin.display(description="Created by", ordering="created_by__username")
+    def created_by_display(self, obj: ApiToken) -> str:
+        # Empty for tokens made before the creator was recorded and once the creator is deleted.
+        # The dash is returned here because a read-only field would otherwise show "None".
+        if obj.created_by_id is None:
+            return "—"
+        return obj.created_by.get_username()
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
         # Whichever button is pressed, the answer is the page with the plaintext.
@@ -79,7 +106,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return super().add_view(request, form_url, extra_context)
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form, change: bool) -> None:
-        issued = form.create_token()
+        issued = form.create_token(actor=request.user)
         # The admin goes on to log and answer with its own instance, so it becomes the token
         # the service created.
         for field in ApiToken._meta.concrete_fields:

@@ -26,8 +26,9 @@ class IssuedApiToken:
 
 
 @transaction.atomic
-def api_token_create(*, user: User, name: str) -> IssuedApiToken:
-    token = ApiToken(user=user)
+def api_token_create(*, user: User, name: str, actor: User | None) -> IssuedApiToken:
+    """A new token for `user`, recorded as made by `actor` (None for the system)."""
+    token = ApiToken(user=user, created_by=actor)
     errors: dict[str, list[str]] = {}
     try:
         token.name = _clean_name(name)

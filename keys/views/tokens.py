@@ -36,7 +36,9 @@ def token_create(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST)
     if form.is_valid():
         try:
-            issued = services.api_token_create(user=request.user, name=form.cleaned_data["name"])
+            issued = services.api_token_create(
+                user=request.user, name=form.cleaned_data["name"], actor=request.user
+            )
         except ValidationError as error:
             form.add_service_errors(error)
         else:

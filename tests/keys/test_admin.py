@@ -76,7 +76,7 @@ def key(issued) -> ApiKey:
 
 @pytest.fixture
 def token(member) -> ApiToken:
-    return services.api_token_create(user=member, name="ci").token
+    return services.api_token_create(user=member, name="ci", actor=member).token
 
 
 @pytest.fixture
@@ -952,8 +952,35 @@ def test_api_tokens_cannot_be_changed_or_deleted(admin_client, token):
     assert ApiToken.objects.filter(pk=token.pk).values().get() == before
 
 
+def test_api_token_list_and_page_show_who_created_each_token_read_only(admin_client, member):
+    alice = UserFactory(username="alice", is_staff=True)
+    by_staff = services.api_token_create(user=member, name="by-staff", actor=alice).token
+    legacy = services.api_token_create(user=member, name="legacy", actor=None).token
+
+    changelist = admin_client.get(url("keys_apitoken_changelist"))
+
+    page = changelist.content.decode()
+    assert "Created by</a></div>" in page
+    result_rows = {
+        token.name: re.search(
+            rf"<tr>.*?/keys/apitoken/{token.pk}/change/.*?</tr>", page, flags=re.DOTALL
+        ).group()
+        for token in (by_staff, legacy)
+    }
+    assert '<td class="field-created_by_display">alice</td>' in result_rows["by-staff"]
+    assert '<td class="field-created_by_display">—</td>' in result_rows["legacy"]
+
+    change = admin_client.get(url("keys_apitoken_change", by_staff.pk))
+    form_page = change.content.decode()
+    assert "<label>Created by:</label>" in form_page
+    assert '<div class="readonly">alice</div>' in form_page
+    assert "created_by" not in change.context["adminform"].form.fields
+    legacy_page = admin_client.get(url("keys_apitoken_change", legacy.pk)).content.decode()
+    assert '<div class="readonly">—</div>' in legacy_page
+
+
 def test_revoke_action_revokes_through_the_service(admin_client, member, token):
-    already = services.api_token_create(user=member, name="old").token
+    already = services.api_token_create(user=member, name="old", actor=member).token
     services.api_token_revoke(token=already)
     revoked_at = ApiToken.objects.get(pk=already.pk).revoked_at
 
@@ -995,6 +1022,7 @@ def test_add_token_creates_it_through_the_service_and_shows_it_once(admin_client
     assert "If it is lost, revoke it and create a new one." in content
     token = ApiToken.objects.get()
     assert (token.user, token.name, token.revoked_at) == (member, "ci", None)
+    assert token.created_by.username == "admin"
     assert token.digest == digest_key(plaintext)
     assert plaintext not in {str(value) for value in ApiToken.objects.values().get().values()}
     history = LogEntry.objects.get()

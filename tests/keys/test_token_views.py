@@ -2,6 +2,8 @@
 token's plaintext goes out in one response only, and a revoked token stops opening the API.
 """
 
+import re
+
 import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -18,12 +20,12 @@ REVOKED_DETAIL = {"detail": "Invalid or revoked API token."}
 
 @pytest.fixture
 def own_token(member) -> ApiToken:
-    return services.api_token_create(user=member, name="ci-bot").token
+    return services.api_token_create(user=member, name="ci-bot", actor=member).token
 
 
 @pytest.fixture
 def lead_token(lead) -> ApiToken:
-    return services.api_token_create(user=lead, name="lead-export").token
+    return services.api_token_create(user=lead, name="lead-export", actor=lead).token
 
 
 def tokens_url() -> str:
@@ -83,7 +85,7 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_nothing_changes(
 
 
 def test_list_shows_only_the_signed_in_persons_tokens(client, member, own_token, lead_token):
-    old = services.api_token_create(user=member, name="old-script").token
+    old = services.api_token_create(user=member, name="old-script", actor=member).token
     services.api_token_revoke(token=old)
     old.refresh_from_db()
     client.force_login(member)
@@ -103,6 +105,45 @@ def test_list_shows_only_the_signed_in_persons_tokens(client, member, own_token,
     # Only the active token offers a revoke button.
     assert f'href="{revoke_url(own_token)}"' in page
     assert f'href="{revoke_url(old)}"' not in page
+
+
+def test_list_names_the_creator_only_of_tokens_someone_else_made(client, member, own_token):
+    alice = UserFactory(username="alice", is_staff=True)
+    bob = UserFactory(username="bob")
+    by_staff = services.api_token_create(user=member, name="by-staff", actor=alice).token
+    by_bob = services.api_token_create(user=member, name="by-bob", actor=bob).token
+    by_system = services.api_token_create(user=member, name="by-system", actor=None).token
+    client.force_login(member)
+
+    response = client.get(tokens_url())
+
+    assert list(response.context["tokens"]) == [by_system, by_bob, by_staff, own_token]
+    page = response.content.decode()
+    assert page.count("created by") == 2
+    assert '<span class="muted">created by alice (staff)</span></td>' in page
+    assert '<span class="muted">created by bob</span></td>' in page
+    rows = {
+        token.name: re.search(
+            rf'<tr data-token-id="{token.pk}">.*?</tr>', page, flags=re.DOTALL
+        ).group()
+        for token in (own_token, by_staff, by_bob, by_system)
+    }
+    assert "created by alice (staff)" in rows["by-staff"]
+    assert "created by bob" in rows["by-bob"]
+    assert "created by" not in rows["ci-bot"]
+    assert "created by" not in rows["by-system"]
+
+
+def test_list_names_no_creator_once_the_creator_is_deleted(client, member):
+    alice = UserFactory(username="alice", is_staff=True)
+    services.api_token_create(user=member, name="by-staff", actor=alice)
+    alice.delete()
+    client.force_login(member)
+
+    page = client.get(tokens_url()).content.decode()
+
+    assert "by-staff" in page
+    assert "created by" not in page
 
 
 def test_list_shows_created_and_last_used(client, member, own_token):
@@ -164,6 +205,7 @@ def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
     plaintext = response.context["plaintext"]
     assert plaintext.startswith("hcat_")
     assert (token.user, token.name, token.revoked_at) == (member, "grafana-export", None)
+    assert token.created_by == member
     assert token.digest == digest_key(plaintext)
     assert plaintext not in {str(value) for value in stored(token).values()}
     page = response.content.decode()

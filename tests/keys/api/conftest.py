@@ -14,7 +14,7 @@ def api():
     def client_for(user) -> APIClient:
         client = APIClient()
         if user is not None:
-            issued = services.api_token_create(user=user, name="tests")
+            issued = services.api_token_create(user=user, name="tests", actor=user)
             client.credentials(HTTP_AUTHORIZATION=f"Token {issued.plaintext}")
         return client
 

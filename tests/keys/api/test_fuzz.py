@@ -45,7 +45,7 @@ def world(transactional_db, settings):
         make_key(team=team, group=groups[1], name="member's").key,
     ]
     return {
-        "token": services.api_token_create(user=user, name="fuzz").plaintext,
+        "token": services.api_token_create(user=user, name="fuzz", actor=user).plaintext,
         "key_ids": [str(key.pk) for key in keys],
         "group_ids": [str(group.pk) for group in groups],
     }

@@ -15,7 +15,7 @@ ME = "/api/v1/me/"
 
 
 def test_create_returns_the_plaintext_once_and_stores_only_its_digest(member):
-    issued = services.api_token_create(user=member, name=" ci-bot ")
+    issued = services.api_token_create(user=member, name=" ci-bot ", actor=member)
 
     token = ApiToken.objects.get()
     assert issued.plaintext.startswith("hcat_")
@@ -40,14 +40,14 @@ def test_create_returns_the_plaintext_once_and_stores_only_its_digest(member):
 )
 def test_create_refuses_a_bad_name_and_writes_nothing(member, name, message):
     with pytest.raises(ValidationError) as error:
-        services.api_token_create(user=member, name=name)
+        services.api_token_create(user=member, name=name, actor=member)
 
     assert error.value.message_dict == {"name": [message]}
     assert not ApiToken.objects.exists()
 
 
 def test_revoke_keeps_the_row_and_the_first_revocation_time(member):
-    token = services.api_token_create(user=member, name="ci").token
+    token = services.api_token_create(user=member, name="ci", actor=member).token
     services.api_token_revoke(token=token)
     first = ApiToken.objects.get().revoked_at
 
@@ -58,9 +58,49 @@ def test_revoke_keeps_the_row_and_the_first_revocation_time(member):
     assert not ApiToken.objects.active().exists()
 
 
+@pytest.mark.parametrize(
+    ("actor_name", "expected"),
+    [("self", "member"), ("staff", "alice"), ("system", None)],
+)
+def test_create_records_who_made_the_token(member, actor_name, expected):
+    actor = {
+        "self": member,
+        "staff": UserFactory(username="alice", is_staff=True),
+        "system": None,
+    }[actor_name]
+
+    issued = services.api_token_create(user=member, name="ci", actor=actor)
+
+    token = ApiToken.objects.get()
+    assert token == issued.token
+    assert token.user == member
+    stored_creator = None if token.created_by is None else token.created_by.username
+    assert stored_creator == expected
+    assert issued.token.created_by_id == token.created_by_id
+
+
+def test_deleting_the_creator_keeps_the_token_working_with_created_by_empty(member):
+    alice = UserFactory(username="alice", is_staff=True)
+    issued = services.api_token_create(user=member, name="ci", actor=alice)
+    digest = ApiToken.objects.get().digest
+
+    alice.delete()
+
+    token = ApiToken.objects.get()
+    assert (token.created_by_id, token.user, token.digest, token.revoked_at) == (
+        None,
+        member,
+        digest,
+        None,
+    )
+    response = _client(f"Token {issued.plaintext}").get(ME)
+    assert response.status_code == 200
+    assert response.json()["username"] == "member"
+
+
 def test_token_list_shows_only_the_actors_tokens(member, lead):
-    own = services.api_token_create(user=member, name="mine").token
-    services.api_token_create(user=lead, name="theirs")
+    own = services.api_token_create(user=member, name="mine", actor=member).token
+    services.api_token_create(user=lead, name="theirs", actor=lead)
 
     assert list(api_token_list(actor=member)) == [own]
 
@@ -73,7 +113,7 @@ def _client(header: str | None) -> APIClient:
 
 
 def test_a_token_authenticates_as_its_user_and_marks_its_use(member):
-    issued = services.api_token_create(user=member, name="ci")
+    issued = services.api_token_create(user=member, name="ci", actor=member)
 
     response = _client(f"Token {issued.plaintext}").get(ME)
 
@@ -83,7 +123,7 @@ def test_a_token_authenticates_as_its_user_and_marks_its_use(member):
 
 
 def test_last_use_is_written_at_most_once_a_minute(member):
-    issued = services.api_token_create(user=member, name="ci")
+    issued = services.api_token_create(user=member, name="ci", actor=member)
     client = _client(f"Token {issued.plaintext}")
     client.get(ME)
     first = ApiToken.objects.get().last_used_at
@@ -111,7 +151,7 @@ def test_no_credentials_is_401_with_a_token_challenge(db):
     ],
 )
 def test_a_damaged_token_is_401(member, damage):
-    issued = services.api_token_create(user=member, name="ci")
+    issued = services.api_token_create(user=member, name="ci", actor=member)
 
     response = _client(f"Token {damage(issued.plaintext)}").get(ME)
 
@@ -138,7 +178,7 @@ def test_a_malformed_header_is_401(db, header, detail):
 
 
 def test_a_revoked_token_is_401(member):
-    issued = services.api_token_create(user=member, name="ci")
+    issued = services.api_token_create(user=member, name="ci", actor=member)
     services.api_token_revoke(token=issued.token)
 
     response = _client(f"Token {issued.plaintext}").get(ME)
@@ -149,7 +189,7 @@ def test_a_revoked_token_is_401(member):
 
 def test_the_token_of_a_deactivated_user_is_401(db):
     user = UserFactory(username="gone")
-    issued = services.api_token_create(user=user, name="ci")
+    issued = services.api_token_create(user=user, name="ci", actor=user)
     user.is_active = False
     user.save()
 
@@ -207,8 +247,12 @@ def test_the_rate_limit_counts_per_token(member, settings):
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"api_token": "2/min"},
     }
-    first = _client(f"Token {services.api_token_create(user=member, name='a').plaintext}")
-    second = _client(f"Token {services.api_token_create(user=member, name='b').plaintext}")
+    first = _client(
+        f"Token {services.api_token_create(user=member, name='a', actor=member).plaintext}"
+    )
+    second = _client(
+        f"Token {services.api_token_create(user=member, name='b', actor=member).plaintext}"
+    )
 
     statuses = [first.get(ME).status_code for _ in range(3)]
     throttled = first.get(ME)
@@ -221,7 +265,7 @@ def test_the_rate_limit_counts_per_token(member, settings):
 
 
 def test_tokens_are_not_in_the_logs(member, caplog):
-    issued = services.api_token_create(user=member, name="ci")
+    issued = services.api_token_create(user=member, name="ci", actor=member)
     with caplog.at_level("DEBUG"):
         _client(f"Token {issued.plaintext}").get(ME)
         _client(f"Token {issued.plaintext}x").get(ME)
@@ -230,7 +274,7 @@ def test_tokens_are_not_in_the_logs(member, caplog):
 
 
 def test_revoked_at_is_set_to_now(member):
-    token = services.api_token_create(user=member, name="ci").token
+    token = services.api_token_create(user=member, name="ci", actor=member).token
     before = timezone.now()
 
     services.api_token_revoke(token=token)
