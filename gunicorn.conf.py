@@ -1,5 +1,6 @@
 """gunicorn settings for production: uvicorn workers serve the ASGI app (portal and relay)."""
 
+import gc
 import os
 
 bind = os.environ.get("BIND", "0.0.0.0:" + os.environ.get("PORT", "8000"))
@@ -13,3 +14,13 @@ accesslog = None
 # uvicorn must not rewrite the client address from X-Forwarded-For: the app decides whom to
 # believe (TRUSTED_PROXIES), so the socket peer has to reach it unchanged.
 forwarded_allow_ips = ""
+
+
+def post_worker_init(worker) -> None:
+    """Freeze what start-up made (Django, the apps, their imports: about 100,000 objects).
+
+    A full garbage collection walks every tracked object and stalls the worker's requests
+    meanwhile: about 50 ms on a small VM (measured with the whole app loaded). Frozen objects
+    are never walked again, so such a collection costs what requests allocate since."""
+    gc.collect()
+    gc.freeze()
