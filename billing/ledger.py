@@ -161,9 +161,6 @@ class UsageRecord:
             "created_at": self.created_at,
         }
 
-    def to_event(self) -> UsageEvent:
-        return UsageEvent(**self.event_fields())
-
 
 @memoize
 def _max_length(field: str) -> int:

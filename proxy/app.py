@@ -40,6 +40,9 @@ from .usage import SSESplitter, Usage, event_json
 logger = logging.getLogger("proxy")
 
 SESSION_HEADER = b"x-claude-code-session-id"
+# The relay's own state cannot be reached: Redis (key state, quota; the rate limit's cache) or
+# the database (a key or channel not loaded yet). A retryable 503, which the SDKs retry.
+STATE_UNAVAILABLE = (RedisError, redis.exceptions.ConnectionError, OperationalError)
 # Status recorded for a stream the client walked away from (nginx's convention).
 CLIENT_CLOSED = 499
 
@@ -224,9 +227,7 @@ class RelayApp:
         except RelayError as error:
             await exchange.refuse(error)
             return state.key_id if state else None
-        except (RedisError, redis.exceptions.ConnectionError, OperationalError):
-            # Redis (key state, quota, rate limit) or the database (a key not cached yet) is
-            # down: a retryable 503, which the SDKs retry on their own.
+        except STATE_UNAVAILABLE:
             logger.exception("Relay state unavailable")
             await exchange.refuse(errors.relay_unavailable())
             return state.key_id if state else None
@@ -247,9 +248,9 @@ class RelayApp:
         usage = Usage()
         try:
             await self._forward(exchange, endpoint, state, body, usage)
-        except OperationalError:
+        except STATE_UNAVAILABLE:
             # The database was needed for a channel's URL and credential (a worker's first
-            # request, or the first after a channel was edited) and is down.
+            # request, or the first after a channel was edited).
             logger.exception("Channel table unavailable")
             if not exchange.response_started:
                 await exchange.refuse(errors.relay_unavailable())

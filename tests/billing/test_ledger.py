@@ -174,7 +174,7 @@ def test_the_database_holds_one_row_per_relayed_request(issued):
     services.write_and_settle_usage(records=[record])
 
     with pytest.raises(IntegrityError), transaction.atomic():
-        record.to_event().save()
+        UsageEvent(**record.event_fields()).save()
 
     assert UsageEvent.objects.filter(request_id=record.request_id).count() == 1
 
