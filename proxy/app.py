@@ -3,8 +3,9 @@
 Django's ASGI handler starts a thread per request, which alone caps a 2-core machine near
 1,000 requests a second (see the relay issue); this app runs on the event loop and uses
 Django only for settings, models (in worker threads, on cache misses) and cache names. A warm
-request costs one cache read for the key, plus one atomic script for keys with a quota, and
-one for recording the usage, all async.
+request makes one Redis round trip before it is forwarded (the key's snapshot, sent together
+with the quota admission for keys with a quota; see proxy.gate.Gate) and one after (recording
+the usage), all async.
 """
 
 import asyncio
@@ -130,6 +131,7 @@ Answer = UpstreamResponse | mock.MockResponse | _ReadResponse
 class RelayApp:
     def __init__(self) -> None:
         self.prices = PriceTable()
+        self.gate = gate.Gate(self.prices)
         self.channels = ChannelTable()
         self.upstreams = Upstreams()
         self._store: LocalStore | RedisStore | None = None
@@ -191,7 +193,6 @@ class RelayApp:
     async def handle(self, exchange: Exchange, endpoint: Endpoint | None) -> int | None:
         """Run the gate, then forward. Returns the key's id once it is known (for the log)."""
         scope = exchange.scope
-        state: KeyState | None = None
         try:
             if endpoint is None:
                 raise errors.not_found(scope["path"])
@@ -200,39 +201,31 @@ class RelayApp:
             plaintext = gate.credential(scope["headers"])
             if plaintext is None:
                 raise errors.missing_credentials()
-            state = await gate.key_state(self.store, plaintext)
-            gate.check_key(state, timezone.now())
-            gate.check_ip(state, exchange.client_ip)
             if endpoint.kind == "models":
+                state = await self.gate.check_listing(
+                    self.store, plaintext=plaintext, client_ip=exchange.client_ip
+                )
                 await self.list_models(exchange, state)
                 return state.key_id
-            body = await gate.read_body(
-                exchange.receive, scope["headers"], settings.RELAY_MAX_BODY_BYTES
+            passed = await self.gate.check(
+                self.store,
+                plaintext=plaintext,
+                receive=exchange.receive,
+                headers=scope["headers"],
+                request_id=exchange.request_id,
+                client_ip=exchange.client_ip,
+                counts_output=endpoint.kind != "count_tokens",
+                max_body_bytes=settings.RELAY_MAX_BODY_BYTES,
             )
-            price = await gate.check_model(state, body.model, self.prices) if body.model else None
-            estimate = 0
-            if price is not None and body.error is None:
-                estimate = gate.estimate_charge_units(
-                    state, price, body, counts_output=endpoint.kind != "count_tokens"
-                )
-            reserved = await gate.admit_quota(self.store, state, exchange.request_id, estimate)
-            try:
-                await gate.check_rate(state)
-                if body.error is not None:
-                    raise body.error
-            except RelayError:
-                if reserved:
-                    await self.store.release(key_id=state.key_id, request_id=exchange.request_id)
-                raise
         except RelayError as error:
             await exchange.refuse(error)
-            return state.key_id if state else None
+            return error.key_id
         except STATE_UNAVAILABLE:
             logger.exception("Relay state unavailable")
             await exchange.refuse(errors.relay_unavailable())
-            return state.key_id if state else None
-        await self.forward(exchange, endpoint, state, body, price)
-        return state.key_id
+            return None
+        await self.forward(exchange, endpoint, passed.state, passed.body, passed.price)
+        return passed.state.key_id
 
     # --- after the gate: forward, relay, record -----------------------------------------------
 

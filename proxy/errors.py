@@ -27,6 +27,8 @@ class RelayError(Exception):
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # When OpenAI's API answers this case with another status (quota: 429, not 402).
     openai_status: int | None = None
+    # The key refused, once the gate knows it (for the log line, never for the client).
+    key_id: int | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"

@@ -5,7 +5,9 @@ issue's table gives them, each refusing with its own status and message (proxy.e
     priced -> quota -> rate limit -> well-formed body
 
 The body is read before the model check (the model is in it), but a malformed or oversized
-body is refused only in its row of the table, after quota and rate limit.
+body is refused only in its row of the table, after quota and rate limit. For a key this
+process has seen before, the body is read before the snapshot (see Gate): the refusals and
+their order are the same.
 """
 
 import json
@@ -32,7 +34,7 @@ from .keystate import (
     parse_key_state,
 )
 from .prices import PriceTable
-from .store import LocalStore, RedisStore, rebuild_spend_total, run_db
+from .store import Admission, LocalStore, Plan, RedisStore, rebuild_spend_total, run_db
 from .usage import approx_tokens
 
 # A key is KEY_PREFIX + 43 URL-safe characters; anything far from that shape is refused
@@ -57,15 +59,19 @@ def credential(headers: list[tuple[bytes, bytes]]) -> str | None:
     return api_key or bearer or None
 
 
-async def key_state(store: LocalStore | RedisStore, plaintext: str) -> KeyState:
-    """The key's snapshot: one cache read when warm; built in a thread on a miss.
+def key_digest(plaintext: str) -> str:
+    """The digest a key is looked up by; a credential far from a key's shape is refused here,
+    without touching the cache."""
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > _MAX_KEY_LENGTH:
+        raise errors.invalid_key()
+    return digest_key(plaintext)
+
+
+async def key_state(store: LocalStore | RedisStore, digest: str, raw: bytes | None) -> KeyState:
+    """The key's snapshot from what the cache held (`raw`); built in a thread on a miss.
 
     Looked up by the SHA-256 digest, so timing can tell an attacker at most something about a
     digest, never about a key."""
-    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > _MAX_KEY_LENGTH:
-        raise errors.invalid_key()
-    digest = digest_key(plaintext)
-    raw = await store.get_key_state(digest)
     if raw is None:
         raw = await run_db(build_key_state, digest)
         seconds = UNKNOWN_KEY_SECONDS if raw == UNKNOWN_MARKER else KEY_STATE_SECONDS
@@ -193,33 +199,28 @@ def estimate_charge_units(
     return usd_to_units(charged)
 
 
-async def admit_quota(
-    store: LocalStore | RedisStore, state: KeyState, request_id: str, estimate_units: int
-) -> bool:
-    """Reserve the estimate against the key's quota; raise the quota error when it is used up.
-    Returns whether a reservation was made (keys without a quota make none)."""
-    if not state.quota_limit_units:
-        return False
+def admission_plan(
+    state: KeyState, price: PriceRow | None, body: Body, *, counts_output: bool
+) -> Plan:
+    estimate = 0
+    if price is not None and body.error is None:
+        estimate = estimate_charge_units(state, price, body, counts_output=counts_output)
     hold = max((channel.timeout_seconds for channel in state.channels), default=600)
+    return Plan(state.key_id, state.quota_limit_units, estimate, hold + _HOLD_MARGIN_SECONDS)
+
+
+async def admit(store: LocalStore | RedisStore, plan: Plan, request_id: str) -> Admission | None:
+    """Reserve the plan's estimate; None for a key without a quota (nothing to reserve)."""
+    if not plan.limit_units:
+        return None
     for _ in range(2):
-        admission = await store.admit(
-            key_id=state.key_id,
-            request_id=request_id,
-            estimate_units=estimate_units,
-            limit_units=state.quota_limit_units,
-            hold_seconds=hold + _HOLD_MARGIN_SECONDS,
-        )
+        admission = await store.admit(plan, request_id)
         if admission is not None:
-            break
+            return admission
         # No running total in the cache (first use, eviction, flush): rebuild it from the
         # database, once, then admit against it.
-        await rebuild_spend_total(state.key_id)
-    else:
-        raise RuntimeError(f"Spend total of key {state.key_id} vanished while it was rebuilt.")
-    if not admission.admitted:
-        spent = units_to_usd(admission.spent_units).quantize(Decimal("0.01"))
-        raise errors.quota_used_up(f"{spent:.2f}", state.quota_limit_usd)
-    return True
+        await rebuild_spend_total(plan.key_id)
+    raise RuntimeError(f"Spend total of key {plan.key_id} vanished while it was rebuilt.")
 
 
 _RATE_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
@@ -243,3 +244,119 @@ async def check_rate(state: KeyState) -> None:
         count, _, period = state.rate_limit.partition("/")
         retry_after = max(1, usage["time_left"])
         raise errors.rate_limited(f"{count} requests per {_RATE_NAMES[period]}", retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """A request the gate let through (holding a quota reservation if its key has a quota;
+    recording its usage releases it)."""
+
+    state: KeyState
+    body: Body
+    price: PriceRow
+
+
+class Gate:
+    """The checks of a model request (/v1/messages, count_tokens, /v1/chat/completions), in the
+    table's order, against the key's snapshot as the cache holds it now.
+
+    A key with a quota costs one Redis round trip, not two: this process remembers the last
+    snapshot it saw for each digest (a digest always belongs to the same key) and uses it to
+    guess the quota admission's inputs, so the snapshot read and the admission go out together.
+    The guess decides nothing. Every check runs on the snapshot just read; where the admission
+    worked out from it differs from the guess (the key, its group or its quota changed since),
+    the guessed reservation is released and the admission is made again with it. A key seen
+    for the first time in this process, or without a quota, reads its snapshot first, as
+    before."""
+
+    # Digests remembered per process; past this the memory is simply started afresh.
+    RECENT_LIMIT = 10_000
+
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
+        self._recent: dict[str, KeyState] = {}
+
+    async def check(
+        self,
+        store: LocalStore | RedisStore,
+        *,
+        plaintext: str,
+        receive: Callable[[], Awaitable[dict]],
+        headers: list[tuple[bytes, bytes]],
+        request_id: str,
+        client_ip: str,
+        counts_output: bool,
+        max_body_bytes: int,
+    ) -> Passed:
+        digest = key_digest(plaintext)
+        guess = self._recent.get(digest)
+        body: Body | None = None
+        guessed: Plan | None = None
+        admission: Admission | None = None
+        if guess is not None and guess.quota_limit_units:
+            body = await read_body(receive, headers, max_body_bytes)
+            guessed = await self._plan(guess, body, counts_output=counts_output)
+        if guessed is None:
+            raw = await store.get_key_state(digest)
+        else:
+            raw, admission = await store.get_key_state_and_admit(digest, guessed, request_id)
+        held_by = guessed.key_id if admission is not None and admission.admitted else None
+        state: KeyState | None = None
+        try:
+            state = await key_state(store, digest, raw)
+            self._remember(digest, state)
+            check_key(state, timezone.now())
+            check_ip(state, client_ip)
+            if body is None:
+                body = await read_body(receive, headers, max_body_bytes)
+            price = await check_model(state, body.model, self.prices) if body.model else None
+            plan = admission_plan(state, price, body, counts_output=counts_output)
+            if admission is None or plan != guessed:
+                if held_by is not None:
+                    await store.release(key_id=held_by, request_id=request_id)
+                    held_by = None
+                admission = await admit(store, plan, request_id)
+            if admission is not None:
+                if not admission.admitted:
+                    spent = units_to_usd(admission.spent_units).quantize(Decimal("0.01"))
+                    raise errors.quota_used_up(f"{spent:.2f}", state.quota_limit_usd)
+                held_by = plan.key_id
+            await check_rate(state)
+            if body.error is not None:
+                raise body.error
+        except Exception as error:
+            if held_by is not None:
+                await store.release(key_id=held_by, request_id=request_id)
+            if isinstance(error, errors.RelayError) and state is not None:
+                error.key_id = state.key_id
+            raise
+        return Passed(state, body, price)
+
+    async def check_listing(
+        self, store: LocalStore | RedisStore, *, plaintext: str, client_ip: str
+    ) -> KeyState:
+        """The checks of GET /v1/models: the key, its status and expiry, and the client's IP.
+        Not the quota or the rate limit: the listing costs nothing, and Claude Code fills its
+        model picker from it."""
+        digest = key_digest(plaintext)
+        state = await key_state(store, digest, await store.get_key_state(digest))
+        try:
+            check_key(state, timezone.now())
+            check_ip(state, client_ip)
+        except errors.RelayError as error:
+            error.key_id = state.key_id
+            raise
+        return state
+
+    async def _plan(self, guess: KeyState, body: Body, *, counts_output: bool) -> Plan | None:
+        """The admission the remembered snapshot would make; None if it would refuse first."""
+        try:
+            price = await check_model(guess, body.model, self.prices) if body.model else None
+        except errors.RelayError:
+            return None
+        return admission_plan(guess, price, body, counts_output=counts_output)
+
+    def _remember(self, digest: str, state: KeyState) -> None:
+        if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
+            self._recent.clear()
+        self._recent[digest] = state

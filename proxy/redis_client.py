@@ -141,6 +141,31 @@ class RedisClient:
             connection = await self._connect()
         return await self._send(connection, args)
 
+    async def execute_together(self, *commands: tuple) -> list:
+        """Send several commands in one write; return their replies in order. An error reply
+        takes its command's place in the list (a RedisReplyError, not raised), so one
+        command's error does not hide the others' replies; a lost connection raises."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            connection = await self._connect()
+        futures = [self._send(connection, args) for args in commands]
+        replies = []
+        try:
+            for future in futures:
+                try:
+                    replies.append(await future)
+                except RedisReplyError as error:
+                    replies.append(error)
+        except BaseException:
+            for future in futures:
+                # Mark the other failures as seen, or asyncio logs them as never retrieved.
+                if future.done() and not future.cancelled():
+                    future.exception()
+                else:
+                    future.cancel()
+            raise
+        return replies
+
     def script(self, source: str) -> "Script":
         return Script(self, source)
 
@@ -223,10 +248,19 @@ class Script:
         # SHA-1 because it is the name Redis gives scripts, not for security.
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
+    def command(self, *, keys: list[str], args: list[str | bytes | int]) -> tuple:
+        """The EVALSHA command, for RedisClient.execute_together; on a reply for which
+        `unknown` is true, run the script by calling it (which loads it)."""
+        return ("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def unknown(error: RedisReplyError) -> bool:
+        return str(error).startswith("NOSCRIPT")
+
     async def __call__(self, *, keys: list[str], args: list[str | bytes | int]):
         try:
-            return await self._client.execute("EVALSHA", self._sha, len(keys), *keys, *args)
+            return await self._client.execute(*self.command(keys=keys, args=args))
         except RedisReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
+            if not self.unknown(error):
                 raise
         return await self._client.execute("EVAL", self._source, len(keys), *keys, *args)

@@ -32,7 +32,7 @@ from billing import ledger, services
 from keys.cache import key_state_cache_key
 
 from .keystate import state_cache_name
-from .redis_client import RedisClient
+from .redis_client import RedisClient, RedisReplyError, Script
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,17 @@ class Admission:
     admitted: bool
     spent_units: int
     reserved_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A quota admission: reserve `estimate_units` against the key's limit for at most
+    `hold_seconds` (the longest the request may take)."""
+
+    key_id: int
+    limit_units: int
+    estimate_units: int
+    hold_seconds: int
 
 
 # KEYS: total, reservations. ARGV: request id, estimate, limit, now, deadline, hold seconds.
@@ -91,23 +102,26 @@ class RedisStore:
     async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
         await self.redis.execute("SET", state_cache_name(digest), raw, "EX", seconds)
 
-    async def admit(
-        self,
-        *,
-        key_id: int,
-        request_id: str,
-        estimate_units: int,
-        limit_units: int,
-        hold_seconds: int,
-    ) -> Admission | None:
-        now = int(time.time())
-        result = await self._admit(
-            keys=[_total(key_id), _reservations(key_id)],
-            args=[request_id, estimate_units, limit_units, now, now + hold_seconds, hold_seconds],
+    async def admit(self, plan: Plan, request_id: str) -> Admission | None:
+        """None when the key's running total is not in the cache (the caller rebuilds it)."""
+        keys, args = _admission_call(plan, request_id)
+        return _admission(await self._admit(keys=keys, args=args))
+
+    async def get_key_state_and_admit(
+        self, digest: str, plan: Plan, request_id: str
+    ) -> tuple[bytes | None, Admission | None]:
+        """The snapshot read and the admission, sent together: one round trip."""
+        keys, args = _admission_call(plan, request_id)
+        raw, reply = await self.redis.execute_together(
+            ("GET", state_cache_name(digest)), self._admit.command(keys=keys, args=args)
         )
-        if result[0] == -1:
-            return None
-        return Admission(bool(result[0]), int(result[1]), int(result[2]))
+        if isinstance(raw, RedisReplyError):
+            raise raw
+        if isinstance(reply, RedisReplyError):
+            if not Script.unknown(reply):
+                raise reply
+            reply = await self._admit(keys=keys, args=args)  # loads the script
+        return raw, _admission(reply)
 
     async def release(self, *, key_id: int, request_id: str) -> None:
         await self.redis.execute("HDEL", _reservations(key_id), request_id)
@@ -120,6 +134,26 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.redis.close()
+
+
+def _admission_call(plan: Plan, request_id: str) -> tuple[list[str], list[str | int]]:
+    now = int(time.time())
+    keys = [_total(plan.key_id), _reservations(plan.key_id)]
+    args = [
+        request_id,
+        plan.estimate_units,
+        plan.limit_units,
+        now,
+        now + plan.hold_seconds,
+        plan.hold_seconds,
+    ]
+    return keys, args
+
+
+def _admission(reply: list) -> Admission | None:
+    if reply[0] == -1:
+        return None
+    return Admission(bool(reply[0]), int(reply[1]), int(reply[2]))
 
 
 # The cache backend's own names (prefix and version applied), worked out once per key.
@@ -148,15 +182,8 @@ class LocalStore:
     async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
         cache.set(key_state_cache_key(digest), raw, timeout=seconds)
 
-    async def admit(
-        self,
-        *,
-        key_id: int,
-        request_id: str,
-        estimate_units: int,
-        limit_units: int,
-        hold_seconds: int,
-    ) -> Admission | None:
+    async def admit(self, plan: Plan, request_id: str) -> Admission | None:
+        key_id = plan.key_id
         spent = ledger.spend_total(key_id)
         if spent is None:
             return None
@@ -167,10 +194,15 @@ class LocalStore:
                 if deadline < now:
                     del held[held_id]
             reserved = sum(amount for amount, _ in held.values())
-            if spent + reserved >= limit_units:
+            if spent + reserved >= plan.limit_units:
                 return Admission(False, spent, reserved)
-            held[request_id] = (estimate_units, now + hold_seconds)
+            held[request_id] = (plan.estimate_units, now + plan.hold_seconds)
         return Admission(True, spent, reserved)
+
+    async def get_key_state_and_admit(
+        self, digest: str, plan: Plan, request_id: str
+    ) -> tuple[bytes | None, Admission | None]:
+        return await self.get_key_state(digest), await self.admit(plan, request_id)
 
     async def release(self, *, key_id: int, request_id: str) -> None:
         with self._lock:

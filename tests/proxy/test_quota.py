@@ -1,12 +1,15 @@
 """Real-time quota through the relay: admission-time reservations bound the overshoot under
 concurrency; the running total survives a cache loss; last_used_at stays fresh cheaply."""
 
+import asyncio
 import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import anthropic
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -15,6 +18,9 @@ from billing.models import UsageEvent
 from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
+from proxy.gate import Gate
+from proxy.prices import PriceTable
+from proxy.store import make_store, run_db
 
 from .conftest import CLAUDE, usage_events
 
@@ -130,3 +136,163 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
     relay.key.refresh_from_db()
     assert relay.key.last_used_at == third.created_at
     assert UsageEvent.objects.filter(key=relay.key).count() == 3
+
+
+# --- one round trip: the snapshot read and the admission sent together --------------------
+
+
+def held_reservations(app, key_id: int) -> dict:
+    """The quota reservations the key holds now, wherever the relay keeps them."""
+    if settings.REDIS_URL:
+        name = cache.make_key(ledger.reservations_cache_key(key_id))
+        with redis.Redis.from_url(settings.REDIS_URL) as client:
+            return client.hgetall(name)
+    return dict(app.store._reservations.get(key_id, {}))
+
+
+def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservation(
+    relay, relay_server, member
+):
+    """The relay's worker remembers the key with a $1 quota and reserves against that limit in
+    the same round trip as it reads the snapshot; the snapshot says $0.01 now, so that
+    reservation is given back and the request refused."""
+    relay.primary.usage.output_tokens = 200  # CHARGE a request
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+    for count in (1, 2, 3):
+        assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+        usage_events(key=relay.key, count=count)
+
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
+    refused = relay.call("POST", "/v1/messages", MESSAGE)
+
+    assert refused.status == 402
+    assert refused.json()["error"]["message"] == (
+        "Quota used up: this key has spent $0.01 of its $0.01 limit. Ask your team lead to "
+        "raise the key's quota."
+    )
+    assert held_reservations(relay_server[1], relay.key.pk) == {}
+
+
+def test_quota_raised_after_a_refusal_is_obeyed_by_the_next_request(relay, member):
+    relay.primary.usage.output_tokens = 200  # CHARGE a request
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
+    for count in (1, 2, 3):
+        assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+        usage_events(key=relay.key, count=count)
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 402  # $0.014 spent
+
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+
+
+def test_key_disabled_after_earlier_requests_gives_back_the_guessed_reservation(
+    relay, relay_server, member
+):
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+    usage_events(key=relay.key)
+
+    services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
+
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 403
+    assert held_reservations(relay_server[1], relay.key.pk) == {}
+
+
+class CountingStore:
+    """The relay's store, with the name of every call made to it, in order."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.store, name)
+
+        async def counted(*args, **kwargs):
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+def test_a_warm_key_with_a_quota_costs_one_store_call_before_forwarding(relay, member):
+    """On Redis, get_key_state_and_admit is one round trip (tests/proxy/test_redis_client.py:
+    its commands go out in one write)."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+    raw = json.dumps(MESSAGE).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def scenario() -> list[list[str]]:
+        store = CountingStore(make_store())
+        gate = Gate(PriceTable())
+        calls = []
+        try:
+            for number in range(4):
+                if number == 2:
+                    # A change made elsewhere: the guess is now wrong.
+                    await run_db(
+                        lambda: services.api_key_update(
+                            key=relay.key, actor=member, quota_limit_usd="2"
+                        )
+                    )
+                store.calls.clear()
+                passed = await gate.check(
+                    store,
+                    plaintext=relay.plaintext,
+                    receive=receive,
+                    headers=[],
+                    request_id=f"req_gate_{number}",
+                    client_ip="127.0.0.1",
+                    counts_output=True,
+                    max_body_bytes=1 << 20,
+                )
+                assert passed.state.key_id == relay.key.pk
+                assert passed.state.quota_limit_usd == ("2.00" if number >= 2 else "1.00")
+                calls.append(list(store.calls))
+            return calls
+        finally:
+            await store.store.close()
+
+    first, warm, changed, warm_again = asyncio.run(scenario())
+
+    # A key this process has not seen: its snapshot first (built on the miss), then admission
+    # (the running total is rebuilt once).
+    assert first[:2] == ["get_key_state", "put_key_state"]
+    assert set(first[2:]) == {"admit"}
+    assert warm == ["get_key_state_and_admit"]
+    # The guess (a $1 limit) was admitted; the fresh snapshot says $2, so that reservation is
+    # given back and the admission made again with what the snapshot says.
+    assert changed == ["get_key_state_and_admit", "put_key_state", "release", "admit"]
+    assert warm_again == ["get_key_state_and_admit"]
+
+
+def test_a_key_without_a_quota_reads_only_its_snapshot(relay):
+    raw = json.dumps(MESSAGE).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def scenario() -> list[str]:
+        store = CountingStore(make_store())
+        gate = Gate(PriceTable())
+        try:
+            for number in range(2):
+                store.calls.clear()
+                await gate.check(
+                    store,
+                    plaintext=relay.plaintext,
+                    receive=receive,
+                    headers=[],
+                    request_id=f"req_gate_{number}",
+                    client_ip="127.0.0.1",
+                    counts_output=True,
+                    max_body_bytes=1 << 20,
+                )
+            return store.calls
+        finally:
+            await store.store.close()
+
+    assert asyncio.run(scenario()) == ["get_key_state"]

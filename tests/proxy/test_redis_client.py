@@ -5,6 +5,7 @@ Against a real Redis where one is configured (REDIS_URL), and against small fake
 """
 
 import asyncio
+import gc
 import socket
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from proxy.redis_client import (
     RedisClient,
     RedisConnectionError,
     RedisReplyError,
+    Script,
     encode_command,
 )
 
@@ -40,6 +42,8 @@ class FakeRedis:
         self.reply = reply
         self.hang_up = hang_up
         self.commands: list[list[bytes]] = []
+        # The commands of each read from the socket, in order.
+        self.reads: list[list[list[bytes]]] = []
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> str:
@@ -53,8 +57,10 @@ class FakeRedis:
         parser = hiredis.Reader()
         while data := await reader.read(65536):
             parser.feed(data)
+            self.reads.append([])
             while (command := parser.gets()) is not False:
                 self.commands.append(command)
+                self.reads[-1].append(command)
                 if self.hang_up:
                     writer.close()
                     return
@@ -144,6 +150,75 @@ def test_a_script_loads_itself_again_after_redis_forgets_it():
             await client.close()
 
     assert run(scenario()) == ([b"a-key", b"text", b"7"], [b"b-key", b"more", b"8"])
+
+
+@needs_redis
+def test_commands_sent_together_get_their_replies_in_order_with_errors_in_place():
+    async def scenario():
+        client = RedisClient(settings.REDIS_URL)
+        script = client.script("return {KEYS[1], ARGV[1]}")
+        try:
+            await client.execute("SET", "redis-client-test:text", "abc", "EX", 60)
+            await client.execute("SCRIPT", "FLUSH")
+            replies = await client.execute_together(
+                ("GET", "redis-client-test:text"),
+                ("INCR", "redis-client-test:text"),
+                script.command(keys=["k"], args=["v"]),
+                ("GET", "redis-client-test:missing"),
+            )
+            return replies, await client.execute("GET", "redis-client-test:text")
+        finally:
+            await client.execute("DEL", "redis-client-test:text")
+            await client.close()
+
+    replies, after = run(scenario())
+    text, not_a_number, unknown_script, missing = replies
+    assert text == b"abc"
+    assert isinstance(not_a_number, RedisReplyError)
+    assert str(not_a_number) == "ERR value is not an integer or out of range"
+    assert isinstance(unknown_script, RedisReplyError)
+    assert Script.unknown(unknown_script)
+    assert not Script.unknown(not_a_number)
+    assert missing is None
+    assert after == b"abc"  # the connection is still usable
+
+
+def test_commands_sent_together_go_out_in_one_write():
+    """One round trip: both commands reach the server in its first read, so the second was
+    not waiting for the first one's reply."""
+    fake = FakeRedis(lambda command: b"$1\r\n" + command[1][-1:] + b"\r\n")
+
+    async def scenario():
+        address = await fake.__aenter__()
+        client = RedisClient(f"redis://{address}/0")
+        try:
+            return await client.execute_together(("GET", "a"), ("GET", "b"))
+        finally:
+            await client.close()
+            await fake.__aexit__()
+
+    assert run(scenario()) == [b"a", b"b"]
+    assert fake.reads[0] == [[b"GET", b"a"], [b"GET", b"b"]]
+
+
+def test_commands_sent_together_fail_together_when_the_connection_drops(caplog):
+    fake = FakeRedis(hang_up=True)
+
+    async def scenario():
+        address = await fake.__aenter__()
+        client = RedisClient(f"redis://{address}/0")
+        try:
+            with pytest.raises(RedisConnectionError, match=r"^the connection to Redis was lost$"):
+                await client.execute_together(("GET", "a"), ("GET", "b"), ("GET", "c"))
+        finally:
+            await client.close()
+            await fake.__aexit__()
+
+    run(scenario())
+    gc.collect()  # asyncio reports an unretrieved failure when its future is collected
+    # The failures of the commands after the first were consumed, not left for asyncio to
+    # report as never retrieved.
+    assert "never retrieved" not in caplog.text
 
 
 @needs_redis

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 from django.conf import settings
 
-from proxy.store import RedisStore
+from proxy.keystate import state_cache_name
+from proxy.store import Admission, Plan, RedisStore, _reservations, _total
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
 
@@ -30,3 +31,33 @@ def test_hundreds_of_concurrent_commands_all_succeed():
 
     assert [result for result in results if isinstance(result, BaseException)] == []
     assert results == [None] * count
+
+
+def test_snapshot_and_admission_together_after_redis_forgot_the_script():
+    """The admission script sent by its SHA-1 next to the snapshot read; after a Redis restart
+    (SCRIPT FLUSH here) it is loaded again and the admission still made, exactly once."""
+    plan = Plan(key_id=987_654, limit_units=1_000, estimate_units=300, hold_seconds=60)
+
+    async def scenario():
+        store = RedisStore(settings.REDIS_URL)
+        total, reservations = _total(plan.key_id), _reservations(plan.key_id)
+        try:
+            await store.redis.execute("SET", total, 500, "EX", 60)
+            await store.put_key_state("store-test-digest", b'{"a":1}', 60)
+            await store.redis.execute("SCRIPT", "FLUSH")
+            first = await store.get_key_state_and_admit("store-test-digest", plan, "req_1")
+            second = await store.get_key_state_and_admit("store-test-digest", plan, "req_2")
+            held = await store.redis.execute("HKEYS", reservations)
+            return first, second, sorted(held)
+        finally:
+            await store.redis.execute(
+                "DEL", total, reservations, state_cache_name("store-test-digest")
+            )
+            await store.close()
+
+    first, second, held = asyncio.run(scenario())
+
+    assert first == (b'{"a":1}', Admission(True, 500, 0))
+    # 500 spent + req_1's 300 held < 1,000: req_2 is admitted too.
+    assert second == (b'{"a":1}', Admission(True, 500, 300))
+    assert held == [b"req_1", b"req_2"]
