@@ -1,4 +1,5 @@
-"""The measurements: wrk for latency and throughput, bench/streams.py for streaming."""
+"""The measurements: bench/c1.py for latency at concurrency 1, wrk for throughput (and, for
+comparison, c1 too), bench/streams.py for streaming."""
 
 import json
 import math
@@ -34,10 +35,17 @@ class WrkResult:
     # Usage events waiting in the Redis stream for the Celery worker when the run ended.
     backlog: int | None = None
     note: str = ""
+    mean_ms: float = float("nan")
+    client: str = "wrk"
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cycle_ms(self) -> float:
+        """Time per request: at concurrency 1, no mean latency can exceed it."""
+        return self.seconds * 1000 / self.requests if self.requests else float("nan")
 
     @property
     def error_rate(self) -> float:
@@ -158,17 +166,73 @@ class Bench:
             cpu=cpu,
             backlog=self.usage_backlog() if target == "relay" else None,
             note=note,
+            mean_ms=summary["mean_us"] / 1000,
         )
         if target == "relay":
             self.relayed += result.requests - summary["status_errors"]
+        self._print("warm-up" if warm_up else "wrk", result)
+        return result
+
+    def c1(
+        self, target: str, *, seconds: float, warm_up: bool = False, note: str = ""
+    ) -> WrkResult:
+        """Latency at concurrency 1 with bench/c1.py (see there for why not wrk)."""
+        self.processes.check_alive()
+        env = {
+            **os.environ,
+            "BENCH_BODY": self.body,
+            "BENCH_KEY": self.key if target == "relay" else "",
+        }
+        command = [
+            PYTHON,
+            str(BENCH_DIR / "c1.py"),
+            self.urls[target] + "/v1/messages",
+            f"--seconds={seconds:g}",
+            "--header=content-type: application/json",
+            "--header=anthropic-version: 2023-06-01",
+            "--header=x-bench-delay-ms: 0",
+        ]
+        meter = CpuMeter(self.meter_groups)
+        meter.start()
+        finished = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=seconds + 60
+        )
+        cpu = meter.stop()
+        if finished.returncode != 0:
+            raise RuntimeError(f"bench/c1.py failed:\n{finished.stderr}")
+        summary = json.loads(finished.stdout)
+        result = WrkResult(
+            target=target,
+            connections=1,
+            delay_ms=0,
+            requests=summary["requests"],
+            seconds=summary["duration_us"] / 1e6,
+            errors=summary["errors"] + summary["status_errors"],
+            p50_ms=summary["p50_us"] / 1000,
+            p90_ms=summary["p90_us"] / 1000,
+            p99_ms=summary["p99_us"] / 1000,
+            p999_ms=summary["p999_us"] / 1000,
+            max_ms=summary["max_us"] / 1000,
+            cpu=cpu,
+            backlog=self.usage_backlog() if target == "relay" else None,
+            note=note,
+            mean_ms=summary["mean_us"] / 1000,
+            client="c1.py",
+        )
+        if target == "relay":
+            self.relayed += result.requests - summary["status_errors"]
+        self._print("warm-up" if warm_up else "c1.py", result)
+        return result
+
+    @staticmethod
+    def _print(label: str, result: WrkResult) -> None:
         print(
-            f"  {'warm-up' if warm_up else 'wrk':<7} {target:<6} c{connections:<5} "
-            f"{delay_ms:g} ms upstream: "
+            f"  {label:<7} {result.target:<6} c{result.connections:<5} "
+            f"{result.delay_ms:g} ms upstream: "
             f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
-            f"  errors {errors}  cpu {cpu_text(cpu)}",
+            f"  errors {result.errors}  cpu {cpu_text(result.cpu)}",
             flush=True,
         )
-        return result
 
     def streams(self, target: str, mode: str, *, count: int, clients: int = 1, **knobs) -> dict:
         """Run bench/streams.py in `clients` processes, `count` streams in all."""
@@ -221,12 +285,16 @@ def percentile(values: list[float], fraction: float) -> float:
 def measure_latency(bench: Bench, seconds: float) -> dict:
     bench.quiet("latency")
     print("Latency at concurrency 1 (non-streaming, upstream answers at once)", flush=True)
-    results = {}
+    results: dict = {"wrk": {}}
     # The floor (bench/floor.py) is the leanest Python forwarder under the same server
     # command: relay minus floor is the relay's own work, floor minus direct the machine's.
     for target in ("direct", "floor", "relay"):
-        bench.wrk(target, connections=1, seconds=2, delay_ms=0, threads=1, warm_up=True)
-        results[target] = bench.wrk(target, connections=1, seconds=seconds, delay_ms=0, threads=1)
+        bench.c1(target, seconds=2, warm_up=True)
+        results[target] = bench.c1(target, seconds=seconds)
+        # wrk's figures for the same target, shown beside them (see bench/c1.py).
+        results["wrk"][target] = bench.wrk(
+            target, connections=1, seconds=seconds, delay_ms=0, threads=1
+        )
     celery = [name for name in ("celery-worker", "celery-beat") if name in bench.processes.started]
     if celery:
         # Once more with usage ingestion paused: on two cores the Celery worker and PostgreSQL
@@ -237,14 +305,7 @@ def measure_latency(bench: Bench, seconds: float) -> dict:
             for name in celery:
                 bench.processes.signal(name, signal.SIGSTOP)
             time.sleep(1)
-            results["relay_paused"] = bench.wrk(
-                "relay",
-                connections=1,
-                seconds=seconds,
-                delay_ms=0,
-                threads=1,
-                note="Celery paused",
-            )
+            results["relay_paused"] = bench.c1("relay", seconds=seconds, note="Celery paused")
         finally:
             for name in celery:
                 bench.processes.signal(name, signal.SIGCONT)

@@ -192,9 +192,31 @@ def report(
             f"{TARGET_STREAMS} | {_met(relay_best >= TARGET_STREAMS)} |"
         )
     lines += ["", "## Details", ""]
-    wrk_rows = []
     if latency:
-        wrk_rows += list(latency.values())
+        c1_rows = [row for name, row in latency.items() if name != "wrk"]
+        lines += [
+            "Latency at concurrency 1 (one connection, one request at a time, upstream "
+            "answering at once). The summary's figures come from `bench/c1.py`; wrk's for the "
+            "same targets are shown beside them. time/request = run length / requests: in a "
+            "closed loop of one connection no mean latency can exceed it, and wrk's does, so "
+            "its tail at this concurrency is not used (see `bench/c1.py`). Columns as in the "
+            "wrk table below.",
+            "",
+            "| target | client | req/s | p50 | p90 | p99 | p99.9 | max | mean | time/request | "
+            "errors | usage backlog | cpu (cores) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in [*c1_rows, *latency.get("wrk", {}).values()]:
+            target = f"{row.target} ({row.note})" if row.note else row.target
+            backlog = "" if row.backlog is None else f"{row.backlog:,}"
+            lines.append(
+                f"| {target} | {row.client} | {row.rps:,.0f} | {_ms(row.p50_ms)} | "
+                f"{_ms(row.p90_ms)} | {_ms(row.p99_ms)} | {_ms(row.p999_ms)} | "
+                f"{_ms(row.max_ms)} | {_ms(row.mean_ms)} | {_ms(row.cycle_ms)} | {row.errors} "
+                f"({row.error_rate:.2%}) | {backlog} | {cpu_text(row.cpu)} |"
+            )
+        lines.append("")
+    wrk_rows = []
     if search:
         wrk_rows += search["direct"]["steps"]
         # The floor is measured at the throughput levels only, not searched.
