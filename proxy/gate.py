@@ -266,8 +266,8 @@ class Gate:
     The guess decides nothing. Every check runs on the snapshot just read; where the admission
     worked out from it differs from the guess (the key, its group or its quota changed since),
     the guessed reservation is released and the admission is made again with it. A key seen
-    for the first time in this process, or without a quota, reads its snapshot first, as
-    before."""
+    for the first time in this process, one without a quota, and one its remembered snapshot
+    would refuse (disabled, expired, another IP) read the snapshot first, as before."""
 
     # Digests remembered per process; past this the memory is simply started afresh.
     RECENT_LIMIT = 10_000
@@ -293,7 +293,7 @@ class Gate:
         body: Body | None = None
         guessed: Plan | None = None
         admission: Admission | None = None
-        if guess is not None and guess.quota_limit_units:
+        if guess is not None and guess.quota_limit_units and _would_pass(guess, client_ip):
             body = await read_body(receive, headers, max_body_bytes)
             guessed = await self._plan(guess, body, counts_output=counts_output)
         if guessed is None:
@@ -349,7 +349,8 @@ class Gate:
         return state
 
     async def _plan(self, guess: KeyState, body: Body, *, counts_output: bool) -> Plan | None:
-        """The admission the remembered snapshot would make; None if it would refuse first."""
+        """The admission the remembered snapshot would make; None if its model check would
+        refuse first."""
         try:
             price = await check_model(guess, body.model, self.prices) if body.model else None
         except errors.RelayError:
@@ -360,3 +361,15 @@ class Gate:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
             self._recent.clear()
         self._recent[digest] = state
+
+
+def _would_pass(state: KeyState, client_ip: str) -> bool:
+    """Whether the key checks would let this request through on `state`: a key that was
+    refused last time (disabled, expired, another IP) reads its snapshot first, as before, so
+    it is refused without its body being read or a reservation being made and given back."""
+    try:
+        check_key(state, timezone.now())
+        check_ip(state, client_ip)
+    except errors.RelayError:
+        return False
+    return True

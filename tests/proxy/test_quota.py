@@ -18,6 +18,7 @@ from billing.models import UsageEvent
 from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
+from proxy.errors import RelayError
 from proxy.gate import Gate
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
@@ -296,3 +297,52 @@ def test_a_key_without_a_quota_reads_only_its_snapshot(relay):
             await store.store.close()
 
     assert asyncio.run(scenario()) == ["get_key_state"]
+
+
+def test_a_key_refused_last_time_reads_its_snapshot_first_and_reserves_nothing(relay, member):
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+    raw = json.dumps(MESSAGE).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def scenario() -> list[tuple[list[str], int | None]]:
+        store = CountingStore(make_store())
+        gate = Gate(PriceTable())
+        outcomes = []
+        try:
+            for number in range(3):
+                if number == 1:
+                    await run_db(
+                        lambda: services.api_key_update(
+                            key=relay.key, actor=member, status=ApiKey.Status.DISABLED
+                        )
+                    )
+                store.calls.clear()
+                try:
+                    await gate.check(
+                        store,
+                        plaintext=relay.plaintext,
+                        receive=receive,
+                        headers=[],
+                        request_id=f"req_refused_{number}",
+                        client_ip="127.0.0.1",
+                        counts_output=True,
+                        max_body_bytes=1 << 20,
+                    )
+                    status = None
+                except RelayError as error:
+                    status = error.status
+                outcomes.append((list(store.calls), status))
+            return outcomes
+        finally:
+            await store.store.close()
+
+    (_, passed), (second, refused), (third, refused_again) = asyncio.run(scenario())
+
+    assert passed is None
+    # Remembered as enabled: admitted with the snapshot read, then refused on the fresh
+    # snapshot, and the reservation given back.
+    assert (second, refused) == (["get_key_state_and_admit", "put_key_state", "release"], 403)
+    # Remembered as disabled: the snapshot alone, as for a key never seen.
+    assert (third, refused_again) == (["get_key_state"], 403)
