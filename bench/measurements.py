@@ -151,27 +151,17 @@ class Bench:
                 "timeouts",
             )
         )
-        result = WrkResult(
-            target=target,
+        return self._result(
+            target,
+            summary,
+            cpu,
             connections=connections,
             delay_ms=delay_ms,
-            requests=summary["requests"],
-            seconds=summary["duration_us"] / 1e6,
             errors=errors,
-            p50_ms=summary["p50_us"] / 1000,
-            p90_ms=summary["p90_us"] / 1000,
-            p99_ms=summary["p99_us"] / 1000,
-            p999_ms=summary["p999_us"] / 1000,
-            max_ms=summary["max_us"] / 1000,
-            cpu=cpu,
-            backlog=self.usage_backlog() if target == "relay" else None,
             note=note,
-            mean_ms=summary["mean_us"] / 1000,
+            client="wrk",
+            label="warm-up" if warm_up else "wrk",
         )
-        if target == "relay":
-            self.relayed += result.requests - summary["status_errors"]
-        self._print("warm-up" if warm_up else "wrk", result)
-        return result
 
     def c1(
         self, target: str, *, seconds: float, warm_up: bool = False, note: str = ""
@@ -201,13 +191,40 @@ class Bench:
         if finished.returncode != 0:
             raise RuntimeError(f"bench/c1.py failed:\n{finished.stderr}")
         summary = json.loads(finished.stdout)
-        result = WrkResult(
-            target=target,
+        return self._result(
+            target,
+            summary,
+            cpu,
             connections=1,
             delay_ms=0,
+            errors=summary["errors"] + summary["status_errors"],
+            note=note,
+            client="c1.py",
+            label="warm-up" if warm_up else "c1.py",
+        )
+
+    def _result(
+        self,
+        target: str,
+        summary: dict,
+        cpu: dict,
+        *,
+        connections: int,
+        delay_ms: float,
+        errors: int,
+        note: str,
+        client: str,
+        label: str,
+    ) -> WrkResult:
+        """A run's result from its client's summary (times in µs, as post.lua and c1.py
+        print them)."""
+        result = WrkResult(
+            target=target,
+            connections=connections,
+            delay_ms=delay_ms,
             requests=summary["requests"],
             seconds=summary["duration_us"] / 1e6,
-            errors=summary["errors"] + summary["status_errors"],
+            errors=errors,
             p50_ms=summary["p50_us"] / 1000,
             p90_ms=summary["p90_us"] / 1000,
             p99_ms=summary["p99_us"] / 1000,
@@ -217,11 +234,11 @@ class Bench:
             backlog=self.usage_backlog() if target == "relay" else None,
             note=note,
             mean_ms=summary["mean_us"] / 1000,
-            client="c1.py",
+            client=client,
         )
         if target == "relay":
             self.relayed += result.requests - summary["status_errors"]
-        self._print("warm-up" if warm_up else "c1.py", result)
+        self._print(label, result)
         return result
 
     @staticmethod

@@ -14,6 +14,23 @@ def _ms(value: float) -> str:
     return f"{value:.2f} ms"
 
 
+def _run_row(row, leading: list[str], times_ms: list[float], trailing: list[str]) -> str:
+    """One run's table row: target, the table's own leading columns, its times, its own
+    trailing columns, then errors, usage backlog and cpu."""
+    target = f"{row.target} ({row.note})" if row.note else row.target
+    backlog = "" if row.backlog is None else f"{row.backlog:,}"
+    cells = [
+        target,
+        *leading,
+        *map(_ms, times_ms),
+        *trailing,
+        f"{row.errors} ({row.error_rate:.2%})",
+        backlog,
+        cpu_text(row.cpu),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def _signed_ms(value: float) -> str:
     return f"{'+' if value >= 0 else '−'}{abs(value):.2f} ms"
 
@@ -207,13 +224,13 @@ def report(
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in [*c1_rows, *latency.get("wrk", {}).values()]:
-            target = f"{row.target} ({row.note})" if row.note else row.target
-            backlog = "" if row.backlog is None else f"{row.backlog:,}"
             lines.append(
-                f"| {target} | {row.client} | {row.rps:,.0f} | {_ms(row.p50_ms)} | "
-                f"{_ms(row.p90_ms)} | {_ms(row.p99_ms)} | {_ms(row.p999_ms)} | "
-                f"{_ms(row.max_ms)} | {_ms(row.mean_ms)} | {_ms(row.cycle_ms)} | {row.errors} "
-                f"({row.error_rate:.2%}) | {backlog} | {cpu_text(row.cpu)} |"
+                _run_row(
+                    row,
+                    [row.client, f"{row.rps:,.0f}"],
+                    [row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms, row.max_ms, row.mean_ms],
+                    [_ms(row.cycle_ms)],
+                )
             )
         lines.append("")
     wrk_rows = []
@@ -243,13 +260,13 @@ def report(
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in wrk_rows:
-            target = f"{row.target} ({row.note})" if row.note else row.target
-            backlog = "" if row.backlog is None else f"{row.backlog:,}"
             lines.append(
-                f"| {target} | {row.delay_ms:g} ms | {row.connections} | {row.rps:,.0f} | "
-                f"{_ms(row.p50_ms)} | {_ms(row.p90_ms)} | {_ms(row.p99_ms)} | "
-                f"{_ms(row.p999_ms)} | {_ms(row.max_ms)} | {row.errors} "
-                f"({row.error_rate:.2%}) | {backlog} | {cpu_text(row.cpu)} |"
+                _run_row(
+                    row,
+                    [f"{row.delay_ms:g} ms", str(row.connections), f"{row.rps:,.0f}"],
+                    [row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms, row.max_ms],
+                    [],
+                )
             )
         lines.append("")
     if streams:

@@ -217,48 +217,63 @@ class CountingStore:
         return counted
 
 
-def test_a_warm_key_with_a_quota_costs_one_store_call_before_forwarding(relay, member):
-    """On Redis, get_key_state_and_admit is one round trip (tests/proxy/test_redis_client.py:
-    its commands go out in one write)."""
-    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+def check_repeatedly(relay, count: int, changes: dict | None = None) -> list[tuple[list, object]]:
+    """Run the gate `count` times on MESSAGE as one relay worker would (one store, one Gate),
+    first running `changes[n]` (a service call, in a thread) before check n. Returns, for each
+    check, the store calls it made and what it gave (Passed, or the RelayError raised)."""
     raw = json.dumps(MESSAGE).encode()
 
     async def receive() -> dict:
         return {"type": "http.request", "body": raw, "more_body": False}
 
-    async def scenario() -> list[list[str]]:
+    async def scenario() -> list[tuple[list, object]]:
         store = CountingStore(make_store())
         gate = Gate(PriceTable())
-        calls = []
+        outcomes = []
         try:
-            for number in range(4):
-                if number == 2:
-                    # A change made elsewhere: the guess is now wrong.
-                    await run_db(
-                        lambda: services.api_key_update(
-                            key=relay.key, actor=member, quota_limit_usd="2"
-                        )
-                    )
+            for number in range(count):
+                if changes and number in changes:
+                    await run_db(changes[number])
                 store.calls.clear()
-                passed = await gate.check(
-                    store,
-                    plaintext=relay.plaintext,
-                    receive=receive,
-                    headers=[],
-                    request_id=f"req_gate_{number}",
-                    client_ip="127.0.0.1",
-                    counts_output=True,
-                    max_body_bytes=1 << 20,
-                )
-                assert passed.state.key_id == relay.key.pk
-                assert passed.state.quota_limit_usd == ("2.00" if number >= 2 else "1.00")
-                calls.append(list(store.calls))
-            return calls
+                try:
+                    outcome = await gate.check(
+                        store,
+                        plaintext=relay.plaintext,
+                        receive=receive,
+                        headers=[],
+                        request_id=f"req_gate_{number}",
+                        client_ip="127.0.0.1",
+                        counts_output=True,
+                        max_body_bytes=1 << 20,
+                    )
+                except RelayError as error:
+                    outcome = error
+                outcomes.append((list(store.calls), outcome))
+            return outcomes
         finally:
             await store.store.close()
 
-    first, warm, changed, warm_again = asyncio.run(scenario())
+    return asyncio.run(scenario())
 
+
+def test_a_warm_key_with_a_quota_costs_one_store_call_before_forwarding(relay, member):
+    """On Redis, get_key_state_and_admit is one round trip (tests/proxy/test_redis_client.py:
+    its commands go out in one write)."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
+
+    def raise_quota():  # a change made elsewhere: the guess is now wrong
+        services.api_key_update(key=relay.key, actor=member, quota_limit_usd="2")
+
+    outcomes = check_repeatedly(relay, 4, {2: raise_quota})
+
+    assert [passed.state.quota_limit_usd for _, passed in outcomes] == [
+        "1.00",
+        "1.00",
+        "2.00",
+        "2.00",
+    ]
+    assert {passed.state.key_id for _, passed in outcomes} == {relay.key.pk}
+    first, warm, changed, warm_again = [calls for calls, _ in outcomes]
     # A key this process has not seen: its snapshot first (built on the miss), then admission
     # (the running total is rebuilt once).
     assert first[:2] == ["get_key_state", "put_key_state"]
@@ -271,78 +286,27 @@ def test_a_warm_key_with_a_quota_costs_one_store_call_before_forwarding(relay, m
 
 
 def test_a_key_without_a_quota_reads_only_its_snapshot(relay):
-    raw = json.dumps(MESSAGE).encode()
+    _, (calls, passed) = check_repeatedly(relay, 2)
 
-    async def receive() -> dict:
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    async def scenario() -> list[str]:
-        store = CountingStore(make_store())
-        gate = Gate(PriceTable())
-        try:
-            for number in range(2):
-                store.calls.clear()
-                await gate.check(
-                    store,
-                    plaintext=relay.plaintext,
-                    receive=receive,
-                    headers=[],
-                    request_id=f"req_gate_{number}",
-                    client_ip="127.0.0.1",
-                    counts_output=True,
-                    max_body_bytes=1 << 20,
-                )
-            return store.calls
-        finally:
-            await store.store.close()
-
-    assert asyncio.run(scenario()) == ["get_key_state"]
+    assert passed.state.key_id == relay.key.pk
+    assert calls == ["get_key_state"]
 
 
 def test_a_key_refused_last_time_reads_its_snapshot_first_and_reserves_nothing(relay, member):
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
-    raw = json.dumps(MESSAGE).encode()
 
-    async def receive() -> dict:
-        return {"type": "http.request", "body": raw, "more_body": False}
+    def disable():
+        services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
 
-    async def scenario() -> list[tuple[list[str], int | None]]:
-        store = CountingStore(make_store())
-        gate = Gate(PriceTable())
-        outcomes = []
-        try:
-            for number in range(3):
-                if number == 1:
-                    await run_db(
-                        lambda: services.api_key_update(
-                            key=relay.key, actor=member, status=ApiKey.Status.DISABLED
-                        )
-                    )
-                store.calls.clear()
-                try:
-                    await gate.check(
-                        store,
-                        plaintext=relay.plaintext,
-                        receive=receive,
-                        headers=[],
-                        request_id=f"req_refused_{number}",
-                        client_ip="127.0.0.1",
-                        counts_output=True,
-                        max_body_bytes=1 << 20,
-                    )
-                    status = None
-                except RelayError as error:
-                    status = error.status
-                outcomes.append((list(store.calls), status))
-            return outcomes
-        finally:
-            await store.store.close()
+    (_, passed), (second, refused), (third, refused_again) = check_repeatedly(
+        relay, 3, {1: disable}
+    )
 
-    (_, passed), (second, refused), (third, refused_again) = asyncio.run(scenario())
-
-    assert passed is None
+    assert passed.state.key_id == relay.key.pk
     # Remembered as enabled: admitted with the snapshot read, then refused on the fresh
     # snapshot, and the reservation given back.
-    assert (second, refused) == (["get_key_state_and_admit", "put_key_state", "release"], 403)
+    assert second == ["get_key_state_and_admit", "put_key_state", "release"]
+    assert (refused.status, refused.code) == (403, "key_disabled")
     # Remembered as disabled: the snapshot alone, as for a key never seen.
-    assert (third, refused_again) == (["get_key_state"], 403)
+    assert third == ["get_key_state"]
+    assert (refused_again.status, refused_again.code) == (403, "key_disabled")
