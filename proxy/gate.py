@@ -96,6 +96,17 @@ def check_ip(state: KeyState, address: str) -> None:
         raise errors.ip_not_allowed(address)
 
 
+def check_key_and_ip(state: KeyState, address: str) -> None:
+    """The checks on the key alone: enabled, not expired, this client IP allowed. A refusal
+    names the key for the log line."""
+    try:
+        check_key(state, timezone.now())
+        check_ip(state, address)
+    except errors.RelayError as error:
+        error.key_id = state.key_id
+        raise
+
+
 async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceRow:
     if not state.group_usable:
         raise errors.model_not_allowed(
@@ -305,8 +316,7 @@ class Gate:
         try:
             state = await key_state(store, digest, raw)
             self._remember(digest, state)
-            check_key(state, timezone.now())
-            check_ip(state, client_ip)
+            check_key_and_ip(state, client_ip)
             if body is None:
                 body = await read_body(receive, headers, max_body_bytes)
             price = await check_model(state, body.model, self.prices) if body.model else None
@@ -340,12 +350,7 @@ class Gate:
         model picker from it."""
         digest = key_digest(plaintext)
         state = await key_state(store, digest, await store.get_key_state(digest))
-        try:
-            check_key(state, timezone.now())
-            check_ip(state, client_ip)
-        except errors.RelayError as error:
-            error.key_id = state.key_id
-            raise
+        check_key_and_ip(state, client_ip)
         return state
 
     async def _plan(self, guess: KeyState, body: Body, *, counts_output: bool) -> Plan | None:
@@ -368,8 +373,7 @@ def _would_pass(state: KeyState, client_ip: str) -> bool:
     refused last time (disabled, expired, another IP) reads its snapshot first, as before, so
     it is refused without its body being read or a reservation being made and given back."""
     try:
-        check_key(state, timezone.now())
-        check_ip(state, client_ip)
+        check_key_and_ip(state, client_ip)
     except errors.RelayError:
         return False
     return True

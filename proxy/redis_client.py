@@ -249,18 +249,21 @@ class Script:
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     def command(self, *, keys: list[str], args: list[str | bytes | int]) -> tuple:
-        """The EVALSHA command, for RedisClient.execute_together; on a reply for which
-        `unknown` is true, run the script by calling it (which loads it)."""
+        """The EVALSHA command, for RedisClient.execute_together; pass its reply to `result`."""
         return ("EVALSHA", self._sha, len(keys), *keys, *args)
 
-    @staticmethod
-    def unknown(error: RedisReplyError) -> bool:
-        return str(error).startswith("NOSCRIPT")
+    async def result(self, reply, *, keys: list[str], args: list[str | bytes | int]):
+        """The script's result from the reply to `command()`: an error reply is raised, and
+        when Redis did not know the script, it is run (and so loaded) with EVAL."""
+        if not isinstance(reply, RedisReplyError):
+            return reply
+        if not str(reply).startswith("NOSCRIPT"):
+            raise reply
+        return await self._client.execute("EVAL", self._source, len(keys), *keys, *args)
 
     async def __call__(self, *, keys: list[str], args: list[str | bytes | int]):
         try:
-            return await self._client.execute(*self.command(keys=keys, args=args))
+            reply = await self._client.execute(*self.command(keys=keys, args=args))
         except RedisReplyError as error:
-            if not self.unknown(error):
-                raise
-        return await self._client.execute("EVAL", self._source, len(keys), *keys, *args)
+            reply = error
+        return await self.result(reply, keys=keys, args=args)

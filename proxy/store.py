@@ -32,7 +32,7 @@ from billing import ledger, services
 from keys.cache import key_state_cache_key
 
 from .keystate import state_cache_name
-from .redis_client import RedisClient, RedisReplyError, Script
+from .redis_client import RedisClient, RedisReplyError
 
 logger = logging.getLogger(__name__)
 
@@ -117,11 +117,7 @@ class RedisStore:
         )
         if isinstance(raw, RedisReplyError):
             raise raw
-        if isinstance(reply, RedisReplyError):
-            if not Script.unknown(reply):
-                raise reply
-            reply = await self._admit(keys=keys, args=args)  # loads the script
-        return raw, _admission(reply)
+        return raw, _admission(await self._admit.result(reply, keys=keys, args=args))
 
     async def release(self, *, key_id: int, request_id: str) -> None:
         await self.redis.execute("HDEL", _reservations(key_id), request_id)

@@ -70,15 +70,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     list_select_related = ("user", "created_by")
     search_fields = ("name", "prefix", "user__username", "user__email")
-    fields = (
-        "name",
-        "user",
-        "prefix",
-        "created_at",
-        "created_by_display",
-        "last_used_at",
-        "revoked_at",
-    )
+    fields = list_display
     readonly_fields = ("created_by_display",)
     autocomplete_fields = ("user",)
     actions = ["revoke_tokens"]

@@ -18,7 +18,6 @@ from proxy.redis_client import (
     RedisClient,
     RedisConnectionError,
     RedisReplyError,
-    Script,
     encode_command,
 )
 
@@ -166,19 +165,30 @@ def test_commands_sent_together_get_their_replies_in_order_with_errors_in_place(
                 script.command(keys=["k"], args=["v"]),
                 ("GET", "redis-client-test:missing"),
             )
-            return replies, await client.execute("GET", "redis-client-test:text")
+            # The script's reply said NOSCRIPT: result() runs it with EVAL; other error
+            # replies are raised.
+            loaded = await script.result(replies[2], keys=["k"], args=["v"])
+            with pytest.raises(RedisReplyError) as raised:
+                await script.result(replies[1], keys=["k"], args=["v"])
+            return (
+                replies,
+                loaded,
+                raised.value,
+                await client.execute("GET", "redis-client-test:text"),
+            )
         finally:
             await client.execute("DEL", "redis-client-test:text")
             await client.close()
 
-    replies, after = run(scenario())
+    replies, loaded, raised, after = run(scenario())
     text, not_a_number, unknown_script, missing = replies
     assert text == b"abc"
     assert isinstance(not_a_number, RedisReplyError)
     assert str(not_a_number) == "ERR value is not an integer or out of range"
     assert isinstance(unknown_script, RedisReplyError)
-    assert Script.unknown(unknown_script)
-    assert not Script.unknown(not_a_number)
+    assert str(unknown_script).startswith("NOSCRIPT")
+    assert loaded == [b"k", b"v"]
+    assert raised is not_a_number
     assert missing is None
     assert after == b"abc"  # the connection is still usable
 
