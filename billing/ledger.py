@@ -170,10 +170,17 @@ def _max_length(field: str) -> int:
 def identities_in_db(records: list[UsageRecord]) -> set[tuple[str, datetime]]:
     """The identities of `records` that already have a row (read through the unique index)."""
     found = (
-        UsageEvent.objects.filter(request_id__in={record.request_id for record in records})
-        # The unique index is partial (request ids that are not empty), and PostgreSQL proves
-        # an IN list implies its condition only for lists of up to 100 values: without this
-        # repeat of the condition, an ingest batch of 1,000 scanned the whole usage table.
+        UsageEvent.objects.filter(
+            request_id__in={record.request_id for record in records},
+            # The records' time span bounds the search whatever the planner knows: without it,
+            # and with no statistics on the table yet (autovacuum off or behind), PostgreSQL
+            # read the whole usage table for every batch of 1,000 (70 ms at 250,000 rows).
+            created_at__range=(
+                min(record.created_at for record in records),
+                max(record.created_at for record in records),
+            ),
+        )
+        # Empty request ids are not unique (the unique index leaves them out): never a repeat.
         .exclude(request_id="")
         .order_by()
         .values_list("request_id", "created_at")

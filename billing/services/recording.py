@@ -5,9 +5,10 @@ Both paths go through `write_and_settle_usage`:
     relay appends to;
   - `write_locally` (the embedded default) writes one record from a thread, after the response.
 
-Each call is one transaction: the duplicate check, the insert with `settled_at` already set,
-and the fold of exactly the inserted rows into their keys' spend and the daily rollups
-(`settlement.fold_usage`, the fold settlement uses). A row is written once and never updated:
+Each call is one transaction: the duplicate check, the references (a key deleted while its
+usage waited in the stream), the insert with `settled_at` already set, and the fold of exactly
+the inserted rows into their keys' spend and the daily rollups (`settlement.fold_usage`, the
+fold settlement uses). A row is written once and never updated:
 inserting rows unsettled and stamping them in a second pass wrote a new version of every row,
 and every index entry again, which on a small machine took CPU from the relay.
 """
@@ -23,6 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
+from keys.models import ApiKey, Group, Team
 from keys.services import api_key_mark_used
 
 from .. import ledger
@@ -48,6 +50,9 @@ def write_and_settle_usage(*, records: Iterable[UsageRecord]) -> int:
     A record already in the database (same request id and timestamp: e.g. a stream entry
     re-read after an ingest was killed between its commit and deleting the entries) is
     neither inserted nor folded again, and neither is a repeat within `records`.
+
+    A record whose key or group was deleted after the request is written without it (the
+    team's books keep the spend); one whose team was deleted is dropped, as the team's rows were.
     """
     records = list(records)
     if not records:
@@ -59,6 +64,7 @@ def write_and_settle_usage(*, records: Iterable[UsageRecord]) -> int:
             if record.identity not in seen:
                 seen.add(record.identity)
                 rows.append(record.event_fields())
+        rows = _with_existing_references(rows)
         if rows:
             settled_at = timezone.now()
             for row in rows:
@@ -67,6 +73,50 @@ def write_and_settle_usage(*, records: Iterable[UsageRecord]) -> int:
             fold_usage(events=rows)
     _refresh_last_used(records)
     return len(rows)
+
+
+def _with_existing_references(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose team still exists, each with its key and group emptied if those are gone.
+
+    Usage waits in the stream for seconds (longer if the worker is down) and a key may be
+    deleted meanwhile; inserting its id would fail the foreign key at commit, the batch would
+    fail on every later run, and ingestion would stop for every team. The rows found here stay
+    locked until commit (KEY SHARE, the lock PostgreSQL's own foreign-key check takes): a delete
+    waits for this transaction, and edits to the rows go ahead.
+    """
+    keys = _lock_existing(ApiKey, {row["key_id"] for row in rows})
+    groups = _lock_existing(Group, {row["group_id"] for row in rows})
+    teams = _lock_existing(Team, {row["team_id"] for row in rows})
+    kept = []
+    for row in rows:
+        if row["team_id"] not in teams:
+            continue
+        if row["key_id"] not in keys:
+            row["key_id"] = None
+        if row["group_id"] not in groups:
+            row["group_id"] = None
+        kept.append(row)
+    if len(kept) < len(rows):
+        logger.warning("Dropped %d usage events of deleted teams", len(rows) - len(kept))
+    return kept
+
+
+def _lock_existing(model, ids: set[int | None]) -> set[int]:
+    """Which of `ids` exist, locked against deletion until commit (in ascending order, as the
+    fold then locks keys: ingest and settlement cannot deadlock). SQLite serialises writers."""
+    ids.discard(None)
+    if not ids:
+        return set()
+    if connection.vendor != "postgresql":
+        return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    # Django's select_for_update has no KEY SHARE.
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",  # noqa: S608
+            [sorted(ids)],
+        )
+        return {found for (found,) in cursor.fetchall()}
 
 
 def _insert(rows: list[dict[str, Any]]) -> None:

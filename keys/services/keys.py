@@ -168,7 +168,12 @@ def api_key_rotate(*, key: ApiKey, actor: User | None) -> IssuedKey:
 
 @transaction.atomic
 def api_key_delete(*, key: ApiKey, actor: User | None) -> None:
-    """Delete the key; its audit trail stays (the events keep its name and prefix)."""
+    """Delete the key; its audit trail stays (the events keep its name and prefix).
+
+    The row is locked first: an ingest writing this key's usage holds it (KEY SHARE) until it
+    commits, so the deletion then finds those rows and empties their key, instead of failing on
+    the foreign key at commit."""
+    ApiKey.objects.select_for_update().filter(pk=key.pk).first()
     _record(key, actor, KeyEvent.Action.DELETED, {})
     invalidate_key_state([key.digest])
     key.delete()

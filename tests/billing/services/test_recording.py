@@ -1,21 +1,24 @@
 """billing.services.recording: usage written once, settled and folded in the same transaction,
 from the Redis stream (ingest) or from the embedded relay's thread."""
 
+import dataclasses
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
 from billing.services import recording, settlement
+from keys import services as keys_services
 from keys.models import ApiKey
 
-from ...factories import GroupFactory, make_key
+from ...factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from ..factories import UsageEventFactory, usage_record
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
@@ -356,6 +359,159 @@ def test_concurrent_local_writes_each_count_once(team, member, group):
     assert list(
         UsageDaily.objects.order_by("key_id").values_list("key_id", "requests", "charged_usd")
     ) == [(keys[0].pk, 20, Decimal("0.00000060")), (keys[1].pk, 20, Decimal("0.00000060"))]
+
+
+# --- references deleted while the usage waited ----------------------------------------------
+#
+# Committed for real (transaction=True): the foreign keys are checked at commit.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_of_a_deleted_key_is_written_without_it(team, member, group, caplog):
+    gone = make_key(team=team, owner=member, group=group, name="gone").key
+    kept = make_key(team=team, owner=member, group=group, name="kept").key
+    records = [
+        usage_record(gone, charged="0.5", request_id="req_gone", created_at=DAY_1),
+        usage_record(kept, charged="0.25", request_id="req_kept", created_at=DAY_1),
+    ]
+    gone_id = gone.pk
+    keys_services.api_key_delete(key=gone, actor=member)
+
+    assert services.write_and_settle_usage(records=records) == 2
+
+    assert list(
+        UsageEvent.objects.order_by("request_id").values_list(
+            "request_id", "key_id", "team_id", "group_id", "charged_usd"
+        )
+    ) == [
+        ("req_gone", None, team.pk, group.pk, Decimal("0.5")),
+        ("req_kept", kept.pk, team.pk, group.pk, Decimal("0.25")),
+    ]
+    assert not ApiKey.objects.filter(pk=gone_id).exists()
+    assert spent(kept) == [Decimal("0.25")]
+    # The team's books keep the deleted key's spend, in a rollup without a key.
+    assert set(UsageDaily.objects.values_list("key_id", "team_id", "charged_usd")) == {
+        (kept.pk, team.pk, Decimal("0.25")),
+        (None, team.pk, Decimal("0.5")),
+    }
+    assert "Dropped" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_of_a_deleted_group_is_written_without_it(issued):
+    retired = GroupFactory(name="Retired")
+    record = usage_record(issued.key, charged="0.1", created_at=DAY_1)
+    record = dataclasses.replace(record, group_id=retired.pk)
+    retired.delete()
+
+    assert services.write_and_settle_usage(records=[record]) == 1
+
+    assert list(UsageEvent.objects.values_list("key_id", "group_id")) == [(issued.key.pk, None)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_usage_of_a_deleted_team_is_dropped_and_the_rest_written(issued, caplog):
+    doomed_team = TeamFactory(name="Doomed", slug="doomed")
+    doomed_member = MembershipFactory(team=doomed_team, user__username="doomed").user
+    doomed = make_key(team=doomed_team, owner=doomed_member, group=issued.key.group).key
+    records = [
+        usage_record(doomed, charged="9", request_id="req_doomed", created_at=DAY_1),
+        usage_record(issued.key, charged="0.1", request_id="req_alive", created_at=DAY_1),
+    ]
+    doomed_team.delete()
+
+    assert services.write_and_settle_usage(records=records) == 1
+
+    assert list(UsageEvent.objects.values_list("request_id", "team_id")) == [
+        ("req_alive", issued.key.team_id)
+    ]
+    assert list(UsageDaily.objects.values_list("team_id", "charged_usd")) == [
+        (issued.key.team_id, Decimal("0.1"))
+    ]
+    assert "Dropped 1 usage events of deleted teams" in caplog.text
+
+
+@needs_redis
+@pytest.mark.django_db(transaction=True)
+def test_ingestion_goes_on_after_a_key_is_deleted(team, member, group):
+    """Before: the deleted key's id failed the foreign key at commit, every later ingest failed
+    on the same entries, and no team's usage reached the database again."""
+    gone = make_key(team=team, owner=member, group=group, name="gone").key
+    kept = make_key(team=team, owner=member, group=group, name="kept").key
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    client.xadd(stream, {"e": usage_record(gone, charged="1", request_id="r1").to_json()})
+    keys_services.api_key_delete(key=gone, actor=None)
+    client.xadd(stream, {"e": usage_record(kept, charged="2", request_id="r2").to_json()})
+
+    assert tasks.ingest_usage() == 2
+
+    assert client.xlen(stream) == 0
+    assert sorted(UsageEvent.objects.values_list("request_id", "key_id")) == [
+        ("r1", None),
+        ("r2", kept.pk),
+    ]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite serialises writers: nothing to wait for"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, member, group):
+    """The ingest holds the key's row until it commits, so the deletion then finds the new
+    rows and empties their key; without the wait it failed on the foreign key at commit."""
+    key = make_key(team=team, owner=member, group=group).key
+    written = threading.Event()
+    commit = threading.Event()
+    errors: list[BaseException] = []
+
+    def ingest():
+        try:
+            with transaction.atomic():
+                services.write_and_settle_usage(records=[usage_record(key, charged="0.3")])
+                written.set()
+                assert commit.wait(timeout=30)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def delete():
+        try:
+            keys_services.api_key_delete(key=ApiKey.objects.get(pk=key.pk), actor=None)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=ingest)
+    writer.start()
+    assert written.wait(timeout=30)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    _wait_for_a_lock_wait()
+    commit.set()
+    for thread in (writer, deleter):
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert not ApiKey.objects.filter(pk=key.pk).exists()
+    assert list(UsageEvent.objects.values_list("key_id", "charged_usd")) == [(None, Decimal("0.3"))]
+
+
+def _wait_for_a_lock_wait() -> None:
+    """Until another connection of this database waits for a row lock."""
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "nobody waited for the lock"
+            time.sleep(0.01)
 
 
 # --- the Redis stream -----------------------------------------------------------------------
