@@ -334,7 +334,9 @@ class Gate:
             await check_rate(state)
             if body.error is not None:
                 raise body.error
-        except Exception as error:
+        # BaseException: a task cancelled here (a worker shutting down, a server timeout) gives
+        # its reservation back too, instead of blocking the key until the hold expires.
+        except BaseException as error:
             if held_by is not None:
                 await store.release(key_id=held_by, request_id=request_id)
             if isinstance(error, errors.RelayError) and state is not None:

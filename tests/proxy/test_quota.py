@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import anthropic
+import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
@@ -18,6 +19,7 @@ from billing.models import UsageEvent
 from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
+from proxy import gate as gate_module
 from proxy.errors import RelayError
 from proxy.gate import Gate
 from proxy.prices import PriceTable
@@ -142,13 +144,13 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
 # --- one round trip: the snapshot read and the admission sent together --------------------
 
 
-def held_reservations(app, key_id: int) -> dict:
-    """The quota reservations the key holds now, wherever the relay keeps them."""
+def held_reservations(store, key_id: int) -> dict:
+    """The quota reservations the key holds now, in Redis or in the relay's local `store`."""
     if settings.REDIS_URL:
         name = cache.make_key(ledger.reservations_cache_key(key_id))
         with redis.Redis.from_url(settings.REDIS_URL) as client:
             return client.hgetall(name)
-    return dict(app.store._reservations.get(key_id, {}))
+    return dict(store._reservations.get(key_id, {}))
 
 
 def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservation(
@@ -171,7 +173,7 @@ def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservatio
         "Quota used up: this key has spent $0.01 of its $0.01 limit. Ask your team lead to "
         "raise the key's quota."
     )
-    assert held_reservations(relay_server[1], relay.key.pk) == {}
+    assert held_reservations(relay_server[1].store, relay.key.pk) == {}
 
 
 def test_quota_raised_after_a_refusal_is_obeyed_by_the_next_request(relay, member):
@@ -197,7 +199,7 @@ def test_key_disabled_after_earlier_requests_gives_back_the_guessed_reservation(
     services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
 
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 403
-    assert held_reservations(relay_server[1], relay.key.pk) == {}
+    assert held_reservations(relay_server[1].store, relay.key.pk) == {}
 
 
 class CountingStore:
@@ -310,3 +312,50 @@ def test_a_key_refused_last_time_reads_its_snapshot_first_and_reserves_nothing(r
     # Remembered as disabled: the snapshot alone, as for a key never seen.
     assert third == ["get_key_state"]
     assert (refused_again.status, refused_again.code) == (403, "key_disabled")
+
+
+def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, member, monkeypatch):
+    """The request's task is cancelled (a worker shutting down, a server timeout) after its
+    admission, here while the rate limit is being checked: the reservation is released, not
+    left to block the key until its hold expires."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1", rate_limit="10/m")
+    raw = json.dumps(MESSAGE).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def scenario() -> tuple[dict, dict]:
+        store = make_store()
+        checking = asyncio.Event()
+
+        async def stuck_rate_check(state):
+            checking.set()
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(gate_module, "check_rate", stuck_rate_check)
+        try:
+            task = asyncio.create_task(
+                Gate(PriceTable()).check(
+                    store,
+                    plaintext=relay.plaintext,
+                    receive=receive,
+                    headers=[],
+                    request_id="req_cancelled",
+                    client_ip="127.0.0.1",
+                    counts_output=True,
+                    max_body_bytes=1 << 20,
+                )
+            )
+            await asyncio.wait_for(checking.wait(), timeout=10)
+            held = await run_db(lambda: held_reservations(store, relay.key.pk))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return held, await run_db(lambda: held_reservations(store, relay.key.pk))
+        finally:
+            await store.close()
+
+    held, after = asyncio.run(scenario())
+
+    assert list(held) in ([b"req_cancelled"], ["req_cancelled"])
+    assert after == {}
