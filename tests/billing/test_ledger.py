@@ -216,7 +216,7 @@ def test_the_duplicate_check_of_a_full_batch_reads_an_index_without_statistics(i
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(capture):
-        assert ledger.identities_in_db(records) == set()
+        assert ledger.identities_in_db([record.identity for record in records]) == set()
     [(sql, params)] = queries
     with connection.cursor() as cursor:
         cursor.execute(

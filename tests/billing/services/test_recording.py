@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
@@ -255,6 +255,33 @@ def test_settlement_still_settles_rows_written_unsettled(issued):
     assert spent(issued.key) == [Decimal("0.75")]
     assert list(UsageDaily.objects.values_list("requests", "charged_usd")) == [(2, Decimal("0.75"))]
     assert services.settle_usage() == 0
+
+
+def test_a_batch_without_repeats_is_not_looked_up_first(two_keys, batch, monkeypatch):
+    """The unique constraint checks every row as it is inserted; the look-up runs only when it
+    finds rows already there."""
+    looked_up = []
+    monkeypatch.setattr(
+        ledger, "identities_in_db", lambda identities: looked_up.append(identities) or set()
+    )
+
+    assert services.write_and_settle_usage(records=batch) == 4
+
+    assert looked_up == []
+
+
+def test_a_row_the_database_refuses_for_another_reason_fails_the_batch(two_keys, batch):
+    """Not a repeat (a negative token count breaks a check constraint): the error stands and
+    nothing of the batch is written or folded."""
+    first, second = two_keys
+    broken = dataclasses.replace(batch[3], input_tokens=-1)
+
+    with pytest.raises(IntegrityError):
+        services.write_and_settle_usage(records=[*batch[:3], broken])
+
+    assert rows() == []
+    assert spent(first, second) == [Decimal("0"), Decimal("0")]
+    assert rollups() == []
 
 
 def test_a_write_that_fails_midway_leaves_no_trace(two_keys, batch, monkeypatch):
