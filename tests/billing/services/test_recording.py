@@ -2,6 +2,7 @@
 from the Redis stream (ingest) or from the embedded relay's thread."""
 
 import dataclasses
+import functools
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ from keys import services as keys_services
 from keys.models import ApiKey
 
 from ...factories import GroupFactory, MembershipFactory, TeamFactory, make_key
+from ...threads import join, start_thread
 from ..factories import UsageEventFactory, usage_record
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
@@ -364,20 +366,11 @@ def test_concurrent_local_writes_each_count_once(team, member, group):
     errors: list[BaseException] = []
 
     def writer(mine):
-        try:
-            start.wait(timeout=30)
-            for record in mine:
-                services.write_locally(record)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        start.wait(timeout=30)
+        for record in mine:
+            services.write_locally(record)
 
-    threads = [threading.Thread(target=writer, args=(records[n::8],)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    join([start_thread(functools.partial(writer, records[n::8]), errors) for n in range(8)])
 
     assert errors == []
     assert UsageEvent.objects.filter(settled_at__isnull=False).count() == 40
@@ -493,33 +486,20 @@ def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, membe
     errors: list[BaseException] = []
 
     def ingest():
-        try:
-            with transaction.atomic():
-                services.write_and_settle_usage(records=[usage_record(key, charged="0.3")])
-                written.set()
-                assert commit.wait(timeout=30)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            services.write_and_settle_usage(records=[usage_record(key, charged="0.3")])
+            written.set()
+            assert commit.wait(timeout=30)
 
     def delete():
-        try:
-            keys_services.api_key_delete(key=ApiKey.objects.get(pk=key.pk), actor=None)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        keys_services.api_key_delete(key=ApiKey.objects.get(pk=key.pk), actor=None)
 
-    writer = threading.Thread(target=ingest)
-    writer.start()
+    writer = start_thread(ingest, errors)
     assert written.wait(timeout=30)
-    deleter = threading.Thread(target=delete)
-    deleter.start()
+    deleter = start_thread(delete, errors)
     _wait_for_a_lock_wait()
     commit.set()
-    for thread in (writer, deleter):
-        thread.join(timeout=30)
+    join([writer, deleter], timeout=30)
 
     assert errors == []
     assert not ApiKey.objects.filter(pk=key.pk).exists()
@@ -677,31 +657,17 @@ def test_writing_and_settling_at_once_cannot_deadlock(team, member):
     errors: list[BaseException] = []
 
     def settle():
-        try:
-            start.wait(timeout=30)
-            results["settled"] = services.settle_usage(batch_size=50)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        start.wait(timeout=30)
+        results["settled"] = services.settle_usage(batch_size=50)
 
     def write():
-        try:
-            start.wait(timeout=30)
-            results["written"] = sum(
-                services.write_and_settle_usage(records=records[offset : offset + 50])
-                for offset in range(0, 2000, 50)
-            )
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        start.wait(timeout=30)
+        results["written"] = sum(
+            services.write_and_settle_usage(records=records[offset : offset + 50])
+            for offset in range(0, 2000, 50)
+        )
 
-    threads = [threading.Thread(target=settle), threading.Thread(target=write)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    join([start_thread(settle, errors), start_thread(write, errors)])
 
     assert errors == []
     assert results == {"settled": 2000, "written": 2000}

@@ -16,6 +16,7 @@ from keys.models import ApiKey
 from keys.services import api_key_delete
 
 from ...factories import GroupFactory, make_key
+from ...threads import join, start_thread
 from ..factories import UsageEventFactory
 
 DAY_1 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -378,19 +379,10 @@ def test_two_workers_settling_at_once_count_each_event_exactly_once(team, member
     errors: list[BaseException] = []
 
     def worker():
-        try:
-            start.wait(timeout=30)
-            settled.append(services.settle_usage(batch_size=50))
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+        start.wait(timeout=30)
+        settled.append(services.settle_usage(batch_size=50))
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    join([start_thread(worker, errors) for _ in range(2)])
 
     assert errors == []
     assert sorted(settled) != [0, 3000], "one worker did everything: no concurrency was tested"
