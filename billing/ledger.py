@@ -58,6 +58,9 @@ SPEND_TOTAL_SECONDS = 24 * 3600
 _MONEY = DecimalField(max_digits=18, decimal_places=8)
 
 USAGE_STREAM = "usage:stream"
+# Entries of the usage stream that ingest could not write (`billing.services.recording`), with
+# the reason: for staff to look at (redis-cli XRANGE), never retried on their own.
+UNWRITABLE_STREAM = "usage:unwritable"
 
 
 def usd_to_units(amount: Decimal) -> int:
@@ -199,6 +202,10 @@ def usage_stream_client() -> redis.Redis:
 
 def usage_stream_name() -> str:
     return cache.make_key(USAGE_STREAM)
+
+
+def unwritable_stream_name() -> str:
+    return cache.make_key(UNWRITABLE_STREAM)
 
 
 def _stream_records(key_id: int) -> list[UsageRecord]:

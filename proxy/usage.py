@@ -160,8 +160,13 @@ class Usage:
             self.input_tokens = approx_tokens(request)
 
 
+# The largest count a UsageEvent token column holds (a PostgreSQL integer). An upstream that
+# reports more is capped here: the row must fit, or its whole ingest batch would be refused.
+MAX_TOKENS = 2**31 - 1
+
+
 def _count(usage: dict, field: str, default: int) -> int:
     value = usage.get(field)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return min(value, MAX_TOKENS)
     return default

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
@@ -40,6 +40,12 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 
 _INGEST_LOCK = "usage:ingest-lock"
 _INGEST_LOCK_SECONDS = 120
+
+# A stream entry that cannot become a row: it does not parse (ValueError, KeyError, TypeError)
+# or the database refuses the row (DataError: a number out of range; IntegrityError: a check).
+_BAD_DATA = (ValueError, KeyError, TypeError, DataError, IntegrityError)
+# Entries set aside are kept for staff to look at, the newest this many.
+_UNWRITABLE_KEPT = 10_000
 
 
 def write_and_settle_usage(*, records: Iterable[UsageRecord]) -> int:
@@ -206,13 +212,45 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
             return 0
         last_id = newest[0][0]
         while entries := client.xrange(stream, "-", last_id, count=batch_size):
-            records = [UsageRecord.from_json(fields[b"e"]) for _, fields in entries]
-            written += write_and_settle_usage(records=records)
+            written += _write_entries(client, entries)
             client.xdel(stream, *[entry_id for entry_id, _ in entries])
     finally:
         lock.release()
     if written:
         logger.info("Ingested and settled %d usage events", written)
+    return written
+
+
+def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    """Write a batch of stream entries. If the batch fails on its data (an entry that does not
+    parse, or a row the database refuses), the entries are written one at a time, and each that
+    still fails is set aside in the unwritable stream: left in place, it would fail its batch on
+    every later run and stop ingestion for every team. An outage is not the data: it is raised,
+    and the entries wait for the next run."""
+    try:
+        return write_and_settle_usage(
+            records=[UsageRecord.from_json(fields[b"e"]) for _, fields in entries]
+        )
+    except _BAD_DATA:
+        pass
+    written = 0
+    for entry_id, fields in entries:
+        try:
+            written += write_and_settle_usage(records=[UsageRecord.from_json(fields[b"e"])])
+        except _BAD_DATA as error:
+            reason = f"{type(error).__name__}: {error}"[:500]
+            logger.error(
+                "Usage entry %s could not be written (%s); set aside in %s",
+                entry_id.decode(),
+                reason,
+                ledger.UNWRITABLE_STREAM,
+            )
+            client.xadd(
+                ledger.unwritable_stream_name(),
+                {"id": entry_id, "e": fields.get(b"e", b""), "error": reason},
+                maxlen=_UNWRITABLE_KEPT,
+                approximate=True,
+            )
     return written
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.usage import Usage, approx_tokens
+from proxy.usage import MAX_TOKENS, Usage, approx_tokens
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,37 @@ def test_stream_cut_short_estimates_cjk_output_per_character():
 
     assert (usage.output_tokens, usage.input_tokens) == (21, 3)
     assert not usage.complete
+
+
+def test_counts_beyond_what_a_row_holds_are_capped():
+    anthropic = Usage()
+    anthropic.anthropic_body(
+        {
+            "usage": {
+                "input_tokens": 5_000_000_000,
+                "output_tokens": 7,
+                "cache_read_input_tokens": -3,
+            }
+        }
+    )
+    openai = Usage()
+    openai.openai_body(
+        {
+            "usage": {
+                "prompt_tokens": 2**40,
+                "completion_tokens": 2**31,
+                "prompt_tokens_details": {"cached_tokens": 10},
+            }
+        }
+    )
+
+    assert (anthropic.input_tokens, anthropic.output_tokens, anthropic.cache_read_tokens) == (
+        MAX_TOKENS,
+        7,
+        0,
+    )
+    assert (openai.input_tokens, openai.output_tokens, openai.cache_read_tokens) == (
+        MAX_TOKENS - 10,
+        MAX_TOKENS,
+        10,
+    )

@@ -11,13 +11,14 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
 from billing.services import recording, settlement
 from keys import services as keys_services
 from keys.models import ApiKey
+from proxy.usage import MAX_TOKENS
 
 from ...factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from ...threads import join, start_thread
@@ -270,6 +271,25 @@ def test_a_batch_without_repeats_is_not_looked_up_first(two_keys, batch, monkeyp
     assert services.write_and_settle_usage(records=batch) == 4
 
     assert looked_up == []
+
+
+def test_the_largest_counts_the_relay_records_fit_the_row(issued):
+    record = usage_record(
+        issued.key,
+        charged="1",
+        input_tokens=MAX_TOKENS,
+        output_tokens=MAX_TOKENS,
+        cache_creation_tokens=MAX_TOKENS,
+        cache_read_tokens=MAX_TOKENS,
+    )
+
+    assert services.write_and_settle_usage(records=[record]) == 1
+
+    assert UsageEvent.objects.values_list("input_tokens", "cache_read_tokens").get() == (
+        MAX_TOKENS,
+        MAX_TOKENS,
+    )
+    assert UsageDaily.objects.values_list("input_tokens", flat=True).get() == MAX_TOKENS
 
 
 def test_a_row_the_database_refuses_for_another_reason_fails_the_batch(two_keys, batch):
@@ -608,6 +628,58 @@ def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch,
     monkeypatch.undo()
     assert services.ingest_usage_stream() == 1
     assert client.xlen(stream) == 0
+
+
+@needs_redis
+def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
+    two_keys, batch, caplog
+):
+    """One bad entry used to fail its batch on every run and stop ingestion for every team."""
+    first, second = two_keys
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    refused = dataclasses.replace(batch[3], request_id="req_refused", input_tokens=-1)
+    client.xadd(stream, {"e": batch[0].to_json()})
+    garbled = client.xadd(stream, {"e": b'{"key_id": 1, "team_'})
+    client.xadd(stream, {"e": batch[1].to_json()})
+    refused_id = client.xadd(stream, {"e": refused.to_json()})
+    client.xadd(stream, {"e": batch[2].to_json()})
+    client.xadd(stream, {"e": batch[3].to_json()})
+
+    assert services.ingest_usage_stream() == 4
+
+    assert client.xlen(stream) == 0
+    assert [row[1] for row in rows()] == ["req_1", "req_2", "req_3", "req_4"]
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+    set_aside = client.xrange(ledger.unwritable_stream_name())
+    assert [fields[b"id"] for _, fields in set_aside] == [garbled, refused_id]
+    assert set_aside[0][1][b"e"] == b'{"key_id": 1, "team_'
+    assert set_aside[0][1][b"error"].startswith(b"JSONDecodeError: ")
+    assert set_aside[1][1][b"e"] == refused.to_json().encode()
+    assert set_aside[1][1][b"error"].startswith(b"IntegrityError: ")
+    assert f"Usage entry {garbled.decode()} could not be written (JSONDecodeError: " in caplog.text
+    assert services.ingest_usage_stream() == 0
+
+
+@needs_redis
+def test_an_outage_while_ingesting_sets_nothing_aside(two_keys, batch, monkeypatch):
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+
+    def database_down(*, records):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(recording, "write_and_settle_usage", database_down)
+    with pytest.raises(OperationalError):
+        services.ingest_usage_stream()
+
+    assert client.xlen(stream) == 4
+    assert client.xlen(ledger.unwritable_stream_name()) == 0
+    monkeypatch.undo()
+    assert services.ingest_usage_stream() == 4
 
 
 @embedded_only
