@@ -189,7 +189,7 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     """Move recorded usage from the Redis stream into settled `UsageEvent` rows; returns rows
     written.
 
-    One ingest at a time (a Redis lock): two would read the same entries. Entries are deleted
+    One ingest at a time (a Redis lock): two would read the same entries. Entries are removed
     only after their rows are committed, so a crash in between re-reads them, and
     `write_and_settle_usage` skips them.
 
@@ -213,12 +213,20 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
         last_id = newest[0][0]
         while entries := client.xrange(stream, "-", last_id, count=batch_size):
             written += _write_entries(client, entries)
-            client.xdel(stream, *[entry_id for entry_id, _ in entries])
+            # The batch is the stream's first entries (read from its start), so trimming below
+            # the next id removes exactly the batch: one step, where XDEL of 1,000 ids held
+            # Redis (and every relay request waiting on it) for about a millisecond.
+            client.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
     finally:
         lock.release()
     if written:
         logger.info("Ingested and settled %d usage events", written)
     return written
+
+
+def _next_id(entry_id: bytes) -> str:
+    milliseconds, _, sequence = entry_id.decode().partition("-")
+    return f"{milliseconds}-{int(sequence) + 1}"
 
 
 def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:

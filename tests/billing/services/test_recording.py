@@ -572,8 +572,8 @@ def test_ingest_moves_the_stream_into_settled_rows_once(issued):
 
 @needs_redis
 def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
-    """The whole batch committed, then the worker died before XDEL: the next ingest reads every
-    entry again, and neither writes nor folds any of them a second time."""
+    """The whole batch committed, then the worker died before removing its entries: the next
+    ingest reads every entry again, and neither writes nor folds any of them a second time."""
     first, second = two_keys
     client = ledger.usage_stream_client()
     stream = ledger.usage_stream_name()
