@@ -221,8 +221,12 @@ def machine_facts(options) -> dict:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True
     )
+    # The results file is the last run's output, not the code measured.
     dirty = subprocess.run(
-        ["git", "status", "--porcelain"], cwd=PROJECT_DIR, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results.md"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
     )
     facts["commit"] = commit.stdout.strip() + (
         " (with uncommitted changes)" if dirty.stdout.strip() else ""
