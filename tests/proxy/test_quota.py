@@ -202,6 +202,11 @@ def test_key_disabled_after_earlier_requests_gives_back_the_guessed_reservation(
     assert held_reservations(relay_server[1].store, relay.key.pk) == {}
 
 
+async def receive_message() -> dict:
+    """MESSAGE as the ASGI server hands a request body to the gate."""
+    return {"type": "http.request", "body": json.dumps(MESSAGE).encode(), "more_body": False}
+
+
 class CountingStore:
     """The relay's store, with the name of every call made to it, in order."""
 
@@ -223,10 +228,6 @@ def check_repeatedly(relay, count: int, changes: dict | None = None) -> list[tup
     """Run the gate `count` times on MESSAGE as one relay worker would (one store, one Gate),
     first running `changes[n]` (a service call, in a thread) before check n. Returns, for each
     check, the store calls it made and what it gave (Passed, or the RelayError raised)."""
-    raw = json.dumps(MESSAGE).encode()
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": raw, "more_body": False}
 
     async def scenario() -> list[tuple[list, object]]:
         store = CountingStore(make_store())
@@ -241,7 +242,7 @@ def check_repeatedly(relay, count: int, changes: dict | None = None) -> list[tup
                     outcome = await gate.check(
                         store,
                         plaintext=relay.plaintext,
-                        receive=receive,
+                        receive=receive_message,
                         headers=[],
                         request_id=f"req_gate_{number}",
                         client_ip="127.0.0.1",
@@ -319,10 +320,6 @@ def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, membe
     admission, here while the rate limit is being checked: the reservation is released, not
     left to block the key until its hold expires."""
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1", rate_limit="10/m")
-    raw = json.dumps(MESSAGE).encode()
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": raw, "more_body": False}
 
     async def scenario() -> tuple[dict, dict]:
         store = make_store()
@@ -338,7 +335,7 @@ def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, membe
                 Gate(PriceTable()).check(
                     store,
                     plaintext=relay.plaintext,
-                    receive=receive,
+                    receive=receive_message,
                     headers=[],
                     request_id="req_cancelled",
                     client_ip="127.0.0.1",
