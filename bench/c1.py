@@ -14,6 +14,7 @@ check (`cycle_us`) so a reader can see it hold. wrk still measures every rate.
 
 import argparse
 import json
+import math
 import os
 import socket
 import time
@@ -73,7 +74,14 @@ def connect(host: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
-def run(url: str, body: bytes, headers: dict[str, str], seconds: float, timeout: float) -> dict:
+def run(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    seconds: float,
+    timeout: float,
+    raw: bool = False,
+) -> dict:
     host, port, request = build_request(url, body, headers)
     sock = connect(host, port, timeout)
     latencies: list[int] = []
@@ -97,12 +105,21 @@ def run(url: str, body: bytes, headers: dict[str, str], seconds: float, timeout:
     finally:
         sock.close()
     duration_us = (clock() - started) // 1000
-    latencies.sort()
+    summary = summarize(latencies, duration_us, status_errors, other_errors)
+    if raw:
+        summary["latencies_us"] = latencies
+    return summary
+
+
+def summarize(
+    latencies: list[int], duration_us: int, status_errors: int, other_errors: int
+) -> dict:
+    """The summary of one run, or of several pooled (bench/measurements.py): times in µs."""
+    latencies = sorted(latencies)
     count = len(latencies)
 
     def rank(fraction: float) -> int:
-        # Nearest rank, as wrk's percentiles.
-        return latencies[min(count - 1, max(0, round(fraction * count + 0.5) - 1))] if count else 0
+        return nearest_rank(latencies, fraction) if count else 0
 
     return {
         "requests": count,
@@ -120,12 +137,21 @@ def run(url: str, body: bytes, headers: dict[str, str], seconds: float, timeout:
     }
 
 
+def nearest_rank(ordered: list, fraction: float):
+    """The smallest value with at least `fraction` of the (sorted) values at or below it, as
+    wrk's percentiles. Rounded first, so that 0.7 x 10 (7.000000000000001) is rank 7."""
+    return ordered[min(len(ordered), max(1, math.ceil(round(fraction * len(ordered), 9)))) - 1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--header", action="append", default=[], help="name: value")
+    parser.add_argument(
+        "--raw", action="store_true", help="add every latency (µs) to the output, for pooling"
+    )
     options = parser.parse_args()
     headers = {}
     for header in options.header:
@@ -145,7 +171,7 @@ def main() -> None:
         headers["x-api-key"] = os.environ["BENCH_KEY"]
     body = os.environ["BENCH_BODY"].encode()
     try:
-        result = run(options.url, body, headers, options.seconds, options.timeout)
+        result = run(options.url, body, headers, options.seconds, options.timeout, options.raw)
     except OSError as error:
         parser.exit(1, f"c1.py: cannot reach {options.url}: {error}\n")
     print(json.dumps(result))

@@ -2,13 +2,13 @@
 comparison, c1 too), bench/streams.py for streaming."""
 
 import json
-import math
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 
+from bench.c1 import nearest_rank, summarize
 from bench.cpu import CpuMeter, cpu_text, wait_for_quiet
 from bench.environment import MODEL
 from bench.servers import BENCH_DIR, PYTHON, Processes
@@ -91,6 +91,13 @@ class Bench:
         except Exception:  # A figure for the report only.
             return None
 
+    def wait_for_ingestion(self, limit: float) -> None:
+        """Wait (at most `limit` seconds) until Celery has taken every usage event waiting
+        in the stream."""
+        deadline = time.monotonic() + limit
+        while (self.usage_backlog() or 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
 
@@ -141,6 +148,8 @@ class Bench:
         if line is None:
             raise RuntimeError(f"wrk gave no summary:\n{finished.stdout}\n{finished.stderr}")
         summary = json.loads(line.removeprefix("BENCH-JSON "))
+        if target == "relay":
+            self.relayed += summary["requests"] - summary["status_errors"]
         errors = sum(
             summary[name]
             for name in (
@@ -163,10 +172,9 @@ class Bench:
             label="warm-up" if warm_up else "wrk",
         )
 
-    def c1(
-        self, target: str, *, seconds: float, warm_up: bool = False, note: str = ""
-    ) -> WrkResult:
-        """Latency at concurrency 1 with bench/c1.py (see there for why not wrk)."""
+    def c1_run(self, target: str, seconds: float) -> tuple[dict, dict]:
+        """One bench/c1.py run (see there for why not wrk): its summary, with every latency
+        in `latencies_us`, and the CPU used meanwhile."""
         self.processes.check_alive()
         env = {
             **os.environ,
@@ -178,6 +186,7 @@ class Bench:
             str(BENCH_DIR / "c1.py"),
             self.urls[target] + "/v1/messages",
             f"--seconds={seconds:g}",
+            "--raw",
             "--header=content-type: application/json",
             "--header=anthropic-version: 2023-06-01",
             "--header=x-bench-delay-ms: 0",
@@ -191,6 +200,21 @@ class Bench:
         if finished.returncode != 0:
             raise RuntimeError(f"bench/c1.py failed:\n{finished.stderr}")
         summary = json.loads(finished.stdout)
+        if target == "relay":
+            self.relayed += summary["requests"] - summary["status_errors"]
+            summary["backlog"] = self.usage_backlog()
+        return summary, cpu
+
+    def c1(
+        self, target: str, *, seconds: float, warm_up: bool = False, note: str = ""
+    ) -> WrkResult:
+        """Latency at concurrency 1, one run."""
+        summary, cpu = self.c1_run(target, seconds)
+        return self.c1_result(target, summary, cpu, note=note, warm_up=warm_up)
+
+    def c1_result(
+        self, target: str, summary: dict, cpu: dict, *, note: str = "", warm_up: bool = False
+    ) -> WrkResult:
         return self._result(
             target,
             summary,
@@ -231,13 +255,11 @@ class Bench:
             p999_ms=summary["p999_us"] / 1000,
             max_ms=summary["max_us"] / 1000,
             cpu=cpu,
-            backlog=self.usage_backlog() if target == "relay" else None,
+            backlog=summary.get("backlog", self.usage_backlog()) if target == "relay" else None,
             note=note,
             mean_ms=summary["mean_us"] / 1000,
             client=client,
         )
-        if target == "relay":
-            self.relayed += result.requests - summary["status_errors"]
         self._print(label, result)
         return result
 
@@ -294,39 +316,96 @@ class Bench:
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
-    ordered = sorted(values)
-    # Nearest rank: the smallest value with at least `fraction` of the values at or below it.
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+    return nearest_rank(sorted(values), fraction)
 
 
-def measure_latency(bench: Bench, seconds: float) -> dict:
+def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: float) -> dict:
+    """Concurrency 1, in `rounds` rounds of `seconds` per target, pooled per target.
+
+    This machine's speed moves within minutes (see bench/README.md), so the targets are not
+    measured one after another but in turns, each round taking every target once: direct, the
+    floor, the relay with usage ingestion running, the relay with it paused. Every target
+    meets the same spells, and the pooled percentiles are over all its rounds. The relay's
+    turn comes after 2 s of relayed traffic, so ingestion is at its steady pace; after the
+    paused turn the backlog is ingested before the next round starts, so direct and the floor
+    run with ingestion idle, as before any relayed traffic."""
     bench.quiet("latency")
-    print("Latency at concurrency 1 (non-streaming, upstream answers at once)", flush=True)
-    results: dict = {"wrk": {}}
-    # The floor (bench/floor.py) is the leanest Python forwarder under the same server
-    # command: relay minus floor is the relay's own work, floor minus direct the machine's.
+    print(
+        f"Latency at concurrency 1 (non-streaming, upstream answers at once): {rounds} rounds "
+        f"of {seconds:g} s a target, in turns",
+        flush=True,
+    )
+    celery = [name for name in ("celery-worker", "celery-beat") if name in bench.processes.started]
+    targets = ["direct", "floor", "relay", *(["relay_paused"] if celery else [])]
+    runs: dict[str, list[tuple[dict, dict]]] = {target: [] for target in targets}
     for target in ("direct", "floor", "relay"):
         bench.c1(target, seconds=2, warm_up=True)
-        results[target] = bench.c1(target, seconds=seconds)
-        # wrk's figures for the same target, shown beside them (see bench/c1.py).
-        results["wrk"][target] = bench.wrk(
-            target, connections=1, seconds=seconds, delay_ms=0, threads=1
+    for number in range(1, rounds + 1):
+        runs["direct"].append(bench.c1_run("direct", seconds))
+        runs["floor"].append(bench.c1_run("floor", seconds))
+        bench.c1_run("relay", 2)  # Relayed traffic before the turn: ingestion at its pace.
+        runs["relay"].append(bench.c1_run("relay", seconds))
+        if celery:
+            # The relay alone: on two cores the Celery worker and PostgreSQL take CPU from the
+            # relay, so this separates the relay's own latency from theirs. The usage piles up
+            # in the Redis stream meanwhile and is ingested afterwards.
+            try:
+                for name in celery:
+                    bench.processes.signal(name, signal.SIGSTOP)
+                time.sleep(0.5)
+                runs["relay_paused"].append(bench.c1_run("relay", seconds))
+            finally:
+                for name in celery:
+                    bench.processes.signal(name, signal.SIGCONT)
+            bench.wait_for_ingestion(limit=10)
+        print(
+            f"  round {number}: p99 "
+            + ", ".join(
+                f"{target} {runs[target][-1][0]['p99_us'] / 1000:.2f} ms" for target in targets
+            ),
+            flush=True,
         )
-    celery = [name for name in ("celery-worker", "celery-beat") if name in bench.processes.started]
-    if celery:
-        # Once more with usage ingestion paused: on two cores the Celery worker and PostgreSQL
-        # take CPU from the relay, so this separates the relay's own latency from theirs.
-        # The usage piles up in the Redis stream meanwhile and is ingested afterwards.
-        print("  ... and again with the Celery worker and beat paused (SIGSTOP)", flush=True)
-        try:
-            for name in celery:
-                bench.processes.signal(name, signal.SIGSTOP)
-            time.sleep(1)
-            results["relay_paused"] = bench.c1("relay", seconds=seconds, note="Celery paused")
-        finally:
-            for name in celery:
-                bench.processes.signal(name, signal.SIGCONT)
+    results: dict = {
+        "rounds": [{target: runs[target][n][0] for target in targets} for n in range(rounds)]
+    }
+    for target in targets:
+        summaries = [summary for summary, _ in runs[target]]
+        pooled = summarize(
+            [latency for summary in summaries for latency in summary["latencies_us"]],
+            sum(summary["duration_us"] for summary in summaries),
+            sum(summary["status_errors"] for summary in summaries),
+            sum(summary["errors"] for summary in summaries),
+        )
+        cpu = merge_cpu([(cpu, summary["duration_us"]) for summary, cpu in runs[target]])
+        if target.startswith("relay"):
+            # The largest backlog left at the end of a turn.
+            pooled["backlog"] = max((summary["backlog"] or 0) for summary in summaries)
+        note = f"{rounds} rounds pooled" + (", Celery paused" if target == "relay_paused" else "")
+        name = "relay" if target == "relay_paused" else target
+        results[target] = bench.c1_result(name, pooled, cpu, note=note)
+    # wrk's figures for the same targets, shown beside them (see bench/c1.py).
+    results["wrk"] = {
+        target: bench.wrk(target, connections=1, seconds=wrk_seconds, delay_ms=0, threads=1)
+        for target in ("direct", "floor", "relay")
+    }
     return results
+
+
+def merge_cpu(parts: list[tuple[dict, float]]) -> dict:
+    """CPU figures (cores) of several runs as one, each run weighted by its length."""
+    total = sum(weight for _, weight in parts) or 1
+    merged: dict = {}
+    for cpu, weight in parts:
+        for name, value in cpu.items():
+            if isinstance(value, list):
+                # Each worker's share, busiest first: summed place by place.
+                shares = merged.setdefault(name, [])
+                shares += [0.0] * (len(value) - len(shares))
+                for place, share in enumerate(value):
+                    shares[place] += share * weight / total
+            else:
+                merged[name] = merged.get(name, 0.0) + value * weight / total
+    return merged
 
 
 def measure_throughput(bench: Bench, levels: list[int], seconds: float) -> dict:

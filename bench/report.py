@@ -210,10 +210,12 @@ def report(
         )
     lines += ["", "## Details", ""]
     if latency:
-        c1_rows = [row for name, row in latency.items() if name != "wrk"]
+        c1_rows = [row for name, row in latency.items() if name not in ("wrk", "rounds")]
         lines += [
             "Latency at concurrency 1 (one connection, one request at a time, upstream "
-            "answering at once). The summary's figures come from `bench/c1.py`; wrk's for the "
+            f"answering at once), in {len(latency['rounds'])} rounds: each round takes every "
+            "target in turn, and each target's figures are over all its rounds pooled. The "
+            "summary's figures come from `bench/c1.py`; wrk's for the "
             "same targets are shown beside them. time/request = run length / requests: in a "
             "closed loop of one connection no mean latency can exceed it, and wrk's does, so "
             "its tail at this concurrency is not used (see `bench/c1.py`). Columns as in the "
@@ -232,7 +234,7 @@ def report(
                     [_ms(row.cycle_ms)],
                 )
             )
-        lines.append("")
+        lines += ["", *_round_lines(latency["rounds"]), ""]
     wrk_rows = []
     if search:
         wrk_rows += search["direct"]["steps"]
@@ -318,3 +320,24 @@ def report(
 
 def bench_relayed(usage: dict) -> int:
     return usage.get("relayed", 0)
+
+
+def _round_lines(rounds: list[dict]) -> list[str]:
+    """Each round's p50 / p99 per target, and the relay's added p99 in that round."""
+    targets = [name for name in ("direct", "floor", "relay", "relay_paused") if name in rounds[0]]
+    titles = {"relay": "relay (ingestion running)", "relay_paused": "relay (Celery paused)"}
+    lines = [
+        "Each round's p50 / p99 (the machine's spells show here: a slow round is slow for "
+        "every target):",
+        "",
+        "| round | " + " | ".join(titles.get(name, name) for name in targets) + " | added p99 |",
+        "|---" * (len(targets) + 2) + "|",
+    ]
+    for number, round_ in enumerate(rounds, start=1):
+        cells = [
+            f"{_ms(round_[name]['p50_us'] / 1000)} / {_ms(round_[name]['p99_us'] / 1000)}"
+            for name in targets
+        ]
+        added = (round_["relay"]["p99_us"] - round_["direct"]["p99_us"]) / 1000
+        lines.append(f"| {number} | " + " | ".join(cells) + f" | +{_ms(added)} |")
+    return lines

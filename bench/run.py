@@ -111,7 +111,9 @@ def parse_options():
     options.search_levels = [16, 64, 256, 512, 1024, 2048]
     options.stream_levels = [64, 128, 256, 512, 1024]
     options.seconds = 4 if options.quick else 8
-    options.latency_seconds = 4 if options.quick else 10
+    options.latency_rounds = 2 if options.quick else 5
+    options.latency_seconds = 2 if options.quick else 3  # per target and round
+    options.wrk_latency_seconds = 4 if options.quick else 10
     options.ttft_count = 100 if options.quick else 300
     options.stream_deltas = 20 if options.quick else 40
     return options
@@ -311,7 +313,12 @@ def main() -> int:
             return 0
         latency = throughput = search = ttft = streams = None
         if "latency" in options.only:
-            latency = measure_latency(bench, options.latency_seconds)
+            latency = measure_latency(
+                bench,
+                options.latency_rounds,
+                options.latency_seconds,
+                options.wrk_latency_seconds,
+            )
         if "throughput" in options.only or "search" in options.only:
             throughput = measure_throughput(bench, options.levels, options.seconds)
         if "search" in options.only:

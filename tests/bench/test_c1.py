@@ -60,6 +60,35 @@ def test_one_connection_one_request_at_a_time_and_a_consistent_summary(server):
     assert result["mean_us"] <= result["cycle_us"]
 
 
+def test_raw_adds_every_latency_and_pooled_runs_summarize_as_one(server):
+    first = c1.run(server + "/v1/messages", b"{}", {}, 0.2, 5.0, raw=True)
+    second = c1.run(server + "/v1/messages", b"{}", {}, 0.2, 5.0, raw=True)
+
+    assert len(first["latencies_us"]) == first["requests"]
+    assert "latencies_us" not in c1.run(server + "/v1/messages", b"{}", {}, 0.1, 5.0)
+    pooled = c1.summarize(
+        first["latencies_us"] + second["latencies_us"],
+        first["duration_us"] + second["duration_us"],
+        1,
+        2,
+    )
+    assert pooled["requests"] == first["requests"] + second["requests"]
+    assert (pooled["status_errors"], pooled["errors"]) == (1, 2)
+    assert pooled["max_us"] == max(first["max_us"], second["max_us"])
+    assert pooled["mean_us"] <= pooled["cycle_us"]
+
+
+def test_summarize_takes_nearest_ranks():
+    summary = c1.summarize(list(range(1000, 0, -1)), 2000, 0, 0)
+
+    assert (summary["p50_us"], summary["p90_us"], summary["p99_us"]) == (500, 900, 990)
+    assert (summary["p999_us"], summary["max_us"], summary["mean_us"]) == (999, 1000, 500.5)
+    assert summary["cycle_us"] == 2.0
+    assert c1.summarize([], 10, 0, 3)["p99_us"] == 0
+    # 0.7 x 10 is 7.000000000000001 in floating point: still rank 7, not 8.
+    assert c1.nearest_rank(list(range(1, 11)), 0.7) == 7
+
+
 def test_error_statuses_are_counted(server):
     Handler.status = 503
 
