@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 import aiohttp
 import redis.exceptions
@@ -508,7 +509,10 @@ async def _watch_disconnect(receive, response, disconnected: asyncio.Event) -> N
     response.close()
 
 
+@lru_cache(maxsize=1024)
 def _valid_ip(address: str) -> str | None:
+    """The address as the usage row stores it (parsed once per address: it showed in the
+    relay's profile)."""
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:

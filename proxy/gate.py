@@ -303,10 +303,11 @@ class Gate:
         guess = self._recent.get(digest)
         body: Body | None = None
         guessed: Plan | None = None
+        guessed_price: PriceRow | None = None
         admission: Admission | None = None
         if guess is not None and guess.quota_limit_units and _would_pass(guess, client_ip):
             body = await read_body(receive, headers, max_body_bytes)
-            guessed = await self._plan(guess, body, counts_output=counts_output)
+            guessed, guessed_price = await self._plan(guess, body, counts_output=counts_output)
         if guessed is None:
             raw = await store.get_key_state(digest)
         else:
@@ -320,7 +321,10 @@ class Gate:
             if body is None:
                 body = await read_body(receive, headers, max_body_bytes)
             price = await check_model(state, body.model, self.prices) if body.model else None
-            plan = admission_plan(state, price, body, counts_output=counts_output)
+            if guessed is not None and state is guess and price is guessed_price:
+                plan = guessed  # The same snapshot (parsed once per process) and price.
+            else:
+                plan = admission_plan(state, price, body, counts_output=counts_output)
             if admission is None or plan != guessed:
                 if held_by is not None:
                     await store.release(key_id=held_by, request_id=request_id)
@@ -355,14 +359,16 @@ class Gate:
         check_key_and_ip(state, client_ip)
         return state
 
-    async def _plan(self, guess: KeyState, body: Body, *, counts_output: bool) -> Plan | None:
-        """The admission the remembered snapshot would make; None if its model check would
-        refuse first."""
+    async def _plan(
+        self, guess: KeyState, body: Body, *, counts_output: bool
+    ) -> tuple[Plan | None, PriceRow | None]:
+        """The admission the remembered snapshot would make, and the price it used; no plan if
+        its model check would refuse first."""
         try:
             price = await check_model(guess, body.model, self.prices) if body.model else None
         except errors.RelayError:
-            return None
-        return admission_plan(guess, price, body, counts_output=counts_output)
+            return None, None
+        return admission_plan(guess, price, body, counts_output=counts_output), price
 
     def _remember(self, digest: str, state: KeyState) -> None:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
