@@ -44,6 +44,8 @@ _INGEST_LOCK_SECONDS = 120
 # A stream entry that cannot become a row: it does not parse (ValueError, KeyError, TypeError)
 # or the database refuses the row (DataError: a number out of range; IntegrityError: a check).
 _BAD_DATA = (ValueError, KeyError, TypeError, DataError, IntegrityError)
+# Entries read from the stream per XRANGE (see _read_batch).
+_READ_CHUNK = 200
 # Entries set aside are kept for staff to look at, the newest this many.
 _UNWRITABLE_KEPT = 10_000
 
@@ -211,7 +213,7 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
         if not newest:
             return 0
         last_id = newest[0][0]
-        while entries := client.xrange(stream, "-", last_id, count=batch_size):
+        while entries := _read_batch(client, stream, last_id, batch_size):
             written += _write_entries(client, entries)
             # The batch is the stream's first entries (read from its start), so trimming below
             # the next id removes exactly the batch: one step, where XDEL of 1,000 ids held
@@ -222,6 +224,25 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     if written:
         logger.info("Ingested and settled %d usage events", written)
     return written
+
+
+def _read_batch(
+    client, stream: str, last_id: bytes, batch_size: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The stream's first `batch_size` entries up to `last_id`, read in chunks: Redis serves
+    one command at a time, and an XRANGE of 1,000 entries (about 450 KB) held it for 0.35 to
+    0.95 ms in its slow log, with every relay request waiting behind it."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    start: bytes | str = "-"
+    while len(entries) < batch_size:
+        chunk = client.xrange(
+            stream, start, last_id, count=min(_READ_CHUNK, batch_size - len(entries))
+        )
+        entries += chunk
+        if len(chunk) < _READ_CHUNK:
+            break
+        start = b"(" + chunk[-1][0]  # After the last entry read (an exclusive range).
+    return entries
 
 
 def _next_id(entry_id: bytes) -> str:

@@ -607,6 +607,39 @@ def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
 
 
 @needs_redis
+@pytest.mark.parametrize(("chunk", "batch_size"), [(1, 3), (2, 3), (3, 2), (4, 1000)])
+def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
+    two_keys, batch, monkeypatch, chunk, batch_size
+):
+    """An XRANGE of 1,000 entries held Redis for up to a millisecond: batches are read in
+    chunks, which must neither skip nor repeat an entry at their seams."""
+    first, second = two_keys
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+    monkeypatch.setattr(recording, "_READ_CHUNK", chunk)
+    counts, read = [], []
+    xrange = client.xrange
+
+    def counting_xrange(name, start, end, count):
+        counts.append(count)
+        entries = xrange(name, start, end, count=count)
+        read.extend(entry_id for entry_id, _ in entries)
+        return entries
+
+    monkeypatch.setattr(client, "xrange", counting_xrange)
+
+    assert services.ingest_usage_stream(batch_size=batch_size) == 4
+
+    assert max(counts) <= chunk
+    assert len(read) == len(set(read)) == 4  # each entry read once
+    assert client.xlen(stream) == 0
+    assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
+    assert rollups() == expected_rollups(first, second)
+
+
+@needs_redis
 def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch, monkeypatch):
     """Entries the relay appends while an ingest runs wait for the next run, so a steady
     trickle cannot keep one run going in tiny batches."""
