@@ -63,6 +63,9 @@ ENDPOINTS = {
     "/v1/chat/completions": Endpoint("chat", "POST", Shape.OPENAI, "openai"),
     "/v1/models": Endpoint("models", "GET", Shape.ANTHROPIC, None),
 }
+# GET /v1/models/{model_id}: one model, as both SDKs' models.retrieve ask for it.
+MODEL_PREFIX = "/v1/models/"
+MODEL_ENDPOINT = Endpoint("model", "GET", Shape.ANTHROPIC, None)
 _API_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI"}
 
 
@@ -163,6 +166,8 @@ class RelayApp:
     async def __call__(self, scope: dict, receive, send) -> None:
         path = scope["path"]
         endpoint = ENDPOINTS.get(path)
+        if endpoint is None and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
+            endpoint = MODEL_ENDPOINT
         shape = endpoint.shape if endpoint else Shape.ANTHROPIC
         if endpoint is None and path.startswith("/v1/chat/"):
             shape = Shape.OPENAI
@@ -202,11 +207,14 @@ class RelayApp:
             plaintext = gate.credential(scope["headers"])
             if plaintext is None:
                 raise errors.missing_credentials()
-            if endpoint.kind == "models":
+            if endpoint.kind in ("models", "model"):
                 state = await self.gate.check_listing(
                     self.store, plaintext=plaintext, client_ip=exchange.client_ip
                 )
-                await self.list_models(exchange, state)
+                if endpoint.kind == "models":
+                    await self.list_models(exchange, state)
+                else:
+                    await self.retrieve_model(exchange, state, scope["path"][len(MODEL_PREFIX) :])
                 return state.key_id
             passed = await self.gate.check(
                 self.store,
@@ -446,9 +454,37 @@ class RelayApp:
 
     async def list_models(self, exchange: Exchange, state: KeyState) -> None:
         """The group's priced models, in one list both official SDKs parse."""
+        models = await self._models(state)
+        listing = {
+            "object": "list",
+            "data": models,
+            "has_more": False,
+            "first_id": models[0]["id"] if models else None,
+            "last_id": models[-1]["id"] if models else None,
+        }
+        await exchange.respond(
+            200, [(b"content-type", b"application/json")], json.dumps(listing).encode()
+        )
+
+    async def retrieve_model(self, exchange: Exchange, state: KeyState, model_id: str) -> None:
+        """One model of the listing (GET /v1/models/{model_id}); a model the key cannot use is
+        not found, whether it is priced for other groups or not priced at all."""
+        models = await self._models(state)
+        found = next((model for model in models if model["id"] == model_id), None)
+        if found is None:
+            error = errors.model_not_found(model_id, state.group_name)
+            error.key_id = state.key_id
+            raise error
+        await exchange.respond(
+            200, [(b"content-type", b"application/json")], json.dumps(found).encode()
+        )
+
+    async def _models(self, state: KeyState) -> list[dict]:
+        """The models the key's group may use and that have a price, by name, each with the
+        fields of both SDKs' model objects."""
         priced = await self.prices.priced_models() if state.group_usable else {}
         names = sorted(name for name in priced if state.allows_model(name))
-        data = [
+        return [
             {
                 "type": "model",
                 "id": name,
@@ -460,16 +496,6 @@ class RelayApp:
             }
             for name in names
         ]
-        listing = {
-            "object": "list",
-            "data": data,
-            "has_more": False,
-            "first_id": names[0] if names else None,
-            "last_id": names[-1] if names else None,
-        }
-        await exchange.respond(
-            200, [(b"content-type", b"application/json")], json.dumps(listing).encode()
-        )
 
 
 def _upstream_payload(endpoint: Endpoint, body: gate.Body) -> tuple[dict, bytes, bool]:

@@ -155,7 +155,19 @@ def not_found(path: str) -> RelayError:
         "invalid_request_error",
         "not_found",
         f"Unknown endpoint {path}. This relay serves POST /v1/messages, "
-        "POST /v1/messages/count_tokens, POST /v1/chat/completions and GET /v1/models.",
+        "POST /v1/messages/count_tokens, POST /v1/chat/completions, GET /v1/models and "
+        "GET /v1/models/{model_id}.",
+    )
+
+
+def model_not_found(model: str, group: str) -> RelayError:
+    return RelayError(
+        404,
+        "not_found_error",
+        "invalid_request_error",
+        "model_not_found",
+        f"Model “{model}” is not available in group “{group}” of this key. "
+        "GET /v1/models lists the models it can use.",
     )
 
 

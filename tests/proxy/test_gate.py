@@ -477,12 +477,87 @@ def test_unknown_endpoint_and_wrong_method(relay):
         404,
         "not_found_error",
         "Unknown endpoint /v1/completions. This relay serves POST /v1/messages, "
-        "POST /v1/messages/count_tokens, POST /v1/chat/completions and GET /v1/models.",
+        "POST /v1/messages/count_tokens, POST /v1/chat/completions, GET /v1/models and "
+        "GET /v1/models/{model_id}.",
     )
     assert_anthropic_error(
         wrong, 405, "invalid_request_error", "GET is not allowed on /v1/messages; use POST."
     )
     assert wrong.headers["allow"] == "POST"
+
+
+# --- listing and retrieving models ---------------------------------------------------------
+
+MODEL_PATHS = ["/v1/models", f"/v1/models/{CLAUDE}"]
+
+
+@pytest.mark.parametrize("path", MODEL_PATHS)
+def test_model_endpoints_check_the_key_its_status_and_the_client_ip(relay, member, path):
+    assert_anthropic_error(relay.call("GET", path, key=None), 401, "authentication_error", MISSING)
+    assert_anthropic_error(
+        relay.call("GET", path, key="sk-hc-" + "A" * 43), 401, "authentication_error", INVALID
+    )
+    services.api_key_update(key=relay.key, actor=member, allowed_ips="203.0.113.7")
+    assert_anthropic_error(
+        relay.call("GET", path), 403, "permission_error", ip_message("127.0.0.1")
+    )
+    services.api_key_disable(key=relay.key, actor=member)
+    assert_anthropic_error(relay.call("GET", path), 403, "permission_error", DISABLED)
+    assert_nothing_forwarded_or_recorded(relay)
+
+
+@pytest.mark.parametrize("path", MODEL_PATHS)
+def test_model_endpoints_are_get_only(relay, path):
+    response = relay.call("POST", path, MESSAGE)
+
+    assert_anthropic_error(
+        response, 405, "invalid_request_error", f"POST is not allowed on {path}; use GET."
+    )
+    assert response.headers["allow"] == "GET"
+
+
+def test_retrieving_a_model_outside_the_group_or_without_a_price_is_not_found(relay):
+    relay.group.models = ["claude-*"]
+    services.group_save(group=relay.group)
+
+    outside = relay.call("GET", f"/v1/models/{GPT}")
+    unpriced = relay.call("GET", "/v1/models/claude-unpriced-9")
+    unknown = relay.call("GET", "/v1/models/a%20b%2Fc")
+
+    for response, model in [(outside, GPT), (unpriced, "claude-unpriced-9"), (unknown, "a b/c")]:
+        assert_anthropic_error(
+            response,
+            404,
+            "not_found_error",
+            f"Model “{model}” is not available in group “Relay” of this key. "
+            "GET /v1/models lists the models it can use.",
+        )
+    assert relay.call("GET", f"/v1/models/{CLAUDE}").json()["id"] == CLAUDE
+
+
+def test_a_deactivated_group_lists_no_models_and_finds_none(relay):
+    relay.group.is_active = False
+    services.group_save(group=relay.group)
+
+    listing = relay.call("GET", "/v1/models")
+    one = relay.call("GET", f"/v1/models/{CLAUDE}")
+
+    assert listing.status == 200
+    assert listing.json() == {
+        "object": "list",
+        "data": [],
+        "has_more": False,
+        "first_id": None,
+        "last_id": None,
+    }
+    assert one.status == 404
+
+
+def test_an_empty_model_id_is_an_unknown_endpoint(relay):
+    response = relay.call("GET", "/v1/models/")
+
+    assert response.status == 404
+    assert response.json()["error"]["message"].startswith("Unknown endpoint /v1/models/.")
 
 
 def test_portal_paths_still_reach_django(relay):

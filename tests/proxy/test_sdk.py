@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import anthropic
+import openai
 import pytest
 
 from .conftest import ANTHROPIC_SECRET, CLAUDE, GPT, OPENAI_SECRET, usage_events
@@ -70,6 +72,21 @@ def test_models_list_both_sdks(relay, prices):
     assert anthropic_models.data[0].created_at == prices[CLAUDE].updated_at
     assert openai_models.data[1].owned_by == "hcai"
     # Listing models is not a proxied request: nothing was sent upstream or recorded.
+    assert relay.primary.requests == []
+
+
+def test_models_retrieve_both_sdks(relay, prices):
+    claude = relay.anthropic().models.retrieve(CLAUDE)
+    gpt = relay.openai().models.retrieve(GPT)
+
+    assert (claude.id, claude.display_name, claude.type) == (CLAUDE, CLAUDE, "model")
+    assert claude.created_at == prices[CLAUDE].updated_at
+    assert (gpt.id, gpt.object, gpt.owned_by) == (GPT, "model", "hcai")
+    assert gpt.created == int(prices[GPT].updated_at.timestamp())
+    with pytest.raises(anthropic.NotFoundError, match="Model “claude-nope” is not available"):
+        relay.anthropic().models.retrieve("claude-nope")
+    with pytest.raises(openai.NotFoundError):
+        relay.openai().models.retrieve("gpt-nope")
     assert relay.primary.requests == []
 
 
