@@ -61,6 +61,7 @@ ENDPOINTS = {
     "/v1/messages": Endpoint("messages", "POST", Shape.ANTHROPIC, "anthropic"),
     "/v1/messages/count_tokens": Endpoint("count_tokens", "POST", Shape.ANTHROPIC, "anthropic"),
     "/v1/chat/completions": Endpoint("chat", "POST", Shape.OPENAI, "openai"),
+    "/v1/responses": Endpoint("responses", "POST", Shape.OPENAI, "openai"),
     "/v1/models": Endpoint("models", "GET", Shape.ANTHROPIC, None),
 }
 # GET /v1/models/{model_id}: one model, as both SDKs' models.retrieve ask for it.
@@ -169,7 +170,7 @@ class RelayApp:
         if endpoint is None and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
             endpoint = MODEL_ENDPOINT
         shape = endpoint.shape if endpoint else Shape.ANTHROPIC
-        if endpoint is None and path.startswith("/v1/chat/"):
+        if endpoint is None and path.startswith(("/v1/chat/", "/v1/responses/")):
             shape = Shape.OPENAI
         exchange = Exchange(
             scope=scope,
@@ -379,16 +380,18 @@ class RelayApp:
         disconnected = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(exchange.receive, response, disconnected))
         splitter = SSESplitter()
-        openai = endpoint.shape is Shape.OPENAI
+        kind = endpoint.kind
         try:
             async for chunk in response.chunks():
                 events = []
                 for event in splitter.feed(chunk):
                     data = event_json(event)
                     if data is not None:
-                        if openai:
+                        if kind == "chat":
                             if usage.openai_chunk(data) and strip_usage:
                                 continue  # The client did not ask for the usage chunk.
+                        elif kind == "responses":
+                            usage.responses_event(data)
                         else:
                             usage.anthropic_event(data)
                     events.append(event)
@@ -520,8 +523,10 @@ def _account_body(endpoint: Endpoint, data: bytes, usage: Usage) -> None:
         return
     if not isinstance(parsed, dict):
         return
-    if endpoint.shape is Shape.OPENAI:
+    if endpoint.kind == "chat":
         usage.openai_body(parsed)
+    elif endpoint.kind == "responses":
+        usage.responses_body(parsed)
     else:
         usage.anthropic_body(parsed)
 

@@ -155,8 +155,8 @@ def not_found(path: str) -> RelayError:
         "invalid_request_error",
         "not_found",
         f"Unknown endpoint {path}. This relay serves POST /v1/messages, "
-        "POST /v1/messages/count_tokens, POST /v1/chat/completions, GET /v1/models and "
-        "GET /v1/models/{model_id}.",
+        "POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, "
+        "GET /v1/models and GET /v1/models/{model_id}.",
     )
 
 

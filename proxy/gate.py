@@ -196,7 +196,11 @@ def estimate_charge_units(
     output = 0
     if counts_output:
         payload = body.payload or {}
-        requested = payload.get("max_tokens") or payload.get("max_completion_tokens")
+        requested = (
+            payload.get("max_tokens")
+            or payload.get("max_completion_tokens")
+            or payload.get("max_output_tokens")  # the Responses API's
+        )
         output = requested if isinstance(requested, int) and requested > 0 else DEFAULT_MAX_TOKENS
     input_tokens = approx_tokens(body.raw)
     as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
@@ -268,8 +272,8 @@ class Passed:
 
 
 class Gate:
-    """The checks of a model request (/v1/messages, count_tokens, /v1/chat/completions), in the
-    table's order, against the key's snapshot as the cache holds it now.
+    """The checks of a model request (/v1/messages, count_tokens, /v1/chat/completions,
+    /v1/responses), in the table's order, against the key's snapshot as the cache holds it now.
 
     A key with a quota costs one Redis round trip, not two: this process remembers the last
     snapshot it saw for each digest (a digest always belongs to the same key) and uses it to

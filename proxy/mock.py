@@ -3,7 +3,8 @@
 The answer is deterministic (same request, same bytes apart from ids and timestamps) and its
 usage is realistic: input tokens from the request size, output tokens from the text, so the
 quickstart's demo shows believable numbers in the portal. Streams are real SSE sequences:
-Anthropic's message_start ... message_stop, OpenAI's chunks, usage chunk and [DONE].
+Anthropic's message_start ... message_stop, OpenAI's chunks, usage chunk and [DONE], and the
+Responses API's response.created ... response.completed.
 """
 
 import json
@@ -65,6 +66,8 @@ def respond(*, endpoint: str, payload: dict, request: bytes) -> MockResponse:
     text = _text(model)
     if endpoint == "chat":
         return _openai(model, text, input_tokens, payload)
+    if endpoint == "responses":
+        return _responses(model, text, input_tokens, stream=bool(payload.get("stream")))
     return _anthropic(model, text, input_tokens, stream=bool(payload.get("stream")))
 
 
@@ -194,4 +197,60 @@ def _openai(model: str, text: str, input_tokens: int, payload: dict) -> MockResp
             )
         )
     parts.append(_sse(None, "[DONE]"))
+    return MockResponse("text/event-stream; charset=utf-8", parts)
+
+
+def _responses(model: str, text: str, input_tokens: int, *, stream: bool) -> MockResponse:
+    response_id = "resp_mock_" + secrets.token_hex(12)
+    item_id = "msg_mock_" + secrets.token_hex(12)
+    output_tokens = _tokens(text)
+    part = {"type": "output_text", "text": text, "annotations": []}
+    item = {
+        "type": "message",
+        "id": item_id,
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
+    response = {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [item],
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
+    if not stream:
+        return _json(response)
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    located = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    events = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **located, "part": {**part, "text": ""}},
+        *(
+            {"type": "response.output_text.delta", **located, "delta": word}
+            for word in _words(text)
+        ),
+        {"type": "response.output_text.done", **located, "text": text},
+        {"type": "response.content_part.done", **located, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": response},
+    ]
+    parts = [
+        _sse(event["type"], {**event, "sequence_number": number})
+        for number, event in enumerate(events)
+    ]
     return MockResponse("text/event-stream; charset=utf-8", parts)

@@ -5,6 +5,8 @@ Anthropic: `message_start` carries the input and cache tokens, `message_delta` t
 chunk of a stream that asked for `stream_options.include_usage`), where `prompt_tokens`
 includes `prompt_tokens_details.cached_tokens`; we store the uncached part as input tokens and
 the cached part as cache reads, the way Anthropic counts them, so one price table fits both.
+OpenAI's Responses API: the same, named `input_tokens` / `input_tokens_details` /
+`output_tokens`, in the body or in the `response` of a stream's terminal event.
 
 When a stream stops early (the client left, the upstream failed) the final counts never come;
 the output is then estimated from the text that did arrive (`approx_tokens`).
@@ -117,12 +119,16 @@ class Usage:
 
     # --- OpenAI -----------------------------------------------------------------------------
 
-    def openai_usage(self, usage: dict) -> None:
-        prompt = _count(usage, "prompt_tokens", 0)
-        cached = _count(usage.get("prompt_tokens_details") or {}, "cached_tokens", 0)
+    def openai_usage(
+        self, usage: dict, *, prefix: str = "prompt", output: str = "completion"
+    ) -> None:
+        """Chat Completions' usage (prompt_tokens, completion_tokens, prompt_tokens_details),
+        or the Responses API's with prefix "input" and output "output"."""
+        prompt = _count(usage, f"{prefix}_tokens", 0)
+        cached = _count(usage.get(f"{prefix}_tokens_details") or {}, "cached_tokens", 0)
         self.input_tokens = max(prompt - cached, 0)
         self.cache_read_tokens = cached
-        self.output_tokens = _count(usage, "completion_tokens", 0)
+        self.output_tokens = _count(usage, f"{output}_tokens", 0)
         self.complete = True
 
     def openai_chunk(self, data: dict) -> bool:
@@ -147,6 +153,27 @@ class Usage:
         if isinstance(usage, dict):
             self.openai_usage(usage)
 
+    # --- OpenAI's Responses API (POST /v1/responses; Codex CLI) --------------------------------
+
+    def responses_usage(self, usage: dict) -> None:
+        self.openai_usage(usage, prefix="input", output="output")
+
+    def responses_event(self, data: dict) -> None:
+        kind = data.get("type")
+        if kind in _RESPONSES_DELTAS:
+            delta = data.get("delta")
+            if isinstance(delta, str):
+                self.produced_quarters += token_quarters(delta)
+        elif kind in _RESPONSES_ENDS:
+            usage = (data.get("response") or {}).get("usage")
+            if isinstance(usage, dict):
+                self.responses_usage(usage)
+
+    def responses_body(self, data: dict) -> None:
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            self.responses_usage(usage)
+
     # --- a stream cut short -----------------------------------------------------------------
 
     def estimate_missing(self, *, request: bytes) -> None:
@@ -159,6 +186,19 @@ class Usage:
             # OpenAI reports input only at the end; the prompt was read all the same.
             self.input_tokens = approx_tokens(request)
 
+
+# Responses API stream events carrying generated text (a string `delta`), and the terminal
+# events, whose `response` carries the usage.
+_RESPONSES_DELTAS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+_RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 # The largest count a UsageEvent token column holds (a PostgreSQL integer). An upstream that
 # reports more is capped here: the row must fit, or its whole ingest batch would be refused.

@@ -1,7 +1,8 @@
 """A fake LLM vendor for the relay's tests: a real aiohttp server on 127.0.0.1, in a thread.
 
 It emulates Anthropic's /v1/messages (JSON and SSE) and /v1/messages/count_tokens and
-OpenAI's /v1/chat/completions (JSON and SSE, with the usage chunk when asked), records every
+OpenAI's /v1/chat/completions (JSON and SSE, with the usage chunk when asked) and /v1/responses
+(JSON and SSE, usage in response.completed), records every
 request it receives, and has knobs per backend: a status to answer with, a delay before the
 response headers, a pause between stream events, and a gate that holds the rest of a stream
 until the test releases it.
@@ -95,6 +96,7 @@ class FakeUpstream:
         app.router.add_post("/{backend}/v1/messages", self._messages)
         app.router.add_post("/{backend}/v1/messages/count_tokens", self._count_tokens)
         app.router.add_post("/{backend}/v1/chat/completions", self._chat)
+        app.router.add_post("/{backend}/v1/responses", self._responses)
         self._runner = web.AppRunner(app, shutdown_timeout=1)
         self._loop.run_until_complete(self._runner.setup())
         site = web.SockSite(self._runner, self._socket)
@@ -252,6 +254,53 @@ class FakeUpstream:
                 {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage_body}
             )
         lines = [f"data: {json.dumps(data)}\n\n" for data in chunks] + ["data: [DONE]\n\n"]
+        return await self._stream(request, backend, lines)
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        backend = await self._receive(request)
+        if failure := self._failure(backend):
+            return failure
+        payload = await request.json()
+        usage = backend.usage
+        text = "".join(TEXT_DELTAS)
+        message = {
+            "type": "message",
+            "id": "msg_fake",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        response = {
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": 1700000000,
+            "status": "completed",
+            "model": payload["model"],
+            "output": [message],
+            "usage": {
+                "input_tokens": usage.input_tokens + usage.cache_read_tokens,
+                "input_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+                "output_tokens": usage.output_tokens,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": usage.input_tokens + usage.cache_read_tokens + usage.output_tokens,
+            },
+        }
+        if not payload.get("stream"):
+            return web.json_response(response, headers={"openai-organization": "org-secret-name"})
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+        events = [
+            {"type": "response.created", "response": started},
+            {"type": "response.output_item.added", "output_index": 0, "item": message},
+            *({"type": "response.output_text.delta", **where, "delta": t} for t in TEXT_DELTAS),
+            {"type": "response.output_text.done", **where, "text": text},
+            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            {"type": "response.completed", "response": response},
+        ]
+        lines = [
+            f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': n})}\n\n"
+            for n, event in enumerate(events)
+        ]
         return await self._stream(request, backend, lines)
 
     async def _stream(

@@ -417,6 +417,27 @@ def test_mock_chat(relay, mock_group):
     assert {event.output_tokens for event in events} == {completion.usage.completion_tokens}
 
 
+def test_mock_responses(relay, mock_group):
+    client = relay.openai()
+
+    response = client.responses.create(model=GPT, input="Say hello")
+    events = list(client.responses.create(model=GPT, input="Say hello", stream=True))
+
+    text = MOCK_TEXT.format(model=GPT)
+    assert response.output_text == text
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == text
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.usage.output_tokens == response.usage.output_tokens
+    recorded = usage_events(key=relay.key, count=2)
+    assert {event.output_tokens for event in recorded} == {response.usage.output_tokens}
+    # Input estimated from each request's size (the streamed one also says "stream": true).
+    assert {event.input_tokens for event in recorded} == {
+        response.usage.input_tokens,
+        events[-1].response.usage.input_tokens,
+    }
+
+
 def test_concurrent_streams_all_complete(relay):
     relay.primary.pause_seconds = 0.02
     results: list[str] = []

@@ -24,6 +24,7 @@ from .conftest import CLAUDE, GPT, usage_events
 
 MESSAGE = {"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
 CHAT = {"model": GPT, "messages": [{"role": "user", "content": "Hi"}]}
+RESPONSE = {"model": GPT, "input": "Hi"}
 
 
 def assert_anthropic_error(response, status: int, error_type: str, message: str) -> None:
@@ -63,9 +64,11 @@ INVALID = (
 def test_no_credentials(relay, headers):
     anthropic = relay.call("POST", "/v1/messages", MESSAGE, headers, key=None)
     openai = relay.call("POST", "/v1/chat/completions", CHAT, headers, key=None)
+    responses = relay.call("POST", "/v1/responses", RESPONSE, headers, key=None)
 
     assert_anthropic_error(anthropic, 401, "authentication_error", MISSING)
     assert_openai_error(openai, 401, "invalid_request_error", "missing_api_key", MISSING)
+    assert_openai_error(responses, 401, "invalid_request_error", "missing_api_key", MISSING)
     assert_nothing_forwarded_or_recorded(relay)
 
 
@@ -119,9 +122,11 @@ def test_disabled_key_obeyed_on_next_request(relay, member):
 
     anthropic = relay.call("POST", "/v1/messages", MESSAGE)
     openai = relay.call("POST", "/v1/chat/completions", CHAT)
+    responses = relay.call("POST", "/v1/responses", RESPONSE)
 
     assert_anthropic_error(anthropic, 403, "permission_error", DISABLED)
     assert_openai_error(openai, 403, "permission_error", "key_disabled", DISABLED)
+    assert_openai_error(responses, 403, "permission_error", "key_disabled", DISABLED)
     assert len(relay.primary.requests) == 1
     services.api_key_enable(key=relay.key, actor=member)
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
@@ -477,8 +482,8 @@ def test_unknown_endpoint_and_wrong_method(relay):
         404,
         "not_found_error",
         "Unknown endpoint /v1/completions. This relay serves POST /v1/messages, "
-        "POST /v1/messages/count_tokens, POST /v1/chat/completions, GET /v1/models and "
-        "GET /v1/models/{model_id}.",
+        "POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, "
+        "GET /v1/models and GET /v1/models/{model_id}.",
     )
     assert_anthropic_error(
         wrong, 405, "invalid_request_error", "GET is not allowed on /v1/messages; use POST."

@@ -16,12 +16,14 @@ from django.utils import timezone
 
 from billing import ledger
 from billing.models import UsageEvent
+from billing.pricing import PriceRow
 from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
 from proxy import gate as gate_module
 from proxy.errors import RelayError
-from proxy.gate import Gate
+from proxy.gate import DEFAULT_MAX_TOKENS, Body, Gate, estimate_charge_units
+from proxy.keystate import build_key_state, parse_key_state
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
 
@@ -42,6 +44,26 @@ CHARGE = Decimal("0.004671")
 # x 1.5.
 _BODY_BYTES = len(json.dumps(MESSAGE, separators=(",", ":")))
 ESTIMATE = (Decimal(-(-_BODY_BYTES // 4)) * Decimal("3.75") + 200 * 15) / 10**6 * Decimal("1.5")
+
+
+@pytest.mark.parametrize(
+    ("field", "output_tokens"),
+    [
+        ("max_tokens", 300),  # Anthropic's, and Chat Completions' older name
+        ("max_completion_tokens", 300),  # Chat Completions'
+        ("max_output_tokens", 300),  # the Responses API's
+        (None, DEFAULT_MAX_TOKENS),  # optional in both OpenAI APIs
+    ],
+)
+def test_the_reservation_counts_the_output_limit_each_api_names(relay, field, output_tokens):
+    state = parse_key_state(build_key_state(relay.key.digest))
+    only_output = PriceRow("m", Decimal(0), Decimal(1), Decimal(0), Decimal(0))  # $1 / MTok
+    payload = {"model": "m", **({field: 300} if field else {})}
+    body = Body(json.dumps(payload).encode(), payload, None)
+
+    units = estimate_charge_units(state, only_output, body, counts_output=True)
+
+    assert units == ledger.usd_to_units(Decimal(output_tokens) / 10**6 * Decimal("1.5"))
 
 
 def test_concurrent_streams_overshoot_at_most_one_request(relay, member):

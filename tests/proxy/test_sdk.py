@@ -90,6 +90,36 @@ def test_models_retrieve_both_sdks(relay, prices):
     assert relay.primary.requests == []
 
 
+def test_responses_create(relay):
+    response = relay.openai().responses.create(model=GPT, input="Say hello", max_output_tokens=50)
+
+    assert response.output_text == "Hello from the fake upstream."
+    [received] = relay.primary.requests
+    assert received.path == "/primary/v1/responses"
+    assert received.headers["authorization"] == f"Bearer {OPENAI_SECRET}"
+    assert received.json() == {"model": GPT, "input": "Say hello", "max_output_tokens": 50}
+    [event] = usage_events(key=relay.key)
+    # input_tokens 30 includes 5 cached: 25 uncached input, 5 cache reads.
+    assert (event.input_tokens, event.cache_read_tokens, event.output_tokens) == (25, 5, 12)
+    assert (event.model, event.status_code, event.request_id) == (
+        GPT,
+        200,
+        response._request_id,
+    )
+
+
+def test_responses_stream(relay):
+    with relay.openai().responses.stream(model=GPT, input="Say hello") as stream:
+        deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+
+    assert "".join(deltas) == final.output_text == "Hello from the fake upstream."
+    assert final.usage.output_tokens == 12
+    assert relay.primary.requests[0].json()["stream"] is True
+    [event] = usage_events(key=relay.key)
+    assert (event.input_tokens, event.cache_read_tokens, event.output_tokens) == (25, 5, 12)
+
+
 def test_chat_completions_create(relay):
     completion = relay.openai().chat.completions.create(model=GPT, messages=MESSAGES)
 

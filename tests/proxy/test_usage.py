@@ -68,3 +68,43 @@ def test_counts_beyond_what_a_row_holds_are_capped():
         MAX_TOKENS,
         10,
     )
+
+
+@pytest.mark.parametrize("end", ["response.completed", "response.incomplete", "response.failed"])
+def test_responses_stream_usage_comes_from_its_terminal_event(end):
+    usage = Usage()
+    usage.responses_event({"type": "response.created", "response": {"usage": None}})
+    usage.responses_event({"type": "response.output_text.delta", "delta": "Hello"})
+    usage.responses_event(
+        {
+            "type": end,
+            "response": {
+                "usage": {
+                    "input_tokens": 120,
+                    "input_tokens_details": {"cached_tokens": 100},
+                    "output_tokens": 9,
+                }
+            },
+        }
+    )
+
+    assert usage.complete
+    assert (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens) == (20, 100, 9)
+
+
+def test_a_responses_stream_cut_short_is_estimated_from_every_kind_of_delta():
+    usage = Usage()
+    for kind, delta in [
+        ("response.output_text.delta", "abcd" * 3),
+        ("response.function_call_arguments.delta", '{"a":1}'),
+        ("response.reasoning_summary_text.delta", "abcd"),
+        ("response.output_text.done", "not counted again" * 10),
+        ("response.output_text.delta", None),
+    ]:
+        usage.responses_event({"type": kind, "delta": delta})
+
+    usage.estimate_missing(request=b"x" * 40)
+
+    assert not usage.complete
+    # 12 + 7 + 4 = 23 characters, about 6 tokens; the input estimated from the request.
+    assert (usage.output_tokens, usage.input_tokens) == (6, 10)
