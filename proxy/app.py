@@ -25,7 +25,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from billing.ledger import UsageRecord
-from billing.pricing import PriceRow, price_usage
+from billing.pricing import price_usage
 from hcai.client_ip import client_ip, trusted_proxies
 from hcai.request_id import current_request_id, new_request_id
 
@@ -222,7 +222,6 @@ class RelayApp:
                 plaintext=plaintext,
                 receive=exchange.receive,
                 headers=scope["headers"],
-                request_id=exchange.request_id,
                 client_ip=exchange.client_ip,
                 counts_output=endpoint.kind != "count_tokens",
                 max_body_bytes=settings.RELAY_MAX_BODY_BYTES,
@@ -234,20 +233,14 @@ class RelayApp:
             logger.exception("Relay state unavailable")
             await exchange.refuse(errors.relay_unavailable())
             return None
-        await self.forward(exchange, endpoint, passed.state, passed.body, passed.price)
+        await self.forward(exchange, endpoint, passed)
         return passed.state.key_id
 
     # --- after the gate: forward, relay, record -----------------------------------------------
 
-    async def forward(
-        self,
-        exchange: Exchange,
-        endpoint: Endpoint,
-        state: KeyState,
-        body: gate.Body,
-        price: PriceRow,
-    ) -> None:
+    async def forward(self, exchange: Exchange, endpoint: Endpoint, passed: gate.Passed) -> None:
         """Forward to the group's channels in order; record exactly one usage event."""
+        state, body = passed.state, passed.body
         usage = Usage()
         try:
             await self._forward(exchange, endpoint, state, body, usage)
@@ -266,7 +259,7 @@ class RelayApp:
             elif exchange.status < 400:
                 exchange.status = 502
         finally:
-            await self.record(exchange, state, body, price, usage)
+            await self.record(exchange, passed, usage)
 
     async def _forward(
         self,
@@ -411,17 +404,11 @@ class RelayApp:
             return
         await exchange.body(tail, more=False)
 
-    async def record(
-        self,
-        exchange: Exchange,
-        state: KeyState,
-        body: gate.Body,
-        price: PriceRow,
-        usage: Usage,
-    ) -> None:
+    async def record(self, exchange: Exchange, passed: gate.Passed, usage: Usage) -> None:
+        state, body = passed.state, passed.body
         usage.estimate_missing(request=body.raw)
         cost, charged = price_usage(
-            prices=price,
+            prices=passed.price,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_creation_tokens=usage.cache_creation_tokens,
@@ -447,7 +434,7 @@ class RelayApp:
             created_at=exchange.started_at,
         )
         try:
-            await self.store.record(record)
+            await self.store.record(record, hold_id=passed.hold_id)
         except Exception:
             logger.exception(
                 "Could not record usage of key %s (%s, $%s)", state.key_id, body.model, charged

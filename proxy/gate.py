@@ -11,7 +11,9 @@ their order are the same.
 """
 
 import json
+import secrets
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -224,12 +226,12 @@ def admission_plan(
     return Plan(state.key_id, state.quota_limit_units, estimate, hold + _HOLD_MARGIN_SECONDS)
 
 
-async def admit(store: LocalStore | RedisStore, plan: Plan, request_id: str) -> Admission | None:
+async def admit(store: LocalStore | RedisStore, plan: Plan, hold_id: str) -> Admission | None:
     """Reserve the plan's estimate; None for a key without a quota (nothing to reserve)."""
     if not plan.limit_units:
         return None
     for _ in range(2):
-        admission = await store.admit(plan, request_id)
+        admission = await store.admit(plan, hold_id)
         if admission is not None:
             return admission
         # No running total in the cache (first use, eviction, flush): rebuild it from the
@@ -263,12 +265,20 @@ async def check_rate(state: KeyState) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Passed:
-    """A request the gate let through (holding a quota reservation if its key has a quota;
-    recording its usage releases it)."""
+    """A request the gate let through (holding a quota reservation under `hold_id` if its key
+    has a quota; recording its usage releases it)."""
 
     state: KeyState
     body: Body
     price: PriceRow
+    hold_id: str
+
+
+def new_hold_id() -> str:
+    """A reservation's own id. Not the request id: a client's X-Request-Id becomes the request
+    id and may repeat, and concurrent requests sharing one reservation would each be admitted
+    as if the others reserved nothing."""
+    return secrets.token_hex(8)
 
 
 class Gate:
@@ -298,12 +308,12 @@ class Gate:
         plaintext: str,
         receive: Callable[[], Awaitable[dict]],
         headers: list[tuple[bytes, bytes]],
-        request_id: str,
         client_ip: str,
         counts_output: bool,
         max_body_bytes: int,
     ) -> Passed:
         digest = key_digest(plaintext)
+        hold_id = new_hold_id()
         guess = self._recent.get(digest)
         body: Body | None = None
         guessed: Plan | None = None
@@ -315,7 +325,15 @@ class Gate:
         if guessed is None:
             raw = await store.get_key_state(digest)
         else:
-            raw, admission = await store.get_key_state_and_admit(digest, guessed, request_id)
+            try:
+                raw, admission = await store.get_key_state_and_admit(digest, guessed, hold_id)
+            except BaseException:
+                # Cancelled or failed with the admission sent: it may have been made, so it is
+                # given back (releasing nothing changes nothing; on the one connection the
+                # release runs after the admission).
+                with suppress(Exception):
+                    await store.release(key_id=guessed.key_id, hold_id=hold_id)
+                raise
         held_by = guessed.key_id if admission is not None and admission.admitted else None
         state: KeyState | None = None
         try:
@@ -331,9 +349,9 @@ class Gate:
                 plan = admission_plan(state, price, body, counts_output=counts_output)
             if admission is None or plan != guessed:
                 if held_by is not None:
-                    await store.release(key_id=held_by, request_id=request_id)
+                    await store.release(key_id=held_by, hold_id=hold_id)
                     held_by = None
-                admission = await admit(store, plan, request_id)
+                admission = await admit(store, plan, hold_id)
             if admission is not None:
                 if not admission.admitted:
                     spent = units_to_usd(admission.spent_units).quantize(Decimal("0.01"))
@@ -346,11 +364,11 @@ class Gate:
         # its reservation back too, instead of blocking the key until the hold expires.
         except BaseException as error:
             if held_by is not None:
-                await store.release(key_id=held_by, request_id=request_id)
+                await store.release(key_id=held_by, hold_id=hold_id)
             if isinstance(error, errors.RelayError) and state is not None:
                 error.key_id = state.key_id
             raise
-        return Passed(state, body, price)
+        return Passed(state, body, price, hold_id)
 
     async def check_listing(
         self, store: LocalStore | RedisStore, *, plaintext: str, client_ip: str

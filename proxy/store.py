@@ -55,7 +55,7 @@ class Plan:
     hold_seconds: int
 
 
-# KEYS: total, reservations. ARGV: request id, estimate, limit, now, deadline, hold seconds.
+# KEYS: total, reservations. ARGV: hold id, estimate, limit, now, deadline, hold seconds.
 # Returns {-1} when the total is missing (the caller rebuilds it), else {admitted, spent,
 # reserved}. Expired reservations (a killed worker's) are dropped on the way.
 _ADMIT = """
@@ -102,16 +102,16 @@ class RedisStore:
     async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
         await self.redis.execute("SET", state_cache_name(digest), raw, "EX", seconds)
 
-    async def admit(self, plan: Plan, request_id: str) -> Admission | None:
+    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
         """None when the key's running total is not in the cache (the caller rebuilds it)."""
-        keys, args = _admission_call(plan, request_id)
+        keys, args = _admission_call(plan, hold_id)
         return _admission(await self._admit(keys=keys, args=args))
 
     async def get_key_state_and_admit(
-        self, digest: str, plan: Plan, request_id: str
+        self, digest: str, plan: Plan, hold_id: str
     ) -> tuple[bytes | None, Admission | None]:
         """The snapshot read and the admission, sent together: one round trip."""
-        keys, args = _admission_call(plan, request_id)
+        keys, args = _admission_call(plan, hold_id)
         raw, reply = await self.redis.execute_together(
             ("GET", state_cache_name(digest)), self._admit.command(keys=keys, args=args)
         )
@@ -119,24 +119,26 @@ class RedisStore:
             raise raw
         return raw, _admission(await self._admit.result(reply, keys=keys, args=args))
 
-    async def release(self, *, key_id: int, request_id: str) -> None:
-        await self.redis.execute("HDEL", _reservations(key_id), request_id)
+    async def release(self, *, key_id: int, hold_id: str) -> None:
+        await self.redis.execute("HDEL", _reservations(key_id), hold_id)
 
-    async def record(self, record: ledger.UsageRecord) -> None:
+    async def record(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+        """Append the usage, raise the running total and release the request's hold, in one
+        script."""
         await self._record(
             keys=[self._stream, _total(record.key_id), _reservations(record.key_id)],
-            args=[record.to_json(), record.charge_units, record.request_id],
+            args=[record.to_json(), record.charge_units, hold_id],
         )
 
     async def close(self) -> None:
         await self.redis.close()
 
 
-def _admission_call(plan: Plan, request_id: str) -> tuple[list[str], list[str | int]]:
+def _admission_call(plan: Plan, hold_id: str) -> tuple[list[str], list[str | int]]:
     now = int(time.time())
     keys = [_total(plan.key_id), _reservations(plan.key_id)]
     args = [
-        request_id,
+        hold_id,
         plan.estimate_units,
         plan.limit_units,
         now,
@@ -178,7 +180,7 @@ class LocalStore:
     async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
         cache.set(key_state_cache_key(digest), raw, timeout=seconds)
 
-    async def admit(self, plan: Plan, request_id: str) -> Admission | None:
+    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
         key_id = plan.key_id
         spent = ledger.spend_total(key_id)
         if spent is None:
@@ -192,21 +194,21 @@ class LocalStore:
             reserved = sum(amount for amount, _ in held.values())
             if spent + reserved >= plan.limit_units:
                 return Admission(False, spent, reserved)
-            held[request_id] = (plan.estimate_units, now + plan.hold_seconds)
+            held[hold_id] = (plan.estimate_units, now + plan.hold_seconds)
         return Admission(True, spent, reserved)
 
     async def get_key_state_and_admit(
-        self, digest: str, plan: Plan, request_id: str
+        self, digest: str, plan: Plan, hold_id: str
     ) -> tuple[bytes | None, Admission | None]:
-        return await self.get_key_state(digest), await self.admit(plan, request_id)
+        return await self.get_key_state(digest), await self.admit(plan, hold_id)
 
-    async def release(self, *, key_id: int, request_id: str) -> None:
+    async def release(self, *, key_id: int, hold_id: str) -> None:
         with self._lock:
-            self._reservations.get(key_id, {}).pop(request_id, None)
+            self._reservations.get(key_id, {}).pop(hold_id, None)
 
-    async def record(self, record: ledger.UsageRecord) -> None:
+    async def record(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         ledger.count_locally(record)
-        await self.release(key_id=record.key_id, request_id=record.request_id)
+        await self.release(key_id=record.key_id, hold_id=hold_id)
         # The response has been sent; the row is written off the event loop, and the request
         # does not wait for it.
         task = asyncio.create_task(run_db(services.write_locally, record))
