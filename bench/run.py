@@ -1,6 +1,6 @@
 """The relay's benchmark: direct-to-upstream vs through the relay, side by side, in one run.
 
-    .venv/bin/python bench/run.py            # about 4 minutes; writes bench/results.md
+    .venv/bin/python bench/run.py            # about 5 minutes; writes bench/results.md
     .venv/bin/python bench/run.py --quick    # about 2.5 minutes, shorter runs, for a smoke test
 
 It starts, on 127.0.0.1 only: a fast fake Anthropic upstream (bench/upstream.py), the
