@@ -233,6 +233,19 @@ async def receive_message() -> dict:
     return {"type": "http.request", "body": json.dumps(MESSAGE).encode(), "more_body": False}
 
 
+def gate_check(gate: Gate, store, relay):
+    """MESSAGE through `gate`, as the relay's worker checks it."""
+    return gate.check(
+        store,
+        plaintext=relay.plaintext,
+        receive=receive_message,
+        headers=[],
+        client_ip="127.0.0.1",
+        counts_output=True,
+        max_body_bytes=1 << 20,
+    )
+
+
 class CountingStore:
     """The relay's store, with the name of every call made to it, in order."""
 
@@ -265,15 +278,7 @@ def check_repeatedly(relay, count: int, changes: dict | None = None) -> list[tup
                     await run_db(changes[number])
                 store.calls.clear()
                 try:
-                    outcome = await gate.check(
-                        store,
-                        plaintext=relay.plaintext,
-                        receive=receive_message,
-                        headers=[],
-                        client_ip="127.0.0.1",
-                        counts_output=True,
-                        max_body_bytes=1 << 20,
-                    )
+                    outcome = await gate_check(gate, store, relay)
                 except RelayError as error:
                     outcome = error
                 outcomes.append((list(store.calls), outcome))
@@ -340,34 +345,18 @@ def test_a_key_refused_last_time_reads_its_snapshot_first_and_reserves_nothing(r
     assert (refused_again.status, refused_again.code) == (403, "key_disabled")
 
 
-def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, member, monkeypatch):
-    """The request's task is cancelled (a worker shutting down, a server timeout) after its
-    admission, here while the rate limit is being checked: the reservation is released, not
-    left to block the key until its hold expires."""
-    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1", rate_limit="10/m")
+def reservations_around_a_cancel(relay, stick) -> tuple[dict, dict]:
+    """Check MESSAGE in a task, cancel it where `stick(store, gate)` made it stick (its
+    coroutine returns an event set once the check is stuck there), and return the key's
+    reservations just before the cancel and after it."""
 
     async def scenario() -> tuple[dict, dict]:
         store = make_store()
-        checking = asyncio.Event()
-
-        async def stuck_rate_check(state):
-            checking.set()
-            await asyncio.Event().wait()
-
-        monkeypatch.setattr(gate_module, "check_rate", stuck_rate_check)
+        gate = Gate(PriceTable())
         try:
-            task = asyncio.create_task(
-                Gate(PriceTable()).check(
-                    store,
-                    plaintext=relay.plaintext,
-                    receive=receive_message,
-                    headers=[],
-                    client_ip="127.0.0.1",
-                    counts_output=True,
-                    max_body_bytes=1 << 20,
-                )
-            )
-            await asyncio.wait_for(checking.wait(), timeout=10)
+            stuck = await stick(store, gate)
+            task = asyncio.create_task(gate_check(gate, store, relay))
+            await asyncio.wait_for(stuck.wait(), timeout=10)
             held = await run_db(lambda: held_reservations(store, relay.key.pk))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -376,7 +365,26 @@ def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, membe
         finally:
             await store.close()
 
-    held, after = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_a_request_cancelled_in_the_gate_gives_its_reservation_back(relay, member, monkeypatch):
+    """The request's task is cancelled (a worker shutting down, a server timeout) after its
+    admission, here while the rate limit is being checked: the reservation is released, not
+    left to block the key until its hold expires."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1", rate_limit="10/m")
+
+    async def in_the_rate_check(store, gate) -> asyncio.Event:
+        checking = asyncio.Event()
+
+        async def stuck_rate_check(state):
+            checking.set()
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(gate_module, "check_rate", stuck_rate_check)
+        return checking
+
+    held, after = reservations_around_a_cancel(relay, in_the_rate_check)
 
     assert len(held) == 1
     assert after == {}
@@ -389,44 +397,21 @@ def test_a_request_cancelled_during_the_pipelined_admission_gives_its_reservatio
     is read, the gate cannot know whether the admission was made: it releases it anyway."""
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
 
-    async def scenario() -> tuple[dict, dict]:
-        store = make_store()
-        gate = Gate(PriceTable())
+    async def before_the_answer_is_read(store, gate) -> asyncio.Event:
+        first = await gate_check(gate, store, relay)  # the key is now remembered
+        await store.release(key_id=relay.key.pk, hold_id=first.hold_id)
+        admitted = asyncio.Event()
+        pipelined = store.get_key_state_and_admit
 
-        def check():
-            return gate.check(
-                store,
-                plaintext=relay.plaintext,
-                receive=receive_message,
-                headers=[],
-                client_ip="127.0.0.1",
-                counts_output=True,
-                max_body_bytes=1 << 20,
-            )
+        async def admitted_then_stuck(*args):
+            await pipelined(*args)
+            admitted.set()
+            await asyncio.Event().wait()  # the answer is never read
 
-        try:
-            first = await check()  # the key is now remembered
-            await store.release(key_id=relay.key.pk, hold_id=first.hold_id)
-            admitted = asyncio.Event()
-            pipelined = store.get_key_state_and_admit
+        store.get_key_state_and_admit = admitted_then_stuck
+        return admitted
 
-            async def admitted_then_stuck(*args):
-                await pipelined(*args)
-                admitted.set()
-                await asyncio.Event().wait()  # the answer is never read
-
-            store.get_key_state_and_admit = admitted_then_stuck
-            task = asyncio.create_task(check())
-            await asyncio.wait_for(admitted.wait(), timeout=10)
-            held = await run_db(lambda: held_reservations(store, relay.key.pk))
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            return held, await run_db(lambda: held_reservations(store, relay.key.pk))
-        finally:
-            await store.close()
-
-    held, after = asyncio.run(scenario())
+    held, after = reservations_around_a_cancel(relay, before_the_answer_is_read)
 
     assert len(held) == 1
     assert after == {}
