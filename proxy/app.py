@@ -373,20 +373,14 @@ class RelayApp:
         disconnected = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(exchange.receive, response, disconnected))
         splitter = SSESplitter()
-        kind = endpoint.kind
         try:
             async for chunk in response.chunks():
                 events = []
                 for event in splitter.feed(chunk):
                     data = event_json(event)
-                    if data is not None:
-                        if kind == "chat":
-                            if usage.openai_chunk(data) and strip_usage:
-                                continue  # The client did not ask for the usage chunk.
-                        elif kind == "responses":
-                            usage.responses_event(data)
-                        else:
-                            usage.anthropic_event(data)
+                    usage_only = data is not None and usage.stream_event(endpoint.kind, data)
+                    if usage_only and strip_usage:
+                        continue  # The client did not ask for the usage chunk.
                     events.append(event)
                 if events:
                     await exchange.body(b"".join(events), more=True)
@@ -508,14 +502,8 @@ def _account_body(endpoint: Endpoint, data: bytes, usage: Usage) -> None:
         parsed = json.loads(data)
     except ValueError:
         return
-    if not isinstance(parsed, dict):
-        return
-    if endpoint.kind == "chat":
-        usage.openai_body(parsed)
-    elif endpoint.kind == "responses":
-        usage.responses_body(parsed)
-    else:
-        usage.anthropic_body(parsed)
+    if isinstance(parsed, dict):
+        usage.body(endpoint.kind, parsed)
 
 
 async def _watch_disconnect(receive, response, disconnected: asyncio.Event) -> None:

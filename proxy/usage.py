@@ -174,6 +174,27 @@ class Usage:
         if isinstance(usage, dict):
             self.responses_usage(usage)
 
+    # --- by endpoint (the relay's Endpoint.kind) -----------------------------------------------
+
+    def stream_event(self, kind: str, data: dict) -> bool:
+        """Account for one stream event; True if it is Chat Completions' usage-only chunk."""
+        if kind == "chat":
+            return self.openai_chunk(data)
+        if kind == "responses":
+            self.responses_event(data)
+        else:
+            self.anthropic_event(data)
+        return False
+
+    def body(self, kind: str, data: dict) -> None:
+        """Account for a whole (non-streaming) answer."""
+        if kind == "chat":
+            self.openai_body(data)
+        elif kind == "responses":
+            self.responses_body(data)
+        else:
+            self.anthropic_body(data)
+
     # --- a stream cut short -----------------------------------------------------------------
 
     def estimate_missing(self, *, request: bytes) -> None:
