@@ -10,8 +10,11 @@ process has seen before, the body is read before the snapshot (see Gate): the re
 their order are the same.
 """
 
+import asyncio
 import json
+import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -36,12 +39,14 @@ from .keystate import (
     parse_key_state,
 )
 from .prices import PriceTable
-from .store import Admission, LocalStore, Plan, RedisStore, rebuild_spend_total, run_db
+from .store import Admission, Plan, Store, rebuild_spend_total, run_db
 from .usage import approx_tokens
 
-# A key is KEY_PREFIX + 43 URL-safe characters; anything far from that shape is refused
-# without touching the cache.
-_MAX_KEY_LENGTH = 200
+# A key is KEY_PREFIX + 43 URL-safe characters (keys.models.generate_key); anything else is
+# refused without touching the cache or the database.
+_KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
+# A key changed while its snapshot was built is built again, at most this many times in all.
+_BUILD_ATTEMPTS = 3
 # Output tokens reserved for a request that does not say its max_tokens (OpenAI's is optional).
 DEFAULT_MAX_TOKENS = 4096
 # How long a reservation may outlive its request's longest timeout before it is dropped.
@@ -62,26 +67,33 @@ def credential(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 def key_digest(plaintext: str) -> str:
-    """The digest a key is looked up by; a credential far from a key's shape is refused here,
-    without touching the cache."""
-    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) > _MAX_KEY_LENGTH:
+    """The digest a key is looked up by; a credential not shaped like a key is refused here,
+    without any look-up."""
+    if _KEY_SHAPE.fullmatch(plaintext) is None:
         raise errors.invalid_key()
     return digest_key(plaintext)
 
 
-async def key_state(store: LocalStore | RedisStore, digest: str, raw: bytes | None) -> KeyState:
-    """The key's snapshot from what the cache held (`raw`); built in a thread on a miss.
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A snapshot built from the database, and the key's generation read before it was."""
 
-    Looked up by the SHA-256 digest, so timing can tell an attacker at most something about a
-    digest, never about a key."""
-    if raw is None:
+    raw: bytes
+    generation: bytes | int
+
+
+async def load_key_state(store: Store, digest: str) -> Loaded:
+    """Build a key's snapshot from the database (in a thread) and store it, unless the key
+    changed meanwhile (keys.cache): then build it again, since the change has committed by the
+    time its generation moves. An unknown digest is not stored: Gate remembers it in memory."""
+    for _ in range(_BUILD_ATTEMPTS):
+        generation = await store.key_state_generation(digest)
         raw = await run_db(build_key_state, digest)
-        seconds = UNKNOWN_KEY_SECONDS if raw == UNKNOWN_MARKER else KEY_STATE_SECONDS
-        await store.put_key_state(digest, raw, seconds)
-    state = parse_key_state(raw)
-    if state is None:
-        raise errors.invalid_key()
-    return state
+        if raw == UNKNOWN_MARKER:
+            break
+        if await store.put_key_state(digest, raw, KEY_STATE_SECONDS, generation):
+            break
+    return Loaded(raw, generation)
 
 
 def check_key(state: KeyState, now: datetime) -> None:
@@ -226,7 +238,7 @@ def admission_plan(
     return Plan(state.key_id, state.quota_limit_units, estimate, hold + _HOLD_MARGIN_SECONDS)
 
 
-async def admit(store: LocalStore | RedisStore, plan: Plan, hold_id: str) -> Admission | None:
+async def admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
     """Reserve the plan's estimate; None for a key without a quota (nothing to reserve)."""
     if not plan.limit_units:
         return None
@@ -300,10 +312,16 @@ class Gate:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
         self._recent: dict[str, KeyState] = {}
+        # Snapshots being built, one per digest (see _load).
+        self._loading: dict[str, asyncio.Task[Loaded]] = {}
+        # Digests nobody holds, with when to forget them: kept here rather than in the shared
+        # cache, so a flood of made-up keys costs bounded memory in each process and no Redis
+        # keys. Safe because a new or rotated key has a digest never seen before.
+        self._unknown: dict[str, float] = {}
 
     async def check(
         self,
-        store: LocalStore | RedisStore,
+        store: Store,
         *,
         plaintext: str,
         receive: Callable[[], Awaitable[dict]],
@@ -337,7 +355,7 @@ class Gate:
         held_by = guessed.key_id if admission is not None and admission.admitted else None
         state: KeyState | None = None
         try:
-            state = await key_state(store, digest, raw)
+            state = await self._key_state(store, digest, raw)
             self._remember(digest, state)
             check_key_and_ip(state, client_ip)
             if body is None:
@@ -371,13 +389,13 @@ class Gate:
         return Passed(state, body, price, hold_id)
 
     async def check_listing(
-        self, store: LocalStore | RedisStore, *, plaintext: str, client_ip: str
+        self, store: Store, *, plaintext: str, client_ip: str
     ) -> KeyState:
         """The checks of GET /v1/models: the key, its status and expiry, and the client's IP.
         Not the quota or the rate limit: the listing costs nothing, and Claude Code fills its
         model picker from it."""
         digest = key_digest(plaintext)
-        state = await key_state(store, digest, await store.get_key_state(digest))
+        state = await self._key_state(store, digest, await store.get_key_state(digest))
         check_key_and_ip(state, client_ip)
         return state
 
@@ -391,6 +409,49 @@ class Gate:
         except errors.RelayError:
             return None, None
         return admission_plan(guess, price, body, counts_output=counts_output), price
+
+    async def _key_state(self, store: Store, digest: str, raw: bytes | None) -> KeyState:
+        """The key's snapshot from what the cache held (`raw`), built on a miss.
+
+        Looked up by the SHA-256 digest, so timing can tell an attacker at most something
+        about a digest, never about a key."""
+        if raw is None:
+            forget_at = self._unknown.get(digest)
+            if forget_at is not None and forget_at > time.monotonic():
+                raise errors.invalid_key()
+            raw = await self._load(store, digest)
+            if raw == UNKNOWN_MARKER:
+                if len(self._unknown) >= self.RECENT_LIMIT:
+                    self._unknown.clear()
+                self._unknown[digest] = time.monotonic() + UNKNOWN_KEY_SECONDS
+        state = parse_key_state(raw)
+        if state is None:
+            raise errors.invalid_key()
+        return state
+
+    async def _load(self, store: Store, digest: str) -> bytes:
+        """One build per digest at a time in this process: when a busy key's snapshot expires,
+        its concurrent requests wait for one database read instead of making one each.
+
+        A request that joins a build already under way uses it only if the key's generation
+        has not moved since that build began; otherwise the key changed in between (perhaps
+        before this request started) and it builds its own."""
+        loading = self._loading.get(digest)
+        if loading is not None:
+            loaded = await asyncio.shield(loading)
+            if await store.key_state_generation(digest) == loaded.generation:
+                return loaded.raw
+            return (await load_key_state(store, digest)).raw
+        loading = asyncio.ensure_future(load_key_state(store, digest))
+        self._loading[digest] = loading
+        loading.add_done_callback(lambda task: self._loaded(digest, task))
+        # Shielded: a request cancelled while it waits must not cancel the others' build.
+        return (await asyncio.shield(loading)).raw
+
+    def _loaded(self, digest: str, task: asyncio.Task[Loaded]) -> None:
+        del self._loading[digest]
+        if not task.cancelled():
+            task.exception()  # Seen by its waiters; marked retrieved if they all went away.
 
     def _remember(self, digest: str, state: KeyState) -> None:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:

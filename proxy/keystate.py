@@ -19,16 +19,18 @@ from functools import lru_cache
 from django.core.cache import cache
 
 from billing.ledger import usd_to_units
-from keys.cache import key_state_cache_key
+from keys.cache import key_state_cache_key, key_state_generation_key
 from keys.models import ApiKey
 from proxy.models import Channel, Route
 
-# A digest nobody holds is remembered as unknown for a while, so a flood of made-up keys cannot
-# turn into a flood of database queries. Safe because a new or rotated key has a new digest.
+# How long a process remembers that a digest belongs to no key (proxy.gate.Gate), so repeats of
+# a made-up key cost no database query.
 UNKNOWN_KEY_SECONDS = 60
-# Snapshots are dropped by the services on every change; the expiry only bounds how long a
-# change made behind their back (a raw SQL update) can go unnoticed.
-KEY_STATE_SECONDS = 3600
+# Snapshots are dropped by the services on every change (keys.cache); this short expiry is the
+# safety net: a drop that was lost (the cache unreachable at that moment, a raw SQL update)
+# heals within seconds. A warm key is rebuilt from the database this often, once per process
+# that misses it (Gate loads each digest once at a time).
+KEY_STATE_SECONDS = 15
 
 UNKNOWN_MARKER = b'{"unknown":true}'
 
@@ -41,6 +43,11 @@ def state_cache_name(digest: str) -> str:
     Worked out once per digest: looking the cache backend up on every request showed in the
     relay's profile."""
     return cache.make_key(key_state_cache_key(digest))
+
+
+@lru_cache(maxsize=4096)
+def generation_cache_name(digest: str) -> str:
+    return cache.make_key(key_state_generation_key(digest))
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from django.core.cache import cache
 from django.db import close_old_connections
 
 from billing import ledger, services
-from keys.cache import key_state_cache_key
+from keys.cache import key_state_cache_key, key_state_generation, put_key_state_if_current
 
-from .keystate import state_cache_name
+from .keystate import generation_cache_name, state_cache_name
 from .redis_client import RedisClient, RedisReplyError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {1, spent, reserved}
 """
 
+# KEYS: snapshot, generation. ARGV: snapshot, seconds, the generation read before the database
+# was (empty when there was none). Stores the snapshot only if no change has bumped the
+# generation since (keys.cache): a snapshot built before a change can never overwrite it.
+_PUT_IF_CURRENT = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 # KEYS: stream, total, reservations. ARGV: event JSON, charge, request id.
 # One atomic step: the event is durable in the stream exactly when its charge is in the total.
 _RECORD = """
@@ -93,14 +102,24 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.redis = RedisClient(url)
         self._admit = self.redis.script(_ADMIT)
+        self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
         self._stream = ledger.usage_stream_name()
 
     async def get_key_state(self, digest: str) -> bytes | None:
         return await self.redis.execute("GET", state_cache_name(digest))
 
-    async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
-        await self.redis.execute("SET", state_cache_name(digest), raw, "EX", seconds)
+    async def key_state_generation(self, digest: str) -> bytes:
+        """Read before the database is (see keys.cache); pass it to put_key_state."""
+        return await self.redis.execute("GET", generation_cache_name(digest)) or b""
+
+    async def put_key_state(self, digest: str, raw: bytes, seconds: int, generation: bytes) -> bool:
+        """Store the snapshot unless the key changed since `generation` was read."""
+        stored = await self._put_if_current(
+            keys=[state_cache_name(digest), generation_cache_name(digest)],
+            args=[raw, seconds, generation],
+        )
+        return stored == 1
 
     async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
         """None when the key's running total is not in the cache (the caller rebuilds it)."""
@@ -177,8 +196,11 @@ class LocalStore:
     async def get_key_state(self, digest: str) -> bytes | None:
         return cache.get(key_state_cache_key(digest))
 
-    async def put_key_state(self, digest: str, raw: bytes, seconds: int) -> None:
-        cache.set(key_state_cache_key(digest), raw, timeout=seconds)
+    async def key_state_generation(self, digest: str) -> int:
+        return key_state_generation(digest)
+
+    async def put_key_state(self, digest: str, raw: bytes, seconds: int, generation: int) -> bool:
+        return put_key_state_if_current(digest, raw, seconds, generation)
 
     async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
         key_id = plan.key_id
@@ -225,7 +247,10 @@ class LocalStore:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
 
-def make_store() -> RedisStore | LocalStore:
+Store = RedisStore | LocalStore
+
+
+def make_store() -> Store:
     return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStore()
 
 

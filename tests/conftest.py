@@ -9,6 +9,7 @@ from django.core.cache import cache
 from keys.models import Membership
 
 from .factories import GroupFactory, MembershipFactory, TeamFactory, make_key
+from .redis_server import REDIS_SERVER, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,14 @@ def relay_server():
     yield f"http://127.0.0.1:{sock.getsockname()[1]}", relay
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own (tests/redis_server.py), keeping its data in an
+    append-only file, for tests that kill, pause or restart Redis."""
+    if REDIS_SERVER is None:
+        pytest.skip("needs redis-server")
+    server = RedisServer(tmp_path, append_only=True).start()
+    yield server
+    server.stop()

@@ -110,6 +110,9 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "hcai",
+            # A Redis that stops answering fails a portal or API request in seconds instead of
+            # hanging it (redis-py waits for ever by default).
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:

@@ -307,14 +307,21 @@ def test_a_warm_key_with_a_quota_costs_one_store_call_before_forwarding(relay, m
     ]
     assert {passed.state.key_id for _, passed in outcomes} == {relay.key.pk}
     first, warm, changed, warm_again = [calls for calls, _ in outcomes]
-    # A key this process has not seen: its snapshot first (built on the miss), then admission
-    # (the running total is rebuilt once).
-    assert first[:2] == ["get_key_state", "put_key_state"]
-    assert set(first[2:]) == {"admit"}
+    # A key this process has not seen: its snapshot first (built on the miss, stored if the
+    # key's generation did not move meanwhile), then admission (the running total is rebuilt
+    # once).
+    assert first[:3] == ["get_key_state", "key_state_generation", "put_key_state"]
+    assert set(first[3:]) == {"admit"}
     assert warm == ["get_key_state_and_admit"]
     # The guess (a $1 limit) was admitted; the fresh snapshot says $2, so that reservation is
     # given back and the admission made again with what the snapshot says.
-    assert changed == ["get_key_state_and_admit", "put_key_state", "release", "admit"]
+    assert changed == [
+        "get_key_state_and_admit",
+        "key_state_generation",
+        "put_key_state",
+        "release",
+        "admit",
+    ]
     assert warm_again == ["get_key_state_and_admit"]
 
 
@@ -338,7 +345,7 @@ def test_a_key_refused_last_time_reads_its_snapshot_first_and_reserves_nothing(r
     assert passed.state.key_id == relay.key.pk
     # Remembered as enabled: admitted with the snapshot read, then refused on the fresh
     # snapshot, and the reservation given back.
-    assert second == ["get_key_state_and_admit", "put_key_state", "release"]
+    assert second == ["get_key_state_and_admit", "key_state_generation", "put_key_state", "release"]
     assert (refused.status, refused.code) == (403, "key_disabled")
     # Remembered as disabled: the snapshot alone, as for a key never seen.
     assert third == ["get_key_state"]

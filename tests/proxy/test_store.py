@@ -43,7 +43,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
         total, reservations = _total(plan.key_id), _reservations(plan.key_id)
         try:
             await store.redis.execute("SET", total, 500, "EX", 60)
-            await store.put_key_state("store-test-digest", b'{"a":1}', 60)
+            await store.put_key_state("store-test-digest", b'{"a":1}', 60, b"")
             await store.redis.execute("SCRIPT", "FLUSH")
             first = await store.get_key_state_and_admit("store-test-digest", plan, "req_1")
             second = await store.get_key_state_and_admit("store-test-digest", plan, "req_2")
