@@ -388,9 +388,7 @@ class Gate:
             raise
         return Passed(state, body, price, hold_id)
 
-    async def check_listing(
-        self, store: Store, *, plaintext: str, client_ip: str
-    ) -> KeyState:
+    async def check_listing(self, store: Store, *, plaintext: str, client_ip: str) -> KeyState:
         """The checks of GET /v1/models: the key, its status and expiry, and the client's IP.
         Not the quota or the rate limit: the listing costs nothing, and Claude Code fills its
         model picker from it."""

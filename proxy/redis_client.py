@@ -11,8 +11,12 @@ per process costs no parallelism. The commands queued in one turn of the event l
 one socket write.
 
 A connection that breaks fails the commands waiting on it and is replaced by the next command.
-A reply that takes longer than `command_timeout` means the connection is stuck; it is dropped,
-which fails everything waiting on it rather than letting requests hang.
+A reply that takes longer than `command_timeout` means the connection is stuck (Redis paused, a
+network partition); it is dropped, which fails everything waiting on it rather than letting
+requests hang, and the relay answers its retryable 503. Opening a connection is bounded the
+same way, and the requests that arrive while one is being opened wait for that one attempt and
+share its outcome, so a dead Redis costs each request one timeout at most, not one per request
+queued ahead of it.
 """
 
 import asyncio
@@ -23,10 +27,12 @@ from collections import deque
 import hiredis
 from redis.connection import SSLConnection, parse_url
 
-# Longer than any healthy reply (each command is a key lookup or a short script); a stuck
-# connection is dropped after this, failing what waits on it.
-COMMAND_TIMEOUT_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 5.0
+# Far longer than any healthy reply (each command is a key lookup or a short script, answered
+# in well under a millisecond), and short enough that a request whose state cannot be read is
+# answered with a 503 the SDKs retry, not left waiting. A stuck connection is dropped after
+# this, failing what waits on it.
+COMMAND_TIMEOUT_SECONDS = 0.5
+CONNECT_TIMEOUT_SECONDS = 0.5
 
 
 class RedisError(Exception):
@@ -130,7 +136,7 @@ class RedisClient:
         self._command_timeout = command_timeout
         self._connect_timeout = connect_timeout
         self._connection: _Connection | None = None
-        self._connecting = asyncio.Lock()
+        self._opening: asyncio.Task[_Connection] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -199,20 +205,28 @@ class RedisClient:
         self._watchdog = self._loop.call_later(self._command_timeout - waited, self._check_stuck)
 
     async def _connect(self) -> _Connection:
-        async with self._connecting:
-            if self._connection is not None and not self._connection.lost:
-                return self._connection
+        """A new connection, opened once for every request that needs it meanwhile."""
+        if self._opening is None:
             self._loop = asyncio.get_running_loop()
-            options = self._options
-            try:
-                async with asyncio.timeout(self._connect_timeout):
-                    connection = await self._open(options)
-            except (OSError, TimeoutError) as error:
-                raise RedisConnectionError(
-                    f"could not connect to Redis ({type(error).__name__})"
-                ) from None
-            self._connection = connection
-            return connection
+            self._opening = self._loop.create_task(self._open_within_timeout())
+            self._opening.add_done_callback(self._opened)
+        # Shielded: one request giving up must not cancel the attempt the others wait for.
+        return await asyncio.shield(self._opening)
+
+    def _opened(self, task: asyncio.Task[_Connection]) -> None:
+        # Runs before the waiters resume (the first callback added to the task).
+        self._opening = None
+        if not task.cancelled() and task.exception() is None:
+            self._connection = task.result()
+
+    async def _open_within_timeout(self) -> _Connection:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                return await self._open(self._options)
+        except (OSError, TimeoutError) as error:
+            raise RedisConnectionError(
+                f"could not connect to Redis ({type(error).__name__})"
+            ) from None
 
     async def _open(self, options: dict) -> _Connection:
         """Connect, then authenticate and select the database the URL names."""

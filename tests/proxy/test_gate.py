@@ -19,6 +19,7 @@ from keys.models import ApiKey
 from proxy import channels
 from proxy.store import RedisStore
 from tests.factories import GroupFactory
+from tests.threads import join, start_thread
 
 from .conftest import CLAUDE, GPT, usage_events
 
@@ -596,6 +597,42 @@ def test_unreachable_state_store_is_a_retryable_503(relay, relay_server):
     assert_openai_error(openai, 503, "api_error", "service_unavailable", UNAVAILABLE)
     assert_nothing_forwarded_or_recorded(relay)
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+
+
+def test_a_hung_redis_is_a_retryable_503_in_well_under_a_second_each(
+    relay, relay_server, private_redis
+):
+    """Redis stops answering without closing anything (SIGSTOP, as in a network partition).
+    Before, requests waited 10-18 s: each waited 5 s for a reply, then queued behind the others'
+    reconnects of 5 s each. Now every request's state has a deadline of half a second, and the
+    requests arriving during a reconnect share it."""
+    _, app = relay_server
+    working = app._store
+    app._store = RedisStore(private_redis.url)
+    try:
+        assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+        private_redis.pause()
+        forwarded = len(relay.primary.requests)
+        answers: list[tuple[int, float]] = []
+
+        def call() -> None:
+            started = time.monotonic()
+            response = relay.call("POST", "/v1/messages", MESSAGE)
+            answers.append((response.status, time.monotonic() - started))
+
+        errors: list[BaseException] = []
+        join([start_thread(call, errors) for _ in range(10)], timeout=30)
+        private_redis.resume()
+        recovered = relay.call("POST", "/v1/messages", MESSAGE)
+    finally:
+        app._store = working
+
+    assert errors == []
+    assert [status for status, _ in answers] == [503] * 10
+    # Generous against a slow CI machine; the point is seconds, not the old 10-18.
+    assert max(seconds for _, seconds in answers) < 3
+    assert len(relay.primary.requests) == forwarded + 1  # only the request after the resume
+    assert recovered.status == 200
 
 
 def test_unreachable_database_for_the_channel_table_is_a_retryable_503(

@@ -356,3 +356,27 @@ def test_a_silent_redis_fails_the_command_after_the_timeout_and_the_next_one_rec
     message, pong = run(scenario())
     assert message == "Redis did not answer within 0.2 s"
     assert pong == b"PONG"
+
+
+def test_requests_arriving_while_a_connection_opens_share_that_one_attempt():
+    """A Redis that cannot be reached (a partition drops the handshake): before, each waiting
+    request made its own attempt of the full connect timeout, one after another."""
+    attempts = 0
+
+    async def scenario():
+        nonlocal attempts
+        client = RedisClient("redis://127.0.0.1:6379/0", connect_timeout=0.2)
+
+        async def handshake_never_completes(options: dict):
+            nonlocal attempts
+            attempts += 1
+            await asyncio.sleep(30)
+
+        client._open = handshake_never_completes
+        return await asyncio.gather(
+            *(client.execute("PING") for _ in range(10)), return_exceptions=True
+        )
+
+    results = run(scenario())
+    assert attempts == 1
+    assert [str(result) for result in results] == ["could not connect to Redis (TimeoutError)"] * 10
