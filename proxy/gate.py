@@ -12,6 +12,7 @@ their order are the same.
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import time
@@ -42,11 +43,15 @@ from .prices import PriceTable
 from .store import Admission, Plan, Store, rebuild_spend_total, run_db
 from .usage import approx_tokens
 
+logger = logging.getLogger(__name__)
+
 # A key is KEY_PREFIX + 43 URL-safe characters (keys.models.generate_key); anything else is
 # refused without touching the cache or the database.
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
 # A key changed while its snapshot was built is built again, at most this many times in all.
 _BUILD_ATTEMPTS = 3
+# After a background refresh failed (the database down), the next try is this much later.
+REFRESH_RETRY_SECONDS = 5.0
 # Output tokens reserved for a request that does not say its max_tokens (OpenAI's is optional).
 DEFAULT_MAX_TOKENS = 4096
 # How long a reservation may outlive its request's longest timeout before it is dropped.
@@ -318,6 +323,9 @@ class Gate:
         # cache, so a flood of made-up keys costs bounded memory in each process and no Redis
         # keys. Safe because a new or rotated key has a digest never seen before.
         self._unknown: dict[str, float] = {}
+        # When a background refresh last failed, per digest (retried every few seconds, not
+        # by every request, while the database is down).
+        self._refresh_failed: dict[str, float] = {}
 
     async def check(
         self,
@@ -409,7 +417,8 @@ class Gate:
         return admission_plan(guess, price, body, counts_output=counts_output), price
 
     async def _key_state(self, store: Store, digest: str, raw: bytes | None) -> KeyState:
-        """The key's snapshot from what the cache held (`raw`), built on a miss.
+        """The key's snapshot from what the cache held (`raw`), built on a miss, and rebuilt in
+        the background once it is due (keystate.KEY_STATE_REFRESH_SECONDS).
 
         Looked up by the SHA-256 digest, so timing can tell an attacker at most something
         about a digest, never about a key."""
@@ -425,6 +434,8 @@ class Gate:
         state = parse_key_state(raw)
         if state is None:
             raise errors.invalid_key()
+        if state.refresh_at <= time.time() and self._may_refresh(digest):
+            self._start_load(store, digest, background=True)
         return state
 
     async def _load(self, store: Store, digest: str) -> bytes:
@@ -440,16 +451,38 @@ class Gate:
             if await store.key_state_generation(digest) == loaded.generation:
                 return loaded.raw
             return (await load_key_state(store, digest)).raw
+        # Shielded: a request cancelled while it waits must not cancel the others' build.
+        return (await asyncio.shield(self._start_load(store, digest, background=False))).raw
+
+    def _may_refresh(self, digest: str) -> bool:
+        """Not already being built, and no refresh failed in the last few seconds."""
+        failed_at = self._refresh_failed.get(digest)
+        return digest not in self._loading and (
+            failed_at is None or failed_at < time.monotonic() - REFRESH_RETRY_SECONDS
+        )
+
+    def _start_load(self, store: Store, digest: str, *, background: bool) -> asyncio.Task[Loaded]:
         loading = asyncio.ensure_future(load_key_state(store, digest))
         self._loading[digest] = loading
-        loading.add_done_callback(lambda task: self._loaded(digest, task))
-        # Shielded: a request cancelled while it waits must not cancel the others' build.
-        return (await asyncio.shield(loading)).raw
+        loading.add_done_callback(lambda task: self._loaded(digest, task, background=background))
+        return loading
 
-    def _loaded(self, digest: str, task: asyncio.Task[Loaded]) -> None:
+    def _loaded(self, digest: str, task: asyncio.Task[Loaded], *, background: bool) -> None:
         del self._loading[digest]
-        if not task.cancelled():
-            task.exception()  # Seen by its waiters; marked retrieved if they all went away.
+        if task.cancelled():
+            return
+        error = task.exception()  # Also marks it seen when no request waited for it.
+        if error is None:
+            self._refresh_failed.pop(digest, None)
+        elif background:
+            self._refresh_failed[digest] = time.monotonic()
+            # A background refresh: the requests go on with the snapshot they have (in the
+            # cache, so not dropped by any change), which is the point during an outage.
+            logger.warning(
+                "Could not refresh a key's snapshot (%s: %s); using the cached one",
+                type(error).__name__,
+                error,
+            )
 
     def _remember(self, digest: str, state: KeyState) -> None:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:

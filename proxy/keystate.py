@@ -10,6 +10,7 @@ in any worker process finds no snapshot and builds a fresh one from the database
 
 import ipaddress
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,11 +27,14 @@ from proxy.models import Channel, Route
 # How long a process remembers that a digest belongs to no key (proxy.gate.Gate), so repeats of
 # a made-up key cost no database query.
 UNKNOWN_KEY_SECONDS = 60
-# Snapshots are dropped by the services on every change (keys.cache); this short expiry is the
-# safety net: a drop that was lost (the cache unreachable at that moment, a raw SQL update)
-# heals within seconds. A warm key is rebuilt from the database this often, once per process
-# that misses it (Gate loads each digest once at a time).
-KEY_STATE_SECONDS = 15
+# Snapshots are dropped by the services on every change (keys.cache). As a safety net, a
+# snapshot older than KEY_STATE_REFRESH_SECONDS is rebuilt from the database in the background
+# by the next request that reads it (which goes on with it meanwhile): a drop that was lost (the
+# cache unreachable at that moment, a raw SQL update) heals within seconds. It stays in the
+# cache for KEY_STATE_SECONDS, so a database outage does not stop warm keys: a snapshot still in
+# the cache was not dropped, so no change has been saved since it was built.
+KEY_STATE_REFRESH_SECONDS = 15
+KEY_STATE_SECONDS = 3600
 
 UNKNOWN_MARKER = b'{"unknown":true}'
 
@@ -86,6 +90,8 @@ class KeyState:
     multiplier: Decimal
     model_patterns: tuple[str, ...]
     channels: tuple[ChannelState, ...]
+    # When to rebuild it (seconds since the epoch): see KEY_STATE_REFRESH_SECONDS.
+    refresh_at: float
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.model_patterns)
@@ -135,6 +141,8 @@ def parse_key_state(raw: bytes) -> KeyState | None:
             )
             for channel in data["channels"]
         ),
+        # Snapshots written before refresh times existed are rebuilt at once.
+        refresh_at=data.get("refresh_at", 0),
     )
 
 
@@ -175,6 +183,7 @@ def build_key_state(digest: str) -> bytes:
         "multiplier": str(group.multiplier),
         "model_patterns": list(group.models),
         "channels": channels,
+        "refresh_at": round(time.time() + KEY_STATE_REFRESH_SECONDS, 3),
     }
     return json.dumps(snapshot, separators=(",", ":")).encode()
 

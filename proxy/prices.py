@@ -5,11 +5,18 @@ REFRESH_SECONDS, so a changed price reaches every worker within that time. A mod
 from the table triggers an early reload (at most once per MISS_RELOAD_SECONDS), so a price
 added a moment ago is not refused for long, while a flood of unknown model names costs at most
 one query per that interval.
+
+If the database cannot be reached for a reload, the relay goes on with the prices it has (and
+says so in the log, and tries again every RETRY_SECONDS): a database outage must not stop the
+warm keys, whose snapshots are in Redis. Only a worker that never loaded its prices fails.
 """
 
 import asyncio
+import logging
 import time
 from datetime import datetime
+
+from django.db import InterfaceError, OperationalError
 
 from billing.models import ModelPrice
 from billing.pricing import PriceRow, lookup_price
@@ -18,6 +25,9 @@ from .store import run_db
 
 REFRESH_SECONDS = 30.0
 MISS_RELOAD_SECONDS = 1.0
+RETRY_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
 
 
 def _load() -> tuple[dict[str, PriceRow], dict[str, datetime]]:
@@ -33,6 +43,7 @@ class PriceTable:
         self._table: dict[str, PriceRow] = {}
         self._updated: dict[str, datetime] = {}
         self._loaded_at = float("-inf")
+        self._ever_loaded = False
         self._lock: asyncio.Lock | None = None
 
     async def lookup(self, model: str) -> PriceRow | None:
@@ -58,8 +69,23 @@ class PriceTable:
         async with self._lock:
             if self._loaded_at >= started:
                 return  # Another request reloaded it while this one waited.
-            self._table, self._updated = await run_db(_load)
+            try:
+                self._table, self._updated = await run_db(_load)
+            except (OperationalError, InterfaceError) as error:
+                if not self._ever_loaded:
+                    raise
+                logger.warning(
+                    "Could not reload prices (%s: %s); going on with the last ones loaded",
+                    type(error).__name__,
+                    error,
+                )
+                # Tried again in RETRY_SECONDS, not by every request meanwhile.
+                self._loaded_at = max(
+                    self._loaded_at, time.monotonic() - REFRESH_SECONDS + RETRY_SECONDS
+                )
+                return
             self._loaded_at = time.monotonic()
+            self._ever_loaded = True
 
     def forget(self) -> None:
         """Reload on the next lookup (for tests, which change prices between requests)."""

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from keys import services
@@ -23,6 +23,7 @@ from proxy.gate import Gate, key_digest
 from proxy.keystate import KEY_STATE_SECONDS, build_key_state, state_cache_name
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
+from tests.factories import make_key
 from tests.threads import join, start_thread
 
 from .conftest import CLAUDE
@@ -313,3 +314,61 @@ def test_made_up_keys_leave_nothing_in_redis_and_repeats_cost_no_query(relay, mo
     assert refused == ["invalid_api_key"] * 15
     assert builds == [digest_key(plaintext) for plaintext in made_up]
     assert stored == [None] * 5
+
+
+def test_a_change_made_behind_the_services_back_is_obeyed_once_the_snapshot_is_due(
+    relay, monkeypatch
+):
+    """A drop that never happened (a raw SQL update here; a lost drop alike): the snapshot is
+    rebuilt in the background by the first request that finds it due, and the request after
+    that obeys the change."""
+    monkeypatch.setattr("proxy.keystate.KEY_STATE_REFRESH_SECONDS", 0)
+    listing = {"plaintext": relay.plaintext, "client_ip": "127.0.0.1"}
+
+    async def scenario():
+        store = make_store()
+        gate = Gate(PriceTable())
+        try:
+            first = await gate.check_listing(store, **listing)
+            await run_db(
+                lambda: ApiKey.objects.filter(pk=relay.key.pk).update(status=ApiKey.Status.DISABLED)
+            )
+            served_while_refreshing = await gate.check_listing(store, **listing)
+            while gate._loading:
+                await asyncio.sleep(0.01)
+            try:
+                await gate.check_listing(store, **listing)
+            except RelayError as error:
+                return first, served_while_refreshing, error
+        finally:
+            await store.close()
+
+    first, served_while_refreshing, refused = asyncio.run(scenario())
+
+    assert first.enabled and served_while_refreshing.enabled
+    assert (refused.status, refused.code) == (403, "key_disabled")
+
+
+def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypatch, caplog):
+    """Before, a failed price reload was fatal and warm keys stopped within 30 s of a database
+    outage. A snapshot still in the cache was not dropped by any change, so it is used while
+    its refresh fails; a key with no snapshot cannot be checked and gets the retryable 503."""
+    monkeypatch.setattr("proxy.keystate.KEY_STATE_REFRESH_SECONDS", 0)
+    _, app = relay_server
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+    cold = make_key(team=relay.key.team, owner=relay.key.owner, group=relay.group, actor=None)
+
+    def database_down(*args):
+        raise OperationalError("connection refused (the test's outage)")
+
+    monkeypatch.setattr(gate_module, "build_key_state", database_down)
+    monkeypatch.setattr("proxy.prices._load", database_down)
+    app.prices.forget()  # due for a reload, which fails
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        warm = [relay.call("POST", "/v1/messages", MESSAGE).status for _ in range(5)]
+        cold_status = relay.call("POST", "/v1/messages", MESSAGE, key=cold.plaintext).status
+
+    assert warm == [200] * 5
+    assert cold_status == 503
+    assert "Could not refresh a key's snapshot (OperationalError" in caplog.text
+    assert "Could not reload prices (OperationalError" in caplog.text
