@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from keys.models import ApiKey, Group, KeyEvent, Membership, Team
 from keys.selectors import KEY_STATES, team_list
+from keys.validators import MAX_ALLOWED_IPS
 
 User = get_user_model()
 
@@ -192,7 +193,10 @@ class KeyUpdateSerializer(serializers.Serializer):
     allowed_ips = StringListField(
         not_a_list="IP restriction must be a list of addresses.",
         required=False,
-        help_text="IPs or CIDR ranges allowed to use the key, e.g. 203.0.113.0/24. Empty: any.",
+        help_text=(
+            "IPs or CIDR ranges allowed to use the key, e.g. 203.0.113.0/24; at most "
+            f"{MAX_ALLOWED_IPS:,}. Empty: any."
+        ),
     )
     quota_limit_usd = DecimalInputField(required=False, help_text="USD; 0 means unlimited.")
     rate_limit = serializers.CharField(

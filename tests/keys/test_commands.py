@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from keys.models import ApiKey, KeyEvent, digest_key
 from keys.services import team_set_allowed_groups
-from tests.factories import GroupFactory
+from tests.factories import GroupFactory, distinct_ips
 
 KEY_LINE = re.compile(r"sk-hc-[A-Za-z0-9_-]{43}\n")
 
@@ -175,6 +175,11 @@ PAST = "--expires: Key expiration must be in the future. Leave it empty for neve
             {"allowed_ips": "2001:db8::/129"},
             f"--allowed-ips: “2001:db8::/129” is not a valid IPv4 or IPv6 address or CIDR range "
             f"{IP_EXAMPLES}.",
+        ),
+        (
+            {"allowed_ips": ",".join(distinct_ips(1001))},
+            "--allowed-ips: IP restriction can hold at most 1,000 addresses or ranges; this one "
+            "has 1,001.",
         ),
         ({"actor": "ghost"}, "--actor: No user named “ghost”."),
     ],

@@ -15,7 +15,7 @@ from keys import services
 from keys.forms import AddMemberForm, CreateKeyForm, KeyFilterForm, KeyForm
 from keys.models import ApiKey, Group, KeyEvent
 
-from ..factories import GroupFactory, UserFactory, make_key
+from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
 
 
 def create(team, owner, group, /, **fields) -> CreateKeyForm:
@@ -63,6 +63,11 @@ def edit(key, **fields) -> KeyForm:
             "allowed_ips",
             "“10.0.0.1/8” is not a valid IPv4 or IPv6 address or CIDR range "
             "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+        ),
+        (
+            {"allowed_ips": "\n".join(distinct_ips(1001))},
+            "allowed_ips",
+            "IP restriction can hold at most 1,000 addresses or ranges; this one has 1,001.",
         ),
         (
             {"quota_limit_usd": "-1"},

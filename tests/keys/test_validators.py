@@ -19,6 +19,8 @@ from keys.validators import (
     validate_rate_limit,
 )
 
+from ..factories import distinct_ips
+
 
 def bad_ip_message(entry: str) -> str:
     return (
@@ -95,6 +97,37 @@ def test_parse_allowed_ips_refuses_non_text_list_items(item):
     assert caught.value.messages == [f"Each IP restriction entry must be text, not {item!r}."]
 
 
+def too_many_ips_message(count: str) -> str:
+    return f"IP restriction can hold at most 1,000 addresses or ranges; this one has {count}."
+
+
+@pytest.mark.parametrize("shape", [list, "\n".join, ", ".join])
+def test_parse_allowed_ips_takes_up_to_1000_entries(shape):
+    ips = distinct_ips(1000)
+    assert parse_allowed_ips(shape(ips)) == ips
+
+
+@pytest.mark.parametrize("shape", [list, "\n".join, ", ".join])
+def test_parse_allowed_ips_refuses_1001_entries(shape):
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(shape(distinct_ips(1001)))
+    assert caught.value.messages == [too_many_ips_message("1,001")]
+    assert caught.value.code == "too_many_ips"
+
+
+def test_entries_count_as_typed_so_repeats_count_too():
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(["10.0.0.1"] * 1001)
+    assert caught.value.messages == [too_many_ips_message("1,001")]
+
+
+def test_an_oversized_list_is_refused_by_its_count_before_any_entry_is_parsed():
+    # Not one entry is an address: the count is the only thing that was looked at.
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(["nope"] * 170_000)
+    assert caught.value.messages == [too_many_ips_message("170,000")]
+
+
 def test_validate_allowed_ips_wants_a_list():
     with pytest.raises(ValidationError) as caught:
         validate_allowed_ips("10.0.0.1")
@@ -103,6 +136,9 @@ def test_validate_allowed_ips_wants_a_list():
     with pytest.raises(ValidationError) as caught:
         validate_allowed_ips(["10.0.0.1", "example.com"])
     assert caught.value.messages == [bad_ip_message("example.com")]
+    with pytest.raises(ValidationError) as caught:
+        validate_allowed_ips(distinct_ips(1001))
+    assert caught.value.messages == [too_many_ips_message("1,001")]
 
 
 # --- rate limit -----------------------------------------------------------------------------

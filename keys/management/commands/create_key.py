@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from keys.models import Group, Team
 from keys.services import api_key_create
+from keys.validators import MAX_ALLOWED_IPS
 
 # The service names fields after the model; operators typed options.
 OPTION_FOR_FIELD = {
@@ -55,7 +56,10 @@ class Command(BaseCommand):
             "--allowed-ips",
             default="",
             metavar='"A,B"',
-            help="IPv4/IPv6 addresses or CIDRs, separated by commas or spaces; empty = any.",
+            help=(
+                "IPv4/IPv6 addresses or CIDRs, separated by commas or spaces, at most "
+                f"{MAX_ALLOWED_IPS:,}; empty = any."
+            ),
         )
         parser.add_argument(
             "--actor",

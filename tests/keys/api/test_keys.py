@@ -10,7 +10,7 @@ from keys import services
 from keys.models import ApiKey, KeyEvent, Membership
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
-from ...factories import GroupFactory, MembershipFactory, make_key
+from ...factories import GroupFactory, MembershipFactory, distinct_ips, make_key
 
 KEYS = "/api/v1/keys/"
 
@@ -97,6 +97,17 @@ def test_create_returns_the_plaintext_once(api, member, group):
     assert (event.action, event.actor) == ("created", member)
 
 
+def test_create_takes_an_ip_restriction_of_1000_entries(api, member, group):
+    ips = distinct_ips(1000)
+    response = api(member).post(
+        KEYS, {"team": "acme", "name": "k", "group": group.pk, "allowed_ips": ips}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.json()["allowed_ips"] == ips
+    assert ApiKey.objects.get().allowed_ips == ips
+
+
 def test_the_plaintext_never_appears_again(api, member, group):
     client = api(member)
     created = client.post(KEYS, {"team": "acme", "name": "k", "group": group.pk}, format="json")
@@ -180,6 +191,11 @@ def _invalid_create_cases():
         "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
     )
     yield "allowed_ips", [5], "Each IP restriction entry must be text, not 5."
+    yield (
+        "allowed_ips",
+        distinct_ips(1001),
+        "IP restriction can hold at most 1,000 addresses or ranges; this one has 1,001.",
+    )
     yield "allowed_ips", ["a\x00"], "Null characters are not allowed."
     yield "quota_limit_usd", "lots", QUOTA_NUMBER_MESSAGE
     yield "quota_limit_usd", "NaN", QUOTA_NUMBER_MESSAGE
