@@ -19,8 +19,19 @@ RATE_LIMIT_MESSAGE = (
     "(per second, minute, hour or day)."
 )
 
-QUOTA_NUMBER_MESSAGE = "Enter the quota limit as a number of US dollars, e.g. 25.00."
+QUOTA_NUMBER_MESSAGE = (
+    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
+    "e.g. 25 or 25.00."
+)
+QUOTA_BELOW_A_CENT_MESSAGE = (
+    "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+    "Enter at least 0.01, or 0 for unlimited."
+)
 CENT = Decimal("0.01")
+# Plain decimal notation in ASCII digits. Decimal() alone also reads Arabic-Indic digits ("٥"),
+# underscores ("1_000"), exponents ("1e-400", a positive amount that is 0 in cents) and
+# "Infinity"; the minus sign is let through so a negative amount gets its own message.
+_QUOTA_PATTERN = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 _IP_SEPARATORS = re.compile(r"[\s,]+")
 
@@ -107,17 +118,23 @@ def validate_quota(value: Decimal) -> None:
 
 
 def parse_quota(value: str | int | Decimal | None) -> Decimal:
-    """Read a quota from user input; empty means 0 (unlimited)."""
+    """Read a quota from user input; empty or any spelling of zero means 0 (unlimited)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return Decimal("0")
-    if isinstance(value, float | bool):
+    if isinstance(value, str) and _QUOTA_PATTERN.fullmatch(value.strip()):
+        quota = Decimal(value.strip())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        quota = Decimal(value)
+    elif isinstance(value, Decimal) and value.is_finite():
+        quota = value
+    else:
         raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
-    try:
-        quota = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota") from None
-    if not quota.is_finite():
-        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+    if quota == 0:
+        # One spelling of unlimited, not "-0.00" or "0.000".
+        return Decimal("0")
+    # Stored in cents, such an amount would become 0: unlimited instead of almost nothing.
+    if 0 < quota < CENT:
+        raise ValidationError(QUOTA_BELOW_A_CENT_MESSAGE, code="quota_below_a_cent")
     # "25.000" is a whole number of cents: only real precision below a cent is an error.
     if quota.as_tuple().exponent < -2:
         try:

@@ -67,7 +67,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         label="Quota limit (USD)",
         required=False,
         widget=AdminTextInputWidget,
-        help_text="At most 2 decimals. 0 or empty: unlimited.",
+        help_text="At least 0.01, at most 2 decimals, e.g. 25.00. 0 or empty: unlimited.",
     )
 
     class Meta:

@@ -519,6 +519,13 @@ def future(days: int) -> dict:
             "Quota limit cannot be negative. Use 0 for unlimited.",
         ),
         ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        (
+            {"quota_limit_usd": "0.001"},
+            "quota_limit_usd",
+            "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+            "Enter at least 0.01, or 0 for unlimited.",
+        ),
         (
             {"quota_limit_usd": "1.234"},
             "quota_limit_usd",

@@ -39,7 +39,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", required=True, help="The key's name (at most 100 chars).")
         parser.add_argument(
-            "--quota-usd", default="0", metavar="X", help="Spending limit in USD; 0 = unlimited."
+            "--quota-usd",
+            default="0",
+            metavar="X",
+            help="Spending limit in USD, e.g. 25.00 (at least 0.01); 0 = unlimited.",
         )
         parser.add_argument(
             "--rate-limit", default="", metavar="N/UNIT", help="e.g. 60/m (units s, m, h, d)."
