@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from .models import ApiKey, Group, Membership, Team
 from .selectors import KEY_STATES, group_list_for_team
+from .validators import MAX_ALLOWED_IPS
 
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
 
@@ -44,7 +45,8 @@ STATUS_CHOICE_HELP = {
 IP_HELP = (
     "IP restriction limits which source IPs can use the key. Most personal users can keep it "
     "off. Enable it only when you use a fixed server or clearly know the outbound IP address. "
-    "One IP or CIDR range per line, such as 203.0.113.7 or 203.0.113.0/24. Empty: any IP."
+    "One IP or CIDR range per line, such as 203.0.113.7 or 203.0.113.0/24, at most "
+    f"{MAX_ALLOWED_IPS:,}. Empty: any IP."
 )
 QUOTA_HELP = (
     "Quota limit sets the maximum USD amount this key can consume. 0 means unlimited. For "

@@ -19,10 +19,25 @@ RATE_LIMIT_MESSAGE = (
     "(per second, minute, hour or day)."
 )
 
-QUOTA_NUMBER_MESSAGE = "Enter the quota limit as a number of US dollars, e.g. 25.00."
+QUOTA_NUMBER_MESSAGE = (
+    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
+    "e.g. 25 or 25.00."
+)
+QUOTA_BELOW_A_CENT_MESSAGE = (
+    "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+    "Enter at least 0.01, or 0 for unlimited."
+)
 CENT = Decimal("0.01")
+# Plain decimal notation in ASCII digits. Decimal() alone also reads Arabic-Indic digits ("٥"),
+# underscores ("1_000"), exponents ("1e-400", a positive amount that is 0 in cents) and
+# "Infinity"; the minus sign is let through so a negative amount gets its own message.
+_QUOTA_PATTERN = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 _IP_SEPARATORS = re.compile(r"[\s,]+")
+
+# Far more than any real allow-list; without a cap, a member could make the portal, the API
+# and the relay's key cache chew through hundreds of thousands of entries on every save.
+MAX_ALLOWED_IPS = 1000
 
 
 def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -45,12 +60,16 @@ def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[s
                     params={"value": item},
                 )
             entries.extend(part for part in _IP_SEPARATORS.split(item) if part)
-    normalised: list[str] = []
-    for entry in entries:
-        canonical = _canonical_network(entry)
-        if canonical not in normalised:
-            normalised.append(canonical)
-    return normalised
+    # Counted as typed, before any entry is parsed, so an oversized list is refused cheaply.
+    if len(entries) > MAX_ALLOWED_IPS:
+        raise ValidationError(
+            "IP restriction can hold at most %(limit)s addresses or ranges; this one has "
+            "%(count)s.",
+            code="too_many_ips",
+            params={"limit": f"{MAX_ALLOWED_IPS:,}", "count": f"{len(entries):,}"},
+        )
+    # A dict drops repeats in first-seen order in linear time (a list's `in` made it quadratic).
+    return list(dict.fromkeys(_canonical_network(entry) for entry in entries))
 
 
 def _canonical_network(entry: str) -> str:
@@ -99,17 +118,23 @@ def validate_quota(value: Decimal) -> None:
 
 
 def parse_quota(value: str | int | Decimal | None) -> Decimal:
-    """Read a quota from user input; empty means 0 (unlimited)."""
+    """Read a quota from user input; empty or any spelling of zero means 0 (unlimited)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return Decimal("0")
-    if isinstance(value, float | bool):
+    if isinstance(value, str) and _QUOTA_PATTERN.fullmatch(value.strip()):
+        quota = Decimal(value.strip())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        quota = Decimal(value)
+    elif isinstance(value, Decimal) and value.is_finite():
+        quota = value
+    else:
         raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
-    try:
-        quota = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota") from None
-    if not quota.is_finite():
-        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+    if quota == 0:
+        # One spelling of unlimited, not "-0.00" or "0.000".
+        return Decimal("0")
+    # Stored in cents, such an amount would become 0: unlimited instead of almost nothing.
+    if 0 < quota < CENT:
+        raise ValidationError(QUOTA_BELOW_A_CENT_MESSAGE, code="quota_below_a_cent")
     # "25.000" is a whole number of cents: only real precision below a cent is an error.
     if quota.as_tuple().exponent < -2:
         try:

@@ -1,6 +1,7 @@
 """factory_boy factories. Keys are made through the create service, so tests see real keys."""
 
 from decimal import Decimal
+from ipaddress import IPv4Address
 
 import factory
 from django.contrib.auth import get_user_model
@@ -47,6 +48,11 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     team = factory.SubFactory(TeamFactory)
     user = factory.SubFactory(UserFactory)
     role = Membership.Role.MEMBER
+
+
+def distinct_ips(count: int) -> list[str]:
+    """`count` different IPv4 addresses (10.0.0.0 upwards), for the IP restriction's cap."""
+    return [str(IPv4Address(0x0A000000 + offset)) for offset in range(count)]
 
 
 def make_key(*, team=None, owner=None, group=None, actor=None, **settings):

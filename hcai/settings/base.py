@@ -208,8 +208,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON only: the one body format the schema documents and the fuzz run exercises.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON only: the one body format the schema documents and the fuzz run exercises. Numbers
+    # keep their literal, so an amount is read as sent, not as a binary float.
+    "DEFAULT_PARSER_CLASSES": ["keys.api.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["keys.api.throttles.ApiTokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_token": env.str("API_RATE_LIMIT", default="600/min")},
     "DEFAULT_PAGINATION_CLASS": "keys.api.pagination.ApiPagination",

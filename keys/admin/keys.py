@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from keys import services
 from keys.models import ApiKey
 from keys.services import IssuedKey
+from keys.validators import MAX_ALLOWED_IPS
 
 from .forms import _add_service_errors
 from .issued import ISSUED_KEYS_TEMPLATE, _issued_secrets_response
@@ -58,7 +59,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         widget=AdminTextareaWidget(attrs={"rows": 3}),
         help_text=(
             "IPv4/IPv6 addresses or CIDR ranges, one per line (commas or spaces also "
-            "separate them). Empty: any address."
+            f"separate them), at most {MAX_ALLOWED_IPS:,}. Empty: any address."
         ),
     )
     # Text rather than a DecimalField so the service's quota messages are the ones shown.
@@ -66,7 +67,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         label="Quota limit (USD)",
         required=False,
         widget=AdminTextInputWidget,
-        help_text="At most 2 decimals. 0 or empty: unlimited.",
+        help_text="At least 0.01, at most 2 decimals, e.g. 25.00. 0 or empty: unlimited.",
     )
 
     class Meta:

@@ -14,8 +14,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from keys.api.parsers import JsonNumber
 from keys.models import ApiKey, Group, KeyEvent, Membership, Team
 from keys.selectors import KEY_STATES, team_list
+from keys.validators import MAX_ALLOWED_IPS
 
 User = get_user_model()
 
@@ -63,11 +65,11 @@ class DecimalInputField(serializers.Field):
     default_error_messages = {"invalid": "A valid number is required."}
 
     def to_internal_value(self, data: Any) -> str | int:
-        if isinstance(data, bool) or not isinstance(data, str | int | float):
+        if isinstance(data, bool) or not isinstance(data, str | int | JsonNumber):
             self.fail("invalid")
-        # JSON's parser reads 25.5 as a binary float; its shortest repr is the literal that was
-        # sent, which the services then read exactly (they refuse floats for their rounding).
-        return repr(data) if isinstance(data, float) else data
+        # A JSON number goes on as the text that was sent, so the services read it exactly and
+        # apply the same rules as to text: as a float, 1e-400 would arrive as 0.
+        return data.literal if isinstance(data, JsonNumber) else data
 
 
 class ServiceChoiceField(serializers.ChoiceField):
@@ -192,9 +194,15 @@ class KeyUpdateSerializer(serializers.Serializer):
     allowed_ips = StringListField(
         not_a_list="IP restriction must be a list of addresses.",
         required=False,
-        help_text="IPs or CIDR ranges allowed to use the key, e.g. 203.0.113.0/24. Empty: any.",
+        help_text=(
+            "IPs or CIDR ranges allowed to use the key, e.g. 203.0.113.0/24; at most "
+            f"{MAX_ALLOWED_IPS:,}. Empty: any."
+        ),
     )
-    quota_limit_usd = DecimalInputField(required=False, help_text="USD; 0 means unlimited.")
+    quota_limit_usd = DecimalInputField(
+        required=False,
+        help_text="USD in plain decimal notation, e.g. 25.00, at least 0.01; 0 means unlimited.",
+    )
     rate_limit = serializers.CharField(
         required=False,
         allow_blank=True,

@@ -3,6 +3,7 @@
 import math
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
@@ -16,9 +17,15 @@ LOGIN_LIMITS = (
 
 
 def login_username(group: str, request: HttpRequest) -> str:
-    """The rate-limit key for a sign-in: the username as typed, ignoring case and spaces, so
-    "Lead" and " lead" share one counter."""
-    return request.POST.get("username", "").strip().lower()
+    """The rate-limit key for a sign-in: the username as Django's sign-in will look it up.
+
+    Django normalizes usernames with NFKC before authenticating, so the key must too: otherwise
+    "brute1" typed with a fullwidth "b" (or any other look-alike) reaches the same account
+    through a fresh counter each time. Case-folded and stripped as well, so "Lead" and " lead"
+    share one counter.
+    """
+    username = get_user_model().normalize_username(request.POST.get("username", ""))
+    return username.strip().casefold()
 
 
 class LoginView(auth_views.LoginView):

@@ -33,3 +33,31 @@ def test_production_settings_pass_the_deploy_check():
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_a_copied_env_example_trusts_no_proxy():
+    """.env.example as a .env: its values, under the production settings it names. A trusted
+    range there would let anything in it pick the client IP that key IP restrictions and the
+    sign-in limits see."""
+    script = (
+        "import os, environ\n"
+        "environ.Env.read_env('.env.example', overwrite=True)\n"
+        # The one value the example leaves for the operator to fill in.
+        "os.environ['SECRET_KEY'] = 'x' * 50\n"
+        "import django\n"
+        "django.setup()\n"
+        "from django.conf import settings\n"
+        "from hcai.client_ip import trusted_proxies\n"
+        "print(settings.SETTINGS_MODULE, settings.TRUSTED_PROXIES, trusted_proxies())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hcai.settings.production [] ()\n"

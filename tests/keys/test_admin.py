@@ -20,7 +20,14 @@ from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, dig
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
 
-from ..factories import GroupFactory, MembershipFactory, TeamFactory, UserFactory, make_key
+from ..factories import (
+    GroupFactory,
+    MembershipFactory,
+    TeamFactory,
+    UserFactory,
+    distinct_ips,
+    make_key,
+)
 
 ISSUED_KEY = re.compile(r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>')
 ISSUED_TOKEN = re.compile(r'<code class="issued-key">(hcat_[A-Za-z0-9_-]+)</code>')
@@ -379,6 +386,11 @@ def test_add_creates_the_key_through_the_service_and_shows_it_once(
             "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
         ),
         (
+            {"allowed_ips": "\n".join(distinct_ips(1001))},
+            "allowed_ips",
+            "IP restriction can hold at most 1,000 addresses or ranges; this one has 1,001.",
+        ),
+        (
             {"quota_limit_usd": "-1"},
             "quota_limit_usd",
             "Quota limit cannot be negative. Use 0 for unlimited.",
@@ -507,6 +519,13 @@ def future(days: int) -> dict:
             "Quota limit cannot be negative. Use 0 for unlimited.",
         ),
         ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        (
+            {"quota_limit_usd": "0.001"},
+            "quota_limit_usd",
+            "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+            "Enter at least 0.01, or 0 for unlimited.",
+        ),
         (
             {"quota_limit_usd": "1.234"},
             "quota_limit_usd",

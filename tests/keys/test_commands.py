@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from keys.models import ApiKey, KeyEvent, digest_key
 from keys.services import team_set_allowed_groups
-from tests.factories import GroupFactory
+from tests.factories import GroupFactory, distinct_ips
 
 KEY_LINE = re.compile(r"sk-hc-[A-Za-z0-9_-]{43}\n")
 
@@ -118,7 +118,10 @@ IP_EXAMPLES = "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32)"
 EXPIRES_EXAMPLES = (
     "(for example 2030-01-31, 2030-01-31T18:00, 2030-01-31T18:00:00Z or 2030-01-31T18:00+08:00)"
 )
-QUOTA_NUMBER = "--quota-usd: Enter the quota limit as a number of US dollars, e.g. 25.00."
+QUOTA_NUMBER = (
+    "--quota-usd: Enter the quota limit in US dollars with the digits 0-9 and at most one "
+    "decimal point, e.g. 25 or 25.00."
+)
 RATE_LIMIT = (
     "--rate-limit: Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h "
     "or /d (per second, minute, hour or day)."
@@ -143,6 +146,14 @@ PAST = "--expires: Key expiration must be in the future. Leave it empty for neve
         ({"name": "x" * 101}, "--name: Name can be at most 100 characters."),
         ({"quota_usd": "abc"}, QUOTA_NUMBER),
         ({"quota_usd": "NaN"}, QUOTA_NUMBER),
+        ({"quota_usd": "\u0665"}, QUOTA_NUMBER),  # Arabic-Indic five
+        ({"quota_usd": "1_000"}, QUOTA_NUMBER),
+        ({"quota_usd": "1e-400"}, QUOTA_NUMBER),
+        (
+            {"quota_usd": "0.004"},
+            "--quota-usd: A quota limit below 0.01 US dollars would be stored as 0, which means "
+            "unlimited. Enter at least 0.01, or 0 for unlimited.",
+        ),
         ({"quota_usd": "-1"}, "--quota-usd: Quota limit cannot be negative. Use 0 for unlimited."),
         (
             {"quota_usd": "1.234"},
@@ -175,6 +186,11 @@ PAST = "--expires: Key expiration must be in the future. Leave it empty for neve
             {"allowed_ips": "2001:db8::/129"},
             f"--allowed-ips: “2001:db8::/129” is not a valid IPv4 or IPv6 address or CIDR range "
             f"{IP_EXAMPLES}.",
+        ),
+        (
+            {"allowed_ips": ",".join(distinct_ips(1001))},
+            "--allowed-ips: IP restriction can hold at most 1,000 addresses or ranges; this one "
+            "has 1,001.",
         ),
         ({"actor": "ghost"}, "--actor: No user named “ghost”."),
     ],

@@ -15,7 +15,16 @@ from keys import services
 from keys.forms import AddMemberForm, CreateKeyForm, KeyFilterForm, KeyForm
 from keys.models import ApiKey, Group, KeyEvent
 
-from ..factories import GroupFactory, UserFactory, make_key
+from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
+
+QUOTA_NUMBER = (
+    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
+    "e.g. 25 or 25.00."
+)
+BELOW_A_CENT = (
+    "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+    "Enter at least 0.01, or 0 for unlimited."
+)
 
 
 def create(team, owner, group, /, **fields) -> CreateKeyForm:
@@ -65,6 +74,11 @@ def edit(key, **fields) -> KeyForm:
             "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
         ),
         (
+            {"allowed_ips": "\n".join(distinct_ips(1001))},
+            "allowed_ips",
+            "IP restriction can hold at most 1,000 addresses or ranges; this one has 1,001.",
+        ),
+        (
             {"quota_limit_usd": "-1"},
             "quota_limit_usd",
             "Quota limit cannot be negative. Use 0 for unlimited.",
@@ -72,13 +86,22 @@ def edit(key, **fields) -> KeyForm:
         (
             {"quota_limit_usd": "ten dollars"},
             "quota_limit_usd",
-            "Enter the quota limit as a number of US dollars, e.g. 25.00.",
+            QUOTA_NUMBER,
         ),
         (
             {"quota_limit_usd": "NaN"},
             "quota_limit_usd",
-            "Enter the quota limit as a number of US dollars, e.g. 25.00.",
+            QUOTA_NUMBER,
         ),
+        *[
+            ({"quota_limit_usd": bad}, "quota_limit_usd", QUOTA_NUMBER)
+            # Arabic-Indic five, fullwidth 12, underscores, exponents, a plus sign, infinity.
+            for bad in ("\u0665", "\uff11\uff12", "1_000", "1e-400", "1e2", "+5", "Infinity")
+        ],
+        *[
+            ({"quota_limit_usd": small}, "quota_limit_usd", BELOW_A_CENT)
+            for small in ("0.001", "0.009", "0.0000000001")
+        ],
         *[
             (
                 {"rate_limit": bad},

@@ -94,6 +94,21 @@ BAD_SETTINGS = {
     "quota-text": ({"quota_limit_usd": "ten dollars"}, {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]}),
     "quota-float": ({"quota_limit_usd": 1.1}, {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]}),
     "quota-nan": ({"quota_limit_usd": "NaN"}, {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]}),
+    "quota-exponent": ({"quota_limit_usd": "1e3"}, {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]}),
+    "quota-arabic-indic": (
+        {"quota_limit_usd": "\u0665"},
+        {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]},
+    ),
+    "quota-underscore": ({"quota_limit_usd": "1_000"}, {"quota_limit_usd": [QUOTA_NUMBER_MESSAGE]}),
+    "quota-below-a-cent": (
+        {"quota_limit_usd": Decimal("1E-400")},
+        {
+            "quota_limit_usd": [
+                "A quota limit below 0.01 US dollars would be stored as 0, which means "
+                "unlimited. Enter at least 0.01, or 0 for unlimited."
+            ]
+        },
+    ),
     "quota-11-whole-digits": (
         {"quota_limit_usd": "12345678901"},
         {
@@ -171,7 +186,6 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
         ({"quota_limit_usd": 0}, {"quota_limit_usd": Decimal("0")}),
         ({"quota_limit_usd": "0.01"}, {"quota_limit_usd": Decimal("0.01")}),
         ({"quota_limit_usd": "25.000"}, {"quota_limit_usd": Decimal("25")}),
-        ({"quota_limit_usd": "1e3"}, {"quota_limit_usd": Decimal("1000")}),
         (
             {"quota_limit_usd": Decimal("9999999999.99")},
             {"quota_limit_usd": Decimal("9999999999.99")},

@@ -7,7 +7,6 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from keys.validators import (
-    QUOTA_NUMBER_MESSAGE,
     RATE_LIMIT_MESSAGE,
     normalise_rate_limit,
     parse_allowed_ips,
@@ -18,6 +17,8 @@ from keys.validators import (
     validate_quota,
     validate_rate_limit,
 )
+
+from ..factories import distinct_ips
 
 
 def bad_ip_message(entry: str) -> str:
@@ -95,6 +96,37 @@ def test_parse_allowed_ips_refuses_non_text_list_items(item):
     assert caught.value.messages == [f"Each IP restriction entry must be text, not {item!r}."]
 
 
+def too_many_ips_message(count: str) -> str:
+    return f"IP restriction can hold at most 1,000 addresses or ranges; this one has {count}."
+
+
+@pytest.mark.parametrize("shape", [list, "\n".join, ", ".join])
+def test_parse_allowed_ips_takes_up_to_1000_entries(shape):
+    ips = distinct_ips(1000)
+    assert parse_allowed_ips(shape(ips)) == ips
+
+
+@pytest.mark.parametrize("shape", [list, "\n".join, ", ".join])
+def test_parse_allowed_ips_refuses_1001_entries(shape):
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(shape(distinct_ips(1001)))
+    assert caught.value.messages == [too_many_ips_message("1,001")]
+    assert caught.value.code == "too_many_ips"
+
+
+def test_entries_count_as_typed_so_repeats_count_too():
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(["10.0.0.1"] * 1001)
+    assert caught.value.messages == [too_many_ips_message("1,001")]
+
+
+def test_an_oversized_list_is_refused_by_its_count_before_any_entry_is_parsed():
+    # Not one entry is an address: the count is the only thing that was looked at.
+    with pytest.raises(ValidationError) as caught:
+        parse_allowed_ips(["nope"] * 170_000)
+    assert caught.value.messages == [too_many_ips_message("170,000")]
+
+
 def test_validate_allowed_ips_wants_a_list():
     with pytest.raises(ValidationError) as caught:
         validate_allowed_ips("10.0.0.1")
@@ -103,6 +135,9 @@ def test_validate_allowed_ips_wants_a_list():
     with pytest.raises(ValidationError) as caught:
         validate_allowed_ips(["10.0.0.1", "example.com"])
     assert caught.value.messages == [bad_ip_message("example.com")]
+    with pytest.raises(ValidationError) as caught:
+        validate_allowed_ips(distinct_ips(1001))
+    assert caught.value.messages == [too_many_ips_message("1,001")]
 
 
 # --- rate limit -----------------------------------------------------------------------------
@@ -171,14 +206,21 @@ def test_validate_rate_limit_refuses(value):
         (" 25.50 ", "25.50"),
         (Decimal("12.34"), "12.34"),
         (100, "100"),
-        ("1e3", "1E+3"),
         ("-1", "-1"),  # parsed here, refused by validate_quota
         ("1.234", "1.234"),  # parsed here, refused by the field's 2 decimal places
         ("1.2300001", "1.2300001"),
         # Whole cents, however many zeros follow, so the field's 2 decimal places accept them.
         ("12.500", "12.50"),
         ("1.230", "1.23"),
-        ("0.000", "0.00"),
+        ("5.", "5"),
+        (".5", "0.5"),
+        ("0012", "12"),
+        ("0.01", "0.01"),
+        ("0.0100", "0.01"),
+        # Every spelling of zero is the one unlimited.
+        ("0.000", "0"),
+        ("-0", "0"),
+        (Decimal("-0.00"), "0"),
         # Too many digits to round to cents exactly: left as typed, the field's max_digits
         # refuses it.
         ("1" * 27 + ".000", "1" * 27 + ".000"),
@@ -191,12 +233,57 @@ def test_parse_quota(raw, expected):
 
 
 @pytest.mark.parametrize(
-    "raw", ["abc", "1,000", "$5", "5 USD", "NaN", "Infinity", "-inf", "1e", 1.5, True, [1]]
+    "raw",
+    [
+        "abc",
+        "1,000",
+        "$5",
+        "5 USD",
+        "NaN",
+        "Infinity",
+        "-inf",
+        "1e",
+        1.5,
+        True,
+        [1],
+        # Decimal() reads all of these; only plain ASCII decimal notation is a quota.
+        "\u0665",  # Arabic-Indic five
+        "\u0661\u0662.\u0665",
+        "\uff11\uff12",  # fullwidth 12
+        "1_000",
+        "1e3",
+        "1E-400",
+        "1e-400",
+        "+5",
+        "- 5",
+        "5.5.5",
+        ".",
+        "-",
+        Decimal("NaN"),
+        Decimal("Infinity"),
+    ],
 )
-def test_parse_quota_refuses_non_numbers(raw):
+def test_parse_quota_refuses_anything_but_plain_decimal_notation(raw):
     with pytest.raises(ValidationError) as caught:
         parse_quota(raw)
-    assert caught.value.messages == [QUOTA_NUMBER_MESSAGE]
+    assert caught.value.messages == [
+        "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
+        "e.g. 25 or 25.00."
+    ]
+    assert caught.value.code == "invalid_quota"
+
+
+@pytest.mark.parametrize(
+    "raw", ["0.001", "0.004", "0.005", "0.0099", "0." + "0" * 400 + "1", Decimal("1E-400")]
+)
+def test_a_positive_quota_below_a_cent_is_refused_not_made_unlimited(raw):
+    with pytest.raises(ValidationError) as caught:
+        parse_quota(raw)
+    assert caught.value.messages == [
+        "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+        "Enter at least 0.01, or 0 for unlimited."
+    ]
+    assert caught.value.code == "quota_below_a_cent"
 
 
 def test_validate_quota():

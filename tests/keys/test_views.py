@@ -187,6 +187,49 @@ def test_failed_sign_ins_are_limited_per_username_even_from_other_ips(client, me
     assert sign_in(client, "lead-2", "wrong", ip="203.0.113.50").status_code == 200
 
 
+# Spellings Django's sign-in takes for the account "brute1": NFKC turns fullwidth letters and
+# digits into ASCII ones, and the form strips surrounding spaces (the ideographic one too).
+BRUTE1_LOOK_ALIKES = [
+    "\uff42rute1",  # fullwidth b
+    "\uff42\uff52\uff55\uff54\uff45\uff11",  # every character fullwidth
+    " brute1 ",
+    "\u3000brute1",  # ideographic space
+]
+LOCKED_OUT = (
+    r"Too many failed sign-in attempts\. Please wait ([1-9]|1[0-5]) minutes? and try again\."
+)
+
+
+@pytest.mark.parametrize("look_alike", BRUTE1_LOOK_ALIKES)
+@override_settings(LOGIN_FAILURES_PER_USERNAME="5/15m", LOGIN_FAILURES_PER_IP="100/15m")
+def test_a_locked_username_stays_locked_under_any_spelling_django_accepts(client, db, look_alike):
+    UserFactory(username="brute1")
+    # The look-alike with the right password does sign in while nothing is locked.
+    assert sign_in(client, look_alike, ip="203.0.113.60").status_code == 302
+    client.logout()
+    for attempt in range(5):
+        assert sign_in(client, "brute1", "wrong", ip=f"198.51.100.{attempt}").status_code == 200
+    response = sign_in(client, look_alike, ip="203.0.113.61")
+    assert response.status_code == 429
+    assert re.fullmatch(LOCKED_OUT, response.context["refusal"])
+    assert signed_in_user_id(client) is None
+
+
+@override_settings(LOGIN_FAILURES_PER_USERNAME="5/15m", LOGIN_FAILURES_PER_IP="100/15m")
+def test_look_alikes_and_other_cases_share_one_failure_counter(client, db):
+    UserFactory(username="brute1")
+    # Five failures, each under another spelling; "BRUTE1" is another (absent) account to
+    # Django, but the counter ignores case so a guesser cannot multiply their tries with it.
+    for attempt, spelling in enumerate([*BRUTE1_LOOK_ALIKES, "BRUTE1"]):
+        response = sign_in(client, spelling, "wrong", ip=f"198.51.100.{attempt}")
+        assert response.status_code == 200
+    for spelling in ("brute1", "BRUTE1", "\uff22RUTE1"):
+        response = sign_in(client, spelling, ip="203.0.113.61")
+        assert response.status_code == 429
+        assert re.fullmatch(LOCKED_OUT, response.context["refusal"])
+    assert signed_in_user_id(client) is None
+
+
 @override_settings(LOGIN_FAILURES_PER_USERNAME="100/15m", LOGIN_FAILURES_PER_IP="3/15m")
 def test_failed_sign_ins_are_limited_per_ip_across_usernames(client, member):
     for username in ("alice", "bob", "carol"):

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from keys.models import Group, Team
 from keys.services import api_key_create
+from keys.validators import MAX_ALLOWED_IPS
 
 # The service names fields after the model; operators typed options.
 OPTION_FOR_FIELD = {
@@ -38,7 +39,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", required=True, help="The key's name (at most 100 chars).")
         parser.add_argument(
-            "--quota-usd", default="0", metavar="X", help="Spending limit in USD; 0 = unlimited."
+            "--quota-usd",
+            default="0",
+            metavar="X",
+            help="Spending limit in USD, e.g. 25.00 (at least 0.01); 0 = unlimited.",
         )
         parser.add_argument(
             "--rate-limit", default="", metavar="N/UNIT", help="e.g. 60/m (units s, m, h, d)."
@@ -55,7 +59,10 @@ class Command(BaseCommand):
             "--allowed-ips",
             default="",
             metavar='"A,B"',
-            help="IPv4/IPv6 addresses or CIDRs, separated by commas or spaces; empty = any.",
+            help=(
+                "IPv4/IPv6 addresses or CIDRs, separated by commas or spaces, at most "
+                f"{MAX_ALLOWED_IPS:,}; empty = any."
+            ),
         )
         parser.add_argument(
             "--actor",

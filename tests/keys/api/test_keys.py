@@ -10,7 +10,7 @@ from keys import services
 from keys.models import ApiKey, KeyEvent, Membership
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
-from ...factories import GroupFactory, MembershipFactory, make_key
+from ...factories import GroupFactory, MembershipFactory, distinct_ips, make_key
 
 KEYS = "/api/v1/keys/"
 
@@ -97,6 +97,17 @@ def test_create_returns_the_plaintext_once(api, member, group):
     assert (event.action, event.actor) == ("created", member)
 
 
+def test_create_takes_an_ip_restriction_of_1000_entries(api, member, group):
+    ips = distinct_ips(1000)
+    response = api(member).post(
+        KEYS, {"team": "acme", "name": "k", "group": group.pk, "allowed_ips": ips}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.json()["allowed_ips"] == ips
+    assert ApiKey.objects.get().allowed_ips == ips
+
+
 def test_the_plaintext_never_appears_again(api, member, group):
     client = api(member)
     created = client.post(KEYS, {"team": "acme", "name": "k", "group": group.pk}, format="json")
@@ -152,6 +163,16 @@ def test_a_member_cannot_create_a_key_for_someone_else(api, member, teammate, gr
     assert not ApiKey.objects.exists()
 
 
+QUOTA_NUMBER = (
+    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
+    "e.g. 25 or 25.00."
+)
+QUOTA_BELOW_A_CENT = (
+    "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+    "Enter at least 0.01, or 0 for unlimited."
+)
+
+
 def _invalid_create_cases():
     now = timezone.now()
     yield "name", "", "Name is required."
@@ -180,9 +201,19 @@ def _invalid_create_cases():
         "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
     )
     yield "allowed_ips", [5], "Each IP restriction entry must be text, not 5."
+    yield (
+        "allowed_ips",
+        distinct_ips(1001),
+        "IP restriction can hold at most 1,000 addresses or ranges; this one has 1,001.",
+    )
     yield "allowed_ips", ["a\x00"], "Null characters are not allowed."
     yield "quota_limit_usd", "lots", QUOTA_NUMBER_MESSAGE
     yield "quota_limit_usd", "NaN", QUOTA_NUMBER_MESSAGE
+    yield "quota_limit_usd", "\u0665", QUOTA_NUMBER  # Arabic-Indic five
+    yield "quota_limit_usd", "1_000", QUOTA_NUMBER
+    yield "quota_limit_usd", "1e-400", QUOTA_NUMBER
+    yield "quota_limit_usd", "1e2", QUOTA_NUMBER
+    yield "quota_limit_usd", "0.001", QUOTA_BELOW_A_CENT
     yield "quota_limit_usd", -1, "Quota limit cannot be negative. Use 0 for unlimited."
     yield "quota_limit_usd", True, "A valid number is required."
     yield "quota_limit_usd", {"usd": 1}, "A valid number is required."
@@ -617,6 +648,63 @@ def test_patch_reports_a_bad_field_and_changes_nothing(api, member, keys, body, 
     assert response.status_code == 400
     assert response.json() == errors
     assert snapshot(key) == before
+
+
+# JSON numbers as they appear in the body: json.loads would make 1e-400 the float 0.0, a quota
+# of 0, which means unlimited, so the API reads the number as written.
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("1e-400", QUOTA_NUMBER),
+        ("1E2", QUOTA_NUMBER),
+        ("1.5e1", QUOTA_NUMBER),
+        ("1e999", QUOTA_NUMBER),
+        ("0.001", QUOTA_BELOW_A_CENT),
+        ("0.00000000000000000001", QUOTA_BELOW_A_CENT),
+    ],
+)
+def test_a_quota_sent_as_a_json_number_is_read_as_written(api, member, keys, number, message):
+    key = keys["member"]
+    services.api_key_update(key=key, actor=member, quota_limit_usd="25")
+    before = snapshot(key)
+
+    response = api(member).patch(
+        url(key), f'{{"quota_limit_usd": {number}}}', content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"quota_limit_usd": [message]}
+    assert snapshot(key) == before
+
+
+def test_create_with_the_json_number_1e_minus_400_as_quota_writes_nothing(api, member, group):
+    response = api(member).post(
+        KEYS,
+        f'{{"team": "acme", "name": "k", "group": {group.pk}, "quota_limit_usd": 1e-400}}',
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"quota_limit_usd": [QUOTA_NUMBER]}
+    assert not ApiKey.objects.exists()
+    assert not KeyEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("number", "stored"),
+    [("25.5", "25.50"), ("0.1", "0.10"), ("0.01", "0.01"), ("12.500", "12.50"), ("-0.0", "0.00")],
+)
+def test_a_quota_sent_as_a_json_number_is_stored_exactly(api, member, keys, number, stored):
+    key = keys["member"]
+
+    response = api(member).patch(
+        url(key), f'{{"quota_limit_usd": {number}}}', content_type="application/json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["quota_limit_usd"] == stored
+    key.refresh_from_db()
+    assert str(key.quota_limit_usd) == stored
 
 
 def test_patch_ignores_fields_that_cannot_change(api, member, keys, other_team):
