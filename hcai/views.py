@@ -2,7 +2,9 @@
 
 import logging
 
-from django.core.cache import cache
+from django.conf import settings
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.db import connection
 from django.http import JsonResponse
 
@@ -15,6 +17,8 @@ def healthz(request):
 
 def readyz(request):
     checks = {"database": _database_ok(), "cache": _cache_ok()}
+    if settings.REDIS_REQUIRE_APPEND_ONLY and checks["cache"]:
+        checks["redis-append-only"] = _redis_append_only()
     down = sorted(name for name, ok in checks.items() if not ok)
     if down:
         return JsonResponse({"status": "unavailable", "down": down}, status=503)
@@ -38,3 +42,20 @@ def _cache_ok() -> bool:
     except Exception:
         logger.exception("readyz: cache unreachable")
         return False
+
+
+def _redis_append_only() -> bool:
+    """Redis keeps the usage stream, which holds served requests not yet in the database, so
+    it must write it to disk (appendonly yes): a restart must not lose them."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return True
+    try:
+        persistence = backend._cache.get_client(write=True).info("persistence")
+    except Exception:
+        logger.exception("readyz: Redis persistence could not be read")
+        return False
+    if persistence.get("aof_enabled") != 1:
+        logger.error("readyz: Redis runs without its append-only file (appendonly no)")
+        return False
+    return True

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,7 +33,8 @@ from billing import ledger, services
 from keys.cache import key_state_cache_key, key_state_generation, put_key_state_if_current
 
 from .keystate import generation_cache_name, state_cache_name
-from .redis_client import RedisClient, RedisReplyError
+from .redis_client import RedisClient, RedisError, RedisReplyError
+from .spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class RedisStore:
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
         self._stream = ledger.usage_stream_name()
+        self.spool = Spool(Path(settings.RELAY_SPOOL_DIR), self._send_spooled)
 
     async def get_key_state(self, digest: str) -> bytes | None:
         return await self.redis.execute("GET", state_cache_name(digest))
@@ -143,11 +146,28 @@ class RedisStore:
 
     async def record(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         """Append the usage, raise the running total and release the request's hold, in one
-        script."""
+        script; if Redis cannot take it, the record waits in the spool (proxy.spool)."""
+        record_json = record.to_json()
+        try:
+            await self._send_record(record, record_json, hold_id)
+        except RedisError as error:
+            logger.warning(
+                "Could not record usage of key %s in Redis (%s); spooled on disk",
+                record.key_id,
+                error,
+            )
+            await self.spool.keep(record_json, hold_id)
+
+    async def _send_record(
+        self, record: ledger.UsageRecord, record_json: str, hold_id: str
+    ) -> None:
         await self._record(
             keys=[self._stream, _total(record.key_id), _reservations(record.key_id)],
-            args=[record.to_json(), record.charge_units, hold_id],
+            args=[record_json, record.charge_units, hold_id],
         )
+
+    async def _send_spooled(self, record_json: str, hold_id: str) -> None:
+        await self._send_record(ledger.UsageRecord.from_json(record_json), record_json, hold_id)
 
     async def close(self) -> None:
         await self.redis.close()

@@ -37,6 +37,9 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # The relay (/v1/*): the largest request body it reads. Claude Code's first request is about
 # 115 KB and long sessions grow to megabytes; anything past this is refused with a 413.
 RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# Where the relay keeps usage records that Redis could not take, until it can (proxy.spool):
+# a served request is billed even through a Redis outage. Local to each host.
+RELAY_SPOOL_DIR = env.str("RELAY_SPOOL_DIR", default=str(VAR_DIR / "spool"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -104,6 +107,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Cache: REDIS_URL in production (shared by every worker: key state, rate-limit counters,
 # quota totals); local memory otherwise, which is enough for a single-process laptop run.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Redis holds usage not yet in the database (the stream), so production's must keep an
+# append-only file; /readyz reports the host unready when it does not (production default).
+REDIS_REQUIRE_APPEND_ONLY = env.bool("REDIS_REQUIRE_APPEND_ONLY", default=False)
 if REDIS_URL:
     CACHES = {
         "default": {

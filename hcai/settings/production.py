@@ -5,6 +5,9 @@ from django.core.exceptions import ImproperlyConfigured
 from .base import *  # noqa: F403
 from .base import env
 
+# Redis holds served usage not yet written to the database: it must survive a restart.
+REDIS_REQUIRE_APPEND_ONLY = env.bool("REDIS_REQUIRE_APPEND_ONLY", default=True)
+
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:

@@ -25,3 +25,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"hcai-test-{os.getpid()}.sqlite3")
     }
+
+# Usage records the relay could not hand to Redis, per test process, outside the checkout.
+RELAY_SPOOL_DIR = os.path.join(tempfile.gettempdir(), f"hcai-spool-{os.getpid()}")

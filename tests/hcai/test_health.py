@@ -49,3 +49,28 @@ def test_a_malformed_incoming_request_id_is_replaced(client, incoming):
     response = client.get("/healthz", headers={"X-Request-Id": incoming})
     assert response["X-Request-Id"].startswith("req_")
     assert response["X-Request-Id"] != incoming
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("append_only", "status", "down"), [(True, 200, None), (False, 503, ["redis-append-only"])]
+)
+def test_readyz_requires_redis_to_keep_its_append_only_file(
+    client, private_redis, append_only, status, down
+):
+    """Production's Redis holds served usage not yet in the database: a Redis that would lose it
+    on a restart makes the host unready (REDIS_REQUIRE_APPEND_ONLY, on in production)."""
+    private_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": private_redis.url,
+        }
+    }
+    with override_settings(CACHES=private_cache, REDIS_REQUIRE_APPEND_ONLY=True):
+        if not append_only:
+            caches["default"]._cache.get_client(write=True).config_set("appendonly", "no")
+        response = client.get("/readyz")
+        caches["default"].close()
+
+    assert response.status_code == status
+    assert response.json().get("down") == down
