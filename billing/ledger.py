@@ -61,6 +61,8 @@ USAGE_STREAM = "usage:stream"
 # Entries of the usage stream that ingest could not write (`billing.services.recording`), with
 # the reason: for staff to look at (redis-cli XRANGE), never retried on their own.
 UNWRITABLE_STREAM = "usage:unwritable"
+# Stream entries read per XRANGE when a running total is rebuilt.
+_REBUILD_CHUNK = 500
 
 
 def usd_to_units(amount: Decimal) -> int:
@@ -210,12 +212,23 @@ def unwritable_stream_name() -> str:
 
 def _stream_records(key_id: int) -> list[UsageRecord]:
     """Recorded but not yet ingested events of one key. The stream holds seconds of traffic
-    (it is ingested every few seconds), and this runs only when a total is rebuilt."""
+    (it is ingested every few seconds), and this runs only when a total is rebuilt; but after
+    an ingest outage it can hold a long backlog, so it is read in chunks (a long XRANGE holds
+    Redis, and every relay request with it) and only this key's entries are parsed: to_json
+    writes the key id first."""
+    client = usage_stream_client()
+    stream = usage_stream_name()
+    mine = b'{"key_id":%d,' % key_id
     records = []
-    for _, fields in usage_stream_client().xrange(usage_stream_name(), "-", "+"):
-        record = UsageRecord.from_json(fields[b"e"])
-        if record.key_id == key_id:
-            records.append(record)
+    start = "-"
+    while entries := client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
+        for _, fields in entries:
+            raw = fields[b"e"]
+            if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
+                record = UsageRecord.from_json(raw)
+                if record.key_id == key_id:
+                    records.append(record)
+        start = b"(" + entries[-1][0]
     return records
 
 

@@ -15,6 +15,7 @@ every row, and every index entry again, which on a small machine took CPU from t
 
 import logging
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
+from redis.exceptions import LockNotOwnedError
 
 from keys.models import ApiKey, Group, Team
 from keys.services import api_key_mark_used
@@ -39,7 +41,9 @@ logger = logging.getLogger(__name__)
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 _INGEST_LOCK = "usage:ingest-lock"
-_INGEST_LOCK_SECONDS = 120
+# Renewed after every batch; short, so a worker killed mid-ingest stops the others only this
+# long (it was 120 s).
+_INGEST_LOCK_SECONDS = 10
 
 # A stream entry that cannot become a row: it does not parse (ValueError, KeyError, TypeError)
 # or the database refuses the row (DataError: a number out of range; IntegrityError: a check).
@@ -219,8 +223,16 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
             # the next id removes exactly the batch: one step, where XDEL of 1,000 ids held
             # Redis (and every relay request waiting on it) for about a millisecond.
             client.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
+            try:
+                lock.reacquire()
+            except LockNotOwnedError:
+                # The batch outlived the lock, and another ingest may have begun: leave the
+                # rest to it (a repeat would be skipped, but not for free).
+                break
     finally:
-        lock.release()
+        # Expired only if a batch took longer than the lock lives; then nothing is held.
+        with suppress(LockNotOwnedError):
+            lock.release()
     if written:
         logger.info("Ingested and settled %d usage events", written)
     return written

@@ -1,5 +1,6 @@
 """billing.ledger: the usage record's wire format, and the running total."""
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -126,6 +127,29 @@ def test_rebuild_counts_stream_events_not_ingested_yet(issued):
     client.xadd(stream, {"e": pending.to_json()})
 
     assert ledger.spend_total_rebuild(issued.key.pk) == ledger.usd_to_units(Decimal("0.75"))
+
+
+@needs_redis
+def test_rebuild_reads_a_long_backlog_in_chunks_and_counts_only_its_key(issued, monkeypatch):
+    """A backlog after an ingest outage: read in chunks, and only entries of this key parsed
+    (the key id is the first field); one whose key id merely starts the same is another key's,
+    and an entry with its fields in another order is still read."""
+    monkeypatch.setattr(ledger, "_REBUILD_CHUNK", 7)
+    client = ledger.usage_stream_client()
+    stream = ledger.usage_stream_name()
+    look_alike = issued.key.pk * 10 + 1
+    for number in range(40):
+        other = usage_record(issued.key, charged="9", request_id=f"req_other_{number}")
+        client.xadd(stream, {"e": dataclasses.replace(other, key_id=look_alike).to_json()})
+        if number % 10 == 0:
+            mine = usage_record(issued.key, charged="0.25", request_id=f"req_mine_{number}")
+            client.xadd(stream, {"e": mine.to_json()})
+    reordered = json.loads(
+        usage_record(issued.key, charged="0.5", request_id="req_reordered").to_json()
+    )
+    client.xadd(stream, {"e": json.dumps(dict(reversed(reordered.items())))})
+
+    assert ledger.spend_total_rebuild(issued.key.pk) == ledger.usd_to_units(Decimal("1.5"))
 
 
 def test_reconcile_raises_a_total_that_missed_an_event(issued):

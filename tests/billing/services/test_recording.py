@@ -3,6 +3,9 @@ from the Redis stream (ingest) or from the embedded relay's thread."""
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -568,6 +571,50 @@ def test_ingest_moves_the_stream_into_settled_rows_once(issued):
     ]
     assert tasks.ingest_usage() == 0
     assert tasks.settle_usage() == 0
+
+
+_HANGING_INGEST = """
+import os, time
+import django
+django.setup()
+from billing.services import recording
+
+def hang(client, entries):
+    print("writing", flush=True)
+    time.sleep(300)
+
+recording._write_entries = hang
+recording.ingest_usage_stream()
+"""
+
+
+@needs_redis
+def test_an_ingest_killed_mid_batch_stops_the_others_only_seconds(issued):
+    """A worker SIGKILLed while it ingests leaves its lock behind. Before, the lock lived 120 s
+    and ingestion stopped that long; now it lives 10 s, renewed after every batch."""
+    client = ledger.usage_stream_client()
+    client.xadd(
+        ledger.usage_stream_name(), {"e": usage_record(issued.key, charged="0.1").to_json()}
+    )
+    hanging = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_INGEST],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "hcai.settings.test"},
+    )
+    try:
+        assert hanging.stdout.readline() == b"writing\n"
+    finally:
+        hanging.kill()
+        hanging.wait(10)
+    assert services.ingest_usage_stream() == 0  # its lock is still held
+
+    started = time.monotonic()
+    while (written := services.ingest_usage_stream()) == 0:
+        assert time.monotonic() - started < 15, "ingestion stayed stopped"
+        time.sleep(0.2)
+
+    assert written == 1
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req_ledger_test_1"]
 
 
 @needs_redis
