@@ -44,7 +44,7 @@ MAX_DEPTH = 200
 FIELD_BYTES = 16 * 1024
 # The scan's unit of work between two turns of the event loop: at most this many bytes
 # matched, or this many tokens handled, each about a millisecond in the worst case.
-SLICE_BYTES = 64 * 1024
+SLICE_BYTES = 32 * 1024
 SLICE_TOKENS = 1000
 
 
@@ -278,6 +278,15 @@ class _Refused(Exception):
         self.error = error
 
 
+class _Syntax(Exception):
+    """Invalid JSON at a position; its line and column are worked out only if it is the
+    refusal (a token cut by a slice raises this too, and is tried again)."""
+
+    def __init__(self, message: str, position: int) -> None:
+        self.message = message
+        self.position = position
+
+
 class Scanner:
     """Checks a whole body as JSON with bounded memory, in steps of bounded work, and keeps
     where the values of the top-level object's FIELDS lie (a repeated key's last, as json.loads
@@ -314,6 +323,9 @@ class Scanner:
         except _Refused as refused:
             self.error = refused.error
             return True
+        except _Syntax as syntax:
+            self.error = self._syntax(syntax.message, syntax.position)
+            return True
         return self._position == len(self.raw) and self._decoded == len(self.raw)
 
     def _decode_slice(self) -> None:
@@ -341,14 +353,14 @@ class Scanner:
             try:
                 if not self._token(raw[position], stop):
                     return
-            except _Refused:
+            except _Syntax:
                 if position > start and stop < len(raw):
                     return  # Perhaps cut by the slice: tried again whole, at the next.
                 raise
 
     def _refuse_at_end(self) -> None:
         if self._in_string:
-            raise _Refused(self._syntax("Unterminated string", len(self.raw)))
+            raise _Syntax("Unterminated string", len(self.raw))
         if self._state in (_KEY, _FIRST_KEY):
             message = "Expecting property name enclosed in double quotes"
         elif self._state == _COLON:
@@ -357,7 +369,7 @@ class Scanner:
             message = "Expecting ',' delimiter"
         else:
             message = "Expecting value"
-        raise _Refused(self._syntax(message, len(self.raw)))
+        raise _Syntax(message, len(self.raw))
 
     def _token(self, byte: int, stop: int) -> bool:
         """Handle what is at the position; False ends the slice there."""
@@ -372,13 +384,13 @@ class Scanner:
             return self._key(byte, stop)
         elif state == _COLON:
             if byte != ord(":"):
-                raise _Refused(self._syntax("Expecting ':' delimiter", self._position))
+                raise _Syntax("Expecting ':' delimiter", self._position)
             self._position += 1
             self._state = _VALUE
             if len(self._stack) == 1:
                 self._field_start = self._position
         else:
-            raise _Refused(self._syntax("Extra data", self._position))
+            raise _Syntax("Extra data", self._position)
         return True
 
     def _value(self, byte: int, stop: int) -> None:
@@ -413,7 +425,7 @@ class Scanner:
         elif constant := _CONSTANT.match(raw, position):
             raise _Refused(_invalid_json(f"{constant.group().decode()} is not a JSON value"))
         else:
-            raise _Refused(self._syntax("Expecting value", position))
+            raise _Syntax("Expecting value", position)
 
     def _string_part(self, stop: int) -> bool:
         raw = self.raw
@@ -428,12 +440,12 @@ class Scanner:
                 self._value_done()
             return True
         if end == len(raw):
-            raise _Refused(self._syntax("Unterminated string", end))
+            raise _Syntax("Unterminated string", end)
         if end >= stop - 6 and stop < len(raw):
             return False  # Cut by the slice, perhaps inside an escape: the next one goes on.
         if raw[end] == ord("\\"):
-            raise _Refused(self._syntax("Invalid \\escape", end))
-        raise _Refused(self._syntax("Invalid control character", end))
+            raise _Syntax("Invalid \\escape", end)
+        raise _Syntax("Invalid control character", end)
 
     def _key(self, byte: int, stop: int) -> bool:
         raw, position = self.raw, self._position
@@ -441,14 +453,12 @@ class Scanner:
             self._close(byte)
             return True
         if byte != ord('"'):
-            raise _Refused(
-                self._syntax("Expecting property name enclosed in double quotes", position)
-            )
+            raise _Syntax("Expecting property name enclosed in double quotes", position)
         string = _A_STRING.match(raw, position, stop)
         if string is None:
             if len(self._stack) == 1 and position > self._slice_start and stop < len(raw):
                 # A top-level key is read whole (it may be a field's): perhaps cut by the slice.
-                raise _Refused(self._syntax("Unterminated string", position))
+                raise _Syntax("Unterminated string", position)
             self._position = position + 1
             self._in_string = True
             return True
@@ -467,11 +477,11 @@ class Scanner:
         elif byte in (_CLOSE_ARRAY, _CLOSE_OBJECT):
             self._close(byte)
         else:
-            raise _Refused(self._syntax("Expecting ',' delimiter", self._position))
+            raise _Syntax("Expecting ',' delimiter", self._position)
 
     def _close(self, byte: int) -> None:
         if _CLOSERS[self._stack[-1]] != byte:
-            raise _Refused(self._syntax("Expecting ',' delimiter", self._position))
+            raise _Syntax("Expecting ',' delimiter", self._position)
         self._stack.pop()
         self._position += 1
         self._value_done()
