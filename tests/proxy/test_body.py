@@ -127,7 +127,7 @@ def test_the_scanner_counts_the_tokens_approx_tokens_counts():
 
 def large(fields: bytes) -> bytes:
     """A body over FAST_VALUES values, so it is scanned, with `fields` first."""
-    return b"{" + fields + b', "messages": [' + b"0," * 30_000 + b"0]}"
+    return b"{" + fields + b', "messages": [' + b"0," * 60_000 + b"0]}"
 
 
 def small(fields: bytes) -> bytes:
