@@ -30,12 +30,13 @@ from hcai.client_ip import client_ip, trusted_proxies
 from hcai.request_id import current_request_id, new_request_id
 
 from . import errors, gate, mock
+from .body import Body
 from .channels import ChannelTable
 from .errors import RelayError, Shape
 from .keystate import ChannelState, KeyState, provider_matches
 from .prices import PriceTable
 from .redis_client import RedisError
-from .store import LocalStore, RedisStore, make_store
+from .store import Store, make_store
 from .upstream import UpstreamFailure, UpstreamResponse, Upstreams
 from .usage import SSESplitter, Usage, event_json
 
@@ -139,10 +140,10 @@ class RelayApp:
         self.gate = gate.Gate(self.prices)
         self.channels = ChannelTable()
         self.upstreams = Upstreams()
-        self._store: LocalStore | RedisStore | None = None
+        self._store: Store | None = None
 
     @property
-    def store(self) -> LocalStore | RedisStore:
+    def store(self) -> Store:
         # Made on first use, inside the running loop that its connections will belong to.
         if self._store is None:
             self._store = make_store()
@@ -266,7 +267,7 @@ class RelayApp:
         exchange: Exchange,
         endpoint: Endpoint,
         state: KeyState,
-        body: gate.Body,
+        body: Body,
         usage: Usage,
     ) -> None:
         channels = [ch for ch in state.channels if provider_matches(ch, endpoint.provider)]
@@ -482,19 +483,20 @@ class RelayApp:
         ]
 
 
-def _upstream_payload(endpoint: Endpoint, body: gate.Body) -> tuple[dict, bytes, bool]:
+def _upstream_payload(endpoint: Endpoint, body: Body) -> tuple[dict, bytes, bool]:
     """The payload and bytes to send upstream, and whether to strip the usage chunk.
 
     The body goes byte for byte, except an OpenAI stream that did not ask for usage: billing
-    needs it, so it is asked for here and the extra chunk is removed on the way back."""
-    payload = body.payload or {}
-    if endpoint.kind != "chat" or payload.get("stream") is not True:
-        return payload, body.raw, False
-    options = payload.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
-        return payload, body.raw, False
-    changed = {**payload, "stream_options": {**(options or {}), "include_usage": True}}
-    return changed, json.dumps(changed).encode(), True
+    needs it, so it is asked for here (changing only the stream_options bytes) and the extra
+    chunk is removed on the way back. The payload is the fields the relay read (the gate
+    checked stream_options is an object or null)."""
+    if endpoint.kind != "chat" or body.fields.get("stream") is not True:
+        return body.fields, body.raw, False
+    options = body.fields.get("stream_options") or {}
+    if options.get("include_usage") is True:
+        return body.fields, body.raw, False
+    changed = body.with_stream_options({**options, "include_usage": True})
+    return changed.fields, changed.raw, True
 
 
 def _account_body(endpoint: Endpoint, data: bytes, usage: Usage) -> None:

@@ -11,7 +11,6 @@ their order are the same.
 """
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -31,6 +30,7 @@ from billing.pricing import PriceRow, price_usage
 from keys.models import KEY_PREFIX, digest_key
 
 from . import errors
+from .body import Body, read_body
 from .keystate import (
     KEY_STATE_SECONDS,
     UNKNOWN_KEY_SECONDS,
@@ -41,7 +41,6 @@ from .keystate import (
 )
 from .prices import PriceTable
 from .store import Admission, Plan, Store, rebuild_spend_total, run_db
-from .usage import approx_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -147,81 +146,19 @@ async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceR
     return price
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
-    raw: bytes
-    payload: dict | None
-    error: errors.RelayError | None
-
-    @property
-    def model(self) -> str | None:
-        model = (self.payload or {}).get("model")
-        return model if isinstance(model, str) and model else None
-
-
-async def read_body(
-    receive: Callable[[], Awaitable[dict]], headers: list[tuple[bytes, bytes]], limit: int
-) -> Body:
-    """Read the request body, stopping once it exceeds `limit` (never holding more)."""
-    for name, value in headers:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return Body(b"", None, errors.request_too_large(limit))
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return Body(b"", None, errors.request_too_large(limit))
-        parts.append(chunk)
-        if not message.get("more_body"):
-            break
-    raw = b"".join(parts)
-    try:
-        payload = json.loads(raw)
-    except ValueError as error:
-        detail = str(error) if raw else "the body is empty"
-        return Body(raw, None, errors.invalid_request("invalid_json", f"Invalid JSON: {detail}."))
-    if not isinstance(payload, dict):
-        return Body(
-            raw,
-            None,
-            errors.invalid_request("invalid_json", "The request body must be a JSON object."),
-        )
-    body = Body(raw, payload, None)
-    if body.model is None:
-        return Body(
-            raw,
-            payload,
-            errors.invalid_request(
-                "missing_model", "The request body must name a model in its “model” field."
-            ),
-        )
-    return body
-
-
 def estimate_charge_units(
     state: KeyState, price: PriceRow, body: Body, *, counts_output: bool
 ) -> int:
     """A deliberately high estimate of the request's charge, reserved at admission.
 
-    Input: the whole request body's approximate tokens (proxy.usage.approx_tokens; its JSON
-    syntax makes that generous), priced as cache writes when those cost more than plain input,
+    Input: the whole request body's approximate tokens (Body.input_tokens; its JSON syntax
+    makes that generous), priced as cache writes when those cost more than plain input,
     since the relay cannot know which the upstream will bill. Output: the request's
     max_tokens, which the upstream never exceeds."""
     output = 0
     if counts_output:
-        payload = body.payload or {}
-        requested = (
-            payload.get("max_tokens")
-            or payload.get("max_completion_tokens")
-            or payload.get("max_output_tokens")  # the Responses API's
-        )
-        output = requested if isinstance(requested, int) and requested > 0 else DEFAULT_MAX_TOKENS
-    input_tokens = approx_tokens(body.raw)
+        output = body.output_limit or DEFAULT_MAX_TOKENS
+    input_tokens = body.input_tokens
     as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
     _, charged = price_usage(
         prices=price,

@@ -21,8 +21,9 @@ from billing.services import recording, settle_usage
 from keys import services
 from keys.models import ApiKey
 from proxy import gate as gate_module
+from proxy.body import parse_body
 from proxy.errors import RelayError
-from proxy.gate import DEFAULT_MAX_TOKENS, Body, Gate, estimate_charge_units
+from proxy.gate import DEFAULT_MAX_TOKENS, Gate, estimate_charge_units
 from proxy.keystate import build_key_state, parse_key_state
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
@@ -59,7 +60,7 @@ def test_the_reservation_counts_the_output_limit_each_api_names(relay, field, ou
     state = parse_key_state(build_key_state(relay.key.digest))
     only_output = PriceRow("m", Decimal(0), Decimal(1), Decimal(0), Decimal(0))  # $1 / MTok
     payload = {"model": "m", **({field: 300} if field else {})}
-    body = Body(json.dumps(payload).encode(), payload, None)
+    body = asyncio.run(parse_body(json.dumps(payload).encode()))
 
     units = estimate_charge_units(state, only_output, body, counts_output=True)
 
