@@ -17,9 +17,11 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -64,6 +66,20 @@ def parse_id(value: str) -> int:
     if not 0 < number <= MAX_ID:
         raise NotFound
     return number
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, for signed-in callers (a token or a portal session) only: it maps
+    every endpoint and field, which is no one else's business."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # A refusal is JSON like every other API error, whichever schema format was asked for
+        # (the YAML renderer would otherwise write the error as YAML).
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 @csrf_exempt  # it changes nothing; without this a POST would get the CSRF failure page (403)
