@@ -85,7 +85,7 @@ def group_list_for_team(*, team: Team) -> QuerySet[Group]:
 
 
 def member_list(
-    *, actor: User, team: Team, staff_permission: str = "keys.view_membership"
+    *, actor: User, team: Team, staff_permission: str | None = "keys.view_membership"
 ) -> QuerySet[Membership]:
     """The team's members, for its members and for staff with `staff_permission`."""
     if not team_list(actor=actor, staff_permission=staff_permission).filter(pk=team.pk).exists():

@@ -70,7 +70,10 @@ def test_change_another_teams_key(
 
     if kind in ALLOWED:
         assert response.status_code == allowed_status
-        assert not ApiKey.objects.filter(pk=acme_key.pk).exists() or snapshot(acme_key) != before
+        if method == "delete":
+            assert not ApiKey.objects.filter(pk=acme_key.pk).exists()
+        else:
+            assert snapshot(acme_key) != before
     else:
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
