@@ -147,9 +147,15 @@ def usage_daily_list_for(*, actor: User) -> QuerySet[UsageDaily]:
 
 def _visible_to(actor: User, rows: QuerySet) -> QuerySet:
     """A lead sees every row of the teams they lead (a deleted key's too); a member sees the
-    rows of their own keys. Both rules come from keys.selectors, which decide the key lists."""
+    rows of their own keys; staff who may view these rows in the admin see them all. The
+    rules come from keys.selectors, which decide the key lists."""
+    opts = rows.model._meta
+    if key_selectors.staff_may(actor=actor, permission=f"{opts.app_label}.view_{opts.model_name}"):
+        return rows
     led_teams = key_selectors.team_list_led(actor=actor)
-    own_keys = key_selectors.api_key_search_all_teams(actor=actor).values("pk")
+    own_keys = key_selectors.api_key_search_all_teams(actor=actor, staff_permission=None).values(
+        "pk"
+    )
     return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
 
 

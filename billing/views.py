@@ -15,7 +15,7 @@ RECENT_REQUESTS_ON_PAGE = 100
 def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
     """The team's spend per day, key and model. Leads only: it names every member's keys."""
     team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
-    if not is_team_lead(actor=request.user, team=team):
+    if not is_team_lead(actor=request.user, team=team, staff_permission="billing.view_usagedaily"):
         raise Http404("Only the team's leads see its usage.")
     return render(request, "billing/team_usage.html", {"team": team, "is_lead": True})
 
@@ -24,7 +24,12 @@ def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
 def key_usage(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
     team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
     try:
-        key = api_key_get(actor=request.user, team=team, key_id=key_id)
+        key = api_key_get(
+            actor=request.user,
+            team=team,
+            key_id=key_id,
+            staff_permission="billing.view_usageevent",
+        )
     except ApiKey.DoesNotExist:
         raise Http404("No such key.") from None
     return render(

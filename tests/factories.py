@@ -5,6 +5,7 @@ from ipaddress import IPv4Address
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from keys import services
 from keys.models import Group, Membership, Team
@@ -70,3 +71,30 @@ def make_key(*, team=None, owner=None, group=None, actor=None, **settings):
         actor=actor or owner,
         **settings,
     )
+
+
+def grant(user, *permissions: str):
+    """Give `user` Django permissions ("keys.change_apikey"), as the admin's user page does;
+    "keys.*" grants every permission of the app. Returns the user, reloaded so that Django's
+    permission cache does not hide the new ones."""
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        found = Permission.objects.filter(content_type__app_label=app_label)
+        if codename != "*":
+            found = found.filter(codename=codename)
+        assert found, f"no permission {permission}"
+        user.user_permissions.add(*found)
+    return get_user_model().objects.get(pk=user.pk)
+
+
+def grant_all_but(user, permission: str):
+    """Give `user` every permission of the keys and billing apps except `permission` (and,
+    for a view permission, the change permission that includes it, as in the admin)."""
+    app_label, codename = permission.split(".")
+    withheld = {codename, codename.replace("view_", "change_", 1)}
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label__in=["keys", "billing"]).exclude(
+            content_type__app_label=app_label, codename__in=withheld
+        )
+    )
+    return get_user_model().objects.get(pk=user.pk)

@@ -1,16 +1,41 @@
-"""Turns the services' one error type, and unreadable bodies, into the API's one 400 shape."""
+"""Turns the services' one error type, and unreadable bodies, into the API's one 400 shape, and
+an unreachable database into a JSON 503."""
+
+import logging
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions
+from django.db import InterfaceError, OperationalError
+from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = "The service cannot reach its database right now. Try again shortly."
+# Seconds a client should wait before retrying: long enough for a database restart or
+# failover to finish, short enough that a script simply carries on.
+DATABASE_RETRY_AFTER = 10
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """A service's ValidationError becomes DRF's field-error body, with the service's messages:
-    {"field": ["message", …]}, errors not about one field under "non_field_errors"."""
+    {"field": ["message", …]}, errors not about one field under "non_field_errors".
+
+    A database that cannot be reached or is too busy (OperationalError: refused, dropped or
+    timed-out connections, locks; InterfaceError: a connection already closed) is a temporary
+    condition, not a bug: a JSON 503 with Retry-After, which clients know to retry, rather than
+    Django's HTML 500."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("API request failed, database unavailable: %s", exc)
+        set_rollback()
+        return Response(
+            {"detail": DATABASE_UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             detail = {

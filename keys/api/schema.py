@@ -23,12 +23,13 @@ _ERROR_RESPONSES = {
     "401": "No credentials, or an invalid or revoked token.",
     "403": "Not allowed to do this (or a browser session without its CSRF token).",
     "429": "Too many requests with this token; retry after the Retry-After seconds.",
+    "503": "The database is unavailable for the moment; retry after the Retry-After seconds.",
 }
 _NOT_FOUND = "Not found, or not visible to the caller (another team's objects), or no such page."
 
 
 def add_error_responses(result: dict, generator, request, public: bool) -> dict:
-    """drf-spectacular post-processing hook: every operation can answer 401, 403 and 429, and
+    """drf-spectacular post-processing hook: every operation can answer 401, 403, 429 and 503, and
     those that name an object or a page can answer 404, all with {"detail": "…"}."""
     result.setdefault("components", {}).setdefault("schemas", {})[_ERROR_COMPONENT] = _ERROR_SCHEMA
     error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{_ERROR_COMPONENT}"}}}

@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from keys.api.parsers import JsonNumber
 from keys.models import ApiKey, Group, KeyEvent, Membership, Team
-from keys.selectors import KEY_STATES, team_list
+from keys.selectors import KEY_STATES, staff_may, team_list
 from keys.validators import MAX_ALLOWED_IPS
 
 User = get_user_model()
@@ -109,26 +109,29 @@ class GroupIdField(serializers.PrimaryKeyRelatedField):
 
 
 class ActorTeamField(NulSafeSlugRelatedField):
-    """A team slug among the caller's teams; any other reads as unknown, like a 404."""
+    """A team slug among the caller's teams (any team for staff who may add keys); any other
+    reads as unknown, like a 404."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(slug_field="slug", **kwargs)
 
     def get_queryset(self):
-        return team_list(actor=self.context["request"].user)
+        return team_list(actor=self.context["request"].user, staff_permission="keys.add_apikey")
 
 
 class TeammateField(NulSafeSlugRelatedField):
-    """A username among the members of the caller's teams, so no other user's existence shows."""
+    """A username among the members of the caller's teams (anyone for staff who may add keys),
+    so no other user's existence shows."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(slug_field="username", **kwargs)
 
     def get_queryset(self):
         actor = self.context["request"].user
-        if actor.is_staff:
+        if staff_may(actor=actor, permission="keys.add_apikey"):
             return User.objects.all()
-        return User.objects.filter(memberships__team__in=team_list(actor=actor)).distinct()
+        teams = team_list(actor=actor, staff_permission=None)
+        return User.objects.filter(memberships__team__in=teams).distinct()
 
 
 # --- keys -----------------------------------------------------------------------------------

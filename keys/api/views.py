@@ -2,7 +2,8 @@
 
 What a caller may see is decided by the selectors alone, so another team's object is simply not
 found (404) and an action on it changes nothing. Within what they can see, members who try a
-lead's action get 403.
+lead's action get 403. Staff reach other teams only with the Django permission of the action
+at hand, the admin's own (keys.selectors.staff_may); without it they are like anyone else.
 """
 
 from django.contrib.auth import get_user_model
@@ -16,9 +17,11 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -63,6 +66,20 @@ def parse_id(value: str) -> int:
     if not 0 < number <= MAX_ID:
         raise NotFound
     return number
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, for signed-in callers (a token or a portal session) only: it maps
+    every endpoint and field, which is no one else's business."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # A refusal is JSON like every other API error, whichever schema format was asked for
+        # (the YAML renderer would otherwise write the error as YAML).
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 @csrf_exempt  # it changes nothing; without this a POST would get the CSRF failure page (403)
@@ -111,6 +128,12 @@ def _with_callers_role(teams: QuerySet[Team], actor) -> QuerySet[Team]:
     ),
 )
 class KeyViewSet(GenericViewSet):
+    # The staff permission each action on one key needs; the rest change the key.
+    STAFF_PERMISSIONS = {
+        "retrieve": "keys.view_apikey",
+        "events": "keys.view_keyevent",
+        "destroy": "keys.delete_apikey",
+    }
     serializer_class = KeySerializer
     lookup_value_regex = ID_PATTERN
     # PUT would mean "every setting, or reset to default"; settings change one at a time here.
@@ -127,7 +150,12 @@ class KeyViewSet(GenericViewSet):
         if team is None:
             raise NotFound
         try:
-            return selectors.api_key_get(actor=self.request.user, team=team, key_id=key_id)
+            return selectors.api_key_get(
+                actor=self.request.user,
+                team=team,
+                key_id=key_id,
+                staff_permission=self.STAFF_PERMISSIONS.get(self.action, "keys.change_apikey"),
+            )
         except ApiKey.DoesNotExist:
             raise NotFound from None
 
@@ -136,7 +164,8 @@ class KeyViewSet(GenericViewSet):
         actor = request.user
         team = None
         if "team" in filters:
-            team = selectors.team_list(actor=actor).filter(slug=filters["team"]).first()
+            teams = selectors.team_list(actor=actor, staff_permission="keys.view_apikey")
+            team = teams.filter(slug=filters["team"]).first()
             if team is None:
                 return self.get_paginated_response(self.paginate_queryset([]))
         owner_id = None
@@ -165,7 +194,9 @@ class KeyViewSet(GenericViewSet):
         settings = dict(serializer.validated_data)
         team = settings.pop("team")
         owner = settings.pop("owner", request.user)
-        if owner != request.user and not selectors.is_team_lead(actor=request.user, team=team):
+        if owner != request.user and not selectors.is_team_lead(
+            actor=request.user, team=team, staff_permission="keys.add_apikey"
+        ):
             raise PermissionDenied(f"Only a lead of {team.name} can create keys for others.")
         issued = services.api_key_create(team=team, owner=owner, actor=request.user, **settings)
         return Response(_issued(issued), status=status.HTTP_201_CREATED)
@@ -235,11 +266,30 @@ def _issued(issued: services.IssuedKey) -> dict:
 # --- groups ---------------------------------------------------------------------------------
 
 
-class IsStaffOrReadOnly(permissions.BasePermission):
-    message = "Only staff can create or change groups."
+class MayWriteGroups(permissions.BasePermission):
+    """Reading is for everyone; creating and changing a group take the admin's permission."""
+
+    # action: (the staff permission it takes, the refusal without it)
+    STAFF_PERMISSIONS = {
+        "create": (
+            "keys.add_group",
+            "Creating a group takes the staff permission “Can add group”.",
+        ),
+        "partial_update": (
+            "keys.change_group",
+            "Changing a group takes the staff permission “Can change group”.",
+        ),
+    }
 
     def has_permission(self, request: Request, view) -> bool:
-        return request.method in permissions.SAFE_METHODS or request.user.is_staff
+        if request.method in permissions.SAFE_METHODS or view.action is None:
+            # No action means no handler for the method: DRF answers 405 Method Not Allowed.
+            return True
+        # OPTIONS asks as "metadata" whether a POST would pass: it shows the form only to
+        # those who may create.
+        action = "create" if view.action == "metadata" else view.action
+        permission, self.message = self.STAFF_PERMISSIONS[action]
+        return selectors.staff_may(actor=request.user, permission=permission)
 
 
 @extend_schema_view(
@@ -264,7 +314,7 @@ class IsStaffOrReadOnly(permissions.BasePermission):
 )
 class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
     serializer_class = GroupSerializer
-    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, MayWriteGroups]
     lookup_value_regex = ID_PATTERN
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -367,8 +417,21 @@ class TeamMemberViewSet(GenericViewSet):
         # Only for introspection, as in KeyViewSet: the actions read through member_list.
         return Membership.objects.none()
 
+    # The staff permission each action needs to reach another team's members, as in the
+    # admin's members inline; without it staff are like anyone else who is not a lead there.
+    STAFF_PERMISSIONS = {
+        "list": "keys.view_membership",
+        "create": "keys.add_membership",
+        "partial_update": "keys.change_membership",
+        "destroy": "keys.delete_membership",
+    }
+
+    @property
+    def staff_permission(self) -> str:
+        return self.STAFF_PERMISSIONS[self.action]
+
     def get_team(self) -> Team:
-        teams = selectors.team_list(actor=self.request.user)
+        teams = selectors.team_list(actor=self.request.user, staff_permission=self.staff_permission)
         team = teams.filter(slug=self.kwargs["team_slug"]).first()
         if team is None:
             raise NotFound
@@ -376,13 +439,17 @@ class TeamMemberViewSet(GenericViewSet):
 
     def get_team_as_lead(self) -> Team:
         team = self.get_team()
-        if not selectors.is_team_lead(actor=self.request.user, team=team):
+        if not selectors.is_team_lead(
+            actor=self.request.user, team=team, staff_permission=self.staff_permission
+        ):
             raise PermissionDenied(f"Only a lead of {team.name} can manage its members.")
         return team
 
     def get_membership(self, team: Team) -> Membership:
         membership = (
-            selectors.member_list(actor=self.request.user, team=team)
+            selectors.member_list(
+                actor=self.request.user, team=team, staff_permission=self.staff_permission
+            )
             .filter(user__username=self.kwargs["username"])
             .first()
         )
@@ -391,7 +458,9 @@ class TeamMemberViewSet(GenericViewSet):
         return membership
 
     def list(self, request: Request, team_slug: str) -> Response:
-        members = selectors.member_list(actor=request.user, team=self.get_team())
+        members = selectors.member_list(
+            actor=request.user, team=self.get_team(), staff_permission=self.staff_permission
+        )
         page = self.paginate_queryset(members.order_by("user__username", "id"))
         return self.get_paginated_response(MemberSerializer(page, many=True).data)
 

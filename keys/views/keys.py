@@ -132,7 +132,7 @@ def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
     team = _team(request, team_slug)
-    key = _key(request, team, key_id)
+    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
     form = KeyForm(request.POST or None, team=team, key=key)
     if request.method == "POST" and form.is_valid():
         changes = form.changes()
@@ -170,7 +170,7 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
     team = _team(request, team_slug)
-    key = _key(request, team, key_id)
+    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
     if request.method == "POST":
         issued = services.api_key_rotate(key=key, actor=request.user)
         return _issued_key_page(request, team, issued, rotated=True)
@@ -190,7 +190,7 @@ def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def key_delete(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
     team = _team(request, team_slug)
-    key = _key(request, team, key_id)
+    key = _key(request, team, key_id, staff_permission="keys.delete_apikey")
     if request.method == "POST":
         name = key.name
         services.api_key_delete(key=key, actor=request.user)

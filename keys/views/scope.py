@@ -16,16 +16,22 @@ def _team(request: HttpRequest, team_slug: str) -> Team:
 
 
 def _lead_team(request: HttpRequest, team_slug: str) -> Team:
-    """The team, if the signed-in person leads it. Members get the same 404 as strangers."""
+    """The team, if the signed-in person leads it. Members get the same 404 as strangers, and
+    so do staff who are not its leads: they manage members in the admin, under its permissions."""
     team = _team(request, team_slug)
     if not is_team_lead(actor=request.user, team=team):
         raise Http404("Only the team's leads manage its members.")
     return team
 
 
-def _key(request: HttpRequest, team: Team, key_id: int) -> ApiKey:
+def _key(
+    request: HttpRequest, team: Team, key_id: int, staff_permission: str = "keys.view_apikey"
+) -> ApiKey:
+    """The key, if the signed-in person may see it, or act on it with `staff_permission`."""
     try:
-        return api_key_get(actor=request.user, team=team, key_id=key_id)
+        return api_key_get(
+            actor=request.user, team=team, key_id=key_id, staff_permission=staff_permission
+        )
     except ApiKey.DoesNotExist:
         raise Http404("No such key.") from None
 

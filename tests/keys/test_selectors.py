@@ -5,7 +5,7 @@ import pytest
 from keys import selectors, services
 from keys.models import ApiKey, KeyEvent, Membership
 
-from ..factories import GroupFactory, MembershipFactory, UserFactory, make_key
+from ..factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
 
 
 @pytest.fixture
@@ -21,7 +21,14 @@ def keys(team, other_team, lead, member, outsider, group):
 
 @pytest.fixture
 def staff(db):
-    return UserFactory(username="staff", is_staff=True)
+    """Staff who hold every permission of the keys app."""
+    return grant(UserFactory(username="staff", is_staff=True), "keys.*")
+
+
+@pytest.fixture
+def bare_staff(db):
+    """Staff without any permission: in these selectors, like anyone who is not a member."""
+    return UserFactory(username="bare-staff", is_staff=True)
 
 
 def names(queryset) -> set[str]:
@@ -35,6 +42,7 @@ def names(queryset) -> set[str]:
         ("member", {"member-1", "member-2"}),
         ("outsider", set()),
         ("staff", {"member-1", "member-2", "lead"}),
+        ("bare_staff", set()),
         ("stranger", set()),
     ],
 )
@@ -95,6 +103,14 @@ def test_team_list(team, other_team, lead, outsider, staff):
     assert set(selectors.team_list(actor=lead)) == {team, other_team}
     assert list(selectors.team_list(actor=outsider)) == [other_team]
     assert set(selectors.team_list(actor=staff)) == {team, other_team}
+    bare_staff = UserFactory(username="bare-staff", is_staff=True)
+    assert not selectors.team_list(actor=bare_staff).exists()
+    may_add_keys = grant(bare_staff, "keys.add_apikey")
+    assert not selectors.team_list(actor=may_add_keys).exists()
+    assert set(selectors.team_list(actor=may_add_keys, staff_permission="keys.add_apikey")) == {
+        team,
+        other_team,
+    }
     assert not selectors.team_list(actor=UserFactory()).exists()
 
 
@@ -103,7 +119,37 @@ def test_is_team_lead(team, other_team, lead, member, outsider, staff):
     assert not selectors.is_team_lead(actor=member, team=team)
     assert not selectors.is_team_lead(actor=outsider, team=team)
     assert selectors.is_team_lead(actor=outsider, team=other_team)
-    assert selectors.is_team_lead(actor=staff, team=team)
+    # Staff act as a lead only for the action whose permission they hold.
+    assert not selectors.is_team_lead(actor=staff, team=team)
+    assert selectors.is_team_lead(actor=staff, team=team, staff_permission="keys.add_membership")
+    assert not selectors.is_team_lead(
+        actor=grant(UserFactory(is_staff=True), "keys.view_membership"),
+        team=team,
+        staff_permission="keys.add_membership",
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "permissions", "permission", "may"),
+    [
+        ({"is_staff": True, "is_superuser": True}, [], "keys.delete_apikey", True),
+        ({"is_staff": True}, ["keys.change_apikey"], "keys.change_apikey", True),
+        # As in the admin, the right to change includes the right to view ...
+        ({"is_staff": True}, ["keys.change_apikey"], "keys.view_apikey", True),
+        # ... but no other right.
+        ({"is_staff": True}, ["keys.change_apikey"], "keys.delete_apikey", False),
+        ({"is_staff": True}, ["keys.view_apikey"], "keys.change_apikey", False),
+        ({"is_staff": True}, [], "keys.view_apikey", False),
+        # The admin lets in neither people who are not staff nor inactive staff.
+        ({}, ["keys.view_apikey"], "keys.view_apikey", False),
+        ({"is_superuser": True}, [], "keys.view_apikey", False),
+        ({"is_staff": True, "is_active": False}, ["keys.view_apikey"], "keys.view_apikey", False),
+        ({"is_staff": True, "is_superuser": True}, [], None, False),
+    ],
+)
+def test_staff_may(db, flags, permissions, permission, may):
+    user = grant(UserFactory(**flags), *permissions)
+    assert selectors.staff_may(actor=user, permission=permission) is may
 
 
 def test_membership_for(team, other_team, lead, outsider):
@@ -119,6 +165,8 @@ def test_key_event_list_follows_the_key_scope(keys, team, lead, member, outsider
     for actor in (member, lead, staff):
         assert [e.action for e in selectors.key_event_list(actor=actor, key=key)] == actions
     assert not selectors.key_event_list(actor=outsider, key=key).exists()
+    may_view_keys = grant(UserFactory(is_staff=True), "keys.view_apikey")
+    assert not selectors.key_event_list(actor=may_view_keys, key=key).exists()
     assert not selectors.key_event_list(actor=member, key=keys["lead"]).exists()
     assert KeyEvent.objects.filter(key=keys["lead"]).exists()
 
@@ -127,6 +175,8 @@ def test_member_list(team, other_team, lead, member, outsider, staff):
     assert {m.user for m in selectors.member_list(actor=member, team=team)} == {lead, member}
     assert {m.user for m in selectors.member_list(actor=staff, team=team)} == {lead, member}
     assert not selectors.member_list(actor=outsider, team=team).exists()
+    may_view_teams = grant(UserFactory(is_staff=True), "keys.view_team")
+    assert not selectors.member_list(actor=may_view_teams, team=team).exists()
     assert Membership.objects.filter(team=team).count() == 2
 
 

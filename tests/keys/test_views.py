@@ -17,7 +17,7 @@ from keys.models import ApiKey, KeyEvent, Membership, digest_key
 from keys.templatetags.portal import audit_value, field_label, usd
 
 from ..billing.factories import UsageEventFactory
-from ..factories import GroupFactory, MembershipFactory, UserFactory, make_key
+from ..factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
 
 PASSWORD = "pw-for-tests-1"
 
@@ -999,10 +999,49 @@ def test_a_member_cannot_remove_anyone(client, team, member, second_member):
     assert Membership.objects.filter(pk=membership.pk).exists()
 
 
-def test_staff_who_are_not_members_see_every_team(client, team, member_key):
-    staff = UserFactory(username="staff", is_staff=True)
+def test_staff_who_may_view_teams_and_keys_see_every_team(client, team, member_key):
+    staff = grant(
+        UserFactory(username="staff", is_staff=True), "keys.view_team", "keys.view_apikey"
+    )
     response = logged_in(client, staff).get(url("keys:list", team))
     assert listed(response) == ["claude-code-main"]
+
+
+def test_staff_without_permissions_are_strangers_to_other_teams(client, team, member_key):
+    staff = UserFactory(username="staff", is_staff=True)
+    assert logged_in(client, staff).get(url("keys:list", team)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("name", "permission"),
+    [
+        ("keys:edit", "keys.change_apikey"),
+        ("keys:rotate", "keys.change_apikey"),
+        ("keys:delete", "keys.delete_apikey"),
+    ],
+)
+def test_staff_change_other_teams_keys_only_with_the_permission(
+    client, team, member_key, name, permission
+):
+    """Staff who may view keys (the admin's test) still get 404 for a write they may not do,
+    and the key is unchanged; with the permission the write goes through."""
+    staff = grant(
+        UserFactory(username="staff", is_staff=True), "keys.view_team", "keys.view_apikey"
+    )
+    before = key_state(member_key)
+    logged_in(client, staff)
+    assert client.get(url(name, team, member_key)).status_code == 404
+    response = client.post(url(name, team, member_key), form_data(member_key, status="disabled"))
+    assert response.status_code == 404
+    assert key_state(member_key) == before
+
+    logged_in(client, grant(staff, permission))
+    response = client.post(url(name, team, member_key), form_data(member_key, status="disabled"))
+    assert response.status_code in (200, 302)
+    if name == "keys:delete":
+        assert not ApiKey.objects.filter(pk=member_key.pk).exists()
+    else:
+        assert key_state(member_key) != before
 
 
 # --- template helpers -----------------------------------------------------------------------

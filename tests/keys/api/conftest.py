@@ -4,7 +4,7 @@ from rest_framework.test import APIClient
 from keys import services
 from keys.models import Membership
 
-from ...factories import MembershipFactory, UserFactory
+from ...factories import MembershipFactory, UserFactory, grant, grant_all_but
 
 
 @pytest.fixture
@@ -29,7 +29,8 @@ def teammate(team):
 
 @pytest.fixture
 def staff(db):
-    return UserFactory(username="staff", is_staff=True)
+    """Staff who hold every permission of the keys and billing apps, as an operator would."""
+    return grant(UserFactory(username="staff", is_staff=True), "keys.*", "billing.*")
 
 
 @pytest.fixture
@@ -48,3 +49,25 @@ def actors(lead, member, teammate, outsider, staff):
         "staff": staff,
         "anonymous": None,
     }
+
+
+# Who reaches into a team they are not a member of, for the staff permission matrices.
+STAFF_KINDS = ["superuser", "staff_with_permission", "staff_without_permission", "lead_elsewhere"]
+
+
+@pytest.fixture
+def actor_of_kind(db, outsider):
+    """actor_of_kind(kind, permission): a superuser; staff holding just `permission`; staff
+    holding every keys and billing permission but that one; or a lead of another team."""
+
+    def make(kind: str, permission: str):
+        if kind == "superuser":
+            return UserFactory(username="root", is_staff=True, is_superuser=True)
+        if kind == "staff_with_permission":
+            return grant(UserFactory(username="ops", is_staff=True), permission)
+        if kind == "staff_without_permission":
+            return grant_all_but(UserFactory(username="ops", is_staff=True), permission)
+        assert kind == "lead_elsewhere"
+        return outsider
+
+    return make

@@ -16,7 +16,7 @@ import pytest
 from keys import services
 from keys.models import Membership
 
-from ...factories import GroupFactory, MembershipFactory, UserFactory, make_key
+from ...factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
 
 SCHEMATHESIS = Path(sys.executable).with_name("st")
 CHECKS = [
@@ -29,12 +29,15 @@ CHECKS = [
 
 @pytest.fixture
 def world(transactional_db, settings):
-    """A staff lead (so group writes run too) of a team with members, keys and two groups."""
+    """A lead who is staff with the group permissions (so group writes run too), of a team with
+    members, keys and two groups."""
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"api_token": "100000/min"},
     }
-    user = UserFactory(username="fuzzer", is_staff=True)
+    user = grant(
+        UserFactory(username="fuzzer", is_staff=True), "keys.add_group", "keys.change_group"
+    )
     team = MembershipFactory(
         team__slug="acme", team__name="Acme", user=user, role=Membership.Role.LEAD
     ).team

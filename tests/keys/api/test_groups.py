@@ -159,7 +159,12 @@ def test_only_staff_write_groups(api, actors, groups, actor):
     edited = client.patch(f"{GROUPS}{premium.pk}/", {"multiplier": "0.1"}, format="json")
 
     assert created.status_code == edited.status_code == 403
-    assert created.json() == {"detail": "Only staff can create or change groups."}
+    assert created.json() == {
+        "detail": "Creating a group takes the staff permission “Can add group”."
+    }
+    assert edited.json() == {
+        "detail": "Changing a group takes the staff permission “Can change group”."
+    }
     assert not Group.objects.filter(name="Mine").exists()
     premium.refresh_from_db()
     assert premium.multiplier == Decimal("2.5")

@@ -67,6 +67,7 @@ def test_create_returns_the_plaintext_once(api, member, group):
     )
 
     assert response.status_code == 201
+    assert "no-store" in response["Cache-Control"]
     body = response.json()
     key = ApiKey.objects.get()
     assert set(body) == KEY_FIELDS | {"key"}
@@ -744,6 +745,7 @@ def test_rotate_returns_a_new_plaintext_once_and_kills_the_old(api, member, team
     response = api(member).post(url(issued.key, "rotate"))
 
     assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
     body = response.json()
     assert set(body) == KEY_FIELDS | {"key"}
     assert body["key"].startswith("sk-hc-")

@@ -5,6 +5,7 @@ import re
 import pytest
 import yaml
 from django.core.management import call_command
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 
@@ -58,7 +59,7 @@ def test_every_request_and_response_body_is_typed(schema):
 def test_every_operation_needs_a_token_or_a_session(schema):
     for name, operation in _operations(schema):
         assert operation["security"] == [{"tokenAuth": []}, {"cookieAuth": []}], name
-        assert {"401", "403", "429"} <= set(operation["responses"]), name
+        assert {"401", "403", "429", "503"} <= set(operation["responses"]), name
     token = schema["components"]["securitySchemes"]["tokenAuth"]
     assert token == {
         "type": "apiKey",
@@ -83,15 +84,51 @@ def test_plaintext_keys_are_only_in_create_and_rotate(schema):
     assert "digest" not in key
 
 
-def test_the_schema_is_served_to_anyone(db):
-    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+@pytest.mark.parametrize("how", ["token", "session"])
+def test_the_schema_is_served_to_signed_in_callers(api, member, how):
+    client = api(member) if how == "token" else APIClient()
+    if how == "session":
+        client.force_login(member)
+
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
 
     assert response.status_code == 200
     assert response.json()["info"]["title"] == "HCAI Keys API"
 
 
-def test_the_docs_load_their_assets_from_our_static_files(db):
+@pytest.mark.parametrize(
+    ("accept", "token", "detail"),
+    [
+        ("application/vnd.oai.openapi", None, "Authentication credentials were not provided."),
+        ("application/vnd.oai.openapi+json", None, "Authentication credentials were not provided."),
+        ("*/*", "hcat_not-a-real-token", "Invalid or revoked API token."),
+    ],
+)
+def test_the_schema_is_refused_to_anyone_else_in_json(db, accept, token, detail):
+    client = APIClient()
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = client.get("/api/schema/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/json"
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json() == {"detail": detail}
+    assert "paths" not in response.content.decode()
+
+
+def test_the_docs_send_anyone_else_to_sign_in(db):
     response = APIClient().get("/api/docs/")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('keys:login')}?next=/api/docs/"
+
+
+def test_the_docs_load_their_assets_from_our_static_files(member):
+    client = APIClient()
+    client.force_login(member)
+    response = client.get("/api/docs/")
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -111,3 +148,21 @@ def test_an_unknown_api_path_is_a_json_404(db):
 
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.parametrize(
+    ("path", "signed_in"),
+    [
+        ("/api/v1/me/", True),
+        ("/api/v1/keys/", True),
+        ("/api/v1/usage/", True),
+        ("/api/schema/", True),
+        ("/api/v1/me/", False),
+        ("/api/v1/nothing-here/", False),
+    ],
+)
+def test_no_api_answer_may_be_stored(api, member, path, signed_in):
+    """Not only create and rotate, which carry a key: every answer is the caller's alone."""
+    response = api(member if signed_in else None).get(path)
+
+    assert response["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
