@@ -32,6 +32,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "output_per_mtok",
         "cache_write_per_mtok",
         "cache_read_per_mtok",
+        "max_output_tokens",
         "updated_at",
     )
     search_fields = ("model",)

@@ -19,6 +19,15 @@ class ModelPrice(models.Model):
     output_per_mtok = models.DecimalField("output $/MTok", **PRICE_FIELD)
     cache_write_per_mtok = models.DecimalField("cache write $/MTok", **PRICE_FIELD)
     cache_read_per_mtok = models.DecimalField("cache read $/MTok", **PRICE_FIELD)
+    # What the relay reserves against a key's quota for a request that sets no lower output
+    # limit, so that a quota stays a cap; a default above every model's.
+    max_output_tokens = models.PositiveIntegerField(
+        "max output tokens",
+        default=128_000,
+        validators=[MinValueValidator(1)],
+        help_text="The most output tokens the model writes in one answer (the vendor's "
+        "documented maximum). Requests without a lower limit reserve this much of a key's quota.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

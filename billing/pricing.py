@@ -50,6 +50,7 @@ class PriceRow:
     output_per_mtok: Decimal
     cache_write_per_mtok: Decimal
     cache_read_per_mtok: Decimal
+    max_output_tokens: int = 128_000
 
     @classmethod
     def from_model_price(cls, price: ModelPrice) -> "PriceRow":
@@ -59,6 +60,7 @@ class PriceRow:
             output_per_mtok=price.output_per_mtok,
             cache_write_per_mtok=price.cache_write_per_mtok,
             cache_read_per_mtok=price.cache_read_per_mtok,
+            max_output_tokens=price.max_output_tokens,
         )
 
 

@@ -56,15 +56,22 @@ class Endpoint:
     method: str
     shape: Shape
     provider: str | None
+    # The request's output limit under this API's name (None: the endpoint writes no output).
+    output_field: str | None = None
 
 
 ENDPOINTS = {
-    "/v1/messages": Endpoint("messages", "POST", Shape.ANTHROPIC, "anthropic"),
+    "/v1/messages": Endpoint("messages", "POST", Shape.ANTHROPIC, "anthropic", "max_tokens"),
     "/v1/messages/count_tokens": Endpoint("count_tokens", "POST", Shape.ANTHROPIC, "anthropic"),
-    "/v1/chat/completions": Endpoint("chat", "POST", Shape.OPENAI, "openai"),
-    "/v1/responses": Endpoint("responses", "POST", Shape.OPENAI, "openai"),
+    "/v1/chat/completions": Endpoint(
+        "chat", "POST", Shape.OPENAI, "openai", "max_completion_tokens"
+    ),
+    "/v1/responses": Endpoint("responses", "POST", Shape.OPENAI, "openai", "max_output_tokens"),
     "/v1/models": Endpoint("models", "GET", Shape.ANTHROPIC, None),
 }
+# Answered when the key's remaining quota paid for fewer output tokens than the request asked
+# for (or, with no limit asked, than the model can write): the limit it was sent upstream with.
+OUTPUT_LOWERED_HEADER = b"x-hcai-output-limit-lowered"
 # GET /v1/models/{model_id}: one model, as both SDKs' models.retrieve ask for it.
 MODEL_PREFIX = "/v1/models/"
 MODEL_ENDPOINT = Endpoint("model", "GET", Shape.ANTHROPIC, None)
@@ -85,6 +92,8 @@ class Exchange:
     started_at: datetime = field(default_factory=timezone.now)
     response_started: bool = False
     status: int = 0
+    # Headers of ours added to whatever is answered (see OUTPUT_LOWERED_HEADER).
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def header(self, name: bytes) -> str | None:
         for header_name, value in self.scope["headers"]:
@@ -100,7 +109,12 @@ class Exchange:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [*headers, (b"request-id", request_id), (b"x-request-id", request_id)],
+                "headers": [
+                    *headers,
+                    *self.extra_headers,
+                    (b"request-id", request_id),
+                    (b"x-request-id", request_id),
+                ],
             }
         )
 
@@ -224,7 +238,7 @@ class RelayApp:
                 receive=exchange.receive,
                 headers=scope["headers"],
                 client_ip=exchange.client_ip,
-                counts_output=endpoint.kind != "count_tokens",
+                output_field=endpoint.output_field,
                 max_body_bytes=settings.RELAY_MAX_BODY_BYTES,
             )
         except RelayError as error:
@@ -234,6 +248,10 @@ class RelayApp:
             logger.exception("Relay state unavailable")
             await exchange.refuse(errors.relay_unavailable())
             return None
+        if passed.output_lowered_to is not None:
+            exchange.extra_headers.append(
+                (OUTPUT_LOWERED_HEADER, str(passed.output_lowered_to).encode())
+            )
         await self.forward(exchange, endpoint, passed)
         return passed.state.key_id
 

@@ -73,21 +73,37 @@ class Body:
                 return self.fields[name]
         return None
 
-    def with_stream_options(self, options: dict) -> "Body":
-        """This body with its `stream_options` set to `options`, changing only those bytes:
-        inserted first in the object when it has none, else its value replaced. A body parsed
-        by json.loads has no spans; it is small, and is encoded again as before."""
-        encoded = json.dumps(options, separators=(",", ":")).encode()
-        fields = {**self.fields, "stream_options": options}
-        if "stream_options" not in self.fields:
+    def with_field(self, name: str, value: object) -> "Body":
+        """This body with its top-level `name` set to `value`, changing only those bytes:
+        inserted first in the object when it has none, else its value replaced (the other
+        fields' spans move with it). A body parsed by json.loads has no spans; it is small,
+        and is encoded again when a field it has is replaced."""
+        encoded = json.dumps(value, separators=(",", ":")).encode()
+        fields = {**self.fields, name: value}
+        spans = dict(self.spans) if self.spans is not None else None
+        if name not in self.fields:
             start = self.raw.index(b"{") + 1  # The object's brace: only whitespace is before it.
-            raw = self.raw[:start] + b'"stream_options":' + encoded + b"," + self.raw[start:]
-        elif self.spans is not None:
-            start, end = self.spans["stream_options"]
+            label = json.dumps(name).encode() + b":"
+            raw = self.raw[:start] + label + encoded + b"," + self.raw[start:]
+            if spans is not None:
+                shift = len(label) + len(encoded) + 1
+                spans = {field: (a + shift, b + shift) for field, (a, b) in spans.items()}
+                spans[name] = (start + len(label), start + len(label) + len(encoded))
+        elif spans is not None:
+            start, end = spans[name]
             raw = self.raw[:start] + encoded + self.raw[end:]
+            shift = len(encoded) - (end - start)
+            spans = {
+                field: (a + shift, b + shift) if a > start else (a, b)
+                for field, (a, b) in spans.items()
+            }
+            spans[name] = (start, start + len(encoded))
         else:
-            raw = json.dumps({**json.loads(self.raw), "stream_options": options}).encode()
-        return Body(raw, fields, None, self.input_tokens, None)
+            raw = json.dumps({**json.loads(self.raw), name: value}).encode()
+        return Body(raw, fields, None, self.input_tokens, spans)
+
+    def with_stream_options(self, options: dict) -> "Body":
+        return self.with_field("stream_options", options)
 
 
 async def read_body(

@@ -113,9 +113,11 @@ def model_not_allowed(message: str) -> RelayError:
     return RelayError(403, "permission_error", "permission_error", "model_not_allowed", message)
 
 
-def quota_used_up(spent: str, limit: str) -> RelayError:
+def quota_used_up(spent: str, limit: str, *, held: str | None = None) -> RelayError:
+    """`held`: what requests still in progress have reserved, when that is why it is used up."""
+    in_progress = f", and requests in progress hold ${held} of the rest" if held else ""
     message = (
-        f"Quota used up: this key has spent ${spent} of its ${limit} limit. "
+        f"Quota used up: this key has spent ${spent} of its ${limit} limit{in_progress}. "
         "Ask your team lead to raise the key's quota."
     )
     return RelayError(

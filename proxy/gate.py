@@ -19,18 +19,18 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
-from billing.ledger import units_to_usd, usd_to_units
-from billing.pricing import PriceRow, price_usage
+from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
+from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
 from keys.models import KEY_PREFIX, digest_key
 
 from . import errors
-from .body import Body, read_body
+from .body import OUTPUT_LIMITS, Body, read_body
 from .keystate import (
     KEY_STATE_SECONDS,
     UNKNOWN_KEY_SECONDS,
@@ -51,8 +51,9 @@ _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
 _BUILD_ATTEMPTS = 3
 # After a background refresh failed (the database down), the next try is this much later.
 REFRESH_RETRY_SECONDS = 5.0
-# Output tokens reserved for a request that does not say its max_tokens (OpenAI's is optional).
-DEFAULT_MAX_TOKENS = 4096
+# The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
+# its own limit (which is then lowered to what the quota pays for); with less left, a 402.
+MIN_OUTPUT_TOKENS = 64
 # How long a reservation may outlive its request's longest timeout before it is dropped.
 _HOLD_MARGIN_SECONDS = 60
 
@@ -147,37 +148,62 @@ async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceR
 
 
 def estimate_charge_units(
-    state: KeyState, price: PriceRow, body: Body, *, counts_output: bool
-) -> int:
-    """A deliberately high estimate of the request's charge, reserved at admission.
+    state: KeyState, price: PriceRow, body: Body, *, output_field: str | None
+) -> tuple[int, int]:
+    """A deliberately high estimate of the request's charge, reserved at admission: (that
+    estimate, its input part), in spend units.
 
     Input: the whole request body's approximate tokens (Body.input_tokens; its JSON syntax
     makes that generous), priced as cache writes when those cost more than plain input,
-    since the relay cannot know which the upstream will bill. Output: the request's
-    max_tokens, which the upstream never exceeds."""
-    output = 0
-    if counts_output:
-        output = body.output_limit or DEFAULT_MAX_TOKENS
+    since the relay cannot know which the upstream will bill. Output (for an endpoint that
+    has an output limit, `output_field`): the request's limit, never above what the model
+    can write, which is also what a request without a limit is reserved for; the upstream
+    never exceeds either."""
     input_tokens = body.input_tokens
     as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
-    _, charged = price_usage(
+    _, input_charge = price_usage(
         prices=price,
         input_tokens=0 if as_cache_writes else input_tokens,
         cache_creation_tokens=input_tokens if as_cache_writes else 0,
-        output_tokens=output,
+        output_tokens=0,
         multiplier=state.multiplier,
     )
-    return usd_to_units(charged)
+    input_units = usd_to_units(input_charge)
+    if output_field is None:
+        return input_units, input_units
+    output = min(body.output_limit or price.max_output_tokens, price.max_output_tokens)
+    return input_units + output_units(state, price, output), input_units
+
+
+def output_units(state: KeyState, price: PriceRow, tokens: int) -> int:
+    """The charge of `tokens` output tokens, in spend units, rounded up."""
+    exact = tokens * price.output_per_mtok * state.multiplier * SPEND_UNITS_PER_USD
+    return int((exact / TOKENS_PER_PRICE_UNIT).to_integral_value(rounding=ROUND_CEILING))
+
+
+def affordable_output(state: KeyState, price: PriceRow, units: int) -> int | None:
+    """The most output tokens `units` pays for; None when output costs nothing."""
+    per_million = price.output_per_mtok * state.multiplier * SPEND_UNITS_PER_USD
+    if not per_million:
+        return None
+    return int((units * TOKENS_PER_PRICE_UNIT / per_million).to_integral_value(ROUND_FLOOR))
 
 
 def admission_plan(
-    state: KeyState, price: PriceRow | None, body: Body, *, counts_output: bool
+    state: KeyState, price: PriceRow | None, body: Body, *, output_field: str | None
 ) -> Plan:
-    estimate = 0
+    estimate = minimum = 0
     if price is not None and body.error is None:
-        estimate = estimate_charge_units(state, price, body, counts_output=counts_output)
+        estimate, input_units = estimate_charge_units(state, price, body, output_field=output_field)
+        # What remains must pay for the input and a useful answer; a request whose output
+        # cannot be lowered (count_tokens) is admitted while anything is left, as before.
+        minimum = 1
+        if output_field is not None and price.output_per_mtok:
+            minimum = min(estimate, input_units + output_units(state, price, MIN_OUTPUT_TOKENS))
     hold = max((channel.timeout_seconds for channel in state.channels), default=600)
-    return Plan(state.key_id, state.quota_limit_units, estimate, hold + _HOLD_MARGIN_SECONDS)
+    return Plan(
+        state.key_id, state.quota_limit_units, estimate, minimum, hold + _HOLD_MARGIN_SECONDS
+    )
 
 
 async def admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
@@ -226,6 +252,33 @@ class Passed:
     body: Body
     price: PriceRow
     hold_id: str
+    # The output limit the request was sent with when its key's quota paid for no more than
+    # that (the client's own limit, or the model's maximum, was higher).
+    output_lowered_to: int | None = None
+
+
+def _quota_used_up(state: KeyState, admission: Admission) -> errors.RelayError:
+    cents = Decimal("0.01")
+    spent = units_to_usd(admission.spent_units).quantize(cents)
+    held = units_to_usd(admission.reserved_units).quantize(cents)
+    return errors.quota_used_up(
+        f"{spent:.2f}", state.quota_limit_usd, held=f"{held:.2f}" if held else None
+    )
+
+
+def _lower_output(
+    state: KeyState, price: PriceRow, body: Body, output_field: str, admission: Admission
+) -> tuple[Body, int | None]:
+    """The body with its output limit lowered to what the reservation pays for beside what
+    its input may cost: the key had less left than the request's own limit would cost. The
+    limit is set under the name the request used, else the endpoint's own (`output_field`)."""
+    input_units, _ = estimate_charge_units(state, price, body, output_field=None)
+    tokens = affordable_output(state, price, admission.held_units - input_units)
+    if tokens is None:
+        return body, None
+    tokens = max(tokens, 1)
+    name = next((n for n in OUTPUT_LIMITS if body.fields.get(n) is not None), output_field)
+    return body.with_field(name, tokens), tokens
 
 
 def new_hold_id() -> str:
@@ -272,7 +325,7 @@ class Gate:
         receive: Callable[[], Awaitable[dict]],
         headers: list[tuple[bytes, bytes]],
         client_ip: str,
-        counts_output: bool,
+        output_field: str | None,
         max_body_bytes: int,
     ) -> Passed:
         digest = key_digest(plaintext)
@@ -284,7 +337,7 @@ class Gate:
         admission: Admission | None = None
         if guess is not None and guess.quota_limit_units and _would_pass(guess, client_ip):
             body = await read_body(receive, headers, max_body_bytes)
-            guessed, guessed_price = await self._plan(guess, body, counts_output=counts_output)
+            guessed, guessed_price = await self._plan(guess, body, output_field=output_field)
         if guessed is None:
             raw = await store.get_key_state(digest)
         else:
@@ -309,17 +362,19 @@ class Gate:
             if guessed is not None and state is guess and price is guessed_price:
                 plan = guessed  # The same snapshot (parsed once per process) and price.
             else:
-                plan = admission_plan(state, price, body, counts_output=counts_output)
+                plan = admission_plan(state, price, body, output_field=output_field)
             if admission is None or plan != guessed:
                 if held_by is not None:
                     await store.release(key_id=held_by, hold_id=hold_id)
                     held_by = None
                 admission = await admit(store, plan, hold_id)
+            lowered_to = None
             if admission is not None:
                 if not admission.admitted:
-                    spent = units_to_usd(admission.spent_units).quantize(Decimal("0.01"))
-                    raise errors.quota_used_up(f"{spent:.2f}", state.quota_limit_usd)
+                    raise _quota_used_up(state, admission)
                 held_by = plan.key_id
+                if admission.held_units < plan.estimate_units and output_field is not None:
+                    body, lowered_to = _lower_output(state, price, body, output_field, admission)
             await check_rate(state)
             if body.error is not None:
                 raise body.error
@@ -331,7 +386,7 @@ class Gate:
             if isinstance(error, errors.RelayError) and state is not None:
                 error.key_id = state.key_id
             raise
-        return Passed(state, body, price, hold_id)
+        return Passed(state, body, price, hold_id, lowered_to)
 
     async def check_listing(self, store: Store, *, plaintext: str, client_ip: str) -> KeyState:
         """The checks of GET /v1/models: the key, its status and expiry, and the client's IP.
@@ -343,7 +398,7 @@ class Gate:
         return state
 
     async def _plan(
-        self, guess: KeyState, body: Body, *, counts_output: bool
+        self, guess: KeyState, body: Body, *, output_field: str | None
     ) -> tuple[Plan | None, PriceRow | None]:
         """The admission the remembered snapshot would make, and the price it used; no plan if
         its model check would refuse first."""
@@ -351,7 +406,7 @@ class Gate:
             price = await check_model(guess, body.model, self.prices) if body.model else None
         except errors.RelayError:
             return None, None
-        return admission_plan(guess, price, body, counts_output=counts_output), price
+        return admission_plan(guess, price, body, output_field=output_field), price
 
     async def _key_state(self, store: Store, digest: str, raw: bytes | None) -> KeyState:
         """The key's snapshot from what the cache held (`raw`), built on a miss, and rebuilt in

@@ -44,25 +44,33 @@ class Admission:
     admitted: bool
     spent_units: int
     reserved_units: int
+    # What was reserved: the plan's estimate, or less when only that much was left (at least
+    # the plan's minimum); 0 when refused.
+    held_units: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A quota admission: reserve `estimate_units` against the key's limit for at most
-    `hold_seconds` (the longest the request may take)."""
+    `hold_seconds` (the longest the request may take). When less is left, the rest is
+    reserved if it is at least `minimum_units` (the request's output limit is then lowered to
+    what it pays for), else the request is refused."""
 
     key_id: int
     limit_units: int
     estimate_units: int
+    minimum_units: int
     hold_seconds: int
 
 
-# KEYS: total, reservations. ARGV: hold id, estimate, limit, now, deadline, hold seconds.
-# Returns {-1} when the total is missing (the caller rebuilds it), else {admitted, spent,
-# reserved}. Expired reservations (a killed worker's) are dropped on the way.
+# KEYS: total, reservations. ARGV: hold id, estimate, limit, now, deadline, hold seconds,
+# minimum. Returns {-1} when the total is missing (the caller rebuilds it), else {admitted,
+# spent, reserved, held}: the estimate is held if the limit leaves room for it, else what is
+# left if that is at least the minimum. Expired reservations (a killed worker's) are dropped
+# on the way.
 _ADMIT = """
 local spent = redis.call('GET', KEYS[1])
-if not spent then return {-1, 0, 0} end
+if not spent then return {-1, 0, 0, 0} end
 spent = tonumber(spent)
 local now = tonumber(ARGV[4])
 local reserved = 0
@@ -75,10 +83,12 @@ for i = 1, #entries, 2 do
     reserved = reserved + tonumber(amount)
   end
 end
-if spent + reserved >= tonumber(ARGV[3]) then return {0, spent, reserved} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ':' .. ARGV[5])
+local left = tonumber(ARGV[3]) - spent - reserved
+local held = math.min(tonumber(ARGV[2]), left)
+if left <= 0 or held < tonumber(ARGV[7]) then return {0, spent, reserved, 0} end
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', held) .. ':' .. ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {1, spent, reserved}
+return {1, spent, reserved, held}
 """
 
 # KEYS: snapshot, generation. ARGV: snapshot, seconds, the generation read before the database
@@ -183,6 +193,7 @@ def _admission_call(plan: Plan, hold_id: str) -> tuple[list[str], list[str | int
         now,
         now + plan.hold_seconds,
         plan.hold_seconds,
+        plan.minimum_units,
     ]
     return keys, args
 
@@ -190,7 +201,7 @@ def _admission_call(plan: Plan, hold_id: str) -> tuple[list[str], list[str | int
 def _admission(reply: list) -> Admission | None:
     if reply[0] == -1:
         return None
-    return Admission(bool(reply[0]), int(reply[1]), int(reply[2]))
+    return Admission(bool(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
 
 
 # The cache backend's own names (prefix and version applied), worked out once per key.
@@ -234,10 +245,12 @@ class LocalStore:
                 if deadline < now:
                     del held[held_id]
             reserved = sum(amount for amount, _ in held.values())
-            if spent + reserved >= plan.limit_units:
+            left = plan.limit_units - spent - reserved
+            amount = min(plan.estimate_units, left)
+            if left <= 0 or amount < plan.minimum_units:
                 return Admission(False, spent, reserved)
-            held[hold_id] = (plan.estimate_units, now + plan.hold_seconds)
-        return Admission(True, spent, reserved)
+            held[hold_id] = (amount, now + plan.hold_seconds)
+        return Admission(True, spent, reserved, amount)
 
     async def get_key_state_and_admit(
         self, digest: str, plan: Plan, hold_id: str

@@ -67,6 +67,7 @@ def price_data(**overrides) -> dict:
         "output_per_mtok": "75",
         "cache_write_per_mtok": "18.75",
         "cache_read_per_mtok": "1.5",
+        "max_output_tokens": "32000",
     }
     data.update(overrides)
     return data
@@ -77,11 +78,12 @@ def test_add_a_price(admin_client, db):
 
     assert response.status_code == 302
     price = ModelPrice.objects.get()
-    assert (price.model, price.input_per_mtok, price.output_per_mtok) == (
-        "claude-opus-4-1",
-        Decimal("15"),
-        Decimal("75"),
-    )
+    assert (
+        price.model,
+        price.input_per_mtok,
+        price.output_per_mtok,
+        price.max_output_tokens,
+    ) == ("claude-opus-4-1", Decimal("15"), Decimal("75"), 32_000)
 
 
 def test_change_a_price(admin_client, price):
@@ -105,6 +107,13 @@ def test_change_a_price(admin_client, price):
         ),
         ({"input_per_mtok": "cheap"}, "input_per_mtok", "Enter a number."),
         ({"model": ""}, "model", "This field is required."),
+        (
+            {"max_output_tokens": "0"},
+            "max_output_tokens",
+            "Ensure this value is greater than or equal to 1.",
+        ),
+        ({"max_output_tokens": "lots"}, "max_output_tokens", "Enter a whole number."),
+        ({"max_output_tokens": ""}, "max_output_tokens", "This field is required."),
         ({"model": "claude-sonnet-4-5"}, "model", "Model price with this Model already exists."),
     ],
 )

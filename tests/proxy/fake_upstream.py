@@ -12,6 +12,7 @@ channels of one group can behave differently (failover).
 """
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -140,7 +141,7 @@ class FakeUpstream:
         if failure := self._failure(backend):
             return failure
         payload = await request.json()
-        usage = backend.usage
+        usage = _within_limit(backend.usage, payload)
         message = {
             "id": "msg_fake",
             "type": "message",
@@ -215,7 +216,7 @@ class FakeUpstream:
         if failure := self._failure(backend):
             return failure
         payload = await request.json()
-        usage = backend.usage
+        usage = _within_limit(backend.usage, payload)
         usage_body = {
             "prompt_tokens": usage.input_tokens + usage.cache_read_tokens,
             "completion_tokens": usage.output_tokens,
@@ -261,7 +262,7 @@ class FakeUpstream:
         if failure := self._failure(backend):
             return failure
         payload = await request.json()
-        usage = backend.usage
+        usage = _within_limit(backend.usage, payload)
         text = "".join(TEXT_DELTAS)
         message = {
             "type": "message",
@@ -322,3 +323,11 @@ class FakeUpstream:
         backend.finished_streams += 1
         await response.write_eof()
         return response
+
+
+def _within_limit(usage: Usage, payload: dict) -> Usage:
+    """A vendor never writes more output than the request's limit allows."""
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        if isinstance(payload.get(name), int):
+            return dataclasses.replace(usage, output_tokens=min(usage.output_tokens, payload[name]))
+    return usage

@@ -334,21 +334,23 @@ def test_quota_used_up_by_settled_spend(relay, member):
 
 
 def test_quota_sees_spend_without_the_settlement_task(relay, member):
-    """Each request costs $0.004671; a $0.01 quota admits three before the running total
-    reaches the limit. No settlement task runs: each row is settled as it is written."""
+    """Each request costs $0.004671; a $0.01 quota admits two, and the $0.000658 left then
+    pays for less than a third one's input and 64 output tokens. No settlement task runs:
+    each row is settled as it is written."""
     # (25 x 3 + 200 x 15 + 10 x 3.75 + 5 x 0.30) / 1e6 x 1.5
     relay.primary.usage.output_tokens = 200
+    message = {**MESSAGE, "max_tokens": 200}
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
     statuses = []
-    for count in range(1, 5):
-        statuses.append(relay.call("POST", "/v1/messages", MESSAGE).status)
-        usage_events(key=relay.key, count=min(count, 3))
+    for count in range(1, 4):
+        statuses.append(relay.call("POST", "/v1/messages", message).status)
+        usage_events(key=relay.key, count=min(count, 2))
 
-    assert statuses == [200, 200, 200, 402]
+    assert statuses == [200, 200, 402]
     events = UsageEvent.objects.filter(key=relay.key, settled_at__isnull=False)
-    assert [event.charged_usd for event in events] == [Decimal("0.00467100")] * 3
+    assert [event.charged_usd for event in events] == [Decimal("0.00467100")] * 2
     relay.key.refresh_from_db()
-    assert relay.key.spent_usd == Decimal("0.01401300")
+    assert relay.key.spent_usd == Decimal("0.00934200")
 
 
 def test_quota_lowered_then_raised(relay, member):

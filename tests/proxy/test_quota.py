@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from billing import ledger
-from billing.models import UsageEvent
+from billing.models import ModelPrice, UsageEvent
 from billing.pricing import PriceRow
 from billing.services import recording, settle_usage
 from keys import services
@@ -23,12 +23,14 @@ from keys.models import ApiKey
 from proxy import gate as gate_module
 from proxy.body import parse_body
 from proxy.errors import RelayError
-from proxy.gate import DEFAULT_MAX_TOKENS, Gate, estimate_charge_units
+from proxy.gate import Gate, estimate_charge_units
 from proxy.keystate import build_key_state, parse_key_state
 from proxy.prices import PriceTable
-from proxy.store import make_store, run_db
+from proxy.store import Admission, Plan, make_store, run_db
+from tests.threads import join, start_thread
 
-from .conftest import CLAUDE, usage_events
+from .conftest import CLAUDE, GPT, usage_events
+from .fake_upstream import Usage
 
 # 400 characters of prompt: about 500 bytes of JSON, so the relay's input estimate (bytes / 4)
 # is above the fake upstream's 40 input tokens, as it is for real prompts.
@@ -48,23 +50,31 @@ ESTIMATE = (Decimal(-(-_BODY_BYTES // 4)) * Decimal("3.75") + 200 * 15) / 10**6 
 
 
 @pytest.mark.parametrize(
-    ("field", "output_tokens"),
+    ("field", "asked", "output_tokens"),
     [
-        ("max_tokens", 300),  # Anthropic's, and Chat Completions' older name
-        ("max_completion_tokens", 300),  # Chat Completions'
-        ("max_output_tokens", 300),  # the Responses API's
-        (None, DEFAULT_MAX_TOKENS),  # optional in both OpenAI APIs
+        ("max_tokens", 300, 300),  # Anthropic's, and Chat Completions' older name
+        ("max_completion_tokens", 300, 300),  # Chat Completions'
+        ("max_output_tokens", 300, 300),  # the Responses API's
+        ("max_tokens", 50_000, 16_384),  # more than the model writes: what it writes
+        (None, None, 16_384),  # optional in both OpenAI APIs: what the model can write
     ],
 )
-def test_the_reservation_counts_the_output_limit_each_api_names(relay, field, output_tokens):
+def test_the_reservation_counts_the_output_limit_each_api_names(relay, field, asked, output_tokens):
+    """Before, a request without a limit reserved 4,096 output tokens while the model could
+    write 16,384: $2.13 spent against a $0.50 quota with 60 concurrent requests."""
     state = parse_key_state(build_key_state(relay.key.digest))
-    only_output = PriceRow("m", Decimal(0), Decimal(1), Decimal(0), Decimal(0))  # $1 / MTok
-    payload = {"model": "m", **({field: 300} if field else {})}
+    only_output = PriceRow(
+        "m", Decimal(0), Decimal(1), Decimal(0), Decimal(0), max_output_tokens=16_384
+    )  # $1 / MTok
+    payload = {"model": "m", **({field: asked} if field else {})}
     body = asyncio.run(parse_body(json.dumps(payload).encode()))
 
-    units = estimate_charge_units(state, only_output, body, counts_output=True)
+    units, input_units = estimate_charge_units(
+        state, only_output, body, output_field="max_completion_tokens"
+    )
 
     assert units == ledger.usd_to_units(Decimal(output_tokens) / 10**6 * Decimal("1.5"))
+    assert input_units == 0
 
 
 @pytest.mark.parametrize("same_request_id", [False, True], ids=["own-ids", "one-x-request-id"])
@@ -106,7 +116,9 @@ def test_concurrent_streams_overshoot_at_most_one_request(relay, member, same_re
     events = usage_events(key=relay.key, count=admitted, timeout=10)
     assert len(events) == admitted
     total = sum(event.charged_usd for event in events)
-    assert all(event.charged_usd == CHARGE for event in events)
+    # Full price, or less for the last ones admitted with their output limit lowered to what
+    # the quota had left (the fake upstream, like a vendor, keeps to the limit it is sent).
+    assert all(event.charged_usd <= CHARGE for event in events)
     overshoot = total - limit
     print(
         f"admitted {admitted} of 30, charged ${total} on a ${limit} quota: overshoot ${overshoot}"
@@ -119,7 +131,7 @@ def test_concurrent_streams_overshoot_at_most_one_request(relay, member, same_re
 
 def test_running_total_survives_cache_loss(relay, member):
     relay.primary.usage.output_tokens = 200
-    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.02")
     for count in (1, 2):
         assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
         usage_events(key=relay.key, count=count)
@@ -127,11 +139,13 @@ def test_running_total_survives_cache_loss(relay, member):
 
     cache.clear()  # Redis flushed or restarted, or local memory lost
 
-    # Settled 2 x 0.004671 = 0.009342 < 0.01: one more is admitted, then refused.
-    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
-    usage_events(key=relay.key, count=3)
+    # Settled 2 x 0.004671 = 0.009342: the $0.010658 left pays for two more requests in full
+    # (ESTIMATE each); then what is left pays for less than the input and 64 output tokens.
+    for count in (3, 4):
+        assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+        usage_events(key=relay.key, count=count)
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 402
-    assert ledger.spend_total(relay.key.pk) == ledger.usd_to_units(CHARGE * 3)
+    assert ledger.spend_total(relay.key.pk) == ledger.usd_to_units(CHARGE * 4)
 
 
 def test_refused_request_leaves_no_reservation(relay, member):
@@ -206,10 +220,11 @@ def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservatio
 def test_quota_raised_after_a_refusal_is_obeyed_by_the_next_request(relay, member):
     relay.primary.usage.output_tokens = 200  # CHARGE a request
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.01")
-    for count in (1, 2, 3):
+    for count in (1, 2):
         assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
         usage_events(key=relay.key, count=count)
-    assert relay.call("POST", "/v1/messages", MESSAGE).status == 402  # $0.014 spent
+    # $0.009342 spent: what is left cannot pay for the input and 64 output tokens.
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 402
 
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="1")
 
@@ -242,7 +257,7 @@ def gate_check(gate: Gate, store, relay):
         receive=receive_message,
         headers=[],
         client_ip="127.0.0.1",
-        counts_output=True,
+        output_field="max_tokens",
         max_body_bytes=1 << 20,
     )
 
@@ -423,3 +438,115 @@ def test_a_request_cancelled_during_the_pipelined_admission_gives_its_reservatio
 
     assert len(held) == 1
     assert after == {}
+
+
+# --- a request's output limit lowered to what the quota pays for ---------------------------
+
+CHAT_WITHOUT_LIMIT = {"model": GPT, "messages": [{"role": "user", "content": "Write a lot."}]}
+# gpt-4o writes at most 16,384 tokens; at $10 / MTok x 1.5 that is $0.24576.
+GPT_MAX_OUTPUT = 16_384
+
+
+@pytest.fixture
+def unbounded_gpt(relay):
+    """The model writes everything it may: the request's limit, else its maximum."""
+    ModelPrice.objects.filter(model=GPT).update(max_output_tokens=GPT_MAX_OUTPUT)
+    relay.primary.usage = Usage(
+        input_tokens=5, output_tokens=GPT_MAX_OUTPUT, cache_creation_tokens=0, cache_read_tokens=0
+    )
+    return relay
+
+
+def test_a_request_the_quota_cannot_pay_in_full_goes_with_a_lowered_limit(unbounded_gpt, member):
+    relay = unbounded_gpt
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="0.05")
+
+    response = relay.call("POST", "/v1/chat/completions", CHAT_WITHOUT_LIMIT)
+
+    assert response.status == 200
+    lowered = int(response.headers["x-hcai-output-limit-lowered"])
+    [forwarded] = relay.primary.requests
+    assert json.loads(forwarded.body)["max_completion_tokens"] == lowered
+    # $0.05 pays for 3,333 output tokens at $0.000015 each, less what the input may cost.
+    assert 3_300 < lowered < 3_334
+    [event] = usage_events(key=relay.key)
+    assert event.output_tokens == lowered
+    assert event.charged_usd <= Decimal("0.05")
+
+
+def test_a_request_the_quota_can_pay_in_full_is_sent_unchanged(unbounded_gpt, member):
+    relay = unbounded_gpt
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
+
+    response = relay.call("POST", "/v1/chat/completions", CHAT_WITHOUT_LIMIT)
+
+    assert response.status == 200
+    assert "x-hcai-output-limit-lowered" not in response.headers
+    [forwarded] = relay.primary.requests
+    assert json.loads(forwarded.body) == CHAT_WITHOUT_LIMIT
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_concurrent_requests_without_a_limit_never_pass_the_quota(unbounded_gpt, member, path):
+    """The issue's trial: 60 concurrent requests that set no output limit, on a $0.50 quota.
+    Before, each reserved 4,096 output tokens and wrote 16,384: $2.13 was spent. Now each
+    reserves what the model can write, or what is left with its limit lowered to match."""
+    relay = unbounded_gpt
+    relay.primary.pause_seconds = 0.02
+    limit = Decimal("0.50")
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd=limit)
+    body = CHAT_WITHOUT_LIMIT if path.endswith("completions") else {"model": GPT, "input": "Hi"}
+    statuses: list = []
+    errors: list[BaseException] = []
+    join(
+        [
+            start_thread(lambda: statuses.append(relay.call("POST", path, body)), errors)
+            for _ in range(60)
+        ],
+        timeout=60,
+    )
+
+    assert errors == []
+    refusals = {
+        response.json()["error"]["message"] for response in statuses if response.status != 200
+    }
+    statuses = [response.status for response in statuses]
+    admitted = statuses.count(200)
+    assert sorted(set(statuses)) == [200, 429]  # OpenAI's status for insufficient_quota
+    events = usage_events(key=relay.key, count=admitted, timeout=10)
+    total = sum(event.charged_usd for event in events)
+    assert len(events) == admitted >= 3
+    assert total <= limit
+    # Refused while others were in progress: the message says where the rest of the money is.
+    assert any("requests in progress hold $" in message for message in refusals)
+
+
+@pytest.mark.parametrize(
+    ("spent", "estimate", "minimum", "admitted", "held"),
+    [
+        (0, 400, 100, True, 400),  # room for all of it
+        (700, 400, 100, True, 300),  # room for less: what is left
+        (950, 400, 100, False, 0),  # less left than the minimum
+        (950, 40, 40, True, 40),  # a small request fits
+        (1_000, 0, 0, False, 0),  # nothing left
+    ],
+)
+def test_an_admission_holds_what_is_left_down_to_its_minimum(
+    spent, estimate, minimum, admitted, held
+):
+    plan = Plan(
+        key_id=424_242, limit_units=1_000, estimate_units=estimate, minimum_units=minimum,
+        hold_seconds=60,
+    )  # fmt: skip
+
+    async def scenario():
+        store = make_store()
+        try:
+            cache.set(ledger.spend_total_cache_key(plan.key_id), spent, timeout=60)
+            return await store.admit(plan, "hold-1")
+        finally:
+            await store.close()
+
+    admission = asyncio.run(scenario())
+
+    assert admission == Admission(admitted, spent, 0, held)

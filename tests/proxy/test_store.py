@@ -36,7 +36,9 @@ def test_hundreds_of_concurrent_commands_all_succeed():
 def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     """The admission script sent by its SHA-1 next to the snapshot read; after a Redis restart
     (SCRIPT FLUSH here) it is loaded again and the admission still made, exactly once."""
-    plan = Plan(key_id=987_654, limit_units=1_000, estimate_units=300, hold_seconds=60)
+    plan = Plan(
+        key_id=987_654, limit_units=1_000, estimate_units=300, minimum_units=1, hold_seconds=60
+    )
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
@@ -57,7 +59,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
 
     first, second, held = asyncio.run(scenario())
 
-    assert first == (b'{"a":1}', Admission(True, 500, 0))
-    # 500 spent + req_1's 300 held < 1,000: req_2 is admitted too.
-    assert second == (b'{"a":1}', Admission(True, 500, 300))
+    assert first == (b'{"a":1}', Admission(True, 500, 0, 300))
+    # 500 spent + req_1's 300 held leave 200 of 1,000: req_2 is admitted holding those 200.
+    assert second == (b'{"a":1}', Admission(True, 500, 300, 200))
     assert held == [b"req_1", b"req_2"]
