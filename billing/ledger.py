@@ -206,6 +206,71 @@ def usage_stream_name() -> str:
     return cache.make_key(USAGE_STREAM)
 
 
+# --- usage in progress: the checkpoints of long streams ------------------------------------
+#
+# A relay worker serving a long stream writes, every second or so, the usage record it would
+# write if it stopped now, into one hash (field: the request's hold id; value: JSON with the
+# worker's id, the key, the charge and the record); recording the final usage removes it. Each
+# worker keeps a key of its own alive while it runs. A checkpoint whose worker's key has
+# expired belongs to a worker that died (SIGKILL, an out-of-memory kill): `reap_checkpoints`
+# turns it into usage as the record script would (stream, running total, reservation released),
+# so the request is billed up to its last checkpoint and its reservation freed within seconds.
+CHECKPOINTS = "usage:checkpoints"
+RELAY_ALIVE = "relay:alive:"
+# How long a worker's key outlives its last renewal (renewed every RELAY_ALIVE_SECONDS / 5).
+RELAY_ALIVE_SECONDS = 10
+
+
+def checkpoints_name() -> str:
+    return cache.make_key(CHECKPOINTS)
+
+
+def relay_alive_name(worker_id: str) -> str:
+    return cache.make_key(RELAY_ALIVE + worker_id)
+
+
+# KEYS: checkpoints, stream. ARGV: prefixes of the workers' keys, the totals, the reservations.
+_REAP = """
+local reaped = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local hold = entries[i]
+  local ok, checkpoint = pcall(cjson.decode, entries[i + 1])
+  if not ok then
+    redis.call('HDEL', KEYS[1], hold)
+  elseif redis.call('EXISTS', ARGV[1] .. checkpoint.w) == 0 then
+    redis.call('XADD', KEYS[2], '*', 'e', checkpoint.e)
+    local total = ARGV[2] .. checkpoint.k
+    if redis.call('EXISTS', total) == 1 then redis.call('INCRBY', total, checkpoint.c) end
+    redis.call('HDEL', ARGV[3] .. checkpoint.k, hold)
+    redis.call('HDEL', KEYS[1], hold)
+    reaped = reaped + 1
+  end
+end
+return reaped
+"""
+
+
+def reap_checkpoints() -> int:
+    """Bill the streams of dead relay workers up to their last checkpoint; returns how many."""
+    if not settings.REDIS_URL:
+        return 0
+    reaped = usage_stream_client().eval(
+        _REAP,
+        2,
+        checkpoints_name(),
+        usage_stream_name(),
+        cache.make_key(RELAY_ALIVE),
+        cache.make_key(spend_total_cache_key("")),
+        cache.make_key(reservations_cache_key("")),
+    )
+    if reaped:
+        logger.warning(
+            "Billed %d stream(s) of ended relay workers up to their last checkpoint", reaped
+        )
+    return reaped
+
+
 def unwritable_stream_name() -> str:
     return cache.make_key(UNWRITABLE_STREAM)
 

@@ -9,6 +9,7 @@ the usage), all async.
 """
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -48,6 +49,9 @@ SESSION_HEADER = b"x-claude-code-session-id"
 STATE_UNAVAILABLE = (RedisError, redis.exceptions.ConnectionError, OperationalError)
 # Status recorded for a stream the client walked away from (nginx's convention).
 CLIENT_CLOSED = 499
+# A stream keeps its usage so far in a checkpoint this often (while it sends anything), to be
+# billed from it should this worker die first (billing.ledger.reap_checkpoints).
+CHECKPOINT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class Exchange:
     status: int = 0
     # Headers of ours added to whatever is answered (see OUTPUT_LOWERED_HEADER).
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Whether a checkpoint of this request's usage was kept (see RelayApp.checkpoint).
+    checkpointed: bool = False
 
     def header(self, name: bytes) -> str | None:
         for header_name, value in self.scope["headers"]:
@@ -259,10 +265,10 @@ class RelayApp:
 
     async def forward(self, exchange: Exchange, endpoint: Endpoint, passed: gate.Passed) -> None:
         """Forward to the group's channels in order; record exactly one usage event."""
-        state, body = passed.state, passed.body
+        state = passed.state
         usage = Usage()
         try:
-            await self._forward(exchange, endpoint, state, body, usage)
+            await self._forward(exchange, endpoint, passed, usage)
         except STATE_UNAVAILABLE:
             # The database was needed for a channel's URL and credential (a worker's first
             # request, or the first after a channel was edited).
@@ -281,13 +287,9 @@ class RelayApp:
             await self.record(exchange, passed, usage)
 
     async def _forward(
-        self,
-        exchange: Exchange,
-        endpoint: Endpoint,
-        state: KeyState,
-        body: Body,
-        usage: Usage,
+        self, exchange: Exchange, endpoint: Endpoint, passed: gate.Passed, usage: Usage
     ) -> None:
+        state, body = passed.state, passed.body
         channels = [ch for ch in state.channels if provider_matches(ch, endpoint.provider)]
         if not channels:
             await exchange.refuse(
@@ -312,7 +314,7 @@ class RelayApp:
                     "trying the next" if position < len(channels) else "none left",
                 )
                 continue
-            await self.relay(exchange, endpoint, response, usage, strip_usage)
+            await self.relay(exchange, endpoint, passed, response, usage, strip_usage)
             return
         if failure is not None and failure.status == 529:
             await exchange.refuse(
@@ -373,6 +375,7 @@ class RelayApp:
         self,
         exchange: Exchange,
         endpoint: Endpoint,
+        passed: gate.Passed,
         response: Answer,
         usage: Usage,
         strip_usage: bool,
@@ -392,6 +395,7 @@ class RelayApp:
         disconnected = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(exchange.receive, response, disconnected))
         splitter = SSESplitter()
+        next_checkpoint = exchange.started + CHECKPOINT_SECONDS
         try:
             async for chunk in response.chunks():
                 events = []
@@ -403,6 +407,9 @@ class RelayApp:
                     events.append(event)
                 if events:
                     await exchange.body(b"".join(events), more=True)
+                if time.monotonic() >= next_checkpoint:
+                    await self.checkpoint(exchange, passed, usage)
+                    next_checkpoint = time.monotonic() + CHECKPOINT_SECONDS
             tail = splitter.rest()
         except (TimeoutError, aiohttp.ClientError) as error:
             tail = b""
@@ -418,40 +425,29 @@ class RelayApp:
         await exchange.body(tail, more=False)
 
     async def record(self, exchange: Exchange, passed: gate.Passed, usage: Usage) -> None:
-        state, body = passed.state, passed.body
-        usage.estimate_missing(request=body.raw)
-        cost, charged = price_usage(
-            prices=passed.price,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_tokens=usage.cache_creation_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            multiplier=state.multiplier,
-        )
-        record = UsageRecord(
-            key_id=state.key_id,
-            team_id=state.team_id,
-            group_id=state.group_id,
-            model=body.model or "",
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_tokens=usage.cache_creation_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cost_usd=cost,
-            charged_usd=charged,
-            status_code=exchange.status or 502,
-            latency_ms=int((time.monotonic() - exchange.started) * 1000),
-            client_ip=_valid_ip(exchange.client_ip),
-            session_id=exchange.header(SESSION_HEADER) or "",
-            request_id=exchange.request_id,
-            created_at=exchange.started_at,
-        )
+        record = _usage_record(exchange, passed, usage, status=exchange.status or 502)
         try:
-            await self.store.record(record, hold_id=passed.hold_id)
+            await self.store.record(
+                record, hold_id=passed.hold_id, checkpointed=exchange.checkpointed
+            )
         except Exception:
             logger.exception(
-                "Could not record usage of key %s (%s, $%s)", state.key_id, body.model, charged
+                "Could not record usage of key %s (%s, $%s)",
+                record.key_id,
+                record.model,
+                record.charged_usd,
             )
+
+    async def checkpoint(self, exchange: Exchange, passed: gate.Passed, usage: Usage) -> None:
+        """Keep what the stream has used so far, billed as a failed request (502) should this
+        worker die before recording it whole. A checkpoint that cannot be kept is skipped."""
+        record = _usage_record(exchange, passed, dataclasses.replace(usage), status=502)
+        try:
+            await self.store.checkpoint(record, hold_id=passed.hold_id)
+        except RedisError as error:
+            logger.warning("Could not checkpoint a stream of key %s (%s)", record.key_id, error)
+            return
+        exchange.checkpointed = True
 
     # --- GET /v1/models -------------------------------------------------------------------------
 
@@ -499,6 +495,41 @@ class RelayApp:
             }
             for name in names
         ]
+
+
+def _usage_record(
+    exchange: Exchange, passed: gate.Passed, usage: Usage, *, status: int
+) -> UsageRecord:
+    """The request's usage as recorded: what the upstream reported, with what an interrupted
+    stream never reported estimated (in `usage`, which this completes)."""
+    state, body = passed.state, passed.body
+    usage.estimate_missing(input_tokens=body.input_tokens)
+    cost, charged = price_usage(
+        prices=passed.price,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_tokens=usage.cache_creation_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        multiplier=state.multiplier,
+    )
+    return UsageRecord(
+        key_id=state.key_id,
+        team_id=state.team_id,
+        group_id=state.group_id,
+        model=body.model or "",
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_creation_tokens=usage.cache_creation_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cost_usd=cost,
+        charged_usd=charged,
+        status_code=status,
+        latency_ms=int((time.monotonic() - exchange.started) * 1000),
+        client_ip=_valid_ip(exchange.client_ip),
+        session_id=exchange.header(SESSION_HEADER) or "",
+        request_id=exchange.request_id,
+        created_at=exchange.started_at,
+    )
 
 
 def _upstream_payload(endpoint: Endpoint, body: Body) -> tuple[dict, bytes, bool]:

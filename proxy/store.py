@@ -17,7 +17,11 @@ request may take), so a worker killed mid-request cannot block its key for ever.
 """
 
 import asyncio
+import json
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -100,9 +104,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# KEYS: stream, total, reservations. ARGV: event JSON, charge, request id.
-# One atomic step: the event is durable in the stream exactly when its charge is in the total.
+# KEYS: stream, total, reservations, checkpoints. ARGV: event JSON, charge, hold id, whether
+# the request wrote a checkpoint. One atomic step: the event is durable in the stream exactly
+# when its charge is in the total. A request whose checkpoint is gone although it wrote one
+# was taken for dead and billed from it (billing.ledger.reap_checkpoints): not billed twice.
 _RECORD = """
+if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
 redis.call('HDEL', KEYS[3], ARGV[3])
@@ -118,6 +125,10 @@ class RedisStore:
         self._record = self.redis.script(_RECORD)
         self._stream = ledger.usage_stream_name()
         self.spool = Spool(Path(settings.RELAY_SPOOL_DIR), self._send_spooled)
+        self._checkpoints = ledger.checkpoints_name()
+        # This worker's id for its checkpoints, and the task keeping its key alive.
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._alive: asyncio.Task | None = None
 
     async def get_key_state(self, digest: str) -> bytes | None:
         return await self.redis.execute("GET", state_cache_name(digest))
@@ -154,12 +165,14 @@ class RedisStore:
     async def release(self, *, key_id: int, hold_id: str) -> None:
         await self.redis.execute("HDEL", _reservations(key_id), hold_id)
 
-    async def record(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+    async def record(
+        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+    ) -> None:
         """Append the usage, raise the running total and release the request's hold, in one
         script; if Redis cannot take it, the record waits in the spool (proxy.spool)."""
         record_json = record.to_json()
         try:
-            await self._send_record(record, record_json, hold_id)
+            recorded = await self._send_record(record, record_json, hold_id, checkpointed)
         except RedisError as error:
             logger.warning(
                 "Could not record usage of key %s in Redis (%s); spooled on disk",
@@ -167,19 +180,67 @@ class RedisStore:
                 error,
             )
             await self.spool.keep(record_json, hold_id)
+            return
+        if not recorded:
+            logger.warning(
+                "Usage of request %s was billed from its last checkpoint: this worker was "
+                "taken for dead",
+                record.request_id,
+            )
+
+    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+        """Keep what a stream has used so far, to be billed if this worker dies before it
+        records the whole (billing.ledger.reap_checkpoints)."""
+        if self._alive is None:
+            await self._renew_alive()  # Alive before its first checkpoint can be seen.
+            self._alive = asyncio.get_running_loop().create_task(self._keep_alive())
+        checkpoint = {
+            "w": self.worker_id,
+            "k": record.key_id,
+            "c": record.charge_units,
+            "e": record.to_json(),
+        }
+        await self.redis.execute(
+            "HSET", self._checkpoints, hold_id, json.dumps(checkpoint, separators=(",", ":"))
+        )
+
+    async def _renew_alive(self) -> None:
+        await self.redis.execute(
+            "SET", ledger.relay_alive_name(self.worker_id), 1, "EX", ledger.RELAY_ALIVE_SECONDS
+        )
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(ledger.RELAY_ALIVE_SECONDS / 5)
+            try:
+                await self._renew_alive()
+            except RedisError as error:
+                logger.warning("Could not renew this relay worker's liveness (%s)", error)
 
     async def _send_record(
-        self, record: ledger.UsageRecord, record_json: str, hold_id: str
-    ) -> None:
-        await self._record(
-            keys=[self._stream, _total(record.key_id), _reservations(record.key_id)],
-            args=[record_json, record.charge_units, hold_id],
+        self,
+        record: ledger.UsageRecord,
+        record_json: str,
+        hold_id: str,
+        checkpointed: bool = False,
+    ) -> bool:
+        recorded = await self._record(
+            keys=[
+                self._stream,
+                _total(record.key_id),
+                _reservations(record.key_id),
+                self._checkpoints,
+            ],
+            args=[record_json, record.charge_units, hold_id, int(checkpointed)],
         )
+        return recorded == 1
 
     async def _send_spooled(self, record_json: str, hold_id: str) -> None:
         await self._send_record(ledger.UsageRecord.from_json(record_json), record_json, hold_id)
 
     async def close(self) -> None:
+        if self._alive is not None:
+            self._alive.cancel()
         await self.redis.close()
 
 
@@ -261,7 +322,9 @@ class LocalStore:
         with self._lock:
             self._reservations.get(key_id, {}).pop(hold_id, None)
 
-    async def record(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+    async def record(
+        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+    ) -> None:
         ledger.count_locally(record)
         await self.release(key_id=record.key_id, hold_id=hold_id)
         # The response has been sent; the row is written off the event loop, and the request
@@ -269,6 +332,9 @@ class LocalStore:
         task = asyncio.create_task(run_db(services.write_locally, record))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
+
+    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+        """Nothing to keep: one process, and reservations die with it."""
 
     def _write_done(self, task: asyncio.Task) -> None:
         self._writes.discard(task)

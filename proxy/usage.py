@@ -197,15 +197,16 @@ class Usage:
 
     # --- a stream cut short -----------------------------------------------------------------
 
-    def estimate_missing(self, *, request: bytes) -> None:
-        """Fill in what an interrupted stream never reported, from what it did produce."""
+    def estimate_missing(self, *, input_tokens: int) -> None:
+        """Fill in what an interrupted stream never reported, from what it did produce;
+        `input_tokens`: the request body's estimate (proxy.body.Body.input_tokens)."""
         if self.complete:
             return
         produced = -(-self.produced_quarters // 4)
         self.output_tokens = max(self.output_tokens, produced)
         if produced and not (self.input_tokens or self.cache_read_tokens):
             # OpenAI reports input only at the end; the prompt was read all the same.
-            self.input_tokens = approx_tokens(request)
+            self.input_tokens = input_tokens
 
 
 # Responses API stream events carrying generated text (a string `delta`), and the terminal

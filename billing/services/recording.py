@@ -206,6 +206,7 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     """
     if not settings.REDIS_URL:
         return 0
+    ledger.reap_checkpoints()  # Dead workers' streams join the stream first.
     client = ledger.usage_stream_client()
     lock = client.lock(cache.make_key(_INGEST_LOCK), timeout=_INGEST_LOCK_SECONDS, blocking=False)
     if not lock.acquire():

@@ -30,7 +30,7 @@ def test_stream_cut_short_estimates_cjk_output_per_character():
             {"type": "content_block_delta", "delta": {"type": "text_delta", "text": text}}
         )
 
-    usage.estimate_missing(request="请总结".encode())
+    usage.estimate_missing(input_tokens=approx_tokens("请总结".encode()))
 
     assert (usage.output_tokens, usage.input_tokens) == (21, 3)
     assert not usage.complete
@@ -103,7 +103,7 @@ def test_a_responses_stream_cut_short_is_estimated_from_every_kind_of_delta():
     ]:
         usage.responses_event({"type": kind, "delta": delta})
 
-    usage.estimate_missing(request=b"x" * 40)
+    usage.estimate_missing(input_tokens=approx_tokens(b"x" * 40))
 
     assert not usage.complete
     # 12 + 7 + 4 = 23 characters, about 6 tokens; the input estimated from the request.

@@ -1,0 +1,132 @@
+"""A stream whose relay worker dies is billed from its last checkpoint and its reservation is
+freed within seconds (billing.ledger.reap_checkpoints), with a real gunicorn worker SIGKILLed
+mid-stream. Before, such a stream left no usage row and held its reservation until the
+channel's timeout plus a minute."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from billing import ledger
+from billing.models import UsageEvent
+from billing.services import ingest_usage_stream
+from keys import services
+from proxy.store import _reservations
+from tests.threads import join, start_thread
+
+from .test_forwarding import STREAM
+
+pytestmark = pytest.mark.skipif(
+    not settings.REDIS_URL or connection.vendor != "postgresql",
+    reason="a second process shares the test's PostgreSQL database and Redis",
+)
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_gunicorn(port: int, var_dir: Path) -> subprocess.Popen:
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "hcai.settings.test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "HCAI_VAR_DIR": str(var_dir),
+    }
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "hcai.asgi:application", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return master
+        except OSError:
+            assert master.poll() is None, "gunicorn exited"
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+
+
+def _worker_of(master: subprocess.Popen) -> int:
+    children = Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()
+    [worker] = children
+    return int(worker)
+
+
+def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
+    relay, member, tmp_path
+):
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
+    relay.primary.pause_seconds = 0.5  # six text deltas: a stream of about three seconds
+    client = ledger.usage_stream_client()
+    port = _free_port()
+    master = _start_gunicorn(port, tmp_path)
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request(
+                "POST",
+                "/v1/messages",
+                json.dumps(STREAM),
+                {"x-api-key": relay.plaintext, "content-type": "application/json"},
+            )
+            response = connection.getresponse()
+            # Cut off by the kill, as a client would see it.
+            with suppress(http.client.IncompleteRead, ConnectionError):
+                response.read()
+        finally:
+            connection.close()
+
+    try:
+        streaming = start_thread(stream, errors)
+        deadline = time.monotonic() + 15
+        while not client.hlen(ledger.checkpoints_name()):
+            assert time.monotonic() < deadline, "the stream never wrote a checkpoint"
+            time.sleep(0.05)
+        assert client.hlen(_reservations(relay.key.pk)) == 1
+        os.kill(_worker_of(master), signal.SIGKILL)
+        join([streaming], timeout=30)
+
+        deadline = time.monotonic() + 30
+        while not ingest_usage_stream():
+            assert time.monotonic() < deadline, "the killed worker's stream was never billed"
+            time.sleep(0.25)
+        reaped_after = time.monotonic() - (deadline - 30)
+    finally:
+        master.terminate()
+        master.wait(30)
+
+    assert errors == []
+    [event] = UsageEvent.objects.filter(key=relay.key)
+    # What the upstream reported at the start (input, cache) and the text sent by the last
+    # checkpoint, estimated; a failed request for the client.
+    assert (event.status_code, event.input_tokens, event.cache_read_tokens) == (502, 25, 5)
+    assert event.output_tokens >= 1
+    assert event.charged_usd > 0
+    assert client.hlen(_reservations(relay.key.pk)) == 0
+    assert client.hlen(ledger.checkpoints_name()) == 0
+    assert reaped_after < ledger.RELAY_ALIVE_SECONDS + 5
