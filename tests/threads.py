@@ -1,6 +1,7 @@
 """Threads for the concurrency tests, each with a database connection of its own."""
 
 import threading
+import time
 from collections.abc import Callable
 
 from django.db import connection
@@ -26,3 +27,19 @@ def start_thread(function: Callable[[], object], errors: list[BaseException]) ->
 def join(threads: list[threading.Thread], timeout: float = 120) -> None:
     for thread in threads:
         thread.join(timeout=timeout)
+
+
+def wait_for_a_lock_wait() -> None:
+    """Until another connection of this (PostgreSQL) database waits for a lock: the moment a
+    race test has made one side stop where it wants it."""
+    deadline = time.monotonic() + 30
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "nobody waited for the lock"
+            time.sleep(0.01)

@@ -24,7 +24,7 @@ from proxy.keystate import KEY_STATE_SECONDS, build_key_state, state_cache_name
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
 from tests.factories import make_key
-from tests.threads import join, start_thread
+from tests.threads import join, start_thread, wait_for_a_lock_wait
 
 from .conftest import CLAUDE
 
@@ -84,20 +84,6 @@ def _hold_route_table(locked: threading.Event, release: threading.Event) -> None
         assert release.wait(30)
 
 
-def _wait_for_a_lock_wait() -> None:
-    deadline = time.monotonic() + 30
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            if cursor.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "the relay never waited on the route table"
-            time.sleep(0.01)
-
-
 def _snapshot_seconds_left(digest: str) -> int | None:
     """The snapshot's remaining TTL in Redis (None on the embedded default)."""
     if not settings.REDIS_URL:
@@ -120,7 +106,7 @@ def test_a_key_changed_while_the_relay_reads_it_is_obeyed_from_then_on(relay, me
     request = start_thread(
         lambda: in_flight.append(relay.call("POST", "/v1/messages", MESSAGE)), errors
     )
-    _wait_for_a_lock_wait()
+    wait_for_a_lock_wait()
     if change == "disable":
         services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
     else:

@@ -24,7 +24,7 @@ from keys.models import ApiKey
 from proxy.usage import MAX_TOKENS
 
 from ...factories import GroupFactory, MembershipFactory, TeamFactory, make_key
-from ...threads import join, start_thread
+from ...threads import join, start_thread, wait_for_a_lock_wait
 from ..factories import UsageEventFactory, usage_record
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
@@ -520,28 +520,13 @@ def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, membe
     writer = start_thread(ingest, errors)
     assert written.wait(timeout=30)
     deleter = start_thread(delete, errors)
-    _wait_for_a_lock_wait()
+    wait_for_a_lock_wait()
     commit.set()
     join([writer, deleter], timeout=30)
 
     assert errors == []
     assert not ApiKey.objects.filter(pk=key.pk).exists()
     assert list(UsageEvent.objects.values_list("key_id", "charged_usd")) == [(None, Decimal("0.3"))]
-
-
-def _wait_for_a_lock_wait() -> None:
-    """Until another connection of this database waits for a row lock."""
-    deadline = time.monotonic() + 30
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "nobody waited for the lock"
-            time.sleep(0.01)
 
 
 # --- the Redis stream -----------------------------------------------------------------------
