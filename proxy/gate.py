@@ -10,11 +10,8 @@ process has seen before, the body is read before the snapshot (see Gate): the re
 their order are the same.
 """
 
-import asyncio
-import logging
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -31,26 +28,14 @@ from keys.models import KEY_PREFIX, digest_key
 
 from . import errors
 from .body import OUTPUT_LIMITS, Body, read_body
-from .keystate import (
-    KEY_STATE_SECONDS,
-    UNKNOWN_KEY_SECONDS,
-    UNKNOWN_MARKER,
-    KeyState,
-    build_key_state,
-    parse_key_state,
-)
+from .keystate import KeyState
 from .prices import PriceTable
-from .store import Admission, Plan, Store, rebuild_spend_total, run_db
-
-logger = logging.getLogger(__name__)
+from .snapshots import Snapshots
+from .store import Admission, Plan, Store, rebuild_spend_total
 
 # A key is KEY_PREFIX + 43 URL-safe characters (keys.models.generate_key); anything else is
 # refused without touching the cache or the database.
 _KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
-# A key changed while its snapshot was built is built again, at most this many times in all.
-_BUILD_ATTEMPTS = 3
-# After a background refresh failed (the database down), the next try is this much later.
-REFRESH_RETRY_SECONDS = 5.0
 # The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
 # its own limit (which is then lowered to what the quota pays for); with less left, a 402.
 MIN_OUTPUT_TOKENS = 64
@@ -77,28 +62,6 @@ def key_digest(plaintext: str) -> str:
     if _KEY_SHAPE.fullmatch(plaintext) is None:
         raise errors.invalid_key()
     return digest_key(plaintext)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """A snapshot built from the database, and the key's generation read before it was."""
-
-    raw: bytes
-    generation: bytes | int
-
-
-async def load_key_state(store: Store, digest: str) -> Loaded:
-    """Build a key's snapshot from the database (in a thread) and store it, unless the key
-    changed meanwhile (keys.cache): then build it again, since the change has committed by the
-    time its generation moves. An unknown digest is not stored: Gate remembers it in memory."""
-    for _ in range(_BUILD_ATTEMPTS):
-        generation = await store.key_state_generation(digest)
-        raw = await run_db(build_key_state, digest)
-        if raw == UNKNOWN_MARKER:
-            break
-        if await store.put_key_state(digest, raw, KEY_STATE_SECONDS, generation):
-            break
-    return Loaded(raw, generation)
 
 
 def check_key(state: KeyState, now: datetime) -> None:
@@ -307,15 +270,7 @@ class Gate:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
         self._recent: dict[str, KeyState] = {}
-        # Snapshots being built, one per digest (see _load).
-        self._loading: dict[str, asyncio.Task[Loaded]] = {}
-        # Digests nobody holds, with when to forget them: kept here rather than in the shared
-        # cache, so a flood of made-up keys costs bounded memory in each process and no Redis
-        # keys. Safe because a new or rotated key has a digest never seen before.
-        self._unknown: dict[str, float] = {}
-        # When a background refresh last failed, per digest (retried every few seconds, not
-        # by every request, while the database is down).
-        self._refresh_failed: dict[str, float] = {}
+        self.snapshots = Snapshots()
 
     async def check(
         self,
@@ -353,7 +308,7 @@ class Gate:
         held_by = guessed.key_id if admission is not None and admission.admitted else None
         state: KeyState | None = None
         try:
-            state = await self._key_state(store, digest, raw)
+            state = await self.snapshots.state(store, digest, raw)
             self._remember(digest, state)
             check_key_and_ip(state, client_ip)
             if body is None:
@@ -393,7 +348,7 @@ class Gate:
         Not the quota or the rate limit: the listing costs nothing, and Claude Code fills its
         model picker from it."""
         digest = key_digest(plaintext)
-        state = await self._key_state(store, digest, await store.get_key_state(digest))
+        state = await self.snapshots.state(store, digest, await store.get_key_state(digest))
         check_key_and_ip(state, client_ip)
         return state
 
@@ -407,74 +362,6 @@ class Gate:
         except errors.RelayError:
             return None, None
         return admission_plan(guess, price, body, output_field=output_field), price
-
-    async def _key_state(self, store: Store, digest: str, raw: bytes | None) -> KeyState:
-        """The key's snapshot from what the cache held (`raw`), built on a miss, and rebuilt in
-        the background once it is due (keystate.KEY_STATE_REFRESH_SECONDS).
-
-        Looked up by the SHA-256 digest, so timing can tell an attacker at most something
-        about a digest, never about a key."""
-        if raw is None:
-            forget_at = self._unknown.get(digest)
-            if forget_at is not None and forget_at > time.monotonic():
-                raise errors.invalid_key()
-            raw = await self._load(store, digest)
-            if raw == UNKNOWN_MARKER:
-                if len(self._unknown) >= self.RECENT_LIMIT:
-                    self._unknown.clear()
-                self._unknown[digest] = time.monotonic() + UNKNOWN_KEY_SECONDS
-        state = parse_key_state(raw)
-        if state is None:
-            raise errors.invalid_key()
-        if state.refresh_at <= time.time() and self._may_refresh(digest):
-            self._start_load(store, digest, background=True)
-        return state
-
-    async def _load(self, store: Store, digest: str) -> bytes:
-        """One build per digest at a time in this process: when a busy key's snapshot expires,
-        its concurrent requests wait for one database read instead of making one each.
-
-        A request that joins a build already under way uses it only if the key's generation
-        has not moved since that build began; otherwise the key changed in between (perhaps
-        before this request started) and it builds its own."""
-        loading = self._loading.get(digest)
-        if loading is not None:
-            loaded = await asyncio.shield(loading)
-            if await store.key_state_generation(digest) == loaded.generation:
-                return loaded.raw
-            return (await load_key_state(store, digest)).raw
-        # Shielded: a request cancelled while it waits must not cancel the others' build.
-        return (await asyncio.shield(self._start_load(store, digest, background=False))).raw
-
-    def _may_refresh(self, digest: str) -> bool:
-        """Not already being built, and no refresh failed in the last few seconds."""
-        failed_at = self._refresh_failed.get(digest)
-        return digest not in self._loading and (
-            failed_at is None or failed_at < time.monotonic() - REFRESH_RETRY_SECONDS
-        )
-
-    def _start_load(self, store: Store, digest: str, *, background: bool) -> asyncio.Task[Loaded]:
-        loading = asyncio.ensure_future(load_key_state(store, digest))
-        self._loading[digest] = loading
-        loading.add_done_callback(lambda task: self._loaded(digest, task, background=background))
-        return loading
-
-    def _loaded(self, digest: str, task: asyncio.Task[Loaded], *, background: bool) -> None:
-        del self._loading[digest]
-        if task.cancelled():
-            return
-        error = task.exception()  # Also marks it seen when no request waited for it.
-        if error is None:
-            self._refresh_failed.pop(digest, None)
-        elif background:
-            self._refresh_failed[digest] = time.monotonic()
-            # A background refresh: the requests go on with the snapshot they have (in the
-            # cache, so not dropped by any change), which is the point during an outage.
-            logger.warning(
-                "Could not refresh a key's snapshot (%s: %s); using the cached one",
-                type(error).__name__,
-                error,
-            )
 
     def _remember(self, digest: str, state: KeyState) -> None:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:

@@ -17,7 +17,7 @@ from django.test import override_settings
 from keys import services
 from keys.cache import drop_key_state, key_state_cache_key, key_state_generation_key
 from keys.models import ApiKey, digest_key, generate_key
-from proxy import gate as gate_module
+from proxy import snapshots
 from proxy.errors import RelayError
 from proxy.gate import Gate, key_digest
 from proxy.keystate import KEY_STATE_SECONDS, build_key_state, state_cache_name
@@ -140,7 +140,7 @@ def test_concurrent_misses_in_one_process_build_the_snapshot_once(relay, monkeyp
         time.sleep(0.05)  # long enough for every request to arrive while it runs
         return build_key_state(digest)
 
-    monkeypatch.setattr(gate_module, "build_key_state", counting_build)
+    monkeypatch.setattr(snapshots, "build_key_state", counting_build)
 
     async def scenario():
         store = make_store()
@@ -176,7 +176,7 @@ def test_a_request_that_joins_a_build_begun_before_a_change_builds_its_own(
             assert go_on.wait(30)
         return raw
 
-    monkeypatch.setattr(gate_module, "build_key_state", build_held_once)
+    monkeypatch.setattr(snapshots, "build_key_state", build_held_once)
 
     async def scenario():
         store = make_store()
@@ -277,7 +277,7 @@ def test_made_up_keys_leave_nothing_in_redis_and_repeats_cost_no_query(relay, mo
         builds.append(digest)
         return build_key_state(digest)
 
-    monkeypatch.setattr(gate_module, "build_key_state", counting_build)
+    monkeypatch.setattr(snapshots, "build_key_state", counting_build)
     made_up = [generate_key() for _ in range(5)]
 
     async def scenario():
@@ -316,13 +316,15 @@ def test_a_change_made_behind_the_services_back_is_obeyed_once_the_snapshot_is_d
         gate = Gate(PriceTable())
         try:
             first = await gate.check_listing(store, **listing)
-            while gate._loading:  # its own snapshot is already due: its refresh goes first
+            while (
+                gate.snapshots.building
+            ):  # its own snapshot is already due: its refresh goes first
                 await asyncio.sleep(0.01)
             await run_db(
                 lambda: ApiKey.objects.filter(pk=relay.key.pk).update(status=ApiKey.Status.DISABLED)
             )
             served_while_refreshing = await gate.check_listing(store, **listing)
-            while gate._loading:
+            while gate.snapshots.building:
                 await asyncio.sleep(0.01)
             try:
                 await gate.check_listing(store, **listing)
@@ -349,7 +351,7 @@ def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypa
     def database_down(*args):
         raise OperationalError("connection refused (the test's outage)")
 
-    monkeypatch.setattr(gate_module, "build_key_state", database_down)
+    monkeypatch.setattr(snapshots, "build_key_state", database_down)
     monkeypatch.setattr("proxy.prices._load", database_down)
     app.prices.forget()  # due for a reload, which fails
     with caplog.at_level(logging.WARNING, logger="proxy"):
