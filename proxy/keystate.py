@@ -24,7 +24,7 @@ from keys.cache import key_state_cache_key, key_state_generation_key
 from keys.models import ApiKey
 from proxy.models import Channel, Route
 
-# How long a process remembers that a digest belongs to no key (proxy.gate.Gate), so repeats of
+# How long a process remembers that a digest belongs to no key (proxy.snapshots), so repeats of
 # a made-up key cost no database query.
 UNKNOWN_KEY_SECONDS = 60
 # Snapshots are dropped by the services on every change (keys.cache). As a safety net, a
