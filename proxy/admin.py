@@ -18,7 +18,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from keys.admin import GroupAdmin
 from keys.models import Group
 
-from .models import Channel, Route
+from .models import CREDENTIAL_MAX_LENGTH, Channel, Route
 from .services import channel_save, route_changed
 
 
@@ -31,7 +31,7 @@ class ChannelAdminForm(forms.ModelForm):
     new_credential = forms.CharField(
         label="New credential",
         required=False,
-        max_length=Channel._meta.get_field("credential").max_length,
+        max_length=CREDENTIAL_MAX_LENGTH,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Write-only: never shown again once saved. Leave empty to keep the stored one.",
     )
