@@ -358,3 +358,50 @@ def test_a_channel_routed_twice_to_a_group_is_refused(admin_client, group, route
     assert response.status_code == 200
     assert list(Route.objects.values_list("pk", flat=True)) == [route.pk]
 
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        "encrypted_credential",
+        "encrypted_credential__startswith",
+        "encrypted_credential__exact",
+        "encrypted_credential__isnull",
+        "encrypted_credential__regex",
+    ],
+)
+def test_filtering_channels_by_the_credential_is_refused(admin_client, channel, caplog, lookup):
+    """One request per guessed prefix would otherwise read the column: a matching and a
+    non-matching value get the same 400."""
+    token = channel.encrypted_credential
+    for value in (token[:8], "no-such-prefix"):
+        with caplog.at_level(logging.ERROR, logger="django.security"):
+            response = admin_client.get(url("proxy_channel_changelist"), {lookup: value})
+        assert response.status_code == 400
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Filtering by {lookup} not allowed"
+    ] * 2
+
+
+def test_filtering_groups_by_their_channels_credential_is_refused(admin_client, route, caplog):
+    with caplog.at_level(logging.ERROR, logger="django.security"):
+        response = admin_client.get(
+            url("keys_group_changelist"), {"channels__encrypted_credential__startswith": "g"}
+        )
+    assert response.status_code == 400
+    assert [record.getMessage() for record in caplog.records] == [
+        "Filtering by channels__encrypted_credential__startswith not allowed"
+    ]
+
+
+def test_the_former_credential_column_is_no_filter_either(admin_client, channel):
+    response = admin_client.get(
+        url("proxy_channel_changelist"), {"credential__startswith": SECRET[:6]}
+    )
+    assert response.status_code == 302
+    assert response.url == url("proxy_channel_changelist") + "?e=1"
+
+
+def test_the_allowed_filters_still_work(admin_client, channel):
+    response = admin_client.get(url("proxy_channel_changelist"), {"provider__exact": "anthropic"})
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [channel]
