@@ -7,17 +7,22 @@ thread. Saving a channel drops the snapshots of its groups (proxy.services), so 
 request rebuilds its snapshot with the new version, finds the table older, and reloads it
 first: an edited URL or credential is used from the very next request, in every worker.
 
-A channel the table still lacks after a reload (deactivated or deleted since the snapshot was
-built) is skipped like a failed one; each channel version costs at most one reload per worker,
-so a stale snapshot cannot turn into a query per request.
+The credential is decrypted here (proxy.credentials); one that no configured key decrypts is
+logged as an error and left out. A channel the table still lacks after a reload (deactivated,
+deleted or undecryptable) is skipped like a failed one; each channel version costs at most one
+reload per worker, so a stale snapshot cannot turn into a query per request.
 """
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
+from .credentials import UnreadableCredential
 from .keystate import ChannelState, channel_version
 from .models import Channel
 from .store import run_db
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +34,19 @@ class ChannelSecrets:
 
 
 def _load() -> dict[int, ChannelSecrets]:
-    return {
-        channel.pk: ChannelSecrets(channel.base_url, channel.credential, channel_version(channel))
-        for channel in Channel.objects.filter(is_active=True).only(
-            "base_url", "credential", "updated_at"
-        )
-    }
+    table = {}
+    for channel in Channel.objects.filter(is_active=True).only(
+        "name", "base_url", "encrypted_credential", "updated_at"
+    ):
+        try:
+            credential = channel.decrypt_credential()
+        except UnreadableCredential as error:
+            # Left out of the table, so the relay skips it like a failed channel and tries the
+            # group's next one; the message names the channel, never the stored value.
+            logger.error("%s", error)
+            continue
+        table[channel.pk] = ChannelSecrets(channel.base_url, credential, channel_version(channel))
+    return table
 
 
 class ChannelTable:

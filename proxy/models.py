@@ -4,11 +4,17 @@ from django.db import models
 
 from keys.models import Group
 
+from . import credentials
+
 
 class HttpUrlField(models.URLField):
     """A URL the relay can call: http or https only (URLField alone also takes ftp://)."""
 
     default_validators = [URLValidator(schemes=["http", "https"])]
+
+
+# The longest upstream credential accepted, in clear (vendors' keys are about 100 characters).
+CREDENTIAL_MAX_LENGTH = 500
 
 
 class Channel(models.Model):
@@ -26,9 +32,10 @@ class Channel(models.Model):
         blank=True,
         help_text="e.g. https://api.anthropic.com (no /v1). Not needed for the mock provider.",
     )
-    # Needed in clear to call the upstream, so it is stored; it is never rendered, serialised
-    # or logged again after it is saved.
-    credential = models.CharField(max_length=500, blank=True)
+    # The upstream API key as a Fernet token (proxy.credentials), "" for none. Only
+    # proxy.services writes it and only the relay's channel table decrypts it; it is never
+    # rendered, serialised, filtered on or logged. Not editable: no ModelForm can include it.
+    encrypted_credential = models.TextField(blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     timeout_seconds = models.PositiveIntegerField(
         default=600,
@@ -60,7 +67,14 @@ class Channel(models.Model):
 
     @property
     def has_credential(self) -> bool:
-        return bool(self.credential)
+        return bool(self.encrypted_credential)
+
+    def decrypt_credential(self) -> str:
+        """The credential in clear ("" for none), to call the upstream; raises
+        UnreadableCredential."""
+        if not self.encrypted_credential:
+            return ""
+        return credentials.decrypt(self.encrypted_credential, channel_name=self.name)
 
 
 class Route(models.Model):

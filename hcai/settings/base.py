@@ -41,6 +41,11 @@ RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # a served request is billed even through a Redis outage. Local to each host.
 RELAY_SPOOL_DIR = env.str("RELAY_SPOOL_DIR", default=str(VAR_DIR / "spool"))
 
+# Channel credentials (vendors' API keys) are encrypted in the database with these Fernet keys,
+# newest first: the first encrypts, any decrypts (proxy.credentials). No default here: dev.py
+# (and so test.py) supplies one, and every process refuses to start without a valid list.
+CHANNEL_CREDENTIAL_KEYS = env.list("CHANNEL_CREDENTIAL_KEYS", default=[])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

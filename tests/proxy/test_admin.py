@@ -47,11 +47,12 @@ def admin_pages(channel, route, group):
     ]
 
 
-def test_every_page_renders_for_staff_without_the_credential(admin_client, admin_pages):
+def test_every_page_renders_for_staff_without_the_credential(admin_client, admin_pages, channel):
     for page in admin_pages:
         response = admin_client.get(page)
         assert response.status_code == 200, page
         assert SECRET not in response.content.decode(), page
+        assert channel.encrypted_credential not in response.content.decode(), page
 
 
 def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
@@ -101,8 +102,8 @@ def test_the_credential_input_is_a_password_field_that_renders_empty(admin_clien
     response = admin_client.get(url("proxy_channel_change", channel.pk))
 
     form = response.context["adminform"].form
-    assert "credential" not in form.fields
-    assert "credential" not in form.initial
+    assert not {"credential", "encrypted_credential"} & set(form.fields)
+    assert not {"credential", "encrypted_credential"} & set(form.initial)
     html = str(form["new_credential"])
     assert 'type="password"' in html
     assert "value=" not in html
@@ -115,7 +116,7 @@ def test_blank_credential_keeps_the_stored_one(admin_client, channel):
 
     assert response.status_code == 302
     channel.refresh_from_db()
-    assert (channel.credential, channel.timeout_seconds) == (SECRET, 30)
+    assert (channel.decrypt_credential(), channel.timeout_seconds) == (SECRET, 30)
 
 
 def test_new_credential_replaces_the_stored_one_and_is_never_shown(admin_client, channel, caplog):
@@ -129,7 +130,7 @@ def test_new_credential_replaces_the_stored_one_and_is_never_shown(admin_client,
 
     assert response.status_code == 302
     channel.refresh_from_db()
-    assert channel.credential == new_secret
+    assert channel.decrypt_credential() == new_secret
     assert new_secret not in caplog.text
     # Error reports, should one be sent for this request, show the field as stars.
     assert response.wsgi_request.sensitive_post_parameters == ("new_credential",)
@@ -149,7 +150,7 @@ def test_clearing_the_credential(admin_client, channel):
 
     assert response.status_code == 302
     channel.refresh_from_db()
-    assert channel.credential == ""
+    assert channel.encrypted_credential == ""
 
 
 def test_new_and_clear_together_are_refused(admin_client, channel):
@@ -164,7 +165,7 @@ def test_new_and_clear_together_are_refused(admin_client, channel):
     ]
     assert "sk-other" not in response.content.decode()
     channel.refresh_from_db()
-    assert (channel.credential, channel.timeout_seconds) == (SECRET, 600)
+    assert (channel.decrypt_credential(), channel.timeout_seconds) == (SECRET, 600)
 
 
 def test_a_refused_form_does_not_echo_the_typed_credential(admin_client, channel):
@@ -181,7 +182,7 @@ def test_a_refused_form_does_not_echo_the_typed_credential(admin_client, channel
     }
     assert typed not in response.content.decode()
     channel.refresh_from_db()
-    assert channel.credential == SECRET
+    assert channel.decrypt_credential() == SECRET
 
 
 def test_add_a_channel_with_a_credential(admin_client, db):
@@ -191,7 +192,7 @@ def test_add_a_channel_with_a_credential(admin_client, db):
 
     assert response.status_code == 302
     channel = Channel.objects.get()
-    assert (channel.name, channel.provider, channel.credential) == (
+    assert (channel.name, channel.provider, channel.decrypt_credential()) == (
         "openai-main",
         "openai",
         "sk-openai-new-123",
@@ -202,7 +203,7 @@ def test_add_a_channel_without_a_credential(admin_client, db):
     response = admin_client.post(url("proxy_channel_add"), channel_data(provider="mock"))
 
     assert response.status_code == 302
-    assert Channel.objects.get().credential == ""
+    assert Channel.objects.get().encrypted_credential == ""
 
 
 def test_a_url_without_a_scheme_is_taken_as_https(admin_client, db):
@@ -356,3 +357,51 @@ def test_a_channel_routed_twice_to_a_group_is_refused(admin_client, group, route
 
     assert response.status_code == 200
     assert list(Route.objects.values_list("pk", flat=True)) == [route.pk]
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        "encrypted_credential",
+        "encrypted_credential__startswith",
+        "encrypted_credential__exact",
+        "encrypted_credential__isnull",
+        "encrypted_credential__regex",
+    ],
+)
+def test_filtering_channels_by_the_credential_is_refused(admin_client, channel, caplog, lookup):
+    """One request per guessed prefix would otherwise read the column: a matching and a
+    non-matching value get the same 400."""
+    token = channel.encrypted_credential
+    for value in (token[:8], "no-such-prefix"):
+        with caplog.at_level(logging.ERROR, logger="django.security"):
+            response = admin_client.get(url("proxy_channel_changelist"), {lookup: value})
+        assert response.status_code == 400
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Filtering by {lookup} not allowed"
+    ] * 2
+
+
+def test_filtering_groups_by_their_channels_credential_is_refused(admin_client, route, caplog):
+    with caplog.at_level(logging.ERROR, logger="django.security"):
+        response = admin_client.get(
+            url("keys_group_changelist"), {"channels__encrypted_credential__startswith": "g"}
+        )
+    assert response.status_code == 400
+    assert [record.getMessage() for record in caplog.records] == [
+        "Filtering by channels__encrypted_credential__startswith not allowed"
+    ]
+
+
+def test_the_former_credential_column_is_no_filter_either(admin_client, channel):
+    response = admin_client.get(
+        url("proxy_channel_changelist"), {"credential__startswith": SECRET[:6]}
+    )
+    assert response.status_code == 302
+    assert response.url == url("proxy_channel_changelist") + "?e=1"
+
+
+def test_the_allowed_filters_still_work(admin_client, channel):
+    response = admin_client.get(url("proxy_channel_changelist"), {"provider__exact": "anthropic"})
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [channel]

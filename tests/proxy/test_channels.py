@@ -1,8 +1,11 @@
 """proxy.channels: each worker's table of channel URLs and credentials."""
 
 import asyncio
+import logging
 
 import pytest
+from cryptography.fernet import Fernet
+from django.test import override_settings
 
 from proxy import channels
 from proxy.channels import ChannelTable
@@ -86,3 +89,34 @@ def test_an_inactive_channel_is_not_loaded(transactional_db):
     channel_save(channel=channel)
 
     assert asyncio.run(ChannelTable().secrets(state(channel))) is None
+
+
+def test_a_credential_no_key_decrypts_is_left_out_and_logged_by_channel_name(
+    transactional_db, caplog
+):
+    readable = make_channel("readable", "sk-readable")
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[Fernet.generate_key().decode()]):
+        lost = make_channel("lost", "sk-lost")
+    table = ChannelTable()
+
+    with caplog.at_level(logging.ERROR, logger="proxy.channels"):
+        assert asyncio.run(table.secrets(state(lost))) is None
+    assert asyncio.run(table.secrets(state(readable))).credential == "sk-readable"
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "Channel lost: its stored credential cannot be decrypted with any key in "
+        "CHANNEL_CREDENTIAL_KEYS. Put back the key it was encrypted with, or set a new credential."
+    ]
+    assert "sk-lost" not in caplog.text
+
+
+def test_a_channel_without_a_credential_loads_with_none_and_no_error(transactional_db, caplog):
+    bare = channel_save(
+        channel=Channel(name="bare", provider="anthropic", base_url="https://bare.test")
+    )
+
+    with caplog.at_level(logging.ERROR, logger="proxy.channels"):
+        found = asyncio.run(ChannelTable().secrets(state(bare)))
+
+    assert (found.base_url, found.credential) == ("https://bare.test", "")
+    assert caplog.records == []

@@ -3,6 +3,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -46,7 +47,7 @@ def test_creates_a_mock_channel_without_url_or_routes(db):
     )
     assert err == ""
     channel = Channel.objects.get()
-    assert (channel.name, channel.provider, channel.base_url, channel.credential) == (
+    assert (channel.name, channel.provider, channel.base_url, channel.encrypted_credential) == (
         "local",
         "mock",
         "",
@@ -80,7 +81,7 @@ def test_creates_a_channel_with_credential_from_the_environment(groups, monkeypa
     )
     assert err == ""
     channel = Channel.objects.get()
-    assert channel.credential == SECRET
+    assert channel.decrypt_credential() == SECRET
     assert channel.timeout_seconds == 120
     assert routed(channel) == ["Kiro", "Official"]
 
@@ -120,7 +121,7 @@ def test_updates_the_channel_keeping_credential_and_routes_when_not_given(groups
         False,
         30,
     )
-    assert channel.credential == SECRET
+    assert channel.decrypt_credential() == SECRET
     assert routed(channel) == ["Kiro", "Official"]
 
 
@@ -145,7 +146,7 @@ def test_groups_option_routes_exactly_the_named_groups(groups, monkeypatch):
     ]
     assert routed(channel) == ["Kiro"]
     channel.refresh_from_db()
-    assert channel.credential == "replacement-secret"
+    assert channel.decrypt_credential() == "replacement-secret"
 
     out, _ = run("upsert_channel", "local", "--provider", "mock", "--groups", "")
 
@@ -218,6 +219,10 @@ def test_warns_when_a_real_provider_has_no_credential(db):
             "--credential-env: Environment variable HCAI_TEST_EMPTY is not set or empty.",
         ),
         (
+            ["--provider", "mock", "--credential-env", "HCAI_TEST_LONG"],
+            "--credential-env: Ensure this value has at most 500 characters (it has 501).",
+        ),
+        (
             ["--provider", "mock", "--groups", "Official,Nope,Gone"],
             "--groups: No group named “Nope”, “Gone”. Known groups: “Kiro”, “Official”.",
         ),
@@ -241,6 +246,7 @@ def test_bad_argument_is_named_and_nothing_is_written(
 ):
     monkeypatch.delenv("HCAI_TEST_UNSET", raising=False)
     monkeypatch.setenv("HCAI_TEST_EMPTY", "")
+    monkeypatch.setenv("HCAI_TEST_LONG", "k" * 501)
     if existing:
         channel_upsert(
             name="official",
@@ -483,3 +489,81 @@ def test_seed_demo_force_seeds_with_debug_off(db):
     assert get_user_model().objects.get(username="admin").is_superuser
     assert snapshot()["teams"] == [("demo", "Demo")]
     assert "Logins" in out
+
+
+# --- reencrypt_channel_credentials ------------------------------------------------------------
+
+KEY_A = Fernet.generate_key().decode()
+KEY_B = Fernet.generate_key().decode()
+
+
+def stored_tokens() -> dict[str, str]:
+    return dict(Channel.objects.values_list("name", "encrypted_credential"))
+
+
+def test_key_rotation_re_encrypts_every_credential_with_the_new_key(db):
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]):
+        channel_upsert(name="first", provider="mock", credential="sk-first")
+        channel_upsert(name="second", provider="mock", credential="sk-second")
+        channel_upsert(name="bare", provider="mock")
+    before = list(Channel.objects.values_list("name", "updated_at").order_by("name"))
+
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B, KEY_A]):
+        out, err = run("reencrypt_channel_credentials")
+
+    assert (out, err) == (
+        "Re-encrypted 2 channel credential(s) with the newest key; 0 already used it.\n",
+        "",
+    )
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B]):
+        assert {c.name: c.decrypt_credential() for c in Channel.objects.exclude(name="bare")} == {
+            "first": "sk-first",
+            "second": "sk-second",
+        }
+    assert stored_tokens()["bare"] == ""
+    # The clear text is unchanged, so the relay's workers need not reload (no new version).
+    assert list(Channel.objects.values_list("name", "updated_at").order_by("name")) == before
+
+
+def test_running_it_again_changes_nothing(db):
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]):
+        channel_upsert(name="old", provider="mock", credential="sk-old")
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B, KEY_A]):
+        channel_upsert(name="new", provider="mock", credential="sk-new")
+        first, _ = run("reencrypt_channel_credentials")
+        after_first = stored_tokens()
+        second, _ = run("reencrypt_channel_credentials")
+
+    assert (first, second) == (
+        "Re-encrypted 1 channel credential(s) with the newest key; 1 already used it.\n",
+        "Re-encrypted 0 channel credential(s) with the newest key; 2 already used it.\n",
+    )
+    assert stored_tokens() == after_first
+
+
+def test_a_credential_no_key_decrypts_stops_it_and_nothing_is_written(db):
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]):
+        channel_upsert(name="readable", provider="mock", credential="sk-readable")
+    other = Fernet.generate_key().decode()
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[other]):
+        channel_upsert(name="lost-b", provider="mock", credential="sk-lost")
+        channel_upsert(name="lost-a", provider="mock", credential="sk-lost")
+    before = stored_tokens()
+
+    with (
+        override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B, KEY_A]),
+        pytest.raises(CommandError) as error,
+    ):
+        run("reencrypt_channel_credentials")
+
+    assert str(error.value) == (
+        "No key in CHANNEL_CREDENTIAL_KEYS decrypts the credential of lost-a, lost-b. Nothing "
+        "was re-encrypted: put back the key they were encrypted with, or set new credentials "
+        "for them."
+    )
+    assert stored_tokens() == before
+
+
+def test_without_channels_it_says_so(db):
+    out, _ = run("reencrypt_channel_credentials")
+    assert out == "Re-encrypted 0 channel credential(s) with the newest key; 0 already used it.\n"

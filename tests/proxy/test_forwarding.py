@@ -10,8 +10,10 @@ import time
 
 import pytest
 import redis
+from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.cache import cache
+from django.test import override_settings
 
 from keys import services
 from keys.cache import key_state_cache_key
@@ -198,6 +200,57 @@ def test_failover_to_the_second_channel(relay, member, caplog, failure):
     assert warning.startswith("Channel first failed (")
     assert warning.endswith("); trying the next")
     assert "127.0.0.1" not in warning and "credential" not in warning
+
+
+UNREADABLE = (
+    "Channel first: its stored credential cannot be decrypted with any key in "
+    "CHANNEL_CREDENTIAL_KEYS. Put back the key it was encrypted with, or set a new credential."
+)
+
+
+def encrypt_with_a_lost_key(name: str) -> None:
+    """Store the channel's credential encrypted with a key the relay does not have."""
+    with override_settings(CHANNEL_CREDENTIAL_KEYS=[Fernet.generate_key().decode()]):
+        channel_save(channel=Channel.objects.get(name=name), credential=f"credential-of-{name}")
+
+
+def test_a_credential_no_key_decrypts_fails_over_and_is_logged_without_it(relay, member, caplog):
+    backup = relay.upstream.backend("backup")
+    unused = relay.upstream.backend("unused")
+    route_group(
+        relay, member, ("first", "anthropic", unused.url), ("second", "anthropic", backup.url)
+    )
+    encrypt_with_a_lost_key("first")
+
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        message = relay.anthropic().messages.create(**MESSAGE)
+
+    assert message.content[0].text == "Hello from the fake upstream."
+    assert unused.requests == []
+    assert backup.requests[0].headers["x-api-key"] == "credential-of-second"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [UNREADABLE]
+    assert "credential-of-first" not in caplog.text
+    assert Channel.objects.get(name="first").encrypted_credential not in caplog.text
+
+
+def test_a_credential_no_key_decrypts_on_the_only_channel(relay, member, caplog):
+    unused = relay.upstream.backend("unused")
+    route_group(relay, member, ("first", "anthropic", unused.url))
+    encrypt_with_a_lost_key("first")
+
+    with caplog.at_level(logging.WARNING, logger="proxy"):
+        response = relay.call("POST", "/v1/messages", MESSAGE)
+
+    assert response.status == 502
+    assert response.json()["error"] == {
+        "type": "api_error",
+        "message": "No upstream channel of group “Failover” answered (1 tried). "
+        "Try again in a moment.",
+    }
+    assert unused.requests == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [UNREADABLE]
+    assert "credential-of-first" not in caplog.text
 
 
 def test_upstream_500_on_the_only_channel(relay, member):

@@ -1,8 +1,11 @@
 """Channels and routes: the credential is write-only, routing changes reach the relay at once."""
 
 import pytest
+from cryptography.fernet import Fernet
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db import connection
 
 from keys.cache import key_state_cache_key
 from proxy.models import Channel, Route
@@ -20,7 +23,7 @@ def channel(db):
 
 
 def stored_credential(channel: Channel) -> str:
-    return Channel.objects.values_list("credential", flat=True).get(pk=channel.pk)
+    return Channel.objects.get(pk=channel.pk).decrypt_credential()
 
 
 # --- channel_save ---------------------------------------------------------------------------
@@ -33,7 +36,7 @@ def test_channel_save_creates_with_the_credential(channel):
         "https://a.test",
         True,
     )
-    assert saved.credential == "sk-ant-original"
+    assert saved.decrypt_credential() == "sk-ant-original"
     assert saved.has_credential
     assert saved.timeout_seconds == 600
 
@@ -48,8 +51,7 @@ def test_channel_save_keeps_the_credential_when_none_is_given(channel):
 
 def test_channel_save_keeps_the_stored_credential_whatever_the_instance_holds(channel):
     edited = Channel.objects.get(pk=channel.pk)
-    # A form that renders the write-only field empty hands it back blank.
-    edited.credential = ""
+    edited.encrypted_credential = ""
     edited.base_url = "https://b.test"
     channel_save(channel=edited)
     assert stored_credential(channel) == "sk-ant-original"
@@ -62,12 +64,17 @@ def test_a_stale_instance_does_not_undo_a_newer_credential(channel):
     stale.timeout_seconds = 60
     channel_save(channel=stale)
     assert stored_credential(channel) == "sk-ant-rotated"
-    assert stale.credential == "sk-ant-rotated"
+    assert stale.decrypt_credential() == "sk-ant-rotated"
 
 
 def test_a_new_channel_keeps_the_credential_set_on_it(db):
-    channel_save(channel=Channel(name="preset", provider="mock", credential="preset-secret"))
-    assert Channel.objects.get(name="preset").credential == "preset-secret"
+    preset = channel_save(channel=Channel(name="first", provider="mock"), credential="preset")
+    channel_save(
+        channel=Channel(
+            name="copy", provider="mock", encrypted_credential=preset.encrypted_credential
+        )
+    )
+    assert Channel.objects.get(name="copy").decrypt_credential() == "preset"
 
 
 def test_channel_save_replaces_the_credential_when_given(channel):
@@ -77,8 +84,42 @@ def test_channel_save_replaces_the_credential_when_given(channel):
 
 def test_channel_save_can_clear_the_credential_explicitly(channel):
     channel_save(channel=channel, credential="")
-    assert stored_credential(channel) == ""
+    assert Channel.objects.get(pk=channel.pk).encrypted_credential == ""
     assert not Channel.objects.get(pk=channel.pk).has_credential
+
+
+def test_the_database_holds_no_credential_in_clear(channel):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM proxy_channel WHERE id = %s", [channel.pk])
+        row = cursor.fetchone()
+    assert not any("sk-ant-original" in str(value) for value in row)
+    token = Channel.objects.get(pk=channel.pk).encrypted_credential
+    assert token in row
+    assert Fernet(settings.CHANNEL_CREDENTIAL_KEYS[0]).decrypt(token) == b"sk-ant-original"
+
+
+def test_each_save_encrypts_afresh(channel):
+    """Fernet tokens carry a random IV: two channels with one credential do not match."""
+    twin = channel_save(
+        channel=Channel(name="twin", provider="anthropic", base_url="https://a.test"),
+        credential="sk-ant-original",
+    )
+    assert twin.encrypted_credential != Channel.objects.get(pk=channel.pk).encrypted_credential
+
+
+def test_channel_save_takes_a_credential_of_the_longest_length(channel):
+    channel_save(channel=channel, credential="k" * 500)
+    assert stored_credential(channel) == "k" * 500
+
+
+def test_channel_save_refuses_a_credential_too_long_and_writes_nothing(channel):
+    before = Channel.objects.filter(pk=channel.pk).values().get()
+    with pytest.raises(ValidationError) as caught:
+        channel_save(channel=channel, credential="k" * 501)
+    assert caught.value.message_dict == {
+        "credential": ["Ensure this value has at most 500 characters (it has 501)."]
+    }
+    assert Channel.objects.filter(pk=channel.pk).values().get() == before
 
 
 @pytest.mark.parametrize(
@@ -144,7 +185,7 @@ def test_channel_upsert_creates(db):
     assert created is True
     saved = Channel.objects.get(name="mock")
     assert saved == channel
-    assert (saved.provider, saved.base_url, saved.credential, saved.timeout_seconds) == (
+    assert (saved.provider, saved.base_url, saved.decrypt_credential(), saved.timeout_seconds) == (
         "mock",
         "",
         "secret-1",
@@ -167,7 +208,7 @@ def test_channel_upsert_updates_in_place(channel):
     assert Channel.objects.count() == 1
     saved = Channel.objects.get(pk=channel.pk)
     assert (saved.provider, saved.base_url, saved.is_active) == ("openai", "https://o.test", False)
-    assert saved.credential == "sk-ant-original"
+    assert saved.decrypt_credential() == "sk-ant-original"
     assert saved.timeout_seconds == 600
 
 
