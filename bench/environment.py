@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from bench.servers import PROJECT_DIR
 
 MODEL = "claude-sonnet-4-5"
@@ -20,6 +22,9 @@ def bench_env(options, var_dir: Path, proxy_port: int) -> dict:
         "DJANGO_SETTINGS_MODULE": "hcai.settings.production",
         # Generated per run: production settings refuse to start without one.
         "SECRET_KEY": secrets.token_urlsafe(50),
+        # Likewise the key channel credentials are encrypted with (this process sets up the
+        # channel, the servers decrypt it).
+        "CHANNEL_CREDENTIAL_KEYS": Fernet.generate_key().decode(),
         "DATABASE_URL": options.database_url,
         "REDIS_URL": options.redis_url,
         "ALLOWED_HOSTS": "127.0.0.1",

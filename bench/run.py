@@ -231,7 +231,14 @@ def main() -> int:
             **{
                 name: value
                 for name, value in env.items()
-                if name not in ("DJANGO_SETTINGS_MODULE", "SECRET_KEY", "DATABASE_URL", "REDIS_URL")
+                if name
+                not in (
+                    "DJANGO_SETTINGS_MODULE",
+                    "SECRET_KEY",
+                    "CHANNEL_CREDENTIAL_KEYS",
+                    "DATABASE_URL",
+                    "REDIS_URL",
+                )
             },
             "BIND": f"127.0.0.1:{floor_port}",
             "BENCH_FLOOR_UPSTREAM": upstream_url,
