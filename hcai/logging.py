@@ -5,8 +5,9 @@ import re
 
 from .request_id import current_request_id
 
-# Relay keys and API tokens, whatever the code around them did by mistake.
-_SECRET_PATTERN = re.compile(r"\b(sk-hc-|hcat_)[A-Za-z0-9_-]{4,}")
+# Relay keys, API tokens and invitation tokens (whose link is logged as a request path),
+# whatever the code around them did by mistake.
+_SECRET_PATTERN = re.compile(r"\b(sk-hc-|hcat_|hcinv_)[A-Za-z0-9_-]{4,}")
 
 
 class RequestIdFilter(logging.Filter):

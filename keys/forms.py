@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import ApiKey, Group, Membership, Team
+from .models import INVITATION_VALID_DAYS, ApiKey, Group, Membership, Team
 from .selectors import KEY_STATES, group_list_for_team
 from .validators import MAX_ALLOWED_IPS
 
@@ -224,33 +224,17 @@ class KeyFilterForm(forms.Form):
         }
 
 
-class AddMemberForm(ServiceErrorsMixin, forms.Form):
-    user = forms.CharField(
-        label="Username or email",
-        error_messages={"required": "Enter the username or email of an existing user."},
+class InviteForm(ServiceErrorsMixin, forms.Form):
+    """An email address and a role; invitation_create holds the rules."""
+
+    # Text rather than an EmailField: the address's checks and messages belong to the service.
+    email = forms.CharField(
+        required=False,
+        widget=forms.EmailInput(attrs={"placeholder": "name@example.com", "autocomplete": "off"}),
+        help_text="They get an email with a link; they join when they accept it, signed in with "
+        f"the account that has this address. The link works for {INVITATION_VALID_DAYS} days.",
     )
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
-
-    def clean_user(self):
-        # Finding the person is parsing the input into a User; whether they may join is the
-        # service's call (membership_add).
-        wanted = self.cleaned_data["user"].strip()
-        users = get_user_model().objects.filter(is_active=True)
-        by_username = list(users.filter(username=wanted))
-        if by_username:
-            return by_username[0]
-        by_email = list(users.filter(email__iexact=wanted)[:2]) if "@" in wanted else []
-        if len(by_email) == 1:
-            return by_email[0]
-        if by_email:
-            raise ValidationError(
-                "Several users have the email “%(value)s”: enter the username instead.",
-                params={"value": wanted},
-            )
-        raise ValidationError(
-            "No user has the username or email “%(value)s”. They need an account first.",
-            params={"value": wanted},
-        )
 
 
 class RoleForm(ServiceErrorsMixin, forms.Form):

@@ -300,3 +300,100 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+# Invitations to join a team. The token is a bearer secret in the emailed link; like keys it
+# carries a recognisable prefix (secret scanners, the log filter) and is stored only as a
+# SHA-256 digest, so the database never holds a link that works.
+INVITATION_TOKEN_PREFIX = "hcinv_"  # noqa: S105 (a public marker, not a secret)
+# Long enough for someone on holiday to answer, short enough that a forgotten link stops working.
+INVITATION_VALID_DAYS = 7
+
+
+def generate_invitation_token() -> str:
+    return INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+class InvitationQuerySet(models.QuerySet):
+    def pending(self, now: datetime | None = None) -> "InvitationQuerySet":
+        """Invitations that can still be accepted: neither used, revoked nor expired."""
+        return self.filter(
+            accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now or timezone.now()
+        )
+
+
+class Invitation(models.Model):
+    """A lead's invitation for an email address to join a team; the person with that address
+    accepts it while signed in. Leads never pick from the deployment's users, so nothing tells
+    them who has an account."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    # Stored lower-cased, so one address is one address whatever case the lead typed.
+    email = models.EmailField(
+        error_messages={"blank": "Enter the email address of the person to invite."}
+    )
+    role = models.CharField(
+        max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(editable=False)
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "email"])]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.team} ({self.role})"
+
+
+class TeamEvent(models.Model):
+    """The audit trail of who was invited to a team, and who revoked or accepted it."""
+
+    class Action(models.TextChoices):
+        INVITED = "invited", "Invited"
+        INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
+        INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
+    invitation = models.ForeignKey(
+        Invitation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system acted.",
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    email = models.EmailField(help_text="The invited address.")
+    role = models.CharField(max_length=10, choices=Membership.Role.choices)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.action} {self.email}"

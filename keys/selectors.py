@@ -15,7 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from .models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team
+from .models import ApiKey, ApiToken, Group, Invitation, KeyEvent, Membership, Team, digest_key
 
 
 def staff_may(*, actor: User, permission: str | None) -> bool:
@@ -182,3 +182,17 @@ def group_list_for_actor(*, actor: User) -> QuerySet[Group]:
         for group_id in group_list_for_team(team=team).values_list("pk", flat=True)
     }
     return Group.objects.filter(pk__in=group_ids)
+
+
+def invitation_list(*, actor: User, team: Team) -> QuerySet[Invitation]:
+    """The team's pending invitations, for its leads only: the addresses invited are theirs
+    to see, not the members'."""
+    if not is_team_lead(actor=actor, team=team):
+        return Invitation.objects.none()
+    return Invitation.objects.pending().filter(team=team).select_related("invited_by")
+
+
+def invitation_for_token(*, token: str) -> Invitation | None:
+    """The invitation an emailed link carries, whatever its state; None for an unknown token.
+    Anyone signed in who holds the link may see what it invites to, as its email said."""
+    return Invitation.objects.filter(digest=digest_key(token)).select_related("team").first()

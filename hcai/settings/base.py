@@ -30,6 +30,12 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # What the portal prints as ANTHROPIC_BASE_URL in the setup lines users paste into their shell.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
+# Email, for team invitations: EMAIL_URL as django-environ reads it (smtp+tls://user:password@
+# host:587, or consolemail:// to print messages on stdout, the default, so a laptop needs no
+# mail server).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="HCAI Keys <noreply@localhost>")
+
 # CIDRs of reverse proxies whose X-Forwarded-For header is believed. Empty: the socket peer
 # is always the client, so nobody can spoof an address past an IP restriction.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

@@ -13,6 +13,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# Sent email stays in django.core.mail.outbox, whatever EMAIL_URL says.
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
 # Live servers' threads outlive their tests; without persistent connections they hold none
 # open, and the test database can be dropped at the end of the run.
 DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -8,7 +8,7 @@ One module per subject; importing them here registers their admins when Django a
 keys.admin.
 """
 
-from .events import KeyEventAdmin
+from .events import KeyEventAdmin, TeamEventAdmin
 from .groups import GroupAdmin, GroupAdminForm, ModelPatternsField
 from .issued import ISSUED_KEYS_TEMPLATE, ISSUED_TOKEN_TEMPLATE
 from .keys import ROTATE_CONFIRMATION_TEMPLATE, ApiKeyAdmin, ApiKeyAdminForm, IpListField
@@ -32,4 +32,5 @@ __all__ = [
     "MembershipInlineFormSet",
     "ModelPatternsField",
     "TeamAdmin",
+    "TeamEventAdmin",
 ]

@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from keys.models import KeyEvent
+from keys.models import KeyEvent, TeamEvent
 
 
 @admin.register(KeyEvent)
@@ -23,4 +23,24 @@ class KeyEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: KeyEvent | None = None) -> bool:
+        return False
+
+
+@admin.register(TeamEvent)
+class TeamEventAdmin(admin.ModelAdmin):
+    """Read-only, like the keys' audit trail: invitations sent, revoked and accepted."""
+
+    list_display = ("created_at", "team", "action", "email", "role", "actor")
+    list_filter = ("action", "team")
+    list_select_related = ("team", "actor")
+    search_fields = ("email", "actor__username")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: TeamEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: TeamEvent | None = None) -> bool:
         return False

@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from keys.api.parsers import JsonNumber
-from keys.models import ApiKey, Group, KeyEvent, Membership, Team
+from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 from keys.selectors import KEY_STATES, staff_may, team_list
 from keys.validators import MAX_ALLOWED_IPS
 
@@ -341,15 +341,6 @@ class MemberSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class MemberCreateSerializer(serializers.Serializer):
-    user = NulSafeSlugRelatedField(
-        slug_field="username",
-        queryset=User.objects.filter(is_active=True),
-        help_text="The username of the person to add.",
-    )
-    role = ServiceChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
-
-
 class MemberUpdateSerializer(serializers.Serializer):
     role = ServiceChoiceField(choices=Membership.Role.choices)
 
@@ -357,6 +348,33 @@ class MemberUpdateSerializer(serializers.Serializer):
 class MemberRemovedSerializer(serializers.Serializer):
     keys_disabled = serializers.IntegerField(
         help_text="How many of the member's keys in the team were disabled."
+    )
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    invited_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = Invitation
+        fields = ["id", "email", "role", "invited_by", "created_at", "expires_at"]
+        read_only_fields = fields
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    # Text as sent: invitation_create normalises and checks the address, with the portal's
+    # messages.
+    email = serializers.CharField(
+        allow_blank=True, trim_whitespace=False, help_text="The address to send the link to."
+    )
+    role = ServiceChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+
+class InvitationAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(
+        trim_whitespace=False,
+        help_text="The token at the end of the emailed link: /invitations/<token>/.",
     )
 
 

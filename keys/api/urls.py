@@ -14,8 +14,14 @@ router.register(
     views.TeamMemberViewSet,
     basename="member",
 )
+router.register(
+    rf"teams/(?P<team_slug>{views.SLUG_PATTERN})/invitations",
+    views.TeamInvitationViewSet,
+    basename="invitation",
+)
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
+    path("invitations/accept/", views.InvitationAcceptView.as_view(), name="invitation-accept"),
     *router.urls,
 ]

@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from keys import selectors, services
-from keys.models import ApiKey, Group, KeyEvent, Membership, Team
+from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 
 from .schema import FIELD_ERRORS
 from .serializers import (
@@ -37,13 +37,15 @@ from .serializers import (
     GroupFilterSerializer,
     GroupSerializer,
     GroupWriteSerializer,
+    InvitationAcceptSerializer,
+    InvitationCreateSerializer,
+    InvitationSerializer,
     IssuedKeySerializer,
     KeyCreateSerializer,
     KeyEventSerializer,
     KeyFilterSerializer,
     KeySerializer,
     KeyUpdateSerializer,
-    MemberCreateSerializer,
     MemberRemovedSerializer,
     MemberSerializer,
     MemberUpdateSerializer,
@@ -387,12 +389,6 @@ USERNAME = OpenApiParameter(
         parameters=[TEAM_SLUG],
         responses={200: MemberSerializer(many=True)},
     ),
-    create=extend_schema(
-        summary="Add a member (leads)",
-        parameters=[TEAM_SLUG],
-        request=MemberCreateSerializer,
-        responses={201: MemberSerializer, 400: FIELD_ERRORS},
-    ),
     partial_update=extend_schema(
         summary="Change a member's role (leads)",
         parameters=[TEAM_SLUG, USERNAME],
@@ -411,7 +407,9 @@ class TeamMemberViewSet(GenericViewSet):
     serializer_class = MemberSerializer
     lookup_field = "username"
     lookup_value_regex = USERNAME_PATTERN
-    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    # No POST: people join by accepting an invitation (TeamInvitationViewSet); staff add
+    # members directly in the admin.
+    http_method_names = ["get", "patch", "delete", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Membership]:
         # Only for introspection, as in KeyViewSet: the actions read through member_list.
@@ -421,7 +419,6 @@ class TeamMemberViewSet(GenericViewSet):
     # admin's members inline; without it staff are like anyone else who is not a lead there.
     STAFF_PERMISSIONS = {
         "list": "keys.view_membership",
-        "create": "keys.add_membership",
         "partial_update": "keys.change_membership",
         "destroy": "keys.delete_membership",
     }
@@ -464,15 +461,6 @@ class TeamMemberViewSet(GenericViewSet):
         page = self.paginate_queryset(members.order_by("user__username", "id"))
         return self.get_paginated_response(MemberSerializer(page, many=True).data)
 
-    def create(self, request: Request, team_slug: str) -> Response:
-        team = self.get_team_as_lead()
-        serializer = MemberCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        membership = services.membership_add(
-            team=team, actor=request.user, **serializer.validated_data
-        )
-        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
-
     def partial_update(self, request: Request, team_slug: str, username: str) -> Response:
         team = self.get_team_as_lead()
         membership = self.get_membership(team)
@@ -489,6 +477,97 @@ class TeamMemberViewSet(GenericViewSet):
             membership=self.get_membership(team), actor=request.user
         )
         return Response(MemberRemovedSerializer({"keys_disabled": disabled}).data)
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+INVITATION_ID = OpenApiParameter(
+    "id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The invitation's id."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List a team's pending invitations (leads)",
+        parameters=[TEAM_SLUG],
+        responses={200: InvitationSerializer(many=True)},
+    ),
+    create=extend_schema(
+        summary="Invite someone by email (leads)",
+        description="Emails them a link to accept. The answer is the same whether or not the "
+        "address belongs to a user, so it tells nobody who has an account.",
+        parameters=[TEAM_SLUG],
+        request=InvitationCreateSerializer,
+        responses={201: InvitationSerializer, 400: FIELD_ERRORS},
+    ),
+    destroy=extend_schema(
+        summary="Revoke a pending invitation (leads)",
+        description="Its link stops working at once.",
+        parameters=[TEAM_SLUG, INVITATION_ID],
+        responses={204: OpenApiResponse(description="Revoked."), 400: FIELD_ERRORS},
+    ),
+)
+class TeamInvitationViewSet(GenericViewSet):
+    serializer_class = InvitationSerializer
+    lookup_value_regex = ID_PATTERN
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Invitation]:
+        # Only for introspection, as in KeyViewSet: the actions read through invitation_list.
+        return Invitation.objects.none()
+
+    def get_team_as_lead(self) -> Team:
+        """The team, if the caller leads it: its members get 403, anyone else 404."""
+        teams = selectors.team_list(actor=self.request.user, staff_permission=None)
+        team = teams.filter(slug=self.kwargs["team_slug"]).first()
+        if team is None:
+            raise NotFound
+        if not selectors.is_team_lead(actor=self.request.user, team=team):
+            raise PermissionDenied(f"Only a lead of {team.name} can manage its invitations.")
+        return team
+
+    def list(self, request: Request, team_slug: str) -> Response:
+        invitations = selectors.invitation_list(actor=request.user, team=self.get_team_as_lead())
+        page = self.paginate_queryset(invitations)
+        return self.get_paginated_response(InvitationSerializer(page, many=True).data)
+
+    def create(self, request: Request, team_slug: str) -> Response:
+        team = self.get_team_as_lead()
+        serializer = InvitationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        invitation = services.invitation_create(
+            team=team, actor=request.user, **serializer.validated_data
+        )
+        return Response(InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, team_slug: str, pk: str) -> Response:
+        team = self.get_team_as_lead()
+        invitation = (
+            selectors.invitation_list(actor=request.user, team=team).filter(pk=parse_id(pk)).first()
+        )
+        if invitation is None:
+            raise NotFound
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InvitationAcceptView(APIView):
+    @extend_schema(
+        summary="Accept an invitation",
+        description="The caller joins the team of the invitation, which must have been sent to "
+        "the caller's email address.",
+        request=InvitationAcceptSerializer,
+        responses={201: TeamSerializer, 400: FIELD_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = InvitationAcceptSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.invitation_accept(
+            token=serializer.validated_data["token"], user=request.user
+        )
+        team = membership.team
+        team.role = membership.role
+        return Response(TeamSerializer(team).data, status=status.HTTP_201_CREATED)
 
 
 # --- the caller -----------------------------------------------------------------------------

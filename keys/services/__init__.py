@@ -1,10 +1,17 @@
-"""Every write to teams, memberships, groups and keys. Admin, portal, API, tasks and commands
-call these; each key change writes exactly one KeyEvent and drops the relay's cached state.
+"""Every write to teams, memberships, invitations, groups and keys. Admin, portal, API, tasks
+and commands call these; each key change writes exactly one KeyEvent and drops the relay's
+cached state, each invitation action one TeamEvent.
 
 One module per subject; callers import from here (`from keys import services`).
 """
 
 from .groups import group_save
+from .invitations import (
+    invitation_accept,
+    invitation_create,
+    invitation_refusal,
+    invitation_revoke,
+)
 from .keys import (
     EDITABLE_FIELDS,
     IssuedKey,
@@ -49,6 +56,10 @@ __all__ = [
     "api_token_mark_used",
     "api_token_revoke",
     "group_save",
+    "invitation_accept",
+    "invitation_create",
+    "invitation_refusal",
+    "invitation_revoke",
     "membership_add",
     "membership_remove",
     "membership_set_role",

@@ -8,6 +8,7 @@ One module per subject; keys/urls.py routes to the views named here.
 """
 
 from .auth import LOGIN_LIMITS, LoginView, login_username
+from .invitations import invitation_accept
 from .keys import (
     KEYS_PER_PAGE,
     home,
@@ -18,7 +19,7 @@ from .keys import (
     key_list,
     key_rotate,
 )
-from .team import member_add, member_remove, member_role, team_detail
+from .team import invitation_create, invitation_revoke, member_remove, member_role, team_detail
 from .tokens import token_create, token_list, token_revoke
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "LOGIN_LIMITS",
     "LoginView",
     "home",
+    "invitation_accept",
+    "invitation_create",
+    "invitation_revoke",
     "key_create",
     "key_delete",
     "key_detail",
@@ -33,7 +37,6 @@ __all__ = [
     "key_list",
     "key_rotate",
     "login_username",
-    "member_add",
     "member_remove",
     "member_role",
     "team_detail",

@@ -7,8 +7,15 @@ answer as for an id that does not exist.
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
-from keys.models import ApiKey, ApiToken, Membership, Team
-from keys.selectors import api_key_get, api_token_list, is_team_lead, member_list, team_list
+from keys.models import ApiKey, ApiToken, Invitation, Membership, Team
+from keys.selectors import (
+    api_key_get,
+    api_token_list,
+    invitation_list,
+    is_team_lead,
+    member_list,
+    team_list,
+)
 
 
 def _team(request: HttpRequest, team_slug: str) -> Team:
@@ -38,6 +45,11 @@ def _key(
 
 def _membership(request: HttpRequest, team: Team, membership_id: int) -> Membership:
     return get_object_or_404(member_list(actor=request.user, team=team), pk=membership_id)
+
+
+def _invitation(request: HttpRequest, team: Team, invitation_id: int) -> Invitation:
+    """A pending invitation of `team`; another team's, or one no longer pending, is a 404."""
+    return get_object_or_404(invitation_list(actor=request.user, team=team), pk=invitation_id)
 
 
 def _token(request: HttpRequest, token_id: int) -> ApiToken:

@@ -1,7 +1,6 @@
-"""The team page, where a team's leads add members, change their roles and remove them."""
+"""The team page, where a team's leads invite people, change members' roles and remove them."""
 
 from django.contrib import messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
@@ -10,14 +9,14 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
-from keys.forms import AddMemberForm, RoleForm
+from keys.forms import InviteForm, RoleForm
 from keys.models import ApiKey, Membership, Team
-from keys.selectors import api_key_list, is_team_lead, member_list
+from keys.selectors import api_key_list, invitation_list, is_team_lead, member_list
 
-from .scope import _lead_team, _membership
+from .scope import _invitation, _lead_team, _membership
 
 
-def _team_page(request: HttpRequest, team: Team, add_form: AddMemberForm, status: int = 200):
+def _team_page(request: HttpRequest, team: Team, invite_form: InviteForm, status: int = 200):
     members = member_list(actor=request.user, team=team).annotate(
         key_count=Count("user__api_keys", filter=Q(user__api_keys__team=team))
     )
@@ -28,7 +27,8 @@ def _team_page(request: HttpRequest, team: Team, add_form: AddMemberForm, status
             "team": team,
             "is_lead": True,
             "members": members,
-            "add_form": add_form,
+            "invitations": invitation_list(actor=request.user, team=team),
+            "invite_form": invite_form,
             "roles": Membership.Role.choices,
         },
         status=status,
@@ -45,26 +45,43 @@ def _back_to_team(request: HttpRequest, team: Team) -> HttpResponse:
 @login_required
 def team_detail(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = _lead_team(request, team_slug)
-    return _team_page(request, team, AddMemberForm())
+    return _team_page(request, team, InviteForm())
 
 
 @login_required
 @require_POST
-def member_add(request: HttpRequest, team_slug: str) -> HttpResponse:
+def invitation_create(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = _lead_team(request, team_slug)
-    form = AddMemberForm(request.POST)
+    form = InviteForm(request.POST)
     if form.is_valid():
-        user: AbstractBaseUser = form.cleaned_data["user"]
         try:
-            services.membership_add(
-                team=team, user=user, role=form.cleaned_data["role"], actor=request.user
+            invitation = services.invitation_create(
+                team=team,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
             )
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            messages.success(request, f"{user} added to {team.name}.")
+            # The same answer whether or not the address has an account here.
+            messages.success(request, f"Invitation sent to {invitation.email}.")
             return redirect("keys:team", team_slug=team.slug)
     return _team_page(request, team, form, status=400)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, team_slug: str, invitation_id: int) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    invitation = _invitation(request, team, invitation_id)
+    try:
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("keys:team", team_slug=team.slug)
 
 
 @login_required

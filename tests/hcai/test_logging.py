@@ -18,6 +18,13 @@ def test_a_key_in_a_log_message_is_masked():
     assert "sk-hc-[REDACTED]" in line
 
 
+def test_an_invitation_link_in_the_request_log_is_masked():
+    token = "hcinv_" + "b-C_" * 11
+    line = _format("%s %s %s", "GET", f"/invitations/{token}/", 200)
+    assert token not in line
+    assert line.endswith("GET /invitations/hcinv_[REDACTED]/ 200")
+
+
 def test_lines_carry_the_current_request_id():
     token = current_request_id.set("req_abc123456")
     try:

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from keys import services
-from keys.forms import AddMemberForm, CreateKeyForm, KeyFilterForm, KeyForm
+from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
 from keys.models import ApiKey, Group, KeyEvent
 
 from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
@@ -348,34 +348,3 @@ def test_filter_form_drops_unknown_values(team, group):
 def test_filter_form_for_members_has_no_owner_field(team, group):
     form = KeyFilterForm({}, groups=Group.objects.all(), owners=None)
     assert "owner" not in form.fields
-
-
-@pytest.mark.parametrize(
-    "typed", ["newbie", " newbie ", "newbie@example.com", "NEWBIE@example.COM"]
-)
-def test_add_member_finds_a_user_by_username_or_email(db, typed):
-    newbie = UserFactory(username="newbie", email="newbie@example.com")
-    form = AddMemberForm({"user": typed, "role": "member"})
-    assert form.is_valid(), form.errors
-    assert form.cleaned_data["user"] == newbie
-
-
-@pytest.mark.parametrize(
-    ("typed", "message"),
-    [
-        ("ghost", "No user has the username or email “ghost”. They need an account first."),
-        ("NEWBIE", "No user has the username or email “NEWBIE”. They need an account first."),
-        (
-            "twin@example.com",
-            "Several users have the email “twin@example.com”: enter the username instead.",
-        ),
-        ("gone", "No user has the username or email “gone”. They need an account first."),
-    ],
-)
-def test_add_member_says_why_a_user_cannot_be_found(db, typed, message):
-    UserFactory(username="newbie")
-    UserFactory(username="twin1", email="twin@example.com")
-    UserFactory(username="twin2", email="TWIN@example.com")
-    UserFactory(username="gone", is_active=False)
-    form = AddMemberForm({"user": typed, "role": "member"})
-    assert form.errors == {"user": [message]}

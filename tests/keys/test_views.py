@@ -107,7 +107,7 @@ def messages_of(response) -> list[str]:
         ("keys:rotate", True),
         ("keys:delete", True),
         ("keys:team", False),
-        ("keys:member_add", False),
+        ("keys:invitation_create", False),
         ("billing:team_usage", False),
         ("billing:key_usage", True),
     ],
@@ -858,56 +858,6 @@ def test_team_page_lists_members_with_roles_and_key_counts(
     assert b'<svg class="chart__svg"' in response.content
     assert b"Per key" in response.content
     assert b"Per model" in response.content
-
-
-@pytest.mark.parametrize("typed", ["newbie", "NewBie@Example.com"])
-def test_lead_adds_an_existing_user_by_username_or_email(client, team, lead, typed):
-    newbie = UserFactory(username="newbie", email="newbie@example.com")
-    response = logged_in(client, lead).post(
-        url("keys:member_add", team), {"user": typed, "role": "member"}, follow=True
-    )
-    assert response.redirect_chain == [(url("keys:team", team), 302)]
-    assert messages_of(response) == ["newbie added to Acme."]
-    assert Membership.objects.get(team=team, user=newbie).role == "member"
-
-
-@pytest.mark.parametrize(
-    ("typed", "message"),
-    [
-        ("nobody", "No user has the username or email “nobody”. They need an account first."),
-        ("", "Enter the username or email of an existing user."),
-        ("member", "member is already a member of Acme."),
-    ],
-)
-def test_adding_a_member_that_cannot_be_added_says_why(client, team, lead, member, typed, message):
-    before = Membership.objects.count()
-    response = logged_in(client, lead).post(
-        url("keys:member_add", team), {"user": typed, "role": "member"}
-    )
-    assert response.status_code == 400
-    assert response.context["add_form"].errors["user"] == [message]
-    assert Membership.objects.count() == before
-
-
-def test_adding_with_an_unknown_role_is_refused(client, team, lead):
-    UserFactory(username="newbie")
-    response = logged_in(client, lead).post(
-        url("keys:member_add", team), {"user": "newbie", "role": "owner"}
-    )
-    assert response.status_code == 400
-    assert response.context["add_form"].errors["role"] == [
-        "Select a valid choice. owner is not one of the available choices."
-    ]
-    assert not Membership.objects.filter(user__username="newbie").exists()
-
-
-@pytest.mark.parametrize("who", ["member", "outsider"])
-def test_only_the_teams_leads_add_members(client, request, team, who):
-    newbie = UserFactory(username="newbie")
-    logged_in(client, request.getfixturevalue(who))
-    response = client.post(url("keys:member_add", team), {"user": "newbie", "role": "lead"})
-    assert response.status_code == 404
-    assert not Membership.objects.filter(user=newbie).exists()
 
 
 def test_lead_changes_a_role(client, team, lead, member):

@@ -141,23 +141,6 @@ def test_change_a_group(api, actor_of_kind, group, kind):
 
 
 @pytest.mark.parametrize("kind", STAFF_KINDS)
-def test_add_oneself_as_a_lead_of_another_team(api, actor_of_kind, team, lead, member, kind):
-    actor = actor_of_kind(kind, "keys.add_membership")
-
-    response = api(actor).post(
-        "/api/v1/teams/acme/members/", {"user": actor.username, "role": "lead"}, format="json"
-    )
-
-    if kind in ALLOWED:
-        assert response.status_code == 201
-        assert Membership.objects.get(team=team, user=actor).role == "lead"
-    else:
-        assert response.status_code == 404
-        assert response.json() == {"detail": "Not found."}
-        assert not Membership.objects.filter(team=team, user=actor).exists()
-
-
-@pytest.mark.parametrize("kind", STAFF_KINDS)
 @pytest.mark.parametrize(
     ("method", "path", "body", "permission", "allowed_status"),
     [
