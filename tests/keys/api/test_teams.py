@@ -99,7 +99,7 @@ def test_a_lead_adds_a_lead(api, lead, team):
 @pytest.mark.parametrize(
     ("body", "errors"),
     [
-        ({"user": "member"}, {"user": ["member is already a member of Acme."]}),
+        ({"user": ""}, {"user": ["This field may not be blank."]}),
         ({"user": "ghost"}, {"user": ["Object with username=ghost does not exist."]}),
         ({"user": "a\x00"}, {"user": ["Null characters are not allowed."]}),
         ({"user": "newbie", "role": "boss"}, {"role": ["Value 'boss' is not a valid choice."]}),
@@ -120,6 +120,16 @@ def test_adding_a_member_reports_a_bad_field_and_writes_nothing(
     assert roles(team) == before
 
 
+def test_adding_a_member_twice_is_a_conflict(api, lead, member, team):
+    before = roles(team)
+
+    response = api(lead).post(MEMBERS, {"user": "member", "role": "lead"}, format="json")
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "member is already a member of Acme."}
+    assert roles(team) == before
+
+
 def test_a_lead_changes_a_role(api, lead, member, team):
     response = api(lead).patch(member_url("member"), {"role": "lead"}, format="json")
 
@@ -131,11 +141,21 @@ def test_a_lead_changes_a_role(api, lead, member, team):
 def test_the_last_lead_cannot_step_down(api, lead, team):
     response = api(lead).patch(member_url("lead"), {"role": "member"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {
-        "role": ["Cannot change the role of the last lead of Acme: add another first."]
+        "detail": "Cannot change the role of the last lead of Acme: add another first."
     }
     assert roles(team)["lead"] == "lead"
+
+
+def test_a_patch_without_a_role_changes_nothing(api, lead, member, team):
+    before = roles(team)
+
+    response = api(lead).patch(member_url("member"), {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "member"
+    assert roles(team) == before
 
 
 def test_changing_a_role_needs_a_valid_role(api, lead, member, team):
@@ -162,8 +182,8 @@ def test_removing_a_member_disables_their_keys(api, lead, member, team, group):
 def test_the_last_lead_cannot_be_removed(api, lead, team):
     response = api(lead).delete(member_url("lead"))
 
-    assert response.status_code == 400
-    assert response.json() == {"role": ["Cannot remove the last lead of Acme: add another first."]}
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Cannot remove the last lead of Acme: add another first."}
     assert roles(team)["lead"] == "lead"
 
 
