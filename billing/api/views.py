@@ -10,6 +10,7 @@ from rest_framework.request import Request
 
 from billing import selectors
 from billing.models import UsageEvent
+from keys.api.query import validated_query
 from keys.api.schema import FIELD_ERRORS
 
 from .serializers import (
@@ -22,9 +23,7 @@ from .serializers import (
 
 def _filtered(rows: QuerySet, request: Request, filter_class) -> tuple[QuerySet, dict]:
     """Narrow rows already scoped to the caller by the query's filters."""
-    serializer = filter_class(data=request.query_params)
-    serializer.is_valid(raise_exception=True)
-    filters = serializer.validated_data
+    filters = validated_query(filter_class, request.query_params)
     if "team" in filters:
         rows = rows.filter(team__slug=filters["team"])
     if "key" in filters:

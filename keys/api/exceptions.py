@@ -1,5 +1,6 @@
-"""Turns the services' one error type, and unreadable bodies, into the API's one 400 shape, and
-an unreachable database into a JSON 503."""
+"""Turns the services' one error type, and unreadable bodies, into the API's one 400 shape (409
+when the request is fine but the data as it stands forbids it), and an unreachable database into
+a JSON 503."""
 
 import logging
 
@@ -19,6 +20,11 @@ DATABASE_UNAVAILABLE = "The service cannot reach its database right now. Try aga
 # failover to finish, short enough that a script simply carries on.
 DATABASE_RETRY_AFTER = 10
 
+# The error codes of refusals caused by the state of the data rather than the request: a name
+# already taken, a member already there, a team's last lead. The same request can succeed once
+# the data changes, which is what 409 Conflict tells a client (and a 400 says it never will).
+CONFLICT_CODES = {"unique", "already_member", "last_lead"}
+
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """A service's ValidationError becomes DRF's field-error body, with the service's messages:
@@ -37,6 +43,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
         )
     if isinstance(exc, DjangoValidationError):
+        if _codes(exc) <= CONFLICT_CODES:
+            set_rollback()
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         if hasattr(exc, "error_dict"):
             detail = {
                 (api_settings.NON_FIELD_ERRORS_KEY if field == NON_FIELD_ERRORS else field): msgs
@@ -50,3 +59,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # one kind of 400 body only.
         exc = exceptions.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [exc.detail]})
     return drf_exception_handler(exc, context)
+
+
+def _codes(exc: DjangoValidationError) -> set[str | None]:
+    if hasattr(exc, "error_dict"):
+        return {error.code for errors in exc.error_dict.values() for error in errors}
+    return {error.code for error in exc.error_list}

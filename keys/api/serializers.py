@@ -10,14 +10,13 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.validators import ProhibitNullCharactersValidator
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from keys.api.parsers import JsonNumber
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 from keys.selectors import KEY_STATES, staff_may, team_list
-from keys.validators import MAX_ALLOWED_IPS
+from keys.validators import MAX_ALLOWED_IPS, NAME_MAX_LENGTH
 
 User = get_user_model()
 
@@ -84,8 +83,17 @@ class ServiceChoiceField(serializers.ChoiceField):
         return data
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "minLength": 1})
 class NulSafeSlugRelatedField(serializers.SlugRelatedField):
+    default_error_messages = {"blank": serializers.CharField.default_error_messages["blank"]}
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # DRF reads "" as null for a related field: "This field may not be null." would puzzle
+        # whoever sent the empty text.
+        if data == "":
+            self.fail("blank")
+        return super().run_validation(data)
+
     def to_internal_value(self, data: Any) -> Any:
         # PostgreSQL refuses a NUL in a query parameter with a database error (a 500).
         if isinstance(data, str) and "\x00" in data:
@@ -98,7 +106,7 @@ class GroupIdField(serializers.PrimaryKeyRelatedField):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("help_text", "A group id from /api/v1/groups/.")
-        super().__init__(queryset=Group.objects.all(), allow_null=True, **kwargs)
+        super().__init__(queryset=Group.objects.all(), **kwargs)
 
     def to_internal_value(self, data: Any) -> Group:
         try:
@@ -132,6 +140,45 @@ class TeammateField(NulSafeSlugRelatedField):
             return User.objects.all()
         teams = team_list(actor=actor, staff_permission=None)
         return User.objects.filter(memberships__team__in=teams).distinct()
+
+
+class ServiceTextField(serializers.CharField):
+    """Text passed on as sent: the service or the model checks it, with the portal's messages.
+    Subclasses document those rules, so a schema-driven client does not send what is refused."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # Blank text goes on to the service too, for its message ("Name is required."); the
+        # field is not allow_blank only so that the schema does not offer "" as valid.
+        if data == "":
+            return data
+        return super().run_validation(data)
+
+
+# Text with no NUL character (PostgreSQL cannot store one), and with something besides spaces.
+NO_NUL = r"^[^\u0000]*$"
+NOT_ONLY_SPACES = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+@extend_schema_field(
+    {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": NOT_ONLY_SPACES}
+)
+class KeyNameField(ServiceTextField):
+    """The service trims the name, so it needs something besides spaces."""
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": Group._meta.get_field("name").max_length,
+        "pattern": NO_NUL,
+    }
+)
+class GroupNameField(ServiceTextField):
+    pass
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -191,7 +238,7 @@ class IssuedKeySerializer(KeySerializer):
 class KeyUpdateSerializer(serializers.Serializer):
     """Every setting a key's owner or lead may change; send only those to change."""
 
-    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    name = KeyNameField(required=False)
     group = GroupIdField(required=False)
     status = ServiceChoiceField(choices=ApiKey.Status.choices, required=False)
     allowed_ips = StringListField(
@@ -222,7 +269,7 @@ class KeyCreateSerializer(KeyUpdateSerializer):
         required=False,
         help_text="A member of the team (leads only). Default: the caller.",
     )
-    name = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    name = KeyNameField()
     group = GroupIdField()
 
 
@@ -291,7 +338,7 @@ class GroupSerializer(serializers.ModelSerializer):
 
 
 class GroupWriteSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    name = GroupNameField(required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     multiplier = DecimalInputField(
         required=False, help_text="Charge = list price × multiplier, e.g. 0.25 or 1.0."
@@ -305,7 +352,7 @@ class GroupWriteSerializer(serializers.Serializer):
 
 
 class GroupCreateSerializer(GroupWriteSerializer):
-    name = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    name = GroupNameField()
 
 
 class GroupFilterSerializer(serializers.Serializer):

@@ -30,7 +30,8 @@ from rest_framework.viewsets import GenericViewSet
 from keys import selectors, services
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 
-from .schema import FIELD_ERRORS
+from .query import validated_query
+from .schema import FIELD_ERRORS, conflict
 from .serializers import (
     MAX_ID,
     GroupCreateSerializer,
@@ -88,12 +89,6 @@ class SchemaView(SpectacularAPIView):
 def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     """Anything under /api/ that matches no endpoint: JSON like every other API answer."""
     return JsonResponse({"detail": "Not found."}, status=404)
-
-
-def _validated_query(serializer_class, request: Request) -> dict:
-    serializer = serializer_class(data=request.query_params)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def _with_callers_role(teams: QuerySet[Team], actor) -> QuerySet[Team]:
@@ -162,7 +157,7 @@ class KeyViewSet(GenericViewSet):
             raise NotFound from None
 
     def list(self, request: Request) -> Response:
-        filters = _validated_query(KeyFilterSerializer, request)
+        filters = validated_query(KeyFilterSerializer, request.query_params)
         actor = request.user
         team = None
         if "team" in filters:
@@ -305,13 +300,21 @@ class MayWriteGroups(permissions.BasePermission):
     create=extend_schema(
         summary="Create a group (staff)",
         request=GroupCreateSerializer,
-        responses={201: GroupSerializer, 400: FIELD_ERRORS},
+        responses={
+            201: GroupSerializer,
+            400: FIELD_ERRORS,
+            409: conflict("Group with this Name already exists."),
+        },
     ),
     partial_update=extend_schema(
         summary="Change a group (staff)",
         description="Keys in the group obey the new models and multiplier at once.",
         request=GroupWriteSerializer,
-        responses={200: GroupSerializer, 400: FIELD_ERRORS},
+        responses={
+            200: GroupSerializer,
+            400: FIELD_ERRORS,
+            409: conflict("Group with this Name already exists."),
+        },
     ),
 )
 class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
@@ -330,7 +333,7 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
         return group
 
     def list(self, request: Request) -> Response:
-        filters = _validated_query(GroupFilterSerializer, request)
+        filters = validated_query(GroupFilterSerializer, request.query_params)
         groups = self.get_queryset()
         if "team" in filters:
             team = selectors.team_list(actor=request.user).filter(slug=filters["team"]).first()
@@ -391,16 +394,24 @@ USERNAME = OpenApiParameter(
     ),
     partial_update=extend_schema(
         summary="Change a member's role (leads)",
+        description="Without a role, nothing changes.",
         parameters=[TEAM_SLUG, USERNAME],
         request=MemberUpdateSerializer,
-        responses={200: MemberSerializer, 400: FIELD_ERRORS},
+        responses={
+            200: MemberSerializer,
+            400: FIELD_ERRORS,
+            409: conflict("Cannot change the role of the last lead of Acme: add another first."),
+        },
     ),
     destroy=extend_schema(
         summary="Remove a member (leads)",
         description="Their keys in the team are disabled (and audited), never deleted.",
         parameters=[TEAM_SLUG, USERNAME],
         request=None,
-        responses={200: MemberRemovedSerializer, 400: FIELD_ERRORS},
+        responses={
+            200: MemberRemovedSerializer,
+            409: conflict("Cannot remove the last lead of Acme: add another first."),
+        },
     ),
 )
 class TeamMemberViewSet(GenericViewSet):
@@ -464,11 +475,12 @@ class TeamMemberViewSet(GenericViewSet):
     def partial_update(self, request: Request, team_slug: str, username: str) -> Response:
         team = self.get_team_as_lead()
         membership = self.get_membership(team)
-        serializer = MemberUpdateSerializer(data=request.data)
+        serializer = MemberUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        membership = services.membership_set_role(
-            membership=membership, actor=request.user, role=serializer.validated_data["role"]
-        )
+        if "role" in serializer.validated_data:
+            membership = services.membership_set_role(
+                membership=membership, actor=request.user, role=serializer.validated_data["role"]
+            )
         return Response(MemberSerializer(membership).data)
 
     def destroy(self, request: Request, team_slug: str, username: str) -> Response:

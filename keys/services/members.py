@@ -13,7 +13,8 @@ from .keys import api_key_disable
 @transaction.atomic
 def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
     if Membership.objects.filter(team=team, user=user).exists():
-        raise ValidationError({"user": f"{user} is already a member of {team.name}."})
+        message = f"{user} is already a member of {team.name}."
+        raise ValidationError({"user": ValidationError(message, code="already_member")})
     membership = Membership(team=team, user=user, role=role)
     membership.full_clean(validate_constraints=False)
     membership.save()
@@ -60,9 +61,8 @@ def _keep_a_lead(membership: Membership, verb: str) -> None:
         .values_list("pk", flat=True)
     )
     if not lead_ids - {membership.pk}:
-        raise ValidationError(
-            {"role": f"Cannot {verb} the last lead of {membership.team.name}: add another first."}
-        )
+        message = f"Cannot {verb} the last lead of {membership.team.name}: add another first."
+        raise ValidationError({"role": ValidationError(message, code="last_lead")})
 
 
 @transaction.atomic

@@ -92,7 +92,6 @@ def test_staff_create_a_group(api, staff):
     ("body", "errors"),
     [
         ({"name": ""}, {"name": ["This field cannot be blank."]}),
-        ({"name": "CC Official Channel"}, {"name": ["Group with this Name already exists."]}),
         ({"name": "a\x00"}, {"name": ["Null characters are not allowed."]}),
         (
             {"name": "x", "multiplier": "0"},
@@ -125,6 +124,14 @@ def test_create_reports_a_bad_field_and_writes_nothing(api, staff, group, body, 
 
     assert response.status_code == 400
     assert response.json() == errors
+    assert list(Group.objects.values_list("name", flat=True)) == ["CC Official Channel"]
+
+
+def test_a_group_name_already_taken_is_a_conflict(api, staff, group):
+    response = api(staff).post(GROUPS, {"name": "CC Official Channel"}, format="json")
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Group with this Name already exists."}
     assert list(Group.objects.values_list("name", flat=True)) == ["CC Official Channel"]
 
 

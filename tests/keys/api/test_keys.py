@@ -182,7 +182,7 @@ def _invalid_create_cases():
     yield "name", "a\x00b", "Null characters are not allowed."
     yield "name", ["a"], "Not a valid string."
     yield "name", None, "This field may not be null."
-    yield "group", None, "Choose a group."
+    yield "group", None, "This field may not be null."
     yield "group", 999999, 'Invalid pk "999999" - object does not exist.'
     yield "group", 2**70, f'Invalid pk "{2**70}" - object does not exist.'
     yield "group", "abc", "Incorrect type. Expected pk value, received str."
@@ -240,6 +240,8 @@ def _invalid_create_cases():
     yield "team", "globex", "Object with slug=globex does not exist."
     yield "team", "nope", "Object with slug=nope does not exist."
     yield "team", "a\x00", "Null characters are not allowed."
+    yield "team", "", "This field may not be blank."
+    yield "owner", "", "This field may not be blank."
     yield "owner", "outsider", "Object with username=outsider does not exist."
 
 
@@ -623,7 +625,7 @@ def test_patch_with_nothing_changed_writes_no_event(api, member, keys):
     ("body", "errors"),
     [
         ({"name": ""}, {"name": ["Name is required."]}),
-        ({"group": None}, {"group": ["Choose a group."]}),
+        ({"group": None}, {"group": ["This field may not be null."]}),
         ({"status": "on"}, {"status": ["Value 'on' is not a valid choice."]}),
         (
             {"allowed_ips": {"ip": "10.0.0.1"}},

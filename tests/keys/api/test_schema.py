@@ -72,6 +72,58 @@ def test_every_operation_needs_a_token_or_a_session(schema):
     }
 
 
+def test_every_paged_operation_declares_its_page_bounds_and_400(schema):
+    paged = [
+        (name, operation)
+        for name, operation in _operations(schema)
+        if any(param["name"] == "page" for param in operation.get("parameters", []))
+    ]
+
+    assert len(paged) == 8  # the seven lists and the team's pending invitations
+    for name, operation in paged:
+        params = {param["name"]: param["schema"] for param in operation["parameters"]}
+        assert params["page"] == {"type": "integer", "minimum": 1, "default": 1}, name
+        assert params["page_size"] == {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 200,
+            "default": 50,
+        }, name
+        assert "400" in operation["responses"], name
+
+
+def test_request_bodies_declare_what_the_services_refuse(schema):
+    components = schema["components"]["schemas"]
+    key, group = components["KeyCreateRequest"], components["GroupCreateRequest"]
+
+    assert key["properties"]["name"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+    }
+    assert group["properties"]["name"]["minLength"] == 1
+    assert "nullable" not in key["properties"]["group"]
+    assert "nullable" not in components["PatchedKeyUpdateRequest"]["properties"]["group"]
+    for name in ("team", "owner"):
+        assert key["properties"][name]["minLength"] == 1
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        "POST /api/v1/groups/",
+        "PATCH /api/v1/groups/{id}/",
+        "PATCH /api/v1/teams/{team_slug}/members/{username}/",
+        "DELETE /api/v1/teams/{team_slug}/members/{username}/",
+    ],
+)
+def test_refusals_for_the_state_of_the_data_are_documented_as_409(schema, operation):
+    responses = dict(_operations(schema))[operation]["responses"]
+
+    assert responses["409"]["content"]["application/json"]["schema"]["required"] == ["detail"]
+
+
 def test_plaintext_keys_are_only_in_create_and_rotate(schema):
     with_plaintext = {
         name

@@ -102,11 +102,21 @@ def test_a_lead_changes_a_role(api, lead, member, team):
 def test_the_last_lead_cannot_step_down(api, lead, team):
     response = api(lead).patch(member_url("lead"), {"role": "member"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json() == {
-        "role": ["Cannot change the role of the last lead of Acme: add another first."]
+        "detail": "Cannot change the role of the last lead of Acme: add another first."
     }
     assert roles(team)["lead"] == "lead"
+
+
+def test_a_patch_without_a_role_changes_nothing(api, lead, member, team):
+    before = roles(team)
+
+    response = api(lead).patch(member_url("member"), {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["role"] == "member"
+    assert roles(team) == before
 
 
 def test_changing_a_role_needs_a_valid_role(api, lead, member, team):
@@ -133,8 +143,8 @@ def test_removing_a_member_disables_their_keys(api, lead, member, team, group):
 def test_the_last_lead_cannot_be_removed(api, lead, team):
     response = api(lead).delete(member_url("lead"))
 
-    assert response.status_code == 400
-    assert response.json() == {"role": ["Cannot remove the last lead of Acme: add another first."]}
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Cannot remove the last lead of Acme: add another first."}
     assert roles(team)["lead"] == "lead"
 
 
