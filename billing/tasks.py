@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from hcai.celery import RetryOnOutageTask
+from core.tasks import RetryOnOutageTask
 
 from . import services
 

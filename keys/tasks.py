@@ -2,7 +2,7 @@ import logging
 
 from celery import shared_task
 
-from hcai.celery import RetryOnOutageTask
+from core.tasks import RetryOnOutageTask
 
 from . import services
 from .models import ApiKey

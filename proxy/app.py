@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from billing.ledger import UsageRecord
 from billing.pricing import price_usage
-from hcai.client_ip import client_ip, trusted_proxies
-from hcai.request_id import current_request_id, new_request_id
+from core.client_ip import client_ip, trusted_proxies
+from core.request_id import current_request_id, new_request_id
 
 from . import errors, gate, mock
 from .body import Body

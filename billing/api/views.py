@@ -10,8 +10,8 @@ from rest_framework.request import Request
 
 from billing import selectors
 from billing.models import UsageEvent
-from keys.api.query import validated_query
-from keys.api.schema import FIELD_ERRORS
+from core.api.query import validated_query
+from core.api.schema import FIELD_ERRORS
 
 from .serializers import (
     UsageDailyFilterSerializer,

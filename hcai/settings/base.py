@@ -62,14 +62,15 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "core",
     "keys",
     "billing",
     "proxy",
 ]
 
 MIDDLEWARE = [
-    "hcai.middleware.RequestIdMiddleware",
-    "keys.api.middleware.ApiNoStoreMiddleware",
+    "core.middleware.RequestIdMiddleware",
+    "core.api.middleware.ApiNoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -228,11 +229,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON only: the one body format the schema documents and the fuzz run exercises. Numbers
     # keep their literal, so an amount is read as sent, not as a binary float.
-    "DEFAULT_PARSER_CLASSES": ["keys.api.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["keys.api.throttles.ApiTokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_token": env.str("API_RATE_LIMIT", default="600/min")},
-    "DEFAULT_PAGINATION_CLASS": "keys.api.pagination.ApiPagination",
-    "EXCEPTION_HANDLER": "keys.api.exceptions.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.ApiPagination",
+    "EXCEPTION_HANDLER": "core.api.exceptions.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "HCAI Keys API",
@@ -245,7 +246,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "keys.api.schema.add_error_responses",
+        "core.api.schema.add_error_responses",
     ],
 }
 
@@ -256,8 +257,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request_id": {"()": "hcai.logging.RequestIdFilter"},
-        "redact": {"()": "hcai.logging.RedactSecretsFilter"},
+        "request_id": {"()": "core.logging.RequestIdFilter"},
+        "redact": {"()": "core.logging.RedactSecretsFilter"},
     },
     "formatters": {
         "line": {

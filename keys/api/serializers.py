@@ -13,7 +13,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from keys.api.parsers import JsonNumber
+from core.api.parsers import JsonNumber
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 from keys.selectors import KEY_STATES, staff_may, team_list
 from keys.validators import MAX_ALLOWED_IPS, NAME_MAX_LENGTH

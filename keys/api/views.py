@@ -27,11 +27,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
+from core.api.query import validated_query
+from core.api.schema import FIELD_ERRORS, conflict
 from keys import selectors, services
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 
-from .query import validated_query
-from .schema import FIELD_ERRORS, conflict
 from .serializers import (
     MAX_ID,
     GroupCreateSerializer,

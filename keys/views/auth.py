@@ -11,7 +11,7 @@ from django_ratelimit.core import get_usage
 LOGIN_LIMITS = (
     # The client's address as the relay sees it: X-Forwarded-For only from TRUSTED_PROXIES, so
     # behind a load balancer every visitor does not share one counter.
-    ("login-failures-ip", "hcai.client_ip.request_client_ip", "LOGIN_FAILURES_PER_IP"),
+    ("login-failures-ip", "core.client_ip.request_client_ip", "LOGIN_FAILURES_PER_IP"),
     ("login-failures-username", "keys.views.auth.login_username", "LOGIN_FAILURES_PER_USERNAME"),
 )
 

@@ -51,13 +51,13 @@ def test_a_failing_settlement_is_retried_logged_and_finally_fails(monkeypatch, c
 
     monkeypatch.setattr(services, "settle_usage", database_down)
 
-    with caplog.at_level(logging.WARNING, logger="hcai.celery"):
+    with caplog.at_level(logging.WARNING, logger="core.tasks"):
         result = tasks.settle_usage.apply()
 
     assert result.failed()
     assert isinstance(result.result, OperationalError)
     assert len(attempts) == 1 + tasks.settle_usage.max_retries
-    retries = [record.getMessage() for record in caplog.records if record.name == "hcai.celery"]
+    retries = [record.getMessage() for record in caplog.records if record.name == "core.tasks"]
     assert len(retries) == tasks.settle_usage.max_retries
     assert "failed (OperationalError: connection refused); retry 1 of 5" in retries[0]
 

@@ -94,7 +94,7 @@ def test_a_copied_env_example_trusts_no_proxy():
         "import django\n"
         "django.setup()\n"
         "from django.conf import settings\n"
-        "from hcai.client_ip import trusted_proxies\n"
+        "from core.client_ip import trusted_proxies\n"
         "print(settings.SETTINGS_MODULE, settings.TRUSTED_PROXIES, trusted_proxies())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}

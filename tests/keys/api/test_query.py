@@ -1,4 +1,4 @@
-"""Query parameters, read the same way by every list endpoint (keys.api.query): a parameter that
+"""Query parameters, read the same way by every list endpoint (core.api.query): a parameter that
 is sent is checked as sent. DRF alone reads `?team=` as "no team filter" and falls back to the
 default page size for `?page_size=null`, so the caller silently gets other rows than asked for."""
 

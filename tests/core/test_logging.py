@@ -1,7 +1,7 @@
 import logging
 
-from hcai.logging import RedactSecretsFilter, RequestIdFilter
-from hcai.request_id import current_request_id
+from core.logging import RedactSecretsFilter, RequestIdFilter
+from core.request_id import current_request_id
 
 
 def _format(message: str, *args) -> str:

@@ -1,6 +1,6 @@
 import pytest
 
-from hcai.client_ip import client_ip, parse_trusted_proxies
+from core.client_ip import client_ip, parse_trusted_proxies
 
 TRUSTED = parse_trusted_proxies(["10.0.0.0/8", "fd00::/8"])
 

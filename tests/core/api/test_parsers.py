@@ -5,7 +5,7 @@ import io
 import pytest
 from rest_framework.exceptions import ParseError
 
-from keys.api.parsers import JsonNumber, JSONParser
+from core.api.parsers import JsonNumber, JSONParser
 
 
 def parse(body: bytes, encoding: str = "utf-8"):

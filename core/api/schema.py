@@ -56,7 +56,7 @@ def add_error_responses(result: dict, generator, request, public: bool) -> dict:
             if "{" in path or paged:
                 responses.setdefault("404", {"description": _NOT_FOUND, "content": error})
             if paged:
-                # page and page_size are checked like every query parameter (keys.api.query).
+                # page and page_size are checked like every query parameter (core.api.query).
                 responses.setdefault(
                     "400",
                     {
