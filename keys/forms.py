@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import INVITATION_VALID_DAYS, ApiKey, Group, Membership, Team
-from .selectors import KEY_STATES, group_list_for_team
+from .selectors import KEY_STATES, group_list_for_key
 from .validators import MAX_ALLOWED_IPS
 
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
@@ -152,12 +152,7 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
             kwargs.setdefault("initial", _initial_from_key(key))
         super().__init__(*args, **kwargs)
         self.fields["expires_at"].help_text = EXPIRY_HELP.format(time_zone=settings.TIME_ZONE)
-        groups: QuerySet[Group] = group_list_for_team(team=team)
-        if key is not None:
-            # A group the team may no longer use stays selectable on its own key, so editing
-            # the name does not force a group change.
-            groups = groups | Group.objects.filter(pk=key.group_id)
-        self.fields["group"].queryset = groups.distinct().order_by("name")
+        self.fields["group"].queryset = group_list_for_key(team=team, key=key)
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, as keyword arguments for api_key_update."""
@@ -211,7 +206,7 @@ class KeyFilterForm(forms.Form):
             self.fields["owner"].queryset = owners
 
     def filters(self) -> dict[str, Any]:
-        """Arguments for selectors.api_key_search from the valid fields only."""
+        """The `filters` of selectors.api_key_search, from the valid fields only."""
         self.is_valid()
         data = self.cleaned_data
         owner = data.get("owner")

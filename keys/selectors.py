@@ -10,9 +10,12 @@ permission it needs ("keys.change_apikey" to change a key), so staff without tha
 are treated, for that action, like anyone else.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser as User
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from .models import ApiKey, ApiToken, Group, Invitation, KeyEvent, Membership, Team, digest_key
@@ -50,23 +53,39 @@ def is_team_lead(*, actor: User, team: Team, staff_permission: str | None = None
     return Membership.objects.filter(team=team, user=actor, role=Membership.Role.LEAD).exists()
 
 
+def team_list_with_role(*, actor: User) -> QuerySet[Team]:
+    """team_list, each team annotated with the actor's `role` in it (None where staff are not
+    members), by name."""
+    own_role = Membership.objects.filter(team=OuterRef("pk"), user=actor).values("role")[:1]
+    return team_list(actor=actor).annotate(role=Subquery(own_role)).order_by("name", "id")
+
+
 def api_key_list(
-    *, actor: User, team: Team, staff_permission: str | None = "keys.view_apikey"
+    *, actor: User, team: Team | None = None, staff_permission: str | None = "keys.view_apikey"
 ) -> QuerySet[ApiKey]:
-    """Keys of `team` the actor may see (or act on, with the permission of that action): all of
-    them for leads and staff with `staff_permission`, own keys for members."""
-    keys = ApiKey.objects.filter(team=team).select_related("owner", "group", "team")
-    if is_team_lead(actor=actor, team=team, staff_permission=staff_permission):
-        return keys
-    if Membership.objects.filter(team=team, user=actor).exists():
-        return keys.filter(owner=actor)
-    return keys.none()
+    """Keys the actor may see (or act on, with the permission of that action), in `team` or in
+    every team: all keys of the teams they lead, their own keys in the teams they belong to,
+    every key for staff with `staff_permission`. One query, whatever the number of teams."""
+    keys = ApiKey.objects.select_related("owner", "group", "team")
+    if not staff_may(actor=actor, permission=staff_permission):
+        memberships = Membership.objects.filter(user=actor)
+        led = memberships.filter(role=Membership.Role.LEAD).values("team_id")
+        # A former member's keys stay in the team (disabled) but leave their scope.
+        keys = keys.filter(
+            Q(team_id__in=led) | Q(owner=actor, team_id__in=memberships.values("team_id"))
+        )
+    return keys if team is None else keys.filter(team=team)
 
 
 def api_key_get(
-    *, actor: User, team: Team, key_id: int, staff_permission: str | None = "keys.view_apikey"
+    *,
+    actor: User,
+    key_id: int,
+    team: Team | None = None,
+    staff_permission: str | None = "keys.view_apikey",
 ) -> ApiKey:
-    """One key in the actor's scope; raises ApiKey.DoesNotExist otherwise."""
+    """One key in the actor's scope (in `team`, if given); raises ApiKey.DoesNotExist
+    otherwise."""
     return api_key_list(actor=actor, team=team, staff_permission=staff_permission).get(pk=key_id)
 
 
@@ -93,25 +112,67 @@ def member_list(
     return Membership.objects.filter(team=team).select_related("user")
 
 
+def member_list_with_key_counts(*, actor: User, team: Team) -> QuerySet[Membership]:
+    """member_list, each member annotated with `key_count`: how many keys they own in `team`."""
+    return member_list(actor=actor, team=team).annotate(
+        key_count=Count("user__api_keys", filter=Q(user__api_keys__team=team))
+    )
+
+
 # The values of ApiKey.state, in the order the portal offers them as a filter.
 KEY_STATES = ("enabled", "disabled", "expired", "quota_used_up")
+
+
+# The filters api_key_search takes. A false value (None, "") leaves that filter out.
+KEY_FILTERS = frozenset(
+    {
+        "team",  # a team's slug
+        "status",  # ApiKey.status
+        "state",  # ApiKey.state, one of KEY_STATES
+        "group_id",
+        "owner_id",
+        "owner_username",
+        "name_contains",
+        "ordering",  # a field to order by, "-" first for descending; ties newest first
+    }
+)
 
 
 def api_key_search(
     *,
     actor: User,
     team: Team,
-    state: str = "",
-    group_id: int | None = None,
-    owner_id: int | None = None,
-    name_contains: str = "",
+    filters: Mapping[str, Any] | None = None,
     staff_permission: str | None = "keys.view_apikey",
 ) -> QuerySet[ApiKey]:
-    """api_key_list narrowed by the portal's filters; `state` selects keys whose ApiKey.state
-    is that value, so a filtered list shows the same badges as the unfiltered one."""
+    """api_key_list of `team` narrowed by `filters` (KEY_FILTERS)."""
     keys = api_key_list(actor=actor, team=team, staff_permission=staff_permission)
+    return _narrowed_keys(keys, filters or {})
+
+
+def api_key_search_all_teams(
+    *,
+    actor: User,
+    filters: Mapping[str, Any] | None = None,
+    staff_permission: str | None = "keys.view_apikey",
+) -> QuerySet[ApiKey]:
+    """api_key_list over every team, narrowed by `filters` (KEY_FILTERS), so the API's key
+    list follows the portal's rules exactly. One query, whatever the number of teams."""
+    return _narrowed_keys(
+        api_key_list(actor=actor, staff_permission=staff_permission), filters or {}
+    )
+
+
+def _narrowed_keys(keys: QuerySet[ApiKey], filters: Mapping[str, Any]) -> QuerySet[ApiKey]:
+    """`keys` narrowed by `filters`. `state` selects keys whose ApiKey.state is that value, so a
+    filtered list shows the same badges as the unfiltered one. A filter this does not know is a
+    programming error: ignoring it would quietly widen the list."""
+    unknown = set(filters) - KEY_FILTERS
+    if unknown:
+        raise ValueError(f"Unknown key filters: {', '.join(sorted(unknown))}.")
     now = timezone.now()
     quota_used_up = Q(quota_limit_usd__gt=0, spent_usd__gte=F("quota_limit_usd"))
+    state = filters.get("state")
     if state == "enabled":
         keys = keys.usable(now).exclude(quota_used_up)
     elif state == "disabled":
@@ -120,33 +181,20 @@ def api_key_search(
         keys = keys.expired_but_enabled(now)
     elif state == "quota_used_up":
         keys = keys.usable(now).filter(quota_used_up)
-    if group_id is not None:
-        keys = keys.filter(group_id=group_id)
-    if owner_id is not None:
-        keys = keys.filter(owner_id=owner_id)
-    if name_contains:
-        keys = keys.filter(name__icontains=name_contains)
-    return keys
-
-
-def api_key_search_all_teams(
-    *,
-    actor: User,
-    team: Team | None = None,
-    staff_permission: str | None = "keys.view_apikey",
-    **filters: str | int | None,
-) -> QuerySet[ApiKey]:
-    """api_key_search over every team the actor belongs to (or just `team`), with its rules
-    and filters, so the API's team-wide key list follows the portal's exactly; over every
-    team for staff with `staff_permission`."""
-    teams = (
-        [team] if team is not None else team_list(actor=actor, staff_permission=staff_permission)
-    )
-    keys = ApiKey.objects.none()
-    for each_team in teams:
-        keys = keys | api_key_search(
-            actor=actor, team=each_team, staff_permission=staff_permission, **filters
-        )
+    lookups = {
+        "team": "team__slug",
+        "status": "status",
+        "group_id": "group_id",
+        "owner_id": "owner_id",
+        "owner_username": "owner__username",
+        "name_contains": "name__icontains",
+    }
+    for name, lookup in lookups.items():
+        value = filters.get(name)
+        if value is not None and value != "":
+            keys = keys.filter(**{lookup: value})
+    if filters.get("ordering"):
+        keys = keys.order_by(filters["ordering"], "-id")
     return keys
 
 
@@ -171,17 +219,57 @@ def api_token_list(*, actor: User) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=actor).select_related("created_by")
 
 
-def group_list_for_actor(*, actor: User) -> QuerySet[Group]:
+def group_list_for_actor(
+    *, actor: User, filters: Mapping[str, Any] | None = None
+) -> QuerySet[Group]:
     """Groups any of the actor's teams may use; staff who may view groups see every group,
-    inactive ones too."""
+    inactive ones too. `filters`: "team", a slug: only the groups that team may use, if the
+    actor may see the team (team_list). One query, whatever the number of teams."""
+    filters = filters or {}
+    unknown = set(filters) - {"team"}
+    if unknown:
+        raise ValueError(f"Unknown group filters: {', '.join(sorted(unknown))}.")
+    if filters.get("team"):
+        return _groups_available_to(team_list(actor=actor).filter(slug=filters["team"]))
     if staff_may(actor=actor, permission="keys.view_group"):
         return Group.objects.all()
-    group_ids = {
-        group_id
-        for team in team_list(actor=actor, staff_permission=None)
-        for group_id in group_list_for_team(team=team).values_list("pk", flat=True)
-    }
-    return Group.objects.filter(pk__in=group_ids)
+    return _groups_available_to(team_list(actor=actor, staff_permission=None))
+
+
+def group_list_for_key_filter(*, actor: User, team: Team) -> QuerySet[Group]:
+    """The groups a team's key list can be filtered by: those the team may use, and any group
+    a key the actor sees there is still in (one the team may no longer use)."""
+    visible = api_key_list(actor=actor, team=team)
+    return Group.objects.filter(
+        Q(pk__in=visible.values("group_id")) | Q(pk__in=group_list_for_team(team=team))
+    ).order_by("name")
+
+
+def group_list_for_key(*, team: Team, key: ApiKey | None = None) -> QuerySet[Group]:
+    """The groups a key of `team` may be given. A group the team may no longer use stays
+    selectable on the key already in it, so editing the name does not force a group change."""
+    groups = group_list_for_team(team=team)
+    if key is not None:
+        groups = groups | Group.objects.filter(pk=key.group_id)
+    return groups.distinct().order_by("name")
+
+
+def _groups_available_to(teams: QuerySet[Team]) -> QuerySet[Group]:
+    """The active groups any of `teams` may use, as Team.available_groups decides for one team:
+    the groups a team allows, or every active group if it allows none in particular."""
+    allowed = Team.allowed_groups.through.objects.filter(team__in=teams).values("group_id")
+    allows_any = teams.filter(allowed_groups__isnull=True)
+    return Group.objects.filter(Q(pk__in=allowed) | Q(Exists(allows_any)), is_active=True)
+
+
+def teammate_list(*, actor: User, staff_permission: str | None = "keys.add_apikey") -> QuerySet:
+    """The members of the actor's teams (everyone, for staff with `staff_permission`): the
+    people the actor may name as a key's owner, and no one else."""
+    users = get_user_model().objects.all()
+    if staff_may(actor=actor, permission=staff_permission):
+        return users
+    teams = team_list(actor=actor, staff_permission=None)
+    return users.filter(memberships__team__in=teams).distinct()
 
 
 def invitation_list(*, actor: User, team: Team) -> QuerySet[Invitation]:

@@ -8,17 +8,14 @@ bad one gets the same message as in the portal.
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api.parsers import JsonNumber
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
-from keys.selectors import KEY_STATES, staff_may, team_list
+from keys.selectors import KEY_STATES, team_list, teammate_list
 from keys.validators import MAX_ALLOWED_IPS, NAME_MAX_LENGTH
-
-User = get_user_model()
 
 # The largest id a database row can have (a signed 64-bit integer).
 MAX_ID = 2**63 - 1
@@ -135,11 +132,7 @@ class TeammateField(NulSafeSlugRelatedField):
         super().__init__(slug_field="username", **kwargs)
 
     def get_queryset(self):
-        actor = self.context["request"].user
-        if staff_may(actor=actor, permission="keys.add_apikey"):
-            return User.objects.all()
-        teams = team_list(actor=actor, staff_permission=None)
-        return User.objects.filter(memberships__team__in=teams).distinct()
+        return teammate_list(actor=self.context["request"].user)
 
 
 class ServiceTextField(serializers.CharField):
@@ -274,6 +267,9 @@ class KeyCreateSerializer(KeyUpdateSerializer):
 
 
 class KeyFilterSerializer(serializers.Serializer):
+    """The query of the key list; its values arrive under the names of the filters
+    keys.selectors.api_key_search_all_teams takes (`source`)."""
+
     ORDERINGS = [
         f"{sign}{field}"
         for field in ("name", "created_at", "expires_at", "last_used_at", "spent_usd")
@@ -284,10 +280,16 @@ class KeyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=ApiKey.Status.choices, required=False)
     state = serializers.ChoiceField(choices=KEY_STATES, required=False)
     group = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_ID, help_text="A group id."
+        source="group_id", required=False, min_value=1, max_value=MAX_ID, help_text="A group id."
     )
-    owner = serializers.CharField(required=False, help_text="The owner's username.")
-    search = serializers.CharField(required=False, help_text="Part of the key's name.")
+    # An unknown username matches no key, as another team's member does: no error tells the
+    # caller who exists.
+    owner = serializers.CharField(
+        source="owner_username", required=False, help_text="The owner's username."
+    )
+    search = serializers.CharField(
+        source="name_contains", required=False, help_text="Part of the key's name."
+    )
     ordering = serializers.ChoiceField(choices=ORDERINGS, required=False, default="-created_at")
 
 

@@ -6,8 +6,7 @@ lead's action get 403. Staff reach other teams only with the Django permission o
 at hand, the admin's own (keys.selectors.staff_may); without it they are like anyone else.
 """
 
-from django.contrib.auth import get_user_model
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
@@ -54,8 +53,6 @@ from .serializers import (
     TeamSerializer,
 )
 
-User = get_user_model()
-
 # The path patterns of the objects' ids. Anything else falls through to not_found (a JSON 404)
 # rather than reaching a query: a NUL byte, for one, makes PostgreSQL fail with a 500.
 ID_PATTERN = r"[0-9]+"
@@ -89,11 +86,6 @@ class SchemaView(SpectacularAPIView):
 def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     """Anything under /api/ that matches no endpoint: JSON like every other API answer."""
     return JsonResponse({"detail": "Not found."}, status=404)
-
-
-def _with_callers_role(teams: QuerySet[Team], actor) -> QuerySet[Team]:
-    own_role = Membership.objects.filter(team=OuterRef("pk"), user=actor).values("role")[:1]
-    return teams.annotate(role=Subquery(own_role))
 
 
 # --- keys -----------------------------------------------------------------------------------
@@ -142,15 +134,10 @@ class KeyViewSet(GenericViewSet):
         return ApiKey.objects.none()
 
     def get_object(self) -> ApiKey:
-        key_id = parse_id(self.kwargs["pk"])
-        team = Team.objects.filter(api_keys__pk=key_id).first()
-        if team is None:
-            raise NotFound
         try:
             return selectors.api_key_get(
                 actor=self.request.user,
-                team=team,
-                key_id=key_id,
+                key_id=parse_id(self.kwargs["pk"]),
                 staff_permission=self.STAFF_PERMISSIONS.get(self.action, "keys.change_apikey"),
             )
         except ApiKey.DoesNotExist:
@@ -158,30 +145,7 @@ class KeyViewSet(GenericViewSet):
 
     def list(self, request: Request) -> Response:
         filters = validated_query(KeyFilterSerializer, request.query_params)
-        actor = request.user
-        team = None
-        if "team" in filters:
-            teams = selectors.team_list(actor=actor, staff_permission="keys.view_apikey")
-            team = teams.filter(slug=filters["team"]).first()
-            if team is None:
-                return self.get_paginated_response(self.paginate_queryset([]))
-        owner_id = None
-        if "owner" in filters:
-            owner = User.objects.filter(username=filters["owner"]).values_list("pk", flat=True)
-            # An unknown username matches no key, as another team's member does: no error
-            # tells the caller who exists.
-            owner_id = owner.first() or 0
-        keys = selectors.api_key_search_all_teams(
-            actor=actor,
-            team=team,
-            state=filters.get("state", ""),
-            group_id=filters.get("group"),
-            owner_id=owner_id,
-            name_contains=filters.get("search", ""),
-        )
-        if "status" in filters:
-            keys = keys.filter(status=filters["status"])
-        keys = keys.order_by(filters["ordering"], "-id")
+        keys = selectors.api_key_search_all_teams(actor=request.user, filters=filters)
         page = self.paginate_queryset(keys)
         return self.get_paginated_response(KeySerializer(page, many=True).data)
 
@@ -334,15 +298,8 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
 
     def list(self, request: Request) -> Response:
         filters = validated_query(GroupFilterSerializer, request.query_params)
-        groups = self.get_queryset()
-        if "team" in filters:
-            team = selectors.team_list(actor=request.user).filter(slug=filters["team"]).first()
-            groups = (
-                groups.none()
-                if team is None
-                else selectors.group_list_for_team(team=team).order_by("name", "id")
-            )
-        page = self.paginate_queryset(groups)
+        groups = selectors.group_list_for_actor(actor=request.user, filters=filters)
+        page = self.paginate_queryset(groups.order_by("name", "id"))
         return self.get_paginated_response(GroupSerializer(page, many=True).data)
 
     def create(self, request: Request) -> Response:
@@ -374,8 +331,7 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewS
     lookup_value_regex = SLUG_PATTERN
 
     def get_queryset(self) -> QuerySet[Team]:
-        actor = self.request.user
-        return _with_callers_role(selectors.team_list(actor=actor), actor).order_by("name", "id")
+        return selectors.team_list_with_role(actor=self.request.user)
 
 
 TEAM_SLUG = OpenApiParameter(
@@ -589,7 +545,7 @@ class MeView(APIView):
     @extend_schema(summary="The caller, their teams and roles", responses={200: MeSerializer})
     def get(self, request: Request) -> Response:
         actor = request.user
-        teams = _with_callers_role(selectors.team_list(actor=actor), actor).order_by("name", "id")
+        teams = selectors.team_list_with_role(actor=actor)
         me = {
             "id": actor.pk,
             "username": actor.get_username(),

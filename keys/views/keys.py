@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -14,11 +13,11 @@ from django.views.decorators.http import require_http_methods
 
 from keys import services
 from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
-from keys.models import Group, Team
+from keys.models import Team
 from keys.selectors import (
     api_key_list,
     api_key_search,
-    group_list_for_team,
+    group_list_for_key_filter,
     is_team_lead,
     key_event_list,
     owner_list,
@@ -62,16 +61,13 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = _team(request, team_slug)
-    visible = api_key_list(actor=request.user, team=team)
     lead = is_team_lead(actor=request.user, team=team)
     filters = KeyFilterForm(
         request.GET,
-        groups=Group.objects.filter(
-            Q(pk__in=visible.values("group_id")) | Q(pk__in=group_list_for_team(team=team))
-        ).order_by("name"),
+        groups=group_list_for_key_filter(actor=request.user, team=team),
         owners=owner_list(team=team) if lead else None,
     )
-    keys = api_key_search(actor=request.user, team=team, **filters.filters())
+    keys = api_key_search(actor=request.user, team=team, filters=filters.filters())
     page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -84,7 +80,7 @@ def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
             "filters": filters,
             "page": page,
             "filtered": any(filters.filters().values()),
-            "has_keys": visible.exists(),
+            "has_keys": api_key_list(actor=request.user, team=team).exists(),
             "query": query.urlencode(),
         },
     )

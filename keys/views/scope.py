@@ -37,7 +37,7 @@ def _key(
     """The key, if the signed-in person may see it, or act on it with `staff_permission`."""
     try:
         return api_key_get(
-            actor=request.user, team=team, key_id=key_id, staff_permission=staff_permission
+            actor=request.user, key_id=key_id, team=team, staff_permission=staff_permission
         )
     except ApiKey.DoesNotExist:
         raise Http404("No such key.") from None

@@ -3,7 +3,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -11,15 +10,18 @@ from django.views.decorators.http import require_http_methods, require_POST
 from keys import services
 from keys.forms import InviteForm, RoleForm
 from keys.models import ApiKey, Membership, Team
-from keys.selectors import api_key_list, invitation_list, is_team_lead, member_list
+from keys.selectors import (
+    api_key_search,
+    invitation_list,
+    is_team_lead,
+    member_list_with_key_counts,
+)
 
 from .scope import _invitation, _lead_team, _membership
 
 
 def _team_page(request: HttpRequest, team: Team, invite_form: InviteForm, status: int = 200):
-    members = member_list(actor=request.user, team=team).annotate(
-        key_count=Count("user__api_keys", filter=Q(user__api_keys__team=team))
-    )
+    members = member_list_with_key_counts(actor=request.user, team=team)
     return render(
         request,
         "keys/team.html",
@@ -123,11 +125,11 @@ def member_remove(request: HttpRequest, team_slug: str, membership_id: int) -> H
                 f"{disabled} key{'s' if disabled != 1 else ''} disabled.",
             )
         return _back_to_team(request, team)
-    enabled_keys = (
-        api_key_list(actor=request.user, team=team)
-        .filter(owner=membership.user, status=ApiKey.Status.ENABLED)
-        .count()
-    )
+    enabled_keys = api_key_search(
+        actor=request.user,
+        team=team,
+        filters={"owner_id": membership.user_id, "status": ApiKey.Status.ENABLED},
+    ).count()
     return render(
         request,
         "keys/member_remove.html",
