@@ -8,9 +8,11 @@ ingest interval (with Redis; the embedded relay writes as each request ends). Da
 in settings.TIME_ZONE, like the rollups.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.db.models import Q, QuerySet, Sum
@@ -135,14 +137,48 @@ def usage_event_list(*, key: ApiKey) -> QuerySet[UsageEvent]:
     return UsageEvent.objects.filter(team_id=key.team_id, key=key).order_by("-created_at", "-id")
 
 
-def usage_event_list_for(*, actor: User) -> QuerySet[UsageEvent]:
-    """Every usage event the actor may see, across their teams (see `_visible_to`)."""
-    return _visible_to(actor, UsageEvent.objects.all())
+# The filters of the usage lists: "team" (a slug), "key" (an id), "model", and "since" and
+# "until", which each list reads in its own way.
+USAGE_FILTERS = frozenset({"team", "key", "model", "since", "until"})
 
 
-def usage_daily_list_for(*, actor: User) -> QuerySet[UsageDaily]:
-    """Every daily rollup row the actor may see, across their teams (see `_visible_to`)."""
-    return _visible_to(actor, UsageDaily.objects.all())
+def usage_event_list_for(
+    *, actor: User, filters: Mapping[str, Any] | None = None
+) -> QuerySet[UsageEvent]:
+    """Every usage event the actor may see, across their teams (see `_visible_to`), newest
+    first. `filters` (USAGE_FILTERS): "since" is a time from which on (inclusive), "until" one
+    before which (exclusive)."""
+    filters = filters or {}
+    events = _narrowed(_visible_to(actor, UsageEvent.objects.all()), filters)
+    if filters.get("since") is not None:
+        events = events.filter(created_at__gte=filters["since"])
+    if filters.get("until") is not None:
+        events = events.filter(created_at__lt=filters["until"])
+    return events.select_related("key", "team", "group").order_by("-created_at", "-id")
+
+
+def usage_daily_list_for(
+    *, actor: User, filters: Mapping[str, Any] | None = None
+) -> QuerySet[UsageDaily]:
+    """Every daily rollup row the actor may see, across their teams (see `_visible_to`).
+    `filters` (USAGE_FILTERS): "since" and "until" are days, both inclusive."""
+    filters = filters or {}
+    rows = _narrowed(_visible_to(actor, UsageDaily.objects.all()), filters)
+    if filters.get("since") is not None:
+        rows = rows.filter(day__gte=filters["since"])
+    if filters.get("until") is not None:
+        rows = rows.filter(day__lte=filters["until"])
+    return rows
+
+
+def usage_daily_totals_for(
+    *, actor: User, filters: Mapping[str, Any] | None = None
+) -> QuerySet[dict]:
+    """usage_daily_list_for summed per day, newest day first: one dict per day with `day` and
+    `total_<field>` for each total (requests, the token counts, cost_usd, charged_usd)."""
+    totals = {f"total_{field}": aggregate for field, aggregate in _TOTALS.items()}
+    rows = usage_daily_list_for(actor=actor, filters=filters)
+    return rows.values("day").annotate(**totals).order_by("-day")
 
 
 def _visible_to(actor: User, rows: QuerySet) -> QuerySet:
@@ -157,6 +193,21 @@ def _visible_to(actor: User, rows: QuerySet) -> QuerySet:
         "pk"
     )
     return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
+
+
+def _narrowed(rows: QuerySet, filters: Mapping[str, Any]) -> QuerySet:
+    """Rows already scoped to the actor, narrowed by the filters both usage lists share. A
+    filter this does not know is a programming error: ignoring it would quietly widen the list."""
+    unknown = set(filters) - USAGE_FILTERS
+    if unknown:
+        raise ValueError(f"Unknown usage filters: {', '.join(sorted(unknown))}.")
+    if filters.get("team"):
+        rows = rows.filter(team__slug=filters["team"])
+    if filters.get("key") is not None:
+        rows = rows.filter(key_id=filters["key"])
+    if filters.get("model"):
+        rows = rows.filter(model=filters["model"])
+    return rows
 
 
 def _team_rollups(team: Team) -> QuerySet[UsageDaily]:

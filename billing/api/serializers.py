@@ -44,17 +44,7 @@ class UsageEventSerializer(serializers.ModelSerializer):
 
 
 class UsageDaySerializer(serializers.Serializer):
-    """One day's totals; read from rows annotated with total_<field> for each of TOTALS."""
-
-    TOTALS = (
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_tokens",
-        "cache_read_tokens",
-        "cost_usd",
-        "charged_usd",
-    )
+    """One day's totals, read from the rows of billing.selectors.usage_daily_totals_for."""
 
     day = serializers.DateField(help_text="The date in the server's time zone.")
     requests = serializers.IntegerField(source="total_requests")

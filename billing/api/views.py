@@ -1,12 +1,12 @@
 """Usage for the API: raw events and daily totals, each within what the caller may see.
 
-Scoping to the caller comes from billing.selectors (usage_event_list_for, usage_daily_list_for).
+Scoping to the caller, filtering and totals come from billing.selectors (usage_event_list_for,
+usage_daily_totals_for).
 """
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.generics import ListAPIView
-from rest_framework.request import Request
 
 from billing import selectors
 from billing.models import UsageEvent
@@ -21,18 +21,6 @@ from .serializers import (
 )
 
 
-def _filtered(rows: QuerySet, request: Request, filter_class) -> tuple[QuerySet, dict]:
-    """Narrow rows already scoped to the caller by the query's filters."""
-    filters = validated_query(filter_class, request.query_params)
-    if "team" in filters:
-        rows = rows.filter(team__slug=filters["team"])
-    if "key" in filters:
-        rows = rows.filter(key_id=filters["key"])
-    if "model" in filters:
-        rows = rows.filter(model=filters["model"])
-    return rows, filters
-
-
 @extend_schema_view(
     get=extend_schema(
         summary="Usage events",
@@ -45,16 +33,8 @@ class UsageEventListView(ListAPIView):
     serializer_class = UsageEventSerializer
 
     def get_queryset(self) -> QuerySet[UsageEvent]:
-        events, filters = _filtered(
-            selectors.usage_event_list_for(actor=self.request.user),
-            self.request,
-            UsageEventFilterSerializer,
-        )
-        if "since" in filters:
-            events = events.filter(created_at__gte=filters["since"])
-        if "until" in filters:
-            events = events.filter(created_at__lt=filters["until"])
-        return events.select_related("key", "team", "group").order_by("-created_at", "-id")
+        filters = validated_query(UsageEventFilterSerializer, self.request.query_params)
+        return selectors.usage_event_list_for(actor=self.request.user, filters=filters)
 
 
 @extend_schema_view(
@@ -70,14 +50,5 @@ class UsageDailyListView(ListAPIView):
     serializer_class = UsageDaySerializer
 
     def get_queryset(self) -> QuerySet:
-        rows, filters = _filtered(
-            selectors.usage_daily_list_for(actor=self.request.user),
-            self.request,
-            UsageDailyFilterSerializer,
-        )
-        if "since" in filters:
-            rows = rows.filter(day__gte=filters["since"])
-        if "until" in filters:
-            rows = rows.filter(day__lte=filters["until"])
-        totals = {f"total_{field}": Sum(field) for field in UsageDaySerializer.TOTALS}
-        return rows.values("day").annotate(**totals).order_by("-day")
+        filters = validated_query(UsageDailyFilterSerializer, self.request.query_params)
+        return selectors.usage_daily_totals_for(actor=self.request.user, filters=filters)
