@@ -13,12 +13,13 @@ from billing.selectors import (
     spend_by_key,
     spend_by_model,
     usage_daily_list_for,
+    usage_daily_totals_for,
     usage_event_list_for,
 )
 from billing.services import settle_usage
 from keys.services import api_key_delete
 
-from ..factories import make_key
+from ..factories import MembershipFactory, make_key
 from .factories import UsageEventFactory
 
 ZERO = Decimal("0")
@@ -202,3 +203,126 @@ def test_usage_visible_to_lead_member_and_outsider(team, lead, member, group, ou
     }
     assert list(usage_daily_list_for(actor=member).values_list("key_id", flat=True)) == [own.key_id]
     assert not usage_daily_list_for(actor=outsider).exists()
+
+
+# --- the usage lists of the API: scope, filters, totals ---------------------------------------
+
+
+@pytest.fixture
+def usage_in_two_teams(team, other_team, lead, member, outsider, group, today):
+    """The lead leads Acme and is a plain member of Globex, where the outsider leads. Events:
+    two of the member's in Acme (today, yesterday), one of the lead's in Globex (today), and
+    one of the outsider's in Globex (today), which is out of the lead's reach."""
+    MembershipFactory(team=other_team, user=lead)
+    events = {
+        "member-today": (make_key(team=team, owner=member, group=group, name="m").key, 0, "1"),
+        "member-yesterday": (team.api_keys.get(name="m"), 1, "2"),
+        "lead-globex": (
+            make_key(team=other_team, owner=lead, group=group, name="lg").key,
+            0,
+            "4",
+        ),
+        "theirs": (make_key(team=other_team, owner=outsider, group=group, name="t").key, 0, "8"),
+    }
+    created = {}
+    for name, (key, days_ago, charged) in events.items():
+        created[name] = UsageEventFactory(
+            key=key,
+            model="gpt-4o" if name == "member-yesterday" else "claude-sonnet-4-5",
+            created_at=at(today - timedelta(days=days_ago)),
+            cost_usd=Decimal(charged),
+            charged_usd=Decimal(charged),
+        )
+    settle_usage()
+    return created
+
+
+def event_names(events, usage) -> set[str]:
+    by_pk = {event.pk: name for name, event in usage.items()}
+    return {by_pk[event.pk] for event in events}
+
+
+def test_usage_event_list_for_an_actor_in_two_teams_is_one_query(
+    usage_in_two_teams, lead, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        events = list(usage_event_list_for(actor=lead))
+        # The API prints each event's key, team and group: they come with the same query.
+        shown = [(e.key.name, e.team.slug, e.group.name) for e in events]
+    assert event_names(events, usage_in_two_teams) == {
+        "member-today",
+        "member-yesterday",
+        "lead-globex",
+    }
+    assert ("lg", "globex", "CC Official Channel") in shown
+    assert UsageEvent.objects.filter(pk=usage_in_two_teams["theirs"].pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("filters", "visible"),
+    [
+        ({"team": "globex"}, {"lead-globex"}),  # not the outsider's event in Globex
+        ({"team": "nowhere"}, set()),
+        ({"model": "gpt-4o"}, {"member-yesterday"}),
+        ({"team": "acme", "model": "claude-sonnet-4-5"}, {"member-today"}),
+    ],
+)
+def test_usage_event_list_for_filters_within_the_scope(
+    usage_in_two_teams, lead, filters, visible, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        assert event_names(
+            usage_event_list_for(actor=lead, filters=filters), usage_in_two_teams
+        ) == (visible)
+
+
+def test_usage_event_list_for_by_key_and_time(usage_in_two_teams, lead, member, today):
+    theirs = usage_in_two_teams["theirs"]
+    assert not usage_event_list_for(actor=lead, filters={"key": theirs.key_id}).exists()
+    assert not usage_event_list_for(actor=member, filters={"team": "globex"}).exists()
+    since = at(today - timedelta(days=1))  # the moment member-yesterday happened: inclusive
+    assert event_names(
+        usage_event_list_for(actor=lead, filters={"since": since, "until": at(today)}),
+        usage_in_two_teams,
+    ) == {"member-yesterday"}  # until is exclusive: today's events happened exactly then
+
+
+def test_usage_daily_totals_for_sums_per_day_within_the_scope(
+    usage_in_two_teams, lead, today, django_assert_num_queries
+):
+    with django_assert_num_queries(1):
+        rows = [
+            (row["day"], row["total_requests"], row["total_charged_usd"])
+            for row in usage_daily_totals_for(actor=lead)
+        ]
+    # Today: the member's 1 and the lead's own 4 in Globex, never the outsider's 8.
+    assert rows == [
+        (today, 2, Decimal("5")),
+        (today - timedelta(days=1), 1, Decimal("2")),
+    ]
+    assert {
+        row["total_requests"]
+        for row in usage_daily_totals_for(actor=lead, filters={"team": "globex"})
+    } == {1}
+
+
+@pytest.mark.parametrize(
+    ("since_days_ago", "until_days_ago", "days"),
+    [(1, 1, [1]), (0, 0, [0]), (1, 0, [0, 1]), (3, 2, [])],
+)
+def test_usage_daily_totals_for_since_and_until_are_inclusive_days(
+    usage_in_two_teams, lead, today, since_days_ago, until_days_ago, days
+):
+    filters = {
+        "since": today - timedelta(days=since_days_ago),
+        "until": today - timedelta(days=until_days_ago),
+    }
+    rows = usage_daily_totals_for(actor=lead, filters=filters)
+    assert [row["day"] for row in rows] == [today - timedelta(days=n) for n in days]
+
+
+@pytest.mark.parametrize("selector", [usage_event_list_for, usage_daily_totals_for])
+def test_usage_lists_refuse_an_unknown_filter(lead, selector):
+    with pytest.raises(ValueError) as error:
+        selector(actor=lead, filters={"day": "2024-01-01", "team": "acme"})
+    assert str(error.value) == "Unknown usage filters: day."
