@@ -353,7 +353,7 @@ def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypa
         raise OperationalError("connection refused (the test's outage)")
 
     monkeypatch.setattr(snapshots, "build_key_state", database_down)
-    monkeypatch.setattr("proxy.prices._load", database_down)
+    monkeypatch.setattr("proxy.prices.load_price_table", database_down)
     app.prices.forget()  # due for a reload, which fails
     with caplog.at_level(logging.WARNING, logger="proxy"):
         warm = [relay.call("POST", "/v1/messages", MESSAGE).status for _ in range(5)]
