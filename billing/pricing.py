@@ -27,6 +27,7 @@ table built once by `load_price_table`.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from .models import ModelPrice
@@ -51,6 +52,8 @@ class PriceRow:
     cache_write_per_mtok: Decimal
     cache_read_per_mtok: Decimal
     max_output_tokens: int = 128_000
+    # When the price was last set (the relay's model list shows it); None for a row made by hand.
+    updated_at: datetime | None = None
 
     @classmethod
     def from_model_price(cls, price: ModelPrice) -> "PriceRow":
@@ -61,6 +64,7 @@ class PriceRow:
             cache_write_per_mtok=price.cache_write_per_mtok,
             cache_read_per_mtok=price.cache_read_per_mtok,
             max_output_tokens=price.max_output_tokens,
+            updated_at=price.updated_at,
         )
 
 

@@ -6,7 +6,9 @@ import re
 from .request_id import current_request_id
 
 # Relay keys, API tokens and invitation tokens (whose link is logged as a request path),
-# whatever the code around them did by mistake.
+# whatever the code around them did by mistake. The prefixes are those of keys.secret_formats,
+# written out because core imports nothing from the apps above it (a test keeps them in step);
+# any run after a prefix is masked, not only a whole secret, so a cut-off one is masked too.
 _SECRET_PATTERN = re.compile(r"\b(sk-hc-|hcat_|hcinv_)[A-Za-z0-9_-]{4,}")
 
 

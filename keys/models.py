@@ -1,7 +1,6 @@
 import fnmatch
-import hashlib
-import secrets
 from datetime import datetime
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.validators import MinLengthValidator
@@ -9,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .secret_formats import API_TOKEN, RELAY_KEY, SecretFormat
+from .secret_formats import digest_key as digest_key
 from .validators import (
     NAME_MAX_LENGTH,
     validate_allowed_ips,
@@ -17,22 +18,6 @@ from .validators import (
     validate_quota,
     validate_rate_limit,
 )
-
-# The recognisable prefix lets secret scanners (GitHub, gitleaks) spot a leaked key.
-KEY_PREFIX = "sk-hc-"
-# 32 bytes from `secrets` (256 bits): far beyond guessing, which is why a plain SHA-256 digest
-# is the right way to store it. A slow password hasher would only slow the relay's hot path.
-KEY_RANDOM_BYTES = 32
-# How much of the key people see in lists, e.g. "sk-hc-Ab3dEf": enough to tell keys apart.
-DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 6
-
-
-def generate_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
-
-
-def digest_key(plaintext: str) -> str:
-    return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
 class Group(models.Model):
@@ -128,7 +113,30 @@ class ApiKeyQuerySet(models.QuerySet):
         return self.filter(status=ApiKey.Status.ENABLED, expires_at__lte=now)
 
 
-class ApiKey(models.Model):
+class HashedSecret(models.Model):
+    """A row that holds a secret only as its digest, plus a display prefix to tell it apart by.
+
+    Subclasses name their `secret_format` and declare `prefix` sized by it (the kinds' prefixes
+    differ in length, and so do their columns).
+    """
+
+    secret_format: ClassVar[SecretFormat]
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def set_new_secret(self) -> str:
+        """Give the row a new secret; return its plaintext, which is never stored."""
+        plaintext = self.secret_format.generate()
+        self.digest = self.secret_format.digest(plaintext)
+        self.prefix = self.secret_format.display_prefix(plaintext)
+        return plaintext
+
+
+class ApiKey(HashedSecret):
+    secret_format = RELAY_KEY
+
     class Status(models.TextChoices):
         ENABLED = "enabled", "Enabled"
         DISABLED = "disabled", "Disabled"
@@ -147,8 +155,7 @@ class ApiKey(models.Model):
     )
     group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="api_keys")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ENABLED)
-    prefix = models.CharField(max_length=DISPLAY_PREFIX_LENGTH, editable=False)
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=RELAY_KEY.display_prefix_length, editable=False)
     allowed_ips = models.JSONField(
         default=list, blank=True, validators=[validate_allowed_ips], verbose_name="IP restriction"
     )
@@ -220,7 +227,7 @@ class KeyEvent(models.Model):
     )
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="key_events")
     key_name = models.CharField(max_length=NAME_MAX_LENGTH)
-    key_prefix = models.CharField(max_length=DISPLAY_PREFIX_LENGTH)
+    key_prefix = models.CharField(max_length=RELAY_KEY.display_prefix_length)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -242,28 +249,20 @@ class KeyEvent(models.Model):
         return f"{self.key_name}: {self.action}"
 
 
-# Personal access tokens for the REST API. A different prefix from relay keys, so neither kind
-# can be mistaken for the other (the API refuses sk-hc-, the relay never finds an hcat_ digest)
-# and secret scanners and the log filter recognise both.
-API_TOKEN_PREFIX = "hcat_"  # noqa: S105 (a public marker, not a secret)
-API_TOKEN_DISPLAY_PREFIX_LENGTH = len(API_TOKEN_PREFIX) + 6
-
-
-def generate_api_token() -> str:
-    return API_TOKEN_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
-
-
 class ApiTokenQuerySet(models.QuerySet):
     def active(self) -> "ApiTokenQuerySet":
         return self.filter(revoked_at__isnull=True)
 
 
-class ApiToken(models.Model):
+class ApiToken(HashedSecret):
     """A user's token for the REST API: acts as that user, with that user's permissions.
 
     Stored as a SHA-256 digest like relay keys; revoking keeps the row, so the owner still sees
-    when a token was made and last used.
+    when a token was made and last used. Its own prefix, so neither kind can be mistaken for
+    the other: the API refuses relay keys, the relay never finds a token's digest.
     """
+
+    secret_format = API_TOKEN
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -275,8 +274,7 @@ class ApiToken(models.Model):
             "max_length": f"Name can be at most {NAME_MAX_LENGTH} characters.",
         },
     )
-    prefix = models.CharField(max_length=API_TOKEN_DISPLAY_PREFIX_LENGTH, editable=False)
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(max_length=API_TOKEN.display_prefix_length, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -302,16 +300,11 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
-# Invitations to join a team. The token is a bearer secret in the emailed link; like keys it
-# carries a recognisable prefix (secret scanners, the log filter) and is stored only as a
-# SHA-256 digest, so the database never holds a link that works.
-INVITATION_TOKEN_PREFIX = "hcinv_"  # noqa: S105 (a public marker, not a secret)
-# Long enough for someone on holiday to answer, short enough that a forgotten link stops working.
+# Invitations to join a team: the token (keys.secret_formats.INVITATION_TOKEN) is a bearer
+# secret in the emailed link, stored only as a SHA-256 digest, so the database never holds a
+# link that works. Long enough for someone on holiday to answer, short enough that a forgotten
+# link stops working.
 INVITATION_VALID_DAYS = 7
-
-
-def generate_invitation_token() -> str:
-    return INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
 
 
 class InvitationQuerySet(models.QuerySet):

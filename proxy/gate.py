@@ -10,7 +10,6 @@ process has seen before, the body is read before the snapshot (see Gate): the re
 their order are the same.
 """
 
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -24,7 +23,7 @@ from django_ratelimit.core import get_usage
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
 from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
-from keys.models import KEY_PREFIX, digest_key
+from keys.secret_formats import RELAY_KEY
 
 from . import errors
 from .body import OUTPUT_LIMITS, Body, read_body
@@ -33,9 +32,6 @@ from .prices import PriceTable
 from .snapshots import Snapshots
 from .store import Admission, Plan, Store, rebuild_spend_total
 
-# A key is KEY_PREFIX + 43 URL-safe characters (keys.models.generate_key); anything else is
-# refused without touching the cache or the database.
-_KEY_SHAPE = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{43}")
 # The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
 # its own limit (which is then lowered to what the quota pays for); with less left, a 402.
 MIN_OUTPUT_TOKENS = 64
@@ -58,10 +54,10 @@ def credential(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 def key_digest(plaintext: str) -> str:
     """The digest a key is looked up by; a credential not shaped like a key is refused here,
-    without any look-up."""
-    if _KEY_SHAPE.fullmatch(plaintext) is None:
+    without touching the cache or the database."""
+    if RELAY_KEY.shape.fullmatch(plaintext) is None:
         raise errors.invalid_key()
-    return digest_key(plaintext)
+    return RELAY_KEY.digest(plaintext)
 
 
 def check_key(state: KeyState, now: datetime) -> None:

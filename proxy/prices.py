@@ -18,8 +18,7 @@ from datetime import datetime
 
 from django.db import InterfaceError, OperationalError
 
-from billing.models import ModelPrice
-from billing.pricing import PriceRow, lookup_price
+from billing.pricing import PriceRow, load_price_table, lookup_price
 
 from .store import run_db
 
@@ -30,18 +29,9 @@ RETRY_SECONDS = 5.0
 logger = logging.getLogger(__name__)
 
 
-def _load() -> tuple[dict[str, PriceRow], dict[str, datetime]]:
-    prices = list(ModelPrice.objects.all())
-    return (
-        {price.model: PriceRow.from_model_price(price) for price in prices},
-        {price.model: price.updated_at for price in prices},
-    )
-
-
 class PriceTable:
     def __init__(self) -> None:
         self._table: dict[str, PriceRow] = {}
-        self._updated: dict[str, datetime] = {}
         self._loaded_at = float("-inf")
         self._ever_loaded = False
         self._lock: asyncio.Lock | None = None
@@ -60,7 +50,7 @@ class PriceTable:
         """Every priced model name with when its price was set (for GET /v1/models)."""
         if time.monotonic() - self._loaded_at > REFRESH_SECONDS:
             await self.reload()
-        return dict(self._updated)
+        return {model: row.updated_at for model, row in self._table.items()}
 
     async def reload(self) -> None:
         if self._lock is None:
@@ -70,7 +60,7 @@ class PriceTable:
             if self._loaded_at >= started:
                 return  # Another request reloaded it while this one waited.
             try:
-                self._table, self._updated = await run_db(_load)
+                self._table = await run_db(load_price_table)
             except (OperationalError, InterfaceError) as error:
                 if not self._ever_loaded:
                     raise

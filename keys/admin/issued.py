@@ -1,6 +1,7 @@
 """The admin page that shows new plaintexts (keys or a token), once."""
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
@@ -34,3 +35,33 @@ def _issued_secrets_response(
             "issued_secrets": issued,
         },
     )
+
+
+class ShowIssuedSecretOnceMixin:
+    """For a ModelAdmin whose add form creates through a service that returns the plaintext:
+    the answer to the add is the page that shows it, once."""
+
+    issued_title: str
+    issued_template: str
+
+    def keep_issued(
+        self,
+        request: HttpRequest,
+        obj: models.Model,
+        issued: IssuedKey | IssuedApiToken,
+        created: models.Model,
+    ) -> None:
+        """Called by save_model with what the service returned and the row it created."""
+        # The admin goes on to log and answer with its own instance, so it becomes the row the
+        # service created.
+        for field in obj._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(created, field.attname))
+        # Lives only as long as this request: response_add shows it and nothing stores it.
+        request.issued_secret = issued
+
+    def response_add(self, request: HttpRequest, obj: models.Model, post_url_continue=None):
+        issued = request.issued_secret
+        del request.issued_secret
+        return _issued_secrets_response(
+            self, request, [issued], title=self.issued_title, template=self.issued_template
+        )

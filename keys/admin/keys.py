@@ -21,7 +21,7 @@ from keys.services import IssuedKey
 from keys.validators import MAX_ALLOWED_IPS
 
 from .forms import _add_service_errors
-from .issued import ISSUED_KEYS_TEMPLATE, _issued_secrets_response
+from .issued import ISSUED_KEYS_TEMPLATE, ShowIssuedSecretOnceMixin, _issued_secrets_response
 
 ROTATE_CONFIRMATION_TEMPLATE = "admin/keys/apikey/rotate_confirmation.html"
 
@@ -123,8 +123,10 @@ class ApiKeyAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ShowIssuedSecretOnceMixin, admin.ModelAdmin):
     form = ApiKeyAdminForm
+    issued_title = "API key created"
+    issued_template = ISSUED_KEYS_TEMPLATE
     list_display = (
         "name",
         "team",
@@ -198,19 +200,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             form.update_key(key=obj, actor=request.user)
             return
         issued = form.create_key(actor=request.user)
-        # The admin goes on to log and answer with its own instance, so it becomes the key the
-        # service created.
-        for field in ApiKey._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(issued.key, field.attname))
-        # Lives only as long as this request: response_add shows it and nothing stores it.
-        request.issued_key = issued
-
-    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue=None):
-        issued = request.issued_key
-        del request.issued_key
-        return _issued_secrets_response(
-            self, request, [issued], title="API key created", template=ISSUED_KEYS_TEMPLATE
-        )
+        self.keep_issued(request, obj, issued, issued.key)
 
     def delete_model(self, request: HttpRequest, obj: ApiKey) -> None:
         services.api_key_delete(key=obj, actor=request.user)

@@ -13,7 +13,7 @@ from keys.models import ApiToken
 from keys.services import IssuedApiToken
 
 from .forms import _add_service_errors
-from .issued import ISSUED_TOKEN_TEMPLATE, _issued_secrets_response
+from .issued import ISSUED_TOKEN_TEMPLATE, ShowIssuedSecretOnceMixin
 
 _TOKEN_NAME_MESSAGES = ApiToken._meta.get_field("name").error_messages
 
@@ -50,7 +50,7 @@ class ApiTokenAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ShowIssuedSecretOnceMixin, admin.ModelAdmin):
     """Staff may create a token for a user and revoke tokens; nothing else changes a token.
 
     A token staff create is shown to them once, like a key they create, for handing over to
@@ -58,6 +58,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     """
 
     form = ApiTokenAdminForm
+    issued_title = "API token created"
+    issued_template = ISSUED_TOKEN_TEMPLATE
     list_display = (
         "name",
         "user",
@@ -99,19 +101,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form, change: bool) -> None:
         issued = form.create_token(actor=request.user)
-        # The admin goes on to log and answer with its own instance, so it becomes the token
-        # the service created.
-        for field in ApiToken._meta.concrete_fields:
-            setattr(obj, field.attname, getattr(issued.token, field.attname))
-        # Lives only as long as this request: response_add shows it and nothing stores it.
-        request.issued_token = issued
-
-    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue=None):
-        issued = request.issued_token
-        del request.issued_token
-        return _issued_secrets_response(
-            self, request, [issued], title="API token created", template=ISSUED_TOKEN_TEMPLATE
-        )
+        self.keep_issued(request, obj, issued, issued.token)
 
     def has_change_permission(self, request: HttpRequest, obj: ApiToken | None = None) -> bool:
         return False

@@ -5,7 +5,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
-from keys.models import API_TOKEN_PREFIX, ApiToken, digest_key
+from keys.models import ApiToken
+from keys.secret_formats import API_TOKEN
 from keys.services import api_token_mark_used
 
 KEYWORD = "Token"
@@ -28,16 +29,19 @@ class ApiTokenAuthentication(BaseAuthentication):
             plaintext = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise AuthenticationFailed(INVALID_CREDENTIALS) from None
-        if not plaintext.startswith(API_TOKEN_PREFIX):
+        if not plaintext.startswith(API_TOKEN.prefix):
             # Relay keys (sk-hc-…) are for the relay only; refusing them by their prefix means a
             # leaked relay key can never read or manage anything through the API.
             raise AuthenticationFailed(RELAY_KEY_REFUSED)
+        if not API_TOKEN.matches(plaintext):
+            # No token has this shape, so no look-up could find one (as the relay does for keys).
+            raise AuthenticationFailed(INVALID_CREDENTIALS)
         # The lookup is by digest, so no comparison ever involves the secret itself; and the
         # token is 256 random bits, so the digest's index lookup time reveals nothing useful.
         token = (
             ApiToken.objects.active()
             .select_related("user")
-            .filter(digest=digest_key(plaintext))
+            .filter(digest=API_TOKEN.digest(plaintext))
             .first()
         )
         if token is None or not token.user.is_active:

@@ -27,8 +27,8 @@ from keys.models import (
     Team,
     TeamEvent,
     digest_key,
-    generate_invitation_token,
 )
+from keys.secret_formats import INVITATION_TOKEN
 from keys.selectors import is_team_lead
 
 from .members import membership_add
@@ -63,13 +63,13 @@ def invitation_create(*, team: Team, email: str, role: str, actor: User) -> Invi
     except ValidationError as error:
         raise ValidationError({"email": error.messages}) from None
     now = timezone.now()
-    plaintext = generate_invitation_token()
+    plaintext = INVITATION_TOKEN.generate()
     invitation = Invitation(
         team=team,
         email=email,
         role=role,
         invited_by=actor,
-        digest=digest_key(plaintext),
+        digest=INVITATION_TOKEN.digest(plaintext),
         created_at=now,
         expires_at=now + timedelta(days=INVITATION_VALID_DAYS),
     )

@@ -15,16 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from keys.cache import invalidate_key_state
-from keys.models import (
-    DISPLAY_PREFIX_LENGTH,
-    ApiKey,
-    Group,
-    KeyEvent,
-    Membership,
-    Team,
-    digest_key,
-    generate_key,
-)
+from keys.models import ApiKey, Group, KeyEvent, Membership, Team
 from keys.validators import normalise_rate_limit, parse_allowed_ips, parse_quota
 
 from .cleaning import _clean_name, _full_clean
@@ -81,7 +72,7 @@ def api_key_create(
     if not Membership.objects.filter(team=team, user=owner).exists():
         errors.setdefault("owner", []).append(f"{owner} is not a member of team {team}.")
     # The digest is a required field, so the secret must exist before the model's checks run.
-    plaintext = _set_new_secret(key)
+    plaintext = key.set_new_secret()
     _full_clean(key, errors)
     key.save()
     _record(
@@ -159,7 +150,7 @@ def api_key_expire(*, key: ApiKey) -> bool:
 def api_key_rotate(*, key: ApiKey, actor: User | None) -> IssuedKey:
     """Replace the secret; the old one stops working at once. Settings and spend stay."""
     old_digest, old_prefix = key.digest, key.prefix
-    plaintext = _set_new_secret(key)
+    plaintext = key.set_new_secret()
     key.save(update_fields=["digest", "prefix", "updated_at"])
     _record(key, actor, KeyEvent.Action.ROTATED, {"prefix": [old_prefix, key.prefix]})
     invalidate_key_state([old_digest])
@@ -177,13 +168,6 @@ def api_key_delete(*, key: ApiKey, actor: User | None) -> None:
     _record(key, actor, KeyEvent.Action.DELETED, {})
     invalidate_key_state([key.digest])
     key.delete()
-
-
-def _set_new_secret(key: ApiKey) -> str:
-    plaintext = generate_key()
-    key.digest = digest_key(plaintext)
-    key.prefix = plaintext[:DISPLAY_PREFIX_LENGTH]
-    return plaintext
 
 
 def _assign(

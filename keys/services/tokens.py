@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from keys.models import API_TOKEN_DISPLAY_PREFIX_LENGTH, ApiToken, digest_key, generate_api_token
+from keys.models import ApiToken
 
 from .cleaning import _clean_name, _full_clean
 
@@ -34,9 +34,7 @@ def api_token_create(*, user: User, name: str, actor: User | None) -> IssuedApiT
         token.name = _clean_name(name)
     except ValidationError as error:
         errors["name"] = error.messages
-    plaintext = generate_api_token()
-    token.digest = digest_key(plaintext)
-    token.prefix = plaintext[:API_TOKEN_DISPLAY_PREFIX_LENGTH]
+    plaintext = token.set_new_secret()
     _full_clean(token, errors)
     token.save()
     return IssuedApiToken(token=token, plaintext=plaintext)

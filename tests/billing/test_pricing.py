@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 
+from billing.models import ModelPrice
 from billing.pricing import (
     PriceRow,
     load_price_table,
@@ -177,3 +178,12 @@ def test_price_for_model(priced_models, requested, priced_as):
 def test_price_for_model_without_any_prices(db):
     assert price_for_model("claude-sonnet-4-5") is None
     assert load_price_table() == {}
+
+
+def test_the_loaded_table_keeps_when_each_price_was_set(priced_models):
+    table = load_price_table()
+
+    assert {model: row.updated_at for model, row in table.items()} == dict(
+        ModelPrice.objects.values_list("model", "updated_at")
+    )
+    assert all(row.updated_at is not None for row in table.values())

@@ -1095,3 +1095,33 @@ def test_staff_without_the_add_permission_cannot_add_tokens(client, member):
     assert page.status_code == 403
     assert posted.status_code == 403
     assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("page", "title", "changelist", "models"),
+    [
+        pytest.param("key", "API key created", "keys_apikey_changelist", "API keys", id="add-key"),
+        pytest.param(
+            "token", "API token created", "keys_apitoken_changelist", "API tokens", id="add-token"
+        ),
+        pytest.param(
+            "rotate", "Rotate API keys", "keys_apikey_changelist", "API keys", id="rotate-confirm"
+        ),
+    ],
+)
+def test_the_key_and_token_pages_have_their_title_and_a_way_back(
+    admin_client, team, member, group, key, page, title, changelist, models
+):
+    if page == "key":
+        response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group))
+    elif page == "token":
+        response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+    else:
+        response = run_action(admin_client, "rotate_keys", [key])
+
+    assert response.status_code == 200
+    assert response.context["title"] == title
+    assert (
+        f'&rsaquo; <a href="{url(changelist)}">{models}</a>\n&rsaquo; {title}\n</div>'
+        in response.content.decode()
+    )

@@ -8,16 +8,14 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from keys.models import (
-    DISPLAY_PREFIX_LENGTH,
-    KEY_PREFIX,
-    ApiKey,
-    digest_key,
-    generate_key,
-)
+from keys.models import ApiKey, digest_key
+from keys.secret_formats import RELAY_KEY
 
 from ..factories import GroupFactory, TeamFactory, make_key
 
+KEY_PREFIX = RELAY_KEY.prefix
+DISPLAY_PREFIX_LENGTH = RELAY_KEY.display_prefix_length
+generate_key = RELAY_KEY.generate
 URL_SAFE_KEY = re.compile(r"^sk-hc-[A-Za-z0-9_-]{43,}$")
 
 

@@ -11,13 +11,16 @@ from django.db import connection
 from django.utils import timezone
 
 from keys import services
-from keys.models import DISPLAY_PREFIX_LENGTH, KEY_PREFIX, ApiKey, KeyEvent
+from keys.models import ApiKey, KeyEvent
+from keys.secret_formats import RELAY_KEY
 
 from ..factories import make_key
 
 # Any run of this many characters from the hidden part of a key counts as a leak: 16 URL-safe
 # characters are 96 bits, so a match by chance is out of the question.
 LEAK_WINDOW = 16
+KEY_PREFIX = RELAY_KEY.prefix
+DISPLAY_PREFIX_LENGTH = RELAY_KEY.display_prefix_length
 
 
 def as_text(value) -> str:

@@ -16,7 +16,8 @@ from django.test import override_settings
 
 from keys import services
 from keys.cache import drop_key_state, key_state_cache_key, key_state_generation_key
-from keys.models import ApiKey, digest_key, generate_key
+from keys.models import ApiKey, digest_key
+from keys.secret_formats import RELAY_KEY
 from proxy import snapshots
 from proxy.errors import RelayError
 from proxy.gate import Gate, key_digest
@@ -265,7 +266,7 @@ def test_a_credential_not_shaped_like_a_key_is_refused_without_a_look_up(credent
 
 
 def test_a_real_key_is_shaped_like_a_key():
-    plaintext = generate_key()
+    plaintext = RELAY_KEY.generate()
 
     assert key_digest(plaintext) == digest_key(plaintext)
 
@@ -278,7 +279,7 @@ def test_made_up_keys_leave_nothing_in_redis_and_repeats_cost_no_query(relay, mo
         return build_key_state(digest)
 
     monkeypatch.setattr(snapshots, "build_key_state", counting_build)
-    made_up = [generate_key() for _ in range(5)]
+    made_up = [RELAY_KEY.generate() for _ in range(5)]
 
     async def scenario():
         store = make_store()
@@ -352,7 +353,7 @@ def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypa
         raise OperationalError("connection refused (the test's outage)")
 
     monkeypatch.setattr(snapshots, "build_key_state", database_down)
-    monkeypatch.setattr("proxy.prices._load", database_down)
+    monkeypatch.setattr("proxy.prices.load_price_table", database_down)
     app.prices.forget()  # due for a reload, which fails
     with caplog.at_level(logging.WARNING, logger="proxy"):
         warm = [relay.call("POST", "/v1/messages", MESSAGE).status for _ in range(5)]

@@ -1,10 +1,11 @@
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from core.commands import describe_validation_error
 from keys.models import Group, Team
 from keys.services import api_key_create
 from keys.validators import MAX_ALLOWED_IPS
@@ -113,7 +114,7 @@ class Command(BaseCommand):
                 expires_at=expires_at,
             )
         except ValidationError as error:
-            raise CommandError(_describe(error)) from None
+            raise CommandError(describe_validation_error(error, OPTION_FOR_FIELD)) from None
         self.stdout.write(issued.plaintext)
 
 
@@ -129,13 +130,3 @@ def _offer(team: Team | None) -> str:
         return ""
     names = ", ".join(f"“{group.name}”" for group in team.available_groups())
     return f" Groups available to team {team.name}: {names or 'none'}."
-
-
-def _describe(error: ValidationError) -> str:
-    if not hasattr(error, "error_dict"):
-        return "\n".join(error.messages)
-    lines = []
-    for field, messages in error.message_dict.items():
-        label = "" if field == NON_FIELD_ERRORS else f"{OPTION_FOR_FIELD.get(field, field)}: "
-        lines.extend(label + message for message in messages)
-    return "\n".join(lines)

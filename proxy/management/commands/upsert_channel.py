@@ -1,8 +1,9 @@
 import os
 
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.commands import describe_validation_error
 from keys.models import Group
 from proxy.models import Channel
 from proxy.services import channel_upsert
@@ -57,7 +58,7 @@ class Command(BaseCommand):
             # The model's own rule, checked early so every problem is reported in one go.
             Channel(provider=provider, base_url=options["base_url"]).clean()
         except ValidationError as error:
-            problems.append(_describe(error))
+            problems.append(describe_validation_error(error, OPTION_FOR_FIELD))
 
         credential = None
         variable = options["credential_env"]
@@ -94,7 +95,7 @@ class Command(BaseCommand):
                 groups=groups,
             )
         except ValidationError as error:
-            raise CommandError(_describe(error)) from None
+            raise CommandError(describe_validation_error(error, OPTION_FOR_FIELD)) from None
 
         state = "active" if channel.is_active else "inactive"
         where = f", {channel.base_url}" if channel.base_url else ""
@@ -120,13 +121,3 @@ def _find_groups(text: str) -> tuple[list[Group], list[str]]:
     by_name = Group.objects.in_bulk(names, field_name="name")
     unknown = [name for name in names if name not in by_name]
     return [by_name[name] for name in names if name in by_name], unknown
-
-
-def _describe(error: ValidationError) -> str:
-    if not hasattr(error, "error_dict"):
-        return "\n".join(error.messages)
-    lines = []
-    for field, messages in error.message_dict.items():
-        label = "" if field == NON_FIELD_ERRORS else f"{OPTION_FOR_FIELD.get(field, field)}: "
-        lines.extend(label + message for message in messages)
-    return "\n".join(lines)

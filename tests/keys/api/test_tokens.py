@@ -159,6 +159,19 @@ def test_a_damaged_token_is_401(member, damage):
     assert response.json() == {"detail": "Invalid or revoked API token."}
 
 
+def test_a_token_not_shaped_like_one_is_refused_without_a_look_up(
+    member, django_assert_num_queries
+):
+    issued = services.api_token_create(user=member, name="ci", actor=member)
+    client = _client(f"Token {issued.plaintext[:-1]}")
+
+    with django_assert_num_queries(0):
+        response = client.get(ME)
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid or revoked API token."}
+
+
 @pytest.mark.parametrize(
     ("header", "detail"),
     [
