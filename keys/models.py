@@ -361,12 +361,18 @@ class Invitation(models.Model):
 
 
 class TeamEvent(models.Model):
-    """The audit trail of who was invited to a team, and who revoked or accepted it."""
+    """The audit trail of a team's membership: one row per action (invitations sent, revoked
+    and accepted; members added, their role changed, removed; the team's allowed groups), who
+    did it (empty: the system), to whom or what (`subject`), and what changed, old -> new."""
 
     class Action(models.TextChoices):
         INVITED = "invited", "Invited"
         INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
         INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
+        MEMBER_ADDED = "member_added", "Member added"
+        ROLE_CHANGED = "role_changed", "Role changed"
+        MEMBER_REMOVED = "member_removed", "Member removed"
+        ALLOWED_GROUPS_CHANGED = "allowed_groups_changed", "Allowed groups changed"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
     invitation = models.ForeignKey(
@@ -380,13 +386,19 @@ class TeamEvent(models.Model):
         related_name="+",
         help_text="Empty when the system acted.",
     )
-    action = models.CharField(max_length=20, choices=Action.choices)
-    email = models.EmailField(help_text="The invited address.")
-    role = models.CharField(max_length=10, choices=Membership.Role.choices)
+    action = models.CharField(max_length=30, choices=Action.choices)
+    subject = models.CharField(
+        max_length=254,
+        blank=True,
+        help_text="Whom or what it was done to: the invited address, the member's username.",
+    )
+    changes = models.JSONField(
+        default=dict, blank=True, help_text="What changed: {field: [old, new]}."
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.team}: {self.action} {self.email}"
+        return f"{self.team}: {self.action} {self.subject}"

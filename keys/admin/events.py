@@ -28,12 +28,12 @@ class KeyEventAdmin(admin.ModelAdmin):
 
 @admin.register(TeamEvent)
 class TeamEventAdmin(admin.ModelAdmin):
-    """Read-only, like the keys' audit trail: invitations sent, revoked and accepted."""
+    """Read-only, like the keys' audit trail: invitations, members and allowed groups."""
 
-    list_display = ("created_at", "team", "action", "email", "role", "actor")
+    list_display = ("created_at", "team", "action", "subject", "changes", "actor")
     list_filter = ("action", "team")
     list_select_related = ("team", "actor")
-    search_fields = ("email", "actor__username")
+    search_fields = ("subject", "actor__username")
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

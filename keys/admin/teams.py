@@ -150,7 +150,9 @@ class TeamAdmin(admin.ModelAdmin):
         # the cached state of the team's keys, so form.save_m2m() is deliberately not called.
         if "allowed_groups" in form.changed_data:
             services.team_set_allowed_groups(
-                team=form.instance, groups=list(form.cleaned_data["allowed_groups"])
+                team=form.instance,
+                groups=list(form.cleaned_data["allowed_groups"]),
+                actor=request.user,
             )
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)

@@ -37,9 +37,9 @@ class Migration(migrations.Migration):
             name='TeamEvent',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('invited', 'Invited'), ('invitation_revoked', 'Invitation revoked'), ('invitation_accepted', 'Invitation accepted')], max_length=20)),
-                ('email', models.EmailField(help_text='The invited address.', max_length=254)),
-                ('role', models.CharField(choices=[('lead', 'Lead'), ('member', 'Member')], max_length=10)),
+                ('action', models.CharField(choices=[('invited', 'Invited'), ('invitation_revoked', 'Invitation revoked'), ('invitation_accepted', 'Invitation accepted'), ('member_added', 'Member added'), ('role_changed', 'Role changed'), ('member_removed', 'Member removed'), ('allowed_groups_changed', 'Allowed groups changed')], max_length=30)),
+                ('subject', models.CharField(blank=True, help_text="Whom or what it was done to: the invited address, the member's username.", max_length=254)),
+                ('changes', models.JSONField(blank=True, default=dict, help_text='What changed: {field: [old, new]}.')),
                 ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
                 ('actor', models.ForeignKey(blank=True, help_text='Empty when the system acted.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
                 ('invitation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='keys.invitation')),

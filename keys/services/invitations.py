@@ -31,7 +31,7 @@ from keys.models import (
 from keys.secret_formats import INVITATION_TOKEN
 from keys.selectors import is_team_lead
 
-from .members import membership_add
+from .members import join_team
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def invitation_accept(*, token: str, user: User) -> Membership:
     refusal = invitation_refusal(invitation=invitation, user=user)
     if refusal is not None:
         raise ValidationError(refusal)
-    membership = membership_add(team=invitation.team, user=user, role=invitation.role, actor=user)
+    membership = join_team(team=invitation.team, user=user, role=invitation.role)
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
@@ -178,6 +178,6 @@ def _record(invitation: Invitation, action: str, actor: User | None) -> None:
         invitation=invitation,
         actor=actor,
         action=action,
-        email=invitation.email,
-        role=invitation.role,
+        subject=invitation.email,
+        changes={"role": [None, invitation.role]},
     )

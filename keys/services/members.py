@@ -1,17 +1,25 @@
-"""Writes to teams and their members."""
+"""Writes to teams and their members; each writes one TeamEvent (the team's audit trail)."""
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from keys.cache import invalidate_key_state
-from keys.models import ApiKey, Group, Membership, Team
+from keys.models import ApiKey, Group, Membership, Team, TeamEvent
 
 from .keys import api_key_disable
 
 
 @transaction.atomic
 def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
+    membership = join_team(team=team, user=user, role=role)
+    _record(team, TeamEvent.Action.MEMBER_ADDED, actor, membership, {"role": [None, role]})
+    return membership
+
+
+def join_team(*, team: Team, user: User, role: str) -> Membership:
+    """The membership itself, for the services that audit how it came about (membership_add,
+    invitation_accept): one action, one audit row."""
     if Membership.objects.filter(team=team, user=user).exists():
         message = f"{user} is already a member of {team.name}."
         raise ValidationError({"user": ValidationError(message, code="already_member")})
@@ -27,9 +35,11 @@ def membership_set_role(*, membership: Membership, role: str, actor: User | None
         return membership
     if membership.role == Membership.Role.LEAD:
         _keep_a_lead(membership, "change the role of")
+    changes = {"role": [membership.role, role]}
     membership.role = role
     membership.full_clean(validate_constraints=False)
     membership.save(update_fields=["role"])
+    _record(membership.team, TeamEvent.Action.ROLE_CHANGED, actor, membership, changes)
     return membership
 
 
@@ -48,6 +58,13 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
     for key in keys.select_for_update():
         api_key_disable(key=key, actor=actor)
         disabled += 1
+    _record(
+        membership.team,
+        TeamEvent.Action.MEMBER_REMOVED,
+        actor,
+        membership,
+        {"role": [membership.role, None]},
+    )
     membership.delete()
     return disabled
 
@@ -66,7 +83,28 @@ def _keep_a_lead(membership: Membership, verb: str) -> None:
 
 
 @transaction.atomic
-def team_set_allowed_groups(*, team: Team, groups: list[Group]) -> Team:
+def team_set_allowed_groups(*, team: Team, groups: list[Group], actor: User | None) -> Team:
+    before = sorted(team.allowed_groups.values_list("name", flat=True))
     team.allowed_groups.set(groups)
+    after = sorted(group.name for group in groups)
+    if after != before:
+        TeamEvent.objects.create(
+            team=team,
+            actor=actor,
+            action=TeamEvent.Action.ALLOWED_GROUPS_CHANGED,
+            changes={"allowed_groups": [before, after]},
+        )
     invalidate_key_state(team.api_keys.values_list("digest", flat=True))
     return team
+
+
+def _record(
+    team: Team, action: str, actor: User | None, membership: Membership, changes: dict
+) -> None:
+    TeamEvent.objects.create(
+        team=team,
+        actor=actor,
+        action=action,
+        subject=membership.user.get_username(),
+        changes=changes,
+    )

@@ -26,7 +26,7 @@ def setup(team, lead, member, group, outsider):
     """Team Acme may use only “CC Official Channel”; two other groups it may not use."""
     GroupFactory(name="GPT", models=["gpt-*"])
     GroupFactory(name="Retired", is_active=False)
-    team_set_allowed_groups(team=team, groups=[group])
+    team_set_allowed_groups(team=team, groups=[group], actor=None)
 
 
 def create_key(*options: str) -> tuple[str, str]:

@@ -66,8 +66,8 @@ def test_create_stores_a_digest_and_emails_the_link_on_commit(
     row = Invitation.objects.filter(pk=invitation.pk).values().get()
     assert row["digest"] == digest_key(token)
     assert token not in str(row)
-    assert list(TeamEvent.objects.values_list("action", "actor", "email", "role")) == [
-        ("invited", lead.pk, "newbie@example.com", "lead")
+    assert list(TeamEvent.objects.values_list("action", "actor", "subject", "changes")) == [
+        ("invited", lead.pk, "newbie@example.com", {"role": [None, "lead"]})
     ]
 
 

@@ -184,7 +184,7 @@ def test_group_list_for_team(team, group):
     budget = GroupFactory(name="Budget")
     GroupFactory(name="Retired", is_active=False)
     assert set(selectors.group_list_for_team(team=team)) == {group, budget}
-    services.team_set_allowed_groups(team=team, groups=[budget])
+    services.team_set_allowed_groups(team=team, groups=[budget], actor=None)
     assert list(selectors.group_list_for_team(team=team)) == [budget]
 
 
@@ -324,8 +324,8 @@ def groups(keys, team, other_team, group):
     created in CC Official Channel before."""
     budget, premium = GroupFactory(name="Budget"), GroupFactory(name="Premium")
     retired = GroupFactory(name="Retired", is_active=False)
-    services.team_set_allowed_groups(team=team, groups=[budget, retired])
-    services.team_set_allowed_groups(team=other_team, groups=[premium])
+    services.team_set_allowed_groups(team=team, groups=[budget, retired], actor=None)
+    services.team_set_allowed_groups(team=other_team, groups=[premium], actor=None)
     return {"official": group, "budget": budget, "premium": premium, "retired": retired}
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from keys import services
 from keys.cache import key_state_cache_key
-from keys.models import ApiKey, KeyEvent, Membership, digest_key
+from keys.models import ApiKey, KeyEvent, Membership, TeamEvent, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
 from ..factories import GroupFactory, MembershipFactory, UserFactory, make_key
@@ -777,7 +777,7 @@ def test_team_allow_list_change_drops_its_keys_cached_state(
     cache_key = key_state_cache_key(issued.key.digest)
     cache.set(cache_key, "stale")
     with django_capture_on_commit_callbacks(execute=True):
-        services.team_set_allowed_groups(team=team, groups=[group])
+        services.team_set_allowed_groups(team=team, groups=[group], actor=None)
     assert list(team.allowed_groups.all()) == [group]
     assert cache.get(cache_key) is None
 
@@ -932,3 +932,55 @@ def test_removing_a_member_without_keys(team, member, lead):
     membership = Membership.objects.get(team=team, user=member)
     assert services.membership_remove(membership=membership, actor=lead) == 0
     assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+# --- the team's audit trail: one TeamEvent per membership action ----------------------------
+
+
+def team_events(team) -> list[tuple]:
+    return list(
+        TeamEvent.objects.filter(team=team)
+        .order_by("id")
+        .values_list("action", "actor__username", "subject", "changes")
+    )
+
+
+def test_each_membership_action_writes_one_team_event(team, lead):
+    newbie = UserFactory(username="newbie")
+
+    membership = services.membership_add(team=team, user=newbie, role="member", actor=lead)
+    services.membership_set_role(membership=membership, role="lead", actor=lead)
+    services.membership_set_role(membership=membership, role="lead", actor=lead)  # no change
+    services.membership_remove(membership=membership, actor=None)
+
+    assert team_events(team) == [
+        ("member_added", "lead", "newbie", {"role": [None, "member"]}),
+        ("role_changed", "lead", "newbie", {"role": ["member", "lead"]}),
+        ("member_removed", None, "newbie", {"role": ["lead", None]}),
+    ]
+
+
+def test_a_refused_membership_change_writes_no_team_event(team, lead):
+    membership = Membership.objects.get(team=team, user=lead)
+
+    with pytest.raises(ValidationError):
+        services.membership_set_role(membership=membership, role="member", actor=lead)
+    with pytest.raises(ValidationError):
+        services.membership_remove(membership=membership, actor=lead)
+    with pytest.raises(ValidationError):
+        services.membership_add(team=team, user=lead, role="member", actor=lead)
+
+    assert team_events(team) == []
+
+
+def test_changing_the_allowed_groups_writes_one_team_event(team, lead):
+    budget, premium = GroupFactory(name="Budget"), GroupFactory(name="Premium")
+
+    services.team_set_allowed_groups(team=team, groups=[premium, budget], actor=lead)
+    services.team_set_allowed_groups(team=team, groups=[budget, premium], actor=lead)  # same
+    services.team_set_allowed_groups(team=team, groups=[], actor=None)
+
+    assert team_events(team) == [
+        ("allowed_groups_changed", "lead", "", {"allowed_groups": [[], ["Budget", "Premium"]]}),
+        ("allowed_groups_changed", None, "", {"allowed_groups": [["Budget", "Premium"], []]}),
+    ]
