@@ -3,10 +3,11 @@
 import logging
 
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
+
+from core.cache import cache_redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,11 @@ def _cache_ok() -> bool:
 def _redis_append_only() -> bool:
     """Redis keeps the usage stream, which holds served requests not yet in the database, so
     it must write it to disk (appendonly yes): a restart must not lose them."""
-    backend = caches["default"]
-    if not isinstance(backend, RedisCache):
+    client = cache_redis_client()
+    if client is None:
         return True
     try:
-        persistence = backend._cache.get_client(write=True).info("persistence")
+        persistence = client.info("persistence")
     except Exception:
         logger.exception("readyz: Redis persistence could not be read")
         return False

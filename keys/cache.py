@@ -12,8 +12,8 @@ before it reads the database and stores its snapshot only if the generation is s
 therefore never be written over a newer change.
 
 A drop that cannot reach the cache (an outage at that moment) is retried in the background
-until it lands or is no longer needed: the relay's snapshots expire on their own after a few
-seconds (proxy.keystate.KEY_STATE_SECONDS), which bounds how stale a missed drop can leave one.
+until it lands or is no longer needed: the relay rebuilds a snapshot older than a few seconds
+(proxy.keystate.KEY_STATE_REFRESH_SECONDS), which bounds how stale a missed drop leaves one.
 """
 
 import logging
@@ -21,16 +21,17 @@ import threading
 import time
 from collections.abc import Iterable
 
-from django.core.cache import cache, caches
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache import cache
 from django.db import transaction
+
+from core.cache import cache_redis_client
 
 logger = logging.getLogger(__name__)
 
 # A generation outlives any snapshot by far; it only has to outlast a relay's database read.
 GENERATION_SECONDS = 24 * 3600
 # How long a failed drop is retried, and the first pause between tries (doubled each time).
-# Past RETRY_SECONDS every snapshot written before the change has expired anyway.
+# Past RETRY_SECONDS the relay has long rebuilt every snapshot from the database anyway.
 RETRY_SECONDS = 60.0
 RETRY_FIRST_PAUSE = 0.1
 
@@ -95,7 +96,7 @@ def _retry_drop(digests: list[str]) -> None:
 def drop_key_state(digests: list[str]) -> None:
     """Bump each digest's generation, then delete its snapshot (in that order: a relay that
     stores between the two has the old generation and is refused)."""
-    client = _redis_client()
+    client = cache_redis_client()
     if client is not None:
         with client.pipeline(transaction=True) as pipe:
             for digest in digests:
@@ -125,9 +126,3 @@ def put_key_state_if_current(digest: str, raw: bytes, seconds: int, generation: 
             return False
         cache.set(key_state_cache_key(digest), raw, timeout=seconds)
         return True
-
-
-def _redis_client():
-    """redis-py's client behind Django's Redis cache, or None for the local-memory cache."""
-    backend = caches["default"]
-    return backend._cache.get_client(write=True) if isinstance(backend, RedisCache) else None

@@ -210,7 +210,28 @@ class ApiKey(HashedSecret):
         return "enabled"
 
 
-class KeyEvent(models.Model):
+class AuditEvent(models.Model):
+    """What every audit row holds: who acted (empty: the system), what changed (old -> new),
+    and when. KeyEvent (a key's trail) and TeamEvent (a team's membership) add their subject."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system acted (e.g. expiry).",
+    )
+    changes = models.JSONField(
+        default=dict, blank=True, help_text="Changed fields: {field: [old, new]}."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        abstract = True
+
+
+class KeyEvent(AuditEvent):
     """The audit trail. It outlives the key: a deleted key keeps its history."""
 
     class Action(models.TextChoices):
@@ -228,19 +249,7 @@ class KeyEvent(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="key_events")
     key_name = models.CharField(max_length=NAME_MAX_LENGTH)
     key_prefix = models.CharField(max_length=RELAY_KEY.display_prefix_length)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="Empty when the system acted (e.g. expiry).",
-    )
     action = models.CharField(max_length=10, choices=Action.choices)
-    changes = models.JSONField(
-        default=dict, blank=True, help_text="Changed fields: {field: [old, new]}."
-    )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -360,7 +369,7 @@ class Invitation(models.Model):
         return f"{self.email} to {self.team} ({self.role})"
 
 
-class TeamEvent(models.Model):
+class TeamEvent(AuditEvent):
     """The audit trail of a team's membership: one row per action (invitations sent, revoked
     and accepted; members added, their role changed, removed; the team's allowed groups), who
     did it (empty: the system), to whom or what (`subject`), and what changed, old -> new."""
@@ -378,24 +387,12 @@ class TeamEvent(models.Model):
     invitation = models.ForeignKey(
         Invitation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="Empty when the system acted.",
-    )
     action = models.CharField(max_length=30, choices=Action.choices)
     subject = models.CharField(
         max_length=254,
         blank=True,
         help_text="Whom or what it was done to: the invited address, the member's username.",
     )
-    changes = models.JSONField(
-        default=dict, blank=True, help_text="What changed: {field: [old, new]}."
-    )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -41,9 +41,6 @@ class Spool:
     def path(self) -> Path:
         return self.folder / f"usage-{os.getpid()}.jsonl"
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     @property
     def draining(self) -> bool:
         """Records are waiting, or the file is still being brought up to date."""

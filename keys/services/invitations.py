@@ -31,7 +31,7 @@ from keys.models import (
 from keys.secret_formats import INVITATION_TOKEN
 from keys.selectors import is_team_lead
 
-from .members import join_team
+from .members import join_team, record_team_event
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +173,11 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
 
 
 def _record(invitation: Invitation, action: str, actor: User | None) -> None:
-    TeamEvent.objects.create(
+    record_team_event(
         team=invitation.team,
         invitation=invitation,
-        actor=actor,
         action=action,
+        actor=actor,
         subject=invitation.email,
         changes={"role": [None, invitation.role]},
     )

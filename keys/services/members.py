@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from keys.cache import invalidate_key_state
-from keys.models import ApiKey, Group, Membership, Team, TeamEvent
+from keys.models import ApiKey, Group, Invitation, Membership, Team, TeamEvent
 
 from .keys import api_key_disable
 
@@ -13,7 +13,13 @@ from .keys import api_key_disable
 @transaction.atomic
 def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
     membership = join_team(team=team, user=user, role=role)
-    _record(team, TeamEvent.Action.MEMBER_ADDED, actor, membership, {"role": [None, role]})
+    record_team_event(
+        team=team,
+        action=TeamEvent.Action.MEMBER_ADDED,
+        actor=actor,
+        subject=user.get_username(),
+        changes={"role": [None, role]},
+    )
     return membership
 
 
@@ -39,7 +45,13 @@ def membership_set_role(*, membership: Membership, role: str, actor: User | None
     membership.role = role
     membership.full_clean(validate_constraints=False)
     membership.save(update_fields=["role"])
-    _record(membership.team, TeamEvent.Action.ROLE_CHANGED, actor, membership, changes)
+    record_team_event(
+        team=membership.team,
+        action=TeamEvent.Action.ROLE_CHANGED,
+        actor=actor,
+        subject=membership.user.get_username(),
+        changes=changes,
+    )
     return membership
 
 
@@ -58,12 +70,12 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
     for key in keys.select_for_update():
         api_key_disable(key=key, actor=actor)
         disabled += 1
-    _record(
-        membership.team,
-        TeamEvent.Action.MEMBER_REMOVED,
-        actor,
-        membership,
-        {"role": [membership.role, None]},
+    record_team_event(
+        team=membership.team,
+        action=TeamEvent.Action.MEMBER_REMOVED,
+        actor=actor,
+        subject=membership.user.get_username(),
+        changes={"role": [membership.role, None]},
     )
     membership.delete()
     return disabled
@@ -88,23 +100,31 @@ def team_set_allowed_groups(*, team: Team, groups: list[Group], actor: User | No
     team.allowed_groups.set(groups)
     after = sorted(group.name for group in groups)
     if after != before:
-        TeamEvent.objects.create(
+        record_team_event(
             team=team,
-            actor=actor,
             action=TeamEvent.Action.ALLOWED_GROUPS_CHANGED,
+            actor=actor,
             changes={"allowed_groups": [before, after]},
         )
     invalidate_key_state(team.api_keys.values_list("digest", flat=True))
     return team
 
 
-def _record(
-    team: Team, action: str, actor: User | None, membership: Membership, changes: dict
-) -> None:
-    TeamEvent.objects.create(
+def record_team_event(
+    *,
+    team: Team,
+    action: str,
+    actor: User | None,
+    subject: str = "",
+    changes: dict,
+    invitation: Invitation | None = None,
+) -> TeamEvent:
+    """One row of the team's audit trail, written by each service that changes who is in it."""
+    return TeamEvent.objects.create(
         team=team,
+        invitation=invitation,
         actor=actor,
         action=action,
-        subject=membership.user.get_username(),
+        subject=subject,
         changes=changes,
     )
