@@ -178,7 +178,7 @@ def identities_in_db(identities: Collection[tuple[str, datetime]]) -> set[tuple[
 
 @memoize
 def usage_stream_client() -> redis.Redis:
-    """This process's (synchronous) Redis client for the usage stream: ingest and rebuilds."""
+    """This process's (synchronous) Redis client for the usage stream: ingest and the reaper."""
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
@@ -279,11 +279,11 @@ class RedisTotals:
         rebuilt; but after an ingest outage it can hold a long backlog, so it is read in chunks
         (a long XRANGE holds Redis, and every relay request with it) and only this key's
         entries are parsed: to_json writes the key id first."""
-        client = usage_stream_client()
         mine = b'{"key_id":%d,' % key_id
+        stream = keyspace.USAGE_STREAM
         records = []
         start = "-"
-        while entries := client.xrange(keyspace.USAGE_STREAM, start, "+", count=_REBUILD_CHUNK):
+        while entries := self.client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
             for _, entry in entries:
                 raw = entry[b"e"]
                 if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
@@ -348,7 +348,9 @@ def local_totals() -> LocalTotals:
 
 @memoize
 def spend_totals() -> RedisTotals | LocalTotals:
-    """Where this process's running totals are: Redis when the cache is Redis, else here."""
+    """Where this process's running totals are: Redis when the cache is Redis, else here. In
+    Redis through the cache's own client, for its short timeouts (a rebuild or reconcile
+    fails in seconds rather than hanging while Redis does not answer)."""
     client = cache_redis_client()
     return local_totals() if client is None else RedisTotals(client)
 
