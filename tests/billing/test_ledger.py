@@ -68,6 +68,24 @@ def test_the_wire_format_is_the_one_earlier_releases_read():
     assert EARLIER_RELEASE_RECORD.to_json() == EARLIER_RELEASE_ENTRY
 
 
+def test_the_row_has_the_records_fields_with_text_cut_to_its_columns():
+    """Client-supplied text (session and request ids) and the model may be longer than the
+    columns; every other value goes into the row as it is."""
+    record = dataclasses.replace(
+        EARLIER_RELEASE_RECORD, model="m" * 250, session_id="s" * 200, request_id="r" * 100
+    )
+
+    row = record.event_fields()
+
+    assert row == {
+        **dataclasses.asdict(record),
+        "model": "m" * 200,
+        "session_id": "s" * 128,
+        "request_id": "r" * 64,
+    }
+    assert list(row) == [field.name for field in dataclasses.fields(record)]
+
+
 def test_rebuild_adds_settled_and_unsettled_spend(issued):
     ApiKey.objects.filter(pk=issued.key.pk).update(spent_usd=Decimal("1.25"))
     UsageEventFactory(key=issued.key, charged_usd=Decimal("0.5"), settled_at=timezone.now())
