@@ -134,11 +134,11 @@ def usage_summary(key_id: int, redis_url: str, *, wait_seconds: float) -> dict:
     from django.db import connections
     from django.db.models import Count
 
-    from billing import ledger
     from billing.models import UsageEvent
+    from core import keyspace
 
     client = redis.Redis.from_url(redis_url)
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     deadline = time.monotonic() + wait_seconds
     started = time.monotonic()
     while client.xlen(stream) and time.monotonic() < deadline:

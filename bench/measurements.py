@@ -80,10 +80,10 @@ class Bench:
         # Imported here: billing needs Django, which prepare_data has set up by now.
         import redis
 
-        from billing import ledger
+        from core import keyspace
 
         self.redis = redis.Redis.from_url(options.redis_url)
-        self.usage_stream = ledger.usage_stream_name()
+        self.usage_stream = keyspace.USAGE_STREAM
 
     def usage_backlog(self) -> int | None:
         try:

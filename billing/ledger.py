@@ -1,22 +1,24 @@
 """Usage as the relay records it, and each key's running spend total.
 
-Recording. The relay must not add a database round trip to a request, so an event goes:
-  - with Redis (production): onto a Redis stream (`usage_stream_name`), as a `UsageRecord` in
-    JSON, in the same atomic script that raises the key's running total; the `ingest_usage`
-    Celery task (`billing.services.ingest_usage_stream`) writes the stream into `UsageEvent`
-    and only then deletes the entries. A worker killed after the script ran loses nothing; an
-    ingest killed after its commit re-reads entries it already wrote, and the write skips
-    those (same request id and timestamp).
-  - on the embedded default (one process, no Redis): `count_locally` raises the total in
-    memory, then `billing.services.write_locally` writes the row from a thread after the
-    response has been sent.
+Recording. The relay must not add a database round trip to a request, so a `UsageRecord` is
+written to `UsageEvent` later, in batches, by `billing.services.write_and_settle_usage`:
+  - with Redis (production): the relay appends it, as JSON, to the usage stream
+    (core.keyspace) in the same atomic script that raises the key's running total; the
+    `ingest_usage` Celery task (`billing.services.ingest_usage_stream`) writes the stream into
+    `UsageEvent` and only then deletes the entries. A worker killed after the script ran loses
+    nothing; an ingest killed after its commit re-reads entries it already wrote, and the write
+    skips those (same request id and timestamp).
+  - on the embedded default (one process, no Redis): the relay's store raises the total and
+    queues the record in this process (`LocalTotals.count`); its one writer task drains the
+    queue in batches (`billing.services.write_queued_usage`), off the request.
 Either way the row is written settled: the transaction that inserts it also adds its charge
 to `ApiKey.spent_usd` and the daily rollups (`billing.services`; `settle_usage` remains for
 rows written unsettled by any other path).
 
 Running total. The gate must see spend that is not in `ApiKey.spent_usd` yet (waiting in the
-stream or for its thread, or in a row still unsettled), so each key has a total in the shared
-cache: settled spend plus every recorded charge. It is an integer number of SPEND_UNITS
+stream or the queue, or in a row still unsettled), so each key has a running total: settled
+spend plus every recorded charge, in Redis or, embedded, in the local-memory cache
+(`spend_totals()` is the one object that holds them). It is an integer number of SPEND_UNITS
 (10^-8 USD, the precision of the money columns) so that Redis can raise it with an exact,
 atomic INCRBY (INCRBYFLOAT would drift). Recording raises it only if it exists; when it is
 missing (evicted, flushed, never built) the relay calls `spend_total_rebuild`, which
@@ -31,11 +33,11 @@ import json
 import logging
 import threading
 from collections.abc import Collection, Iterable
-from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from functools import cache as memoize
+from operator import attrgetter
 
 import redis
 from django.conf import settings
@@ -43,6 +45,8 @@ from django.core.cache import cache
 from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
+from core import keyspace
+from core.cache import cache_redis_client
 from keys.models import ApiKey
 
 from .models import UsageEvent
@@ -57,10 +61,6 @@ SPEND_TOTAL_SECONDS = 24 * 3600
 
 _MONEY = DecimalField(max_digits=18, decimal_places=8)
 
-USAGE_STREAM = "usage:stream"
-# Entries of the usage stream that ingest could not write (`billing.services.recording`), with
-# the reason: for staff to look at (redis-cli XRANGE), never retried on their own.
-UNWRITABLE_STREAM = "usage:unwritable"
 # Stream entries read per XRANGE when a running total is rebuilt.
 _REBUILD_CHUNK = 500
 
@@ -73,17 +73,11 @@ def units_to_usd(units: int) -> Decimal:
     return Decimal(units) / SPEND_UNITS_PER_USD
 
 
-def spend_total_cache_key(key_id: int) -> str:
-    return f"spend:{key_id}"
-
-
-def reservations_cache_key(key_id: int) -> str:
-    return f"spend-reserved:{key_id}"
-
-
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One request's usage, as it travels from the relay to a `UsageEvent` row."""
+    """One request's usage, as it travels from the relay to a `UsageEvent` row. Its fields are
+    the row's columns, by name (the rest of this module derives the JSON and the row from
+    them)."""
 
     key_id: int
     team_id: int
@@ -112,64 +106,50 @@ class UsageRecord:
         return (self.request_id, self.created_at)
 
     def to_json(self) -> str:
-        """One object keyed by field name, as `from_json` (this and earlier releases) reads it.
-        Built field by field: `dataclasses.asdict` deep-copies every value and cost about 5%
-        of the relay's CPU."""
-        return json.dumps(
-            {
-                "key_id": self.key_id,
-                "team_id": self.team_id,
-                "group_id": self.group_id,
-                "model": self.model,
-                "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens,
-                "cache_creation_tokens": self.cache_creation_tokens,
-                "cache_read_tokens": self.cache_read_tokens,
-                "cost_usd": str(self.cost_usd),
-                "charged_usd": str(self.charged_usd),
-                "status_code": self.status_code,
-                "latency_ms": self.latency_ms,
-                "client_ip": self.client_ip,
-                "session_id": self.session_id,
-                "request_id": self.request_id,
-                "created_at": self.created_at.isoformat(),
-            },
-            separators=(",", ":"),
-        )
+        """One object keyed by field name, in field order, as `from_json` (this and earlier
+        releases) reads it. Not `dataclasses.asdict`: it deep-copies every value and cost
+        about 5% of the relay's CPU."""
+        data = dict(zip(_FIELD_NAMES, _field_values(self), strict=True))
+        for name, (write, _) in _JSON_CONVERSIONS.items():
+            data[name] = write(data[name])
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "UsageRecord":
         data = json.loads(raw)
-        data["cost_usd"] = Decimal(data["cost_usd"])
-        data["charged_usd"] = Decimal(data["charged_usd"])
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        for name, (_, read) in _JSON_CONVERSIONS.items():
+            data[name] = read(data[name])
         return cls(**data)
 
     def event_fields(self) -> dict:
         """The UsageEvent column values, text cut to the columns' lengths."""
-        return {
-            "key_id": self.key_id,
-            "team_id": self.team_id,
-            "group_id": self.group_id,
-            "model": self.model[: _max_length("model")],
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_creation_tokens": self.cache_creation_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cost_usd": self.cost_usd,
-            "charged_usd": self.charged_usd,
-            "status_code": self.status_code,
-            "latency_ms": self.latency_ms,
-            "client_ip": self.client_ip,
-            "session_id": self.session_id[: _max_length("session_id")],
-            "request_id": self.request_id[: _max_length("request_id")],
-            "created_at": self.created_at,
-        }
+        row = dict(zip(_FIELD_NAMES, _field_values(self), strict=True))
+        for name, length in _text_column_lengths().items():
+            row[name] = row[name][:length]
+        return row
+
+
+_FIELD_NAMES = tuple(field.name for field in fields(UsageRecord))
+_field_values = attrgetter(*_FIELD_NAMES)
+# The types JSON has no form for: how a value is written, and read back.
+_JSON_FORMS = {Decimal: (str, Decimal), datetime: (datetime.isoformat, datetime.fromisoformat)}
+_JSON_CONVERSIONS = {
+    field.name: _JSON_FORMS[field.type]
+    for field in fields(UsageRecord)
+    if field.type in _JSON_FORMS
+}
 
 
 @memoize
-def _max_length(field: str) -> int:
-    return UsageEvent._meta.get_field(field).max_length
+def _text_column_lengths() -> dict[str, int]:
+    """The record's text fields and their columns' lengths (a request id or session id comes
+    from the client and may be longer)."""
+    lengths = {}
+    for name in _FIELD_NAMES:
+        column = UsageEvent._meta.get_field(name)
+        if column.get_internal_type() == "CharField":
+            lengths[name] = column.max_length
+    return lengths
 
 
 def identities_in_db(identities: Collection[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
@@ -198,12 +178,8 @@ def identities_in_db(identities: Collection[tuple[str, datetime]]) -> set[tuple[
 
 @memoize
 def usage_stream_client() -> redis.Redis:
-    """This process's (synchronous) Redis client for the usage stream: ingest and rebuilds."""
+    """This process's (synchronous) Redis client for the usage stream: ingest and the reaper."""
     return redis.Redis.from_url(settings.REDIS_URL)
-
-
-def usage_stream_name() -> str:
-    return cache.make_key(USAGE_STREAM)
 
 
 # --- usage in progress: the checkpoints of long streams ------------------------------------
@@ -215,19 +191,9 @@ def usage_stream_name() -> str:
 # expired belongs to a worker that died (SIGKILL, an out-of-memory kill): `reap_checkpoints`
 # turns it into usage as the record script would (stream, running total, reservation released),
 # so the request is billed up to its last checkpoint and its reservation freed within seconds.
-CHECKPOINTS = "usage:checkpoints"
-RELAY_ALIVE = "relay:alive:"
+
 # How long a worker's key outlives its last renewal (renewed every RELAY_ALIVE_SECONDS / 5).
 RELAY_ALIVE_SECONDS = 10
-
-
-def checkpoints_name() -> str:
-    return cache.make_key(CHECKPOINTS)
-
-
-def relay_alive_name(worker_id: str) -> str:
-    return cache.make_key(RELAY_ALIVE + worker_id)
-
 
 # KEYS: checkpoints, stream. ARGV: prefixes of the workers' keys, the totals, the reservations.
 _REAP = """
@@ -258,11 +224,11 @@ def reap_checkpoints() -> int:
     reaped = usage_stream_client().eval(
         _REAP,
         2,
-        checkpoints_name(),
-        usage_stream_name(),
-        cache.make_key(RELAY_ALIVE),
-        cache.make_key(spend_total_cache_key("")),
-        cache.make_key(reservations_cache_key("")),
+        keyspace.CHECKPOINTS,
+        keyspace.USAGE_STREAM,
+        keyspace.RELAY_ALIVE_PREFIX,
+        keyspace.SPEND_TOTAL_PREFIX,
+        keyspace.RESERVATIONS_PREFIX,
     )
     if reaped:
         logger.warning(
@@ -271,83 +237,143 @@ def reap_checkpoints() -> int:
     return reaped
 
 
-def unwritable_stream_name() -> str:
-    return cache.make_key(UNWRITABLE_STREAM)
+# --- the running totals ---------------------------------------------------------------------
+
+# KEYS: total. ARGV: amount. Raises a total only if it exists (a missing one is rebuilt).
+_RAISE_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+return 1
+"""
 
 
-def _stream_records(key_id: int) -> list[UsageRecord]:
-    """Recorded but not yet ingested events of one key. The stream holds seconds of traffic
-    (it is ingested every few seconds), and this runs only when a total is rebuilt; but after
-    an ingest outage it can hold a long backlog, so it is read in chunks (a long XRANGE holds
-    Redis, and every relay request with it) and only this key's entries are parsed: to_json
-    writes the key id first."""
-    client = usage_stream_client()
-    stream = usage_stream_name()
-    mine = b'{"key_id":%d,' % key_id
-    records = []
-    start = "-"
-    while entries := client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
-        for _, fields in entries:
-            raw = fields[b"e"]
-            if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
-                record = UsageRecord.from_json(raw)
-                if record.key_id == key_id:
-                    records.append(record)
-        start = b"(" + entries[-1][0]
-    return records
+class RedisTotals:
+    """The running totals in Redis (core.keyspace), shared by every process: the relay's
+    scripts raise them. Raw Redis commands only, so every reader and writer sees the integer
+    Redis itself stores."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._raise_if_present = client.register_script(_RAISE_IF_PRESENT)
+
+    def get(self, key_id: int) -> int | None:
+        value = self.client.get(keyspace.spend_total(key_id))
+        return None if value is None else int(value)
+
+    def add(self, key_id: int, units: int) -> bool:
+        """Store a rebuilt total, unless one exists (it may count more than the database)."""
+        name = keyspace.spend_total(key_id)
+        return bool(self.client.set(name, units, nx=True, ex=SPEND_TOTAL_SECONDS))
+
+    def raise_by(self, key_id: int, units: int) -> bool:
+        return self._raise_if_present(keys=[keyspace.spend_total(key_id)], args=[units]) == 1
+
+    def forget(self, key_ids: Iterable[int]) -> None:
+        names = [keyspace.spend_total(key_id) for key_id in key_ids]
+        if names:
+            self.client.delete(*names)
+
+    def unwritten(self, key_id: int) -> list[UsageRecord]:
+        """Recorded but not yet ingested events of one key. The stream holds seconds of
+        traffic (it is ingested every few seconds), and this runs only when a total is
+        rebuilt; but after an ingest outage it can hold a long backlog, so it is read in chunks
+        (a long XRANGE holds Redis, and every relay request with it) and only this key's
+        entries are parsed: to_json writes the key id first."""
+        mine = b'{"key_id":%d,' % key_id
+        stream = keyspace.USAGE_STREAM
+        records = []
+        start = "-"
+        while entries := self.client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
+            for _, entry in entries:
+                raw = entry[b"e"]
+                if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
+                    record = UsageRecord.from_json(raw)
+                    if record.key_id == key_id:
+                        records.append(record)
+            start = b"(" + entries[-1][0]
+        return records
 
 
-# --- the embedded default: counted in memory here, written from a thread by services --------
+class LocalTotals:
+    """The embedded default's running totals, in this process's local-memory cache, and the
+    records counted in them whose rows are not committed yet: the relay's store counts each
+    record here (`count`) as it queues it, and the writer (`services.write_queued_usage`) says
+    when its batch is done (`written`). A rebuild in between still counts them, so a quota
+    holds while records wait. One per process (`local_totals`): the relay's store, its writer
+    and the rebuilds share it.
+    """
 
-# Events already added to a running total but not yet committed, by identity: a rebuild in
-# that gap must still count them.
-_unwritten: dict[tuple[str, datetime], UsageRecord] = {}
-_unwritten_lock = threading.Lock()
+    def __init__(self) -> None:
+        self._unwritten: dict[tuple[str, datetime], UsageRecord] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_id: int) -> int | None:
+        return cache.get(keyspace.spend_total(key_id))
+
+    def add(self, key_id: int, units: int) -> bool:
+        return cache.add(keyspace.spend_total(key_id), units, timeout=SPEND_TOTAL_SECONDS)
+
+    def raise_by(self, key_id: int, units: int) -> bool:
+        try:
+            cache.incr(keyspace.spend_total(key_id), units)
+        except ValueError:  # No total: the next request rebuilds it.
+            return False
+        return True
+
+    def forget(self, key_ids: Iterable[int]) -> None:
+        cache.delete_many([keyspace.spend_total(key_id) for key_id in key_ids])
+
+    def unwritten(self, key_id: int) -> list[UsageRecord]:
+        with self._lock:
+            return [record for record in self._unwritten.values() if record.key_id == key_id]
+
+    def count(self, record: UsageRecord) -> None:
+        """A record the relay queued: raise its key's total (no I/O: safe on the event loop)."""
+        with self._lock:
+            self._unwritten[record.identity] = record
+        self.raise_by(record.key_id, record.charge_units)
+
+    def written(self, records: Iterable[UsageRecord]) -> None:
+        """These records' rows are committed (a rebuild now reads them from the database) or
+        failed (logged; lost either way)."""
+        with self._lock:
+            for record in records:
+                self._unwritten.pop(record.identity, None)
 
 
-def count_locally(record: UsageRecord) -> None:
-    """Raise the key's total in the local-memory cache (no I/O: safe on the event loop)."""
-    with _unwritten_lock:
-        _unwritten[record.identity] = record
-    # No total yet (ValueError): the next request rebuilds it, this event included.
-    with suppress(ValueError):
-        cache.incr(spend_total_cache_key(record.key_id), record.charge_units)
+@memoize
+def local_totals() -> LocalTotals:
+    return LocalTotals()
 
 
-def local_write_finished(record: UsageRecord) -> None:
-    """`billing.services.write_locally` has committed the record's row (a rebuild now reads it
-    from the database) or failed (logged; the record is lost either way)."""
-    with _unwritten_lock:
-        _unwritten.pop(record.identity, None)
-
-
-def _local_records(key_id: int) -> list[UsageRecord]:
-    with _unwritten_lock:
-        return [record for record in _unwritten.values() if record.key_id == key_id]
-
-
-# --- the running total ----------------------------------------------------------------------
+@memoize
+def spend_totals() -> RedisTotals | LocalTotals:
+    """Where this process's running totals are: Redis when the cache is Redis, else here. In
+    Redis through the cache's own client, for its short timeouts (a rebuild or reconcile
+    fails in seconds rather than hanging while Redis does not answer)."""
+    client = cache_redis_client()
+    return local_totals() if client is None else RedisTotals(client)
 
 
 def spend_total_rebuild(key_id: int) -> int:
     """Make sure the key's running total exists; return it in SPEND_UNITS.
 
     Settled spend + unsettled events in the database + recorded events not written yet.
-    The pending events are read before the database, and any that are in both are counted
-    once, so an ingest running at the same moment neither hides nor doubles an event. The
+    The unwritten events are read before the database, and any that are in both are counted
+    once, so a write committing at the same moment neither hides nor doubles an event. The
     result is stored only if no total exists (an `add`), so a total that another process
     built, and that has been raised since, is never overwritten.
     """
-    pending = _stream_records(key_id) if settings.REDIS_URL else _local_records(key_id)
+    totals = spend_totals()
+    unwritten = totals.unwritten(key_id)
     total = _database_totals([key_id]).get(key_id, 0)
-    if pending:
-        in_db = identities_in_db([record.identity for record in pending])
-        total += sum(record.charge_units for record in pending if record.identity not in in_db)
-    name = spend_total_cache_key(key_id)
-    if cache.add(name, total, timeout=SPEND_TOTAL_SECONDS):
+    if unwritten:
+        in_db = identities_in_db([record.identity for record in unwritten])
+        total += sum(record.charge_units for record in unwritten if record.identity not in in_db)
+    if totals.add(key_id, total):
         return total
-    current = cache.get(name)
-    return total if current is None else int(current)
+    current = totals.get(key_id)
+    return total if current is None else current
 
 
 def spend_total_reconcile(key_ids: Iterable[int]) -> int:
@@ -360,15 +386,12 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
     alone. The fold (`billing.services`, at ingest and settlement) calls this once committed,
     for the keys it folded.
     """
+    totals = spend_totals()
     raised = 0
     for key_id, floor in _database_totals(key_ids).items():
-        name = spend_total_cache_key(key_id)
-        cached = cache.get(name)
-        if cached is None or int(cached) >= floor:
-            continue
-        # Expired in between: the next request rebuilds it from the database.
-        with suppress(ValueError):
-            cache.incr(name, floor - int(cached))
+        cached = totals.get(key_id)
+        # Expired in between (not raised): the next request rebuilds it from the database.
+        if cached is not None and cached < floor and totals.raise_by(key_id, floor - cached):
             raised += 1
     if raised:
         logger.warning("Raised %d running spend totals that had fallen behind", raised)
@@ -394,10 +417,9 @@ def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
 
 def spend_total(key_id: int) -> int | None:
     """The key's running total in SPEND_UNITS, or None if it is not in the cache."""
-    value = cache.get(spend_total_cache_key(key_id))
-    return None if value is None else int(value)
+    return spend_totals().get(key_id)
 
 
 def spend_total_forget(key_ids: Iterable[int]) -> None:
     """Drop totals so the next request rebuilds them from the database (e.g. after a repair)."""
-    cache.delete_many([spend_total_cache_key(key_id) for key_id in key_ids])
+    spend_totals().forget(key_ids)

@@ -9,7 +9,7 @@ would write its (now stale) snapshot back just after the drop. So each digest al
 generation, which every drop bumps before deleting the snapshot; the relay reads the generation
 before it reads the database and stores its snapshot only if the generation is still the same
 (`put_key_state_if_current` here; a Lua script in Redis, proxy.store). A stale snapshot can
-therefore never be written over a newer change.
+therefore never be written over a newer change. Both names are in core.keyspace.
 
 A drop that cannot reach the cache (an outage at that moment) is retried in the background
 until it lands or is no longer needed: the relay rebuilds a snapshot older than a few seconds
@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from django.core.cache import cache
 from django.db import transaction
 
+from core import keyspace
 from core.cache import cache_redis_client
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,6 @@ RETRY_FIRST_PAUSE = 0.1
 # The local-memory cache (one process) has no atomic compare-and-set: bumping a generation and
 # the relay's conditional store take this lock. With Redis the script is atomic on its own.
 _local_lock = threading.Lock()
-
-
-def key_state_cache_key(digest: str) -> str:
-    return f"keystate:{digest}"
-
-
-def key_state_generation_key(digest: str) -> str:
-    return f"keystate-gen:{digest}"
 
 
 def invalidate_key_state(digests: Iterable[str]) -> None:
@@ -100,22 +93,22 @@ def drop_key_state(digests: list[str]) -> None:
     if client is not None:
         with client.pipeline(transaction=True) as pipe:
             for digest in digests:
-                generation = cache.make_key(key_state_generation_key(digest))
+                generation = keyspace.generation(digest)
                 pipe.incr(generation)
                 pipe.expire(generation, GENERATION_SECONDS)
-            pipe.delete(*(cache.make_key(key_state_cache_key(digest)) for digest in digests))
+            pipe.delete(*(keyspace.snapshot(digest) for digest in digests))
             pipe.execute()
         return
     with _local_lock:
         for digest in digests:
-            generation = key_state_generation_key(digest)
+            generation = keyspace.generation_cache_key(digest)
             cache.set(generation, cache.get(generation, 0) + 1, timeout=GENERATION_SECONDS)
-        cache.delete_many([key_state_cache_key(digest) for digest in digests])
+        cache.delete_many([keyspace.snapshot_cache_key(digest) for digest in digests])
 
 
 def key_state_generation(digest: str) -> int:
     """The local-memory cache's generation of a digest (0 when it has none)."""
-    return cache.get(key_state_generation_key(digest), 0)
+    return cache.get(keyspace.generation_cache_key(digest), 0)
 
 
 def put_key_state_if_current(digest: str, raw: bytes, seconds: int, generation: int) -> bool:
@@ -124,5 +117,5 @@ def put_key_state_if_current(digest: str, raw: bytes, seconds: int, generation: 
     with _local_lock:
         if key_state_generation(digest) != generation:
             return False
-        cache.set(key_state_cache_key(digest), raw, timeout=seconds)
+        cache.set(keyspace.snapshot_cache_key(digest), raw, timeout=seconds)
         return True

@@ -3,9 +3,9 @@
 The snapshot holds everything the gate and the forwarder need (key settings, group, team
 availability, routed channels), so a warm request makes one cache read and no database query.
 Channel URLs and credentials stay out of it: each worker keeps them in memory (proxy.channels).
-It is stored under the Django cache's own name for `keys.cache.key_state_cache_key(digest)`,
-which is exactly what every key, group and channel service deletes on commit: the next request
-in any worker process finds no snapshot and builds a fresh one from the database.
+It is stored under `core.keyspace.snapshot(digest)`, which is exactly what every key, group
+and channel service deletes on commit (keys.cache): the next request in any worker process
+finds no snapshot and builds a fresh one from the database.
 """
 
 import ipaddress
@@ -17,10 +17,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-from django.core.cache import cache
-
 from billing.ledger import usd_to_units
-from keys.cache import key_state_cache_key, key_state_generation_key
 from keys.models import ApiKey
 from proxy.models import Channel, Route
 
@@ -39,19 +36,6 @@ KEY_STATE_SECONDS = 3600
 UNKNOWN_MARKER = b'{"unknown":true}'
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@lru_cache(maxsize=4096)
-def state_cache_name(digest: str) -> str:
-    """The key name the cache backend itself uses, so the services' delete_many reaches it.
-    Worked out once per digest: looking the cache backend up on every request showed in the
-    relay's profile."""
-    return cache.make_key(key_state_cache_key(digest))
-
-
-@lru_cache(maxsize=4096)
-def generation_cache_name(digest: str) -> str:
-    return cache.make_key(key_state_generation_key(digest))
 
 
 @dataclass(frozen=True, slots=True)

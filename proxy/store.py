@@ -7,6 +7,10 @@ Two backends with one interface:
     are atomic across processes.
   - LocalStore (the embedded default): Django's local-memory cache in this one process, which
     is also where the services delete snapshots; no I/O, so it is called on the event loop.
+    Usage records wait in a queue of this process, and one writer task writes them in batches
+    through the database writer that ingests the Redis stream (billing.services), off the
+    request.
+Both address their keys by the names in core.keyspace.
 
 Quota admission reserves an estimate of the request's charge next to the key's running total
 (see billing.ledger) and refuses while total + reservations >= limit. Recording the actual
@@ -17,6 +21,7 @@ request may take), so a worker killed mid-request cannot block its key for ever.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -25,7 +30,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -34,9 +38,9 @@ from django.core.cache import cache
 from django.db import close_old_connections
 
 from billing import ledger, services
-from keys.cache import key_state_cache_key, key_state_generation, put_key_state_if_current
+from core import keyspace
+from keys.cache import key_state_generation, put_key_state_if_current
 
-from .keystate import generation_cache_name, state_cache_name
 from .redis_client import RedisClient, RedisError, RedisReplyError
 from .spool import Spool
 
@@ -123,24 +127,22 @@ class RedisStore:
         self._admit = self.redis.script(_ADMIT)
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
-        self._stream = ledger.usage_stream_name()
         self.spool = Spool(Path(settings.RELAY_SPOOL_DIR), self._send_spooled)
-        self._checkpoints = ledger.checkpoints_name()
         # This worker's id for its checkpoints, and the task keeping its key alive.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._alive: asyncio.Task | None = None
 
     async def get_key_state(self, digest: str) -> bytes | None:
-        return await self.redis.execute("GET", state_cache_name(digest))
+        return await self.redis.execute("GET", keyspace.snapshot(digest))
 
     async def key_state_generation(self, digest: str) -> bytes:
         """Read before the database is (see keys.cache); pass it to put_key_state."""
-        return await self.redis.execute("GET", generation_cache_name(digest)) or b""
+        return await self.redis.execute("GET", keyspace.generation(digest)) or b""
 
     async def put_key_state(self, digest: str, raw: bytes, seconds: int, generation: bytes) -> bool:
         """Store the snapshot unless the key changed since `generation` was read."""
         stored = await self._put_if_current(
-            keys=[state_cache_name(digest), generation_cache_name(digest)],
+            keys=[keyspace.snapshot(digest), keyspace.generation(digest)],
             args=[raw, seconds, generation],
         )
         return stored == 1
@@ -156,14 +158,14 @@ class RedisStore:
         """The snapshot read and the admission, sent together: one round trip."""
         keys, args = _admission_call(plan, hold_id)
         raw, reply = await self.redis.execute_together(
-            ("GET", state_cache_name(digest)), self._admit.command(keys=keys, args=args)
+            ("GET", keyspace.snapshot(digest)), self._admit.command(keys=keys, args=args)
         )
         if isinstance(raw, RedisReplyError):
             raise raw
         return raw, _admission(await self._admit.result(reply, keys=keys, args=args))
 
     async def release(self, *, key_id: int, hold_id: str) -> None:
-        await self.redis.execute("HDEL", _reservations(key_id), hold_id)
+        await self.redis.execute("HDEL", keyspace.reservations(key_id), hold_id)
 
     async def record(
         self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
@@ -201,12 +203,12 @@ class RedisStore:
             "e": record.to_json(),
         }
         await self.redis.execute(
-            "HSET", self._checkpoints, hold_id, json.dumps(checkpoint, separators=(",", ":"))
+            "HSET", keyspace.CHECKPOINTS, hold_id, json.dumps(checkpoint, separators=(",", ":"))
         )
 
     async def _renew_alive(self) -> None:
         await self.redis.execute(
-            "SET", ledger.relay_alive_name(self.worker_id), 1, "EX", ledger.RELAY_ALIVE_SECONDS
+            "SET", keyspace.relay_alive(self.worker_id), 1, "EX", ledger.RELAY_ALIVE_SECONDS
         )
 
     async def _keep_alive(self) -> None:
@@ -226,10 +228,10 @@ class RedisStore:
     ) -> bool:
         recorded = await self._record(
             keys=[
-                self._stream,
-                _total(record.key_id),
-                _reservations(record.key_id),
-                self._checkpoints,
+                keyspace.USAGE_STREAM,
+                keyspace.spend_total(record.key_id),
+                keyspace.reservations(record.key_id),
+                keyspace.CHECKPOINTS,
             ],
             args=[record_json, record.charge_units, hold_id, int(checkpointed)],
         )
@@ -246,7 +248,7 @@ class RedisStore:
 
 def _admission_call(plan: Plan, hold_id: str) -> tuple[list[str], list[str | int]]:
     now = int(time.time())
-    keys = [_total(plan.key_id), _reservations(plan.key_id)]
+    keys = [keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)]
     args = [
         hold_id,
         plan.estimate_units,
@@ -265,28 +267,24 @@ def _admission(reply: list) -> Admission | None:
     return Admission(bool(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
 
 
-# The cache backend's own names (prefix and version applied), worked out once per key.
-@lru_cache(maxsize=4096)
-def _total(key_id: int) -> str:
-    return cache.make_key(ledger.spend_total_cache_key(key_id))
-
-
-@lru_cache(maxsize=4096)
-def _reservations(key_id: int) -> str:
-    return cache.make_key(ledger.reservations_cache_key(key_id))
+# The most records the embedded writer writes in one transaction (as ingest's batches).
+WRITE_BATCH = 1000
 
 
 class LocalStore:
-    """One process: snapshots and totals in Django's local-memory cache, reservations here."""
+    """One process: snapshots and totals in Django's local-memory cache, reservations here, and
+    usage records queued here until this store's one writer task writes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # key id -> request id -> (estimate, deadline)
         self._reservations: dict[int, dict[str, tuple[int, float]]] = {}
-        self._writes: set[asyncio.Task] = set()
+        self._totals = ledger.local_totals()
+        self._queue: list[ledger.UsageRecord] = []
+        self._writer: asyncio.Task | None = None
 
     async def get_key_state(self, digest: str) -> bytes | None:
-        return cache.get(key_state_cache_key(digest))
+        return cache.get(keyspace.snapshot_cache_key(digest))
 
     async def key_state_generation(self, digest: str) -> int:
         return key_state_generation(digest)
@@ -325,25 +323,37 @@ class LocalStore:
     async def record(
         self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
     ) -> None:
-        ledger.count_locally(record)
+        # Counted in the total before it waits (the ledger counts it until it is written).
+        self._totals.count(record)
         await self.release(key_id=record.key_id, hold_id=hold_id)
-        # The response has been sent; the row is written off the event loop, and the request
-        # does not wait for it.
-        task = asyncio.create_task(run_db(services.write_locally, record))
-        self._writes.add(task)
-        task.add_done_callback(self._write_done)
+        # The response has been sent; the row is written by the writer task, off the event
+        # loop, and the request does not wait for it.
+        self._queue.append(record)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
 
     async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         """Nothing to keep: one process, and reservations die with it."""
 
-    def _write_done(self, task: asyncio.Task) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("Could not write a usage event", exc_info=task.exception())
+    async def _write_queued(self) -> None:
+        """Write the queue until it is empty, a batch at a time: whatever arrived while the
+        last batch was being written goes in the next one, so a busy relay writes few, large
+        transactions and an idle one writes each record at once."""
+        try:
+            while self._queue:
+                batch = self._queue[:WRITE_BATCH]
+                del self._queue[:WRITE_BATCH]
+                try:
+                    await run_db(functools.partial(services.write_queued_usage, records=batch))
+                except Exception:
+                    logger.exception("Could not write %d usage event(s)", len(batch))
+        finally:
+            self._writer = None
 
     async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        """Returns once every record queued so far is written (or its failure logged)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
 
 
 Store = RedisStore | LocalStore

@@ -1,9 +1,10 @@
 """Recording usage: the relay's `UsageRecord`s become `UsageEvent` rows, settled as written.
 
-Both paths go through `write_and_settle_usage`:
+Both paths go through `write_and_settle_usage`, a batch at a time:
   - `ingest_usage_stream` (the `ingest_usage` Celery task, with Redis) moves the stream the
     relay appends to;
-  - `write_locally` (the embedded default) writes one record from a thread, after the response.
+  - `write_queued_usage` (the embedded default) writes what the relay's store queued in its
+    process, from the store's one writer, after the responses.
 
 Each call is one transaction: the references (a key deleted while its usage waited in the
 stream), the insert with `settled_at` already set (the unique constraint finds rows already
@@ -20,12 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 from redis.exceptions import LockNotOwnedError
 
+from core import keyspace
 from keys.models import ApiKey, Group, Team
 from keys.services import api_key_mark_used
 
@@ -40,9 +41,8 @@ logger = logging.getLogger(__name__)
 # row rare however busy the key is.
 LAST_USED_PRECISION = timedelta(minutes=1)
 
-_INGEST_LOCK = "usage:ingest-lock"
-# Renewed after every batch; short, so a worker killed mid-ingest stops the others only this
-# long (it was 120 s).
+# The ingest lock (core.keyspace.INGEST_LOCK) is renewed after every batch; short, so a worker
+# killed mid-ingest stops the others only this long (it was 120 s).
 _INGEST_LOCK_SECONDS = 10
 
 # A stream entry that cannot become a row: it does not parse (ValueError, KeyError, TypeError)
@@ -208,12 +208,12 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
         return 0
     ledger.reap_checkpoints()  # Dead workers' streams join the stream first.
     client = ledger.usage_stream_client()
-    lock = client.lock(cache.make_key(_INGEST_LOCK), timeout=_INGEST_LOCK_SECONDS, blocking=False)
+    lock = client.lock(keyspace.INGEST_LOCK, timeout=_INGEST_LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         return 0
     written = 0
     try:
-        stream = ledger.usage_stream_name()
+        stream = keyspace.USAGE_STREAM
         newest = client.xrevrange(stream, "+", "-", count=1)
         if not newest:
             return 0
@@ -285,10 +285,10 @@ def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> i
                 "Usage entry %s could not be written (%s); set aside in %s",
                 entry_id.decode(),
                 reason,
-                ledger.unwritable_stream_name(),
+                keyspace.UNWRITABLE_STREAM,
             )
             client.xadd(
-                ledger.unwritable_stream_name(),
+                keyspace.UNWRITABLE_STREAM,
                 {"id": entry_id, "e": fields.get(b"e", b""), "error": reason},
                 maxlen=_UNWRITABLE_KEPT,
                 approximate=True,
@@ -296,10 +296,26 @@ def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> i
     return written
 
 
-def write_locally(record: UsageRecord) -> None:
-    """Write and settle one event: the embedded default's recording, run in a thread after
-    `ledger.count_locally` raised the running total (positional, for `proxy.store.run_db`)."""
+def write_queued_usage(*, records: list[UsageRecord]) -> int:
+    """Write a batch the embedded relay queued (proxy.store.LocalStore's writer, in a thread),
+    then take it off the records its running totals count as unwritten (`ledger.LocalTotals`):
+    committed, a rebuild reads them from the database. Returns rows written.
+
+    If the batch fails on its data, its records are written one at a time, and one that still
+    fails is logged and dropped (there is no stream to set it aside in), so it does not take
+    the others with it. An outage is raised, and the writer logs the batch as lost."""
     try:
-        write_and_settle_usage(records=[record])
+        try:
+            return write_and_settle_usage(records=records)
+        except _BAD_DATA:
+            if len(records) == 1:
+                raise
+        written = 0
+        for record in records:
+            try:
+                written += write_and_settle_usage(records=[record])
+            except _BAD_DATA:
+                logger.exception("Usage of request %s could not be written", record.request_id)
+        return written
     finally:
-        ledger.local_write_finished(record)
+        ledger.local_totals().written(records)

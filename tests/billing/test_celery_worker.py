@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from billing.models import UsageDaily, UsageEvent
 from billing.tasks import settle_usage
+from core.keyspace import snapshot_cache_key
 from hcai.celery import app as project_app
-from keys.cache import key_state_cache_key
 from keys.models import ApiKey, KeyEvent
 from keys.tasks import expire_keys
 
@@ -71,7 +71,7 @@ def test_a_worker_settles_usage_and_expires_keys(worker_app, team, member, group
     )
     expiring = make_key(team=team, owner=member, group=group, name="expiring").key
     ApiKey.objects.filter(pk=expiring.pk).update(expires_at=timezone.now() - timedelta(hours=1))
-    cache.set(key_state_cache_key(expiring.digest), {"status": "enabled"})
+    cache.set(snapshot_cache_key(expiring.digest), {"status": "enabled"})
 
     def settled() -> bool:
         """every usage event is settled"""
@@ -98,5 +98,5 @@ def test_a_worker_settles_usage_and_expires_keys(worker_app, team, member, group
             "actor", "changes"
         )
     ) == [(None, {"status": ["enabled", "disabled"]})]
-    assert cache.get(key_state_cache_key(expiring.digest)) is None
+    assert cache.get(snapshot_cache_key(expiring.digest)) is None
     assert ApiKey.objects.get(pk=paying.pk).status == ApiKey.Status.ENABLED

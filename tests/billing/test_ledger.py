@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing import ledger, services
 from billing.models import UsageEvent
 from billing.services import settle_usage
+from core import keyspace
 from keys.models import ApiKey
 from tests.billing.factories import UsageEventFactory, usage_record
 
@@ -68,6 +68,24 @@ def test_the_wire_format_is_the_one_earlier_releases_read():
     assert EARLIER_RELEASE_RECORD.to_json() == EARLIER_RELEASE_ENTRY
 
 
+def test_the_row_has_the_records_fields_with_text_cut_to_its_columns():
+    """Client-supplied text (session and request ids) and the model may be longer than the
+    columns; every other value goes into the row as it is."""
+    record = dataclasses.replace(
+        EARLIER_RELEASE_RECORD, model="m" * 250, session_id="s" * 200, request_id="r" * 100
+    )
+
+    row = record.event_fields()
+
+    assert row == {
+        **dataclasses.asdict(record),
+        "model": "m" * 200,
+        "session_id": "s" * 128,
+        "request_id": "r" * 64,
+    }
+    assert list(row) == [field.name for field in dataclasses.fields(record)]
+
+
 def test_rebuild_adds_settled_and_unsettled_spend(issued):
     ApiKey.objects.filter(pk=issued.key.pk).update(spent_usd=Decimal("1.25"))
     UsageEventFactory(key=issued.key, charged_usd=Decimal("0.5"), settled_at=timezone.now())
@@ -82,7 +100,7 @@ def test_rebuild_adds_settled_and_unsettled_spend(issued):
 
 
 def test_rebuild_never_overwrites_a_live_total(issued):
-    cache.set(ledger.spend_total_cache_key(issued.key.pk), 777)
+    ledger.spend_totals().add(issued.key.pk, 777)
     UsageEventFactory(key=issued.key, charged_usd=Decimal("3"))
 
     assert ledger.spend_total_rebuild(issued.key.pk) == 777
@@ -104,10 +122,10 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
     ledger.spend_total_rebuild(issued.key.pk)
     record = usage_record(issued.key, charged="0.75")
 
-    ledger.count_locally(record)
+    ledger.local_totals().count(record)
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_before_write = ledger.spend_total_rebuild(issued.key.pk)
-    services.write_locally(record)
+    services.write_queued_usage(records=[record])
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_after_write = ledger.spend_total_rebuild(issued.key.pk)
 
@@ -118,7 +136,7 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
 @needs_redis
 def test_rebuild_counts_stream_events_not_ingested_yet(issued):
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     ingested = usage_record(issued.key, charged="0.5", request_id="req_in_db")
     services.write_and_settle_usage(records=[ingested])
     pending = usage_record(issued.key, charged="0.25", request_id="req_in_stream")
@@ -136,7 +154,7 @@ def test_rebuild_reads_a_long_backlog_in_chunks_and_counts_only_its_key(issued, 
     and an entry with its fields in another order is still read."""
     monkeypatch.setattr(ledger, "_REBUILD_CHUNK", 7)
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     look_alike = issued.key.pk * 10 + 1
     for number in range(40):
         other = usage_record(issued.key, charged="9", request_id=f"req_other_{number}")
@@ -155,7 +173,7 @@ def test_rebuild_reads_a_long_backlog_in_chunks_and_counts_only_its_key(issued, 
 def test_reconcile_raises_a_total_that_missed_an_event(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # As if the event had been recorded while the total was being rebuilt without it.
-    cache.set(ledger.spend_total_cache_key(issued.key.pk), ledger.usd_to_units(Decimal("0.5")))
+    ledger.spend_totals().add(issued.key.pk, ledger.usd_to_units(Decimal("0.5")))
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 1
 
@@ -166,7 +184,7 @@ def test_reconcile_never_lowers_a_total_ahead_of_the_database(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # Charges still waiting to be written count in the total but not in the database.
     ahead = ledger.usd_to_units(Decimal("3"))
-    cache.set(ledger.spend_total_cache_key(issued.key.pk), ahead)
+    ledger.spend_totals().add(issued.key.pk, ahead)
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 0
 
@@ -185,7 +203,7 @@ def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
     issued, django_capture_on_commit_callbacks
 ):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("1.5"))
-    cache.set(ledger.spend_total_cache_key(issued.key.pk), 0)
+    ledger.spend_totals().add(issued.key.pk, 0)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert settle_usage() == 1

@@ -13,9 +13,9 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.utils import timezone
 
+from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.admin import ApiKeyAdmin, GroupAdminForm
-from keys.cache import key_state_cache_key
 from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
@@ -679,12 +679,12 @@ def test_bulk_delete_goes_through_the_service_for_each_key(
 
 
 def test_delete_drops_the_cached_key_state(admin_client, key, django_capture_on_commit_callbacks):
-    cache.set(key_state_cache_key(key.digest), "cached")
+    cache.set(snapshot_cache_key(key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(url("keys_apikey_delete", key.pk), {"post": "yes"})
 
-    assert cache.get(key_state_cache_key(key.digest)) is None
+    assert cache.get(snapshot_cache_key(key.digest)) is None
 
 
 # --- teams and memberships ------------------------------------------------------------------
@@ -852,7 +852,7 @@ def test_allowed_groups_go_through_the_service(
     admin_client, team, lead, group, key, django_capture_on_commit_callbacks
 ):
     other = GroupFactory(name="Other")
-    cache.set(key_state_cache_key(key.digest), "cached")
+    cache.set(snapshot_cache_key(key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -866,7 +866,7 @@ def test_allowed_groups_go_through_the_service(
 
     assert response.status_code == 302
     assert set(team.allowed_groups.all()) == {group, other}
-    assert cache.get(key_state_cache_key(key.digest)) is None
+    assert cache.get(snapshot_cache_key(key.digest)) is None
 
 
 def test_a_team_with_keys_cannot_be_deleted(admin_client, team, key):

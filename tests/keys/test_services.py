@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core.keyspace import snapshot_cache_key
 from keys import services
-from keys.cache import key_state_cache_key
 from keys.models import ApiKey, KeyEvent, Membership, TeamEvent, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
@@ -709,7 +709,7 @@ def test_key_changes_drop_the_cached_state_after_commit(
     issued, lead, change, django_capture_on_commit_callbacks
 ):
     key = _prepare(issued, change)
-    cache_key = key_state_cache_key(key.digest)
+    cache_key = snapshot_cache_key(key.digest)
     cache.set(cache_key, {"status": "enabled"})
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         KEY_CHANGES[change](key, lead)
@@ -721,7 +721,7 @@ def test_key_changes_drop_the_cached_state_after_commit(
 
 def test_enable_drops_the_cached_state(issued, lead, django_capture_on_commit_callbacks):
     services.api_key_disable(key=issued.key, actor=lead)
-    cache_key = key_state_cache_key(issued.key.digest)
+    cache_key = snapshot_cache_key(issued.key.digest)
     cache.set(cache_key, {"status": "disabled"})
     with django_capture_on_commit_callbacks(execute=True):
         services.api_key_enable(key=issued.key, actor=lead)
@@ -733,7 +733,7 @@ def test_rolled_back_key_changes_keep_the_cached_state(
     issued, lead, change, django_capture_on_commit_callbacks
 ):
     key = _prepare(issued, change)
-    cache_key = key_state_cache_key(key.digest)
+    cache_key = snapshot_cache_key(key.digest)
     cache.set(cache_key, {"status": "enabled"})
     key_id, stored = key.pk, row(key)
     with (
@@ -753,7 +753,7 @@ def test_rolled_back_key_changes_keep_the_cached_state(
 def test_invalidation_waits_for_a_real_commit_and_skips_a_real_rollback(team, member, group):
     lead = MembershipFactory(team=team, role=Membership.Role.LEAD).user
     issued = make_key(team=team, owner=member, group=group)
-    cache_key = key_state_cache_key(issued.key.digest)
+    cache_key = snapshot_cache_key(issued.key.digest)
 
     cache.set(cache_key, "stale")
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -774,7 +774,7 @@ def test_invalidation_waits_for_a_real_commit_and_skips_a_real_rollback(team, me
 def test_team_allow_list_change_drops_its_keys_cached_state(
     issued, team, group, django_capture_on_commit_callbacks
 ):
-    cache_key = key_state_cache_key(issued.key.digest)
+    cache_key = snapshot_cache_key(issued.key.digest)
     cache.set(cache_key, "stale")
     with django_capture_on_commit_callbacks(execute=True):
         services.team_set_allowed_groups(team=team, groups=[group], actor=None)
@@ -784,13 +784,13 @@ def test_team_allow_list_change_drops_its_keys_cached_state(
 
 def test_group_save_drops_its_keys_cached_state(issued, group, django_capture_on_commit_callbacks):
     other = make_key(group=GroupFactory(name="Other"))
-    cache.set(key_state_cache_key(issued.key.digest), "stale")
-    cache.set(key_state_cache_key(other.key.digest), "fresh")
+    cache.set(snapshot_cache_key(issued.key.digest), "stale")
+    cache.set(snapshot_cache_key(other.key.digest), "fresh")
     group.multiplier = Decimal("0.5")
     with django_capture_on_commit_callbacks(execute=True):
         services.group_save(group=group)
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
-    assert cache.get(key_state_cache_key(other.key.digest)) == "fresh"
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(other.key.digest)) == "fresh"
 
 
 def test_group_save_validates_and_writes_nothing_on_failure(group):
@@ -905,7 +905,7 @@ def test_removing_a_member_disables_their_keys_in_that_team_only(
     MembershipFactory(team=other_team, user=member)
     elsewhere = make_key(team=other_team, owner=member, group=group, name="elsewhere")
     for issued in (first, second, elsewhere, leads_key):
-        cache.set(key_state_cache_key(issued.key.digest), "stale")
+        cache.set(snapshot_cache_key(issued.key.digest), "stale")
 
     membership = Membership.objects.get(team=team, user=member)
     with django_capture_on_commit_callbacks(execute=True):
@@ -916,7 +916,7 @@ def test_removing_a_member_disables_their_keys_in_that_team_only(
     assert Membership.objects.filter(team=other_team, user=member).exists()
     for issued in (first, second):
         assert row(issued.key)["status"] == "disabled"
-        assert cache.get(key_state_cache_key(issued.key.digest)) is None
+        assert cache.get(snapshot_cache_key(issued.key.digest)) is None
         _created, event = events(issued.key)
         assert (event.action, event.actor) == ("disabled", lead)
         assert event.changes == {"status": ["enabled", "disabled"]}
@@ -924,7 +924,7 @@ def test_removing_a_member_disables_their_keys_in_that_team_only(
     for untouched in (elsewhere, leads_key):
         assert row(untouched.key)["status"] == "enabled"
         assert [event.action for event in events(untouched.key)] == ["created"]
-        assert cache.get(key_state_cache_key(untouched.key.digest)) == "stale"
+        assert cache.get(snapshot_cache_key(untouched.key.digest)) == "stale"
     assert ApiKey.objects.filter(owner=member).count() == 4
 
 

@@ -5,8 +5,8 @@ from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
 
+from core.keyspace import snapshot_cache_key
 from keys import services, tasks
-from keys.cache import key_state_cache_key
 from keys.models import ApiKey, KeyEvent
 
 from ..factories import make_key
@@ -21,7 +21,7 @@ def key_expiring(team, member, group, *, name, status=ApiKey.Status.ENABLED, del
     key = make_key(team=team, owner=member, group=group, name=name, status=status).key
     expires_at = None if delta is None else timezone.now() + delta
     ApiKey.objects.filter(pk=key.pk).update(expires_at=expires_at)
-    cache.set(key_state_cache_key(key.digest), {"status": status})
+    cache.set(snapshot_cache_key(key.digest), {"status": status})
     return ApiKey.objects.get(pk=key.pk)
 
 
@@ -69,7 +69,7 @@ def test_expire_keys_disables_exactly_the_expired_enabled_keys(
         for label in ["expired yesterday", "expired a second ago"]
     )
     cached = {
-        label: cache.get(key_state_cache_key(key.digest)) is not None
+        label: cache.get(snapshot_cache_key(key.digest)) is not None
         for label, key in keys_of_every_kind.items()
     }
     assert cached == {

@@ -7,8 +7,8 @@ from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.core.cache import cache
 
+from core.keyspace import snapshot_cache_key
 from keys.admin import GroupAdmin
-from keys.cache import key_state_cache_key
 from keys.models import Group
 from proxy.admin import ChannelAdmin, GroupWithRoutesAdmin
 from proxy.models import Channel, Route
@@ -215,18 +215,18 @@ def test_a_url_without_a_scheme_is_taken_as_https(admin_client, db):
 def test_saving_a_channel_drops_its_groups_cached_key_state(
     admin_client, channel, route, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(url("proxy_channel_change", channel.pk), channel_data(channel))
 
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 def test_deleting_a_channel_drops_its_groups_cached_key_state(
     admin_client, channel, route, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(url("proxy_channel_delete", channel.pk), {"post": "yes"})
@@ -234,7 +234,7 @@ def test_deleting_a_channel_drops_its_groups_cached_key_state(
     assert response.status_code == 302
     assert not Channel.objects.exists()
     assert not Route.objects.exists()
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 # --- groups and their routes ----------------------------------------------------------------
@@ -264,7 +264,7 @@ def group_data(group: Group, routes: list[dict], **overrides) -> dict:
 def test_group_saves_through_the_service_with_models_as_text(
     admin_client, group, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -276,7 +276,7 @@ def test_group_saves_through_the_service_with_models_as_text(
     group.refresh_from_db()
     assert group.models == ["claude-*", "gpt-4o", "gpt-4o-mini"]
     assert str(group.multiplier) == "0.2500"
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 def test_group_with_a_bad_multiplier_writes_nothing(admin_client, group):
@@ -295,7 +295,7 @@ def test_group_with_a_bad_multiplier_writes_nothing(admin_client, group):
 def test_adding_a_route_drops_the_groups_cached_key_state(
     admin_client, group, channel, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -305,13 +305,13 @@ def test_adding_a_route_drops_the_groups_cached_key_state(
 
     assert response.status_code == 302
     assert list(group.routes.values_list("channel__name", "priority")) == [("anthropic-main", 10)]
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 def test_changing_a_route_drops_the_groups_cached_key_state(
     admin_client, group, route, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(
@@ -321,13 +321,13 @@ def test_changing_a_route_drops_the_groups_cached_key_state(
 
     route.refresh_from_db()
     assert route.priority == 5
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 def test_removing_a_route_drops_the_groups_cached_key_state(
     admin_client, group, route, issued, django_capture_on_commit_callbacks
 ):
-    cache.set(key_state_cache_key(issued.key.digest), "cached")
+    cache.set(snapshot_cache_key(issued.key.digest), "cached")
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
@@ -340,7 +340,7 @@ def test_removing_a_route_drops_the_groups_cached_key_state(
 
     assert response.status_code == 302
     assert not Route.objects.exists()
-    assert cache.get(key_state_cache_key(issued.key.digest)) is None
+    assert cache.get(snapshot_cache_key(issued.key.digest)) is None
 
 
 def test_a_channel_routed_twice_to_a_group_is_refused(admin_client, group, route):

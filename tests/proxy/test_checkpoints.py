@@ -21,8 +21,8 @@ from django.db import connection
 from billing import ledger
 from billing.models import UsageEvent
 from billing.services import ingest_usage_stream
+from core import keyspace
 from keys import services
-from proxy.store import _reservations
 from tests.threads import join, start_thread
 
 from .test_forwarding import STREAM
@@ -104,10 +104,10 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     try:
         streaming = start_thread(stream, errors)
         deadline = time.monotonic() + 15
-        while not client.hlen(ledger.checkpoints_name()):
+        while not client.hlen(keyspace.CHECKPOINTS):
             assert time.monotonic() < deadline, "the stream never wrote a checkpoint"
             time.sleep(0.05)
-        assert client.hlen(_reservations(relay.key.pk)) == 1
+        assert client.hlen(keyspace.reservations(relay.key.pk)) == 1
         os.kill(_worker_of(master), signal.SIGKILL)
         join([streaming], timeout=30)
 
@@ -127,6 +127,6 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     assert (event.status_code, event.input_tokens, event.cache_read_tokens) == (502, 25, 5)
     assert event.output_tokens >= 1
     assert event.charged_usd > 0
-    assert client.hlen(_reservations(relay.key.pk)) == 0
-    assert client.hlen(ledger.checkpoints_name()) == 0
+    assert client.hlen(keyspace.reservations(relay.key.pk)) == 0
+    assert client.hlen(keyspace.CHECKPOINTS) == 0
     assert reaped_after < ledger.RELAY_ALIVE_SECONDS + 5

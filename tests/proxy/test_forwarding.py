@@ -15,10 +15,10 @@ from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
 
+from core import keyspace
+from core.keyspace import snapshot_cache_key
 from keys import services
-from keys.cache import key_state_cache_key
 from keys.models import digest_key
-from proxy.keystate import state_cache_name
 from proxy.models import Channel
 from proxy.services import channel_save, channel_upsert
 from tests.factories import GroupFactory
@@ -132,9 +132,9 @@ def test_channel_secrets_stay_out_of_the_shared_cache(relay):
 
     digest = digest_key(relay.plaintext)
     if settings.REDIS_URL:
-        raw = redis.Redis.from_url(settings.REDIS_URL).get(state_cache_name(digest))
+        raw = redis.Redis.from_url(settings.REDIS_URL).get(keyspace.snapshot(digest))
     else:
-        raw = cache.get(key_state_cache_key(digest))
+        raw = cache.get(snapshot_cache_key(digest))
     snapshot = json.loads(raw)
     assert [channel["name"] for channel in snapshot["channels"]] == [
         "anthropic-primary",

@@ -13,8 +13,8 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from billing.models import UsageEvent
+from core.keyspace import snapshot_cache_key
 from keys import services
-from keys.cache import key_state_cache_key
 from keys.models import ApiKey
 from proxy import channels
 from proxy.store import RedisStore
@@ -164,7 +164,7 @@ def test_expiry_moved_to_the_past(relay):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
     yesterday = timezone.now() - timedelta(days=1)
     ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=yesterday)
-    cache.delete(key_state_cache_key(relay.key.digest))
+    cache.delete(snapshot_cache_key(relay.key.digest))
 
     response = relay.call("POST", "/v1/messages", MESSAGE)
 
@@ -174,7 +174,7 @@ def test_expiry_moved_to_the_past(relay):
 def test_disabled_is_reported_before_expired(relay, member):
     services.api_key_disable(key=relay.key, actor=member)
     ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=timezone.now() - timedelta(days=1))
-    cache.delete(key_state_cache_key(relay.key.digest))
+    cache.delete(snapshot_cache_key(relay.key.digest))
 
     assert_anthropic_error(
         relay.call("POST", "/v1/messages", MESSAGE), 403, "permission_error", DISABLED

@@ -14,14 +14,16 @@ from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.test import override_settings
 
+from core import keyspace
+from core.keyspace import generation_cache_key, snapshot_cache_key
 from keys import services
-from keys.cache import drop_key_state, key_state_cache_key, key_state_generation_key
+from keys.cache import drop_key_state
 from keys.models import ApiKey, digest_key
 from keys.secret_formats import RELAY_KEY
 from proxy import snapshots
 from proxy.errors import RelayError
 from proxy.gate import Gate, key_digest
-from proxy.keystate import KEY_STATE_SECONDS, build_key_state, state_cache_name
+from proxy.keystate import KEY_STATE_SECONDS, build_key_state
 from proxy.prices import PriceTable
 from proxy.store import make_store, run_db
 from tests.factories import make_key
@@ -64,13 +66,13 @@ def test_a_snapshot_built_before_a_change_is_not_stored_after_it(relay):
 
 def test_every_drop_moves_the_generation_and_removes_the_snapshot(relay):
     digest = relay.key.digest
-    cache.set(key_state_cache_key(digest), "cached")
+    cache.set(snapshot_cache_key(digest), "cached")
 
     drop_key_state([digest])
     drop_key_state([digest])
 
-    assert cache.get(key_state_cache_key(digest)) is None
-    assert cache.get(key_state_generation_key(digest)) == 2
+    assert cache.get(snapshot_cache_key(digest)) is None
+    assert cache.get(generation_cache_key(digest)) == 2
 
 
 def _hold_route_table(locked: threading.Event, release: threading.Event) -> None:
@@ -89,7 +91,7 @@ def _snapshot_seconds_left(digest: str) -> int | None:
     """The snapshot's remaining TTL in Redis (None on the embedded default)."""
     if not settings.REDIS_URL:
         return None
-    return cache._cache.get_client(write=False).ttl(state_cache_name(digest))
+    return cache._cache.get_client(write=False).ttl(keyspace.snapshot(digest))
 
 
 @needs_postgresql
@@ -128,7 +130,7 @@ def test_a_key_changed_while_the_relay_reads_it_is_obeyed_from_then_on(relay, me
     else:
         assert [response.status for response in [*in_flight, *later]] == [401] * 6
         assert relay.call("POST", "/v1/messages", MESSAGE, key=new_plaintext).status == 200
-        assert cache.get(key_state_cache_key(digest_key(old_plaintext))) is None
+        assert cache.get(snapshot_cache_key(digest_key(old_plaintext))) is None
 
 
 def test_concurrent_misses_in_one_process_build_the_snapshot_once(relay, monkeypatch):
@@ -227,19 +229,19 @@ def test_a_drop_that_cannot_reach_redis_is_retried_until_it_does(
     }
     digest = relay.key.digest
     with override_settings(CACHES=private_cache):
-        cache.set(key_state_cache_key(digest), "stale snapshot")
+        cache.set(snapshot_cache_key(digest), "stale snapshot")
         private_redis.kill()
         with caplog.at_level(logging.WARNING, logger="keys.cache"):
             services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
         assert "Could not drop the relay's snapshots of 1 key(s)" in caplog.text
         private_redis.start()
-        assert cache.get(key_state_cache_key(digest)) == "stale snapshot"  # survived the crash
+        assert cache.get(snapshot_cache_key(digest)) == "stale snapshot"  # survived the crash
 
         deadline = time.monotonic() + 15
-        while cache.get(key_state_cache_key(digest)) is not None:
+        while cache.get(snapshot_cache_key(digest)) is not None:
             assert time.monotonic() < deadline, "the drop was never retried"
             time.sleep(0.05)
-        assert cache.get(key_state_generation_key(digest)) == 1
+        assert cache.get(generation_cache_key(digest)) == 1
         cache.clear()
 
 

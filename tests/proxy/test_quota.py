@@ -18,6 +18,7 @@ from billing import ledger
 from billing.models import ModelPrice, UsageEvent
 from billing.pricing import PriceRow
 from billing.services import recording, settle_usage
+from core import keyspace
 from keys import services
 from keys.models import ApiKey
 from proxy import gate as gate_module
@@ -188,7 +189,7 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
 def held_reservations(store, key_id: int) -> dict:
     """The quota reservations the key holds now, in Redis or in the relay's local `store`."""
     if settings.REDIS_URL:
-        name = cache.make_key(ledger.reservations_cache_key(key_id))
+        name = keyspace.reservations(key_id)
         with redis.Redis.from_url(settings.REDIS_URL) as client:
             return client.hgetall(name)
     return dict(store._reservations.get(key_id, {}))
@@ -542,7 +543,7 @@ def test_an_admission_holds_what_is_left_down_to_its_minimum(
     async def scenario():
         store = make_store()
         try:
-            cache.set(ledger.spend_total_cache_key(plan.key_id), spent, timeout=60)
+            ledger.spend_totals().add(plan.key_id, spent)
             return await store.admit(plan, "hold-1")
         finally:
             await store.close()

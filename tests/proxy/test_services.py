@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from keys.cache import key_state_cache_key
+from core.keyspace import snapshot_cache_key
 from proxy.models import Channel, Route
 from proxy.services import channel_save, channel_upsert, route_changed, routes_set
 
@@ -161,13 +161,13 @@ def test_channel_save_drops_cached_state_of_keys_routed_to_it(
     routed, unrouted = GroupFactory(name="Routed"), GroupFactory(name="Unrouted")
     Route.objects.create(group=routed, channel=channel)
     routed_key, unrouted_key = make_key(group=routed).key, make_key(group=unrouted).key
-    cache.set(key_state_cache_key(routed_key.digest), "stale")
-    cache.set(key_state_cache_key(unrouted_key.digest), "fresh")
+    cache.set(snapshot_cache_key(routed_key.digest), "stale")
+    cache.set(snapshot_cache_key(unrouted_key.digest), "fresh")
     channel.is_active = False
     with django_capture_on_commit_callbacks(execute=True):
         channel_save(channel=channel)
-    assert cache.get(key_state_cache_key(routed_key.digest)) is None
-    assert cache.get(key_state_cache_key(unrouted_key.digest)) == "fresh"
+    assert cache.get(snapshot_cache_key(routed_key.digest)) is None
+    assert cache.get(snapshot_cache_key(unrouted_key.digest)) == "fresh"
 
 
 # --- channel_upsert -------------------------------------------------------------------------
@@ -291,22 +291,22 @@ def test_routes_set_drops_cached_state_of_added_and_removed_groups_only(
     routes_set(channel=channel, groups=[removed, kept])
     keys = {group.name: make_key(group=group).key for group in (removed, added, kept, untouched)}
     for key in keys.values():
-        cache.set(key_state_cache_key(key.digest), "stale")
+        cache.set(snapshot_cache_key(key.digest), "stale")
 
     with django_capture_on_commit_callbacks(execute=True):
         routes_set(channel=channel, groups=[added, kept])
-        assert cache.get(key_state_cache_key(keys["Removed"].digest)) == "stale"
+        assert cache.get(snapshot_cache_key(keys["Removed"].digest)) == "stale"
 
     for name in ("Removed", "Added", "Kept"):
-        assert cache.get(key_state_cache_key(keys[name].digest)) is None
-    assert cache.get(key_state_cache_key(keys["Untouched"].digest)) == "stale"
+        assert cache.get(snapshot_cache_key(keys[name].digest)) is None
+    assert cache.get(snapshot_cache_key(keys["Untouched"].digest)) == "stale"
 
 
 def test_route_changed_drops_the_group_s_cached_state(channel, django_capture_on_commit_callbacks):
     group = GroupFactory(name="Default")
     route = Route.objects.create(group=group, channel=channel)
     key = make_key(group=group).key
-    cache.set(key_state_cache_key(key.digest), "stale")
+    cache.set(snapshot_cache_key(key.digest), "stale")
     with django_capture_on_commit_callbacks(execute=True):
         route_changed(route=route)
-    assert cache.get(key_state_cache_key(key.digest)) is None
+    assert cache.get(snapshot_cache_key(key.digest)) is None

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from billing.ledger import UsageRecord
+from core import keyspace
 from proxy.spool import Spool
 from proxy.store import RedisStore
 
@@ -32,7 +33,7 @@ def test_usage_of_a_stream_served_while_redis_went_down_is_recorded_once_it_is_b
     issue's trial)."""
     _, app = relay_server
     working = app._store
-    app._store = store = RedisStore(private_redis.url)
+    app._store = RedisStore(private_redis.url)
     relay.primary.hold_after_first_delta = True
     try:
         connection, response = open_stream(relay, "/v1/messages", STREAM)
@@ -61,7 +62,7 @@ def test_usage_of_a_stream_served_while_redis_went_down_is_recorded_once_it_is_b
         while not entries:
             assert time.monotonic() < deadline + 10, "the spooled record was never sent"
             time.sleep(0.05)
-            entries = asyncio.run(_stream_entries(private_redis.url, store._stream))
+            entries = asyncio.run(_stream_entries(private_redis.url, keyspace.USAGE_STREAM))
     finally:
         app._store = working
 

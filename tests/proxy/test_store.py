@@ -1,20 +1,28 @@
-"""proxy.store against a real Redis: many requests at once on the relay's one connection."""
+"""proxy.store: against a real Redis, many requests at once on the relay's one connection and
+the keys it shares with the ledger; on the embedded default, the queue of usage records and its
+one writer."""
 
 import asyncio
 import dataclasses
+import threading
 from decimal import Decimal
 
 import pytest
 from django.conf import settings
 
 from billing import ledger
-from proxy.keystate import state_cache_name
-from proxy.store import Admission, Plan, RedisStore, _reservations, _total
+from billing.models import UsageEvent
+from billing.services import ingest_usage_stream, recording
+from core import keyspace
+from keys.models import ApiKey
+from proxy.store import Admission, LocalStore, Plan, RedisStore, run_db
 from tests.billing.factories import usage_record
 
-pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
+embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
 
 
+@needs_redis
 def test_hundreds_of_concurrent_commands_all_succeed():
     """Each in-flight request has a command in flight. redis-py's default pool refused commands
     past 100 in flight (measured in bench/ as 500s at c256); the multiplexed connection has no
@@ -37,6 +45,7 @@ def test_hundreds_of_concurrent_commands_all_succeed():
     assert results == [None] * count
 
 
+@needs_redis
 def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     """The admission script sent by its SHA-1 next to the snapshot read; after a Redis restart
     (SCRIPT FLUSH here) it is loaded again and the admission still made, exactly once."""
@@ -46,7 +55,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
-        total, reservations = _total(plan.key_id), _reservations(plan.key_id)
+        total, reservations = keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)
         try:
             await store.redis.execute("SET", total, 500, "EX", 60)
             await store.put_key_state("store-test-digest", b'{"a":1}', 60, b"")
@@ -57,7 +66,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
             return first, second, sorted(held)
         finally:
             await store.redis.execute(
-                "DEL", total, reservations, state_cache_name("store-test-digest")
+                "DEL", total, reservations, keyspace.snapshot("store-test-digest")
             )
             await store.close()
 
@@ -69,15 +78,16 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     assert held == [b"req_1", b"req_2"]
 
 
+@needs_redis
 def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(issued):
     """reap_checkpoints bills a checkpoint only once its worker's key has expired; a worker
     that was only frozen and records afterwards finds its checkpoint gone and adds nothing."""
     key = issued.key
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     checkpoint = usage_record(key, charged="0.25", request_id="req_checkpointed")
     final = dataclasses.replace(checkpoint, charged_usd=Decimal("0.40"), status_code=200)
-    total, reservations = _total(key.pk), _reservations(key.pk)
+    total, reservations = keyspace.spend_total(key.pk), keyspace.reservations(key.pk)
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
@@ -86,7 +96,7 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
             await store.redis.execute("HSET", reservations, "hold-1", "999:9999999999")
             await store.checkpoint(checkpoint, hold_id="hold-1")
             alive = ledger.reap_checkpoints()  # its worker is alive
-            await store.redis.execute("DEL", ledger.relay_alive_name(store.worker_id))
+            await store.redis.execute("DEL", keyspace.relay_alive(store.worker_id))
             dead = ledger.reap_checkpoints()  # ... and now taken for dead
             await store.record(final, hold_id="hold-1", checkpointed=True)
             return alive, dead
@@ -100,4 +110,134 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
     assert ledger.UsageRecord.from_json(fields[b"e"]) == checkpoint
     assert int(client.get(total)) == 1_000 + ledger.usd_to_units(Decimal("0.25"))
     assert client.hlen(reservations) == 0
-    assert client.hlen(ledger.checkpoints_name()) == 0
+    assert client.hlen(keyspace.CHECKPOINTS) == 0
+
+
+@needs_redis
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_and_the_ledger_share_one_running_total(issued):
+    """The ledger builds the total, the relay's scripts read and raise it, the ledger reads
+    and reconciles it, and ingest writes what the relay appended: one set of names, and
+    integers as Redis itself stores them (no serializer in between)."""
+    key = issued.key
+    plan = Plan(
+        key_id=key.pk, limit_units=10**8, estimate_units=10**6, minimum_units=1, hold_seconds=60
+    )
+    record = usage_record(key, charged="0.25", request_id="req_shared")
+
+    async def scenario():
+        store = RedisStore(settings.REDIS_URL)
+        try:
+            missing = await store.admit(plan, "hold-1")
+            rebuilt = await run_db(ledger.spend_total_rebuild, key.pk)
+            admitted = await store.admit(plan, "hold-1")
+            await store.record(record, hold_id="hold-1")
+            after_record = await run_db(ledger.spend_total, key.pk)
+            await run_db(ledger.spend_total_forget, [key.pk])
+            forgotten = await store.admit(plan, "hold-2")
+            return missing, rebuilt, admitted, after_record, forgotten
+        finally:
+            await store.close()
+
+    missing, rebuilt, admitted, after_record, forgotten = asyncio.run(scenario())
+
+    assert missing is None
+    assert rebuilt == 0
+    assert admitted == Admission(True, 0, 0, 10**6)
+    assert after_record == ledger.usd_to_units(Decimal("0.25"))
+    assert forgotten is None
+    assert ingest_usage_stream() == 1
+    assert UsageEvent.objects.get().request_id == "req_shared"
+
+
+class BlockedWrites:
+    """Holds the embedded writer's batches (what `write_and_settle_usage` is given) until
+    released, and remembers each batch's size."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.sizes: list[int] = []
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        write = recording.write_and_settle_usage
+
+        def held(*, records):
+            records = list(records)
+            self.sizes.append(len(records))
+            self.writing.set()
+            assert self.release.wait(10), "the test never released the writer"
+            return write(records=records)
+
+        monkeypatch.setattr(recording, "write_and_settle_usage", held)
+
+    async def until_writing(self) -> None:
+        assert await asyncio.to_thread(self.writing.wait, 10), "the writer never began"
+
+
+@embedded_only
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_writer_writes_what_queued_meanwhile_in_one_batch_and_close_loses_none(
+    issued, monkeypatch
+):
+    writes = BlockedWrites(monkeypatch)
+    records = [
+        usage_record(issued.key, charged="0.01", request_id=f"req_{number}") for number in range(10)
+    ]
+
+    async def scenario():
+        store = LocalStore()
+        await store.record(records[0], hold_id="hold-0")
+        await writes.until_writing()  # the first record alone: the relay was idle
+        for number, record in enumerate(records[1:], start=1):
+            await store.record(record, hold_id=f"hold-{number}")
+        writes.release.set()
+        await store.close()
+
+    asyncio.run(scenario())
+
+    assert writes.sizes == [1, 9]
+    assert sorted(UsageEvent.objects.filter(settled_at__isnull=False).values_list(
+        "request_id", flat=True
+    )) == sorted(record.request_id for record in records)  # fmt: skip
+    assert ApiKey.objects.get(pk=issued.key.pk).spent_usd == Decimal("0.10")
+    assert ledger.local_totals().unwritten(issued.key.pk) == []
+
+
+@embedded_only
+@pytest.mark.django_db(transaction=True)
+def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
+    """Records queued, their writes held, and the running total lost meanwhile: the rebuilt
+    total still counts them, so the quota refuses what it cannot pay for."""
+    writes = BlockedWrites(monkeypatch)
+    key_id = issued.key.pk
+    plan = Plan(
+        key_id=key_id,
+        limit_units=ledger.usd_to_units(Decimal("1")),
+        estimate_units=ledger.usd_to_units(Decimal("0.30")),
+        minimum_units=ledger.usd_to_units(Decimal("0.01")),
+        hold_seconds=60,
+    )
+
+    async def scenario():
+        store = LocalStore()
+        await run_db(ledger.spend_total_rebuild, key_id)
+        for number in range(3):
+            record = usage_record(issued.key, charged="0.25", request_id=f"req_{number}")
+            await store.record(record, hold_id=f"hold-{number}")
+        await writes.until_writing()
+        await run_db(ledger.spend_total_forget, [key_id])  # e.g. the cache lost it
+        rebuilt = await run_db(ledger.spend_total_rebuild, key_id)
+        first = await store.admit(plan, "hold-a")
+        second = await store.admit(plan, "hold-b")
+        writes.release.set()
+        await store.close()
+        await run_db(ledger.spend_total_forget, [key_id])
+        return rebuilt, first, second, await run_db(ledger.spend_total_rebuild, key_id)
+
+    rebuilt, first, second, rebuilt_after_writes = asyncio.run(scenario())
+
+    spent = ledger.usd_to_units(Decimal("0.75"))
+    assert rebuilt == rebuilt_after_writes == spent
+    # $0.25 left: the first request holds it all, and the second finds nothing left.
+    assert first == Admission(True, spent, 0, ledger.usd_to_units(Decimal("0.25")))
+    assert second == Admission(False, spent, ledger.usd_to_units(Decimal("0.25")))
+    assert UsageEvent.objects.filter(key_id=key_id).count() == 3

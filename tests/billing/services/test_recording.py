@@ -1,5 +1,5 @@
 """billing.services.recording: usage written once, settled and folded in the same transaction,
-from the Redis stream (ingest) or from the embedded relay's thread."""
+from the Redis stream (ingest) or from the embedded relay's queue."""
 
 import dataclasses
 import functools
@@ -13,12 +13,12 @@ from decimal import Decimal
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, OperationalError, connection, transaction
 
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
 from billing.services import recording, settlement
+from core import keyspace
 from keys import services as keys_services
 from keys.models import ApiKey
 from proxy.usage import MAX_TOKENS
@@ -334,8 +334,8 @@ def test_the_running_totals_of_the_written_keys_are_reconciled(
 ):
     first, second = two_keys
     # First's total missed its events (recorded while it was rebuilt); second's is ahead.
-    cache.set(ledger.spend_total_cache_key(first.pk), 0)
-    cache.set(ledger.spend_total_cache_key(second.pk), ledger.usd_to_units(Decimal("2")))
+    ledger.spend_totals().add(first.pk, 0)
+    ledger.spend_totals().add(second.pk, ledger.usd_to_units(Decimal("2")))
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         services.write_and_settle_usage(records=batch)
@@ -353,11 +353,11 @@ def test_nothing_to_write_means_no_queries(db, django_assert_num_queries):
 # --- the embedded default -------------------------------------------------------------------
 
 
-def test_write_locally_writes_a_settled_row(issued):
+def test_write_queued_usage_writes_a_settled_row(issued):
     record = usage_record(issued.key, charged="0.75", created_at=DAY_1)
-    ledger.count_locally(record)
+    ledger.local_totals().count(record)
 
-    services.write_locally(record)
+    assert services.write_queued_usage(records=[record]) == 1
 
     event = UsageEvent.objects.get()
     assert (event.request_id, event.charged_usd) == (record.request_id, Decimal("0.75"))
@@ -367,14 +367,30 @@ def test_write_locally_writes_a_settled_row(issued):
         (issued.key.pk, 1, Decimal("0.75"))
     ]
     # No longer pending: a rebuild reads it from the database, once.
-    assert ledger._local_records(issued.key.pk) == []
+    assert ledger.local_totals().unwritten(issued.key.pk) == []
     assert services.settle_usage() == 0
+
+
+def test_a_queued_record_the_database_refuses_does_not_take_its_batch_with_it(issued, caplog):
+    good = usage_record(issued.key, charged="0.5", request_id="req_good", created_at=DAY_1)
+    refused = dataclasses.replace(good, request_id="req_refused", input_tokens=-1)
+    later = usage_record(issued.key, charged="0.25", request_id="req_later", created_at=DAY_1)
+    for record in (good, refused, later):
+        ledger.local_totals().count(record)
+
+    assert services.write_queued_usage(records=[good, refused, later]) == 2
+
+    assert [row[1] for row in rows()] == ["req_good", "req_later"]
+    assert spent(issued.key) == [Decimal("0.75")]
+    assert "Usage of request req_refused could not be written" in caplog.text
+    assert ledger.local_totals().unwritten(issued.key.pk) == []
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_local_writes_each_count_once(team, member, group):
-    """The embedded relay writes each request from its own thread: on SQLite the writers take
-    turns (IMMEDIATE transactions); on PostgreSQL they lock the key and rollup rows in turn."""
+    """Embedded writers in several threads at once (each relay process has its own): on SQLite
+    they take turns (IMMEDIATE transactions); on PostgreSQL they lock the key and rollup rows in
+    turn."""
     keys = [make_key(team=team, owner=member, group=group, name=f"k{n}").key for n in range(2)]
     records = [
         usage_record(
@@ -391,7 +407,7 @@ def test_concurrent_local_writes_each_count_once(team, member, group):
     def writer(mine):
         start.wait(timeout=30)
         for record in mine:
-            services.write_locally(record)
+            services.write_queued_usage(records=[record])
 
     join([start_thread(functools.partial(writer, records[n::8]), errors) for n in range(8)])
 
@@ -482,7 +498,7 @@ def test_ingestion_goes_on_after_a_key_is_deleted(team, member, group):
     gone = make_key(team=team, owner=member, group=group, name="gone").key
     kept = make_key(team=team, owner=member, group=group, name="kept").key
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     client.xadd(stream, {"e": usage_record(gone, charged="1", request_id="r1").to_json()})
     keys_services.api_key_delete(key=gone, actor=None)
     client.xadd(stream, {"e": usage_record(kept, charged="2", request_id="r2").to_json()})
@@ -535,7 +551,7 @@ def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, membe
 @needs_redis
 def test_ingest_moves_the_stream_into_settled_rows_once(issued):
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     first = usage_record(issued.key, charged="0.1", request_id="req_stream_1", created_at=DAY_1)
     second = usage_record(issued.key, charged="0.2", request_id="req_stream_2", created_at=DAY_1)
     # The second entry twice: an ingest killed after its commit, before deleting its entries.
@@ -578,9 +594,7 @@ def test_an_ingest_killed_mid_batch_stops_the_others_only_seconds(issued):
     """A worker SIGKILLed while it ingests leaves its lock behind. Before, the lock lived 120 s
     and ingestion stopped that long; now it lives 10 s, renewed after every batch."""
     client = ledger.usage_stream_client()
-    client.xadd(
-        ledger.usage_stream_name(), {"e": usage_record(issued.key, charged="0.1").to_json()}
-    )
+    client.xadd(keyspace.USAGE_STREAM, {"e": usage_record(issued.key, charged="0.1").to_json()})
     hanging = subprocess.Popen(
         [sys.executable, "-c", _HANGING_INGEST],
         stdout=subprocess.PIPE,
@@ -608,7 +622,7 @@ def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
     ingest reads every entry again, and neither writes nor folds any of them a second time."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
     assert services.ingest_usage_stream() == 4
@@ -628,7 +642,7 @@ def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
 def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
 
@@ -647,7 +661,7 @@ def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
     chunks, which must neither skip nor repeat an entry at their seams."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
     monkeypatch.setattr(recording, "_READ_CHUNK", chunk)
@@ -676,7 +690,7 @@ def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch,
     """Entries the relay appends while an ingest runs wait for the next run, so a steady
     trickle cannot keep one run going in tiny batches."""
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     for record in batch[:3]:
         client.xadd(stream, {"e": record.to_json()})
     write = recording.write_and_settle_usage
@@ -702,7 +716,7 @@ def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
     """One bad entry used to fail its batch on every run and stop ingestion for every team."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     refused = dataclasses.replace(batch[3], request_id="req_refused", input_tokens=-1)
     client.xadd(stream, {"e": batch[0].to_json()})
     garbled = client.xadd(stream, {"e": b'{"key_id": 1, "team_'})
@@ -717,7 +731,7 @@ def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
     assert [row[1] for row in rows()] == ["req_1", "req_2", "req_3", "req_4"]
     assert spent(first, second) == [Decimal("0.15006174"), Decimal("1.25")]
     assert rollups() == expected_rollups(first, second)
-    set_aside = client.xrange(ledger.unwritable_stream_name())
+    set_aside = client.xrange(keyspace.UNWRITABLE_STREAM)
     assert [fields[b"id"] for _, fields in set_aside] == [garbled, refused_id]
     assert set_aside[0][1][b"e"] == b'{"key_id": 1, "team_'
     assert set_aside[0][1][b"error"].startswith(b"JSONDecodeError: ")
@@ -730,7 +744,7 @@ def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
 @needs_redis
 def test_an_outage_while_ingesting_sets_nothing_aside(two_keys, batch, monkeypatch):
     client = ledger.usage_stream_client()
-    stream = ledger.usage_stream_name()
+    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
 
@@ -742,7 +756,7 @@ def test_an_outage_while_ingesting_sets_nothing_aside(two_keys, batch, monkeypat
         services.ingest_usage_stream()
 
     assert client.xlen(stream) == 4
-    assert client.xlen(ledger.unwritable_stream_name()) == 0
+    assert client.xlen(keyspace.UNWRITABLE_STREAM) == 0
     monkeypatch.undo()
     assert services.ingest_usage_stream() == 4
 

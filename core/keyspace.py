@@ -1,0 +1,79 @@
+"""The relay's names in Redis, in one place: what each holds, who writes it, who reads it.
+
+Here, below every app, because the services (keys), the ledger and the usage writers (billing)
+and the relay (proxy) all address the same keys. Every name starts with PREFIX. They began as
+the names Django's Redis cache gives its keys (KEY_PREFIX "hcai", version 1: make_key writes
+"prefix:version:key") and are kept byte for byte, so that a deploy finds the data a running
+release left: the usage stream and the checkpoints hold usage not yet in the database and
+must never be orphaned (running totals and snapshots would only be rebuilt).
+
+Name (PREFIX + ...)       Type    TTL                       Written by              Read by
+keystate:<digest>         string  KEY_STATE_SECONDS (1 h)   relay (if current);     relay
+                                                            services delete it
+keystate-gen:<digest>     int     GENERATION_SECONDS (1 d)  services (INCR)         relay
+spend:<key id>            int     SPEND_TOTAL_SECONDS (1 d) ledger (rebuild: SET    relay, ledger
+                                  from its rebuild          NX; reconcile), relay
+                                                            and reap (INCRBY)
+spend-reserved:<key id>   hash    the longest hold          relay (admission,       relay
+                          (hold id -> "units:deadline")     release, record)
+usage:stream              stream  none                      relay (record), reap    ingest, rebuild
+                          (field e: UsageRecord JSON)
+usage:checkpoints         hash    none                      relay (checkpoint,      reap
+                          (hold id -> {w, k, c, e} JSON)    record)
+relay:alive:<worker id>   string  RELAY_ALIVE_SECONDS       relay worker            reap
+usage:unwritable          stream  none (newest 10,000)      ingest                  staff (XRANGE)
+usage:ingest-lock         lock    10 s, renewed per batch   ingest                  ingest
+
+Integers are stored as Redis stores them (decimal strings), written and read with the raw
+Redis client only (billing.ledger.RedisTotals for the totals), so Lua's INCRBY and GET work on
+them and nothing depends on how Django's cache would serialize a value. Embedded, the
+local-memory cache holds the totals under the same names (billing.ledger.LocalTotals).
+Snapshots and generations are also addressed through Django's cache API (the embedded
+default's local-memory cache, the tests) by their cache key (`snapshot_cache_key`,
+`generation_cache_key`); in Redis that key with PREFIX, the name Django's Redis cache gives
+it (tests/core/test_keyspace.py holds the two together).
+
+Not the relay's, in the same Redis database: django-ratelimit's counters (the gate's and the
+sign-in's rate limits, through Django's cache API, named by that library), Celery's broker
+queues (kombu's names) and /readyz's probe.
+"""
+
+PREFIX = "hcai:1:"
+
+USAGE_STREAM = PREFIX + "usage:stream"
+CHECKPOINTS = PREFIX + "usage:checkpoints"
+UNWRITABLE_STREAM = PREFIX + "usage:unwritable"
+INGEST_LOCK = PREFIX + "usage:ingest-lock"
+
+# Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
+SPEND_TOTAL_PREFIX = PREFIX + "spend:"
+RESERVATIONS_PREFIX = PREFIX + "spend-reserved:"
+RELAY_ALIVE_PREFIX = PREFIX + "relay:alive:"
+
+
+def spend_total(key_id: int) -> str:
+    return f"{SPEND_TOTAL_PREFIX}{key_id}"
+
+
+def reservations(key_id: int) -> str:
+    return f"{RESERVATIONS_PREFIX}{key_id}"
+
+
+def relay_alive(worker_id: str) -> str:
+    return RELAY_ALIVE_PREFIX + worker_id
+
+
+def snapshot_cache_key(digest: str) -> str:
+    return f"keystate:{digest}"
+
+
+def generation_cache_key(digest: str) -> str:
+    return f"keystate-gen:{digest}"
+
+
+def snapshot(digest: str) -> str:
+    return PREFIX + snapshot_cache_key(digest)
+
+
+def generation(digest: str) -> str:
+    return PREFIX + generation_cache_key(digest)

@@ -1,0 +1,33 @@
+"""core.keyspace: the relay's names in Redis are the ones a running deployment already holds."""
+
+import pytest
+from django.core.cache import cache
+
+from core import keyspace
+
+
+def test_the_names_are_those_of_the_release_before():
+    """Usage waiting in the stream and the checkpoints during a deploy is found by the new
+    release's ingest and reaper: the names did not move."""
+    assert keyspace.USAGE_STREAM == "hcai:1:usage:stream"
+    assert keyspace.CHECKPOINTS == "hcai:1:usage:checkpoints"
+    assert keyspace.UNWRITABLE_STREAM == "hcai:1:usage:unwritable"
+    assert keyspace.INGEST_LOCK == "hcai:1:usage:ingest-lock"
+    assert keyspace.spend_total(42) == "hcai:1:spend:42"
+    assert keyspace.reservations(42) == "hcai:1:spend-reserved:42"
+    assert keyspace.relay_alive("host:7:ab12") == "hcai:1:relay:alive:host:7:ab12"
+    assert keyspace.snapshot("d1g3st") == "hcai:1:keystate:d1g3st"
+    assert keyspace.generation("d1g3st") == "hcai:1:keystate-gen:d1g3st"
+
+
+@pytest.mark.parametrize(
+    ("cache_key", "name"),
+    [
+        (keyspace.snapshot_cache_key, keyspace.snapshot),
+        (keyspace.generation_cache_key, keyspace.generation),
+    ],
+)
+def test_a_snapshot_reached_through_djangos_cache_is_the_one_in_redis(cache_key, name):
+    """The services and the embedded default address snapshots through Django's cache API, the
+    relay through raw Redis: Django's cache gives the cache key exactly the Redis name."""
+    assert cache.make_key(cache_key("d1g3st")) == name("d1g3st")
