@@ -1,6 +1,7 @@
-"""Calling a channel's upstream: one aiohttp session per process, headers cleaned both ways.
+"""Calling a channel's upstream through a Transport: the vendors' HTTP APIs here (HttpTransport),
+the local mock in proxy.mock; the relay picks one by the channel's provider.
 
-aiohttp's client, because measured here it forwards about four times faster than httpx's
+HTTP: aiohttp's client, because measured here it forwards about four times faster than httpx's
 async client (see the relay issue); one session per process, created lazily inside the
 running event loop, so its connection pool is reused by every request.
 
@@ -12,11 +13,13 @@ Only an allow-list of response headers is passed on.
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
-from .channels import ChannelSecrets
+from .channels import ChannelTable
+from .dialects import Dialect
 from .keystate import ChannelState
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and what the relay sets itself: the client's credential
@@ -67,8 +70,44 @@ class UpstreamFailure(Exception):
         self.body = body
 
 
+class Answer(Protocol):
+    """An upstream's answer, its headers in: a stream to relay as it comes, or a whole body."""
+
+    status: int
+    # Only those a client may see (PASSED_RESPONSE_HEADERS), names in lower case.
+    headers: list[tuple[str, str]]
+    is_stream: bool
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def open(
+        self,
+        channel: ChannelState,
+        *,
+        dialect: Dialect,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        payload: dict,
+        body: bytes,
+    ) -> Answer:
+        """Send the request (`payload`: the fields of `body` the relay read); return once the
+        answer's headers are in. Raises UpstreamFailure for anything worth failing over to the
+        channel after: no connection, a timeout, a 5xx."""
+        ...
+
+
 @dataclass
 class UpstreamResponse:
+    """A streaming answer, read as it arrives."""
+
     status: int
     headers: list[tuple[str, str]]
     is_stream: bool
@@ -82,6 +121,25 @@ class UpstreamResponse:
 
     def close(self) -> None:
         self._response.close()
+
+
+@dataclass
+class ReadAnswer:
+    """A non-streaming answer, already read in full."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    data: bytes
+    is_stream: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+    async def read(self) -> bytes:
+        return self.data
+
+    def close(self) -> None:
+        pass
 
 
 def upstream_url(base_url: str, path: str, query: bytes) -> URL:
@@ -119,8 +177,11 @@ def upstream_headers(
     return headers
 
 
-class Upstreams:
+class HttpTransport:
+    """The vendors' HTTP APIs, with each channel's URL and credential (proxy.channels)."""
+
     def __init__(self) -> None:
+        self.channels = ChannelTable()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -138,16 +199,18 @@ class Upstreams:
     async def open(
         self,
         channel: ChannelState,
-        secrets: ChannelSecrets,
         *,
+        dialect: Dialect,
         method: str,
         path: str,
         query: bytes,
         headers: list[tuple[bytes, bytes]],
+        payload: dict,
         body: bytes,
-    ) -> UpstreamResponse:
-        """Send the request; return once the response headers are in. Raises UpstreamFailure
-        for anything worth failing over: no connection, a timeout, or a 5xx."""
+    ) -> Answer:
+        secrets = await self.channels.secrets(channel)
+        if secrets is None:
+            raise UpstreamFailure("channel no longer active")
         timeout = aiohttp.ClientTimeout(
             total=channel.timeout_seconds,
             sock_connect=min(_CONNECT_TIMEOUT_SECONDS, channel.timeout_seconds),
@@ -174,17 +237,24 @@ class Upstreams:
             finally:
                 response.close()
             raise UpstreamFailure(f"status {response.status}", status=response.status, body=body)
-        content_type = response.headers.get("content-type", "")
-        return UpstreamResponse(
-            status=response.status,
-            headers=[
-                (name.lower(), value)
-                for name, value in response.headers.items()
-                if name.lower() in PASSED_RESPONSE_HEADERS
-            ],
-            is_stream=content_type.startswith("text/event-stream"),
-            _response=response,
-        )
+        passed_headers = [
+            (name.lower(), value)
+            for name, value in response.headers.items()
+            if name.lower() in PASSED_RESPONSE_HEADERS
+        ]
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return UpstreamResponse(response.status, passed_headers, True, response)
+        # A whole body is read here, before anything reaches the client, so a failure while
+        # reading it can still fail over to the next channel.
+        try:
+            data = await response.read()
+        except TimeoutError:
+            raise UpstreamFailure("timeout") from None
+        except aiohttp.ClientError as error:
+            raise UpstreamFailure(type(error).__name__) from None
+        finally:
+            response.close()
+        return ReadAnswer(response.status, passed_headers, data)
 
     async def close(self) -> None:
         if self._session is not None:
