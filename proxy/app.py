@@ -58,11 +58,11 @@ ENDPOINTS = {
     "/v1/messages/count_tokens": _forwarded("POST", ANTHROPIC_COUNT_TOKENS),
     "/v1/chat/completions": _forwarded("POST", OPENAI_CHAT),
     "/v1/responses": _forwarded("POST", OPENAI_RESPONSES),
-    "/v1/models": Endpoint("GET", ANTHROPIC_ERRORS, None),
+    listing.LIST_PATH: Endpoint("GET", ANTHROPIC_ERRORS, None),
 }
-# GET /v1/models/{model_id}: one model, as both SDKs' models.retrieve ask for it.
-MODEL_PREFIX = "/v1/models/"
-MODEL_ENDPOINT = Endpoint("GET", ANTHROPIC_ERRORS, None)
+# Every path under listing.MODEL_PREFIX (one model) is the listing's too.
+_LISTING = ENDPOINTS[listing.LIST_PATH]
+_MODEL_PREFIX = listing.MODEL_PREFIX
 # Unknown paths under an OpenAI API are refused in its shape, any other in Anthropic's.
 _OPENAI_PREFIXES = ("/v1/chat/", "/v1/responses/")
 # Answered when the key's remaining quota paid for fewer output tokens than the request asked
@@ -103,8 +103,8 @@ class RelayApp:
     async def __call__(self, scope: dict, receive, send) -> None:
         path = scope["path"]
         endpoint = ENDPOINTS.get(path)
-        if endpoint is None and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
-            endpoint = MODEL_ENDPOINT
+        if endpoint is None and path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
+            endpoint = _LISTING
         if endpoint is not None:
             shape = endpoint.errors
         else:
@@ -147,7 +147,7 @@ class RelayApp:
                 raise errors.missing_credentials()
             dialect = endpoint.dialect
             if dialect is None:
-                return await self.list_models(exchange, endpoint, plaintext)
+                return await self.list_models(exchange, plaintext)
             passed = await self.gate.check(
                 self.store,
                 plaintext=plaintext,
@@ -171,14 +171,10 @@ class RelayApp:
         await self.forwarder.forward(self.store, exchange, dialect, passed)
         return passed.state.key_id
 
-    async def list_models(self, exchange: Exchange, endpoint: Endpoint, plaintext: str) -> int:
+    async def list_models(self, exchange: Exchange, plaintext: str) -> int:
         """GET /v1/models, or one model of it: the key checks only (see Gate.check_listing)."""
         state = await self.gate.check_listing(
             self.store, plaintext=plaintext, client_ip=exchange.client_ip
         )
-        if endpoint is MODEL_ENDPOINT:
-            model_id = exchange.scope["path"][len(MODEL_PREFIX) :]
-            await listing.retrieve_model(exchange, state, self.prices, model_id)
-        else:
-            await listing.list_models(exchange, state, self.prices)
+        await listing.answer(exchange, state, self.prices)
         return state.key_id

@@ -1,17 +1,16 @@
 """The gate: every check a request passes before it is forwarded, in the order the relay
-issue's table gives them, each a step below refusing with its own status and message
-(proxy.errors), and run in that order by Gate.check:
+issue's table gives them, each a step below that refuses with its own status and message
+(proxy.errors); Gate.check runs them in this order:
 
-    credentials         key_digest (the header itself: proxy.app, credential)
-    known key           Gate.known_key
-    enabled             check_enabled
-    not expired         check_not_expired
-    client IP           check_client_ip
-    model allowed       check_model
-      and priced
-    quota               Gate.reserve (proxy.quota: what is reserved)
-    rate limit          check_rate
-    well-formed body    check_body
+    credentials                  credential (proxy.app), key_digest
+    known key                    Snapshots.state (proxy.snapshots)
+    enabled                      check_enabled
+    not expired                  check_not_expired
+    client IP                    check_client_ip
+    model allowed and priced     check_model
+    quota                        reserve (the estimate itself: proxy.quota)
+    rate limit                   check_rate
+    well-formed body             check_body
 
 The body is read before the model check (the model is in it), but a malformed or oversized
 body is refused only in its row of the table, after quota and rate limit. For a key this
@@ -35,9 +34,9 @@ from . import errors
 from .body import Body, read_body
 from .keystate import KeyState
 from .prices import PriceTable
-from .quota import admission_plan, admit, lower_output, new_hold_id, quota_used_up
+from .quota import admission_plan, lower_output, new_hold_id, quota_used_up
 from .snapshots import Snapshots
-from .store import Admission, Plan, Store
+from .store import Admission, Plan, Store, rebuild_spend_total
 
 # --- the steps, in the table's order ------------------------------------------------------
 
@@ -108,6 +107,46 @@ async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceR
     return price
 
 
+async def reserve(
+    store: Store,
+    state: KeyState,
+    price: PriceRow | None,
+    body: Body,
+    output_field: str | None,
+    guess: "Guess | None",
+    hold_id: str,
+) -> tuple[Admission | None, Plan]:
+    """The quota row: reserve the request's estimate (nothing for a key without a quota), and
+    refuse when the quota cannot pay for it. The guessed reservation is kept when the snapshot
+    and price just checked make the same plan; otherwise it is given back first."""
+    if guess is not None and guess.state is state and guess.price is price:
+        plan = guess.plan  # The same snapshot (parsed once per process) and price.
+    else:
+        plan = admission_plan(state, price, body, output_field=output_field)
+    if guess is not None and guess.admission is not None and plan == guess.plan:
+        admission = guess.admission
+    else:
+        if guess is not None:
+            await guess.give_back(store, hold_id)
+        admission = await _admit(store, plan, hold_id)
+    if admission is not None and not admission.admitted:
+        raise quota_used_up(state, admission)
+    return admission, plan
+
+
+async def _admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
+    if not plan.limit_units:
+        return None
+    for _ in range(2):
+        admission = await store.admit(plan, hold_id)
+        if admission is not None:
+            return admission
+        # No running total in the cache (first use, eviction, flush): rebuild it from the
+        # database, once, then admit against it.
+        await rebuild_spend_total(plan.key_id)
+    raise RuntimeError(f"Spend total of key {plan.key_id} vanished while it was rebuilt.")
+
+
 _RATE_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 
 
@@ -159,7 +198,7 @@ class Gate:
     snapshot it saw for each digest (a digest always belongs to the same key) and works out
     from it the quota admission the request would make (a Guess), sent together with the
     snapshot read. The guess decides nothing: every row runs on the snapshot just read, and
-    the quota row uses the guessed reservation only if that snapshot and its price make the
+    the quota row keeps the guessed reservation only if that snapshot and its price make the
     same admission (else it is given back and the admission made again)."""
 
     # Digests remembered per process; past this the memory is simply started afresh.
@@ -183,24 +222,23 @@ class Gate:
     ) -> Passed:
         digest = key_digest(plaintext)
         hold_id = new_hold_id()
-        guess = await self.guess(digest, client_ip, receive, headers, max_body_bytes, output_field)
+        body: Body | None = None
+        guess = self._guess(digest, client_ip)
         if guess is None:
             raw = await store.get_key_state(digest)
         else:
-            raw = await guess.read_snapshot(store, digest, hold_id)
+            body = await read_body(receive, headers, max_body_bytes)
+            raw = await guess.read_snapshot(store, digest, hold_id, body, self.prices, output_field)
         state: KeyState | None = None
         admission: Admission | None = None
         try:
-            state = await self.known_key(store, digest, raw)
+            state = await self.snapshots.state(store, digest, raw)
+            self._remember(digest, state)
             check_key_and_ip(state, client_ip)
-            if guess is None:
+            if body is None:
                 body = await read_body(receive, headers, max_body_bytes)
-            else:
-                body = guess.body
             price = await check_model(state, body.model, self.prices) if body.model else None
-            admission, plan = await self.reserve(
-                store, state, price, body, output_field, guess, hold_id
-            )
+            admission, plan = await reserve(store, state, price, body, output_field, guess, hold_id)
             lowered_to = None
             lowered = admission is not None and admission.held_units < plan.estimate_units
             if lowered and output_field is not None:
@@ -231,56 +269,11 @@ class Gate:
             raise error.for_key(state.key_id) from None
         return state
 
-    async def known_key(self, store: Store, digest: str, raw: bytes | None) -> KeyState:
-        """The key's snapshot (built on a miss; an unknown digest is refused), remembered for
-        the next request's guess."""
-        state = await self.snapshots.state(store, digest, raw)
-        if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
-            self._recent.clear()
-        self._recent[digest] = state
-        return state
-
-    async def reserve(
-        self,
-        store: Store,
-        state: KeyState,
-        price: PriceRow | None,
-        body: Body,
-        output_field: str | None,
-        guess: "Guess | None",
-        hold_id: str,
-    ) -> tuple[Admission | None, Plan]:
-        """The quota row: reserve the request's estimate (None for a key without a quota);
-        refused when the quota cannot pay for it. A guessed reservation is kept when the
-        snapshot and price just checked make the same plan, else given back first."""
-        if guess is not None and guess.state is state and guess.price is price:
-            plan = guess.plan  # The same snapshot (parsed once per process) and price.
-        else:
-            plan = admission_plan(state, price, body, output_field=output_field)
-        if guess is not None and guess.admission is not None and plan == guess.plan:
-            admission = guess.admission
-        else:
-            if guess is not None:
-                await guess.give_back(store, hold_id)
-            admission = await admit(store, plan, hold_id)
-        if admission is not None and not admission.admitted:
-            raise quota_used_up(state, admission)
-        return admission, plan
-
-    async def guess(
-        self,
-        digest: str,
-        client_ip: str,
-        receive: Callable[[], Awaitable[dict]],
-        headers: list[tuple[bytes, bytes]],
-        max_body_bytes: int,
-        output_field: str | None,
-    ) -> "Guess | None":
-        """For a key remembered with a quota and that its remembered snapshot would let
-        through: its body, read now, and the admission that snapshot would make. A key seen
-        for the first time in this process, one without a quota, and one its remembered
-        snapshot would refuse (disabled, expired, another IP; refused without its body being
-        read or a reservation made and given back) read the snapshot first."""
+    def _guess(self, digest: str, client_ip: str) -> "Guess | None":
+        """A guess for a key remembered with a quota and that its remembered snapshot would let
+        through. A key seen for the first time in this process, one without a quota, and one
+        its remembered snapshot would refuse (disabled, expired, another IP: refused without
+        its body being read or a reservation made and given back) read the snapshot first."""
         remembered = self._recent.get(digest)
         if remembered is None or not remembered.quota_limit_units:
             return None
@@ -288,34 +281,42 @@ class Gate:
             check_key_and_ip(remembered, client_ip)
         except errors.RelayError:
             return None
-        body = await read_body(receive, headers, max_body_bytes)
-        try:
-            price = await check_model(remembered, body.model, self.prices) if body.model else None
-        except errors.RelayError:
-            # Its model row would refuse first: no admission to send.
-            return Guess(remembered, body, None, None)
-        plan = admission_plan(remembered, price, body, output_field=output_field)
-        return Guess(remembered, body, price, plan)
+        return Guess(remembered)
+
+    def _remember(self, digest: str, state: KeyState) -> None:
+        if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
+            self._recent.clear()
+        self._recent[digest] = state
 
 
 @dataclass(slots=True)
 class Guess:
     """A request's quota admission worked out from the snapshot this process saw last for its
-    key, sent with the snapshot read (see Gate)."""
+    key (`state`), sent with the snapshot read (see Gate)."""
 
     state: KeyState
-    body: Body
-    price: PriceRow | None
-    # None: the remembered snapshot would refuse the model, so nothing is sent with the read.
-    plan: Plan | None
+    price: PriceRow | None = None
+    # None: the remembered snapshot would refuse the model, so no admission goes with the read.
+    plan: Plan | None = None
     # The answer to the admission sent with the read.
     admission: Admission | None = None
 
-    async def read_snapshot(self, store: Store, digest: str, hold_id: str) -> bytes | None:
-        """The key's snapshot as the cache holds it, with the admission sent in the same round
-        trip."""
-        if self.plan is None:
+    async def read_snapshot(
+        self,
+        store: Store,
+        digest: str,
+        hold_id: str,
+        body: Body,
+        prices: PriceTable,
+        output_field: str | None,
+    ) -> bytes | None:
+        """The key's snapshot as the cache holds it, with the admission the remembered snapshot
+        makes for `body` in the same round trip (none if its model row would refuse)."""
+        try:
+            self.price = await check_model(self.state, body.model, prices) if body.model else None
+        except errors.RelayError:
             return await store.get_key_state(digest)
+        self.plan = admission_plan(self.state, self.price, body, output_field=output_field)
         try:
             raw, self.admission = await store.get_key_state_and_admit(digest, self.plan, hold_id)
         except BaseException:

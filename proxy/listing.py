@@ -11,6 +11,18 @@ from .keystate import KeyState
 from .prices import PriceTable
 
 _JSON = [(b"content-type", b"application/json")]
+LIST_PATH = "/v1/models"
+# GET /v1/models/{model_id}: one model, as both SDKs' models.retrieve ask for it.
+MODEL_PREFIX = "/v1/models/"
+
+
+async def answer(exchange: Exchange, state: KeyState, prices: PriceTable) -> None:
+    """The listing, or the one model its path names."""
+    path = exchange.scope["path"]
+    if path == LIST_PATH:
+        await list_models(exchange, state, prices)
+    else:
+        await retrieve_model(exchange, state, prices, path[len(MODEL_PREFIX) :])
 
 
 async def list_models(exchange: Exchange, state: KeyState, prices: PriceTable) -> None:

@@ -12,7 +12,7 @@ from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
 from . import errors
 from .body import OUTPUT_LIMITS, Body
 from .keystate import KeyState
-from .store import Admission, Plan, Store, rebuild_spend_total
+from .store import Admission, Plan
 
 # The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
 # its own limit (which is then lowered to what the quota pays for); with less left, a 402.
@@ -78,20 +78,6 @@ def admission_plan(
     return Plan(
         state.key_id, state.quota_limit_units, estimate, minimum, hold + _HOLD_MARGIN_SECONDS
     )
-
-
-async def admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
-    """Reserve the plan's estimate; None for a key without a quota (nothing to reserve)."""
-    if not plan.limit_units:
-        return None
-    for _ in range(2):
-        admission = await store.admit(plan, hold_id)
-        if admission is not None:
-            return admission
-        # No running total in the cache (first use, eviction, flush): rebuild it from the
-        # database, once, then admit against it.
-        await rebuild_spend_total(plan.key_id)
-    raise RuntimeError(f"Spend total of key {plan.key_id} vanished while it was rebuilt.")
 
 
 def quota_used_up(state: KeyState, admission: Admission) -> errors.RelayError:
