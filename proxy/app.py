@@ -23,11 +23,11 @@ from core.request_id import current_request_id, new_request_id
 
 from . import errors, gate, listing
 from .dialects import (
+    ANTHROPIC,
     ANTHROPIC_COUNT_TOKENS,
-    ANTHROPIC_ERRORS,
     ANTHROPIC_MESSAGES,
+    OPENAI,
     OPENAI_CHAT,
-    OPENAI_ERRORS,
     OPENAI_RESPONSES,
     Dialect,
     ErrorShape,
@@ -50,7 +50,7 @@ class Endpoint:
 
 
 def _forwarded(method: str, dialect: Dialect) -> Endpoint:
-    return Endpoint(method, dialect.errors, dialect)
+    return Endpoint(method, dialect.vendor.errors, dialect)
 
 
 ENDPOINTS = {
@@ -58,7 +58,7 @@ ENDPOINTS = {
     "/v1/messages/count_tokens": _forwarded("POST", ANTHROPIC_COUNT_TOKENS),
     "/v1/chat/completions": _forwarded("POST", OPENAI_CHAT),
     "/v1/responses": _forwarded("POST", OPENAI_RESPONSES),
-    listing.LIST_PATH: Endpoint("GET", ANTHROPIC_ERRORS, None),
+    listing.LIST_PATH: Endpoint("GET", ANTHROPIC.errors, None),
 }
 # Every path under listing.MODEL_PREFIX (one model) is the listing's too.
 _LISTING = ENDPOINTS[listing.LIST_PATH]
@@ -108,7 +108,7 @@ class RelayApp:
         if endpoint is not None:
             shape = endpoint.errors
         else:
-            shape = OPENAI_ERRORS if path.startswith(_OPENAI_PREFIXES) else ANTHROPIC_ERRORS
+            shape = OPENAI.errors if path.startswith(_OPENAI_PREFIXES) else ANTHROPIC.errors
         exchange = Exchange(
             scope=scope,
             receive=receive,

@@ -76,12 +76,12 @@ class Forwarder:
         usage: Usage,
     ) -> None:
         state = passed.state
-        channels = [ch for ch in state.channels if provider_matches(ch, dialect.provider)]
+        channels = [ch for ch in state.channels if provider_matches(ch, dialect.vendor.provider)]
         if not channels:
             await exchange.refuse(
                 errors.no_channel(
                     f"Group “{state.group_name}” has no channel for the "
-                    f"{dialect.vendor} API. Ask an administrator to route one."
+                    f"{dialect.vendor.name} API. Ask an administrator to route one."
                 )
             )
             return
@@ -91,14 +91,7 @@ class Forwarder:
         for position, channel in enumerate(channels, start=1):
             try:
                 answer = await self.transports[channel.provider].open(
-                    channel,
-                    dialect=dialect,
-                    method=scope["method"],
-                    path=scope["path"],
-                    query=scope.get("query_string", b""),
-                    headers=scope["headers"],
-                    payload=payload,
-                    body=upstream_body,
+                    channel, dialect=dialect, scope=scope, payload=payload, body=upstream_body
                 )
             except UpstreamFailure as error:
                 failure = error

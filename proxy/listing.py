@@ -5,7 +5,7 @@ its dialect writes them)."""
 import json
 
 from . import errors
-from .dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
+from .dialects import ANTHROPIC, OPENAI
 from .exchange import Exchange
 from .keystate import KeyState
 from .prices import PriceTable
@@ -27,7 +27,7 @@ async def answer(exchange: Exchange, state: KeyState, prices: PriceTable) -> Non
 
 async def list_models(exchange: Exchange, state: KeyState, prices: PriceTable) -> None:
     models = await _models(state, prices)
-    listing = {**OPENAI_CHAT.model_list(models), **ANTHROPIC_MESSAGES.model_list(models)}
+    listing = {**OPENAI.model_list(models), **ANTHROPIC.model_list(models)}
     await exchange.respond(200, _JSON, json.dumps(listing).encode())
 
 
@@ -48,8 +48,8 @@ async def _models(state: KeyState, prices: PriceTable) -> list[dict]:
     names = sorted(name for name in priced if state.allows_model(name))
     return [
         {
-            **ANTHROPIC_MESSAGES.model_object(name, priced[name]),
-            **OPENAI_CHAT.model_object(name, priced[name]),
+            **ANTHROPIC.model_object(name, priced[name]),
+            **OPENAI.model_object(name, priced[name]),
         }
         for name in names
     ]

@@ -65,16 +65,7 @@ class MockTransport:
     """The mock provider's Transport (proxy.upstream): the answer is made here."""
 
     async def open(
-        self,
-        channel: ChannelState,
-        *,
-        dialect: Dialect,
-        method: str,
-        path: str,
-        query: bytes,
-        headers: list[tuple[bytes, bytes]],
-        payload: dict,
-        body: bytes,
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
     ) -> MockResponse:
         return respond(dialect=dialect, payload=payload, request=body)
 

@@ -87,18 +87,10 @@ class Answer(Protocol):
 
 class Transport(Protocol):
     async def open(
-        self,
-        channel: ChannelState,
-        *,
-        dialect: Dialect,
-        method: str,
-        path: str,
-        query: bytes,
-        headers: list[tuple[bytes, bytes]],
-        payload: dict,
-        body: bytes,
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
     ) -> Answer:
-        """Send the request (`payload`: the fields of `body` the relay read); return once the
+        """Send the client's request (`scope`: its method, path, query and headers as the ASGI
+        server gave them) with `body` (`payload`: its fields the relay read); return once the
         answer's headers are in. Raises UpstreamFailure for anything worth failing over to the
         channel after: no connection, a timeout, a 5xx."""
         ...
@@ -197,16 +189,7 @@ class HttpTransport:
         return self._session
 
     async def open(
-        self,
-        channel: ChannelState,
-        *,
-        dialect: Dialect,
-        method: str,
-        path: str,
-        query: bytes,
-        headers: list[tuple[bytes, bytes]],
-        payload: dict,
-        body: bytes,
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
     ) -> Answer:
         secrets = await self.channels.secrets(channel)
         if secrets is None:
@@ -217,9 +200,9 @@ class HttpTransport:
         )
         try:
             response = await self.session().request(
-                method,
-                upstream_url(secrets.base_url, path, query),
-                headers=upstream_headers(channel.provider, secrets.credential, headers),
+                scope["method"],
+                upstream_url(secrets.base_url, scope["path"], scope.get("query_string", b"")),
+                headers=upstream_headers(channel.provider, secrets.credential, scope["headers"]),
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from ..errors import RelayError
 from ..usage import Usage, reported_count, token_quarters
-from .base import Dialect
+from .base import Dialect, Vendor
 
 
 class AnthropicErrors:
@@ -87,25 +87,6 @@ def model_list(models: list[dict]) -> dict:
     }
 
 
-ERRORS = AnthropicErrors()
-
-MESSAGES = Dialect(
-    name="Anthropic Messages",
-    provider="anthropic",
-    vendor="Anthropic",
-    errors=ERRORS,
-    usage=MessagesUsage(),
-    output_field="max_tokens",
-    model_object=model_object,
-    model_list=model_list,
-)
-COUNT_TOKENS = Dialect(
-    name="Anthropic count_tokens",
-    provider="anthropic",
-    vendor="Anthropic",
-    errors=ERRORS,
-    usage=CountTokensUsage(),
-    output_field=None,
-    model_object=model_object,
-    model_list=model_list,
-)
+ANTHROPIC = Vendor("anthropic", "Anthropic", AnthropicErrors(), model_object, model_list)
+MESSAGES = Dialect("Anthropic Messages", ANTHROPIC, MessagesUsage(), output_field="max_tokens")
+COUNT_TOKENS = Dialect("Anthropic count_tokens", ANTHROPIC, CountTokensUsage(), output_field=None)

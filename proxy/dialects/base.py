@@ -1,5 +1,6 @@
-"""What a dialect is made of: the shape it refuses in, how its answers report usage, how its
-requests go upstream and how it lists models."""
+"""What a dialect is made of (how its answers report usage, its output limit, how its requests
+go upstream) and what it shares with its vendor's other APIs (the shape refusals take, the
+model listing's fields)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,23 +46,30 @@ def as_sent(body: Body) -> Outgoing:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Vendor:
+    """What a vendor's APIs share."""
+
+    # The channel provider that serves them (a mock channel serves every dialect).
+    provider: str
+    # As a message to a person names it.
+    name: str
+    errors: ErrorShape
+    # One model of GET /v1/models in this vendor's fields (its name, priced since), and the
+    # listing around such objects (proxy.listing: one listing carries both vendors').
+    model_object: Callable[[str, datetime], dict]
+    model_list: Callable[[list[dict]], dict]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Dialect:
     """One vendor API the relay forwards (a module constant; compared by identity)."""
 
     name: str
-    # The channel provider that serves it (a mock channel serves every dialect).
-    provider: str
-    # The vendor as a message to a person names it.
-    vendor: str
-    errors: ErrorShape
+    vendor: Vendor
     usage: UsageReader
     # The request's output limit under this API's name, which the quota may lower; None: the
     # API writes no output (count_tokens), so only the input is reserved.
     output_field: str | None
-    # One model of GET /v1/models in this vendor's fields (its name, priced since), and the
-    # listing around such objects (see proxy.listing: one listing carries both vendors').
-    model_object: Callable[[str, datetime], dict]
-    model_list: Callable[[list[dict]], dict]
     # The body as it goes upstream (see as_sent).
     upstream_request: Callable[[Body], Outgoing] = as_sent
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from ..body import Body
 from ..errors import RelayError
 from ..usage import Usage, reported_count, token_quarters
-from .base import Dialect, Outgoing
+from .base import Dialect, Outgoing, Vendor
 
 
 class OpenAIErrors:
@@ -123,26 +123,12 @@ def model_list(models: list[dict]) -> dict:
     return {"object": "list", "data": models}
 
 
-ERRORS = OpenAIErrors()
-
+OPENAI = Vendor("openai", "OpenAI", OpenAIErrors(), model_object, model_list)
 CHAT = Dialect(
-    name="OpenAI Chat Completions",
-    provider="openai",
-    vendor="OpenAI",
-    errors=ERRORS,
-    usage=ChatUsage(),
+    "OpenAI Chat Completions",
+    OPENAI,
+    ChatUsage(),
     output_field="max_completion_tokens",
     upstream_request=chat_request,
-    model_object=model_object,
-    model_list=model_list,
 )
-RESPONSES = Dialect(
-    name="OpenAI Responses",
-    provider="openai",
-    vendor="OpenAI",
-    errors=ERRORS,
-    usage=ResponsesUsage(),
-    output_field="max_output_tokens",
-    model_object=model_object,
-    model_list=model_list,
-)
+RESPONSES = Dialect("OpenAI Responses", OPENAI, ResponsesUsage(), output_field="max_output_tokens")

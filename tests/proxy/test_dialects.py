@@ -145,8 +145,8 @@ OPENAI_REFUSAL = {
     ],
 )
 def test_each_dialect_refuses_in_its_own_shape(dialect, status, body):
-    assert dialect.errors.status(QUOTA) == status
-    assert json.loads(dialect.errors.body(QUOTA, "req_1")) == body
+    assert dialect.vendor.errors.status(QUOTA) == status
+    assert json.loads(dialect.vendor.errors.body(QUOTA, "req_1")) == body
 
 
 def test_a_refusal_named_for_a_key_is_a_copy():
