@@ -97,13 +97,13 @@ class Transport(Protocol):
 
 
 @dataclass
-class UpstreamResponse:
+class StreamAnswer:
     """A streaming answer, read as it arrives."""
 
     status: int
     headers: list[tuple[str, str]]
-    is_stream: bool
     _response: aiohttp.ClientResponse
+    is_stream: bool = True
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self._response.content.iter_any()
@@ -226,7 +226,7 @@ class HttpTransport:
             if name.lower() in PASSED_RESPONSE_HEADERS
         ]
         if response.headers.get("content-type", "").startswith("text/event-stream"):
-            return UpstreamResponse(response.status, passed_headers, True, response)
+            return StreamAnswer(response.status, passed_headers, response)
         # A whole body is read here, before anything reaches the client, so a failure while
         # reading it can still fail over to the next channel.
         try:
