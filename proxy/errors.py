@@ -1,20 +1,22 @@
 """The relay's refusals, written once and rendered in the caller's API shape.
 
 Each refusal knows its status, its Anthropic error type and its OpenAI type and code, so the
-gate raises one thing and the client gets the body its SDK expects:
-
-    Anthropic: {"type": "error", "error": {"type": ..., "message": ...}, "request_id": ...}
-    OpenAI:    {"error": {"message": ..., "type": ..., "code": ...}}
+gate raises one thing and the client gets the body its SDK expects: the request's dialect
+renders it (proxy.dialects: AnthropicErrors, OpenAIErrors).
 """
 
-import json
+import dataclasses
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+import redis.exceptions
+from django.db import OperationalError
 
-class Shape(StrEnum):
-    ANTHROPIC = "anthropic"
-    OPENAI = "openai"
+from .redis_client import RedisError
+
+# The relay's own state cannot be reached: Redis (key state, quota; the rate limit's cache) or
+# the database (a key or channel not loaded yet). Answered with relay_unavailable(), a
+# retryable 503, which the SDKs retry.
+STATE_UNAVAILABLE = (RedisError, redis.exceptions.ConnectionError, OperationalError)
 
 
 @dataclass
@@ -27,29 +29,15 @@ class RelayError(Exception):
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # When OpenAI's API answers this case with another status (quota: 429, not 402).
     openai_status: int | None = None
-    # The key refused, once the gate knows it (for the log line, never for the client).
+    # The key refused, when it is known (for the log line, never for the client).
     key_id: int | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
 
-    def status_for(self, shape: Shape) -> int:
-        if shape is Shape.OPENAI and self.openai_status is not None:
-            return self.openai_status
-        return self.status
-
-    def body(self, shape: Shape, request_id: str) -> bytes:
-        if shape is Shape.OPENAI:
-            payload: dict = {
-                "error": {"message": self.message, "type": self.openai_type, "code": self.code}
-            }
-        else:
-            payload = {
-                "type": "error",
-                "error": {"type": self.anthropic_type, "message": self.message},
-                "request_id": request_id,
-            }
-        return json.dumps(payload).encode()
+    def for_key(self, key_id: int) -> "RelayError":
+        """This refusal, naming the key it refused."""
+        return dataclasses.replace(self, key_id=key_id)
 
 
 def missing_credentials() -> RelayError:

@@ -1,42 +1,44 @@
 """The gate: every check a request passes before it is forwarded, in the order the relay
-issue's table gives them, each refusing with its own status and message (proxy.errors).
+issue's table gives them, each a step below that refuses with its own status and message
+(proxy.errors); Gate.check runs them in this order:
 
-    credentials -> known key -> enabled -> not expired -> client IP -> model allowed and
-    priced -> quota -> rate limit -> well-formed body
+    credentials                  credential (proxy.app), key_digest
+    known key                    Snapshots.state (proxy.snapshots)
+    enabled                      check_enabled
+    not expired                  check_not_expired
+    client IP                    check_client_ip
+    model allowed and priced     check_model
+    quota                        reserve (the estimate itself: proxy.quota)
+    rate limit                   check_rate
+    well-formed body             check_body
 
 The body is read before the model check (the model is in it), but a malformed or oversized
 body is refused only in its row of the table, after quota and rate limit. For a key this
-process has seen before, the body is read before the snapshot (see Gate): the refusals and
+process has seen before, the body is read before the snapshot (see Guess): the refusals and
 their order are the same.
 """
 
-import secrets
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
-from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
-from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
+from billing.pricing import PriceRow
 from keys.secret_formats import RELAY_KEY
 
 from . import errors
-from .body import OUTPUT_LIMITS, Body, read_body
+from .body import Body, read_body
 from .keystate import KeyState
 from .prices import PriceTable
+from .quota import admission_plan, lower_output, new_hold_id, quota_used_up
 from .snapshots import Snapshots
 from .store import Admission, Plan, Store, rebuild_spend_total
 
-# The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
-# its own limit (which is then lowered to what the quota pays for); with less left, a 402.
-MIN_OUTPUT_TOKENS = 64
-# How long a reservation may outlive its request's longest timeout before it is dropped.
-_HOLD_MARGIN_SECONDS = 60
+# --- the steps, in the table's order ------------------------------------------------------
 
 
 def credential(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -60,29 +62,28 @@ def key_digest(plaintext: str) -> str:
     return RELAY_KEY.digest(plaintext)
 
 
-def check_key(state: KeyState, now: datetime) -> None:
+def check_enabled(state: KeyState) -> None:
     if not state.enabled:
         raise errors.key_disabled()
+
+
+def check_not_expired(state: KeyState, now: datetime) -> None:
     # Checked here, at request time: the expire_keys task flips the status only every minute.
     if state.expires_at is not None and state.expires_at <= now:
         shown = timezone.localtime(state.expires_at)
         raise errors.key_expired(f"{shown:%Y-%m-%d %H:%M} {shown.tzname()}")
 
 
-def check_ip(state: KeyState, address: str) -> None:
+def check_client_ip(state: KeyState, address: str) -> None:
     if not state.allows_ip(address):
         raise errors.ip_not_allowed(address)
 
 
 def check_key_and_ip(state: KeyState, address: str) -> None:
-    """The checks on the key alone: enabled, not expired, this client IP allowed. A refusal
-    names the key for the log line."""
-    try:
-        check_key(state, timezone.now())
-        check_ip(state, address)
-    except errors.RelayError as error:
-        error.key_id = state.key_id
-        raise
+    """The rows on the key alone: enabled, not expired, this client IP allowed."""
+    check_enabled(state)
+    check_not_expired(state, timezone.now())
+    check_client_ip(state, address)
 
 
 async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceRow:
@@ -106,67 +107,34 @@ async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceR
     return price
 
 
-def estimate_charge_units(
-    state: KeyState, price: PriceRow, body: Body, *, output_field: str | None
-) -> tuple[int, int]:
-    """A deliberately high estimate of the request's charge, reserved at admission: (that
-    estimate, its input part), in spend units.
-
-    Input: the whole request body's approximate tokens (Body.input_tokens; its JSON syntax
-    makes that generous), priced as cache writes when those cost more than plain input,
-    since the relay cannot know which the upstream will bill. Output (for an endpoint that
-    has an output limit, `output_field`): the request's limit, never above what the model
-    can write, which is also what a request without a limit is reserved for; the upstream
-    never exceeds either."""
-    input_tokens = body.input_tokens
-    as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
-    _, input_charge = price_usage(
-        prices=price,
-        input_tokens=0 if as_cache_writes else input_tokens,
-        cache_creation_tokens=input_tokens if as_cache_writes else 0,
-        output_tokens=0,
-        multiplier=state.multiplier,
-    )
-    input_units = usd_to_units(input_charge)
-    if output_field is None:
-        return input_units, input_units
-    output = min(body.output_limit or price.max_output_tokens, price.max_output_tokens)
-    return input_units + output_units(state, price, output), input_units
-
-
-def output_units(state: KeyState, price: PriceRow, tokens: int) -> int:
-    """The charge of `tokens` output tokens, in spend units, rounded up."""
-    exact = tokens * price.output_per_mtok * state.multiplier * SPEND_UNITS_PER_USD
-    return int((exact / TOKENS_PER_PRICE_UNIT).to_integral_value(rounding=ROUND_CEILING))
+async def reserve(
+    store: Store,
+    state: KeyState,
+    price: PriceRow | None,
+    body: Body,
+    output_field: str | None,
+    guess: "Guess | None",
+    hold_id: str,
+) -> tuple[Admission | None, Plan]:
+    """The quota row: reserve the request's estimate (nothing for a key without a quota), and
+    refuse when the quota cannot pay for it. The guessed reservation is kept when the snapshot
+    and price just checked make the same plan; otherwise it is given back first."""
+    if guess is not None and guess.state is state and guess.price is price:
+        plan = guess.plan  # The same snapshot (parsed once per process) and price.
+    else:
+        plan = admission_plan(state, price, body, output_field=output_field)
+    if guess is not None and guess.admission is not None and plan == guess.plan:
+        admission = guess.admission
+    else:
+        if guess is not None:
+            await guess.give_back(store, hold_id)
+        admission = await _admit(store, plan, hold_id)
+    if admission is not None and not admission.admitted:
+        raise quota_used_up(state, admission)
+    return admission, plan
 
 
-def affordable_output(state: KeyState, price: PriceRow, units: int) -> int | None:
-    """The most output tokens `units` pays for; None when output costs nothing."""
-    per_million = price.output_per_mtok * state.multiplier * SPEND_UNITS_PER_USD
-    if not per_million:
-        return None
-    return int((units * TOKENS_PER_PRICE_UNIT / per_million).to_integral_value(ROUND_FLOOR))
-
-
-def admission_plan(
-    state: KeyState, price: PriceRow | None, body: Body, *, output_field: str | None
-) -> Plan:
-    estimate = minimum = 0
-    if price is not None and body.error is None:
-        estimate, input_units = estimate_charge_units(state, price, body, output_field=output_field)
-        # What remains must pay for the input and a useful answer; a request whose output
-        # cannot be lowered (count_tokens) is admitted while anything is left, as before.
-        minimum = 1
-        if output_field is not None and price.output_per_mtok:
-            minimum = min(estimate, input_units + output_units(state, price, MIN_OUTPUT_TOKENS))
-    hold = max((channel.timeout_seconds for channel in state.channels), default=600)
-    return Plan(
-        state.key_id, state.quota_limit_units, estimate, minimum, hold + _HOLD_MARGIN_SECONDS
-    )
-
-
-async def admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
-    """Reserve the plan's estimate; None for a key without a quota (nothing to reserve)."""
+async def _admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
     if not plan.limit_units:
         return None
     for _ in range(2):
@@ -202,6 +170,12 @@ async def check_rate(state: KeyState) -> None:
         raise errors.rate_limited(f"{count} requests per {_RATE_NAMES[period]}", retry_after)
 
 
+def check_body(body: Body) -> None:
+    """Refused only here, in the last row (see the module's docstring)."""
+    if body.error is not None:
+        raise body.error
+
+
 @dataclass(frozen=True, slots=True)
 class Passed:
     """A request the gate let through (holding a quota reservation under `hold_id` if its key
@@ -216,49 +190,16 @@ class Passed:
     output_lowered_to: int | None = None
 
 
-def _quota_used_up(state: KeyState, admission: Admission) -> errors.RelayError:
-    cents = Decimal("0.01")
-    spent = units_to_usd(admission.spent_units).quantize(cents)
-    held = units_to_usd(admission.reserved_units).quantize(cents)
-    return errors.quota_used_up(
-        f"{spent:.2f}", state.quota_limit_usd, held=f"{held:.2f}" if held else None
-    )
-
-
-def _lower_output(
-    state: KeyState, price: PriceRow, body: Body, output_field: str, admission: Admission
-) -> tuple[Body, int | None]:
-    """The body with its output limit lowered to what the reservation pays for beside what
-    its input may cost: the key had less left than the request's own limit would cost. The
-    limit is set under the name the request used, else the endpoint's own (`output_field`)."""
-    input_units, _ = estimate_charge_units(state, price, body, output_field=None)
-    tokens = affordable_output(state, price, admission.held_units - input_units)
-    if tokens is None:
-        return body, None
-    tokens = max(tokens, 1)
-    name = next((n for n in OUTPUT_LIMITS if body.fields.get(n) is not None), output_field)
-    return body.with_field(name, tokens), tokens
-
-
-def new_hold_id() -> str:
-    """A reservation's own id. Not the request id: a client's X-Request-Id becomes the request
-    id and may repeat, and concurrent requests sharing one reservation would each be admitted
-    as if the others reserved nothing."""
-    return secrets.token_hex(8)
-
-
 class Gate:
     """The checks of a model request (/v1/messages, count_tokens, /v1/chat/completions,
     /v1/responses), in the table's order, against the key's snapshot as the cache holds it now.
 
     A key with a quota costs one Redis round trip, not two: this process remembers the last
-    snapshot it saw for each digest (a digest always belongs to the same key) and uses it to
-    guess the quota admission's inputs, so the snapshot read and the admission go out together.
-    The guess decides nothing. Every check runs on the snapshot just read; where the admission
-    worked out from it differs from the guess (the key, its group or its quota changed since),
-    the guessed reservation is released and the admission is made again with it. A key seen
-    for the first time in this process, one without a quota, and one its remembered snapshot
-    would refuse (disabled, expired, another IP) read the snapshot first, as before."""
+    snapshot it saw for each digest (a digest always belongs to the same key) and works out
+    from it the quota admission the request would make (a Guess), sent together with the
+    snapshot read. The guess decides nothing: every row runs on the snapshot just read, and
+    the quota row keeps the guessed reservation only if that snapshot and its price make the
+    same admission (else it is given back and the admission made again)."""
 
     # Digests remembered per process; past this the memory is simply started afresh.
     RECENT_LIMIT = 10_000
@@ -281,28 +222,15 @@ class Gate:
     ) -> Passed:
         digest = key_digest(plaintext)
         hold_id = new_hold_id()
-        guess = self._recent.get(digest)
         body: Body | None = None
-        guessed: Plan | None = None
-        guessed_price: PriceRow | None = None
-        admission: Admission | None = None
-        if guess is not None and guess.quota_limit_units and _would_pass(guess, client_ip):
-            body = await read_body(receive, headers, max_body_bytes)
-            guessed, guessed_price = await self._plan(guess, body, output_field=output_field)
-        if guessed is None:
+        guess = self._guess(digest, client_ip)
+        if guess is None:
             raw = await store.get_key_state(digest)
         else:
-            try:
-                raw, admission = await store.get_key_state_and_admit(digest, guessed, hold_id)
-            except BaseException:
-                # Cancelled or failed with the admission sent: it may have been made, so it is
-                # given back (releasing nothing changes nothing; on the one connection the
-                # release runs after the admission).
-                with suppress(Exception):
-                    await store.release(key_id=guessed.key_id, hold_id=hold_id)
-                raise
-        held_by = guessed.key_id if admission is not None and admission.admitted else None
+            body = await read_body(receive, headers, max_body_bytes)
+            raw = await guess.read_snapshot(store, digest, hold_id, body, self.prices, output_field)
         state: KeyState | None = None
+        admission: Admission | None = None
         try:
             state = await self.snapshots.state(store, digest, raw)
             self._remember(digest, state)
@@ -310,32 +238,22 @@ class Gate:
             if body is None:
                 body = await read_body(receive, headers, max_body_bytes)
             price = await check_model(state, body.model, self.prices) if body.model else None
-            if guessed is not None and state is guess and price is guessed_price:
-                plan = guessed  # The same snapshot (parsed once per process) and price.
-            else:
-                plan = admission_plan(state, price, body, output_field=output_field)
-            if admission is None or plan != guessed:
-                if held_by is not None:
-                    await store.release(key_id=held_by, hold_id=hold_id)
-                    held_by = None
-                admission = await admit(store, plan, hold_id)
+            admission, plan = await reserve(store, state, price, body, output_field, guess, hold_id)
             lowered_to = None
-            if admission is not None:
-                if not admission.admitted:
-                    raise _quota_used_up(state, admission)
-                held_by = plan.key_id
-                if admission.held_units < plan.estimate_units and output_field is not None:
-                    body, lowered_to = _lower_output(state, price, body, output_field, admission)
+            lowered = admission is not None and admission.held_units < plan.estimate_units
+            if lowered and output_field is not None:
+                body, lowered_to = lower_output(state, price, body, output_field, admission)
             await check_rate(state)
-            if body.error is not None:
-                raise body.error
+            check_body(body)
         # BaseException: a task cancelled here (a worker shutting down, a server timeout) gives
         # its reservation back too, instead of blocking the key until the hold expires.
         except BaseException as error:
-            if held_by is not None:
-                await store.release(key_id=held_by, hold_id=hold_id)
+            if admission is not None:  # The quota row reserved (or kept the guess's).
+                await store.release(key_id=plan.key_id, hold_id=hold_id)
+            elif guess is not None:
+                await guess.give_back(store, hold_id)
             if isinstance(error, errors.RelayError) and state is not None:
-                error.key_id = state.key_id
+                raise error.for_key(state.key_id) from None  # Named for the log line.
             raise
         return Passed(state, body, price, hold_id, lowered_to)
 
@@ -345,19 +263,25 @@ class Gate:
         model picker from it."""
         digest = key_digest(plaintext)
         state = await self.snapshots.state(store, digest, await store.get_key_state(digest))
-        check_key_and_ip(state, client_ip)
+        try:
+            check_key_and_ip(state, client_ip)
+        except errors.RelayError as error:
+            raise error.for_key(state.key_id) from None
         return state
 
-    async def _plan(
-        self, guess: KeyState, body: Body, *, output_field: str | None
-    ) -> tuple[Plan | None, PriceRow | None]:
-        """The admission the remembered snapshot would make, and the price it used; no plan if
-        its model check would refuse first."""
+    def _guess(self, digest: str, client_ip: str) -> "Guess | None":
+        """A guess for a key remembered with a quota and that its remembered snapshot would let
+        through. A key seen for the first time in this process, one without a quota, and one
+        its remembered snapshot would refuse (disabled, expired, another IP: refused without
+        its body being read or a reservation made and given back) read the snapshot first."""
+        remembered = self._recent.get(digest)
+        if remembered is None or not remembered.quota_limit_units:
+            return None
         try:
-            price = await check_model(guess, body.model, self.prices) if body.model else None
+            check_key_and_ip(remembered, client_ip)
         except errors.RelayError:
-            return None, None
-        return admission_plan(guess, price, body, output_field=output_field), price
+            return None
+        return Guess(remembered)
 
     def _remember(self, digest: str, state: KeyState) -> None:
         if len(self._recent) >= self.RECENT_LIMIT and digest not in self._recent:
@@ -365,12 +289,47 @@ class Gate:
         self._recent[digest] = state
 
 
-def _would_pass(state: KeyState, client_ip: str) -> bool:
-    """Whether the key checks would let this request through on `state`: a key that was
-    refused last time (disabled, expired, another IP) reads its snapshot first, as before, so
-    it is refused without its body being read or a reservation being made and given back."""
-    try:
-        check_key_and_ip(state, client_ip)
-    except errors.RelayError:
-        return False
-    return True
+@dataclass(slots=True)
+class Guess:
+    """A request's quota admission worked out from the snapshot this process saw last for its
+    key (`state`), sent with the snapshot read (see Gate)."""
+
+    state: KeyState
+    price: PriceRow | None = None
+    # None: the remembered snapshot would refuse the model, so no admission goes with the read.
+    plan: Plan | None = None
+    # The answer to the admission sent with the read.
+    admission: Admission | None = None
+
+    async def read_snapshot(
+        self,
+        store: Store,
+        digest: str,
+        hold_id: str,
+        body: Body,
+        prices: PriceTable,
+        output_field: str | None,
+    ) -> bytes | None:
+        """The key's snapshot as the cache holds it, with the admission the remembered snapshot
+        makes for `body` in the same round trip (none if its model row would refuse)."""
+        try:
+            self.price = await check_model(self.state, body.model, prices) if body.model else None
+        except errors.RelayError:
+            return await store.get_key_state(digest)
+        self.plan = admission_plan(self.state, self.price, body, output_field=output_field)
+        try:
+            raw, self.admission = await store.get_key_state_and_admit(digest, self.plan, hold_id)
+        except BaseException:
+            # Cancelled or failed with the admission sent: it may have been made, so it is
+            # given back (releasing nothing changes nothing; on the one connection the
+            # release runs after the admission).
+            with suppress(Exception):
+                await store.release(key_id=self.plan.key_id, hold_id=hold_id)
+            raise
+        return raw
+
+    async def give_back(self, store: Store, hold_id: str) -> None:
+        """Release the guessed reservation, if it was made."""
+        if self.admission is not None and self.admission.admitted:
+            await store.release(key_id=self.plan.key_id, hold_id=hold_id)
+            self.admission = None

@@ -1,4 +1,4 @@
-"""The `mock` provider: answers locally, without any network, in both API shapes.
+"""The `mock` provider: answers locally, without any network, in every dialect.
 
 The answer is deterministic (same request, same bytes apart from ids and timestamps) and its
 usage is realistic: input tokens from the request size, output tokens from the text, so the
@@ -12,6 +12,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+from . import dialects
+from .dialects import Dialect
+from .keystate import ChannelState
 from .usage import approx_tokens
 
 
@@ -39,7 +42,7 @@ def _sse(event: str | None, payload: dict | str) -> bytes:
 
 
 class MockResponse:
-    """Quacks like an upstream response (see proxy.upstream.UpstreamResponse)."""
+    """An answer as an upstream gives it (proxy.upstream.Answer)."""
 
     def __init__(self, content_type: str, parts: list[bytes]) -> None:
         self.status = 200
@@ -58,24 +61,31 @@ class MockResponse:
         self._parts = []
 
 
-def respond(*, endpoint: str, payload: dict, request: bytes) -> MockResponse:
+class MockTransport:
+    """The mock provider's Transport (proxy.upstream): the answer is made here."""
+
+    async def open(
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
+    ) -> MockResponse:
+        return respond(dialect=dialect, payload=payload, request=body)
+
+
+def respond(*, dialect: Dialect, payload: dict, request: bytes) -> MockResponse:
     model = str(payload.get("model", "mock"))
     input_tokens = max(1, approx_tokens(request))
-    if endpoint == "count_tokens":
-        return _json({"input_tokens": input_tokens})
-    text = _text(model)
-    if endpoint == "chat":
-        return _openai(model, text, input_tokens, payload)
-    if endpoint == "responses":
-        return _responses(model, text, input_tokens, stream=bool(payload.get("stream")))
-    return _anthropic(model, text, input_tokens, stream=bool(payload.get("stream")))
+    return _ANSWERS[dialect](model, input_tokens, payload)
 
 
 def _json(body: dict) -> MockResponse:
     return MockResponse("application/json", [json.dumps(body).encode()])
 
 
-def _anthropic(model: str, text: str, input_tokens: int, *, stream: bool) -> MockResponse:
+def _count_tokens(model: str, input_tokens: int, payload: dict) -> MockResponse:
+    return _json({"input_tokens": input_tokens})
+
+
+def _anthropic(model: str, input_tokens: int, payload: dict) -> MockResponse:
+    text = _text(model)
     message_id = "msg_mock_" + secrets.token_hex(12)
     output_tokens = _tokens(text)
     usage = {
@@ -94,7 +104,7 @@ def _anthropic(model: str, text: str, input_tokens: int, *, stream: bool) -> Moc
         "stop_sequence": None,
         "usage": usage,
     }
-    if not stream:
+    if not payload.get("stream"):
         return _json(message)
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     parts = [
@@ -135,7 +145,8 @@ def _anthropic(model: str, text: str, input_tokens: int, *, stream: bool) -> Moc
     return MockResponse("text/event-stream; charset=utf-8", parts)
 
 
-def _openai(model: str, text: str, input_tokens: int, payload: dict) -> MockResponse:
+def _openai(model: str, input_tokens: int, payload: dict) -> MockResponse:
+    text = _text(model)
     completion_id = "chatcmpl-mock" + secrets.token_hex(12)
     created = int(time.time())
     output_tokens = _tokens(text)
@@ -200,7 +211,8 @@ def _openai(model: str, text: str, input_tokens: int, payload: dict) -> MockResp
     return MockResponse("text/event-stream; charset=utf-8", parts)
 
 
-def _responses(model: str, text: str, input_tokens: int, *, stream: bool) -> MockResponse:
+def _responses(model: str, input_tokens: int, payload: dict) -> MockResponse:
+    text = _text(model)
     response_id = "resp_mock_" + secrets.token_hex(12)
     item_id = "msg_mock_" + secrets.token_hex(12)
     output_tokens = _tokens(text)
@@ -227,7 +239,7 @@ def _responses(model: str, text: str, input_tokens: int, *, stream: bool) -> Moc
             "total_tokens": input_tokens + output_tokens,
         },
     }
-    if not stream:
+    if not payload.get("stream"):
         return _json(response)
     started = {**response, "status": "in_progress", "output": [], "usage": None}
     located = {"item_id": item_id, "output_index": 0, "content_index": 0}
@@ -254,3 +266,12 @@ def _responses(model: str, text: str, input_tokens: int, *, stream: bool) -> Moc
         for number, event in enumerate(events)
     ]
     return MockResponse("text/event-stream; charset=utf-8", parts)
+
+
+# Each dialect's answer: (model, input tokens, the request's payload) -> the answer.
+_ANSWERS = {
+    dialects.ANTHROPIC_MESSAGES: _anthropic,
+    dialects.ANTHROPIC_COUNT_TOKENS: _count_tokens,
+    dialects.OPENAI_CHAT: _openai,
+    dialects.OPENAI_RESPONSES: _responses,
+}

@@ -1,6 +1,6 @@
 """The relay's shared state: key snapshots, quota admission and usage recording.
 
-Two backends with one interface:
+One protocol (Store), two backends:
   - RedisStore (REDIS_URL set, production): async Redis over one multiplexed connection per
     process (proxy.redis_client), so no thread hop on the hot path, and every worker process
     shares snapshots, reservations and running totals. Compound steps are Lua scripts, so they
@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -356,7 +357,49 @@ class LocalStore:
             await asyncio.shield(self._writer)
 
 
-Store = RedisStore | LocalStore
+class Store(Protocol):
+    """What the relay asks of its shared state (RedisStore, LocalStore)."""
+
+    async def get_key_state(self, digest: str) -> bytes | None:
+        """The key's snapshot as the cache holds it (proxy.keystate), None on a miss."""
+        ...
+
+    async def key_state_generation(self, digest: str) -> bytes | int:
+        """Read before the database is (see keys.cache); pass it to put_key_state."""
+        ...
+
+    async def put_key_state(
+        self, digest: str, raw: bytes, seconds: int, generation: bytes | int
+    ) -> bool:
+        """Store the snapshot unless the key changed since `generation` was read."""
+        ...
+
+    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
+        """Reserve the plan's estimate under `hold_id`; None when the key's running total is
+        not in the cache (the caller rebuilds it)."""
+        ...
+
+    async def get_key_state_and_admit(
+        self, digest: str, plan: Plan, hold_id: str
+    ) -> tuple[bytes | None, Admission | None]:
+        """get_key_state and admit together: one round trip where there is a round trip."""
+        ...
+
+    async def release(self, *, key_id: int, hold_id: str) -> None:
+        """Give back the reservation `hold_id`, if the key holds it."""
+        ...
+
+    async def record(
+        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+    ) -> None:
+        """Record the usage and release the request's reservation."""
+        ...
+
+    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+        """Keep what a stream has used so far (billing.ledger.reap_checkpoints)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def make_store() -> Store:

@@ -1,6 +1,7 @@
-"""Calling a channel's upstream: one aiohttp session per process, headers cleaned both ways.
+"""Calling a channel's upstream through a Transport: the vendors' HTTP APIs here (HttpTransport),
+the local mock in proxy.mock; the relay picks one by the channel's provider.
 
-aiohttp's client, because measured here it forwards about four times faster than httpx's
+HTTP: aiohttp's client, because measured here it forwards about four times faster than httpx's
 async client (see the relay issue); one session per process, created lazily inside the
 running event loop, so its connection pool is reused by every request.
 
@@ -12,11 +13,13 @@ Only an allow-list of response headers is passed on.
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
-from .channels import ChannelSecrets
+from .channels import ChannelTable
+from .dialects import Dialect
 from .keystate import ChannelState
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and what the relay sets itself: the client's credential
@@ -67,12 +70,40 @@ class UpstreamFailure(Exception):
         self.body = body
 
 
-@dataclass
-class UpstreamResponse:
+class Answer(Protocol):
+    """An upstream's answer, its headers in: a stream to relay as it comes, or a whole body."""
+
     status: int
+    # Only those a client may see (PASSED_RESPONSE_HEADERS), names in lower case.
     headers: list[tuple[str, str]]
     is_stream: bool
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def open(
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
+    ) -> Answer:
+        """Send the client's request (`scope`: its method, path, query and headers as the ASGI
+        server gave them) with `body` (`payload`: its fields the relay read); return once the
+        answer's headers are in. Raises UpstreamFailure for anything worth failing over to the
+        channel after: no connection, a timeout, a 5xx."""
+        ...
+
+
+@dataclass
+class StreamAnswer:
+    """A streaming answer, read as it arrives."""
+
+    status: int
+    headers: list[tuple[str, str]]
     _response: aiohttp.ClientResponse
+    is_stream: bool = True
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self._response.content.iter_any()
@@ -82,6 +113,25 @@ class UpstreamResponse:
 
     def close(self) -> None:
         self._response.close()
+
+
+@dataclass
+class ReadAnswer:
+    """A non-streaming answer, already read in full."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    data: bytes
+    is_stream: bool = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self.data
+
+    async def read(self) -> bytes:
+        return self.data
+
+    def close(self) -> None:
+        pass
 
 
 def upstream_url(base_url: str, path: str, query: bytes) -> URL:
@@ -119,8 +169,11 @@ def upstream_headers(
     return headers
 
 
-class Upstreams:
+class HttpTransport:
+    """The vendors' HTTP APIs, with each channel's URL and credential (proxy.channels)."""
+
     def __init__(self) -> None:
+        self.channels = ChannelTable()
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -136,27 +189,20 @@ class Upstreams:
         return self._session
 
     async def open(
-        self,
-        channel: ChannelState,
-        secrets: ChannelSecrets,
-        *,
-        method: str,
-        path: str,
-        query: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> UpstreamResponse:
-        """Send the request; return once the response headers are in. Raises UpstreamFailure
-        for anything worth failing over: no connection, a timeout, or a 5xx."""
+        self, channel: ChannelState, *, dialect: Dialect, scope: dict, payload: dict, body: bytes
+    ) -> Answer:
+        secrets = await self.channels.secrets(channel)
+        if secrets is None:
+            raise UpstreamFailure("channel no longer active")
         timeout = aiohttp.ClientTimeout(
             total=channel.timeout_seconds,
             sock_connect=min(_CONNECT_TIMEOUT_SECONDS, channel.timeout_seconds),
         )
         try:
             response = await self.session().request(
-                method,
-                upstream_url(secrets.base_url, path, query),
-                headers=upstream_headers(channel.provider, secrets.credential, headers),
+                scope["method"],
+                upstream_url(secrets.base_url, scope["path"], scope.get("query_string", b"")),
+                headers=upstream_headers(channel.provider, secrets.credential, scope["headers"]),
                 data=body,
                 timeout=timeout,
                 allow_redirects=False,
@@ -174,17 +220,24 @@ class Upstreams:
             finally:
                 response.close()
             raise UpstreamFailure(f"status {response.status}", status=response.status, body=body)
-        content_type = response.headers.get("content-type", "")
-        return UpstreamResponse(
-            status=response.status,
-            headers=[
-                (name.lower(), value)
-                for name, value in response.headers.items()
-                if name.lower() in PASSED_RESPONSE_HEADERS
-            ],
-            is_stream=content_type.startswith("text/event-stream"),
-            _response=response,
-        )
+        passed_headers = [
+            (name.lower(), value)
+            for name, value in response.headers.items()
+            if name.lower() in PASSED_RESPONSE_HEADERS
+        ]
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return StreamAnswer(response.status, passed_headers, response)
+        # A whole body is read here, before anything reaches the client, so a failure while
+        # reading it can still fail over to the next channel.
+        try:
+            data = await response.read()
+        except TimeoutError:
+            raise UpstreamFailure("timeout") from None
+        except aiohttp.ClientError as error:
+            raise UpstreamFailure(type(error).__name__) from None
+        finally:
+            response.close()
+        return ReadAnswer(response.status, passed_headers, data)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -648,7 +648,7 @@ def test_unreachable_database_for_the_channel_table_is_a_retryable_503(
 
     monkeypatch.setattr(channels, "_load", database_down)
     _, app = relay_server
-    monkeypatch.setattr(app, "channels", channels.ChannelTable())
+    monkeypatch.setattr(app.forwarder.http, "channels", channels.ChannelTable())
 
     anthropic = relay.call("POST", "/v1/messages", MESSAGE)
 

@@ -24,9 +24,10 @@ from keys.models import ApiKey
 from proxy import gate as gate_module
 from proxy.body import parse_body
 from proxy.errors import RelayError
-from proxy.gate import Gate, estimate_charge_units
+from proxy.gate import Gate
 from proxy.keystate import build_key_state, parse_key_state
 from proxy.prices import PriceTable
+from proxy.quota import estimate_charge_units
 from proxy.store import Admission, Plan, make_store, run_db
 from tests.threads import join, start_thread
 
