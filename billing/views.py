@@ -3,10 +3,11 @@ team's usage is a 404 like everything else of another team."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 
 from keys.models import ApiKey
 from keys.selectors import api_key_get, is_team_lead, team_list
+from keys.views.pages import render_team_page
 
 RECENT_REQUESTS_ON_PAGE = 100
 
@@ -17,7 +18,7 @@ def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
     if not is_team_lead(actor=request.user, team=team, staff_permission="billing.view_usagedaily"):
         raise Http404("Only the team's leads see its usage.")
-    return render(request, "billing/team_usage.html", {"team": team, "is_lead": True})
+    return render_team_page(request, "billing/team_usage.html", team, is_lead=True)
 
 
 @login_required
@@ -32,13 +33,6 @@ def key_usage(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse
         )
     except ApiKey.DoesNotExist:
         raise Http404("No such key.") from None
-    return render(
-        request,
-        "billing/key_usage.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "limit": RECENT_REQUESTS_ON_PAGE,
-        },
+    return render_team_page(
+        request, "billing/key_usage.html", team, {"key": key, "limit": RECENT_REQUESTS_ON_PAGE}
     )
