@@ -25,7 +25,7 @@ from keys.selectors import (
 )
 
 from .pages import render_team_page
-from .scope import _key, _team
+from .scope import _team, team_and_key
 
 KEYS_PER_PAGE = 25
 
@@ -107,8 +107,7 @@ def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
 
 @login_required
 def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id)
+    team, key = team_and_key(request, team_slug, key_id)
     return render_team_page(
         request,
         "keys/key_detail.html",
@@ -120,8 +119,7 @@ def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
     form = KeyForm(request.POST or None, team=team, key=key)
     if request.method == "POST" and form.is_valid():
         changes = form.changes()
@@ -154,8 +152,7 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
     if request.method == "POST":
         issued = services.api_key_rotate(key=key, actor=request.user)
         return _issued_key_page(request, team, issued, rotated=True)
@@ -167,8 +164,7 @@ def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_delete(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.delete_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.delete_apikey")
     if request.method == "POST":
         name = key.name
         services.api_key_delete(key=key, actor=request.user)
