@@ -1,5 +1,7 @@
 """OpenAPI pieces shared by every API view: the error bodies and which operations return them."""
 
+from collections.abc import Callable
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.serializers import Serializer
 
@@ -29,7 +31,7 @@ def conflict(message: str) -> OpenApiResponse:
 
 def filtered_list(
     *, summary: str, description: str, filters: type[Serializer], item: type[Serializer]
-):
+) -> Callable:
     """A list that takes the query parameters `filters` declares, checked as sent
     (core.api.query.validated_query): a page of `item`, or a 400 naming each one that failed."""
     return extend_schema(
