@@ -148,12 +148,12 @@ def usage_event_list_for(
     """Every usage event the actor may see, across their teams (see `_visible_to`), newest
     first. `filters` (USAGE_FILTERS): "since" is a time from which on (inclusive), "until" one
     before which (exclusive)."""
-    filters = filters or {}
-    events = _narrowed(_visible_to(actor, UsageEvent.objects.all()), filters)
-    if filters.get("since") is not None:
-        events = events.filter(created_at__gte=filters["since"])
-    if filters.get("until") is not None:
-        events = events.filter(created_at__lt=filters["until"])
+    events = _narrowed(
+        _visible_to(actor, UsageEvent.objects.all()),
+        filters or {},
+        since="created_at__gte",
+        until="created_at__lt",
+    )
     return events.select_related("key", "team", "group").order_by("-created_at", "-id")
 
 
@@ -162,13 +162,12 @@ def usage_daily_list_for(
 ) -> QuerySet[UsageDaily]:
     """Every daily rollup row the actor may see, across their teams (see `_visible_to`).
     `filters` (USAGE_FILTERS): "since" and "until" are days, both inclusive."""
-    filters = filters or {}
-    rows = _narrowed(_visible_to(actor, UsageDaily.objects.all()), filters)
-    if filters.get("since") is not None:
-        rows = rows.filter(day__gte=filters["since"])
-    if filters.get("until") is not None:
-        rows = rows.filter(day__lte=filters["until"])
-    return rows
+    return _narrowed(
+        _visible_to(actor, UsageDaily.objects.all()),
+        filters or {},
+        since="day__gte",
+        until="day__lte",
+    )
 
 
 def usage_daily_totals_for(
@@ -195,9 +194,11 @@ def _visible_to(actor: User, rows: QuerySet) -> QuerySet:
     return rows.filter(Q(team__in=led_teams) | Q(key__in=own_keys))
 
 
-def _narrowed(rows: QuerySet, filters: Mapping[str, Any]) -> QuerySet:
-    """Rows already scoped to the actor, narrowed by the filters both usage lists share. A
-    filter this does not know is a programming error: ignoring it would quietly widen the list."""
+def _narrowed(rows: QuerySet, filters: Mapping[str, Any], *, since: str, until: str) -> QuerySet:
+    """Rows already scoped to the actor, narrowed by the usage filters; `since` and `until` name
+    the lookups the list reads those two with (a time or a day, until exclusive or inclusive).
+    A filter this does not know is a programming error: ignoring it would quietly widen the
+    list."""
     unknown = set(filters) - USAGE_FILTERS
     if unknown:
         raise ValueError(f"Unknown usage filters: {', '.join(sorted(unknown))}.")
@@ -207,6 +208,10 @@ def _narrowed(rows: QuerySet, filters: Mapping[str, Any]) -> QuerySet:
         rows = rows.filter(key_id=filters["key"])
     if filters.get("model"):
         rows = rows.filter(model=filters["model"])
+    if filters.get("since") is not None:
+        rows = rows.filter(**{since: filters["since"]})
+    if filters.get("until") is not None:
+        rows = rows.filter(**{until: filters["until"]})
     return rows
 
 

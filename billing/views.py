@@ -1,12 +1,13 @@
-"""Usage pages of the portal. Teams and keys are resolved through keys.selectors, so another
-team's usage is a 404 like everything else of another team."""
+"""Usage pages of the portal. Teams and keys are resolved through keys.selectors, as on the key
+pages (keys.views.scope), so another team's usage is a 404 like everything else of another team."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404
 
-from keys.models import ApiKey
-from keys.selectors import api_key_get, is_team_lead, team_list
+from keys.selectors import is_team_lead, team_list
+from keys.views.pages import render_team_page
+from keys.views.scope import team_and_key
 
 RECENT_REQUESTS_ON_PAGE = 100
 
@@ -17,28 +18,12 @@ def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
     if not is_team_lead(actor=request.user, team=team, staff_permission="billing.view_usagedaily"):
         raise Http404("Only the team's leads see its usage.")
-    return render(request, "billing/team_usage.html", {"team": team, "is_lead": True})
+    return render_team_page(request, "billing/team_usage.html", team, is_lead=True)
 
 
 @login_required
 def key_usage(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = get_object_or_404(team_list(actor=request.user), slug=team_slug)
-    try:
-        key = api_key_get(
-            actor=request.user,
-            team=team,
-            key_id=key_id,
-            staff_permission="billing.view_usageevent",
-        )
-    except ApiKey.DoesNotExist:
-        raise Http404("No such key.") from None
-    return render(
-        request,
-        "billing/key_usage.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "limit": RECENT_REQUESTS_ON_PAGE,
-        },
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="billing.view_usageevent")
+    return render_team_page(
+        request, "billing/key_usage.html", team, {"key": key, "limit": RECENT_REQUESTS_ON_PAGE}
     )

@@ -5,13 +5,13 @@ usage_daily_totals_for).
 """
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema_view
 from rest_framework.generics import ListAPIView
 
 from billing import selectors
 from billing.models import UsageEvent
 from core.api.query import validated_query
-from core.api.schema import FIELD_ERRORS
+from core.api.schema import filtered_list
 
 from .serializers import (
     UsageDailyFilterSerializer,
@@ -22,11 +22,11 @@ from .serializers import (
 
 
 @extend_schema_view(
-    get=extend_schema(
+    get=filtered_list(
         summary="Usage events",
         description="One row per relayed request, newest first.",
-        parameters=[UsageEventFilterSerializer],
-        responses={200: UsageEventSerializer(many=True), 400: FIELD_ERRORS},
+        filters=UsageEventFilterSerializer,
+        item=UsageEventSerializer,
     )
 )
 class UsageEventListView(ListAPIView):
@@ -38,12 +38,12 @@ class UsageEventListView(ListAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(
+    get=filtered_list(
         summary="Daily usage totals",
         description="Totals per day from the daily rollups, newest day first. They cover settled "
         "usage, so today's trails the relay by up to one ingest interval (a few seconds).",
-        parameters=[UsageDailyFilterSerializer],
-        responses={200: UsageDaySerializer(many=True), 400: FIELD_ERRORS},
+        filters=UsageDailyFilterSerializer,
+        item=UsageDaySerializer,
     )
 )
 class UsageDailyListView(ListAPIView):

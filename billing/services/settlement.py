@@ -25,20 +25,18 @@ from ..models import UsageDaily, UsageEvent
 
 logger = logging.getLogger(__name__)
 
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
+# What fold_usage reads of an event: which key, team, model and day it counts for, and what it adds.
 _EVENT_FIELDS = (
     "id",
     "key_id",
     "team_id",
     "model",
     "created_at",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_read_tokens",
+    *_TOKEN_FIELDS,
     "cost_usd",
     "charged_usd",
 )
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
 
 
 @dataclass

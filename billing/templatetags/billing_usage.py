@@ -171,4 +171,4 @@ def usage_breakdown(team: Team, days: int = 30) -> dict:
 
 @register.inclusion_tag("billing/_recent_requests.html")
 def recent_requests(key: ApiKey, limit: int = 10) -> dict:
-    return {"events": usage_event_list(key=key)[:limit], "limit": limit}
+    return {"rows": usage_event_list(key=key)[:limit], "limit": limit}

@@ -1,6 +1,9 @@
 """OpenAPI pieces shared by every API view: the error bodies and which operations return them."""
 
-from drf_spectacular.utils import OpenApiResponse
+from collections.abc import Callable
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.serializers import Serializer
 
 # DRF's field-error body: each field that failed, with its messages ("non_field_errors" for the
 # rest). Services and serializers both answer in this shape.
@@ -23,6 +26,19 @@ def conflict(message: str) -> OpenApiResponse:
             "example": {"detail": message},
         },
         description=f"Refused as things stand, e.g. “{message}”",
+    )
+
+
+def filtered_list(
+    *, summary: str, description: str, filters: type[Serializer], item: type[Serializer]
+) -> Callable:
+    """A list that takes the query parameters `filters` declares, checked as sent
+    (core.api.query.validated_query): a page of `item`, or a 400 naming each one that failed."""
+    return extend_schema(
+        summary=summary,
+        description=description,
+        parameters=[filters],
+        responses={200: item(many=True), 400: FIELD_ERRORS},
     )
 
 

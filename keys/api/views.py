@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from rest_framework.viewsets import GenericViewSet
 
 from core.api.query import validated_query
-from core.api.schema import FIELD_ERRORS, conflict
+from core.api.schema import FIELD_ERRORS, conflict, filtered_list
 from keys import selectors, services
 from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
 
@@ -92,11 +92,11 @@ def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
 
 
 @extend_schema_view(
-    list=extend_schema(
+    list=filtered_list(
         summary="List keys",
         description="Leads see every key of their teams, members their own keys.",
-        parameters=[KeyFilterSerializer],
-        responses={200: KeySerializer(many=True), 400: FIELD_ERRORS},
+        filters=KeyFilterSerializer,
+        item=KeySerializer,
     ),
     create=extend_schema(
         summary="Create a key",
@@ -253,32 +253,29 @@ class MayWriteGroups(permissions.BasePermission):
         return selectors.staff_may(actor=request.user, permission=permission)
 
 
+# Creating and changing a group are refused alike: a field that fails, or a name that another
+# group has.
+GROUP_WRITE_REFUSALS = {400: FIELD_ERRORS, 409: conflict("Group with this Name already exists.")}
+
+
 @extend_schema_view(
-    list=extend_schema(
+    list=filtered_list(
         summary="List groups",
         description="The groups the caller's teams may use (staff: every group).",
-        parameters=[GroupFilterSerializer],
-        responses={200: GroupSerializer(many=True), 400: FIELD_ERRORS},
+        filters=GroupFilterSerializer,
+        item=GroupSerializer,
     ),
     retrieve=extend_schema(summary="Show a group"),
     create=extend_schema(
         summary="Create a group (staff)",
         request=GroupCreateSerializer,
-        responses={
-            201: GroupSerializer,
-            400: FIELD_ERRORS,
-            409: conflict("Group with this Name already exists."),
-        },
+        responses={201: GroupSerializer, **GROUP_WRITE_REFUSALS},
     ),
     partial_update=extend_schema(
         summary="Change a group (staff)",
         description="Keys in the group obey the new models and multiplier at once.",
         request=GroupWriteSerializer,
-        responses={
-            200: GroupSerializer,
-            400: FIELD_ERRORS,
-            409: conflict("Group with this Name already exists."),
-        },
+        responses={200: GroupSerializer, **GROUP_WRITE_REFUSALS},
     ),
 )
 class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
@@ -334,6 +331,8 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewS
         return selectors.team_list_with_role(actor=self.request.user)
 
 
+# Every action of the member and invitation viewsets is below /teams/<slug>/: each viewset
+# declares this for all its actions.
 TEAM_SLUG = OpenApiParameter(
     "team_slug", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=f"^{SLUG_PATTERN}$"
 )
@@ -343,15 +342,11 @@ USERNAME = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="List a team's members",
-        parameters=[TEAM_SLUG],
-        responses={200: MemberSerializer(many=True)},
-    ),
+    list=extend_schema(summary="List a team's members"),
     partial_update=extend_schema(
         summary="Change a member's role (leads)",
         description="Without a role, nothing changes.",
-        parameters=[TEAM_SLUG, USERNAME],
+        parameters=[USERNAME],
         request=MemberUpdateSerializer,
         responses={
             200: MemberSerializer,
@@ -362,7 +357,7 @@ USERNAME = OpenApiParameter(
     destroy=extend_schema(
         summary="Remove a member (leads)",
         description="Their keys in the team are disabled (and audited), never deleted.",
-        parameters=[TEAM_SLUG, USERNAME],
+        parameters=[USERNAME],
         request=None,
         responses={
             200: MemberRemovedSerializer,
@@ -370,6 +365,7 @@ USERNAME = OpenApiParameter(
         },
     ),
 )
+@extend_schema(parameters=[TEAM_SLUG])
 class TeamMemberViewSet(GenericViewSet):
     serializer_class = MemberSerializer
     lookup_field = "username"
@@ -455,26 +451,22 @@ INVITATION_ID = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="List a team's pending invitations (leads)",
-        parameters=[TEAM_SLUG],
-        responses={200: InvitationSerializer(many=True)},
-    ),
+    list=extend_schema(summary="List a team's pending invitations (leads)"),
     create=extend_schema(
         summary="Invite someone by email (leads)",
         description="Emails them a link to accept. The answer is the same whether or not the "
         "address belongs to a user, so it tells nobody who has an account.",
-        parameters=[TEAM_SLUG],
         request=InvitationCreateSerializer,
         responses={201: InvitationSerializer, 400: FIELD_ERRORS},
     ),
     destroy=extend_schema(
         summary="Revoke a pending invitation (leads)",
         description="Its link stops working at once.",
-        parameters=[TEAM_SLUG, INVITATION_ID],
+        parameters=[INVITATION_ID],
         responses={204: OpenApiResponse(description="Revoked."), 400: FIELD_ERRORS},
     ),
 )
+@extend_schema(parameters=[TEAM_SLUG])
 class TeamInvitationViewSet(GenericViewSet):
     serializer_class = InvitationSerializer
     lookup_value_regex = ID_PATTERN

@@ -24,7 +24,8 @@ from keys.selectors import (
     team_list,
 )
 
-from .scope import _key, _team
+from .pages import render_team_page
+from .scope import _team, team_and_key
 
 KEYS_PER_PAGE = 25
 
@@ -34,12 +35,11 @@ def _issued_key_page(
 ) -> HttpResponse:
     """The one response that carries a key's plaintext: rendered straight into this POST's
     answer, never stored in the session, a message or a URL, and never cached."""
-    response = render(
+    response = render_team_page(
         request,
         "keys/key_issued.html",
+        team,
         {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
             "key": issued.key,
             "plaintext": issued.plaintext,
             "rotated": rotated,
@@ -71,18 +71,18 @@ def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
     page = Paginator(keys, KEYS_PER_PAGE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(
+    return render_team_page(
         request,
         "keys/key_list.html",
+        team,
         {
-            "team": team,
-            "is_lead": lead,
             "filters": filters,
             "page": page,
             "filtered": any(filters.filters().values()),
             "has_keys": api_key_list(actor=request.user, team=team).exists(),
             "query": query.urlencode(),
         },
+        is_lead=lead,
     )
 
 
@@ -100,35 +100,26 @@ def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
             form.add_service_errors(error)
         else:
             return _issued_key_page(request, team, issued, rotated=False)
-    return render(
-        request,
-        "keys/key_form.html",
-        {"team": team, "is_lead": is_team_lead(actor=request.user, team=team), "form": form},
-        status=400 if form.is_bound else 200,
+    return render_team_page(
+        request, "keys/key_form.html", team, {"form": form}, status=400 if form.is_bound else 200
     )
 
 
 @login_required
 def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id)
-    return render(
+    team, key = team_and_key(request, team_slug, key_id)
+    return render_team_page(
         request,
         "keys/key_detail.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "events": key_event_list(actor=request.user, key=key)[:50],
-        },
+        team,
+        {"key": key, "events": key_event_list(actor=request.user, key=key)[:50]},
     )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
     form = KeyForm(request.POST or None, team=team, key=key)
     if request.method == "POST" and form.is_valid():
         changes = form.changes()
@@ -149,15 +140,11 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
                     "create a new key and update your tool configuration.",
                 )
             return redirect("keys:edit", team_slug=team.slug, key_id=key.pk)
-    return render(
+    return render_team_page(
         request,
         "keys/key_edit.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "form": form,
-        },
+        team,
+        {"key": key, "form": form},
         status=400 if form.is_bound else 200,
     )
 
@@ -165,40 +152,24 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.change_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
     if request.method == "POST":
         issued = services.api_key_rotate(key=key, actor=request.user)
         return _issued_key_page(request, team, issued, rotated=True)
-    return render(
-        request,
-        "keys/key_confirm.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "action": "rotate",
-        },
+    return render_team_page(
+        request, "keys/key_confirm.html", team, {"key": key, "action": "rotate"}
     )
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def key_delete(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
-    team = _team(request, team_slug)
-    key = _key(request, team, key_id, staff_permission="keys.delete_apikey")
+    team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.delete_apikey")
     if request.method == "POST":
         name = key.name
         services.api_key_delete(key=key, actor=request.user)
         messages.success(request, f"Key “{name}” deleted. Its audit trail is kept.")
         return redirect("keys:list", team_slug=team.slug)
-    return render(
-        request,
-        "keys/key_confirm.html",
-        {
-            "team": team,
-            "is_lead": is_team_lead(actor=request.user, team=team),
-            "key": key,
-            "action": "delete",
-        },
+    return render_team_page(
+        request, "keys/key_confirm.html", team, {"key": key, "action": "delete"}
     )

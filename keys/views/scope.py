@@ -31,16 +31,19 @@ def _lead_team(request: HttpRequest, team_slug: str) -> Team:
     return team
 
 
-def _key(
-    request: HttpRequest, team: Team, key_id: int, staff_permission: str = "keys.view_apikey"
-) -> ApiKey:
-    """The key, if the signed-in person may see it, or act on it with `staff_permission`."""
+def team_and_key(
+    request: HttpRequest, team_slug: str, key_id: int, staff_permission: str = "keys.view_apikey"
+) -> tuple[Team, ApiKey]:
+    """The team and its key, if the signed-in person may see the key, or act on it with
+    `staff_permission`. The pages of one key use it, billing's usage page of a key too."""
+    team = _team(request, team_slug)
     try:
-        return api_key_get(
+        key = api_key_get(
             actor=request.user, key_id=key_id, team=team, staff_permission=staff_permission
         )
     except ApiKey.DoesNotExist:
         raise Http404("No such key.") from None
+    return team, key
 
 
 def _membership(request: HttpRequest, team: Team, membership_id: int) -> Membership:
