@@ -26,7 +26,7 @@ table built once by `load_price_table`.
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
@@ -57,15 +57,8 @@ class PriceRow:
 
     @classmethod
     def from_model_price(cls, price: ModelPrice) -> "PriceRow":
-        return cls(
-            model=price.model,
-            input_per_mtok=price.input_per_mtok,
-            output_per_mtok=price.output_per_mtok,
-            cache_write_per_mtok=price.cache_write_per_mtok,
-            cache_read_per_mtok=price.cache_read_per_mtok,
-            max_output_tokens=price.max_output_tokens,
-            updated_at=price.updated_at,
-        )
+        """The row's prices as the database holds them (every field is a ModelPrice column)."""
+        return cls(**{field.name: getattr(price, field.name) for field in fields(cls)})
 
 
 def price_usage(

@@ -139,10 +139,7 @@ def request_too_large(limit_bytes: int) -> RelayError:
 
 
 def not_found(path: str) -> RelayError:
-    return RelayError(
-        404,
-        "not_found_error",
-        "invalid_request_error",
+    return _not_found(
         "not_found",
         f"Unknown endpoint {path}. This relay serves POST /v1/messages, "
         "POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, "
@@ -151,10 +148,7 @@ def not_found(path: str) -> RelayError:
 
 
 def model_not_found(model: str, group: str) -> RelayError:
-    return RelayError(
-        404,
-        "not_found_error",
-        "invalid_request_error",
+    return _not_found(
         "model_not_found",
         f"Model “{model}” is not available in group “{group}” of this key. "
         "GET /v1/models lists the models it can use.",
@@ -186,6 +180,10 @@ def relay_unavailable() -> RelayError:
         "The relay briefly cannot reach its own cache or database. Try again in a moment.",
         headers=[(b"retry-after", b"1")],
     )
+
+
+def _not_found(code: str, message: str) -> RelayError:
+    return RelayError(404, "not_found_error", "invalid_request_error", code, message)
 
 
 def _size(limit_bytes: int) -> str:
