@@ -16,7 +16,7 @@ from django.utils import timezone
 from keys import services
 from keys.admin import ApiKeyAdmin, GroupAdminForm
 from keys.cache import key_state_cache_key
-from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, digest_key
+from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
 
@@ -39,7 +39,7 @@ def row(key: ApiKey) -> dict:
 
 
 def actions_of(key: ApiKey) -> list[str]:
-    return list(KeyEvent.objects.filter(key=key).order_by("id").values_list("action", flat=True))
+    return list(AuditEvent.objects.filter(key=key).order_by("id").values_list("action", flat=True))
 
 
 def page_messages(response) -> list[str]:
@@ -89,7 +89,7 @@ def token(member) -> ApiToken:
 @pytest.fixture
 def admin_pages(team, group, key, token):
     """Every page of the keys admin a staff user can open."""
-    event = KeyEvent.objects.get(key=key)
+    event = AuditEvent.objects.get(key=key)
     return [
         url("keys_apitoken_changelist"),
         url("keys_apitoken_add"),
@@ -105,8 +105,8 @@ def admin_pages(team, group, key, token):
         url("keys_apikey_change", key.pk),
         url("keys_apikey_history", key.pk),
         url("keys_apikey_delete", key.pk),
-        url("keys_keyevent_changelist"),
-        url("keys_keyevent_change", event.pk),
+        url("keys_auditevent_changelist"),
+        url("keys_auditevent_change", event.pk),
     ]
 
 
@@ -134,7 +134,7 @@ def test_non_staff_member_cannot_act_on_keys(client, member, key):
         assert response["Location"].startswith(url("login"))
 
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_digests_are_never_displayed(admin_client, team, key, token, admin_pages):
@@ -239,10 +239,10 @@ def test_disable_action_writes_one_event_with_the_staff_user(admin_client, admin
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.status == ApiKey.Status.DISABLED
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert event.actor == admin_user
     assert event.changes == {"status": ["enabled", "disabled"]}
-    assert actions_of(key) == ["created", "disabled"]
+    assert actions_of(key) == ["key.created", "key.disabled"]
     assert page_messages(admin_client.get(response["Location"])) == ["Disabled 1 key."]
 
 
@@ -253,8 +253,8 @@ def test_enable_action_writes_one_event_with_the_staff_user(admin_client, admin_
 
     key.refresh_from_db()
     assert key.status == ApiKey.Status.ENABLED
-    assert KeyEvent.objects.get(key=key, action="enabled").actor == admin_user
-    assert actions_of(key) == ["created", "enabled"]
+    assert AuditEvent.objects.get(key=key, action="key.enabled").actor == admin_user
+    assert actions_of(key) == ["key.created", "key.enabled"]
     assert page_messages(admin_client.get(response["Location"])) == ["Enabled 1 key."]
 
 
@@ -263,7 +263,7 @@ def test_disable_action_skips_keys_already_disabled(admin_client, key):
 
     response = run_action(admin_client, "disable_keys", [key])
 
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"])) == ["Disabled 0 keys."]
 
 
@@ -276,7 +276,7 @@ def test_enable_action_refuses_an_expired_key_with_the_service_message(admin_cli
 
     assert response.status_code == 302
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"])) == [
         f"{key}: This key expired on {timezone.localtime(expired_at):%Y-%m-%d %H:%M %Z}. "
         "Clear or extend Key expiration to enable it.",
@@ -293,7 +293,7 @@ def test_rotate_asks_for_confirmation_first(admin_client, key):
     assert "Rotate these keys?" in response.content.decode()
     assert key.name in response.content.decode()
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
@@ -311,9 +311,9 @@ def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
     key.refresh_from_db()
     assert key.digest == digest_key(plaintext)
     assert not ApiKey.objects.filter(digest=digest_key(issued.plaintext)).exists()
-    event = KeyEvent.objects.get(key=key, action="rotated")
+    event = AuditEvent.objects.get(key=key, action="key.rotated")
     assert event.actor == admin_user
-    assert actions_of(key) == ["created", "rotated"]
+    assert actions_of(key) == ["key.created", "key.rotated"]
     assert_not_kept(admin_client, response, plaintext)
     assert plaintext not in caplog.text
 
@@ -328,7 +328,7 @@ def test_rotate_several_keys_shows_each_new_key_once(admin_client, team, member,
     assert {digest_key(plaintext) for plaintext in plaintexts} == set(
         ApiKey.objects.filter(pk__in=[key.pk, second.pk]).values_list("digest", flat=True)
     )
-    assert KeyEvent.objects.filter(action="rotated").count() == 2
+    assert AuditEvent.objects.filter(action="key.rotated").count() == 2
 
 
 # --- add a key ------------------------------------------------------------------------------
@@ -367,8 +367,8 @@ def test_add_creates_the_key_through_the_service_and_shows_it_once(
     assert key.quota_limit_usd == Decimal("25")
     assert key.rate_limit == "60/m"
     assert key.created_by == admin_user
-    event = KeyEvent.objects.get(key=key)
-    assert (event.action, event.actor) == ("created", admin_user)
+    event = AuditEvent.objects.get(key=key)
+    assert (event.action, event.actor) == ("key.created", admin_user)
     history = LogEntry.objects.get()
     assert history.object_id == str(key.pk)
     assert plaintext not in f"{history.object_repr} {history.change_message}"
@@ -407,7 +407,7 @@ def test_add_with_bad_input_shows_the_message_and_writes_nothing(
     assert response.status_code == 200
     assert response.context["adminform"].form.errors == {field: [message]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
     assert not ISSUED_KEY.search(response.content.decode())
 
 
@@ -419,7 +419,7 @@ def test_add_for_an_owner_outside_the_team_is_refused(admin_client, team, outsid
         "owner": ["outsider is not a member of team Acme."]
     }
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 # --- change a key ---------------------------------------------------------------------------
@@ -435,7 +435,7 @@ def test_change_saves_through_the_service_with_one_event(admin_client, admin_use
     key.refresh_from_db()
     assert key.name == "renamed"
     assert key.allowed_ips == ["10.0.0.1", "2001:db8::/32"]
-    event = KeyEvent.objects.get(key=key, action="updated")
+    event = AuditEvent.objects.get(key=key, action="key.updated")
     assert event.actor == admin_user
     assert event.changes == {
         "name": ["claude-code-main", "renamed"],
@@ -472,7 +472,7 @@ def test_saving_unchanged_form_writes_nothing(admin_client, team, member, group)
 
     assert response.status_code == 302
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert LogEntry.objects.get().get_change_message() == "No fields changed."
 
 
@@ -488,7 +488,7 @@ def test_renaming_an_expired_key_keeps_its_expiry(admin_client, key):
     assert response.status_code == 302
     key.refresh_from_db()
     assert (key.name, key.expires_at) == ("old one", expired_at)
-    assert KeyEvent.objects.get(key=key, action="updated").changes == {
+    assert AuditEvent.objects.get(key=key, action="key.updated").changes == {
         "name": ["claude-code-main", "old one"]
     }
 
@@ -556,7 +556,7 @@ def test_change_with_bad_input_shows_the_message_and_writes_nothing(
     assert response.context["adminform"].form.errors == {field: [message]}
     assert message in response.content.decode().replace("&quot;", '"')
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert not LogEntry.objects.exists()
 
 
@@ -571,7 +571,7 @@ def test_change_reports_every_bad_field_at_once(admin_client, key):
         "quota_limit_usd",
         "rate_limit",
     }
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_change_to_an_inactive_group_is_refused(admin_client, key):
@@ -586,7 +586,7 @@ def test_change_to_an_inactive_group_is_refused(admin_client, key):
         "group": ["Group “Retired” is not active."]
     }
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_change_to_a_group_the_team_may_not_use_is_refused(admin_client, team, group, key):
@@ -622,7 +622,7 @@ def test_enabling_an_expired_key_in_the_form_is_refused(admin_client, key):
         ]
     }
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_changing_only_the_status_records_a_disabled_event(admin_client, admin_user, key):
@@ -631,9 +631,9 @@ def test_changing_only_the_status_records_a_disabled_event(admin_client, admin_u
     )
 
     assert response.status_code == 302
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert (event.actor, event.changes) == (admin_user, {"status": ["enabled", "disabled"]})
-    assert actions_of(key) == ["created", "disabled"]
+    assert actions_of(key) == ["key.created", "key.disabled"]
 
 
 def test_team_and_owner_cannot_be_changed(admin_client, key, other_team, outsider):
@@ -654,10 +654,10 @@ def test_delete_writes_a_deleted_event_that_outlives_the_key(admin_client, admin
 
     assert response.status_code == 302
     assert not ApiKey.objects.filter(pk=key.pk).exists()
-    event = KeyEvent.objects.get(action="deleted")
-    assert (event.key, event.key_name, event.key_prefix) == (None, key.name, key.prefix)
+    event = AuditEvent.objects.get(action="key.deleted")
+    assert (event.key, event.subject_label, event.subject_prefix) == (None, key.name, key.prefix)
     assert event.actor == admin_user
-    assert KeyEvent.objects.filter(key_prefix=key.prefix).count() == 2
+    assert AuditEvent.objects.filter(subject_prefix=key.prefix).count() == 2
 
 
 def test_bulk_delete_goes_through_the_service_for_each_key(
@@ -673,8 +673,8 @@ def test_bulk_delete_goes_through_the_service_for_each_key(
 
     assert response.status_code == 302
     assert not ApiKey.objects.exists()
-    deleted = KeyEvent.objects.filter(action="deleted")
-    assert sorted(deleted.values_list("key_name", flat=True)) == ["claude-code-main", "second"]
+    deleted = AuditEvent.objects.filter(action="key.deleted")
+    assert sorted(deleted.values_list("subject_label", flat=True)) == ["claude-code-main", "second"]
     assert {event.actor for event in deleted} == {admin_user}
 
 
@@ -733,9 +733,9 @@ def test_removing_a_member_disables_their_keys(
     ]
     key.refresh_from_db()
     assert key.status == ApiKey.Status.DISABLED
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert event.actor == admin_user
-    assert actions_of(disabled_already) == ["created"]
+    assert actions_of(disabled_already) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"]))[0] == (
         "Removed member from Acme; disabled 1 key they owned in the team."
     )
@@ -757,7 +757,7 @@ def test_removing_the_last_lead_is_refused(admin_client, team, lead, member, key
     assert formset.non_form_errors() == [message]
     assert message in response.content.decode()
     assert Membership.objects.filter(team=team).count() == 2
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert not LogEntry.objects.exists()
 
 
@@ -936,24 +936,24 @@ def test_group_multiplier_must_be_positive(db, multiplier):
 
 
 def test_key_events_are_read_only(admin_client, key):
-    event = KeyEvent.objects.get(key=key)
+    event = AuditEvent.objects.get(key=key)
 
-    assert admin_client.get(url("keys_keyevent_add")).status_code == 403
-    view = admin_client.get(url("keys_keyevent_change", event.pk))
+    assert admin_client.get(url("keys_auditevent_add")).status_code == 403
+    view = admin_client.get(url("keys_auditevent_change", event.pk))
     assert view.status_code == 200
     assert 'name="_save"' not in view.content.decode()
     assert (
-        admin_client.post(url("keys_keyevent_change", event.pk), {"action": "deleted"}).status_code
+        admin_client.post(url("keys_auditevent_change", event.pk), {"action": "deleted"}).status_code
         == 403
     )
     assert (
-        admin_client.post(url("keys_keyevent_delete", event.pk), {"post": "yes"}).status_code == 403
+        admin_client.post(url("keys_auditevent_delete", event.pk), {"post": "yes"}).status_code == 403
     )
-    changelist = admin_client.get(url("keys_keyevent_changelist"))
+    changelist = admin_client.get(url("keys_auditevent_changelist"))
     assert "delete_selected" not in changelist.content.decode()
     event.refresh_from_db()
-    assert event.action == "created"
-    assert KeyEvent.objects.count() == 1
+    assert event.action == "key.created"
+    assert AuditEvent.objects.filter(subject_type="key").count() == 1
 
 
 # --- REST API tokens ------------------------------------------------------------------------
@@ -1000,7 +1000,7 @@ def test_api_token_list_and_page_show_who_created_each_token_read_only(admin_cli
 
 def test_revoke_action_revokes_through_the_service(admin_client, member, token):
     already = services.api_token_create(user=member, name="old", actor=member).token
-    services.api_token_revoke(token=already)
+    services.api_token_revoke(token=already, actor=None)
     revoked_at = ApiToken.objects.get(pk=already.pk).revoked_at
 
     response = admin_client.post(
