@@ -131,7 +131,9 @@ class GroupWithRoutesAdmin(GroupAdmin):
         ]
         group_routes_set(
             group=form.instance,
-            routes=[(route.cleaned_data["channel"], route.cleaned_data["priority"]) for route in kept],
+            routes=[
+                (route.cleaned_data["channel"], route.cleaned_data["priority"]) for route in kept
+            ],
             actor=request.user,
         )
         # What the admin's change message lists.

@@ -223,7 +223,9 @@ def group_routes_set(
     before = _route_labels(group)
     group.routes.exclude(channel__in=[channel for channel, _priority in routes]).delete()
     for channel, priority in routes:
-        Route.objects.update_or_create(group=group, channel=channel, defaults={"priority": priority})
+        Route.objects.update_or_create(
+            group=group, channel=channel, defaults={"priority": priority}
+        )
     after = _route_labels(group)
     if after != before:
         audit_record(

@@ -32,7 +32,9 @@ def group_save(*, group: Group, actor: User | None) -> Group:
         action = AuditEvent.Action.GROUP_UPDATED
         before = {field: _audit_value(value) for field, value in stored.items()}
         changes = {
-            field: [before[field], after[field]] for field in GROUP_FIELDS if before[field] != after[field]
+            field: [before[field], after[field]]
+            for field in GROUP_FIELDS
+            if before[field] != after[field]
         }
     if changes:
         audit_record(

@@ -137,9 +137,7 @@ def membership_changes_validate(
         if Membership.objects.filter(team=team, user=user).exists():
             raise _already_member(team, user)
     leads = set(
-        Membership.objects.filter(team=team, role=Membership.Role.LEAD).values_list(
-            "pk", flat=True
-        )
+        Membership.objects.filter(team=team, role=Membership.Role.LEAD).values_list("pk", flat=True)
     )
     # A lead added here counts as one, under a key no stored membership can have.
     leads |= {("new", user.pk) for user, role in added if role == Membership.Role.LEAD}

@@ -943,11 +943,14 @@ def test_key_events_are_read_only(admin_client, key):
     assert view.status_code == 200
     assert 'name="_save"' not in view.content.decode()
     assert (
-        admin_client.post(url("keys_auditevent_change", event.pk), {"action": "deleted"}).status_code
+        admin_client.post(
+            url("keys_auditevent_change", event.pk), {"action": "deleted"}
+        ).status_code
         == 403
     )
     assert (
-        admin_client.post(url("keys_auditevent_delete", event.pk), {"post": "yes"}).status_code == 403
+        admin_client.post(url("keys_auditevent_delete", event.pk), {"post": "yes"}).status_code
+        == 403
     )
     changelist = admin_client.get(url("keys_auditevent_changelist"))
     assert "delete_selected" not in changelist.content.decode()
@@ -1125,3 +1128,195 @@ def test_the_key_and_token_pages_have_their_title_and_a_way_back(
         f'&rsaquo; <a href="{url(changelist)}">{models}</a>\n&rsaquo; {title}\n</div>'
         in response.content.decode()
     )
+
+
+# --- validation writes nothing; each save is one audited action ----------------------------
+
+
+def audit_rows() -> list[tuple]:
+    return list(
+        AuditEvent.objects.order_by("id").values_list(
+            "action", "actor__username", "team__slug", "subject_label", "changes"
+        )
+    )
+
+
+def test_an_invalid_key_change_runs_no_write_service(admin_client, key, monkeypatch):
+    """The admin validates with api_key_validate: the write service is never run to be rolled
+    back, so an invalid change calls it zero times and a valid one once."""
+    calls = []
+    update = services.api_key_update
+    monkeypatch.setattr(
+        services, "api_key_update", lambda **kwargs: calls.append(kwargs) or update(**kwargs)
+    )
+    before, rows_before = row(key), audit_rows()
+
+    refused = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, rate_limit="0/m")
+    )
+
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors == {"rate_limit": [RATE_LIMIT_MESSAGE]}
+    assert calls == []
+    assert row(key) == before
+    assert audit_rows() == rows_before
+
+    saved = admin_client.post(url("keys_apikey_change", key.pk), key_change_data(key, name="x"))
+
+    assert saved.status_code == 302
+    assert len(calls) == 1
+    assert audit_rows()[-1] == ("key.updated", "admin", "acme", "x", {"name": [key.name, "x"]})
+
+
+def test_an_invalid_token_runs_no_write_service(admin_client, member, monkeypatch):
+    calls = []
+    monkeypatch.setattr(services, "api_token_create", lambda **kwargs: calls.append(kwargs))
+
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": " "})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"name": ["Name is required."]}
+    assert calls == []
+    assert not ApiToken.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_refused_team_change_writes_no_row_at_all(admin_client, team, lead, member, key):
+    """Renaming the team and removing its last lead in one save: the batch is refused before
+    anything is written, the rename included."""
+    rows_before = audit_rows()
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [
+                membership_row(Membership.objects.get(user=lead), DELETE="on"),
+                membership_row(Membership.objects.get(user=member)),
+            ],
+            name="Renamed",
+        ),
+    )
+
+    assert response.status_code == 200
+    assert Team.objects.get(pk=team.pk).name == "Acme"
+    assert Membership.objects.filter(team=team).count() == 2
+    assert audit_rows() == rows_before
+
+
+def test_a_team_save_writes_one_row_per_action(admin_client, admin_user, team, lead, member):
+    newcomer = UserFactory(username="newcomer")
+    rows_before = len(audit_rows())
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [
+                membership_row(Membership.objects.get(user=lead), role="member"),
+                membership_row(Membership.objects.get(user=member), DELETE="on"),
+                {"user": newcomer.pk, "role": "lead"},
+            ],
+            name="Acme Corp",
+        ),
+    )
+
+    assert response.status_code == 302
+    assert audit_rows()[rows_before:] == [
+        ("team.updated", "admin", "acme", "Acme Corp", {"name": ["Acme", "Acme Corp"]}),
+        ("member.added", "admin", "acme", "newcomer", {"role": [None, "lead"]}),
+        ("member.role_changed", "admin", "acme", "lead", {"role": ["lead", "member"]}),
+        ("member.removed", "admin", "acme", "member", {"role": ["member", None]}),
+    ]
+
+
+def test_a_new_team_writes_team_created(admin_client):
+    response = admin_client.post(
+        url("keys_team_add"),
+        {
+            "name": "New team",
+            "slug": "new-team",
+            "memberships-TOTAL_FORMS": 0,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-MIN_NUM_FORMS": 0,
+            "memberships-MAX_NUM_FORMS": 1000,
+        },
+    )
+
+    assert response.status_code == 302
+    assert audit_rows() == [
+        (
+            "team.created",
+            "admin",
+            "new-team",
+            "New team",
+            {"name": [None, "New team"], "slug": [None, "new-team"]},
+        )
+    ]
+
+
+def test_group_saves_and_token_revocations_are_audited_with_the_staff_user(
+    admin_client, member, token
+):
+    response = admin_client.post(
+        url("keys_group_add"),
+        {
+            "name": "Budget",
+            "description": "",
+            "multiplier": "0.5",
+            "models": "claude-*",
+            "is_active": "on",
+            "routes-TOTAL_FORMS": 0,
+            "routes-INITIAL_FORMS": 0,
+            "routes-MIN_NUM_FORMS": 0,
+            "routes-MAX_NUM_FORMS": 1000,
+        },
+    )
+    assert response.status_code == 302
+    admin_client.post(
+        url("keys_apitoken_changelist"),
+        {"action": "revoke_tokens", "_selected_action": [token.pk]},
+    )
+
+    rows = audit_rows()
+    assert rows[-2] == (
+        "group.created",
+        "admin",
+        None,
+        "Budget",
+        {
+            "name": [None, "Budget"],
+            "description": [None, ""],
+            "multiplier": [None, "0.5"],
+            "models": [None, ["claude-*"]],
+            "is_active": [None, True],
+        },
+    )
+    token.refresh_from_db()
+    assert rows[-1] == (
+        "token.revoked",
+        "admin",
+        None,
+        token.name,
+        {"revoked_at": [None, token.revoked_at.isoformat()]},
+    )
+
+
+def test_the_audit_list_filters_by_action_team_and_actor(
+    admin_client, admin_user, team, other_team, lead, outsider, group
+):
+    services.team_set_allowed_groups(team=team, groups=[group], actor=lead)
+    services.team_set_allowed_groups(team=other_team, groups=[group], actor=outsider)
+    services.group_save(group=group, actor=None)  # unchanged: no row
+    changelist = url("keys_auditevent_changelist")
+
+    def shown(params: dict) -> int:
+        response = admin_client.get(changelist, params)
+        assert response.status_code == 200
+        return response.context["cl"].result_count
+
+    assert shown({}) == 2
+    assert shown({"team__id__exact": team.pk}) == 1
+    assert shown({"actor__id__exact": outsider.pk}) == 1
+    assert shown({"action__exact": "team.allowed_groups_changed"}) == 2
+    assert shown({"action__exact": "key.created"}) == 0

@@ -162,7 +162,12 @@ def _normalised(content: bytes) -> bytes:
     """A page without what differs between two renders anyway: CSRF tokens, row ids, and the
     team's activity, which grows with each render (its rows are compared on their own)."""
     content = re.sub(rb'name="csrfmiddlewaretoken" value="[^"]+"', b"", content)
-    content = re.sub(rb'<section class="card" aria-labelledby="activity-heading">.*?</section>', b"", content, flags=re.S)
+    content = re.sub(
+        rb'<section class="card" aria-labelledby="activity-heading">.*?</section>',
+        b"",
+        content,
+        flags=re.S,
+    )
     content = re.sub(rb"/invitations/\d+/", b"/invitations/ID/", content)
     return re.sub(rb'data-invitation-id="\d+"', b"", content)
 
@@ -201,13 +206,17 @@ def test_inviting_tells_nothing_about_who_has_an_account(
         .order_by("id")
         .values("actor", "team", "subject_type", "subject_label", "changes")
     )
-    assert first == second == {
-        "actor": lead.pk,
-        "team": team.pk,
-        "subject_type": "invitation",
-        "subject_label": "person@example.com",
-        "changes": {"role": [None, "member"]},
-    }
+    assert (
+        first
+        == second
+        == {
+            "actor": lead.pk,
+            "team": team.pk,
+            "subject_type": "invitation",
+            "subject_label": "person@example.com",
+            "changes": {"role": [None, "member"]},
+        }
+    )
 
 
 # --- revoking -------------------------------------------------------------------------------

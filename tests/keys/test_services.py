@@ -382,7 +382,11 @@ def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
     assert saved.allowed_ips == ["2001:db8::1", "10.0.0.0/24"]
     assert saved.quota_limit_usd == Decimal("100")
     _created, updated = events(key)
-    assert (updated.action, updated.actor, updated.subject_label) == ("key.updated", lead, "renamed")
+    assert (updated.action, updated.actor, updated.subject_label) == (
+        "key.updated",
+        lead,
+        "renamed",
+    )
     assert updated.changes == {
         "name": ["claude-code-main", "renamed"],
         "group": ["CC Official Channel", "Premium"],
@@ -659,7 +663,11 @@ def test_rotate_replaces_the_secret_and_keeps_everything_else(issued, lead):
     assert {f: after[f] for f in unchanged} == {f: before[f] for f in unchanged}
 
     event = events(key)[-1]
-    assert (event.action, event.actor, event.subject_prefix) == ("key.rotated", lead, after["prefix"])
+    assert (event.action, event.actor, event.subject_prefix) == (
+        "key.rotated",
+        lead,
+        after["prefix"],
+    )
     assert event.changes == {"prefix": [before["prefix"], after["prefix"]]}
 
 
@@ -753,7 +761,9 @@ def test_rolled_back_key_changes_keep_the_cached_state(
     assert callbacks == []
     assert cache.get(cache_key) == {"status": "enabled"}
     assert ApiKey.objects.filter(pk=key_id).values().get() == stored
-    assert list(AuditEvent.objects.filter(subject_type="key").values_list("action", flat=True)) == ["key.created"]
+    assert list(AuditEvent.objects.filter(subject_type="key").values_list("action", flat=True)) == [
+        "key.created"
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
