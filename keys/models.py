@@ -359,14 +359,10 @@ class AuditEvent(models.Model):
             "Channel credentials re-encrypted",
         )
 
-    class SubjectType(models.TextChoices):
-        KEY = "key", "API key"
-        MEMBER = "member", "Member"
-        INVITATION = "invitation", "Invitation"
-        TEAM = "team", "Team"
-        GROUP = "group", "Group"
-        TOKEN = "token", "API token"
-        CHANNEL = "channel", "Channel"
+    # What an action was done to: its first word ("key.created" was done to a key).
+    SubjectType = models.TextChoices(
+        "SubjectType", "key member invitation team group token channel"
+    )
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group
-from keys.services import audit_record
+from keys.services import audit_change, audit_record
 
 from . import credentials
 from .models import CREDENTIAL_MAX_LENGTH, Channel, Route
@@ -84,14 +84,8 @@ def _record_channel(
 ) -> None:
     if not (created or changes):
         return
-    audit_record(
-        action=AuditEvent.Action.CHANNEL_CREATED if created else AuditEvent.Action.CHANNEL_UPDATED,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.CHANNEL,
-        subject_id=channel.pk,
-        subject_label=channel.name,
-        changes=changes,
-    )
+    action = AuditEvent.Action.CHANNEL_CREATED if created else AuditEvent.Action.CHANNEL_UPDATED
+    audit_record(action=action, actor=actor, subject=channel, changes=changes)
 
 
 @transaction.atomic(durable=True)
@@ -101,9 +95,7 @@ def channel_delete(*, channel: Channel, actor: User | None) -> None:
     audit_record(
         action=AuditEvent.Action.CHANNEL_DELETED,
         actor=actor,
-        subject_type=AuditEvent.SubjectType.CHANNEL,
-        subject_id=channel.pk,
-        subject_label=channel.name,
+        subject=channel,
         changes={"groups": [_group_names(group_ids), []]} if group_ids else {},
     )
     channel.delete()
@@ -146,17 +138,14 @@ def channel_credentials_reencrypt() -> Reencrypted:
             + ". Nothing was re-encrypted: put back the key they were encrypted with, or set "
             "new credentials for them."
         )
-    names = {pk: name for pk, name, _token in stored}
-    for pk, token in updates.items():
+    for channel in Channel.objects.filter(pk__in=updates).order_by("name"):
         # update(), not save(): the credential in clear is unchanged, so the relay's workers
         # need not reload their channel tables (updated_at is the version they compare).
-        Channel.objects.filter(pk=pk).update(encrypted_credential=token)
+        Channel.objects.filter(pk=channel.pk).update(encrypted_credential=updates[channel.pk])
         audit_record(
             action=AuditEvent.Action.CHANNEL_CREDENTIALS_REENCRYPTED,
             actor=None,
-            subject_type=AuditEvent.SubjectType.CHANNEL,
-            subject_id=pk,
-            subject_label=names[pk],
+            subject=channel,
             changes={"credential": [CREDENTIAL_SET, CREDENTIAL_CHANGED]},
         )
     return Reencrypted(reencrypted=len(updates), already_current=len(stored) - len(updates))
@@ -226,16 +215,14 @@ def group_routes_set(
         Route.objects.update_or_create(
             group=group, channel=channel, defaults={"priority": priority}
         )
-    after = _route_labels(group)
-    if after != before:
-        audit_record(
-            action=AuditEvent.Action.GROUP_ROUTES_CHANGED,
-            actor=actor,
-            subject_type=AuditEvent.SubjectType.GROUP,
-            subject_id=group.pk,
-            subject_label=group.name,
-            changes={"routes": [before, after]},
-        )
+    audit_change(
+        action=AuditEvent.Action.GROUP_ROUTES_CHANGED,
+        actor=actor,
+        subject=group,
+        field="routes",
+        before=before,
+        after=_route_labels(group),
+    )
     _invalidate_groups([group.pk])
 
 

@@ -21,48 +21,47 @@ TEAM_ACTIONS = {
     "member_removed": ("member.removed", "member"),
     "allowed_groups_changed": ("team.allowed_groups_changed", "team"),
 }
+# What every row of each table holds alike.
+SHARED = ("actor_id", "team_id", "changes", "created_at")
 BATCH = 2000
+
+
+def shared(event) -> dict:
+    return {field: getattr(event, field) for field in SHARED}
 
 
 def copy_events_forward(apps, schema_editor):
     KeyEvent = apps.get_model("keys", "KeyEvent")
     TeamEvent = apps.get_model("keys", "TeamEvent")
     AuditEvent = apps.get_model("keys", "AuditEvent")
-    User = apps.get_model(settings.AUTH_USER_MODEL)
+    # A member row named the member by username (the project uses auth.User).
+    user_ids = dict(apps.get_model(settings.AUTH_USER_MODEL).objects.values_list("username", "pk"))
     rows = [
         AuditEvent(
             action=f"key.{event.action}",
-            actor_id=event.actor_id,
-            team_id=event.team_id,
             subject_type="key",
             subject_id=event.key_id,
             subject_label=event.key_name,
             subject_prefix=event.key_prefix,
             key_id=event.key_id,
-            changes=event.changes,
-            created_at=event.created_at,
+            **shared(event),
         )
-        for event in KeyEvent.objects.order_by("id").iterator()
+        for event in KeyEvent.objects.iterator()
     ]
-    # A member row named the member by username (the project uses auth.User).
-    user_ids = dict(User.objects.values_list("username", "pk"))
-    for event in TeamEvent.objects.order_by("id").iterator():
+    for event in TeamEvent.objects.iterator():
         action, subject_type = TEAM_ACTIONS[event.action]
-        subject_id = {
+        subject_ids = {
             "invitation": event.invitation_id,
             "member": user_ids.get(event.subject),
             "team": event.team_id,
-        }[subject_type]
+        }
         rows.append(
             AuditEvent(
                 action=action,
-                actor_id=event.actor_id,
-                team_id=event.team_id,
                 subject_type=subject_type,
-                subject_id=subject_id,
+                subject_id=subject_ids[subject_type],
                 subject_label=event.subject,
-                changes=event.changes,
-                created_at=event.created_at,
+                **shared(event),
             )
         )
     # In time order, so the new ids keep the old rows' order within each second.
@@ -73,40 +72,32 @@ def copy_events_forward(apps, schema_editor):
 def copy_events_back(apps, schema_editor):
     KeyEvent = apps.get_model("keys", "KeyEvent")
     TeamEvent = apps.get_model("keys", "TeamEvent")
-    AuditEvent = apps.get_model("keys", "AuditEvent")
     team_actions = {new: old for old, (new, _subject_type) in TEAM_ACTIONS.items()}
     key_rows, team_rows = [], []
-    for event in AuditEvent.objects.order_by("created_at", "id").iterator():
+    events = apps.get_model("keys", "AuditEvent").objects.order_by("created_at", "id")
+    for event in events.iterator():
         if event.action.startswith("key.") and event.team_id is not None:
             key_rows.append(
                 KeyEvent(
                     action=event.action.removeprefix("key."),
-                    actor_id=event.actor_id,
-                    team_id=event.team_id,
                     key_id=event.key_id,
                     key_name=event.subject_label,
                     key_prefix=event.subject_prefix,
-                    changes=event.changes,
-                    created_at=event.created_at,
+                    **shared(event),
                 )
             )
         elif event.action in team_actions:
+            is_invitation = event.subject_type == "invitation"
             team_rows.append(
                 TeamEvent(
                     action=team_actions[event.action],
-                    actor_id=event.actor_id,
-                    team_id=event.team_id,
-                    invitation_id=event.subject_id
-                    if event.subject_type == "invitation"
-                    else None,
+                    invitation_id=event.subject_id if is_invitation else None,
                     subject="" if event.subject_type == "team" else event.subject_label,
-                    changes=event.changes,
-                    created_at=event.created_at,
+                    **shared(event),
                 )
             )
     KeyEvent.objects.bulk_create(key_rows, batch_size=BATCH)
     TeamEvent.objects.bulk_create(team_rows, batch_size=BATCH)
-
 
 
 class Migration(migrations.Migration):
@@ -122,7 +113,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('action', models.CharField(choices=[('key.created', 'Created'), ('key.updated', 'Updated'), ('key.rotated', 'Rotated'), ('key.enabled', 'Enabled'), ('key.disabled', 'Disabled'), ('key.expired', 'Expired'), ('key.deleted', 'Deleted'), ('invitation.created', 'Invited'), ('invitation.revoked', 'Invitation revoked'), ('invitation.accepted', 'Invitation accepted'), ('member.added', 'Member added'), ('member.role_changed', 'Role changed'), ('member.removed', 'Member removed'), ('team.created', 'Team created'), ('team.updated', 'Team updated'), ('team.allowed_groups_changed', 'Allowed groups changed'), ('group.created', 'Group created'), ('group.updated', 'Group updated'), ('group.routes_changed', 'Group routes changed'), ('token.created', 'API token created'), ('token.revoked', 'API token revoked'), ('channel.created', 'Channel created'), ('channel.updated', 'Channel updated'), ('channel.deleted', 'Channel deleted'), ('channel.credentials_reencrypted', 'Channel credentials re-encrypted')], max_length=40)),
-                ('subject_type', models.CharField(choices=[('key', 'API key'), ('member', 'Member'), ('invitation', 'Invitation'), ('team', 'Team'), ('group', 'Group'), ('token', 'API token'), ('channel', 'Channel')], max_length=20)),
+                ('subject_type', models.CharField(choices=[('key', 'Key'), ('member', 'Member'), ('invitation', 'Invitation'), ('team', 'Team'), ('group', 'Group'), ('token', 'Token'), ('channel', 'Channel')], max_length=20)),
                 ('subject_id', models.PositiveBigIntegerField(blank=True, null=True)),
                 ('subject_label', models.CharField(blank=True, help_text="The subject's name when it was done: key or group name, member's username, invited address.", max_length=254)),
                 ('subject_prefix', models.CharField(blank=True, help_text='The display prefix of a key or token.', max_length=12)),

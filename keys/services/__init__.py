@@ -6,7 +6,7 @@ functions answer what an action would refuse without writing anything.
 One module per subject; callers import from here (`from keys import services`).
 """
 
-from .audit import audit_record
+from .audit import audit_change, audit_record
 from .groups import group_save
 from .invitations import (
     invitation_accept,
@@ -63,6 +63,7 @@ __all__ = [
     "api_token_mark_used",
     "api_token_revoke",
     "api_token_validate",
+    "audit_change",
     "audit_record",
     "group_save",
     "invitation_accept",

@@ -37,13 +37,6 @@ def group_save(*, group: Group, actor: User | None) -> Group:
             if before[field] != after[field]
         }
     if changes:
-        audit_record(
-            action=action,
-            actor=actor,
-            subject_type=AuditEvent.SubjectType.GROUP,
-            subject_id=group.pk,
-            subject_label=group.name,
-            changes=changes,
-        )
+        audit_record(action=action, actor=actor, subject=group, changes=changes)
     invalidate_key_state(group.api_keys.values_list("digest", flat=True))
     return group

@@ -175,11 +175,5 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
 
 def _record(invitation: Invitation, action: str, actor: User | None) -> None:
     audit_record(
-        action=action,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.INVITATION,
-        subject_id=invitation.pk,
-        subject_label=invitation.email,
-        team_id=invitation.team_id,
-        changes={"role": [None, invitation.role]},
+        action=action, actor=actor, subject=invitation, changes={"role": [None, invitation.role]}
     )

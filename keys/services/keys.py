@@ -299,14 +299,4 @@ def _audit_value(value: Any) -> Any:
 
 
 def _record(key: ApiKey, actor: User | None, action: str, changes: dict[str, list]) -> None:
-    audit_record(
-        action=action,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.KEY,
-        subject_id=key.pk,
-        subject_label=key.name,
-        subject_prefix=key.prefix,
-        team_id=key.team_id,
-        key=key,
-        changes=changes,
-    )
+    audit_record(action=action, actor=actor, subject=key, changes=changes)

@@ -13,7 +13,7 @@ from django.db import transaction
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group, Membership, Team
 
-from .audit import audit_record
+from .audit import audit_change, audit_record
 from .keys import _disable
 
 # What a team's audit row records of the team itself.
@@ -41,26 +41,18 @@ def team_save(*, team: Team, actor: User | None) -> Team:
         }
         if not changes:
             return team
-    audit_record(
-        action=action,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.TEAM,
-        subject_id=team.pk,
-        subject_label=team.name,
-        team_id=team.pk,
-        changes=changes,
-    )
+    audit_record(action=action, actor=actor, subject=team, changes=changes)
     return team
 
 
 @transaction.atomic(durable=True)
 def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
     membership = join_team(team=team, user=user, role=role)
-    _record_member_event(
-        team=team,
-        user=user,
+    audit_record(
         action=AuditEvent.Action.MEMBER_ADDED,
         actor=actor,
+        subject=user,
+        team=team,
         changes={"role": [None, role]},
     )
     return membership
@@ -87,11 +79,11 @@ def membership_set_role(*, membership: Membership, role: str, actor: User | None
     membership.role = role
     membership.full_clean(validate_constraints=False)
     membership.save(update_fields=["role"])
-    _record_member_event(
-        team=membership.team,
-        user=membership.user,
+    audit_record(
         action=AuditEvent.Action.MEMBER_ROLE_CHANGED,
         actor=actor,
+        subject=membership.user,
+        team=membership.team,
         changes=changes,
     )
     return membership
@@ -112,11 +104,11 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
     for key in keys.select_for_update():
         _disable(key=key, actor=actor)
         disabled += 1
-    _record_member_event(
-        team=membership.team,
-        user=membership.user,
+    audit_record(
         action=AuditEvent.Action.MEMBER_REMOVED,
         actor=actor,
+        subject=membership.user,
+        team=membership.team,
         changes={"role": [membership.role, None]},
     )
     membership.delete()
@@ -183,31 +175,13 @@ def _already_member(team: Team, user: User) -> ValidationError:
 def team_set_allowed_groups(*, team: Team, groups: list[Group], actor: User | None) -> Team:
     before = sorted(team.allowed_groups.values_list("name", flat=True))
     team.allowed_groups.set(groups)
-    after = sorted(group.name for group in groups)
-    if after != before:
-        audit_record(
-            action=AuditEvent.Action.TEAM_ALLOWED_GROUPS_CHANGED,
-            actor=actor,
-            subject_type=AuditEvent.SubjectType.TEAM,
-            subject_id=team.pk,
-            subject_label=team.name,
-            team_id=team.pk,
-            changes={"allowed_groups": [before, after]},
-        )
+    audit_change(
+        action=AuditEvent.Action.TEAM_ALLOWED_GROUPS_CHANGED,
+        actor=actor,
+        subject=team,
+        field="allowed_groups",
+        before=before,
+        after=sorted(group.name for group in groups),
+    )
     invalidate_key_state(team.api_keys.values_list("digest", flat=True))
     return team
-
-
-def _record_member_event(
-    *, team: Team, user: User, action: str, actor: User | None, changes: dict
-) -> None:
-    """A row of the team's trail about one of its members, named by username."""
-    audit_record(
-        action=action,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.MEMBER,
-        subject_id=user.pk,
-        subject_label=user.get_username(),
-        team_id=team.pk,
-        changes=changes,
-    )

@@ -80,15 +80,7 @@ def api_token_revoke(*, token: ApiToken, actor: User | None) -> ApiToken:
 
 
 def _record(token: ApiToken, action: str, actor: User | None, changes: dict) -> None:
-    audit_record(
-        action=action,
-        actor=actor,
-        subject_type=AuditEvent.SubjectType.TOKEN,
-        subject_id=token.pk,
-        subject_label=token.name,
-        subject_prefix=token.prefix,
-        changes=changes,
-    )
+    audit_record(action=action, actor=actor, subject=token, changes=changes)
 
 
 def api_token_mark_used(*, token: ApiToken) -> None:

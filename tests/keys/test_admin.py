@@ -19,6 +19,7 @@ from keys.cache import key_state_cache_key
 from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
+from tests.audit_trail import audit_rows
 
 from ..factories import (
     GroupFactory,
@@ -1133,14 +1134,6 @@ def test_the_key_and_token_pages_have_their_title_and_a_way_back(
 # --- validation writes nothing; each save is one audited action ----------------------------
 
 
-def audit_rows() -> list[tuple]:
-    return list(
-        AuditEvent.objects.order_by("id").values_list(
-            "action", "actor__username", "team__slug", "subject_label", "changes"
-        )
-    )
-
-
 def test_an_invalid_key_change_runs_no_write_service(admin_client, key, monkeypatch):
     """The admin validates with api_key_validate: the write service is never run to be rolled
     back, so an invalid change calls it zero times and a valid one once."""
@@ -1279,19 +1272,9 @@ def test_group_saves_and_token_revocations_are_audited_with_the_staff_user(
     )
 
     rows = audit_rows()
-    assert rows[-2] == (
-        "group.created",
-        "admin",
-        None,
-        "Budget",
-        {
-            "name": [None, "Budget"],
-            "description": [None, ""],
-            "multiplier": [None, "0.5"],
-            "models": [None, ["claude-*"]],
-            "is_active": [None, True],
-        },
-    )
+    # The row's changes are the service's (tests/keys/test_audit.py); here, who and what.
+    assert rows[-2][:4] == ("group.created", "admin", None, "Budget")
+    assert rows[-2][4]["models"] == [None, ["claude-*"]]
     token.refresh_from_db()
     assert rows[-1] == (
         "token.revoked",

@@ -7,21 +7,27 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
 from keys import selectors, services
 from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team
+from tests.audit_trail import audit_rows as rows
+from tests.migrating import at_migration, migrate
 
 from ..factories import UserFactory, grant, make_key
 
 
-def rows() -> list[tuple]:
-    return list(
-        AuditEvent.objects.order_by("id").values_list(
-            "action", "actor__username", "team__slug", "subject_type", "subject_label", "changes"
-        )
+def test_every_action_names_a_kind_of_subject_first():
+    kinds = {action.partition(".")[0] for action in AuditEvent.Action.values}
+    assert kinds == set(AuditEvent.SubjectType.values)
+
+
+def test_each_row_records_its_subject_kind_and_id(issued, lead):
+    event = AuditEvent.objects.get(key=issued.key)
+    assert (event.subject_type, event.subject_id, event.subject_prefix) == (
+        "key",
+        issued.key.pk,
+        issued.key.prefix,
     )
 
 
@@ -43,7 +49,6 @@ def test_group_save_writes_one_row_for_a_creation_and_one_for_a_change(lead):
             "group.created",
             "lead",
             None,
-            "group",
             "Budget",
             {
                 "name": [None, "Budget"],
@@ -57,7 +62,6 @@ def test_group_save_writes_one_row_for_a_creation_and_one_for_a_change(lead):
             "group.updated",
             None,
             None,
-            "group",
             "Budget",
             {"models": [["claude-*"], ["claude-*", "gpt-4o"]], "is_active": [True, False]},
         ),
@@ -86,7 +90,6 @@ def test_token_create_and_revoke_write_one_row_each_and_never_the_secret(member,
             "token.created",
             "lead",
             None,
-            "token",
             "ci",
             {"user": [None, "member"], "name": [None, "ci"]},
         ),
@@ -94,7 +97,6 @@ def test_token_create_and_revoke_write_one_row_each_and_never_the_secret(member,
             "token.revoked",
             "member",
             None,
-            "token",
             "ci",
             {"revoked_at": [None, token.revoked_at.isoformat()]},
         ),
@@ -134,11 +136,10 @@ def test_team_save_writes_created_then_only_real_changes(lead):
             "team.created",
             "lead",
             "initech",
-            "team",
             "Initech",
             {"name": [None, "Initech"], "slug": [None, "initech"]},
         ),
-        ("team.updated", None, "initech", "team", "Initrode", {"name": ["Initech", "Initrode"]}),
+        ("team.updated", None, "initech", "Initrode", {"name": ["Initech", "Initrode"]}),
     ]
 
 
@@ -170,18 +171,15 @@ def test_api_key_validate_refuses_like_update_and_leaves_the_key_as_it_was(issue
 
 
 def test_api_key_validate_refuses_like_create_and_writes_nothing(team, outsider, group):
+    every_setting = {field: "" for field in services.EDITABLE_FIELDS} | {
+        "name": "laptop",
+        "group": group,
+        "status": "enabled",
+        "quota_limit_usd": "0",
+        "expires_at": None,
+    }
     with pytest.raises(ValidationError) as error:
-        services.api_key_validate(
-            team=team,
-            owner=outsider,
-            name="laptop",
-            group=group,
-            status="enabled",
-            allowed_ips="",
-            quota_limit_usd="0",
-            rate_limit="",
-            expires_at=None,
-        )
+        services.api_key_validate(team=team, owner=outsider, **every_setting)
     assert error.value.message_dict == {"owner": ["outsider is not a member of team Acme."]}
     assert not ApiKey.objects.exists()
     assert rows() == []
@@ -299,18 +297,9 @@ BEFORE = ("keys", "0004_invitations")
 AFTER = ("keys", "0005_audit_event")
 
 
-def migrate(target: tuple[str, str]):
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
-
-
 @pytest.fixture
 def before_audit_event(transactional_db):
-    apps = migrate(BEFORE)
-    yield apps
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    yield from at_migration(BEFORE)
 
 
 def test_the_old_trails_become_audit_events_and_back(before_audit_event):
@@ -336,31 +325,22 @@ def test_the_old_trails_become_audit_events_and_back(before_audit_event):
         changes={"name": [None, "laptop"]},
         created_at="2026-01-01T00:00Z",
     )
-    TeamEvent.objects.create(
-        team=team,
-        invitation=invitation,
-        action="invited",
-        subject="new@example.com",
-        actor=user,
-        changes={"role": [None, "member"]},
-        created_at="2026-01-02T00:00Z",
-    )
-    TeamEvent.objects.create(
-        team=team,
-        action="role_changed",
-        subject="lead",
-        actor=None,
-        changes={"role": ["member", "lead"]},
-        created_at="2026-01-03T00:00Z",
-    )
-    TeamEvent.objects.create(
-        team=team,
-        action="allowed_groups_changed",
-        subject="",
-        actor=user,
-        changes={"allowed_groups": [[], ["Default"]]},
-        created_at="2026-01-04T00:00Z",
-    )
+    old_team_rows = [
+        # (invitation, action, subject, actor, changes, day)
+        (invitation, "invited", "new@example.com", user, {"role": [None, "member"]}, 2),
+        (None, "role_changed", "lead", None, {"role": ["member", "lead"]}, 3),
+        (None, "allowed_groups_changed", "", user, {"allowed_groups": [[], ["Default"]]}, 4),
+    ]
+    for invitation_row, action, subject, actor, changes, day in old_team_rows:
+        TeamEvent.objects.create(
+            team=team,
+            invitation=invitation_row,
+            action=action,
+            subject=subject,
+            actor=actor,
+            changes=changes,
+            created_at=f"2026-01-0{day}T00:00Z",
+        )
 
     after = migrate(AFTER)
 

@@ -14,6 +14,7 @@ from proxy.admin import ChannelAdmin, GroupWithRoutesAdmin
 from proxy.models import Channel, Route
 from proxy.services import channel_save
 from tests.admin_pages import assert_sent_to_login, url
+from tests.audit_trail import audit_rows
 
 SECRET = "sk-ant-upstream-secret-0123456789"
 
@@ -411,11 +412,7 @@ def test_the_allowed_filters_still_work(admin_client, channel):
 
 
 def staff_rows() -> list[tuple]:
-    return list(
-        AuditEvent.objects.filter(actor__isnull=False)
-        .order_by("id")
-        .values_list("action", "actor__username", "subject_label", "changes")
-    )
+    return audit_rows(actor__isnull=False)
 
 
 def test_channel_changes_in_the_admin_are_audited_without_the_credential(admin_client, channel):
@@ -429,10 +426,11 @@ def test_channel_changes_in_the_admin_are_audited_without_the_credential(admin_c
         (
             "channel.updated",
             "admin",
+            None,
             "anthropic-main",
             {"timeout_seconds": [600, 30], "credential": ["set", "changed"]},
         ),
-        ("channel.deleted", "admin", "anthropic-main", {}),
+        ("channel.deleted", "admin", None, "anthropic-main", {}),
     ]
     everything = str(list(AuditEvent.objects.values()))
     assert "sk-ant-new-secret-9876" not in everything
@@ -468,6 +466,7 @@ def test_route_changes_in_the_admin_are_one_row_per_save(admin_client, group, ch
         (
             "group.routes_changed",
             "admin",
+            None,
             group.name,
             {"routes": [["anthropic-main:100"], ["backup:10", "anthropic-main:20"]]},
         )

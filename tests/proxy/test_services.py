@@ -18,6 +18,7 @@ from proxy.services import (
     group_routes_set,
     routes_set,
 )
+from tests.audit_trail import audit_rows as rows
 
 from ..factories import GroupFactory, UserFactory, make_key
 
@@ -326,11 +327,7 @@ def test_group_routes_set_drops_the_group_s_cached_state(
 
 
 def audit_rows() -> list[tuple]:
-    return list(
-        AuditEvent.objects.filter(subject_type__in=["channel", "group"])
-        .order_by("id")
-        .values_list("action", "actor__username", "team", "subject_label", "changes")
-    )
+    return rows(subject_type__in=["channel", "group"])
 
 
 def test_channel_save_records_what_changed_and_only_that_a_credential_did(channel):
