@@ -23,25 +23,20 @@ TEAM_FIELDS = ("name", "slug")
 @transaction.atomic(durable=True)
 def team_save(*, team: Team, actor: User | None) -> Team:
     """Create a team or change its name or slug; one row when something changed."""
-    creating = team.pk is None
-    stored = None if creating else Team.objects.filter(pk=team.pk).values(*TEAM_FIELDS).first()
+    stored = None if team.pk is None else Team.objects.values(*TEAM_FIELDS).get(pk=team.pk)
     team.full_clean()
     team.save()
-    if stored is None:
-        action, changes = (
-            AuditEvent.Action.TEAM_CREATED,
-            {field: [None, getattr(team, field)] for field in TEAM_FIELDS},
+    before = stored or dict.fromkeys(TEAM_FIELDS)
+    changes = {
+        field: [before[field], getattr(team, field)]
+        for field in TEAM_FIELDS
+        if before[field] != getattr(team, field)
+    }
+    if changes:
+        action = (
+            AuditEvent.Action.TEAM_CREATED if stored is None else AuditEvent.Action.TEAM_UPDATED
         )
-    else:
-        action = AuditEvent.Action.TEAM_UPDATED
-        changes = {
-            field: [stored[field], getattr(team, field)]
-            for field in TEAM_FIELDS
-            if stored[field] != getattr(team, field)
-        }
-        if not changes:
-            return team
-    audit_record(action=action, actor=actor, subject=team, changes=changes)
+        audit_record(action=action, actor=actor, subject=team, changes=changes)
     return team
 
 
