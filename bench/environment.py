@@ -90,7 +90,7 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
     group.models = ["claude-*"]
     group.multiplier = Decimal("1.0")
     group.is_active = True
-    services.group_save(group=group)
+    services.group_save(group=group, actor=None)
     ModelPrice.objects.update_or_create(
         model=MODEL,
         defaults={

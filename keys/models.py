@@ -210,54 +210,6 @@ class ApiKey(HashedSecret):
         return "enabled"
 
 
-class AuditEvent(models.Model):
-    """What every audit row holds: who acted (empty: the system), what changed (old -> new),
-    and when. KeyEvent (a key's trail) and TeamEvent (a team's membership) add their subject."""
-
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="Empty when the system acted (e.g. expiry).",
-    )
-    changes = models.JSONField(
-        default=dict, blank=True, help_text="Changed fields: {field: [old, new]}."
-    )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        abstract = True
-
-
-class KeyEvent(AuditEvent):
-    """The audit trail. It outlives the key: a deleted key keeps its history."""
-
-    class Action(models.TextChoices):
-        CREATED = "created", "Created"
-        UPDATED = "updated", "Updated"
-        ROTATED = "rotated", "Rotated"
-        ENABLED = "enabled", "Enabled"
-        DISABLED = "disabled", "Disabled"
-        EXPIRED = "expired", "Expired"
-        DELETED = "deleted", "Deleted"
-
-    key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
-    )
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="key_events")
-    key_name = models.CharField(max_length=NAME_MAX_LENGTH)
-    key_prefix = models.CharField(max_length=RELAY_KEY.display_prefix_length)
-    action = models.CharField(max_length=10, choices=Action.choices)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.key_name}: {self.action}"
-
-
 class ApiTokenQuerySet(models.QuerySet):
     def active(self) -> "ApiTokenQuerySet":
         return self.filter(revoked_at__isnull=True)
@@ -369,33 +321,95 @@ class Invitation(models.Model):
         return f"{self.email} to {self.team} ({self.role})"
 
 
-class TeamEvent(AuditEvent):
-    """The audit trail of a team's membership: one row per action (invitations sent, revoked
-    and accepted; members added, their role changed, removed; the team's allowed groups), who
-    did it (empty: the system), to whom or what (`subject`), and what changed, old -> new."""
+class AuditEvent(models.Model):
+    """The one audit trail, as zulip's RealmAuditLog: every action of every interface writes
+    one row, from the service that makes the change and in its transaction. Who acted (empty:
+    the system), in which team (empty for deployment-wide objects: groups, tokens, channels),
+    what was done (`action`), to what (`subject_*`, kept readable after the subject is
+    deleted), and what changed, old -> new. Never a secret: credentials and plaintext keys are
+    written as "changed", never as values."""
 
     class Action(models.TextChoices):
-        INVITED = "invited", "Invited"
-        INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
-        INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
-        MEMBER_ADDED = "member_added", "Member added"
-        ROLE_CHANGED = "role_changed", "Role changed"
-        MEMBER_REMOVED = "member_removed", "Member removed"
-        ALLOWED_GROUPS_CHANGED = "allowed_groups_changed", "Allowed groups changed"
+        KEY_CREATED = "key.created", "Created"
+        KEY_UPDATED = "key.updated", "Updated"
+        KEY_ROTATED = "key.rotated", "Rotated"
+        KEY_ENABLED = "key.enabled", "Enabled"
+        KEY_DISABLED = "key.disabled", "Disabled"
+        KEY_EXPIRED = "key.expired", "Expired"
+        KEY_DELETED = "key.deleted", "Deleted"
+        INVITATION_CREATED = "invitation.created", "Invited"
+        INVITATION_REVOKED = "invitation.revoked", "Invitation revoked"
+        INVITATION_ACCEPTED = "invitation.accepted", "Invitation accepted"
+        MEMBER_ADDED = "member.added", "Member added"
+        MEMBER_ROLE_CHANGED = "member.role_changed", "Role changed"
+        MEMBER_REMOVED = "member.removed", "Member removed"
+        TEAM_CREATED = "team.created", "Team created"
+        TEAM_UPDATED = "team.updated", "Team updated"
+        TEAM_ALLOWED_GROUPS_CHANGED = "team.allowed_groups_changed", "Allowed groups changed"
+        GROUP_CREATED = "group.created", "Group created"
+        GROUP_UPDATED = "group.updated", "Group updated"
+        GROUP_ROUTES_CHANGED = "group.routes_changed", "Group routes changed"
+        TOKEN_CREATED = "token.created", "API token created"
+        TOKEN_REVOKED = "token.revoked", "API token revoked"
+        CHANNEL_CREATED = "channel.created", "Channel created"
+        CHANNEL_UPDATED = "channel.updated", "Channel updated"
+        CHANNEL_DELETED = "channel.deleted", "Channel deleted"
+        CHANNEL_CREDENTIALS_REENCRYPTED = (
+            "channel.credentials_reencrypted",
+            "Channel credentials re-encrypted",
+        )
 
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="events")
-    invitation = models.ForeignKey(
-        Invitation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    # What an action was done to: its first word ("key.created" was done to a key).
+    SubjectType = models.TextChoices(
+        "SubjectType", "key member invitation team group token channel"
     )
-    action = models.CharField(max_length=30, choices=Action.choices)
-    subject = models.CharField(
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system acted (e.g. expiry).",
+    )
+    team = models.ForeignKey(
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="audit_events",
+        help_text="Empty for what belongs to no team: groups, API tokens, channels.",
+    )
+    action = models.CharField(max_length=40, choices=Action.choices)
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    # No foreign key: the subject may be deleted, and its row must outlive it.
+    subject_id = models.PositiveBigIntegerField(null=True, blank=True)
+    subject_label = models.CharField(
         max_length=254,
         blank=True,
-        help_text="Whom or what it was done to: the invited address, the member's username.",
+        help_text="The subject's name when it was done: key or group name, member's username, "
+        "invited address.",
     )
+    subject_prefix = models.CharField(
+        max_length=max(RELAY_KEY.display_prefix_length, API_TOKEN.display_prefix_length),
+        blank=True,
+        help_text="The display prefix of a key or token.",
+    )
+    # The key's page lists its trail by this; emptied, not deleted, with the key.
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    changes = models.JSONField(
+        default=dict, blank=True, help_text="Changed fields: {field: [old, new]}."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="auditevent_team_time"),
+            models.Index(fields=["key", "-created_at"], name="auditevent_key_time"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.team}: {self.action} {self.subject}"
+        return f"{self.action} {self.subject_label}".rstrip()

@@ -18,7 +18,16 @@ from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from .models import ApiKey, ApiToken, Group, Invitation, KeyEvent, Membership, Team, digest_key
+from .models import (
+    ApiKey,
+    ApiToken,
+    AuditEvent,
+    Group,
+    Invitation,
+    Membership,
+    Team,
+    digest_key,
+)
 
 
 def staff_may(*, actor: User, permission: str | None) -> bool:
@@ -89,13 +98,51 @@ def api_key_get(
     return api_key_list(actor=actor, team=team, staff_permission=staff_permission).get(pk=key_id)
 
 
-def key_event_list(*, actor: User, key: ApiKey) -> QuerySet[KeyEvent]:
+def key_event_list(*, actor: User, key: ApiKey) -> QuerySet[AuditEvent]:
     """The key's audit trail, for those who may see the key as a member or lead, and for staff
     who may view audit events."""
-    visible = api_key_list(actor=actor, team=key.team, staff_permission="keys.view_keyevent")
+    visible = api_key_list(actor=actor, team=key.team, staff_permission="keys.view_auditevent")
     if not visible.filter(pk=key.pk).exists():
-        return KeyEvent.objects.none()
-    return KeyEvent.objects.filter(key=key).select_related("actor")
+        return AuditEvent.objects.none()
+    return AuditEvent.objects.filter(key=key).select_related("actor")
+
+
+# The filters team_event_list takes. A false value (None, "") leaves that filter out.
+TEAM_EVENT_FILTERS = frozenset(
+    {
+        "action",  # one AuditEvent.Action
+        "since",  # a datetime: events at or after it
+        "until",  # a datetime: events before it
+    }
+)
+
+
+def team_event_list(
+    *,
+    actor: User,
+    team: Team,
+    filters: Mapping[str, Any] | None = None,
+    staff_permission: str | None = "keys.view_auditevent",
+) -> QuerySet[AuditEvent]:
+    """The team's audit trail (its keys, members, invitations and settings), newest first, for
+    its leads and for staff with `staff_permission`; empty for anyone else. One query."""
+    filters = filters or {}
+    unknown = set(filters) - TEAM_EVENT_FILTERS
+    if unknown:
+        raise ValueError(f"Unknown event filters: {', '.join(sorted(unknown))}.")
+    events = AuditEvent.objects.filter(team=team).select_related("actor")
+    if not staff_may(actor=actor, permission=staff_permission):
+        # A join rather than a second query: one membership per user and team, so no duplicates.
+        events = events.filter(
+            team__memberships__user=actor, team__memberships__role=Membership.Role.LEAD
+        )
+    if filters.get("action"):
+        events = events.filter(action=filters["action"])
+    if filters.get("since"):
+        events = events.filter(created_at__gte=filters["since"])
+    if filters.get("until"):
+        events = events.filter(created_at__lt=filters["until"])
+    return events.order_by("-created_at", "-id")
 
 
 def group_list_for_team(*, team: Team) -> QuerySet[Group]:

@@ -17,10 +17,11 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
 from keys.admin import GroupAdmin
+from keys.admin.transactions import ServiceTransactionsMixin
 from keys.models import Group
 
 from .models import CREDENTIAL_MAX_LENGTH, Channel, Route
-from .services import channel_save, route_changed
+from .services import channel_delete, channel_save, group_routes_set
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -52,7 +53,7 @@ class ChannelAdminForm(forms.ModelForm):
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
     form = ChannelAdminForm
     list_display = (
         "name",
@@ -91,18 +92,15 @@ class ChannelAdmin(admin.ModelAdmin):
         return channel.has_credential
 
     def save_model(self, request: HttpRequest, obj: Channel, form, change: bool) -> None:
-        channel_save(channel=obj, credential=form.credential_to_store())
+        channel_save(channel=obj, credential=form.credential_to_store(), actor=request.user)
 
     def delete_model(self, request: HttpRequest, obj: Channel) -> None:
-        self.delete_queryset(request, Channel.objects.filter(pk=obj.pk))
+        channel_delete(channel=obj, actor=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
-        # Deleting a channel deletes its routes; the groups that lost one must be re-read by
-        # the relay.
-        routes = list(Route.objects.filter(channel__in=queryset))
-        queryset.delete()
-        for route in routes:
-            route_changed(route=route)
+        # Used by the bulk "delete selected" action: one audited service call per channel.
+        for channel in queryset:
+            channel_delete(channel=channel, actor=request.user)
 
 
 class RouteInline(admin.TabularInline):
@@ -120,8 +118,31 @@ class GroupWithRoutesAdmin(GroupAdmin):
     inlines = [*GroupAdmin.inlines, RouteInline]
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
-        super().save_formset(request, form, formset, change)
-        if formset.model is Route:
-            changed = [route for route, _fields in formset.changed_objects]
-            for route in [*formset.new_objects, *changed, *formset.deleted_objects]:
-                route_changed(route=route)
+        if formset.model is not Route:
+            super().save_formset(request, form, formset, change)
+            return
+        # The group's routes as the inline leaves them, set by the service (one audit row);
+        # the formset's own save would write each route without one.
+        kept = [
+            route
+            for route in formset.forms
+            if route not in formset.deleted_forms
+            and (route.instance.pk is not None or route.has_changed())
+        ]
+        group_routes_set(
+            group=form.instance,
+            routes=[
+                (route.cleaned_data["channel"], route.cleaned_data["priority"]) for route in kept
+            ],
+            actor=request.user,
+        )
+        # What the admin's change message lists.
+        formset.new_objects = [route.instance for route in kept if route.instance.pk is None]
+        formset.changed_objects = [
+            (route.instance, route.changed_data)
+            for route in kept
+            if route.instance.pk is not None and route.has_changed()
+        ]
+        formset.deleted_objects = [
+            route.instance for route in formset.deleted_forms if route.instance.pk is not None
+        ]

@@ -244,6 +244,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Request bodies get their own components, so read-only fields never appear as inputs.
     "COMPONENT_SPLIT_REQUEST": True,
+    # A key's trail keeps the enum name it had before the one audit trail came; the team's
+    # trail names every action of it.
+    "ENUM_NAME_OVERRIDES": {
+        "ActionEnum": "keys.api.serializers.KEY_EVENT_ACTIONS",
+        "AuditActionEnum": "keys.models.AuditEvent.Action",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.api.schema.add_error_responses",

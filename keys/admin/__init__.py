@@ -8,7 +8,7 @@ One module per subject; importing them here registers their admins when Django a
 keys.admin.
 """
 
-from .events import KeyEventAdmin, TeamEventAdmin
+from .events import AuditEventAdmin
 from .groups import GroupAdmin, GroupAdminForm, ModelPatternsField
 from .issued import ISSUED_KEYS_TEMPLATE, ISSUED_TOKEN_TEMPLATE
 from .keys import ROTATE_CONFIRMATION_TEMPLATE, ApiKeyAdmin, ApiKeyAdminForm, IpListField
@@ -23,14 +23,13 @@ __all__ = [
     "ApiKeyAdminForm",
     "ApiTokenAdmin",
     "ApiTokenAdminForm",
+    "AuditEventAdmin",
     "GroupAdmin",
     "GroupAdminForm",
     "IpListField",
-    "KeyEventAdmin",
     "MembershipInline",
     "MembershipInlineForm",
     "MembershipInlineFormSet",
     "ModelPatternsField",
     "TeamAdmin",
-    "TeamEventAdmin",
 ]

@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from keys import services
 from keys.models import Group
 
+from .transactions import ServiceTransactionsMixin
+
 _PATTERN_SEPARATORS = re.compile(r"[\n,]+")
 
 
@@ -44,7 +46,7 @@ class GroupAdminForm(forms.ModelForm):
 
 
 @admin.register(Group)
-class GroupAdmin(admin.ModelAdmin):
+class GroupAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
     form = GroupAdminForm
     list_display = ("name", "multiplier", "model_patterns", "is_active", "updated_at")
     list_filter = ("is_active",)
@@ -55,4 +57,4 @@ class GroupAdmin(admin.ModelAdmin):
         return ", ".join(group.models)
 
     def save_model(self, request: HttpRequest, obj: Group, form, change: bool) -> None:
-        services.group_save(group=obj)
+        services.group_save(group=obj, actor=request.user)

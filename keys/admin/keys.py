@@ -10,7 +10,6 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.widgets import AdminTextareaWidget, AdminTextInputWidget
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -22,6 +21,7 @@ from keys.validators import MAX_ALLOWED_IPS
 
 from .forms import _add_service_errors
 from .issued import ISSUED_KEYS_TEMPLATE, ShowIssuedSecretOnceMixin, _issued_secrets_response
+from .transactions import ServiceTransactionsMixin
 
 ROTATE_CONFIRMATION_TEMPLATE = "admin/keys/apikey/rotate_confirmation.html"
 
@@ -48,9 +48,9 @@ class IpListField(forms.CharField):
 class ApiKeyAdminForm(forms.ModelForm):
     """Shows the key settings; validation and saving belong to the key services.
 
-    In place of ModelForm's own model validation, _post_clean runs the service and rolls it
-    back, so staff see the service's exact messages on the fields and nothing is written until
-    save_model calls the service for real.
+    In place of ModelForm's own model validation, _post_clean runs the services' validation,
+    which writes nothing, so staff see the service's exact messages on the fields; save_model
+    then calls the service.
     """
 
     allowed_ips = IpListField(
@@ -91,15 +91,14 @@ class ApiKeyAdminForm(forms.ModelForm):
         if self.errors:
             return
         try:
-            with transaction.atomic():
-                # Rolled back below, so no audit row is kept and no actor is needed.
-                if self.instance.pk is None:
-                    self.create_key(actor=None)
-                else:
-                    # A copy: a successful update mutates the key it is given, and
-                    # self.instance must stay as stored for the real call to see the changes.
-                    self.update_key(key=ApiKey.objects.get(pk=self.instance.pk), actor=None)
-                transaction.set_rollback(True)
+            if self.instance.pk is None:
+                services.api_key_validate(
+                    team=self.cleaned_data["team"],
+                    owner=self.cleaned_data["owner"],
+                    **{field: self.cleaned_data[field] for field in services.EDITABLE_FIELDS},
+                )
+            else:
+                services.api_key_validate(key=self.instance, **self._changes())
         except ValidationError as error:
             _add_service_errors(self, error)
 
@@ -112,18 +111,20 @@ class ApiKeyAdminForm(forms.ModelForm):
         )
 
     def update_key(self, *, key: ApiKey, actor: User | None) -> ApiKey:
+        return services.api_key_update(key=key, actor=actor, **self._changes())
+
+    def _changes(self) -> dict[str, Any]:
         # Only what staff changed: the date widget drops microseconds, so resending an untouched
         # expiry would record a change nobody made (or refuse an already-expired key's date).
-        changes = {
+        return {
             field: self.cleaned_data[field]
             for field in services.EDITABLE_FIELDS
             if field in self.changed_data
         }
-        return services.api_key_update(key=key, actor=actor, **changes)
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ShowIssuedSecretOnceMixin, admin.ModelAdmin):
+class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.ModelAdmin):
     form = ApiKeyAdminForm
     issued_title = "API key created"
     issued_template = ISSUED_KEYS_TEMPLATE

@@ -6,7 +6,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -15,6 +14,7 @@ from keys import services
 from keys.models import Membership, Team
 
 from .keys import _keys
+from .transactions import ServiceTransactionsMixin
 
 
 class MembershipInlineForm(forms.ModelForm):
@@ -39,22 +39,24 @@ class MembershipInlineFormSet(BaseInlineFormSet):
         # duplicate rows the formset itself rejects.
         if any(self.errors) or self.non_form_errors() or self.instance.pk is None:
             return
-        # The services hold the rules (e.g. a team keeps a lead), so validation runs them and
-        # rolls back; the admin's save_formset then runs them for real.
+        # The services hold the rules (e.g. a team keeps a lead): their validation checks the
+        # whole batch without writing; the admin's save_formset then runs them.
+        added, role_changed, removed = self._changes()
         try:
-            with transaction.atomic():
-                self.apply(actor=None)
-                transaction.set_rollback(True)
+            services.membership_changes_validate(
+                team=self.instance,
+                added=[(form.cleaned_data["user"], form.cleaned_data["role"]) for form in added],
+                role_changes=[(stored, form.cleaned_data["role"]) for form, stored in role_changed],
+                removed=[stored for _form, stored in removed],
+            )
         except ValidationError as error:
             raise ValidationError(error.messages) from None
 
-    def apply(self, *, actor: User | None) -> list[str]:
-        """Run the changes through the services; returns what to tell the staff user.
-
-        Order matters: additions and promotions come before demotions and removals, so that
-        handing the lead role over in one save never leaves the team without a lead.
-        """
-        team = self.instance
+    def _changes(self) -> tuple[list, list, list]:
+        """The additions, role changes and removals, in the order they are applied: additions
+        and promotions before demotions and removals, so that handing the lead role over in one
+        save never leaves the team without a lead. Role changes and removals come with the
+        stored membership (the form has already copied the new role onto its instance)."""
         removed = [form for form in self.initial_forms if form in self.deleted_forms]
         role_changed = [
             form
@@ -67,7 +69,19 @@ class MembershipInlineFormSet(BaseInlineFormSet):
             if form.has_changed() and form not in self.deleted_forms
         ]
         role_changed.sort(key=lambda form: form.cleaned_data["role"] != Membership.Role.LEAD)
+        stored = Membership.objects.select_related("user", "team").in_bulk(
+            [form.instance.pk for form in [*role_changed, *removed]]
+        )
+        return (
+            added,
+            [(form, stored[form.instance.pk]) for form in role_changed],
+            [(form, stored[form.instance.pk]) for form in removed],
+        )
 
+    def apply(self, *, actor: User | None) -> list[str]:
+        """Run the changes through the services; returns what to tell the staff user."""
+        team = self.instance
+        added, role_changed, removed = self._changes()
         self.new_objects, self.changed_objects, self.deleted_objects = [], [], []
         notes: list[str] = []
         for form in added:
@@ -78,17 +92,12 @@ class MembershipInlineFormSet(BaseInlineFormSet):
                 actor=actor,
             )
             self.new_objects.append(membership)
-        for form in role_changed:
-            # The form already copied the new role onto its instance; the service needs the
-            # stored row to see what changes.
+        for form, membership in role_changed:
             membership = services.membership_set_role(
-                membership=Membership.objects.get(pk=form.instance.pk),
-                role=form.cleaned_data["role"],
-                actor=actor,
+                membership=membership, role=form.cleaned_data["role"], actor=actor
             )
             self.changed_objects.append((membership, ["role"]))
-        for form in removed:
-            membership = Membership.objects.select_related("user").get(pk=form.instance.pk)
+        for _form, membership in removed:
             disabled = services.membership_remove(membership=membership, actor=actor)
             self.deleted_objects.append(membership)
             notes.append(
@@ -107,7 +116,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
     list_display = ("name", "slug", "member_count", "key_count", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -144,6 +153,9 @@ class TeamAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+    def save_model(self, request: HttpRequest, obj: Team, form, change: bool) -> None:
+        services.team_save(team=obj, actor=request.user)
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         # allowed_groups is the team's only many-to-many field; the service sets it and drops

@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -14,13 +13,14 @@ from keys.services import IssuedApiToken
 
 from .forms import _add_service_errors
 from .issued import ISSUED_TOKEN_TEMPLATE, ShowIssuedSecretOnceMixin
+from .transactions import ServiceTransactionsMixin
 
 _TOKEN_NAME_MESSAGES = ApiToken._meta.get_field("name").error_messages
 
 
 class ApiTokenAdminForm(forms.ModelForm):
-    """A new token for a user. As with keys, _post_clean runs the create service and rolls it
-    back, so staff see its exact messages and nothing is written until save_model."""
+    """A new token for a user. As with keys, _post_clean runs the service's validation, which
+    writes nothing, so staff see its exact messages; save_model then calls the service."""
 
     class Meta:
         model = ApiToken
@@ -36,10 +36,9 @@ class ApiTokenAdminForm(forms.ModelForm):
         if self.errors:
             return
         try:
-            with transaction.atomic():
-                # Rolled back below, so the token is never kept and no actor is needed.
-                self.create_token(actor=None)
-                transaction.set_rollback(True)
+            services.api_token_validate(
+                user=self.cleaned_data["user"], name=self.cleaned_data["name"]
+            )
         except ValidationError as error:
             _add_service_errors(self, error)
 
@@ -50,7 +49,7 @@ class ApiTokenAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ShowIssuedSecretOnceMixin, admin.ModelAdmin):
+class ApiTokenAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.ModelAdmin):
     """Staff may create a token for a user and revoke tokens; nothing else changes a token.
 
     A token staff create is shown to them once, like a key they create, for handing over to
@@ -117,7 +116,7 @@ class ApiTokenAdmin(ShowIssuedSecretOnceMixin, admin.ModelAdmin):
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
-            services.api_token_revoke(token=token)
+            services.api_token_revoke(token=token, actor=request.user)
             revoked += 1
         self.message_user(
             request, f"Revoked {revoked} token{'' if revoked == 1 else 's'}.", messages.SUCCESS

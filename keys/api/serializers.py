@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api.parsers import JsonNumber
-from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
+from keys.models import ApiKey, AuditEvent, Group, Invitation, Membership, Team
 from keys.selectors import KEY_STATES, team_list, teammate_list
 from keys.validators import MAX_ALLOWED_IPS, NAME_MAX_LENGTH
 
@@ -293,18 +293,33 @@ class KeyFilterSerializer(serializers.Serializer):
     ordering = serializers.ChoiceField(choices=ORDERINGS, required=False, default="-created_at")
 
 
+# A key's trail names its actions without the "key." every one of them starts with.
+KEY_EVENT_ACTIONS = [
+    (value.removeprefix("key."), label)
+    for value, label in AuditEvent.Action.choices
+    if value.startswith("key.")
+]
+
+
 class KeyEventSerializer(serializers.ModelSerializer):
+    action = serializers.SerializerMethodField()
     actor = serializers.SlugRelatedField(
         slug_field="username", read_only=True, help_text="Null when the system acted."
     )
+    key_name = serializers.CharField(source="subject_label", read_only=True)
+    key_prefix = serializers.CharField(source="subject_prefix", read_only=True)
     changes = serializers.SerializerMethodField(
         help_text="Each changed field with its old and new value."
     )
 
     class Meta:
-        model = KeyEvent
+        model = AuditEvent
         fields = ["id", "action", "actor", "key_name", "key_prefix", "changes", "created_at"]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=KEY_EVENT_ACTIONS))
+    def get_action(self, event: AuditEvent) -> str:
+        return event.action.removeprefix("key.")
 
     @extend_schema_field(
         {
@@ -322,7 +337,7 @@ class KeyEventSerializer(serializers.ModelSerializer):
             },
         }
     )
-    def get_changes(self, event: KeyEvent) -> dict:
+    def get_changes(self, event: AuditEvent) -> dict:
         return event.changes
 
 

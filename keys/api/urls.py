@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import events, views
 
 app_name = "keys-api"
 
@@ -18,6 +18,11 @@ router.register(
     rf"teams/(?P<team_slug>{views.SLUG_PATTERN})/invitations",
     views.TeamInvitationViewSet,
     basename="invitation",
+)
+router.register(
+    rf"teams/(?P<team_slug>{views.SLUG_PATTERN})/events",
+    events.TeamEventViewSet,
+    basename="team-event",
 )
 
 urlpatterns = [

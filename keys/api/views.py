@@ -29,7 +29,7 @@ from rest_framework.viewsets import GenericViewSet
 from core.api.query import validated_query
 from core.api.schema import FIELD_ERRORS, conflict, filtered_list
 from keys import selectors, services
-from keys.models import ApiKey, Group, Invitation, KeyEvent, Membership, Team
+from keys.models import ApiKey, AuditEvent, Group, Invitation, Membership, Team
 
 from .serializers import (
     MAX_ID,
@@ -120,7 +120,7 @@ class KeyViewSet(GenericViewSet):
     # The staff permission each action on one key needs; the rest change the key.
     STAFF_PERMISSIONS = {
         "retrieve": "keys.view_apikey",
-        "events": "keys.view_keyevent",
+        "events": "keys.view_auditevent",
         "destroy": "keys.delete_apikey",
     }
     serializer_class = KeySerializer
@@ -211,7 +211,7 @@ class KeyViewSet(GenericViewSet):
     )
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str) -> Response:
-        events: QuerySet[KeyEvent] = selectors.key_event_list(
+        events: QuerySet[AuditEvent] = selectors.key_event_list(
             actor=request.user, key=self.get_object()
         )
         page = self.paginate_queryset(events)
@@ -302,7 +302,7 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
     def create(self, request: Request) -> Response:
         serializer = GroupCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        group = services.group_save(group=Group(**serializer.validated_data))
+        group = services.group_save(group=Group(**serializer.validated_data), actor=request.user)
         return Response(GroupSerializer(group).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request: Request, pk: str) -> Response:
@@ -311,7 +311,7 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
         serializer.is_valid(raise_exception=True)
         for field, value in serializer.validated_data.items():
             setattr(group, field, value)
-        group = services.group_save(group=group)
+        group = services.group_save(group=group, actor=request.user)
         return Response(GroupSerializer(group).data)
 
 

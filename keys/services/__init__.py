@@ -1,10 +1,12 @@
-"""Every write to teams, memberships, invitations, groups and keys. Admin, portal, API, tasks
-and commands call these; each key change writes exactly one KeyEvent and drops the relay's
-cached state, each invitation action one TeamEvent.
+"""Every write to teams, memberships, invitations, groups, keys and tokens. Admin, portal, API,
+tasks and commands call these. Each action writes exactly one AuditEvent in its own durable
+transaction (a key change also drops the relay's cached state of the key); the `*_validate`
+functions answer what an action would refuse without writing anything.
 
 One module per subject; callers import from here (`from keys import services`).
 """
 
+from .audit import audit_change, audit_record
 from .groups import group_save
 from .invitations import (
     invitation_accept,
@@ -22,11 +24,14 @@ from .keys import (
     api_key_expire,
     api_key_rotate,
     api_key_update,
+    api_key_validate,
 )
 from .members import (
     membership_add,
+    membership_changes_validate,
     membership_remove,
     membership_set_role,
+    team_save,
     team_set_allowed_groups,
 )
 from .tokens import (
@@ -35,6 +40,7 @@ from .tokens import (
     api_token_create,
     api_token_mark_used,
     api_token_revoke,
+    api_token_validate,
 )
 from .usage import api_key_add_spend, api_key_mark_used
 
@@ -52,16 +58,22 @@ __all__ = [
     "api_key_mark_used",
     "api_key_rotate",
     "api_key_update",
+    "api_key_validate",
     "api_token_create",
     "api_token_mark_used",
     "api_token_revoke",
+    "api_token_validate",
+    "audit_change",
+    "audit_record",
     "group_save",
     "invitation_accept",
     "invitation_create",
     "invitation_refusal",
     "invitation_revoke",
     "membership_add",
+    "membership_changes_validate",
     "membership_remove",
     "membership_set_role",
+    "team_save",
     "team_set_allowed_groups",
 ]

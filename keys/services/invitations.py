@@ -3,7 +3,7 @@ accepts while signed in, and a lead may revoke what is still pending.
 
 Leads never look people up: whether an address belongs to a user of the deployment changes
 nothing in what invitation_create does or answers, so inviting cannot enumerate users, and
-nobody joins a team without accepting. Each action writes one TeamEvent.
+nobody joins a team without accepting. Each action writes one audit row.
 """
 
 import logging
@@ -22,16 +22,17 @@ from django.utils import timezone
 
 from keys.models import (
     INVITATION_VALID_DAYS,
+    AuditEvent,
     Invitation,
     Membership,
     Team,
-    TeamEvent,
     digest_key,
 )
 from keys.secret_formats import INVITATION_TOKEN
 from keys.selectors import is_team_lead
 
-from .members import join_team, record_team_event
+from .audit import audit_record
+from .members import join_team
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _require_lead(*, actor: User, team: Team) -> None:
         raise PermissionDenied(f"Only a lead of {team.name} can manage its invitations.")
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_create(*, team: Team, email: str, role: str, actor: User) -> Invitation:
     """Invite `email` to `team` and email them the link once the invitation is committed.
 
@@ -88,7 +89,7 @@ def invitation_create(*, team: Team, email: str, role: str, actor: User) -> Invi
             }
         )
     invitation.save()
-    _record(invitation, TeamEvent.Action.INVITED, actor)
+    _record(invitation, AuditEvent.Action.INVITATION_CREATED, actor)
     transaction.on_commit(lambda: _send(invitation, plaintext))
     return invitation
 
@@ -132,7 +133,7 @@ def invitation_refusal(*, invitation: Invitation, user: User) -> str | None:
     return None
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_accept(*, token: str, user: User) -> Membership:
     """`user` joins the team of the invitation whose link carries `token`."""
     invitation = (
@@ -150,11 +151,11 @@ def invitation_accept(*, token: str, user: User) -> Membership:
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
-    _record(invitation, TeamEvent.Action.INVITATION_ACCEPTED, user)
+    _record(invitation, AuditEvent.Action.INVITATION_ACCEPTED, user)
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     """The link stops working at once; the row stays, for the record."""
     _require_lead(actor=actor, team=invitation.team)
@@ -168,16 +169,11 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
         raise ValidationError(f"The invitation for {invitation.email} was already revoked.")
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
-    _record(invitation, TeamEvent.Action.INVITATION_REVOKED, actor)
+    _record(invitation, AuditEvent.Action.INVITATION_REVOKED, actor)
     return invitation
 
 
 def _record(invitation: Invitation, action: str, actor: User | None) -> None:
-    record_team_event(
-        team=invitation.team,
-        invitation=invitation,
-        action=action,
-        actor=actor,
-        subject=invitation.email,
-        changes={"role": [None, invitation.role]},
+    audit_record(
+        action=action, actor=actor, subject=invitation, changes={"role": [None, invitation.role]}
     )

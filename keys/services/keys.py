@@ -1,8 +1,11 @@
 """Writes to API keys: create, change, enable/disable, expire, rotate, delete.
 
-Each change writes exactly one KeyEvent and drops the relay's cached state of the key.
+Each change writes exactly one audit row and drops the relay's cached state of the key.
+api_key_validate answers what create or update would refuse, writing nothing, for the
+interfaces that show errors before saving (the admin).
 """
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,9 +18,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from keys.cache import invalidate_key_state
-from keys.models import ApiKey, Group, KeyEvent, Membership, Team
+from keys.models import ApiKey, AuditEvent, Group, Membership, Team
 from keys.validators import normalise_rate_limit, parse_allowed_ips, parse_quota
 
+from .audit import audit_record
 from .cleaning import _clean_name, _full_clean
 
 # The settings a key's owner or lead may change, in the order forms show them.
@@ -41,7 +45,7 @@ class IssuedKey:
     plaintext: str = dataclasses.field(repr=False)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def api_key_create(
     *,
     team: Team,
@@ -55,10 +59,11 @@ def api_key_create(
     rate_limit: str | None = "",
     expires_at: datetime | None = None,
 ) -> IssuedKey:
-    key = ApiKey(team=team, owner=owner, created_by=actor)
-    errors = _assign(
-        key,
-        {
+    key, plaintext = _new_key(
+        team=team,
+        owner=owner,
+        actor=actor,
+        settings={
             "name": name,
             "group": group,
             "status": status,
@@ -67,67 +72,109 @@ def api_key_create(
             "rate_limit": rate_limit,
             "expires_at": expires_at,
         },
-        creating=True,
     )
-    if not Membership.objects.filter(team=team, user=owner).exists():
-        errors.setdefault("owner", []).append(f"{owner} is not a member of team {team}.")
-    # The digest is a required field, so the secret must exist before the model's checks run.
-    plaintext = key.set_new_secret()
-    _full_clean(key, errors)
     key.save()
     _record(
         key,
         actor,
-        KeyEvent.Action.CREATED,
+        AuditEvent.Action.KEY_CREATED,
         {field: [None, _audit_value(getattr(key, field))] for field in EDITABLE_FIELDS},
     )
     return IssuedKey(key=key, plaintext=plaintext)
 
 
-@transaction.atomic
+def api_key_validate(
+    *,
+    key: ApiKey | None = None,
+    team: Team | None = None,
+    owner: User | None = None,
+    **changes: Any,
+) -> None:
+    """Raise the ValidationError api_key_create (no `key`: give `team`, `owner` and every
+    setting) or api_key_update (`key` and the changed settings) would raise. Writes nothing
+    and leaves `key` as it was."""
+    if key is None:
+        _new_key(team=team, owner=owner, actor=None, settings=changes)
+    else:
+        _changed_settings(copy.copy(key), changes)
+
+
+def _new_key(
+    *, team: Team, owner: User, actor: User | None, settings: dict[str, Any]
+) -> tuple[ApiKey, str]:
+    """An unsaved, checked key and its plaintext; raises ValidationError with every field's
+    errors at once."""
+    key = ApiKey(team=team, owner=owner, created_by=actor)
+    errors = _assign(key, settings, creating=True)
+    if not Membership.objects.filter(team=team, user=owner).exists():
+        errors.setdefault("owner", []).append(f"{owner} is not a member of team {team}.")
+    # The digest is a required field, so the secret must exist before the model's checks run.
+    plaintext = key.set_new_secret()
+    _full_clean(key, errors)
+    return key, plaintext
+
+
+@transaction.atomic(durable=True)
 def api_key_update(*, key: ApiKey, actor: User | None, **changes: Any) -> ApiKey:
     """Change any of EDITABLE_FIELDS. Unchanged values write nothing; a change writes one event."""
+    return _update(key=key, actor=actor, changes=changes)
+
+
+@transaction.atomic(durable=True)
+def api_key_enable(*, key: ApiKey, actor: User | None) -> ApiKey:
+    return _update(key=key, actor=actor, changes={"status": ApiKey.Status.ENABLED})
+
+
+@transaction.atomic(durable=True)
+def api_key_disable(*, key: ApiKey, actor: User | None) -> ApiKey:
+    return _disable(key=key, actor=actor)
+
+
+def _disable(*, key: ApiKey, actor: User | None) -> ApiKey:
+    """api_key_disable inside another action's transaction (a member's removal)."""
+    return _update(key=key, actor=actor, changes={"status": ApiKey.Status.DISABLED})
+
+
+def _update(*, key: ApiKey, actor: User | None, changes: dict[str, Any]) -> ApiKey:
+    try:
+        diff = _changed_settings(key, changes)
+    except ValidationError:
+        key.refresh_from_db()
+        raise
+    if not diff:
+        return key
+    key.save(update_fields=[*diff, "updated_at"])
+    if set(diff) == {"status"}:
+        action = (
+            AuditEvent.Action.KEY_ENABLED
+            if key.status == ApiKey.Status.ENABLED
+            else AuditEvent.Action.KEY_DISABLED
+        )
+    else:
+        action = AuditEvent.Action.KEY_UPDATED
+    _record(key, actor, action, diff)
+    invalidate_key_state([key.digest])
+    return key
+
+
+def _changed_settings(key: ApiKey, changes: dict[str, Any]) -> dict[str, list]:
+    """Put `changes` on `key` (unsaved) and check it; return {field: [old, new]} of what
+    differs. Raises ValidationError with every field's errors, leaving `key` half-changed."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"api_key_update() got fields it cannot change: {sorted(unknown)}")
     before = {field: _audit_value(getattr(key, field)) for field in EDITABLE_FIELDS}
     was_enabled = key.status == ApiKey.Status.ENABLED
     errors = _assign(key, changes, creating=False, was_enabled=was_enabled)
-    try:
-        _full_clean(key, errors)
-    except ValidationError:
-        key.refresh_from_db()
-        raise
-    diff = {
+    _full_clean(key, errors)
+    return {
         field: [before[field], _audit_value(getattr(key, field))]
         for field in EDITABLE_FIELDS
         if before[field] != _audit_value(getattr(key, field))
     }
-    if not diff:
-        return key
-    key.save(update_fields=[*diff, "updated_at"])
-    if set(diff) == {"status"}:
-        action = (
-            KeyEvent.Action.ENABLED
-            if key.status == ApiKey.Status.ENABLED
-            else KeyEvent.Action.DISABLED
-        )
-    else:
-        action = KeyEvent.Action.UPDATED
-    _record(key, actor, action, diff)
-    invalidate_key_state([key.digest])
-    return key
 
 
-def api_key_enable(*, key: ApiKey, actor: User | None) -> ApiKey:
-    return api_key_update(key=key, actor=actor, status=ApiKey.Status.ENABLED)
-
-
-def api_key_disable(*, key: ApiKey, actor: User | None) -> ApiKey:
-    return api_key_update(key=key, actor=actor, status=ApiKey.Status.DISABLED)
-
-
-@transaction.atomic
+@transaction.atomic(durable=True)
 def api_key_expire(*, key: ApiKey) -> bool:
     """The system turns an expired, still-enabled key off. Returns whether it did anything."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
@@ -139,25 +186,25 @@ def api_key_expire(*, key: ApiKey) -> bool:
     _record(
         locked,
         None,
-        KeyEvent.Action.EXPIRED,
+        AuditEvent.Action.KEY_EXPIRED,
         {"status": [ApiKey.Status.ENABLED.value, ApiKey.Status.DISABLED.value]},
     )
     invalidate_key_state([locked.digest])
     return True
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def api_key_rotate(*, key: ApiKey, actor: User | None) -> IssuedKey:
     """Replace the secret; the old one stops working at once. Settings and spend stay."""
     old_digest, old_prefix = key.digest, key.prefix
     plaintext = key.set_new_secret()
     key.save(update_fields=["digest", "prefix", "updated_at"])
-    _record(key, actor, KeyEvent.Action.ROTATED, {"prefix": [old_prefix, key.prefix]})
+    _record(key, actor, AuditEvent.Action.KEY_ROTATED, {"prefix": [old_prefix, key.prefix]})
     invalidate_key_state([old_digest])
     return IssuedKey(key=key, plaintext=plaintext)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def api_key_delete(*, key: ApiKey, actor: User | None) -> None:
     """Delete the key; its audit trail stays (the events keep its name and prefix).
 
@@ -165,7 +212,7 @@ def api_key_delete(*, key: ApiKey, actor: User | None) -> None:
     commits, so the deletion then finds those rows and empties their key, instead of failing on
     the foreign key at commit."""
     ApiKey.objects.select_for_update().filter(pk=key.pk).first()
-    _record(key, actor, KeyEvent.Action.DELETED, {})
+    _record(key, actor, AuditEvent.Action.KEY_DELETED, {})
     invalidate_key_state([key.digest])
     key.delete()
 
@@ -251,13 +298,5 @@ def _audit_value(value: Any) -> Any:
     return value
 
 
-def _record(key: ApiKey, actor: User | None, action: str, changes: dict[str, list]) -> KeyEvent:
-    return KeyEvent.objects.create(
-        key=key,
-        team_id=key.team_id,
-        key_name=key.name,
-        key_prefix=key.prefix,
-        actor=actor,
-        action=action,
-        changes=changes,
-    )
+def _record(key: ApiKey, actor: User | None, action: str, changes: dict[str, list]) -> None:
+    audit_record(action=action, actor=actor, subject=key, changes=changes)

@@ -1,41 +1,70 @@
-"""Writes to teams and their members; each writes one TeamEvent (the team's audit trail)."""
+"""Writes to teams and their members; each action writes one audit row in the team's trail.
+
+membership_changes_validate answers what a batch of additions, role changes and removals
+would refuse, writing nothing, for the admin's team page, which applies such a batch at once.
+"""
+
+from collections.abc import Sequence
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from keys.cache import invalidate_key_state
-from keys.models import ApiKey, Group, Invitation, Membership, Team, TeamEvent
+from keys.models import ApiKey, AuditEvent, Group, Membership, Team
 
-from .keys import api_key_disable
+from .audit import audit_change, audit_record
+from .keys import _disable
+
+# What a team's audit row records of the team itself.
+TEAM_FIELDS = ("name", "slug")
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
+def team_save(*, team: Team, actor: User | None) -> Team:
+    """Create a team or change its name or slug; one row when something changed."""
+    stored = None if team.pk is None else Team.objects.values(*TEAM_FIELDS).get(pk=team.pk)
+    team.full_clean()
+    team.save()
+    before = stored or dict.fromkeys(TEAM_FIELDS)
+    changes = {
+        field: [before[field], getattr(team, field)]
+        for field in TEAM_FIELDS
+        if before[field] != getattr(team, field)
+    }
+    if changes:
+        action = (
+            AuditEvent.Action.TEAM_CREATED if stored is None else AuditEvent.Action.TEAM_UPDATED
+        )
+        audit_record(action=action, actor=actor, subject=team, changes=changes)
+    return team
+
+
+@transaction.atomic(durable=True)
 def membership_add(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
     membership = join_team(team=team, user=user, role=role)
-    record_team_event(
-        team=team,
-        action=TeamEvent.Action.MEMBER_ADDED,
+    audit_record(
+        action=AuditEvent.Action.MEMBER_ADDED,
         actor=actor,
-        subject=user.get_username(),
+        subject=user,
+        team=team,
         changes={"role": [None, role]},
     )
     return membership
 
 
 def join_team(*, team: Team, user: User, role: str) -> Membership:
-    """The membership itself, for the services that audit how it came about (membership_add,
+    """The membership itself, inside the action that audits how it came about (membership_add,
     invitation_accept): one action, one audit row."""
     if Membership.objects.filter(team=team, user=user).exists():
-        message = f"{user} is already a member of {team.name}."
-        raise ValidationError({"user": ValidationError(message, code="already_member")})
+        raise _already_member(team, user)
     membership = Membership(team=team, user=user, role=role)
     membership.full_clean(validate_constraints=False)
     membership.save()
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_set_role(*, membership: Membership, role: str, actor: User | None) -> Membership:
     if role == membership.role:
         return membership
@@ -45,17 +74,17 @@ def membership_set_role(*, membership: Membership, role: str, actor: User | None
     membership.role = role
     membership.full_clean(validate_constraints=False)
     membership.save(update_fields=["role"])
-    record_team_event(
-        team=membership.team,
-        action=TeamEvent.Action.ROLE_CHANGED,
+    audit_record(
+        action=AuditEvent.Action.MEMBER_ROLE_CHANGED,
         actor=actor,
-        subject=membership.user.get_username(),
+        subject=membership.user,
+        team=membership.team,
         changes=changes,
     )
     return membership
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def membership_remove(*, membership: Membership, actor: User | None) -> int:
     """Remove a member. Their keys in the team are disabled (audited), never deleted.
 
@@ -68,17 +97,51 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
     )
     disabled = 0
     for key in keys.select_for_update():
-        api_key_disable(key=key, actor=actor)
+        _disable(key=key, actor=actor)
         disabled += 1
-    record_team_event(
-        team=membership.team,
-        action=TeamEvent.Action.MEMBER_REMOVED,
+    audit_record(
+        action=AuditEvent.Action.MEMBER_REMOVED,
         actor=actor,
-        subject=membership.user.get_username(),
+        subject=membership.user,
+        team=membership.team,
         changes={"role": [membership.role, None]},
     )
     membership.delete()
     return disabled
+
+
+def membership_changes_validate(
+    *,
+    team: Team,
+    added: Sequence[tuple[User, str]] = (),
+    role_changes: Sequence[tuple[Membership, str]] = (),
+    removed: Sequence[Membership] = (),
+) -> None:
+    """Raise the ValidationError that applying these changes in this order (additions, role
+    changes, removals, as the admin applies them) would raise; writes nothing. Each role
+    change and removal is given the stored membership."""
+    for user, _role in added:
+        if Membership.objects.filter(team=team, user=user).exists():
+            raise _already_member(team, user)
+    leads = set(
+        Membership.objects.filter(team=team, role=Membership.Role.LEAD).values_list("pk", flat=True)
+    )
+    # A lead added here counts as one, under a key no stored membership can have.
+    leads |= {("new", user.pk) for user, role in added if role == Membership.Role.LEAD}
+    for membership, role in role_changes:
+        if role == membership.role:
+            continue
+        if membership.role == Membership.Role.LEAD:
+            if not leads - {membership.pk}:
+                raise _last_lead(team, "change the role of")
+            leads.discard(membership.pk)
+        elif role == Membership.Role.LEAD:
+            leads.add(membership.pk)
+    for membership in removed:
+        if membership.role == Membership.Role.LEAD:
+            if not leads - {membership.pk}:
+                raise _last_lead(team, "remove")
+            leads.discard(membership.pk)
 
 
 def _keep_a_lead(membership: Membership, verb: str) -> None:
@@ -90,41 +153,30 @@ def _keep_a_lead(membership: Membership, verb: str) -> None:
         .values_list("pk", flat=True)
     )
     if not lead_ids - {membership.pk}:
-        message = f"Cannot {verb} the last lead of {membership.team.name}: add another first."
-        raise ValidationError({"role": ValidationError(message, code="last_lead")})
+        raise _last_lead(membership.team, verb)
 
 
-@transaction.atomic
+def _last_lead(team: Team, verb: str) -> ValidationError:
+    message = f"Cannot {verb} the last lead of {team.name}: add another first."
+    return ValidationError({"role": ValidationError(message, code="last_lead")})
+
+
+def _already_member(team: Team, user: User) -> ValidationError:
+    message = f"{user} is already a member of {team.name}."
+    return ValidationError({"user": ValidationError(message, code="already_member")})
+
+
+@transaction.atomic(durable=True)
 def team_set_allowed_groups(*, team: Team, groups: list[Group], actor: User | None) -> Team:
     before = sorted(team.allowed_groups.values_list("name", flat=True))
     team.allowed_groups.set(groups)
-    after = sorted(group.name for group in groups)
-    if after != before:
-        record_team_event(
-            team=team,
-            action=TeamEvent.Action.ALLOWED_GROUPS_CHANGED,
-            actor=actor,
-            changes={"allowed_groups": [before, after]},
-        )
+    audit_change(
+        action=AuditEvent.Action.TEAM_ALLOWED_GROUPS_CHANGED,
+        actor=actor,
+        subject=team,
+        field="allowed_groups",
+        before=before,
+        after=sorted(group.name for group in groups),
+    )
     invalidate_key_state(team.api_keys.values_list("digest", flat=True))
     return team
-
-
-def record_team_event(
-    *,
-    team: Team,
-    action: str,
-    actor: User | None,
-    subject: str = "",
-    changes: dict,
-    invitation: Invitation | None = None,
-) -> TeamEvent:
-    """One row of the team's audit trail, written by each service that changes who is in it."""
-    return TeamEvent.objects.create(
-        team=team,
-        invitation=invitation,
-        actor=actor,
-        action=action,
-        subject=subject,
-        changes=changes,
-    )

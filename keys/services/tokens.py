@@ -1,4 +1,5 @@
-"""Writes to REST API tokens: create, revoke, and note when one was last used."""
+"""Writes to REST API tokens: create and revoke (one audit row each; tokens belong to no team),
+and note when one was last used (bookkeeping, not audited)."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -8,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from keys.models import ApiToken
+from keys.models import ApiToken, AuditEvent
 
+from .audit import audit_record
 from .cleaning import _clean_name, _full_clean
 
 # How stale a token's last_used_at may get: writing it on every API call would turn each read
@@ -25,9 +27,26 @@ class IssuedApiToken:
     plaintext: str = dataclasses.field(repr=False)
 
 
-@transaction.atomic
+@transaction.atomic(durable=True)
 def api_token_create(*, user: User, name: str, actor: User | None) -> IssuedApiToken:
     """A new token for `user`, recorded as made by `actor` (None for the system)."""
+    token, plaintext = _new_token(user=user, name=name, actor=actor)
+    token.save()
+    _record(
+        token,
+        AuditEvent.Action.TOKEN_CREATED,
+        actor,
+        {"user": [None, user.get_username()], "name": [None, token.name]},
+    )
+    return IssuedApiToken(token=token, plaintext=plaintext)
+
+
+def api_token_validate(*, user: User, name: str) -> None:
+    """Raise the ValidationError api_token_create would raise; writes nothing."""
+    _new_token(user=user, name=name, actor=None)
+
+
+def _new_token(*, user: User, name: str, actor: User | None) -> tuple[ApiToken, str]:
     token = ApiToken(user=user, created_by=actor)
     errors: dict[str, list[str]] = {}
     try:
@@ -36,18 +55,32 @@ def api_token_create(*, user: User, name: str, actor: User | None) -> IssuedApiT
         errors["name"] = error.messages
     plaintext = token.set_new_secret()
     _full_clean(token, errors)
-    token.save()
-    return IssuedApiToken(token=token, plaintext=plaintext)
+    return token, plaintext
 
 
-def api_token_revoke(*, token: ApiToken) -> ApiToken:
-    """Stop the token working at once. Revoking twice keeps the first time."""
+@transaction.atomic(durable=True)
+def api_token_revoke(*, token: ApiToken, actor: User | None) -> ApiToken:
+    """Stop the token working at once. Revoking twice keeps the first time and writes one row."""
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-            revoked_at=token.revoked_at
+        revoked_at = timezone.now()
+        revoked = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=revoked_at
         )
+        if revoked:
+            token.revoked_at = revoked_at
+            _record(
+                token,
+                AuditEvent.Action.TOKEN_REVOKED,
+                actor,
+                {"revoked_at": [None, revoked_at.isoformat()]},
+            )
+        else:
+            token.refresh_from_db(fields=["revoked_at"])
     return token
+
+
+def _record(token: ApiToken, action: str, actor: User | None, changes: dict) -> None:
+    audit_record(action=action, actor=actor, subject=token, changes=changes)
 
 
 def api_token_mark_used(*, token: ApiToken) -> None:

@@ -1,6 +1,6 @@
 """The two counters the relay and settlement keep on a key: settled spend and last use.
 
-They are bookkeeping, not settings a person changed, so they write no KeyEvent and leave the
+They are bookkeeping, not settings a person changed, so they write no audit row and leave the
 relay's cached snapshot alone (it holds neither).
 """
 

@@ -5,6 +5,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django import template
+from django.core.exceptions import FieldDoesNotExist
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.timesince import timesince
@@ -70,7 +71,8 @@ def field_label(field_name: str) -> str:
         return "Key prefix"
     try:
         label = str(ApiKey._meta.get_field(field_name).verbose_name)
-    except LookupError:
+    except FieldDoesNotExist:
+        # A team's trail also names members' and the team's fields (role, allowed_groups).
         return field_name
     return label[:1].upper() + label[1:]
 

@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -15,6 +16,7 @@ from keys.selectors import (
     invitation_list,
     is_team_lead,
     member_list_with_key_counts,
+    team_event_list,
 )
 
 from .scope import _invitation, _lead_team, _membership
@@ -32,6 +34,9 @@ def _team_page(request: HttpRequest, team: Team, invite_form: InviteForm, status
             "invitations": invitation_list(actor=request.user, team=team),
             "invite_form": invite_form,
             "roles": Membership.Role.choices,
+            "activity": Paginator(team_event_list(actor=request.user, team=team), 20).get_page(
+                request.GET.get("activity_page")
+            ),
         },
         status=status,
     )

@@ -65,7 +65,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
         if token.revoked_at is not None:
             messages.info(request, f"Token “{token.name}” was already revoked.")
         else:
-            services.api_token_revoke(token=token)
+            services.api_token_revoke(token=token, actor=request.user)
             messages.success(
                 request,
                 f"Token “{token.name}” revoked. Requests that send it now get 401 Unauthorized.",

@@ -25,7 +25,7 @@ from billing.models import UsageDaily, UsageEvent
 from billing.tasks import settle_usage
 from core.keyspace import snapshot_cache_key
 from hcai.celery import app as project_app
-from keys.models import ApiKey, KeyEvent
+from keys.models import ApiKey, AuditEvent
 from keys.tasks import expire_keys
 
 from ..factories import make_key
@@ -94,7 +94,7 @@ def test_a_worker_settles_usage_and_expires_keys(worker_app, team, member, group
         (paying.pk, 3, Decimal("0.30000003"))
     ]
     assert list(
-        KeyEvent.objects.filter(key=expiring, action=KeyEvent.Action.EXPIRED).values_list(
+        AuditEvent.objects.filter(key=expiring, action=AuditEvent.Action.KEY_EXPIRED).values_list(
             "actor", "changes"
         )
     ) == [(None, {"status": ["enabled", "disabled"]})]

@@ -16,9 +16,10 @@ from django.utils import timezone
 from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.admin import ApiKeyAdmin, GroupAdminForm
-from keys.models import ApiKey, ApiToken, Group, KeyEvent, Membership, Team, digest_key
+from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team, digest_key
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
+from tests.audit_trail import audit_rows
 
 from ..factories import (
     GroupFactory,
@@ -39,7 +40,7 @@ def row(key: ApiKey) -> dict:
 
 
 def actions_of(key: ApiKey) -> list[str]:
-    return list(KeyEvent.objects.filter(key=key).order_by("id").values_list("action", flat=True))
+    return list(AuditEvent.objects.filter(key=key).order_by("id").values_list("action", flat=True))
 
 
 def page_messages(response) -> list[str]:
@@ -89,7 +90,7 @@ def token(member) -> ApiToken:
 @pytest.fixture
 def admin_pages(team, group, key, token):
     """Every page of the keys admin a staff user can open."""
-    event = KeyEvent.objects.get(key=key)
+    event = AuditEvent.objects.get(key=key)
     return [
         url("keys_apitoken_changelist"),
         url("keys_apitoken_add"),
@@ -105,8 +106,8 @@ def admin_pages(team, group, key, token):
         url("keys_apikey_change", key.pk),
         url("keys_apikey_history", key.pk),
         url("keys_apikey_delete", key.pk),
-        url("keys_keyevent_changelist"),
-        url("keys_keyevent_change", event.pk),
+        url("keys_auditevent_changelist"),
+        url("keys_auditevent_change", event.pk),
     ]
 
 
@@ -134,7 +135,7 @@ def test_non_staff_member_cannot_act_on_keys(client, member, key):
         assert response["Location"].startswith(url("login"))
 
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_digests_are_never_displayed(admin_client, team, key, token, admin_pages):
@@ -239,10 +240,10 @@ def test_disable_action_writes_one_event_with_the_staff_user(admin_client, admin
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.status == ApiKey.Status.DISABLED
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert event.actor == admin_user
     assert event.changes == {"status": ["enabled", "disabled"]}
-    assert actions_of(key) == ["created", "disabled"]
+    assert actions_of(key) == ["key.created", "key.disabled"]
     assert page_messages(admin_client.get(response["Location"])) == ["Disabled 1 key."]
 
 
@@ -253,8 +254,8 @@ def test_enable_action_writes_one_event_with_the_staff_user(admin_client, admin_
 
     key.refresh_from_db()
     assert key.status == ApiKey.Status.ENABLED
-    assert KeyEvent.objects.get(key=key, action="enabled").actor == admin_user
-    assert actions_of(key) == ["created", "enabled"]
+    assert AuditEvent.objects.get(key=key, action="key.enabled").actor == admin_user
+    assert actions_of(key) == ["key.created", "key.enabled"]
     assert page_messages(admin_client.get(response["Location"])) == ["Enabled 1 key."]
 
 
@@ -263,7 +264,7 @@ def test_disable_action_skips_keys_already_disabled(admin_client, key):
 
     response = run_action(admin_client, "disable_keys", [key])
 
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"])) == ["Disabled 0 keys."]
 
 
@@ -276,7 +277,7 @@ def test_enable_action_refuses_an_expired_key_with_the_service_message(admin_cli
 
     assert response.status_code == 302
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"])) == [
         f"{key}: This key expired on {timezone.localtime(expired_at):%Y-%m-%d %H:%M %Z}. "
         "Clear or extend Key expiration to enable it.",
@@ -293,7 +294,7 @@ def test_rotate_asks_for_confirmation_first(admin_client, key):
     assert "Rotate these keys?" in response.content.decode()
     assert key.name in response.content.decode()
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
@@ -311,9 +312,9 @@ def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
     key.refresh_from_db()
     assert key.digest == digest_key(plaintext)
     assert not ApiKey.objects.filter(digest=digest_key(issued.plaintext)).exists()
-    event = KeyEvent.objects.get(key=key, action="rotated")
+    event = AuditEvent.objects.get(key=key, action="key.rotated")
     assert event.actor == admin_user
-    assert actions_of(key) == ["created", "rotated"]
+    assert actions_of(key) == ["key.created", "key.rotated"]
     assert_not_kept(admin_client, response, plaintext)
     assert plaintext not in caplog.text
 
@@ -328,7 +329,7 @@ def test_rotate_several_keys_shows_each_new_key_once(admin_client, team, member,
     assert {digest_key(plaintext) for plaintext in plaintexts} == set(
         ApiKey.objects.filter(pk__in=[key.pk, second.pk]).values_list("digest", flat=True)
     )
-    assert KeyEvent.objects.filter(action="rotated").count() == 2
+    assert AuditEvent.objects.filter(action="key.rotated").count() == 2
 
 
 # --- add a key ------------------------------------------------------------------------------
@@ -367,8 +368,8 @@ def test_add_creates_the_key_through_the_service_and_shows_it_once(
     assert key.quota_limit_usd == Decimal("25")
     assert key.rate_limit == "60/m"
     assert key.created_by == admin_user
-    event = KeyEvent.objects.get(key=key)
-    assert (event.action, event.actor) == ("created", admin_user)
+    event = AuditEvent.objects.get(key=key)
+    assert (event.action, event.actor) == ("key.created", admin_user)
     history = LogEntry.objects.get()
     assert history.object_id == str(key.pk)
     assert plaintext not in f"{history.object_repr} {history.change_message}"
@@ -407,7 +408,7 @@ def test_add_with_bad_input_shows_the_message_and_writes_nothing(
     assert response.status_code == 200
     assert response.context["adminform"].form.errors == {field: [message]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
     assert not ISSUED_KEY.search(response.content.decode())
 
 
@@ -419,7 +420,7 @@ def test_add_for_an_owner_outside_the_team_is_refused(admin_client, team, outsid
         "owner": ["outsider is not a member of team Acme."]
     }
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 # --- change a key ---------------------------------------------------------------------------
@@ -435,7 +436,7 @@ def test_change_saves_through_the_service_with_one_event(admin_client, admin_use
     key.refresh_from_db()
     assert key.name == "renamed"
     assert key.allowed_ips == ["10.0.0.1", "2001:db8::/32"]
-    event = KeyEvent.objects.get(key=key, action="updated")
+    event = AuditEvent.objects.get(key=key, action="key.updated")
     assert event.actor == admin_user
     assert event.changes == {
         "name": ["claude-code-main", "renamed"],
@@ -472,7 +473,7 @@ def test_saving_unchanged_form_writes_nothing(admin_client, team, member, group)
 
     assert response.status_code == 302
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert LogEntry.objects.get().get_change_message() == "No fields changed."
 
 
@@ -488,7 +489,7 @@ def test_renaming_an_expired_key_keeps_its_expiry(admin_client, key):
     assert response.status_code == 302
     key.refresh_from_db()
     assert (key.name, key.expires_at) == ("old one", expired_at)
-    assert KeyEvent.objects.get(key=key, action="updated").changes == {
+    assert AuditEvent.objects.get(key=key, action="key.updated").changes == {
         "name": ["claude-code-main", "old one"]
     }
 
@@ -556,7 +557,7 @@ def test_change_with_bad_input_shows_the_message_and_writes_nothing(
     assert response.context["adminform"].form.errors == {field: [message]}
     assert message in response.content.decode().replace("&quot;", '"')
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert not LogEntry.objects.exists()
 
 
@@ -571,7 +572,7 @@ def test_change_reports_every_bad_field_at_once(admin_client, key):
         "quota_limit_usd",
         "rate_limit",
     }
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_change_to_an_inactive_group_is_refused(admin_client, key):
@@ -586,7 +587,7 @@ def test_change_to_an_inactive_group_is_refused(admin_client, key):
         "group": ["Group “Retired” is not active."]
     }
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_change_to_a_group_the_team_may_not_use_is_refused(admin_client, team, group, key):
@@ -622,7 +623,7 @@ def test_enabling_an_expired_key_in_the_form_is_refused(admin_client, key):
         ]
     }
     assert row(key) == before
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
 
 
 def test_changing_only_the_status_records_a_disabled_event(admin_client, admin_user, key):
@@ -631,9 +632,9 @@ def test_changing_only_the_status_records_a_disabled_event(admin_client, admin_u
     )
 
     assert response.status_code == 302
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert (event.actor, event.changes) == (admin_user, {"status": ["enabled", "disabled"]})
-    assert actions_of(key) == ["created", "disabled"]
+    assert actions_of(key) == ["key.created", "key.disabled"]
 
 
 def test_team_and_owner_cannot_be_changed(admin_client, key, other_team, outsider):
@@ -654,10 +655,10 @@ def test_delete_writes_a_deleted_event_that_outlives_the_key(admin_client, admin
 
     assert response.status_code == 302
     assert not ApiKey.objects.filter(pk=key.pk).exists()
-    event = KeyEvent.objects.get(action="deleted")
-    assert (event.key, event.key_name, event.key_prefix) == (None, key.name, key.prefix)
+    event = AuditEvent.objects.get(action="key.deleted")
+    assert (event.key, event.subject_label, event.subject_prefix) == (None, key.name, key.prefix)
     assert event.actor == admin_user
-    assert KeyEvent.objects.filter(key_prefix=key.prefix).count() == 2
+    assert AuditEvent.objects.filter(subject_prefix=key.prefix).count() == 2
 
 
 def test_bulk_delete_goes_through_the_service_for_each_key(
@@ -673,8 +674,8 @@ def test_bulk_delete_goes_through_the_service_for_each_key(
 
     assert response.status_code == 302
     assert not ApiKey.objects.exists()
-    deleted = KeyEvent.objects.filter(action="deleted")
-    assert sorted(deleted.values_list("key_name", flat=True)) == ["claude-code-main", "second"]
+    deleted = AuditEvent.objects.filter(action="key.deleted")
+    assert sorted(deleted.values_list("subject_label", flat=True)) == ["claude-code-main", "second"]
     assert {event.actor for event in deleted} == {admin_user}
 
 
@@ -733,9 +734,9 @@ def test_removing_a_member_disables_their_keys(
     ]
     key.refresh_from_db()
     assert key.status == ApiKey.Status.DISABLED
-    event = KeyEvent.objects.get(key=key, action="disabled")
+    event = AuditEvent.objects.get(key=key, action="key.disabled")
     assert event.actor == admin_user
-    assert actions_of(disabled_already) == ["created"]
+    assert actions_of(disabled_already) == ["key.created"]
     assert page_messages(admin_client.get(response["Location"]))[0] == (
         "Removed member from Acme; disabled 1 key they owned in the team."
     )
@@ -757,7 +758,7 @@ def test_removing_the_last_lead_is_refused(admin_client, team, lead, member, key
     assert formset.non_form_errors() == [message]
     assert message in response.content.decode()
     assert Membership.objects.filter(team=team).count() == 2
-    assert actions_of(key) == ["created"]
+    assert actions_of(key) == ["key.created"]
     assert not LogEntry.objects.exists()
 
 
@@ -936,24 +937,27 @@ def test_group_multiplier_must_be_positive(db, multiplier):
 
 
 def test_key_events_are_read_only(admin_client, key):
-    event = KeyEvent.objects.get(key=key)
+    event = AuditEvent.objects.get(key=key)
 
-    assert admin_client.get(url("keys_keyevent_add")).status_code == 403
-    view = admin_client.get(url("keys_keyevent_change", event.pk))
+    assert admin_client.get(url("keys_auditevent_add")).status_code == 403
+    view = admin_client.get(url("keys_auditevent_change", event.pk))
     assert view.status_code == 200
     assert 'name="_save"' not in view.content.decode()
     assert (
-        admin_client.post(url("keys_keyevent_change", event.pk), {"action": "deleted"}).status_code
+        admin_client.post(
+            url("keys_auditevent_change", event.pk), {"action": "deleted"}
+        ).status_code
         == 403
     )
     assert (
-        admin_client.post(url("keys_keyevent_delete", event.pk), {"post": "yes"}).status_code == 403
+        admin_client.post(url("keys_auditevent_delete", event.pk), {"post": "yes"}).status_code
+        == 403
     )
-    changelist = admin_client.get(url("keys_keyevent_changelist"))
+    changelist = admin_client.get(url("keys_auditevent_changelist"))
     assert "delete_selected" not in changelist.content.decode()
     event.refresh_from_db()
-    assert event.action == "created"
-    assert KeyEvent.objects.count() == 1
+    assert event.action == "key.created"
+    assert AuditEvent.objects.filter(subject_type="key").count() == 1
 
 
 # --- REST API tokens ------------------------------------------------------------------------
@@ -1000,7 +1004,7 @@ def test_api_token_list_and_page_show_who_created_each_token_read_only(admin_cli
 
 def test_revoke_action_revokes_through_the_service(admin_client, member, token):
     already = services.api_token_create(user=member, name="old", actor=member).token
-    services.api_token_revoke(token=already)
+    services.api_token_revoke(token=already, actor=None)
     revoked_at = ApiToken.objects.get(pk=already.pk).revoked_at
 
     response = admin_client.post(
@@ -1125,3 +1129,177 @@ def test_the_key_and_token_pages_have_their_title_and_a_way_back(
         f'&rsaquo; <a href="{url(changelist)}">{models}</a>\n&rsaquo; {title}\n</div>'
         in response.content.decode()
     )
+
+
+# --- validation writes nothing; each save is one audited action ----------------------------
+
+
+def test_an_invalid_key_change_runs_no_write_service(admin_client, key, monkeypatch):
+    """The admin validates with api_key_validate: the write service is never run to be rolled
+    back, so an invalid change calls it zero times and a valid one once."""
+    calls = []
+    update = services.api_key_update
+    monkeypatch.setattr(
+        services, "api_key_update", lambda **kwargs: calls.append(kwargs) or update(**kwargs)
+    )
+    before, rows_before = row(key), audit_rows()
+
+    refused = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, rate_limit="0/m")
+    )
+
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors == {"rate_limit": [RATE_LIMIT_MESSAGE]}
+    assert calls == []
+    assert row(key) == before
+    assert audit_rows() == rows_before
+
+    saved = admin_client.post(url("keys_apikey_change", key.pk), key_change_data(key, name="x"))
+
+    assert saved.status_code == 302
+    assert len(calls) == 1
+    assert audit_rows()[-1] == ("key.updated", "admin", "acme", "x", {"name": [key.name, "x"]})
+
+
+def test_an_invalid_token_runs_no_write_service(admin_client, member, monkeypatch):
+    calls = []
+    monkeypatch.setattr(services, "api_token_create", lambda **kwargs: calls.append(kwargs))
+
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": " "})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"name": ["Name is required."]}
+    assert calls == []
+    assert not ApiToken.objects.exists()
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_refused_team_change_writes_no_row_at_all(admin_client, team, lead, member, key):
+    """Renaming the team and removing its last lead in one save: the batch is refused before
+    anything is written, the rename included."""
+    rows_before = audit_rows()
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [
+                membership_row(Membership.objects.get(user=lead), DELETE="on"),
+                membership_row(Membership.objects.get(user=member)),
+            ],
+            name="Renamed",
+        ),
+    )
+
+    assert response.status_code == 200
+    assert Team.objects.get(pk=team.pk).name == "Acme"
+    assert Membership.objects.filter(team=team).count() == 2
+    assert audit_rows() == rows_before
+
+
+def test_a_team_save_writes_one_row_per_action(admin_client, admin_user, team, lead, member):
+    newcomer = UserFactory(username="newcomer")
+    rows_before = len(audit_rows())
+
+    response = admin_client.post(
+        url("keys_team_change", team.pk),
+        team_data(
+            team,
+            [
+                membership_row(Membership.objects.get(user=lead), role="member"),
+                membership_row(Membership.objects.get(user=member), DELETE="on"),
+                {"user": newcomer.pk, "role": "lead"},
+            ],
+            name="Acme Corp",
+        ),
+    )
+
+    assert response.status_code == 302
+    assert audit_rows()[rows_before:] == [
+        ("team.updated", "admin", "acme", "Acme Corp", {"name": ["Acme", "Acme Corp"]}),
+        ("member.added", "admin", "acme", "newcomer", {"role": [None, "lead"]}),
+        ("member.role_changed", "admin", "acme", "lead", {"role": ["lead", "member"]}),
+        ("member.removed", "admin", "acme", "member", {"role": ["member", None]}),
+    ]
+
+
+def test_a_new_team_writes_team_created(admin_client):
+    response = admin_client.post(
+        url("keys_team_add"),
+        {
+            "name": "New team",
+            "slug": "new-team",
+            "memberships-TOTAL_FORMS": 0,
+            "memberships-INITIAL_FORMS": 0,
+            "memberships-MIN_NUM_FORMS": 0,
+            "memberships-MAX_NUM_FORMS": 1000,
+        },
+    )
+
+    assert response.status_code == 302
+    assert audit_rows() == [
+        (
+            "team.created",
+            "admin",
+            "new-team",
+            "New team",
+            {"name": [None, "New team"], "slug": [None, "new-team"]},
+        )
+    ]
+
+
+def test_group_saves_and_token_revocations_are_audited_with_the_staff_user(
+    admin_client, member, token
+):
+    response = admin_client.post(
+        url("keys_group_add"),
+        {
+            "name": "Budget",
+            "description": "",
+            "multiplier": "0.5",
+            "models": "claude-*",
+            "is_active": "on",
+            "routes-TOTAL_FORMS": 0,
+            "routes-INITIAL_FORMS": 0,
+            "routes-MIN_NUM_FORMS": 0,
+            "routes-MAX_NUM_FORMS": 1000,
+        },
+    )
+    assert response.status_code == 302
+    admin_client.post(
+        url("keys_apitoken_changelist"),
+        {"action": "revoke_tokens", "_selected_action": [token.pk]},
+    )
+
+    rows = audit_rows()
+    # The row's changes are the service's (tests/keys/test_audit.py); here, who and what.
+    assert rows[-2][:4] == ("group.created", "admin", None, "Budget")
+    assert rows[-2][4]["models"] == [None, ["claude-*"]]
+    token.refresh_from_db()
+    assert rows[-1] == (
+        "token.revoked",
+        "admin",
+        None,
+        token.name,
+        {"revoked_at": [None, token.revoked_at.isoformat()]},
+    )
+
+
+def test_the_audit_list_filters_by_action_team_and_actor(
+    admin_client, admin_user, team, other_team, lead, outsider, group
+):
+    services.team_set_allowed_groups(team=team, groups=[group], actor=lead)
+    services.team_set_allowed_groups(team=other_team, groups=[group], actor=outsider)
+    services.group_save(group=group, actor=None)  # unchanged: no row
+    changelist = url("keys_auditevent_changelist")
+
+    def shown(params: dict) -> int:
+        response = admin_client.get(changelist, params)
+        assert response.status_code == 200
+        return response.context["cl"].result_count
+
+    assert shown({}) == 2
+    assert shown({"team__id__exact": team.pk}) == 1
+    assert shown({"actor__id__exact": outsider.pk}) == 1
+    assert shown({"action__exact": "team.allowed_groups_changed"}) == 2
+    assert shown({"action__exact": "key.created"}) == 0

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from keys.models import ApiKey, KeyEvent, digest_key
+from keys.models import ApiKey, AuditEvent, digest_key
 from keys.services import team_set_allowed_groups
 from tests.factories import GroupFactory, distinct_ips
 
@@ -73,8 +73,8 @@ def test_prints_only_the_key_and_records_its_creation(setup, member):
         None,
     )
     assert key.created_by is None
-    event = KeyEvent.objects.get()
-    assert (event.key, event.action, event.actor) == (key, KeyEvent.Action.CREATED, None)
+    event = AuditEvent.objects.filter(subject_type="key").get()
+    assert (event.key, event.action, event.actor) == (key, AuditEvent.Action.KEY_CREATED, None)
 
 
 def test_every_setting_is_passed_to_the_service(setup, lead):
@@ -94,7 +94,7 @@ def test_every_setting_is_passed_to_the_service(setup, lead):
     assert key.expires_at == datetime(2030, 1, 31, 18, 0, tzinfo=UTC)
     assert key.allowed_ips == ["203.0.113.7", "2001:db8::/32"]
     assert key.created_by == lead
-    assert KeyEvent.objects.get().actor == lead
+    assert AuditEvent.objects.filter(subject_type="key").get().actor == lead
 
 
 @pytest.mark.parametrize(
@@ -201,7 +201,7 @@ def test_bad_argument_is_named_and_nothing_is_written(setup, changes, message):
 
     assert str(error.value) == message
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_every_problem_is_reported_at_once(setup):

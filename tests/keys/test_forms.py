@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from keys import services
 from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
-from keys.models import ApiKey, Group, KeyEvent
+from keys.models import ApiKey, AuditEvent, Group
 
 from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
 
@@ -138,7 +138,7 @@ def test_each_bad_input_is_refused_on_its_field(team, member, group, fields, fie
     form = create(team, member, group, **fields)
     assert form.errors == {field: [message]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_a_group_not_allowed_for_the_team_is_refused(team, member, group):
@@ -277,7 +277,7 @@ def test_an_untouched_form_changes_nothing(key):
     assert form.errors == {}
     assert form.changes() == {}
     assert ApiKey.objects.filter(pk=key.pk).values().get() == before
-    assert KeyEvent.objects.filter(key=key).count() == 1
+    assert AuditEvent.objects.filter(key=key).count() == 1
 
 
 def test_only_changed_fields_reach_the_service(key):
@@ -285,7 +285,7 @@ def test_only_changed_fields_reach_the_service(key):
     assert form.changes() == {"rate_limit": "10/s"}
     key.refresh_from_db()
     assert key.rate_limit == "10/s"
-    event = KeyEvent.objects.get(key=key, action="updated")
+    event = AuditEvent.objects.get(key=key, action="key.updated")
     assert event.changes == {"rate_limit": ["60/m", "10/s"]}
 
 

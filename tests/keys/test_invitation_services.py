@@ -1,5 +1,5 @@
 """keys.services.invitations and the invitation selectors: who may invite, revoke and accept,
-each refusal's message, nothing written when refused, and one TeamEvent per action."""
+each refusal's message, nothing written when refused, and one AuditEvent per action."""
 
 import re
 from datetime import timedelta
@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from keys import selectors, services
-from keys.models import Invitation, Membership, TeamEvent, digest_key
+from keys.models import AuditEvent, Invitation, Membership, digest_key
 
 from ..factories import MembershipFactory, UserFactory
 
@@ -33,7 +33,7 @@ def written() -> tuple:
     """Everything an invitation action could write."""
     return (
         list(Invitation.objects.values()),
-        list(TeamEvent.objects.values()),
+        list(AuditEvent.objects.filter(team__isnull=False).values()),
         list(Membership.objects.values_list("team_id", "user_id", "role")),
         len(mail.outbox),
     )
@@ -66,8 +66,8 @@ def test_create_stores_a_digest_and_emails_the_link_on_commit(
     row = Invitation.objects.filter(pk=invitation.pk).values().get()
     assert row["digest"] == digest_key(token)
     assert token not in str(row)
-    assert list(TeamEvent.objects.values_list("action", "actor", "subject", "changes")) == [
-        ("invited", lead.pk, "newbie@example.com", {"role": [None, "lead"]})
+    assert list(AuditEvent.objects.values_list("action", "actor", "subject_label", "changes")) == [
+        ("invitation.created", lead.pk, "newbie@example.com", {"role": [None, "lead"]})
     ]
 
 
@@ -178,9 +178,9 @@ def test_revoke_stops_the_link_and_is_audited(team, lead, django_capture_on_comm
 
     invitation.refresh_from_db()
     assert invitation.revoked_at is not None
-    assert list(TeamEvent.objects.order_by("id").values_list("action", "actor")) == [
-        ("invited", lead.pk),
-        ("invitation_revoked", lead.pk),
+    assert list(AuditEvent.objects.order_by("id").values_list("action", "actor")) == [
+        ("invitation.created", lead.pk),
+        ("invitation.revoked", lead.pk),
     ]
     newbie = UserFactory(username="newbie")
     with pytest.raises(ValidationError) as caught:
@@ -247,9 +247,9 @@ def test_accept_makes_the_membership(team, lead, email, django_capture_on_commit
     invitation = Invitation.objects.get()
     assert invitation.accepted_by == newbie
     assert invitation.accepted_at is not None
-    assert list(TeamEvent.objects.order_by("id").values_list("action", "actor")) == [
-        ("invited", lead.pk),
-        ("invitation_accepted", newbie.pk),
+    assert list(AuditEvent.objects.order_by("id").values_list("action", "actor")) == [
+        ("invitation.created", lead.pk),
+        ("invitation.accepted", newbie.pk),
     ]
 
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from keys import services
-from keys.models import ApiKey, KeyEvent
+from keys.models import ApiKey, AuditEvent
 from keys.secret_formats import RELAY_KEY
 
 from ..factories import make_key
@@ -75,7 +75,7 @@ def test_plaintext_is_stored_nowhere_after_creation(team, member, lead, group):
         rate_limit="60/m",
         expires_at=timezone.now() + timedelta(days=1),
     )
-    assert KeyEvent.objects.filter(key=issued.key).exists()
+    assert AuditEvent.objects.filter(key=issued.key).exists()
     assert leaks(issued.plaintext) == []
 
 
@@ -99,9 +99,9 @@ def test_events_never_hold_the_plaintext_or_the_digest(issued, lead):
     services.api_key_update(key=issued.key, actor=lead, name="renamed")
     services.api_key_delete(key=issued.key, actor=lead)
 
-    assert KeyEvent.objects.count() == 4
-    for event in KeyEvent.objects.all():
-        stored = f"{event.key_name} {event.key_prefix} {event.changes}"
+    assert AuditEvent.objects.filter(subject_type="key").count() == 4
+    for event in AuditEvent.objects.filter(subject_type="key"):
+        stored = f"{event.subject_label} {event.subject_prefix} {event.changes}"
         for secret in digests | plaintexts:
             assert secret not in stored
         assert "digest" not in event.changes

@@ -3,7 +3,7 @@
 import pytest
 
 from keys import selectors, services
-from keys.models import ApiKey, Group, KeyEvent, Membership
+from keys.models import ApiKey, AuditEvent, Group, Membership
 
 from ..factories import GroupFactory, MembershipFactory, TeamFactory, UserFactory, grant, make_key
 
@@ -161,14 +161,14 @@ def test_membership_for(team, other_team, lead, outsider):
 def test_key_event_list_follows_the_key_scope(keys, team, lead, member, outsider, staff):
     key = keys["member-1"]
     services.api_key_disable(key=key, actor=lead)
-    actions = ["disabled", "created"]
+    actions = ["key.disabled", "key.created"]
     for actor in (member, lead, staff):
         assert [e.action for e in selectors.key_event_list(actor=actor, key=key)] == actions
     assert not selectors.key_event_list(actor=outsider, key=key).exists()
     may_view_keys = grant(UserFactory(is_staff=True), "keys.view_apikey")
     assert not selectors.key_event_list(actor=may_view_keys, key=key).exists()
     assert not selectors.key_event_list(actor=member, key=keys["lead"]).exists()
-    assert KeyEvent.objects.filter(key=keys["lead"]).exists()
+    assert AuditEvent.objects.filter(key=keys["lead"]).exists()
 
 
 def test_member_list(team, other_team, lead, member, outsider, staff):
@@ -235,13 +235,13 @@ def test_api_key_search_all_teams_is_one_query_for_staff(
 def test_api_key_search_all_teams_for_staff_without_the_permission_is_their_membership(
     several_teams, lead
 ):
-    may_view_events = grant(UserFactory(is_staff=True), "keys.view_keyevent")
+    may_view_events = grant(UserFactory(is_staff=True), "keys.view_auditevent")
     assert names(_all(may_view_events)) == set()
-    assert names(_all(may_view_events, staff_permission="keys.view_keyevent")) == names(
+    assert names(_all(may_view_events, staff_permission="keys.view_auditevent")) == names(
         ApiKey.objects.all()
     )
     # A lead with staff status but no permission sees what any lead sees.
-    assert names(_all(grant(lead, "keys.view_keyevent"))) == several_teams
+    assert names(_all(grant(lead, "keys.view_auditevent"))) == several_teams
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from django.utils import timezone
 
 from core.keyspace import snapshot_cache_key
 from keys import services
-from keys.models import ApiKey, KeyEvent, Membership, TeamEvent, digest_key
+from keys.cache import invalidate_key_state
+from keys.models import ApiKey, AuditEvent, Membership, digest_key
+from keys.services.keys import _disable as disable_inside
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
 from ..factories import GroupFactory, MembershipFactory, UserFactory, make_key
@@ -45,8 +47,8 @@ def editable_values(key: ApiKey) -> dict:
     return {field: getattr(key, field) for field in services.EDITABLE_FIELDS}
 
 
-def events(key: ApiKey) -> list[KeyEvent]:
-    return list(KeyEvent.objects.filter(key=key).order_by("id"))
+def events(key: ApiKey) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(key=key).order_by("id"))
 
 
 def make_expired(key: ApiKey, *, status: str = ApiKey.Status.DISABLED) -> ApiKey:
@@ -162,9 +164,9 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
     assert key.spent_usd == 0
     assert key.last_used_at is None
 
-    [event] = KeyEvent.objects.all()
-    assert (event.key, event.team, event.actor, event.action) == (key, team, lead, "created")
-    assert (event.key_name, event.key_prefix) == ("laptop", key.prefix)
+    [event] = AuditEvent.objects.filter(subject_type="key")
+    assert (event.key, event.team, event.actor, event.action) == (key, team, lead, "key.created")
+    assert (event.subject_label, event.subject_prefix) == ("laptop", key.prefix)
     assert event.changes == {
         "name": [None, "laptop"],
         "group": [None, "CC Official Channel"],
@@ -217,7 +219,7 @@ def test_create_refuses_bad_settings_and_writes_nothing(team, member, group, set
         create(team, member, group, **settings)
     assert caught.value.message_dict == errors
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 @pytest.mark.parametrize(
@@ -236,7 +238,7 @@ def test_create_refuses_an_expiry_that_is_not_in_the_future(
         create(team, member, group, status=status, expires_at=expires_at())
     assert caught.value.message_dict == {"expires_at": [FUTURE_MESSAGE]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_create_accepts_a_future_expiry(team, member, group):
@@ -251,7 +253,7 @@ def test_create_refuses_an_inactive_group(team, member):
         create(team, member, retired)
     assert caught.value.message_dict == {"group": ["Group “Retired” is not active."]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_create_refuses_a_group_outside_the_team_allow_list(team, member, group):
@@ -262,7 +264,7 @@ def test_create_refuses_a_group_outside_the_team_allow_list(team, member, group)
         "group": ["Group “CC Official Channel” is not available to team Acme."]
     }
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_create_accepts_a_group_on_the_allow_list(team, member, group):
@@ -288,7 +290,7 @@ def test_create_refuses_an_owner_outside_the_team(team, group, outsider, lead):
         create(team, outsider, group, actor=lead)
     assert caught.value.message_dict == {"owner": ["outsider is not a member of team Acme."]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_create_reports_every_bad_field_at_once(team, member):
@@ -327,7 +329,7 @@ def test_update_refuses_bad_settings_and_writes_nothing(issued, lead, changes, e
     assert caught.value.message_dict == errors
     assert row(key) == stored
     assert editable_values(key) == editable_values(ApiKey.objects.get(pk=key.pk))
-    assert [event.action for event in events(key)] == ["created"]
+    assert [event.action for event in events(key)] == ["key.created"]
 
 
 def test_update_refuses_an_inactive_group_and_writes_nothing(issued, lead):
@@ -339,7 +341,7 @@ def test_update_refuses_an_inactive_group_and_writes_nothing(issued, lead):
     assert caught.value.message_dict == {"group": ["Group “Retired” is not active."]}
     assert row(issued.key) == stored
     assert issued.key.group.name == "CC Official Channel"
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_a_key_on_a_retired_group_stays_editable(issued, lead, group):
@@ -361,7 +363,7 @@ def test_update_refuses_a_group_outside_the_team_allow_list(issued, team, lead, 
         "group": ["Group “Premium” is not available to team Acme."]
     }
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
@@ -381,7 +383,11 @@ def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
     assert saved.allowed_ips == ["2001:db8::1", "10.0.0.0/24"]
     assert saved.quota_limit_usd == Decimal("100")
     _created, updated = events(key)
-    assert (updated.action, updated.actor, updated.key_name) == ("updated", lead, "renamed")
+    assert (updated.action, updated.actor, updated.subject_label) == (
+        "key.updated",
+        lead,
+        "renamed",
+    )
     assert updated.changes == {
         "name": ["claude-code-main", "renamed"],
         "group": ["CC Official Channel", "Premium"],
@@ -422,7 +428,7 @@ def test_update_that_changes_nothing_writes_nothing(
     with django_capture_on_commit_callbacks() as callbacks:
         services.api_key_update(key=issued.key, actor=lead, **changes)
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
     assert callbacks == []
 
 
@@ -433,7 +439,7 @@ def test_update_same_group_and_same_expiry_instant_writes_nothing(team, member, 
     elsewhere = expires_at.astimezone(dt_timezone(timedelta(hours=5, minutes=30)))
     services.api_key_update(key=issued.key, actor=lead, group=group, expires_at=elsewhere)
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_update_refuses_unknown_fields_and_writes_nothing(issued, lead):
@@ -444,7 +450,7 @@ def test_update_refuses_unknown_fields_and_writes_nothing(issued, lead):
         "api_key_update() got fields it cannot change: ['digest', 'spent_usd']"
     )
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_update_reports_every_bad_field_at_once_and_writes_nothing(issued, lead):
@@ -467,7 +473,7 @@ def test_update_reports_every_bad_field_at_once_and_writes_nothing(issued, lead)
         "expires_at": [FUTURE_MESSAGE],
     }
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -480,12 +486,12 @@ def test_disable_then_enable_write_status_events(issued, lead):
     assert row(issued.key)["status"] == "enabled"
     _, disabled, enabled = events(issued.key)
     assert (disabled.action, disabled.actor, disabled.changes) == (
-        "disabled",
+        "key.disabled",
         lead,
         {"status": ["enabled", "disabled"]},
     )
     assert (enabled.action, enabled.actor, enabled.changes) == (
-        "enabled",
+        "key.enabled",
         lead,
         {"status": ["disabled", "enabled"]},
     )
@@ -494,13 +500,13 @@ def test_disable_then_enable_write_status_events(issued, lead):
 def test_disabling_a_disabled_key_writes_nothing(issued, lead):
     services.api_key_disable(key=issued.key, actor=lead)
     services.api_key_disable(key=issued.key, actor=lead)
-    assert [event.action for event in events(issued.key)] == ["created", "disabled"]
+    assert [event.action for event in events(issued.key)] == ["key.created", "key.disabled"]
 
 
 def test_status_with_other_fields_is_an_update(issued, lead):
     services.api_key_update(key=issued.key, actor=lead, status="disabled", name="old laptop")
     event = events(issued.key)[-1]
-    assert event.action == "updated"
+    assert event.action == "key.updated"
     assert event.changes == {
         "name": ["claude-code-main", "old laptop"],
         "status": ["enabled", "disabled"],
@@ -523,7 +529,7 @@ def test_update_refuses_a_new_expiry_that_is_not_in_the_future(issued, lead, exp
         services.api_key_update(key=issued.key, actor=lead, expires_at=expires_at())
     assert caught.value.message_dict == {"expires_at": [FUTURE_MESSAGE]}
     assert row(issued.key) == stored
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_update_accepts_a_future_expiry(issued, lead):
@@ -567,7 +573,7 @@ def test_editing_an_expired_key_refuses_another_past_expiry(issued, lead):
         services.api_key_update(key=key, actor=lead, expires_at=key.expires_at - timedelta(days=1))
     assert caught.value.message_dict == {"expires_at": [FUTURE_MESSAGE]}
     assert row(key) == stored
-    assert [event.action for event in events(key)] == ["created"]
+    assert [event.action for event in events(key)] == ["key.created"]
 
 
 @pytest.mark.parametrize("via", ["enable", "update", "update-keeping-expiry"])
@@ -586,7 +592,7 @@ def test_re_enabling_an_expired_key_without_a_new_expiry_is_refused(issued, lead
     assert caught.value.message_dict == {"expires_at": [expired_message(stored["expires_at"])]}
     assert row(key) == stored
     assert key.status == "disabled"
-    assert [event.action for event in events(key)] == ["created"]
+    assert [event.action for event in events(key)] == ["key.created"]
 
 
 @pytest.mark.parametrize(
@@ -599,7 +605,7 @@ def test_re_enabling_an_expired_key_with_a_new_expiry_is_allowed(issued, lead, n
     saved = row(key)
     assert (saved["status"], saved["expires_at"]) == ("enabled", new_expiry)
     event = events(key)[-1]
-    assert (event.action, event.actor) == ("updated", lead)
+    assert (event.action, event.actor) == ("key.updated", lead)
     assert event.changes == {
         "status": ["disabled", "enabled"],
         "expires_at": [
@@ -618,7 +624,7 @@ def test_expire_disables_an_expired_key_as_the_system(issued):
     assert row(key)["status"] == "disabled"
     assert key.status == "disabled"
     event = events(key)[-1]
-    assert (event.action, event.actor) == ("expired", None)
+    assert (event.action, event.actor) == ("key.expired", None)
     assert event.changes == {"status": ["enabled", "disabled"]}
 
 
@@ -658,7 +664,11 @@ def test_rotate_replaces_the_secret_and_keeps_everything_else(issued, lead):
     assert {f: after[f] for f in unchanged} == {f: before[f] for f in unchanged}
 
     event = events(key)[-1]
-    assert (event.action, event.actor, event.key_prefix) == ("rotated", lead, after["prefix"])
+    assert (event.action, event.actor, event.subject_prefix) == (
+        "key.rotated",
+        lead,
+        after["prefix"],
+    )
     assert event.changes == {"prefix": [before["prefix"], after["prefix"]]}
 
 
@@ -669,17 +679,17 @@ def test_delete_removes_the_key_and_keeps_its_audit_trail(issued, lead, team):
     key_id, prefix = issued.key.pk, issued.key.prefix
     services.api_key_delete(key=issued.key, actor=lead)
     assert not ApiKey.objects.filter(pk=key_id).exists()
-    deleted = KeyEvent.objects.get(action="deleted")
+    deleted = AuditEvent.objects.get(action="key.deleted")
     assert deleted.key is None
     assert (deleted.team, deleted.actor) == (team, lead)
-    assert (deleted.key_name, deleted.key_prefix, deleted.changes) == (
+    assert (deleted.subject_label, deleted.subject_prefix, deleted.changes) == (
         "claude-code-main",
         prefix,
         {},
     )
-    created = KeyEvent.objects.get(action="created")
+    created = AuditEvent.objects.get(action="key.created")
     assert created.key is None
-    assert created.key_prefix == prefix
+    assert created.subject_prefix == prefix
 
 
 # --- cache invalidation ---------------------------------------------------------------------
@@ -730,23 +740,31 @@ def test_enable_drops_the_cached_state(issued, lead, django_capture_on_commit_ca
 
 @pytest.mark.parametrize("change", KEY_CHANGES)
 def test_rolled_back_key_changes_keep_the_cached_state(
-    issued, lead, change, django_capture_on_commit_callbacks
+    issued, lead, change, django_capture_on_commit_callbacks, monkeypatch
 ):
     key = _prepare(issued, change)
     cache_key = snapshot_cache_key(key.digest)
     cache.set(cache_key, {"status": "enabled"})
     key_id, stored = key.pk, row(key)
+
+    # The services are durable actions no caller can wrap: the work fails inside the action's
+    # own transaction instead, once the invalidation has been asked for.
+    def invalidate_then_fail(digests):
+        invalidate_key_state(digests)
+        raise RuntimeError("the surrounding work failed")
+
+    monkeypatch.setattr("keys.services.keys.invalidate_key_state", invalidate_then_fail)
     with (
         django_capture_on_commit_callbacks(execute=True) as callbacks,
-        pytest.raises(RuntimeError),
-        transaction.atomic(),
+        pytest.raises(RuntimeError, match="the surrounding work failed"),
     ):
         KEY_CHANGES[change](key, lead)
-        raise RuntimeError("the surrounding work failed")
     assert callbacks == []
     assert cache.get(cache_key) == {"status": "enabled"}
     assert ApiKey.objects.filter(pk=key_id).values().get() == stored
-    assert list(KeyEvent.objects.values_list("action", flat=True)) == ["created"]
+    assert list(AuditEvent.objects.filter(subject_type="key").values_list("action", flat=True)) == [
+        "key.created"
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -756,16 +774,18 @@ def test_invalidation_waits_for_a_real_commit_and_skips_a_real_rollback(team, me
     cache_key = snapshot_cache_key(issued.key.digest)
 
     cache.set(cache_key, "stale")
-    with pytest.raises(RuntimeError), transaction.atomic():
-        services.api_key_disable(key=issued.key, actor=lead)
+    # The services are durable actions that refuse to nest, so their non-durable core is what
+    # runs inside a transaction that commits or rolls back here.
+    with pytest.raises(RuntimeError, match="rolled back"), transaction.atomic():
+        disable_inside(key=issued.key, actor=lead)
         raise RuntimeError("rolled back")
     assert cache.get(cache_key) == "stale"
     assert ApiKey.objects.get(pk=issued.key.pk).status == "enabled"
-    assert not KeyEvent.objects.filter(action="disabled").exists()
+    assert not AuditEvent.objects.filter(action="key.disabled").exists()
 
     issued.key.refresh_from_db()
     with transaction.atomic():
-        services.api_key_disable(key=issued.key, actor=lead)
+        disable_inside(key=issued.key, actor=lead)
         assert cache.get(cache_key) == "stale"
     assert cache.get(cache_key) is None
     assert ApiKey.objects.get(pk=issued.key.pk).status == "disabled"
@@ -788,7 +808,7 @@ def test_group_save_drops_its_keys_cached_state(issued, group, django_capture_on
     cache.set(snapshot_cache_key(other.key.digest), "fresh")
     group.multiplier = Decimal("0.5")
     with django_capture_on_commit_callbacks(execute=True):
-        services.group_save(group=group)
+        services.group_save(group=group, actor=None)
     assert cache.get(snapshot_cache_key(issued.key.digest)) is None
     assert cache.get(snapshot_cache_key(other.key.digest)) == "fresh"
 
@@ -796,7 +816,7 @@ def test_group_save_drops_its_keys_cached_state(issued, group, django_capture_on
 def test_group_save_validates_and_writes_nothing_on_failure(group):
     group.multiplier = Decimal("0")
     with pytest.raises(ValidationError) as caught:
-        services.group_save(group=group)
+        services.group_save(group=group, actor=None)
     assert caught.value.message_dict == {
         "multiplier": ["The multiplier must be greater than 0 (for example 0.25 or 1.0)."]
     }
@@ -884,7 +904,7 @@ def test_cannot_remove_the_last_lead(team, lead, member):
     }
     assert Membership.objects.filter(pk=membership.pk).exists()
     assert row(issued.key)["status"] == "enabled"
-    assert [event.action for event in events(issued.key)] == ["created"]
+    assert [event.action for event in events(issued.key)] == ["key.created"]
 
 
 def test_a_lead_can_go_when_another_lead_stays(team, lead):
@@ -918,12 +938,12 @@ def test_removing_a_member_disables_their_keys_in_that_team_only(
         assert row(issued.key)["status"] == "disabled"
         assert cache.get(snapshot_cache_key(issued.key.digest)) is None
         _created, event = events(issued.key)
-        assert (event.action, event.actor) == ("disabled", lead)
+        assert (event.action, event.actor) == ("key.disabled", lead)
         assert event.changes == {"status": ["enabled", "disabled"]}
-    assert [event.action for event in events(already_off.key)] == ["created", "disabled"]
+    assert [event.action for event in events(already_off.key)] == ["key.created", "key.disabled"]
     for untouched in (elsewhere, leads_key):
         assert row(untouched.key)["status"] == "enabled"
-        assert [event.action for event in events(untouched.key)] == ["created"]
+        assert [event.action for event in events(untouched.key)] == ["key.created"]
         assert cache.get(snapshot_cache_key(untouched.key.digest)) == "stale"
     assert ApiKey.objects.filter(owner=member).count() == 4
 
@@ -934,14 +954,14 @@ def test_removing_a_member_without_keys(team, member, lead):
     assert not Membership.objects.filter(pk=membership.pk).exists()
 
 
-# --- the team's audit trail: one TeamEvent per membership action ----------------------------
+# --- the team's audit trail: one AuditEvent per membership action ----------------------------
 
 
 def team_events(team) -> list[tuple]:
     return list(
-        TeamEvent.objects.filter(team=team)
+        AuditEvent.objects.filter(team=team)
         .order_by("id")
-        .values_list("action", "actor__username", "subject", "changes")
+        .values_list("action", "actor__username", "subject_label", "changes")
     )
 
 
@@ -954,9 +974,9 @@ def test_each_membership_action_writes_one_team_event(team, lead):
     services.membership_remove(membership=membership, actor=None)
 
     assert team_events(team) == [
-        ("member_added", "lead", "newbie", {"role": [None, "member"]}),
-        ("role_changed", "lead", "newbie", {"role": ["member", "lead"]}),
-        ("member_removed", None, "newbie", {"role": ["lead", None]}),
+        ("member.added", "lead", "newbie", {"role": [None, "member"]}),
+        ("member.role_changed", "lead", "newbie", {"role": ["member", "lead"]}),
+        ("member.removed", None, "newbie", {"role": ["lead", None]}),
     ]
 
 
@@ -981,6 +1001,16 @@ def test_changing_the_allowed_groups_writes_one_team_event(team, lead):
     services.team_set_allowed_groups(team=team, groups=[], actor=None)
 
     assert team_events(team) == [
-        ("allowed_groups_changed", "lead", "", {"allowed_groups": [[], ["Budget", "Premium"]]}),
-        ("allowed_groups_changed", None, "", {"allowed_groups": [["Budget", "Premium"], []]}),
+        (
+            "team.allowed_groups_changed",
+            "lead",
+            team.name,
+            {"allowed_groups": [[], ["Budget", "Premium"]]},
+        ),
+        (
+            "team.allowed_groups_changed",
+            None,
+            team.name,
+            {"allowed_groups": [["Budget", "Premium"], []]},
+        ),
     ]

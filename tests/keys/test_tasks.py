@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from core.keyspace import snapshot_cache_key
 from keys import services, tasks
-from keys.models import ApiKey, KeyEvent
+from keys.models import ApiKey, AuditEvent
 
 from ..factories import make_key
 
@@ -43,7 +43,7 @@ def keys_of_every_kind(team, member, group):
 def test_expire_keys_disables_exactly_the_expired_enabled_keys(
     keys_of_every_kind, django_capture_on_commit_callbacks
 ):
-    events_before = set(KeyEvent.objects.values_list("pk", flat=True))
+    events_before = set(AuditEvent.objects.filter(subject_type="key").values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.expire_keys() == 2
@@ -58,11 +58,11 @@ def test_expire_keys_disables_exactly_the_expired_enabled_keys(
         "never expires": "enabled",
         "expires tomorrow": "enabled",
     }
-    new_events = KeyEvent.objects.exclude(pk__in=events_before)
+    new_events = AuditEvent.objects.filter(subject_type="key").exclude(pk__in=events_before)
     assert sorted(new_events.values_list("key_id", "action", "actor", "changes")) == sorted(
         (
             keys_of_every_kind[label].pk,
-            "expired",
+            "key.expired",
             None,
             {"status": ["enabled", "disabled"]},
         )
@@ -84,10 +84,10 @@ def test_expire_keys_disables_exactly_the_expired_enabled_keys(
 def test_expiring_again_changes_nothing(keys_of_every_kind, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         tasks.expire_keys()
-    events = KeyEvent.objects.count()
+    events = AuditEvent.objects.filter(subject_type="key").count()
 
     assert tasks.expire_keys() == 0
-    assert KeyEvent.objects.count() == events
+    assert AuditEvent.objects.filter(subject_type="key").count() == events
 
 
 def test_no_expired_keys_means_no_writes(team, member, group, django_assert_num_queries):

@@ -86,7 +86,7 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_nothing_changes(
 
 def test_list_shows_only_the_signed_in_persons_tokens(client, member, own_token, lead_token):
     old = services.api_token_create(user=member, name="old-script", actor=member).token
-    services.api_token_revoke(token=old)
+    services.api_token_revoke(token=old, actor=None)
     old.refresh_from_db()
     client.force_login(member)
 

@@ -13,7 +13,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from keys.models import ApiKey, KeyEvent, Membership, digest_key
+from keys.models import ApiKey, AuditEvent, Membership, digest_key
 from keys.templatetags.portal import audit_value, field_label, usd
 
 from ..billing.factories import UsageEventFactory
@@ -58,7 +58,7 @@ def logged_in(client, user):
 def key_state(key: ApiKey) -> dict:
     """Everything about a key a write could change, read fresh from the database."""
     row = ApiKey.objects.filter(pk=key.pk).values().first()
-    return {**row, "events": KeyEvent.objects.filter(key_id=key.pk).count()}
+    return {**row, "events": AuditEvent.objects.filter(key_id=key.pk).count()}
 
 
 def form_data(key: ApiKey | None = None, **overrides) -> dict:
@@ -471,7 +471,7 @@ def test_create_shows_the_key_once_with_setup_lines_and_no_store(client, team, m
     assert 'export ANTHROPIC_BASE_URL="https://keys.example.com"' in page
     assert "no-store" in response["Cache-Control"]
     assert plaintext not in str(dict(client.session))
-    assert KeyEvent.objects.filter(key=key, action="created", actor=member).count() == 1
+    assert AuditEvent.objects.filter(key=key, action="key.created", actor=member).count() == 1
     # The key list afterwards does not show it again.
     assert plaintext not in client.get(url("keys:list", team)).content.decode()
 
@@ -535,7 +535,7 @@ def test_create_errors_are_shown_inline_with_input_kept_and_nothing_written(
     assert "Nothing was saved." in page
     assert "no-store" not in response.get("Cache-Control", "")
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_create_with_a_group_not_allowed_for_the_team_is_refused(client, team, member, group):
@@ -601,7 +601,7 @@ def test_update_saves_and_says_so(client, team, member, member_key):
     assert response["Location"] == url("keys:edit", team, member_key)
     member_key.refresh_from_db()
     assert member_key.status == "disabled"
-    event = KeyEvent.objects.get(key=member_key, action="disabled")
+    event = AuditEvent.objects.get(key=member_key, action="key.disabled")
     assert (event.actor, event.changes) == (member, {"status": ["enabled", "disabled"]})
     followed = client.get(response["Location"])
     assert messages_of(followed) == [
@@ -644,7 +644,7 @@ def test_update_of_every_restriction(client, team, member, member_key):
     assert member_key.quota_limit_usd == Decimal("12")
     assert member_key.rate_limit == "10/s"
     assert member_key.expires_at == datetime(2032, 6, 30, 23, 59, tzinfo=UTC)
-    assert KeyEvent.objects.filter(key=member_key, action="updated").count() == 1
+    assert AuditEvent.objects.filter(key=member_key, action="key.updated").count() == 1
 
 
 def test_update_without_changes_writes_nothing(client, team, member, member_key):
@@ -711,7 +711,7 @@ def test_lead_edits_a_members_key(client, team, lead, member_key):
     assert response.status_code == 302
     member_key.refresh_from_db()
     assert member_key.quota_limit_usd == Decimal("3")
-    assert KeyEvent.objects.get(key=member_key, action="updated").actor == lead
+    assert AuditEvent.objects.get(key=member_key, action="key.updated").actor == lead
 
 
 # --- the permission matrix for one key -------------------------------------------------------
@@ -783,7 +783,7 @@ def test_rotate_asks_first_then_shows_the_new_key_once(client, team, member, iss
     page = response.content.decode()
     assert f'export ANTHROPIC_AUTH_TOKEN="{plaintext}"' in page
     assert "The previous key has stopped working." in page
-    assert KeyEvent.objects.get(key=key, action="rotated").actor == member
+    assert AuditEvent.objects.get(key=key, action="key.rotated").actor == member
 
 
 def test_delete_asks_first_then_deletes_with_an_audit_row(client, team, lead, member_key):
@@ -796,8 +796,8 @@ def test_delete_asks_first_then_deletes_with_an_audit_row(client, team, lead, me
     assert response.redirect_chain == [(url("keys:list", team), 302)]
     assert messages_of(response) == ["Key “claude-code-main” deleted. Its audit trail is kept."]
     assert not ApiKey.objects.filter(pk=member_key.pk).exists()
-    event = KeyEvent.objects.get(action="deleted")
-    assert (event.actor, event.key_name, event.team) == (lead, "claude-code-main", team)
+    event = AuditEvent.objects.get(action="key.deleted")
+    assert (event.actor, event.subject_label, event.team) == (lead, "claude-code-main", team)
 
 
 # --- detail ---------------------------------------------------------------------------------
@@ -913,7 +913,7 @@ def test_removing_a_member_disables_their_keys(client, team, lead, member, membe
     assert not Membership.objects.filter(pk=membership.pk).exists()
     member_key.refresh_from_db()
     assert member_key.status == "disabled"
-    assert KeyEvent.objects.get(key=member_key, action="disabled").actor == lead
+    assert AuditEvent.objects.get(key=member_key, action="key.disabled").actor == lead
     assert ApiKey.objects.filter(pk=disabled_already.pk).exists()
 
 

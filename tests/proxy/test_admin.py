@@ -9,11 +9,12 @@ from django.core.cache import cache
 
 from core.keyspace import snapshot_cache_key
 from keys.admin import GroupAdmin
-from keys.models import Group
+from keys.models import AuditEvent, Group
 from proxy.admin import ChannelAdmin, GroupWithRoutesAdmin
 from proxy.models import Channel, Route
 from proxy.services import channel_save
 from tests.admin_pages import assert_sent_to_login, url
+from tests.audit_trail import audit_rows
 
 SECRET = "sk-ant-upstream-secret-0123456789"
 
@@ -405,3 +406,70 @@ def test_the_allowed_filters_still_work(admin_client, channel):
     response = admin_client.get(url("proxy_channel_changelist"), {"provider__exact": "anthropic"})
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == [channel]
+
+
+# --- each admin action writes one audit row, with the staff user and no credential ----------
+
+
+def staff_rows() -> list[tuple]:
+    return audit_rows(actor__isnull=False)
+
+
+def test_channel_changes_in_the_admin_are_audited_without_the_credential(admin_client, channel):
+    admin_client.post(
+        url("proxy_channel_change", channel.pk),
+        channel_data(channel, new_credential="sk-ant-new-secret-9876", timeout_seconds=30),
+    )
+    admin_client.post(url("proxy_channel_delete", channel.pk), {"post": "yes"})
+
+    assert staff_rows() == [
+        (
+            "channel.updated",
+            "admin",
+            None,
+            "anthropic-main",
+            {"timeout_seconds": [600, 30], "credential": ["set", "changed"]},
+        ),
+        ("channel.deleted", "admin", None, "anthropic-main", {}),
+    ]
+    everything = str(list(AuditEvent.objects.values()))
+    assert "sk-ant-new-secret-9876" not in everything
+    assert SECRET not in everything
+
+
+def test_a_refused_channel_form_writes_no_row(admin_client, channel):
+    response = admin_client.post(
+        url("proxy_channel_change", channel.pk),
+        channel_data(channel, new_credential="sk-x", clear_credential="on"),
+    )
+
+    assert response.status_code == 200
+    assert staff_rows() == []
+
+
+def test_route_changes_in_the_admin_are_one_row_per_save(admin_client, group, channel, route):
+    backup = channel_save(channel=Channel(name="backup", provider="mock"))
+
+    response = admin_client.post(
+        url("keys_group_change", group.pk),
+        group_data(
+            group,
+            [
+                {"id": route.pk, "channel": channel.pk, "priority": 20},
+                {"channel": backup.pk, "priority": 10},
+            ],
+        ),
+    )
+
+    assert response.status_code == 302
+    assert staff_rows() == [
+        (
+            "group.routes_changed",
+            "admin",
+            None,
+            group.name,
+            {"routes": [["anthropic-main:100"], ["backup:10", "anthropic-main:20"]]},
+        )
+    ]
+    # The admin's history still says what the save did.
+    assert "Added route" in LogEntry.objects.get().get_change_message()

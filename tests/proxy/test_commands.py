@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from billing.models import ModelPrice
-from keys.models import ApiKey, Group, KeyEvent, Membership, Team, digest_key
+from keys.models import ApiKey, AuditEvent, Group, Membership, Team, digest_key
 from proxy.management.commands.seed_demo import DEMO_PRICES
 from proxy.models import Channel, Route
 from proxy.services import channel_upsert
@@ -389,7 +389,7 @@ def test_seed_demo_builds_the_demo_and_prints_logins_and_a_usable_key(db):
         "demo key",
     )
     assert stored.state == "enabled"
-    assert KeyEvent.objects.get(key=stored).action == KeyEvent.Action.CREATED
+    assert AuditEvent.objects.get(key=stored).action == AuditEvent.Action.KEY_CREATED
 
     mock = Channel.objects.get(name="mock")
     assert mock.provider == Channel.Provider.MOCK

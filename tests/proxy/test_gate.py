@@ -250,7 +250,7 @@ def test_trusted_proxy_cannot_vouch_for_a_spoofed_left_hop(relay, member, settin
 def test_model_outside_group_refused(relay):
     body = {**MESSAGE, "model": "gpt-4o"}
     relay.group.models = ["claude-*"]
-    services.group_save(group=relay.group)
+    services.group_save(group=relay.group, actor=None)
 
     anthropic = relay.call("POST", "/v1/messages", body)
     openai = relay.call("POST", "/v1/chat/completions", CHAT)
@@ -299,7 +299,7 @@ def test_group_change_obeyed_on_next_request(relay, member, team):
 
 def test_group_deactivated(relay):
     relay.group.is_active = False
-    services.group_save(group=relay.group)
+    services.group_save(group=relay.group, actor=None)
 
     response = relay.call("POST", "/v1/messages", MESSAGE)
 
@@ -526,7 +526,7 @@ def test_model_endpoints_are_get_only(relay, path):
 
 def test_retrieving_a_model_outside_the_group_or_without_a_price_is_not_found(relay):
     relay.group.models = ["claude-*"]
-    services.group_save(group=relay.group)
+    services.group_save(group=relay.group, actor=None)
 
     outside = relay.call("GET", f"/v1/models/{GPT}")
     unpriced = relay.call("GET", "/v1/models/claude-unpriced-9")
@@ -545,7 +545,7 @@ def test_retrieving_a_model_outside_the_group_or_without_a_price_is_not_found(re
 
 def test_a_deactivated_group_lists_no_models_and_finds_none(relay):
     relay.group.is_active = False
-    services.group_save(group=relay.group)
+    services.group_save(group=relay.group, actor=None)
 
     listing = relay.call("GET", "/v1/models")
     one = relay.call("GET", f"/v1/models/{CLAUDE}")

@@ -4,16 +4,11 @@ import pytest
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import at_migration, migrate
 
 BEFORE = ("proxy", "0002_channel_base_url_http")
 ENCRYPTED = ("proxy", "0003_channel_encrypted_credential")
-
-
-def migrate(target: tuple[str, str]):
-    executor = MigrationExecutor(connection)
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
 
 
 def raw_rows() -> dict[str, str]:
@@ -27,10 +22,7 @@ def raw_rows() -> dict[str, str]:
 
 @pytest.fixture
 def before_encryption(transactional_db):
-    apps = migrate(BEFORE)
-    yield apps
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())
+    yield from at_migration(BEFORE)
 
 
 def test_stored_credentials_are_encrypted_and_decrypted_back(before_encryption):

@@ -8,10 +8,19 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from core.keyspace import snapshot_cache_key
+from keys.models import AuditEvent
 from proxy.models import Channel, Route
-from proxy.services import channel_save, channel_upsert, route_changed, routes_set
+from proxy.services import (
+    channel_credentials_reencrypt,
+    channel_delete,
+    channel_save,
+    channel_upsert,
+    group_routes_set,
+    routes_set,
+)
+from tests.audit_trail import audit_rows as rows
 
-from ..factories import GroupFactory, make_key
+from ..factories import GroupFactory, UserFactory, make_key
 
 
 @pytest.fixture
@@ -302,11 +311,171 @@ def test_routes_set_drops_cached_state_of_added_and_removed_groups_only(
     assert cache.get(snapshot_cache_key(keys["Untouched"].digest)) == "stale"
 
 
-def test_route_changed_drops_the_group_s_cached_state(channel, django_capture_on_commit_callbacks):
+def test_group_routes_set_drops_the_group_s_cached_state(
+    channel, django_capture_on_commit_callbacks
+):
     group = GroupFactory(name="Default")
-    route = Route.objects.create(group=group, channel=channel)
+    Route.objects.create(group=group, channel=channel)
     key = make_key(group=group).key
     cache.set(snapshot_cache_key(key.digest), "stale")
     with django_capture_on_commit_callbacks(execute=True):
-        route_changed(route=route)
+        group_routes_set(group=group, routes=[(channel, 50)], actor=None)
     assert cache.get(snapshot_cache_key(key.digest)) is None
+
+
+# --- the audit trail: one row per action, never a credential --------------------------------
+
+
+def audit_rows() -> list[tuple]:
+    return rows(subject_type__in=["channel", "group"])
+
+
+def test_channel_save_records_what_changed_and_only_that_a_credential_did(channel):
+    staff = UserFactory(username="ops")
+    fresh = Channel.objects.get(pk=channel.pk)
+    fresh.timeout_seconds = 60
+    channel_save(channel=fresh, credential="sk-ant-replaced", actor=staff)
+    encrypted = Channel.objects.get(pk=channel.pk).encrypted_credential
+    channel_save(channel=fresh, actor=staff)  # nothing changed: no row
+    channel_save(channel=fresh, credential="", actor=None)
+
+    assert audit_rows() == [
+        (
+            "channel.created",
+            None,
+            None,
+            "anthropic-main",
+            {
+                "name": [None, "anthropic-main"],
+                "provider": [None, "anthropic"],
+                "base_url": [None, "https://a.test"],
+                "is_active": [None, True],
+                "timeout_seconds": [None, 600],
+                "credential": ["not set", "set"],
+            },
+        ),
+        (
+            "channel.updated",
+            "ops",
+            None,
+            "anthropic-main",
+            {"timeout_seconds": [600, 60], "credential": ["set", "changed"]},
+        ),
+        ("channel.updated", None, None, "anthropic-main", {"credential": ["set", "not set"]}),
+    ]
+    everything = str(list(AuditEvent.objects.values()))
+    assert "sk-ant" not in everything
+    assert encrypted not in everything
+
+
+def test_a_refused_channel_writes_no_row(channel):
+    with pytest.raises(ValidationError):
+        channel_save(channel=Channel(name="no-url", provider="anthropic"), credential="sk-x")
+    with pytest.raises(ValidationError):
+        channel_save(channel=Channel.objects.get(pk=channel.pk), credential="x" * 501)
+    assert [row[0] for row in audit_rows()] == ["channel.created"]
+
+
+def test_channel_upsert_with_groups_is_one_row(db):
+    first, second = GroupFactory(name="First"), GroupFactory(name="Second")
+
+    channel_upsert(name="mock", provider="mock", groups=[first])
+    channel_upsert(name="mock", provider="mock", groups=[first, second])
+    channel_upsert(name="mock", provider="mock", groups=[first, second])  # no change: no row
+
+    assert audit_rows() == [
+        (
+            "channel.created",
+            None,
+            None,
+            "mock",
+            {
+                "name": [None, "mock"],
+                "provider": [None, "mock"],
+                "base_url": [None, ""],
+                "is_active": [None, True],
+                "timeout_seconds": [None, 600],
+                "groups": [[], ["First"]],
+            },
+        ),
+        ("channel.updated", None, None, "mock", {"groups": [["First"], ["First", "Second"]]}),
+    ]
+
+
+def test_routes_set_records_the_groups_routed(channel):
+    staff = UserFactory(username="ops")
+    routes_set(channel=channel, groups=[GroupFactory(name="Default")], actor=staff)
+    routes_set(channel=channel, groups=[], actor=staff)
+
+    assert audit_rows()[1:] == [
+        ("channel.updated", "ops", None, "anthropic-main", {"groups": [[], ["Default"]]}),
+        ("channel.updated", "ops", None, "anthropic-main", {"groups": [["Default"], []]}),
+    ]
+
+
+def test_group_routes_set_records_the_routes_in_priority_order(channel):
+    staff = UserFactory(username="ops")
+    other = channel_save(channel=Channel(name="backup", provider="mock"))
+    group = GroupFactory(name="Default")
+
+    group_routes_set(group=group, routes=[(channel, 20), (other, 10)], actor=staff)
+    group_routes_set(group=group, routes=[(channel, 20), (other, 10)], actor=staff)  # same
+    group_routes_set(group=group, routes=[(other, 30)], actor=None)
+
+    assert audit_rows()[2:] == [
+        (
+            "group.routes_changed",
+            "ops",
+            None,
+            "Default",
+            {"routes": [[], ["backup:10", "anthropic-main:20"]]},
+        ),
+        (
+            "group.routes_changed",
+            None,
+            None,
+            "Default",
+            {"routes": [["backup:10", "anthropic-main:20"], ["backup:30"]]},
+        ),
+    ]
+    assert list(group.routes.values_list("channel__name", "priority")) == [("backup", 30)]
+
+
+def test_channel_delete_records_the_groups_it_served(channel):
+    routes_set(channel=channel, groups=[GroupFactory(name="Default")])
+    staff = UserFactory(username="ops")
+
+    channel_delete(channel=channel, actor=staff)
+
+    assert not Channel.objects.exists()
+    assert audit_rows()[-1] == (
+        "channel.deleted",
+        "ops",
+        None,
+        "anthropic-main",
+        {"groups": [["Default"], []]},
+    )
+
+
+def test_re_encryption_writes_one_system_row_per_channel_re_encrypted(db, settings):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CHANNEL_CREDENTIAL_KEYS = [old]
+    channel_upsert(name="first", provider="mock", credential="sk-first")
+    channel_upsert(name="bare", provider="mock")
+    settings.CHANNEL_CREDENTIAL_KEYS = [new, old]
+    channel_upsert(name="current", provider="mock", credential="sk-current")
+    before = len(audit_rows())
+
+    channel_credentials_reencrypt()
+    channel_credentials_reencrypt()  # nothing left to re-encrypt: no row
+
+    assert audit_rows()[before:] == [
+        (
+            "channel.credentials_reencrypted",
+            None,
+            None,
+            "first",
+            {"credential": ["set", "changed"]},
+        )
+    ]
+    assert "sk-first" not in str(list(AuditEvent.objects.values()))

@@ -4,7 +4,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 from django.urls import reverse
 
 from billing.models import ModelPrice
@@ -15,6 +14,7 @@ from keys.services import (
     group_save,
     membership_add,
     membership_set_role,
+    team_save,
 )
 from proxy.models import Channel
 from proxy.services import channel_upsert
@@ -119,13 +119,14 @@ class Command(BaseCommand):
         # leave a key whose plaintext nobody saw.
         base_url = settings.PUBLIC_BASE_URL
         admin_url = base_url + reverse("admin:index")
-        with transaction.atomic():
-            logins = _seed_users_and_team()
-            groups = _seed_groups()
-            for model, prices in DEMO_PRICES.items():
-                ModelPrice.objects.update_or_create(model=model, defaults=_price_fields(prices))
-            channel = _seed_channel(groups)
-            issued = None if options["no_key"] else _issue_key(groups)
+        # Each step is a service's own transaction (one action, one audit row) and finds what
+        # an earlier run made, so a run stopped part-way is completed by running it again.
+        logins = _seed_users_and_team()
+        groups = _seed_groups()
+        for model, prices in DEMO_PRICES.items():
+            ModelPrice.objects.update_or_create(model=model, defaults=_price_fields(prices))
+        channel = _seed_channel(groups)
+        issued = None if options["no_key"] else _issue_key(groups)
 
         self.stdout.write(f"Logins (portal {base_url}/, staff admin {admin_url}):")
         for line in logins:
@@ -151,7 +152,9 @@ class Command(BaseCommand):
 
 def _seed_users_and_team() -> list[str]:
     User = get_user_model()
-    team, _ = Team.objects.get_or_create(slug=DEMO_TEAM_SLUG, defaults={"name": DEMO_TEAM_NAME})
+    team = Team.objects.filter(slug=DEMO_TEAM_SLUG).first() or team_save(
+        team=Team(slug=DEMO_TEAM_SLUG, name=DEMO_TEAM_NAME), actor=None
+    )
     logins = []
     # Leads are settled before members so that demoting a user never leaves the team leadless.
     for username, password, role, superuser in DEMO_USERS:
@@ -181,7 +184,7 @@ def _seed_groups() -> list[Group]:
         group.multiplier = spec.multiplier
         group.models = list(spec.models)
         group.is_active = True
-        groups.append(group_save(group=group))
+        groups.append(group_save(group=group, actor=None))
     return groups
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.core import mail
 
 from keys import services
-from keys.models import Invitation, Membership, TeamEvent
+from keys.models import AuditEvent, Invitation, Membership
 
 from ...factories import MembershipFactory, UserFactory
 
@@ -24,7 +24,7 @@ def _public_base_url(settings):
 def written() -> tuple:
     return (
         list(Invitation.objects.values()),
-        list(TeamEvent.objects.values()),
+        list(AuditEvent.objects.filter(team__isnull=False).values()),
         list(Membership.objects.values_list("team_id", "user_id", "role")),
         len(mail.outbox),
     )

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from keys import services
-from keys.models import ApiKey, KeyEvent, Membership
+from keys.models import ApiKey, AuditEvent, Membership
 from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
 
 from ...factories import GroupFactory, MembershipFactory, distinct_ips, make_key
@@ -44,7 +44,7 @@ def snapshot(key: ApiKey) -> dict:
     key = ApiKey.objects.get(pk=key.pk)
     return {
         "row": {f.attname: getattr(key, f.attname) for f in ApiKey._meta.fields},
-        "events": KeyEvent.objects.filter(key=key).count(),
+        "events": AuditEvent.objects.filter(key=key).count(),
     }
 
 
@@ -94,8 +94,8 @@ def test_create_returns_the_plaintext_once(api, member, group):
         "created_at": None,
         "updated_at": None,
     }
-    event = KeyEvent.objects.get()
-    assert (event.action, event.actor) == ("created", member)
+    event = AuditEvent.objects.filter(subject_type="key").get()
+    assert (event.action, event.actor) == ("key.created", member)
 
 
 def test_create_takes_an_ip_restriction_of_1000_entries(api, member, group):
@@ -256,7 +256,7 @@ def test_create_reports_a_bad_field_and_writes_nothing(
     assert response.status_code == 400
     assert response.json() == {field: [message]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 @pytest.mark.parametrize("field", ["team", "name", "group"])
@@ -579,8 +579,8 @@ def test_patch_changes_every_setting_and_writes_one_event(api, member, keys):
         "5/s",
     )
     assert body["expires_at"] == "2999-06-01T10:00:00Z"
-    event = KeyEvent.objects.filter(key=key).latest("id")
-    assert event.action == "updated"
+    event = AuditEvent.objects.filter(key=key).latest("id")
+    assert event.action == "key.updated"
     assert set(event.changes) == {
         "name",
         "group",
@@ -690,7 +690,7 @@ def test_create_with_the_json_number_1e_minus_400_as_quota_writes_nothing(api, m
     assert response.status_code == 400
     assert response.json() == {"quota_limit_usd": [QUOTA_NUMBER]}
     assert not ApiKey.objects.exists()
-    assert not KeyEvent.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 @pytest.mark.parametrize(
@@ -737,7 +737,7 @@ def test_delete_keeps_the_audit_trail(api, member, keys):
 
     assert response.status_code == 204
     assert not ApiKey.objects.filter(pk=key.pk).exists()
-    deleted = KeyEvent.objects.get(action="deleted", key_name="member-key")
+    deleted = AuditEvent.objects.get(action="key.deleted", subject_label="member-key")
     assert deleted.actor == member
 
 
@@ -755,7 +755,7 @@ def test_rotate_returns_a_new_plaintext_once_and_kills_the_old(api, member, team
     key = ApiKey.objects.get()
     assert key.prefix == body["prefix"] == body["key"][: len(key.prefix)]
     assert not ApiKey.objects.filter(digest=issued.key.digest).exists()
-    assert KeyEvent.objects.filter(key=key, action="rotated").count() == 1
+    assert AuditEvent.objects.filter(key=key, action="key.rotated").count() == 1
 
 
 def test_disable_then_enable(api, member, keys):
@@ -767,8 +767,8 @@ def test_disable_then_enable(api, member, keys):
 
     assert (disabled.status_code, disabled.json()["status"]) == (200, "disabled")
     assert (enabled.status_code, enabled.json()["status"]) == (200, "enabled")
-    actions = list(KeyEvent.objects.filter(key=key).values_list("action", flat=True))
-    assert actions[:2] == ["enabled", "disabled"]
+    actions = list(AuditEvent.objects.filter(key=key).values_list("action", flat=True))
+    assert actions[:2] == ["key.enabled", "key.disabled"]
 
 
 def test_enabling_an_expired_key_is_refused_with_the_services_message(api, member, team, group):

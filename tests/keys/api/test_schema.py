@@ -39,6 +39,7 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/teams/{team_slug}/members/{username}/",
         "/api/v1/teams/{team_slug}/invitations/",
         "/api/v1/teams/{team_slug}/invitations/{id}/",
+        "/api/v1/teams/{team_slug}/events/",
         "/api/v1/invitations/accept/",
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
@@ -79,7 +80,8 @@ def test_every_paged_operation_declares_its_page_bounds_and_400(schema):
         if any(param["name"] == "page" for param in operation.get("parameters", []))
     ]
 
-    assert len(paged) == 8  # the seven lists and the team's pending invitations
+    # The seven lists, the team's pending invitations and the team's audit trail.
+    assert len(paged) == 9
     for name, operation in paged:
         params = {param["name"]: param["schema"] for param in operation["parameters"]}
         assert params["page"] == {"type": "integer", "minimum": 1, "default": 1}, name

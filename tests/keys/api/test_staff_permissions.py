@@ -38,7 +38,7 @@ def test_list_another_teams_keys(api, actor_of_kind, acme_key, kind):
 @pytest.mark.parametrize("kind", STAFF_KINDS)
 @pytest.mark.parametrize(
     ("action", "permission"),
-    [("", "keys.view_apikey"), ("events", "keys.view_keyevent")],
+    [("", "keys.view_apikey"), ("events", "keys.view_auditevent")],
 )
 def test_read_another_teams_key(api, actor_of_kind, acme_key, kind, action, permission):
     response = api(actor_of_kind(kind, permission)).get(url(acme_key, action))

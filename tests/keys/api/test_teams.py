@@ -2,7 +2,7 @@
 
 import pytest
 
-from keys.models import ApiKey, KeyEvent, Membership
+from keys.models import ApiKey, AuditEvent, Membership
 
 from ...factories import MembershipFactory, UserFactory, make_key
 
@@ -137,7 +137,7 @@ def test_removing_a_member_disables_their_keys(api, lead, member, team, group):
     assert "member" not in roles(team)
     key.refresh_from_db()
     assert key.status == ApiKey.Status.DISABLED
-    assert KeyEvent.objects.filter(key=key, action="disabled", actor=lead).count() == 1
+    assert AuditEvent.objects.filter(key=key, action="key.disabled", actor=lead).count() == 1
 
 
 def test_the_last_lead_cannot_be_removed(api, lead, team):
