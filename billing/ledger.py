@@ -95,6 +95,9 @@ class UsageRecord:
     session_id: str
     request_id: str
     created_at: datetime
+    # The relay endpoint (billing.refusals.ENDPOINT_LABELS). Last, with a default: entries
+    # an earlier release left in the stream have no such field.
+    endpoint: str = ""
 
     @property
     def charge_units(self) -> int:

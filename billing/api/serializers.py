@@ -1,6 +1,8 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from billing.models import UsageEvent
+from billing.models import RefusalCount, UsageEvent
+from billing.selectors import STATUS_FILTER_HELP, StatusFilter, status_filter
 from keys.api.serializers import MAX_ID
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "read_only": True}
@@ -43,6 +45,40 @@ class UsageEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class RefusalCountSerializer(serializers.ModelSerializer):
+    key = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="Null once the key was deleted."
+    )
+    key_prefix = serializers.CharField(source="key.prefix", read_only=True, allow_null=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    minute = serializers.DateTimeField(
+        read_only=True, help_text="The start of the minute the refusals fell in."
+    )
+    code = serializers.CharField(
+        read_only=True, help_text="Why: the error code the client got, e.g. key_disabled."
+    )
+    endpoint = serializers.CharField(
+        read_only=True,
+        help_text="messages, count_tokens, chat_completions, responses or models.",
+    )
+    count = serializers.IntegerField(read_only=True, help_text="How many requests were refused.")
+
+    class Meta:
+        model = RefusalCount
+        fields = [
+            "id",
+            "key",
+            "key_prefix",
+            "team",
+            "minute",
+            "status_code",
+            "code",
+            "endpoint",
+            "count",
+        ]
+        read_only_fields = fields
+
+
 class UsageDaySerializer(serializers.Serializer):
     """One day's totals, read from the rows of billing.selectors.usage_daily_totals_for."""
 
@@ -56,6 +92,33 @@ class UsageDaySerializer(serializers.Serializer):
     charged_usd = serializers.DecimalField(**MONEY, source="total_charged_usd")
 
 
+class StatusFilterField(serializers.CharField):
+    """A status filter (billing.selectors.status_filter) read from its text."""
+
+    def __init__(self, *, refused: bool, **kwargs) -> None:
+        self.refused = refused
+        help_text = (
+            STATUS_FILTER_HELP
+            if refused
+            else "A status code such as 502, or a class such as 5xx. Requests the relay "
+            "refused itself are counted under /api/v1/usage/refusals/."
+        )
+        super().__init__(required=False, max_length=16, help_text=help_text, **kwargs)
+
+    def to_internal_value(self, data) -> StatusFilter:
+        text = super().to_internal_value(data)
+        try:
+            status = status_filter(text)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.messages) from None
+        if status.refused_only and not self.refused:
+            raise serializers.ValidationError(
+                "Requests the relay refused are listed under /api/v1/usage/refusals/; "
+                "filter this list by a status code such as 502 or a class such as 5xx."
+            )
+        return status
+
+
 class _UsageFilterSerializer(serializers.Serializer):
     team = serializers.SlugField(required=False, help_text="Only this team (its slug).")
     key = serializers.IntegerField(
@@ -67,7 +130,20 @@ class _UsageFilterSerializer(serializers.Serializer):
 
 
 class UsageEventFilterSerializer(_UsageFilterSerializer):
+    status = StatusFilterField(refused=False)
     since = serializers.DateTimeField(required=False, help_text="From this time on (inclusive).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive).")
+
+
+class RefusalCountFilterSerializer(serializers.Serializer):
+    team = serializers.SlugField(required=False, help_text="Only this team (its slug).")
+    key = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="Only this key (its id)."
+    )
+    status = StatusFilterField(refused=True)
+    since = serializers.DateTimeField(
+        required=False, help_text="From the minute of this time on (inclusive)."
+    )
     until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive).")
 
 
