@@ -111,12 +111,14 @@ return 1
 """
 
 # KEYS: stream, total, reservations, checkpoints. ARGV: event JSON, charge, hold id, whether
-# the request wrote a checkpoint. One atomic step: the event is durable in the stream exactly
-# when its charge is in the total. A request whose checkpoint is gone although it wrote one
-# was taken for dead and billed from it (billing.ledger.reap_checkpoints): not billed twice.
+# the request wrote a checkpoint, the endpoint (beside the JSON: see UsageRecord.to_json; an
+# earlier release's ingest reads "e" only). One atomic step: the event is durable in the
+# stream exactly when its charge is in the total. A request whose checkpoint is gone although
+# it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints): not
+# billed twice.
 _RECORD = """
 if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
 redis.call('HDEL', KEYS[3], ARGV[3])
 return 1
@@ -262,7 +264,7 @@ class RedisStore:
                 keyspace.reservations(record.key_id),
                 keyspace.CHECKPOINTS,
             ],
-            args=[record_json, record.charge_units, hold_id, int(checkpointed)],
+            args=[record_json, record.charge_units, hold_id, int(checkpointed), record.endpoint],
         )
         return recorded == 1
 

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from billing.models import RefusalCount, UsageEvent
-from billing.selectors import STATUS_FILTER_HELP, StatusFilter, status_filter
+from billing.selectors import STATUS_FILTER_HELP, status_filter
 from keys.api.serializers import MAX_ID
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "read_only": True}
@@ -92,31 +92,41 @@ class UsageDaySerializer(serializers.Serializer):
     charged_usd = serializers.DecimalField(**MONEY, source="total_charged_usd")
 
 
-class StatusFilterField(serializers.CharField):
-    """A status filter (billing.selectors.status_filter) read from its text."""
+class StatusFilterField(serializers.RegexField):
+    """A status filter (billing.selectors.status_filter) read from its text; the pattern puts
+    what it accepts in the schema."""
 
     def __init__(self, *, refused: bool, **kwargs) -> None:
-        self.refused = refused
-        help_text = (
-            STATUS_FILTER_HELP
-            if refused
-            else "A status code such as 502, or a class such as 5xx. Requests the relay "
-            "refused itself are counted under /api/v1/usage/refusals/."
+        if refused:
+            regex, help_text = r"^([1-5][0-9][0-9]|[1-5]xx|refused)$", STATUS_FILTER_HELP
+            message = "Enter a status code such as 402, a class such as 4xx, or “refused”."
+        else:
+            regex = r"^([1-5][0-9][0-9]|[1-5]xx)$"
+            help_text = (
+                "A status code such as 502, or a class such as 5xx. Requests the relay "
+                "refused itself are counted under /api/v1/usage/refusals/."
+            )
+            message = (
+                "Enter a status code such as 502 or a class such as 5xx. Requests the relay "
+                "refused itself are listed under /api/v1/usage/refusals/."
+            )
+        super().__init__(
+            regex,
+            required=False,
+            max_length=7,
+            help_text=help_text,
+            error_messages={"invalid": message},
+            **kwargs,
         )
-        super().__init__(required=False, max_length=16, help_text=help_text, **kwargs)
 
-    def to_internal_value(self, data) -> StatusFilter:
-        text = super().to_internal_value(data)
+    def run_validation(self, data=serializers.empty):
+        text = super().run_validation(data)
+        if text is serializers.empty or text is None:
+            return text
         try:
-            status = status_filter(text)
+            return status_filter(text)
         except DjangoValidationError as error:
             raise serializers.ValidationError(error.messages) from None
-        if status.refused_only and not self.refused:
-            raise serializers.ValidationError(
-                "Requests the relay refused are listed under /api/v1/usage/refusals/; "
-                "filter this list by a status code such as 502 or a class such as 5xx."
-            )
-        return status
 
 
 class _UsageFilterSerializer(serializers.Serializer):

@@ -42,6 +42,7 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/invitations/accept/",
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
+        "/api/v1/usage/refusals/",
         "/api/v1/me/",
     }
 
@@ -79,7 +80,7 @@ def test_every_paged_operation_declares_its_page_bounds_and_400(schema):
         if any(param["name"] == "page" for param in operation.get("parameters", []))
     ]
 
-    assert len(paged) == 8  # the seven lists and the team's pending invitations
+    assert len(paged) == 9  # the eight lists and the team's pending invitations
     for name, operation in paged:
         params = {param["name"]: param["schema"] for param in operation["parameters"]}
         assert params["page"] == {"type": "integer", "minimum": 1, "default": 1}, name
