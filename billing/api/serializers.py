@@ -18,6 +18,11 @@ class UsageEventSerializer(serializers.ModelSerializer):
     cost_usd = serializers.DecimalField(**MONEY, help_text="At list prices.")
     charged_usd = serializers.DecimalField(**MONEY, help_text="Cost × the group's multiplier.")
     client_ip = serializers.CharField(read_only=True, allow_null=True)
+    endpoint = serializers.CharField(
+        read_only=True,
+        help_text="messages, count_tokens, chat_completions or responses; empty for requests "
+        "recorded before the endpoint was.",
+    )
 
     class Meta:
         model = UsageEvent
@@ -39,6 +44,7 @@ class UsageEventSerializer(serializers.ModelSerializer):
             "client_ip",
             "session_id",
             "request_id",
+            "endpoint",
             "created_at",
             "settled_at",
         ]
@@ -113,7 +119,6 @@ class StatusFilterField(serializers.RegexField):
         super().__init__(
             regex,
             required=False,
-            max_length=7,
             help_text=help_text,
             error_messages={"invalid": message},
             **kwargs,
