@@ -56,10 +56,16 @@ def reasons(rows: list[RefusalCount]) -> dict[tuple[int, str, str], int]:
 TIMES = 10_000
 
 
-def count_in_a_loop(store, refusal: Refusal, times: int) -> None:
+def count_in_a_loop(store, refusal: Refusal, times: int, *, at_once: int = 200) -> None:
+    """As a relay worker under a tool's retry loop: `at_once` refusals in flight at a time
+    (10,000 at once would wait longer than the relay's Redis command timeout on a busy
+    machine, which no relay worker does)."""
+
     async def loop():
         try:
-            await asyncio.gather(*(store.count_refusal(refusal) for _ in range(times)))
+            for start in range(0, times, at_once):
+                count = min(at_once, times - start)
+                await asyncio.gather(*(store.count_refusal(refusal) for _ in range(count)))
         finally:
             await store.close()
 
