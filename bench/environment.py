@@ -63,6 +63,9 @@ class BenchData:
     key_id: int
     plaintext: str = field(repr=False)
     quota: str
+    # A key whose quota is used up, for the refused-key scenario (bench.measurements).
+    refused_key_id: int = 0
+    refused_plaintext: str = field(default="", repr=False)
 
 
 def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
@@ -75,9 +78,9 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
     from django.contrib.auth import get_user_model
     from django.db import connections
 
-    from billing.models import ModelPrice, UsageDaily, UsageEvent
+    from billing.models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
     from keys import services
-    from keys.models import Group, Membership, Team
+    from keys.models import ApiKey, Group, Membership, Team
     from proxy.services import channel_upsert
 
     owner, _ = get_user_model().objects.get_or_create(
@@ -112,6 +115,7 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
     # table grows), so each run starts from none. Only the benchmark team's rows.
     UsageEvent.objects.filter(team=team).delete()
     UsageDaily.objects.filter(team=team).delete()
+    RefusalCount.objects.filter(team=team).delete()
     # Now, not in the middle of a measurement, where autovacuum would otherwise get to it.
     with connections["default"].cursor() as cursor:
         for model in (UsageEvent, UsageDaily):
@@ -124,8 +128,19 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
         actor=None,
         quota_limit_usd=quota_usd,
     )
+    # Its quota used up: every request is refused with 402 after the quota admission, the
+    # most work a refusal does (a tool retrying its refused request in a loop).
+    refused = services.api_key_create(
+        team=team,
+        owner=owner,
+        name=f"bench refused {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        group=group,
+        actor=None,
+        quota_limit_usd="1",
+    )
+    ApiKey.objects.filter(pk=refused.key.pk).update(spent_usd=Decimal("1"))
     connections.close_all()
-    return BenchData(issued.key.pk, issued.plaintext, quota_usd)
+    return BenchData(issued.key.pk, issued.plaintext, quota_usd, refused.key.pk, refused.plaintext)
 
 
 def usage_summary(key_id: int, redis_url: str, *, wait_seconds: float) -> dict:
@@ -155,6 +170,33 @@ def usage_summary(key_id: int, redis_url: str, *, wait_seconds: float) -> dict:
         "by_status": by_status,
         "left_in_stream": left,
         "drain_seconds": time.monotonic() - started,
+    }
+
+
+def refusal_summary(key_id: int, refused: int, *, wait_seconds: float) -> dict:
+    """Wait for the collector (Celery `collect_refusals`) to write `refused` refusals of the
+    key, then describe the rows it wrote."""
+    from django.db import connections
+
+    from billing.models import RefusalCount
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        rows = list(
+            RefusalCount.objects.filter(key_id=key_id).values_list(
+                "minute", "status_code", "code", "endpoint", "count"
+            )
+        )
+        counted = sum(row[-1] for row in rows)
+        if counted >= refused or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    connections.close_all()
+    return {
+        "rows": len(rows),
+        "minutes": len({row[0] for row in rows}),
+        "counted": counted,
+        "reasons": sorted({f"{row[1]} {row[2]} ({row[3]})" for row in rows}),
     }
 
 

@@ -117,13 +117,29 @@ class Bench:
         warm_up: bool = False,
         note: str = "",
     ) -> WrkResult:
+        running = self.wrk_start(
+            target, connections=connections, seconds=seconds, delay_ms=delay_ms, threads=threads
+        )
+        return self.wrk_finish(running, warm_up=warm_up, note=note)
+
+    def wrk_start(
+        self,
+        target: str,
+        *,
+        connections: int,
+        seconds: float,
+        delay_ms: float,
+        threads: int = 2,
+        key: str | None = None,
+    ) -> dict:
+        """Start a wrk run in the background; `key` instead of the benchmark key (relay)."""
         self.processes.check_alive()
         threads = max(1, min(threads, connections))
         env = {
             **os.environ,
             "BENCH_BODY": self.body,
             "BENCH_DELAY_MS": f"{delay_ms:g}",
-            "BENCH_KEY": self.key if target == "relay" else "",
+            "BENCH_KEY": (key or self.key) if target == "relay" else "",
         }
         command = [
             "wrk",
@@ -138,17 +154,34 @@ class Bench:
         ]
         meter = CpuMeter(self.meter_groups)
         meter.start()
-        finished = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=seconds + 60
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        cpu = meter.stop()
-        line = next(
-            (row for row in finished.stdout.splitlines() if row.startswith("BENCH-JSON ")), None
-        )
+        return {
+            "process": process,
+            "meter": meter,
+            "target": target,
+            "connections": connections,
+            "delay_ms": delay_ms,
+            "seconds": seconds,
+            # Another key's requests (a refused key's) are not the benchmark key's usage.
+            "counted": key is None,
+        }
+
+    def wrk_finish(self, running: dict, *, warm_up: bool = False, note: str = "") -> WrkResult:
+        process = running["process"]
+        try:
+            stdout, stderr = process.communicate(timeout=running["seconds"] + 60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        cpu = running["meter"].stop()
+        target = running["target"]
+        line = next((row for row in stdout.splitlines() if row.startswith("BENCH-JSON ")), None)
         if line is None:
-            raise RuntimeError(f"wrk gave no summary:\n{finished.stdout}\n{finished.stderr}")
+            raise RuntimeError(f"wrk gave no summary:\n{stdout}\n{stderr}")
         summary = json.loads(line.removeprefix("BENCH-JSON "))
-        if target == "relay":
+        if target == "relay" and running["counted"]:
             self.relayed += summary["requests"] - summary["status_errors"]
         errors = sum(
             summary[name]
@@ -164,8 +197,8 @@ class Bench:
             target,
             summary,
             cpu,
-            connections=connections,
-            delay_ms=delay_ms,
+            connections=running["connections"],
+            delay_ms=running["delay_ms"],
             errors=errors,
             note=note,
             client="wrk",
@@ -388,6 +421,60 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         target: bench.wrk(target, connections=1, seconds=wrk_seconds, delay_ms=0, threads=1)
         for target in ("direct", "floor", "relay")
     }
+    return results
+
+
+def measure_refused(
+    bench: Bench, refused_key: str, rounds: int, seconds: float, connections: int = 4
+) -> dict:
+    """The benchmark key's latency at concurrency 1 (bench/c1.py) alone, then while one wrk
+    loop of `connections` connections sends, as fast as the relay answers, requests of a key
+    whose quota is used up (402: a tool retrying its refused request), in turns, `rounds`
+    times; and the refusal counts written for that key (billing.refusals: one row per
+    minute and reason, however many requests)."""
+    bench.quiet("refused")
+    print(
+        f"A refused key hammered: c1 latency of the benchmark key alone and beside wrk "
+        f"c{connections} on a key refused with 402, {rounds} rounds of {seconds:g} s",
+        flush=True,
+    )
+    bench.c1("relay", seconds=2, warm_up=True)
+    runs: dict[str, list[tuple[dict, dict]]] = {"alone": [], "hammered": []}
+    hammers: list[WrkResult] = []
+    for number in range(1, rounds + 1):
+        runs["alone"].append(bench.c1_run("relay", seconds))
+        hammer = bench.wrk_start(
+            "relay",
+            connections=connections,
+            seconds=seconds + 1,
+            delay_ms=0,
+            threads=1,
+            key=refused_key,
+        )
+        time.sleep(0.5)  # The loop at full speed before the measured turn.
+        runs["hammered"].append(bench.c1_run("relay", seconds))
+        hammers.append(bench.wrk_finish(hammer, note="refused key, 402"))
+        print(
+            f"  round {number}: p99 alone {runs['alone'][-1][0]['p99_us'] / 1000:.2f} ms, "
+            f"hammered {runs['hammered'][-1][0]['p99_us'] / 1000:.2f} ms",
+            flush=True,
+        )
+    results: dict = {"hammers": hammers}
+    for name, note in (("alone", "alone"), ("hammered", "beside the refused key's loop")):
+        summaries = [summary for summary, _ in runs[name]]
+        pooled = summarize(
+            [latency for summary in summaries for latency in summary["latencies_us"]],
+            sum(summary["duration_us"] for summary in summaries),
+            sum(summary["status_errors"] for summary in summaries),
+            sum(summary["errors"] for summary in summaries),
+        )
+        cpu = merge_cpu([(cpu, summary["duration_us"]) for summary, cpu in runs[name]])
+        pooled["backlog"] = max((summary["backlog"] or 0) for summary in summaries)
+        results[name] = bench.c1_result(
+            "relay", pooled, cpu, note=f"{rounds} rounds pooled, {note}"
+        )
+    # Every answer the loop got was a refusal (402), each to be counted.
+    results["refused_requests"] = sum(hammer.requests for hammer in hammers)
     return results
 
 

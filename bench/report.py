@@ -89,6 +89,7 @@ def report(
     skipped,
     profile,
     background,
+    refused=None,
 ):
     lines = ["# Relay benchmark results", ""]
     lines += [
@@ -208,7 +209,22 @@ def report(
             f"{tried}) | {direct_best or 'none'} | | {relay_best or 'none'} | | | "
             f"{TARGET_STREAMS} | {_met(relay_best >= TARGET_STREAMS)} |"
         )
+    if refused:
+        alone, hammered = refused["alone"], refused["hammered"]
+        rate = sum(row.requests for row in refused["hammers"]) / max(
+            sum(row.seconds for row in refused["hammers"]), 1e-9
+        )
+        lines.append(
+            f"| latency p50 / p99, c1, beside one loop on a refused key ({rate:,.0f} "
+            "refusals/s, 402) | | | "
+            f"{_ms(hammered.p50_ms)} / {_ms(hammered.p99_ms)} | "
+            f"{_signed_ms(hammered.p50_ms - alone.p50_ms)} / "
+            f"{_signed_ms(hammered.p99_ms - alone.p99_ms)} over alone "
+            f"({_ms(alone.p50_ms)} / {_ms(alone.p99_ms)}) | | | |"
+        )
     lines += ["", "## Details", ""]
+    if refused:
+        lines += refused_lines(refused)
     if latency:
         c1_rows = [row for name, row in latency.items() if name not in ("wrk", "rounds")]
         lines += [
@@ -316,6 +332,41 @@ def report(
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def refused_lines(refused: dict) -> list[str]:
+    """The refused-key scenario (bench.measurements.measure_refused)."""
+    lines = [
+        "A refused key hammered: the benchmark key's latency at concurrency 1 (`bench/c1.py`) "
+        "alone, then beside one wrk loop sending a key's requests as fast as the relay "
+        "refuses them (its quota used up: 402 after the quota admission), in turns per "
+        "round. A refusal is counted with one Redis script and never written on its own "
+        "(billing.refusals). Columns as in the wrk table below.",
+        "",
+        "| target | client | req/s | p50 | p90 | p99 | p99.9 | max | mean | time/request | "
+        "errors | usage backlog | cpu (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in (refused["alone"], refused["hammered"], *refused["hammers"]):
+        lines.append(
+            _run_row(
+                row,
+                [row.client, f"{row.rps:,.0f}"],
+                [row.p50_ms, row.p90_ms, row.p99_ms, row.p999_ms, row.max_ms, row.mean_ms],
+                [_ms(row.cycle_ms)],
+            )
+        )
+    counts = refused.get("counts")
+    lines.append("")
+    if counts:
+        lines += [
+            f"The loop's {refused['refused_requests']:,} refused requests (every one an "
+            f"error for wrk) were written as {counts['rows']} `RefusalCount` row(s) over "
+            f"{counts['minutes']} minute(s), counting {counts['counted']:,}: "
+            f"{', '.join(counts['reasons']) or 'none'}.",
+            "",
+        ]
+    return lines
 
 
 def bench_relayed(usage: dict) -> int:

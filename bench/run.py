@@ -35,12 +35,14 @@ from bench.environment import (
     flush_bench_redis,
     machine_facts,
     prepare_data,
+    refusal_summary,
     usage_summary,
 )
 from bench.hotspots import profile_relay
 from bench.measurements import (
     Bench,
     measure_latency,
+    measure_refused,
     measure_streams,
     measure_throughput,
     measure_ttft,
@@ -102,8 +104,8 @@ def parse_options():
     )
     parser.add_argument(
         "--only",
-        default="latency,throughput,search,ttft,streams",
-        help="comma-separated subset of: latency,throughput,search,ttft,streams",
+        default="latency,throughput,search,ttft,streams,refused",
+        help="comma-separated subset of: latency,throughput,search,ttft,streams,refused",
     )
     options = parser.parse_args()
     options.only = set(options.only.split(","))
@@ -318,7 +320,7 @@ def main() -> int:
             serve(work_dir, bench.urls, data, options.serve, processes)
             failed = False
             return 0
-        latency = throughput = search = ttft = streams = None
+        latency = throughput = search = ttft = streams = refused = None
         if "latency" in options.only:
             latency = measure_latency(
                 bench,
@@ -336,6 +338,15 @@ def main() -> int:
             streams = measure_streams(
                 bench, options.stream_levels, deltas=options.stream_deltas, gap_ms=50
             )
+        if "refused" in options.only:
+            refused = measure_refused(
+                bench, data.refused_plaintext, options.latency_rounds, options.latency_seconds
+            )
+            if not options.no_celery:
+                print("Waiting for Celery to collect the refusal counts", flush=True)
+                refused["counts"] = refusal_summary(
+                    data.refused_key_id, refused["refused_requests"], wait_seconds=30
+                )
         profile = None
         if options.profile:
             py_spy = options.py_spy or shutil.which("py-spy")
@@ -366,6 +377,7 @@ def main() -> int:
             bench.skipped,
             profile,
             bench.background,
+            refused,
         )
         text += f"\nWhole run: {time.monotonic() - started:.0f} s.\n"
         Path(options.output).write_text(text)

@@ -1,10 +1,11 @@
-"""Staff admin for prices (edited freely) and usage (read-only: the relay writes it)."""
+"""Staff admin for prices (edited freely) and usage and refusal counts (read-only: the relay
+writes them)."""
 
 from django.contrib import admin
 from django.db.models import Model
 from django.http import HttpRequest
 
-from .models import ModelPrice, UsageDaily, UsageEvent
+from .models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -76,3 +77,14 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     list_select_related = ("team", "key")
     search_fields = ("model", "key__name", "key__prefix")
     date_hierarchy = "day"
+
+
+@admin.register(RefusalCount)
+class RefusalCountAdmin(ReadOnlyAdmin):
+    """Requests the relay refused for a known key, counted per minute (billing.refusals)."""
+
+    list_display = ("minute", "team", "key", "status_code", "code", "endpoint", "count")
+    list_filter = ("team", "status_code", "code", "endpoint")
+    list_select_related = ("team", "key")
+    search_fields = ("code", "key__name", "key__prefix")
+    date_hierarchy = "minute"

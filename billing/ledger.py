@@ -95,6 +95,9 @@ class UsageRecord:
     session_id: str
     request_id: str
     created_at: datetime
+    # The relay endpoint (billing.refusals.ENDPOINT_LABELS). Not in the JSON (see to_json);
+    # empty when it was not sent beside it (an earlier release's entry, a spooled record).
+    endpoint: str = ""
 
     @property
     def charge_units(self) -> int:
@@ -108,17 +111,21 @@ class UsageRecord:
     def to_json(self) -> str:
         """One object keyed by field name, in field order, as `from_json` (this and earlier
         releases) reads it. Not `dataclasses.asdict`: it deep-copies every value and cost
-        about 5% of the relay's CPU."""
-        data = dict(zip(_FIELD_NAMES, _field_values(self), strict=True))
+        about 5% of the relay's CPU. Without the endpoint: an earlier release's `from_json`
+        refuses a field it does not know, and its ingest would set this release's entries
+        aside during a deploy; the relay sends it beside the JSON (the stream entry's "p")."""
+        data = dict(zip(_WIRE_NAMES, _wire_values(self), strict=True))
         for name, (write, _) in _JSON_CONVERSIONS.items():
             data[name] = write(data[name])
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "UsageRecord":
+    def from_json(cls, raw: str | bytes, *, endpoint: str = "") -> "UsageRecord":
+        """The record `to_json` wrote, with the endpoint sent beside it."""
         data = json.loads(raw)
         for name, (_, read) in _JSON_CONVERSIONS.items():
             data[name] = read(data[name])
+        data.setdefault("endpoint", endpoint)
         return cls(**data)
 
     def event_fields(self) -> dict:
@@ -131,6 +138,8 @@ class UsageRecord:
 
 _FIELD_NAMES = tuple(field.name for field in fields(UsageRecord))
 _field_values = attrgetter(*_FIELD_NAMES)
+_WIRE_NAMES = tuple(name for name in _FIELD_NAMES if name != "endpoint")
+_wire_values = attrgetter(*_WIRE_NAMES)
 # The types JSON has no form for: how a value is written, and read back.
 _JSON_FORMS = {Decimal: (str, Decimal), datetime: (datetime.isoformat, datetime.fromisoformat)}
 _JSON_CONVERSIONS = {

@@ -69,6 +69,10 @@ class UsageEvent(models.Model):
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     session_id = models.CharField(max_length=128, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
+    # The relay endpoint (billing.refusals.ENDPOINT_LABELS); empty on rows written before it
+    # was recorded. A default in the database too: a release still running during a deploy
+    # inserts rows without this column.
+    endpoint = models.CharField(max_length=32, blank=True, default="", db_default="")
     created_at = models.DateTimeField(db_index=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
@@ -135,3 +139,36 @@ class UsageDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model}: {self.requests} requests, ${self.charged_usd}"
+
+
+class RefusalCount(models.Model):
+    """How often the relay refused one key's requests in one minute, for one status, reason and
+    endpoint. Refusals are counted, not written one by one: a tool retrying a refused request
+    in a loop adds to one row a minute instead of flooding this table (billing.refusals)."""
+
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="refusal_counts"
+    )
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="refusal_counts", db_index=False
+    )
+    # The start of the minute the refusals fell in.
+    minute = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField()
+    # The refusal's code (proxy.errors.RelayError.code), e.g. key_disabled, insufficient_quota.
+    code = models.CharField(max_length=64)
+    endpoint = models.CharField(max_length=32)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-minute", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key", "minute", "status_code", "code", "endpoint"],
+                name="one_refusal_count_per_key_minute_reason",
+            )
+        ]
+        indexes = [models.Index(fields=["team", "-minute"])]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.status_code} {self.code} ×{self.count}"

@@ -8,20 +8,22 @@ ingest interval (with Redis; the embedded relay writes as each request ends). Da
 in settings.TIME_ZONE, like the rollups.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from keys import selectors as key_selectors
 from keys.models import ApiKey, Team
 
-from .models import UsageDaily, UsageEvent
+from .models import RefusalCount, UsageDaily, UsageEvent
 from .pricing import MONEY_PLACES
 
 
@@ -131,15 +133,92 @@ def spend_by_model(*, team: Team, since: date) -> list[ModelSpend]:
     return [ModelSpend(model=row["model"], **_totals(row)) for row in rows]
 
 
+@dataclass(frozen=True)
+class StatusFilter:
+    """Which requests a list shows by status: one status code, a class of them ("4xx"), or
+    the refusals of the relay only ("refused"). Read from text by `status_filter`."""
+
+    low: int = 100
+    high: int = 600  # Exclusive.
+    refused_only: bool = False
+
+    def events(self, rows: QuerySet) -> QuerySet:
+        if self.refused_only:
+            return rows.none()
+        return rows.filter(status_code__gte=self.low, status_code__lt=self.high)
+
+    def refusals(self, rows: QuerySet) -> QuerySet:
+        return rows.filter(status_code__gte=self.low, status_code__lt=self.high)
+
+
+STATUS_FILTER_HELP = (
+    "A status code such as 402, a class such as 4xx, or “refused” for the requests the relay "
+    "refused itself (disabled or expired key, IP, model, quota, rate limit, bad request)."
+)
+_STATUS_CODE = re.compile(r"[1-5][0-9][0-9]")
+_STATUS_CLASS = re.compile(r"[1-5]xx")
+
+
+def status_filter(value: str) -> StatusFilter:
+    """The filter `value` names (see STATUS_FILTER_HELP); a ValidationError if it names none.
+    Shared by the portal's form and the API's query serializers."""
+    text = value.strip().lower()
+    if text == "refused":
+        return StatusFilter(refused_only=True)
+    if _STATUS_CODE.fullmatch(text):
+        return StatusFilter(int(text), int(text) + 1)
+    if _STATUS_CLASS.fullmatch(text):
+        low = int(text[0]) * 100
+        return StatusFilter(low, low + 100)
+    raise ValidationError(
+        "Enter a status code such as 402, a class such as 4xx, or “refused”.",
+        code="invalid_status",
+    )
+
+
+@dataclass(frozen=True)
+class RecentRequest:
+    """One line of a list of recent requests: a usage event, or one minute's count of one kind
+    of refusal of one key (billing.refusals); `time` is the event's, or the minute's start."""
+
+    time: datetime
+    event: UsageEvent | None = None
+    refusal: RefusalCount | None = None
+
+
+def recent_requests(
+    *, team: Team, key: ApiKey | None = None, status: StatusFilter | None = None, limit: int
+) -> list[RecentRequest]:
+    """The team's (or one of its keys') latest `limit` requests, newest first: usage events
+    and refusal counts together. The caller has already checked that the actor may see the
+    team's or the key's requests."""
+    events = UsageEvent.objects.filter(team_id=team.pk)
+    refusals = RefusalCount.objects.filter(team_id=team.pk)
+    if key is not None:
+        events, refusals = events.filter(key=key), refusals.filter(key=key)
+    if status is not None:
+        events, refusals = status.events(events), status.refusals(refusals)
+    lines = [
+        RecentRequest(event.created_at, event=event)
+        for event in events.select_related("key").order_by("-created_at", "-id")[:limit]
+    ] + [
+        RecentRequest(refusal.minute, refusal=refusal)
+        for refusal in refusals.select_related("key").order_by("-minute", "-id")[:limit]
+    ]
+    lines.sort(key=lambda line: line.time, reverse=True)
+    return lines[:limit]
+
+
 def usage_event_list(*, key: ApiKey) -> QuerySet[UsageEvent]:
     """A key's requests, newest first, scoped by the key's team as well as the key. The caller
     has already checked that the actor may see the key."""
     return UsageEvent.objects.filter(team_id=key.team_id, key=key).order_by("-created_at", "-id")
 
 
-# The filters of the usage lists: "team" (a slug), "key" (an id), "model", and "since" and
-# "until", which each list reads in its own way.
-USAGE_FILTERS = frozenset({"team", "key", "model", "since", "until"})
+# The filters of the usage lists: "team" (a slug), "key" (an id), "model", "status" (a
+# StatusFilter; usage events and refusal counts only), and "since" and "until", which each
+# list reads in its own way.
+USAGE_FILTERS = frozenset({"team", "key", "model", "status", "since", "until"})
 
 
 def usage_event_list_for(
@@ -148,20 +227,46 @@ def usage_event_list_for(
     """Every usage event the actor may see, across their teams (see `_visible_to`), newest
     first. `filters` (USAGE_FILTERS): "since" is a time from which on (inclusive), "until" one
     before which (exclusive)."""
+    filters = filters or {}
     events = _narrowed(
         _visible_to(actor, UsageEvent.objects.all()),
-        filters or {},
+        filters,
         since="created_at__gte",
         until="created_at__lt",
     )
+    if filters.get("status") is not None:
+        events = filters["status"].events(events)
     return events.select_related("key", "team", "group").order_by("-created_at", "-id")
+
+
+def refusal_count_list_for(
+    *, actor: User, filters: Mapping[str, Any] | None = None
+) -> QuerySet[RefusalCount]:
+    """Every refusal count the actor may see (see `_visible_to`), newest minute first.
+    `filters` (USAGE_FILTERS but "model": a refusal may come before any model is read):
+    "since" is a time from which minute on (inclusive), "until" one before which (exclusive)."""
+    filters = filters or {}
+    if filters.get("model"):
+        raise ValueError("Refusal counts have no model to filter by.")
+    counts = _narrowed(
+        _visible_to(actor, RefusalCount.objects.all()),
+        filters,
+        since="minute__gte",
+        until="minute__lt",
+    )
+    if filters.get("status") is not None:
+        counts = filters["status"].refusals(counts)
+    return counts.select_related("key", "team").order_by("-minute", "-id")
 
 
 def usage_daily_list_for(
     *, actor: User, filters: Mapping[str, Any] | None = None
 ) -> QuerySet[UsageDaily]:
     """Every daily rollup row the actor may see, across their teams (see `_visible_to`).
-    `filters` (USAGE_FILTERS): "since" and "until" are days, both inclusive."""
+    `filters` (USAGE_FILTERS but "status": the rollups count requests of every status):
+    "since" and "until" are days, both inclusive."""
+    if filters and filters.get("status") is not None:
+        raise ValueError("Daily totals have no status to filter by.")
     return _narrowed(
         _visible_to(actor, UsageDaily.objects.all()),
         filters or {},

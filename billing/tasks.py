@@ -14,3 +14,9 @@ def settle_usage() -> int:
 def ingest_usage() -> int:
     """Move the usage the relay appended to the Redis stream into settled UsageEvent rows."""
     return services.ingest_usage_stream()
+
+
+@shared_task(base=RetryOnOutageTask)
+def collect_refusals() -> int:
+    """Move the relay's refusal counts of closed minutes from Redis into RefusalCount rows."""
+    return services.collect_refusal_counts()

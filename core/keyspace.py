@@ -23,6 +23,11 @@ usage:checkpoints         hash    none                      relay (checkpoint,  
 relay:alive:<worker id>   string  RELAY_ALIVE_SECONDS       relay worker            reap
 usage:unwritable          stream  none (newest 10,000)      ingest                  staff (XRANGE)
 usage:ingest-lock         lock    10 s, renewed per batch   ingest                  ingest
+refusals:<minute>         hash    REFUSAL_COUNT_SECONDS     relay (HINCRBY),        refusal
+                                  (1 d)                     collector (DEL)         collector
+                          ("key|status|code|endpoint" -> count; minute: its start, epoch seconds)
+refusal-minutes           set     REFUSAL_COUNT_SECONDS     relay (SADD),           refusal
+                          (the minutes counted)             collector (SREM)        collector
 
 Integers are stored as Redis stores them (decimal strings), written and read with the raw
 Redis client only (billing.ledger.RedisTotals for the totals), so Lua's INCRBY and GET work on
@@ -44,11 +49,17 @@ USAGE_STREAM = PREFIX + "usage:stream"
 CHECKPOINTS = PREFIX + "usage:checkpoints"
 UNWRITABLE_STREAM = PREFIX + "usage:unwritable"
 INGEST_LOCK = PREFIX + "usage:ingest-lock"
+REFUSAL_MINUTES = PREFIX + "refusal-minutes"
 
 # Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
 SPEND_TOTAL_PREFIX = PREFIX + "spend:"
 RESERVATIONS_PREFIX = PREFIX + "spend-reserved:"
 RELAY_ALIVE_PREFIX = PREFIX + "relay:alive:"
+REFUSALS_PREFIX = PREFIX + "refusals:"
+
+# How long a minute's refusal counts wait in Redis for the collector (billing.refusals): long
+# enough for a collector that is down for a while to find them.
+REFUSAL_COUNT_SECONDS = 24 * 60 * 60
 
 
 def spend_total(key_id: int) -> str:
@@ -57,6 +68,11 @@ def spend_total(key_id: int) -> str:
 
 def reservations(key_id: int) -> str:
     return f"{RESERVATIONS_PREFIX}{key_id}"
+
+
+def refusals(minute: int) -> str:
+    """A minute's refusal counts; `minute` is its start in seconds since the epoch."""
+    return f"{REFUSALS_PREFIX}{minute}"
 
 
 def relay_alive(worker_id: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from billing.refusals import Refusal
 from core.client_ip import client_ip, trusted_proxies
 from core.request_id import current_request_id, new_request_id
 
@@ -43,22 +44,25 @@ logger = logging.getLogger("proxy")
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Endpoint:
+    # Its short stable name, as usage rows and refusal counts record it
+    # (billing.refusals.ENDPOINT_LABELS).
+    name: str
     method: str
     errors: ErrorShape
     # The API a model request speaks; None for the model listing, which forwards nothing.
     dialect: Dialect | None
 
 
-def _forwarded(method: str, dialect: Dialect) -> Endpoint:
-    return Endpoint(method, dialect.vendor.errors, dialect)
+def _forwarded(name: str, method: str, dialect: Dialect) -> Endpoint:
+    return Endpoint(name, method, dialect.vendor.errors, dialect)
 
 
 ENDPOINTS = {
-    "/v1/messages": _forwarded("POST", ANTHROPIC_MESSAGES),
-    "/v1/messages/count_tokens": _forwarded("POST", ANTHROPIC_COUNT_TOKENS),
-    "/v1/chat/completions": _forwarded("POST", OPENAI_CHAT),
-    "/v1/responses": _forwarded("POST", OPENAI_RESPONSES),
-    listing.LIST_PATH: Endpoint("GET", ANTHROPIC.errors, None),
+    "/v1/messages": _forwarded("messages", "POST", ANTHROPIC_MESSAGES),
+    "/v1/messages/count_tokens": _forwarded("count_tokens", "POST", ANTHROPIC_COUNT_TOKENS),
+    "/v1/chat/completions": _forwarded("chat_completions", "POST", OPENAI_CHAT),
+    "/v1/responses": _forwarded("responses", "POST", OPENAI_RESPONSES),
+    listing.LIST_PATH: Endpoint("models", "GET", ANTHROPIC.errors, None),
 }
 # Every path under listing.MODEL_PREFIX (one model) is the listing's too.
 _LISTING = ENDPOINTS[listing.LIST_PATH]
@@ -116,6 +120,7 @@ class RelayApp:
             request_id="",
             errors=shape,
             client_ip="",
+            endpoint=endpoint.name if endpoint is not None else "",
         )
         exchange.request_id = new_request_id(exchange.header(b"x-request-id"))
         peer = scope["client"][0] if scope.get("client") else ""
@@ -159,6 +164,11 @@ class RelayApp:
             )
         except RelayError as error:
             await exchange.refuse(error)
+            if error.key_id is not None:
+                # Counted after the answer is sent, so the client does not wait for it. A
+                # refusal with no key known (no or an invalid credential, an unknown path)
+                # is not counted: there is no key or team to show it to.
+                await self.count_refusal(exchange, error.key_id, error.code)
             return error.key_id
         except errors.STATE_UNAVAILABLE:
             logger.exception("Relay state unavailable")
@@ -170,6 +180,15 @@ class RelayApp:
             )
         await self.forwarder.forward(self.store, exchange, dialect, passed)
         return passed.state.key_id
+
+    async def count_refusal(self, exchange: Exchange, key_id: int, code: str) -> None:
+        """Count the refusal against its key (billing.refusals): one store call, never a
+        database write on the request path."""
+        refusal = Refusal(key_id, exchange.status, code, exchange.endpoint)
+        try:
+            await self.store.count_refusal(refusal)
+        except Exception:
+            logger.exception("Could not count a refusal of key %s (%s)", key_id, code)
 
     async def list_models(self, exchange: Exchange, plaintext: str) -> int:
         """GET /v1/models, or one model of it: the key checks only (see Gate.check_listing)."""

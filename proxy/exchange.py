@@ -21,6 +21,8 @@ class Exchange:
     # the API it looks like.
     errors: ErrorShape
     client_ip: str
+    # The endpoint's short name (proxy.app.ENDPOINTS); empty for an unknown path.
+    endpoint: str = ""
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=timezone.now)
     response_started: bool = False

@@ -80,6 +80,7 @@ def _usage_record(
         session_id=exchange.header(SESSION_HEADER) or "",
         request_id=exchange.request_id,
         created_at=exchange.started_at,
+        endpoint=exchange.endpoint,
     )
 
 

@@ -39,6 +39,7 @@ from django.core.cache import cache
 from django.db import close_old_connections
 
 from billing import ledger, services
+from billing.refusals import Refusal
 from core import keyspace
 from keys.cache import key_state_generation, put_key_state_if_current
 
@@ -110,15 +111,34 @@ return 1
 """
 
 # KEYS: stream, total, reservations, checkpoints. ARGV: event JSON, charge, hold id, whether
-# the request wrote a checkpoint. One atomic step: the event is durable in the stream exactly
-# when its charge is in the total. A request whose checkpoint is gone although it wrote one
-# was taken for dead and billed from it (billing.ledger.reap_checkpoints): not billed twice.
+# the request wrote a checkpoint, the endpoint (beside the JSON: see UsageRecord.to_json; an
+# earlier release's ingest reads "e" only). One atomic step: the event is durable in the
+# stream exactly when its charge is in the total. A request whose checkpoint is gone although
+# it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints): not
+# billed twice.
 _RECORD = """
 if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
 redis.call('HDEL', KEYS[3], ARGV[3])
 return 1
+"""
+
+
+# KEYS: the minutes' index. ARGV: the prefix of the minutes' counts, the refusal's field, the
+# counts' lifetime. Adds 1 to the refusal's count for the current minute by Redis's clock, the
+# one the collector (billing.services.refusals) tells closed minutes by: relay hosts whose
+# clocks differ cannot add to a minute already collected. The minute's name is made here from
+# that clock, so it is not in KEYS (this Redis is not a cluster).
+_COUNT_REFUSAL = """
+local now = tonumber(redis.call('TIME')[1])
+local minute = now - now % 60
+local counts = ARGV[1] .. minute
+redis.call('HINCRBY', counts, ARGV[2], 1)
+redis.call('EXPIRE', counts, ARGV[3])
+redis.call('SADD', KEYS[1], minute)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return minute
 """
 
 
@@ -128,6 +148,7 @@ class RedisStore:
         self._admit = self.redis.script(_ADMIT)
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
+        self._count_refusal = self.redis.script(_COUNT_REFUSAL)
         self.spool = Spool(Path(settings.RELAY_SPOOL_DIR), self._send_spooled)
         # This worker's id for its checkpoints, and the task keeping its key alive.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -191,6 +212,15 @@ class RedisStore:
                 record.request_id,
             )
 
+    async def count_refusal(self, refusal: Refusal) -> None:
+        """Add 1 to the refusal's count for this minute: one script, one round trip, however
+        often the key is refused (billing.refusals). Not spooled: a count lost while Redis is
+        down is not worth the disk."""
+        await self._count_refusal(
+            keys=[keyspace.REFUSAL_MINUTES],
+            args=[keyspace.REFUSALS_PREFIX, refusal.field(), keyspace.REFUSAL_COUNT_SECONDS],
+        )
+
     async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         """Keep what a stream has used so far, to be billed if this worker dies before it
         records the whole (billing.ledger.reap_checkpoints)."""
@@ -234,7 +264,7 @@ class RedisStore:
                 keyspace.reservations(record.key_id),
                 keyspace.CHECKPOINTS,
             ],
-            args=[record_json, record.charge_units, hold_id, int(checkpointed)],
+            args=[record_json, record.charge_units, hold_id, int(checkpointed), record.endpoint],
         )
         return recorded == 1
 
@@ -282,6 +312,11 @@ class LocalStore:
         self._reservations: dict[int, dict[str, tuple[int, float]]] = {}
         self._totals = ledger.local_totals()
         self._queue: list[ledger.UsageRecord] = []
+        # (minute, refusal) -> count: each minute's refusals counted in this process, which is
+        # the whole count (one process), written by the writer; a minute is forgotten once it
+        # has ended and its count is written.
+        self._refusals: dict[tuple[int, Refusal], int] = {}
+        self._refusals_changed = False
         self._writer: asyncio.Task | None = None
 
     async def get_key_state(self, digest: str) -> bytes | None:
@@ -330,26 +365,58 @@ class LocalStore:
         # The response has been sent; the row is written by the writer task, off the event
         # loop, and the request does not wait for it.
         self._queue.append(record)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+        self._start_writer()
+
+    async def count_refusal(self, refusal: Refusal) -> None:
+        minute = int(time.time()) // 60 * 60
+        self._refusals[minute, refusal] = self._refusals.get((minute, refusal), 0) + 1
+        self._refusals_changed = True
+        self._start_writer()
 
     async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         """Nothing to keep: one process, and reservations die with it."""
 
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+
     async def _write_queued(self) -> None:
         """Write the queue until it is empty, a batch at a time: whatever arrived while the
         last batch was being written goes in the next one, so a busy relay writes few, large
-        transactions and an idle one writes each record at once."""
+        transactions and an idle one writes each record at once. Refusal counts likewise: all
+        that changed while the last write ran go in one statement (a key refused in a loop
+        costs one write per round, not one per refusal)."""
         try:
-            while self._queue:
-                batch = self._queue[:WRITE_BATCH]
-                del self._queue[:WRITE_BATCH]
-                try:
-                    await run_db(functools.partial(services.write_queued_usage, records=batch))
-                except Exception:
-                    logger.exception("Could not write %d usage event(s)", len(batch))
+            while self._queue or self._refusals_changed:
+                if self._queue:
+                    batch = self._queue[:WRITE_BATCH]
+                    del self._queue[:WRITE_BATCH]
+                    try:
+                        await run_db(functools.partial(services.write_queued_usage, records=batch))
+                    except Exception:
+                        logger.exception("Could not write %d usage event(s)", len(batch))
+                if self._refusals_changed:
+                    await self._write_refusals()
         finally:
             self._writer = None
+
+    async def _write_refusals(self) -> None:
+        self._refusals_changed = False
+        counts = dict(self._refusals)
+        tallies = [
+            services.RefusalTally(refusal, minute, count)
+            for (minute, refusal), count in counts.items()
+        ]
+        try:
+            await run_db(functools.partial(services.write_refusal_counts, tallies=tallies))
+        except Exception:
+            # Kept: the whole count is written again with the next refusal.
+            logger.exception("Could not write %d refusal count(s)", len(tallies))
+            return
+        current = int(time.time()) // 60 * 60
+        for (minute, refusal), count in counts.items():
+            if minute < current and self._refusals.get((minute, refusal)) == count:
+                del self._refusals[minute, refusal]
 
     async def close(self) -> None:
         """Returns once every record queued so far is written (or its failure logged)."""
@@ -397,6 +464,10 @@ class Store(Protocol):
 
     async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
         """Keep what a stream has used so far (billing.ledger.reap_checkpoints)."""
+        ...
+
+    async def count_refusal(self, refusal: Refusal) -> None:
+        """Add 1 to the refusal's count for the current minute (billing.refusals)."""
         ...
 
     async def close(self) -> None: ...

@@ -1,6 +1,8 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from billing.models import UsageEvent
+from billing.models import RefusalCount, UsageEvent
+from billing.selectors import STATUS_FILTER_HELP, status_filter
 from keys.api.serializers import MAX_ID
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "read_only": True}
@@ -16,6 +18,11 @@ class UsageEventSerializer(serializers.ModelSerializer):
     cost_usd = serializers.DecimalField(**MONEY, help_text="At list prices.")
     charged_usd = serializers.DecimalField(**MONEY, help_text="Cost × the group's multiplier.")
     client_ip = serializers.CharField(read_only=True, allow_null=True)
+    endpoint = serializers.CharField(
+        read_only=True,
+        help_text="messages, count_tokens, chat_completions or responses; empty for requests "
+        "recorded before the endpoint was.",
+    )
 
     class Meta:
         model = UsageEvent
@@ -37,8 +44,43 @@ class UsageEventSerializer(serializers.ModelSerializer):
             "client_ip",
             "session_id",
             "request_id",
+            "endpoint",
             "created_at",
             "settled_at",
+        ]
+        read_only_fields = fields
+
+
+class RefusalCountSerializer(serializers.ModelSerializer):
+    key = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="Null once the key was deleted."
+    )
+    key_prefix = serializers.CharField(source="key.prefix", read_only=True, allow_null=True)
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    minute = serializers.DateTimeField(
+        read_only=True, help_text="The start of the minute the refusals fell in."
+    )
+    code = serializers.CharField(
+        read_only=True, help_text="Why: the error code the client got, e.g. key_disabled."
+    )
+    endpoint = serializers.CharField(
+        read_only=True,
+        help_text="messages, count_tokens, chat_completions, responses or models.",
+    )
+    count = serializers.IntegerField(read_only=True, help_text="How many requests were refused.")
+
+    class Meta:
+        model = RefusalCount
+        fields = [
+            "id",
+            "key",
+            "key_prefix",
+            "team",
+            "minute",
+            "status_code",
+            "code",
+            "endpoint",
+            "count",
         ]
         read_only_fields = fields
 
@@ -56,6 +98,42 @@ class UsageDaySerializer(serializers.Serializer):
     charged_usd = serializers.DecimalField(**MONEY, source="total_charged_usd")
 
 
+class StatusFilterField(serializers.RegexField):
+    """A status filter (billing.selectors.status_filter) read from its text; the pattern puts
+    what it accepts in the schema."""
+
+    def __init__(self, *, refused: bool, **kwargs) -> None:
+        if refused:
+            regex, help_text = r"^([1-5][0-9][0-9]|[1-5]xx|refused)$", STATUS_FILTER_HELP
+            message = "Enter a status code such as 402, a class such as 4xx, or “refused”."
+        else:
+            regex = r"^([1-5][0-9][0-9]|[1-5]xx)$"
+            help_text = (
+                "A status code such as 502, or a class such as 5xx. Requests the relay "
+                "refused itself are counted under /api/v1/usage/refusals/."
+            )
+            message = (
+                "Enter a status code such as 502 or a class such as 5xx. Requests the relay "
+                "refused itself are listed under /api/v1/usage/refusals/."
+            )
+        super().__init__(
+            regex,
+            required=False,
+            help_text=help_text,
+            error_messages={"invalid": message},
+            **kwargs,
+        )
+
+    def run_validation(self, data=serializers.empty):
+        text = super().run_validation(data)
+        if text is serializers.empty or text is None:
+            return text
+        try:
+            return status_filter(text)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.messages) from None
+
+
 class _UsageFilterSerializer(serializers.Serializer):
     team = serializers.SlugField(required=False, help_text="Only this team (its slug).")
     key = serializers.IntegerField(
@@ -67,7 +145,20 @@ class _UsageFilterSerializer(serializers.Serializer):
 
 
 class UsageEventFilterSerializer(_UsageFilterSerializer):
+    status = StatusFilterField(refused=False)
     since = serializers.DateTimeField(required=False, help_text="From this time on (inclusive).")
+    until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive).")
+
+
+class RefusalCountFilterSerializer(serializers.Serializer):
+    team = serializers.SlugField(required=False, help_text="Only this team (its slug).")
+    key = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="Only this key (its id)."
+    )
+    status = StatusFilterField(refused=True)
+    since = serializers.DateTimeField(
+        required=False, help_text="From the minute of this time on (inclusive)."
+    )
     until = serializers.DateTimeField(required=False, help_text="Before this time (exclusive).")
 
 

@@ -270,15 +270,13 @@ def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> i
     every later run and stop ingestion for every team. An outage is not the data: it is raised,
     and the entries wait for the next run."""
     try:
-        return write_and_settle_usage(
-            records=[UsageRecord.from_json(fields[b"e"]) for _, fields in entries]
-        )
+        return write_and_settle_usage(records=[_record(fields) for _, fields in entries])
     except _BAD_DATA:
         pass
     written = 0
     for entry_id, fields in entries:
         try:
-            written += write_and_settle_usage(records=[UsageRecord.from_json(fields[b"e"])])
+            written += write_and_settle_usage(records=[_record(fields)])
         except _BAD_DATA as error:
             reason = f"{type(error).__name__}: {error}"[:500]
             logger.error(
@@ -294,6 +292,12 @@ def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> i
                 approximate=True,
             )
     return written
+
+
+def _record(fields: dict[bytes, bytes]) -> UsageRecord:
+    """A stream entry's record: its JSON ("e") and the endpoint beside it ("p"; absent from
+    entries an earlier release's relay wrote)."""
+    return UsageRecord.from_json(fields[b"e"], endpoint=fields.get(b"p", b"").decode())
 
 
 def write_queued_usage(*, records: list[UsageRecord]) -> int:

@@ -12,13 +12,9 @@ from decimal import Decimal
 from django import template
 from django.utils import timezone
 
-from billing.selectors import (
-    DaySpend,
-    daily_spend,
-    spend_by_key,
-    spend_by_model,
-    usage_event_list,
-)
+from billing import selectors
+from billing.refusals import ENDPOINT_LABELS, reason_label
+from billing.selectors import DaySpend, StatusFilter, daily_spend, spend_by_key, spend_by_model
 from keys.models import ApiKey, Team
 
 register = template.Library()
@@ -171,4 +167,23 @@ def usage_breakdown(team: Team, days: int = 30) -> dict:
 
 @register.inclusion_tag("billing/_recent_requests.html")
 def recent_requests(key: ApiKey, limit: int = 10) -> dict:
-    return {"rows": usage_event_list(key=key)[:limit], "limit": limit}
+    """The key's latest requests, its refused ones counted per minute among them."""
+    return {"rows": selectors.recent_requests(team=key.team, key=key, limit=limit), "limit": limit}
+
+
+@register.inclusion_tag("billing/_recent_requests.html")
+def team_requests(team: Team, status: StatusFilter | None = None, limit: int = 50) -> dict:
+    """The team's latest requests, each with its key, narrowed by `status` if given."""
+    rows = selectors.recent_requests(team=team, status=status, limit=limit)
+    return {"rows": rows, "limit": limit, "show_key": True}
+
+
+@register.filter
+def endpoint_label(name: str) -> str:
+    """A relay endpoint's name as the portal shows it (empty: recorded before endpoints were)."""
+    return ENDPOINT_LABELS.get(name, name) or "—"
+
+
+@register.filter
+def refusal_reason(code: str) -> str:
+    return reason_label(code)

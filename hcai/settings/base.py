@@ -217,6 +217,14 @@ if REDIS_URL:
         "schedule": INGEST_USAGE_EVERY_SECONDS,
         "options": {"expires": INGEST_USAGE_EVERY_SECONDS},
     }
+    # The relay counts refused requests per key and minute in Redis; this moves each closed
+    # minute into RefusalCount rows (embedded: the relay's writer writes them).
+    COLLECT_REFUSALS_EVERY_SECONDS = env.float("COLLECT_REFUSALS_EVERY_SECONDS", default=5.0)
+    CELERY_BEAT_SCHEDULE["collect-refusals"] = {
+        "task": "billing.tasks.collect_refusals",
+        "schedule": COLLECT_REFUSALS_EVERY_SECONDS,
+        "options": {"expires": COLLECT_REFUSALS_EVERY_SECONDS},
+    }
 
 # REST API (/api/v1/): personal access tokens ("Authorization: Token hcat_…") or the portal's
 # session with its CSRF token; per-token rate limits counted in the shared cache.

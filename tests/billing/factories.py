@@ -6,7 +6,7 @@ import factory
 from django.utils import timezone
 
 from billing.ledger import UsageRecord
-from billing.models import ModelPrice, UsageEvent
+from billing.models import ModelPrice, RefusalCount, UsageEvent
 
 
 class ModelPriceFactory(factory.django.DjangoModelFactory):
@@ -19,6 +19,20 @@ class ModelPriceFactory(factory.django.DjangoModelFactory):
     output_per_mtok = Decimal("15")
     cache_write_per_mtok = Decimal("3.75")
     cache_read_per_mtok = Decimal("0.30")
+
+
+class RefusalCountFactory(factory.django.DjangoModelFactory):
+    """One minute's count of one kind of refusal of `key` (pass one), this minute."""
+
+    class Meta:
+        model = RefusalCount
+
+    team = factory.LazyAttribute(lambda row: row.key.team)
+    minute = factory.LazyFunction(lambda: timezone.now().replace(second=0, microsecond=0))
+    status_code = 403
+    code = "key_disabled"
+    endpoint = "messages"
+    count = 1
 
 
 class UsageEventFactory(factory.django.DjangoModelFactory):

@@ -5,10 +5,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.models import ModelPrice, UsageDaily, UsageEvent
+from billing.models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
 from tests.admin_pages import assert_sent_to_login, url
 
-from .factories import ModelPriceFactory, UsageEventFactory
+from .factories import ModelPriceFactory, RefusalCountFactory, UsageEventFactory
 
 
 @pytest.fixture
@@ -34,8 +34,15 @@ def daily(issued) -> UsageDaily:
 
 
 @pytest.fixture
-def admin_pages(price, usage, daily):
+def refusals(issued) -> RefusalCount:
+    return RefusalCountFactory(key=issued.key, count=3)
+
+
+@pytest.fixture
+def admin_pages(price, usage, daily, refusals):
     return [
+        url("billing_refusalcount_changelist"),
+        url("billing_refusalcount_change", refusals.pk),
         url("billing_usagedaily_changelist"),
         url("billing_usagedaily_change", daily.pk),
         url("billing_modelprice_changelist"),
@@ -126,7 +133,8 @@ def test_bad_price_is_refused(admin_client, price, overrides, field, message):
 
 
 @pytest.mark.parametrize(
-    ("model_name", "fixture"), [("usageevent", "usage"), ("usagedaily", "daily")]
+    ("model_name", "fixture"),
+    [("usageevent", "usage"), ("usagedaily", "daily"), ("refusalcount", "refusals")],
 )
 def test_usage_rows_are_read_only(admin_client, request, model_name, fixture):
     row = request.getfixturevalue(fixture)

@@ -2,6 +2,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from billing.models import UsageDaily, UsageEvent
@@ -9,9 +10,11 @@ from billing.selectors import (
     DaySpend,
     KeySpend,
     ModelSpend,
+    StatusFilter,
     daily_spend,
     spend_by_key,
     spend_by_model,
+    status_filter,
     usage_daily_list_for,
     usage_daily_totals_for,
     usage_event_list_for,
@@ -326,3 +329,35 @@ def test_usage_lists_refuse_an_unknown_filter(lead, selector):
     with pytest.raises(ValueError) as error:
         selector(actor=lead, filters={"day": "2024-01-01", "team": "acme"})
     assert str(error.value) == "Unknown usage filters: day."
+
+
+# --- status filters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("402", StatusFilter(402, 403)),
+        (" 200 ", StatusFilter(200, 201)),
+        ("4xx", StatusFilter(400, 500)),
+        ("5XX", StatusFilter(500, 600)),
+        ("refused", StatusFilter(refused_only=True)),
+        ("Refused", StatusFilter(refused_only=True)),
+    ],
+)
+def test_status_filter_reads(text, expected):
+    assert status_filter(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "600", "099", "40", "4000", "4x", "xx", "6xx", "ok"])
+def test_status_filter_refuses(text):
+    with pytest.raises(ValidationError) as raised:
+        status_filter(text)
+    assert raised.value.messages == [
+        "Enter a status code such as 402, a class such as 4xx, or “refused”."
+    ]
+
+
+def test_daily_totals_have_no_status(lead):
+    with pytest.raises(ValueError, match=r"^Daily totals have no status to filter by\.$"):
+        usage_daily_list_for(actor=lead, filters={"status": status_filter("4xx")})

@@ -87,6 +87,8 @@ def test_beat_runs_the_periodic_tasks_on_their_default_intervals():
     if settings.REDIS_URL:
         # With Redis the relay queues usage in a stream that this task moves into the database.
         expected["ingest-usage"] = (tasks.ingest_usage.name, 2.0)
+        # And counts refusals per minute there, which this one moves.
+        expected["collect-refusals"] = (tasks.collect_refusals.name, 5.0)
     assert {
         name: (entry["task"], entry["schedule"]) for name, entry in schedule.items()
     } == expected

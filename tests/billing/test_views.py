@@ -13,7 +13,7 @@ from billing.selectors import DaySpend
 from billing.templatetags.billing_usage import chart_geometry, nice_ceiling
 
 from ..factories import MembershipFactory, make_key
-from .factories import UsageEventFactory
+from .factories import RefusalCountFactory, UsageEventFactory
 
 
 @pytest.fixture
@@ -189,3 +189,84 @@ def test_bars_are_scaled_to_the_highest_day():
     assert high.y + high.height == chart["baseline"]
     assert [tick.label for tick in chart["money_ticks"]] == ["$0.00", "$1.00", "$2.00"]
     assert [tick.label for tick in chart["request_ticks"]] == ["0", "5", "10"]
+
+
+# --- refused requests among the requests ------------------------------------------------------
+
+
+def test_recent_requests_show_refusals_among_successes_newest_first(key, lead_key):
+    now = timezone.now().replace(second=30, microsecond=0)
+    UsageEventFactory(key=key, model="newest", endpoint="chat_completions", created_at=now)
+    RefusalCountFactory(key=key, minute=now - timedelta(minutes=1, seconds=30), count=3)
+    RefusalCountFactory(
+        key=key,
+        minute=now - timedelta(minutes=2, seconds=30),
+        status_code=402,
+        code="insufficient_quota",
+        endpoint="count_tokens",
+    )
+    UsageEventFactory(key=key, model="oldest", created_at=now - timedelta(minutes=5))
+    RefusalCountFactory(key=lead_key, code="ip_not_allowed")
+
+    page = render("{% recent_requests key %}", key=key)
+
+    order = [
+        page.index("<code>newest</code>"),
+        page.index("Refused: Key disabled ×3"),
+        page.index("Refused: Quota used up</td>"),
+        page.index("<code>oldest</code>"),
+    ]
+    assert order == sorted(order)
+    assert "<td>Chat Completions</td>" in page
+    assert "<td>count_tokens</td>" in page
+    assert '<span class="status status--error">402</span>' in page
+    assert "IP not allowed" not in page  # Another key's.
+    # An event recorded before endpoints were has none to show.
+    assert page.count("<td>—</td>") == 1
+
+
+def test_recent_requests_limit_counts_refusal_rows_too(key):
+    for number in range(3):
+        UsageEventFactory(key=key, model=f"model-{number}")
+        RefusalCountFactory(key=key, code=f"code_{number}", count=number + 2)
+    page = render("{% recent_requests key limit=4 %}", key=key)
+    assert page.count("<code>model-") + page.count("Refused: ") == 4
+
+
+def test_team_usage_lists_the_teams_requests_filtered_by_status(client, team, lead, key, lead_key):
+    UsageEventFactory(key=key, model="ok-model", status_code=200)
+    UsageEventFactory(key=lead_key, model="failed-upstream", status_code=529)
+    RefusalCountFactory(key=key, status_code=402, code="insufficient_quota", count=12)
+    RefusalCountFactory(key=lead_key, status_code=429, code="rate_limit_exceeded")
+    client.force_login(lead)
+
+    def listed(query: str) -> set[str]:
+        page = client.get(team_usage_url(team) + query).content.decode()
+        names = ["ok-model", "failed-upstream", "Quota used up ×12", "Rate limited"]
+        return {name for name in names if name in page}
+
+    assert listed("") == {"ok-model", "failed-upstream", "Quota used up ×12", "Rate limited"}
+    assert listed("?status=200") == {"ok-model"}
+    assert listed("?status=4xx") == {"Quota used up ×12", "Rate limited"}
+    assert listed("?status=5xx") == {"failed-upstream"}
+    assert listed("?status=402") == {"Quota used up ×12"}
+    assert listed("?status=refused") == {"Quota used up ×12", "Rate limited"}
+    assert listed("?status=%20REFUSED%20") == {"Quota used up ×12", "Rate limited"}
+    page = client.get(team_usage_url(team)).content.decode()
+    assert "claude-code-main" in page and "lead-key" in page  # Each row names its key.
+
+
+@pytest.mark.parametrize("bad", ["abc", "600", "4x", "40", "xx", "ok"])
+def test_team_usage_with_a_status_it_cannot_read(client, team, lead, key, bad):
+    UsageEventFactory(key=key, model="ok-model", status_code=200)
+    RefusalCountFactory(key=key)
+    client.force_login(lead)
+
+    response = client.get(team_usage_url(team), {"status": bad})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Enter a status code such as 402, a class such as 4xx, or “refused”." in page
+    # Shown unfiltered.
+    assert "<code>ok-model</code>" in page
+    assert "Refused: Key disabled" in page

@@ -20,6 +20,12 @@ def test_the_names_are_those_of_the_release_before():
     assert keyspace.generation("d1g3st") == "hcai:1:keystate-gen:d1g3st"
 
 
+def test_the_refusal_counts_names():
+    """Counts waiting for the collector during a deploy are found by the next release's."""
+    assert keyspace.REFUSAL_MINUTES == "hcai:1:refusal-minutes"
+    assert keyspace.refusals(1_796_000_040) == "hcai:1:refusals:1796000040"
+
+
 @pytest.mark.parametrize(
     ("cache_key", "name"),
     [

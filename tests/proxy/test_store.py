@@ -241,3 +241,22 @@ def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
     assert first == Admission(True, spent, 0, ledger.usd_to_units(Decimal("0.25")))
     assert second == Admission(False, spent, ledger.usd_to_units(Decimal("0.25")))
     assert UsageEvent.objects.filter(key_id=key_id).count() == 3
+
+
+@needs_redis
+def test_the_record_script_sends_the_endpoint_beside_the_json(issued):
+    record = usage_record(issued.key, charged="0.1", endpoint="count_tokens")
+
+    async def scenario():
+        store = RedisStore(settings.REDIS_URL)
+        try:
+            await store.record(record, hold_id="hold-p")
+            return await store.redis.execute("XRANGE", keyspace.USAGE_STREAM, "-", "+")
+        finally:
+            await store.close()
+
+    [(_, fields)] = asyncio.run(scenario())
+
+    entry = dict(zip(fields[::2], fields[1::2], strict=True))
+    assert entry == {b"e": record.to_json().encode(), b"p": b"count_tokens"}
+    assert ledger.UsageRecord.from_json(entry[b"e"], endpoint="count_tokens") == record

@@ -11,10 +11,11 @@ from keys import services
 from keys.models import Membership
 
 from ...factories import MembershipFactory, make_key
-from ..factories import UsageEventFactory
+from ..factories import RefusalCountFactory, UsageEventFactory
 
 USAGE = "/api/v1/usage/"
 DAILY = "/api/v1/usage/daily/"
+REFUSALS = "/api/v1/usage/refusals/"
 
 
 @pytest.fixture
@@ -84,6 +85,7 @@ def test_an_event_shows_its_key_cost_and_request(api, member, keys, events):
         "client_ip": None,
         "session_id": "",
         "request_id": "",
+        "endpoint": "",
         "created_at": row["created_at"],
         "settled_at": None,
     }
@@ -237,4 +239,132 @@ def test_daily_reports_a_bad_filter(api, lead):
     assert response.status_code == 400
     assert response.json() == {
         "since": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]
+    }
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def test_events_filter_by_status(api, lead, keys):
+    made = {
+        status: UsageEventFactory(key=keys["member"], status_code=status)
+        for status in (200, 400, 402, 529)
+    }
+    client = api(lead)
+
+    def statuses(status: str) -> list[int]:
+        response = client.get(USAGE, {"status": status})
+        assert response.status_code == 200, response.json()
+        return sorted(row["status_code"] for row in response.json()["results"])
+
+    assert statuses("402") == [402]
+    assert statuses("4xx") == [400, 402]
+    assert statuses("2xx") == [200]
+    assert statuses("5xx") == [529]
+    assert statuses("404") == []
+    assert statuses(" 529 ") == [529]
+    assert made
+
+
+@pytest.mark.parametrize("bad", ["abc", "600", "4XX", "40", "6xx", "", "refused"])
+def test_events_report_a_bad_status(api, lead, bad):
+    response = api(lead).get(USAGE, {"status": bad})
+
+    assert response.status_code == 400
+    message = (
+        "This field may not be blank."
+        if bad == ""
+        else "Enter a status code such as 502 or a class such as 5xx. Requests the relay "
+        "refused itself are listed under /api/v1/usage/refusals/."
+    )
+    assert response.json() == {"status": [message]}
+
+
+@pytest.fixture
+def refusals(keys):
+    minute = timezone.now().replace(second=0, microsecond=0)
+    return {
+        "lead": RefusalCountFactory(key=keys["lead"], minute=minute - timedelta(minutes=3)),
+        "member": RefusalCountFactory(
+            key=keys["member"],
+            minute=minute - timedelta(minutes=2),
+            status_code=402,
+            code="insufficient_quota",
+            count=10_000,
+        ),
+        "member-rate": RefusalCountFactory(
+            key=keys["member"],
+            minute=minute - timedelta(minutes=1),
+            status_code=429,
+            code="rate_limit_exceeded",
+            endpoint="chat_completions",
+        ),
+        "outsider": RefusalCountFactory(key=keys["outsider"], minute=minute),
+    }
+
+
+@pytest.mark.parametrize(
+    ("actor", "visible"),
+    [
+        ("lead", ["member-rate", "member", "lead"]),
+        ("member", ["member-rate", "member"]),
+        ("outsider", ["outsider"]),
+        ("staff", ["outsider", "member-rate", "member", "lead"]),
+    ],
+)
+def test_refusals_are_scoped_like_keys(
+    api, lead, member, outsider, staff, refusals, actor, visible
+):
+    actors = {"lead": lead, "member": member, "outsider": outsider, "staff": staff}
+
+    response = api(actors[actor]).get(REFUSALS)
+
+    assert response.status_code == 200
+    assert [row["id"] for row in response.json()["results"]] == [refusals[n].pk for n in visible]
+
+
+def test_a_refusal_count_row(api, member, keys, refusals):
+    row = api(member).get(REFUSALS, {"status": "402"}).json()["results"]
+
+    assert row == [
+        {
+            "id": refusals["member"].pk,
+            "key": keys["member"].pk,
+            "key_prefix": keys["member"].prefix,
+            "team": "acme",
+            "minute": row[0]["minute"],
+            "status_code": 402,
+            "code": "insufficient_quota",
+            "endpoint": "messages",
+            "count": 10_000,
+        }
+    ]
+    assert row[0]["minute"].endswith(":00Z") or row[0]["minute"].endswith(":00+00:00")
+
+
+def test_refusals_filter_by_status_key_and_time(api, lead, keys, refusals):
+    client = api(lead)
+
+    def ids(**params) -> list[int]:
+        response = client.get(REFUSALS, params)
+        assert response.status_code == 200, response.json()
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids(status="refused") == [refusals[n].pk for n in ("member-rate", "member", "lead")]
+    assert ids(status="4xx") == ids(status="refused")
+    assert ids(status="429") == [refusals["member-rate"].pk]
+    assert ids(status="2xx") == []
+    assert ids(key=keys["lead"].pk) == [refusals["lead"].pk]
+    since = refusals["member"].minute.isoformat()
+    until = refusals["member-rate"].minute.isoformat()
+    assert ids(since=since, until=until) == [refusals["member"].pk]
+
+
+@pytest.mark.parametrize("bad", ["abc", "4XX", "1000", "refused!"])
+def test_refusals_report_a_bad_status(api, lead, bad):
+    response = api(lead).get(REFUSALS, {"status": bad})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": ["Enter a status code such as 402, a class such as 4xx, or “refused”."]
     }

@@ -549,6 +549,26 @@ def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, membe
 
 
 @needs_redis
+def test_ingest_reads_the_endpoint_beside_the_json(issued):
+    """This release's relay sends the endpoint as the entry's "p", outside the JSON an earlier
+    release's ingest reads; an earlier release's entry has none."""
+    client = ledger.usage_stream_client()
+    stream = keyspace.USAGE_STREAM
+    now = usage_record(issued.key, charged="0.1", request_id="req_p_1", endpoint="responses")
+    earlier = usage_record(issued.key, charged="0.2", request_id="req_p_2")
+    assert '"endpoint"' not in now.to_json()
+    client.xadd(stream, {"e": now.to_json(), "p": "responses"})
+    client.xadd(stream, {"e": earlier.to_json()})
+
+    assert tasks.ingest_usage() == 2
+
+    assert sorted(UsageEvent.objects.values_list("request_id", "endpoint")) == [
+        ("req_p_1", "responses"),
+        ("req_p_2", ""),
+    ]
+
+
+@needs_redis
 def test_ingest_moves_the_stream_into_settled_rows_once(issued):
     client = ledger.usage_stream_client()
     stream = keyspace.USAGE_STREAM

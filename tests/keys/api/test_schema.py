@@ -43,6 +43,7 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/invitations/accept/",
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
+        "/api/v1/usage/refusals/",
         "/api/v1/me/",
     }
 
@@ -80,8 +81,8 @@ def test_every_paged_operation_declares_its_page_bounds_and_400(schema):
         if any(param["name"] == "page" for param in operation.get("parameters", []))
     ]
 
-    # The seven lists, the team's pending invitations and the team's audit trail.
-    assert len(paged) == 9
+    # The eight lists, the team's pending invitations and the team's audit trail.
+    assert len(paged) == 10
     for name, operation in paged:
         params = {param["name"]: param["schema"] for param in operation["parameters"]}
         assert params["page"] == {"type": "integer", "minimum": 1, "default": 1}, name
