@@ -6,7 +6,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
@@ -14,6 +13,7 @@ from keys.forms import ApiTokenForm
 from keys.selectors import api_token_list
 
 from .scope import _token
+from .show_once import Pending, no_store, redirect_to_secret, take_secret
 
 
 def _token_list_page(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
@@ -42,19 +42,29 @@ def token_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            # As with keys: the plaintext exists only in this POST's answer, never cached.
-            response = render(
+            return redirect_to_secret(
                 request,
-                "keys/token_issued.html",
-                {
-                    "token": issued.token,
-                    "plaintext": issued.plaintext,
-                    "base_url": settings.PUBLIC_BASE_URL,
-                },
+                Pending(kind="token", object_id=issued.token.pk, plaintext=issued.plaintext),
+                "keys:token_issued",
+                token_id=issued.token.pk,
             )
-            add_never_cache_headers(response)
-            return response
     return _token_list_page(request, form, status=400)
+
+
+@login_required
+def token_issued(request: HttpRequest, token_id: int, once: str) -> HttpResponse:
+    """The new token's secret, once (show_once); afterwards 410 Gone, and nothing is created."""
+    token = _token(request, token_id)
+    pending = take_secret(request, once, kind="token", object_id=token.pk)
+    if pending is None:
+        return no_store(render(request, "keys/secret_gone.html", {"token": token}, status=410))
+    return no_store(
+        render(
+            request,
+            "keys/token_issued.html",
+            {"token": token, "plaintext": pending.plaintext, "base_url": settings.PUBLIC_BASE_URL},
+        )
+    )
 
 
 @login_required

@@ -187,7 +187,7 @@ def test_someone_without_a_team_can_use_the_tokens_page(client, db):
 
     response = client.post(create_url(), {"name": "personal"})
 
-    assert response.status_code == 200
+    assert response.status_code == 303
     assert ApiToken.objects.get().user == loner
 
 
@@ -198,10 +198,13 @@ def test_someone_without_a_team_can_use_the_tokens_page(client, db):
 def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
     client.force_login(member)
 
-    response = client.post(create_url(), {"name": " grafana-export "})
+    response = client.post(create_url(), {"name": " grafana-export "}, follow=True)
 
     assert response.status_code == 200
     token = ApiToken.objects.get()
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/accounts/tokens/{token.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert plaintext.startswith("hcat_")
     assert (token.user, token.name, token.revoked_at) == (member, "grafana-export", None)
@@ -219,6 +222,8 @@ def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
     assert messages_of(response) == []
     assert plaintext not in str(dict(client.session))
     assert plaintext not in str(response.cookies)
+    assert plaintext not in str(client.cookies)
+    assert plaintext not in issued_url
     # The list afterwards shows the token by its prefix only.
     after = client.get(tokens_url()).content.decode()
     assert plaintext not in after
@@ -227,7 +232,7 @@ def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
 
 def test_the_new_token_opens_the_api_as_its_owner(client, member):
     client.force_login(member)
-    plaintext = client.post(create_url(), {"name": "ci"}).context["plaintext"]
+    plaintext = client.post(create_url(), {"name": "ci"}, follow=True).context["plaintext"]
 
     response = me(plaintext)
 
@@ -339,7 +344,7 @@ def test_an_unknown_token_is_404(client, member):
 
 def test_a_revoked_token_is_refused_by_the_api(client, member):
     client.force_login(member)
-    plaintext = client.post(create_url(), {"name": "ci"}).context["plaintext"]
+    plaintext = client.post(create_url(), {"name": "ci"}, follow=True).context["plaintext"]
     token = ApiToken.objects.get()
     assert me(plaintext).status_code == 200
 

@@ -455,10 +455,13 @@ def test_create_page_shows_the_sections_and_guidance(client, team, member, group
 @override_settings(PUBLIC_BASE_URL="https://keys.example.com")
 def test_create_shows_the_key_once_with_setup_lines_and_no_store(client, team, member, group):
     response = logged_in(client, member).post(
-        url("keys:create", team), form_data(name="HC Personal", group=str(group.pk))
+        url("keys:create", team), form_data(name="HC Personal", group=str(group.pk)), follow=True
     )
     assert response.status_code == 200
     key = ApiKey.objects.get()
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/t/{team.slug}/keys/{key.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert digest_key(plaintext) == key.digest
     assert (key.name, key.owner, key.team, key.status) == ("HC Personal", member, team, "enabled")
@@ -471,6 +474,7 @@ def test_create_shows_the_key_once_with_setup_lines_and_no_store(client, team, m
     assert 'export ANTHROPIC_BASE_URL="https://keys.example.com"' in page
     assert "no-store" in response["Cache-Control"]
     assert plaintext not in str(dict(client.session))
+    assert plaintext not in issued_url
     assert AuditEvent.objects.filter(key=key, action="key.created", actor=member).count() == 1
     # The key list afterwards does not show it again.
     assert plaintext not in client.get(url("keys:list", team)).content.decode()
@@ -488,7 +492,7 @@ def test_create_with_restrictions(client, team, member, group):
             expires_at="2031-03-01T12:30",
         ),
     )
-    assert response.status_code == 200
+    assert response.status_code == 303
     key = ApiKey.objects.get()
     assert key.allowed_ips == ["203.0.113.7", "2001:db8::/32"]
     assert key.quota_limit_usd == Decimal("25.50")
@@ -773,8 +777,11 @@ def test_rotate_asks_first_then_shows_the_new_key_once(client, team, member, iss
     assert b"The old key stops working immediately" in confirm.content
     assert ApiKey.objects.get(pk=key.pk).digest == key.digest
 
-    response = client.post(url("keys:rotate", team, key))
+    response = client.post(url("keys:rotate", team, key), follow=True)
     assert response.status_code == 200
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/t/{team.slug}/keys/{key.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert plaintext != issued.plaintext
     assert ApiKey.objects.get(pk=key.pk).digest == digest_key(plaintext)
@@ -979,7 +986,7 @@ def test_staff_change_other_teams_keys_only_with_the_permission(
 
     logged_in(client, grant(staff, permission))
     response = client.post(url(name, team, member_key), form_data(member_key, status="disabled"))
-    assert response.status_code in (200, 302)
+    assert response.status_code == (303 if name == "keys:rotate" else 302)
     if name == "keys:delete":
         assert not ApiKey.objects.filter(pk=member_key.pk).exists()
     else:
