@@ -17,7 +17,7 @@ from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.admin import ApiKeyAdmin, GroupAdminForm
 from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team, digest_key
-from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
+from keys.validators import QUOTA_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
 from tests.audit_trail import audit_rows
 
@@ -519,19 +519,23 @@ def future(days: int) -> dict:
             "quota_limit_usd",
             "Quota limit cannot be negative. Use 0 for unlimited.",
         ),
-        ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
-        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_MESSAGE),
+        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_MESSAGE),
         (
             {"quota_limit_usd": "0.001"},
             "quota_limit_usd",
             "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
             "Enter at least 0.01, or 0 for unlimited.",
         ),
+        ({"quota_limit_usd": "1.234"}, "quota_limit_usd", QUOTA_MESSAGE),
         (
-            {"quota_limit_usd": "1.234"},
+            {"quota_limit_usd": "0.000001"},
             "quota_limit_usd",
-            "Ensure that there are no more than 2 decimal places.",
+            "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+            "Enter at least 0.01, or 0 for unlimited.",
         ),
+        ({"quota_limit_usd": "1e400"}, "quota_limit_usd", QUOTA_MESSAGE),
+        ({"quota_limit_usd": "1" * 30}, "quota_limit_usd", QUOTA_MESSAGE),
         ({"rate_limit": "60/x"}, "rate_limit", RATE_LIMIT_MESSAGE),
         ({"rate_limit": "0/s"}, "rate_limit", RATE_LIMIT_MESSAGE),
         ({"rate_limit": "fast"}, "rate_limit", RATE_LIMIT_MESSAGE),
