@@ -1,7 +1,7 @@
 """Template helpers of the portal: money, key states, audit values and the team switcher."""
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.timesince import timesince
 
+from core.money import usd
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
 from keys.models import ApiKey
 from keys.selectors import team_list
@@ -17,17 +18,7 @@ from keys.selectors import team_list
 register = template.Library()
 register.filter("plain_decimal", plain_decimal)
 
-CENT = Decimal("0.01")
-# Sub-cent amounts (a single cheap request) would all read "$0.00"; show them to 1/100 cent.
-SMALL_AMOUNT = Decimal("0.0001")
-
-
-@register.filter
-def usd(amount: Decimal | int | None) -> str:
-    amount = Decimal(amount or 0)
-    if 0 < abs(amount) < CENT:
-        return f"${amount.quantize(SMALL_AMOUNT, rounding=ROUND_HALF_UP)}"
-    return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+register.filter("usd", usd)
 
 
 @register.filter

@@ -151,6 +151,33 @@ def test_digests_are_never_displayed(admin_client, team, key, token, admin_pages
         assert token.digest not in response.content.decode(), page
 
 
+# --- the site: its names, and money --------------------------------------------------------
+
+
+def test_the_admin_names_the_product(admin_client):
+    page = admin_client.get(url("index")).content.decode()
+    assert "<title>Keys, teams, usage and channels | HCAI Keys admin</title>" in page
+    assert '<a href="/admin/">HCAI Keys administration</a>' in page
+    assert "Django administration" not in page
+
+
+def test_key_groups_and_auth_groups_have_different_names(admin_client):
+    page = admin_client.get(url("index")).content.decode()
+    # The key groups, under Keys; django.contrib.auth's groups of staff permissions keep theirs.
+    assert '<a href="/admin/keys/group/">Key groups</a>' in page
+    assert '<a href="/admin/auth/group/">Groups</a>' in page
+    assert page.count(">Groups</a>") == 1
+
+
+def test_the_key_page_shows_spend_as_money(admin_client, key):
+    ApiKey.objects.filter(pk=key.pk).update(spent_usd=Decimal("1234.5"))
+    page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert "<label>Spent:</label>" in page
+    assert '<div class="readonly">$1,234.50</div>' in page
+    assert "Spent usd" not in page
+    assert "1234.50000000" not in page
+
+
 # --- the key list ---------------------------------------------------------------------------
 
 
@@ -165,6 +192,10 @@ def test_list_shows_spend_against_limit(admin_client, team, member, group, key):
     content = admin_client.get(url("keys_apikey_changelist")).content.decode()
     assert "$0.00 / unlimited" in content
     assert "$1.50 / $25.00" in content
+    # Sub-cent spend reads as such, not as "$0.00".
+    ApiKey.objects.filter(pk=key.pk).update(spent_usd=Decimal("0.00012"))
+    key.refresh_from_db()
+    assert key_admin.spent_and_limit(key) == "$0.0001 / unlimited"
 
 
 def test_list_columns(admin_client, key):
