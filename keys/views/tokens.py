@@ -10,14 +10,27 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
 from keys.forms import ApiTokenForm
-from keys.selectors import api_token_list
+from keys.selectors import api_token_list, team_list
 
+from .pages import render_team_page
 from .scope import _token
 from .show_once import Pending, no_store, redirect_to_secret, take_secret
 
 
+def _account_page(
+    request: HttpRequest, template_name: str, context: dict, status: int = 200
+) -> HttpResponse:
+    """A page of the signed-in person's own: tokens belong to no team, but the page keeps the
+    main navigation (Keys, and Team and Usage for leads) of their first team, the one the
+    portal's home opens. Someone in no team gets the page without it."""
+    team = team_list(actor=request.user).first()
+    if team is None:
+        return render(request, template_name, context, status=status)
+    return render_team_page(request, template_name, team, context, status=status)
+
+
 def _token_list_page(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
-    return render(
+    return _account_page(
         request,
         "keys/token_list.html",
         {"tokens": api_token_list(actor=request.user), "form": form},
@@ -57,9 +70,11 @@ def token_issued(request: HttpRequest, token_id: int, once: str) -> HttpResponse
     token = _token(request, token_id)
     pending = take_secret(request, once, kind="token", object_id=token.pk)
     if pending is None:
-        return no_store(render(request, "keys/secret_gone.html", {"token": token}, status=410))
+        return no_store(
+            _account_page(request, "keys/secret_gone.html", {"token": token}, status=410)
+        )
     return no_store(
-        render(
+        _account_page(
             request,
             "keys/token_issued.html",
             {"token": token, "plaintext": pending.plaintext, "base_url": settings.PUBLIC_BASE_URL},
@@ -81,4 +96,4 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
                 f"Token “{token.name}” revoked. Requests that send it now get 401 Unauthorized.",
             )
         return redirect("keys:tokens")
-    return render(request, "keys/token_revoke.html", {"token": token})
+    return _account_page(request, "keys/token_revoke.html", {"token": token})

@@ -181,6 +181,36 @@ def test_the_user_menu_links_to_the_tokens_page_everywhere(client, member, team)
     assert f'{link} aria-current="page">API tokens</a>' in tokens_page
 
 
+MAIN_NAV = '<nav class="mainnav" aria-label="Main">'
+
+
+@pytest.mark.parametrize("page", ["list", "issued", "gone", "revoke"])
+def test_the_tokens_pages_keep_the_main_navigation(client, lead, lead_token, page):
+    client.force_login(lead)
+    if page == "list":
+        response = client.get(tokens_url())
+    elif page == "revoke":
+        response = client.get(revoke_url(lead_token))
+    else:
+        issued_url = client.post(create_url(), {"name": "nav"})["Location"]
+        response = client.get(issued_url)
+        if page == "gone":
+            response = client.get(issued_url)
+            assert response.status_code == 410
+    html = response.content.decode()
+    assert MAIN_NAV in html
+    assert '<a href="/t/acme/keys/">Keys</a>' in html
+    assert '<a href="/t/acme/team/">Team</a>' in html
+    assert '<span class="teamswitch teamswitch--single">Acme</span>' in html
+
+
+def test_someone_in_no_team_gets_the_tokens_page_without_team_navigation(client, db):
+    client.force_login(UserFactory(username="loner"))
+    html = client.get(tokens_url()).content.decode()
+    assert MAIN_NAV not in html
+    assert "teamswitch" not in html
+
+
 def test_someone_without_a_team_can_use_the_tokens_page(client, db):
     loner = UserFactory(username="loner")
     client.force_login(loner)
