@@ -28,6 +28,18 @@ def thousands(number: int | None) -> str:
 
 
 @register.filter
+def local_time(moment: datetime | None, precision: str = "minutes") -> str:
+    """A moment as the portal shows every time: in settings.TIME_ZONE, with the zone's name,
+    "2026-12-07 10:42 UTC" (precision "seconds": "2026-12-07 10:42:05 UTC"), so nobody has
+    to guess whether it is their local time."""
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    shown = f"{local:%Y-%m-%d %H:%M:%S}" if precision == "seconds" else f"{local:%Y-%m-%d %H:%M}"
+    return f"{shown} {local.tzname()}"
+
+
+@register.filter
 def ago(moment: datetime | None) -> str:
     """ "just now" under a minute, else "3 minutes ago" (timesince's wording)."""
     if moment is None:
@@ -82,7 +94,7 @@ def audit_value(value: Any, field_name: str) -> str:
     if field_name == "expires_at":
         moment: datetime | None = parse_datetime(value)
         if moment is not None:
-            return f"{timezone.localtime(moment):%Y-%m-%d %H:%M %Z}"
+            return local_time(moment)
     return str(value)
 
 

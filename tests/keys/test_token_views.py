@@ -151,7 +151,7 @@ def test_list_shows_created_and_last_used(client, member, own_token):
     page = client.get(tokens_url()).content.decode()
     created = timezone.localtime(own_token.created_at)
     assert f'<time datetime="{created:%Y-%m-%dT%H:%M:%S}' in page
-    assert f">{created:%Y-%m-%d %H:%M}</time>" in page
+    assert f">{created:%Y-%m-%d %H:%M} UTC</time>" in page
     assert '<td data-label="Last used"><span class="muted">never</span></td>' in page
 
     services.api_token_mark_used(token=own_token)

@@ -13,8 +13,9 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from keys import services
 from keys.models import ApiKey, AuditEvent, Membership, digest_key
-from keys.templatetags.portal import audit_value, field_label, usd
+from keys.templatetags.portal import audit_value, field_label, local_time, usd
 
 from ..billing.factories import UsageEventFactory
 from ..factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
@@ -991,6 +992,48 @@ def test_staff_change_other_teams_keys_only_with_the_permission(
         assert not ApiKey.objects.filter(pk=member_key.pk).exists()
     else:
         assert key_state(member_key) != before
+
+
+# --- times say their zone -------------------------------------------------------------------
+
+# A time with or without seconds, not followed by a zone's name (nor by more digits of itself).
+SHOWN_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?(?![:\d]| [A-Z]{3}\b)")
+
+
+@pytest.mark.parametrize(("zone", "name"), [("UTC", "UTC"), ("Asia/Tokyo", "JST")])
+def test_every_time_the_portal_shows_says_its_zone(client, team, lead, member_key, zone, name):
+    moment = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ApiKey.objects.filter(pk=member_key.pk).update(
+        expires_at=moment, last_used_at=moment, created_at=moment
+    )
+    UsageEventFactory(key=member_key, created_at=moment)
+    services.api_token_create(user=lead, name="ci", actor=lead)
+    services.invitation_create(team=team, email="new@example.com", role="member", actor=lead)
+    logged_in(client, lead)
+    pages = [
+        url("keys:list", team),
+        url("keys:detail", team, member_key),
+        url("keys:team", team),
+        url("billing:key_usage", team, member_key),
+        reverse("keys:tokens"),
+    ]
+    with override_settings(TIME_ZONE=zone):
+        shown = {page: client.get(page).content.decode() for page in pages}
+    local = "2031-01-02 03:04" if zone == "UTC" else "2031-01-02 12:04"
+    for page, html in shown.items():
+        assert SHOWN_TIME.findall(html) == [], page
+    assert f"created {local} {name}" in shown[url("keys:detail", team, member_key)]
+    assert f">{local}:05 {name}</time>" in shown[url("keys:detail", team, member_key)]
+    assert f">{local} {name}</time>" in shown[url("keys:list", team)]
+
+
+def test_local_time_names_the_zone():
+    moment = datetime(2026, 12, 7, 10, 42, 5, tzinfo=UTC)
+    assert local_time(moment) == "2026-12-07 10:42 UTC"
+    assert local_time(moment, "seconds") == "2026-12-07 10:42:05 UTC"
+    assert local_time(None) == ""
+    with override_settings(TIME_ZONE="Europe/Berlin"):
+        assert local_time(moment) == "2026-12-07 11:42 CET"
 
 
 # --- template helpers -----------------------------------------------------------------------
