@@ -185,7 +185,7 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         expect(row.locator(".badge")).to_have_text("Enabled")
         expect(row.locator(".spend__text")).to_contain_text("of $5.00")
         expect(row.locator("td[data-label=Expires]")).to_have_text(
-            expiry.strftime("%Y-%m-%d %H:%M")
+            expiry.strftime("%Y-%m-%d %H:%M %Z")
         )
         expect(row.locator("td[data-label='Rate limit']")).to_have_text("none")
     except BaseException:
