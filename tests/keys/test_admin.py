@@ -4,13 +4,14 @@ on failure), and that neither a key's digest nor its plaintext is kept where it 
 """
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.test import override_settings
 from django.utils import timezone
 
 from core.keyspace import snapshot_cache_key
@@ -167,6 +168,15 @@ def test_key_groups_and_auth_groups_have_different_names(admin_client):
     assert '<a href="/admin/keys/group/">Key groups</a>' in page
     assert '<a href="/admin/auth/group/">Groups</a>' in page
     assert page.count(">Groups</a>") == 1
+
+
+def test_admin_times_name_their_zone(admin_client, key):
+    ApiKey.objects.filter(pk=key.pk).update(created_at=datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC))
+    page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert '<div class="readonly">2031-01-02 03:04 UTC</div>' in page
+    with override_settings(TIME_ZONE="Asia/Tokyo"):
+        page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert '<div class="readonly">2031-01-02 12:04 JST</div>' in page
 
 
 def test_the_key_page_shows_spend_as_money(admin_client, key):
