@@ -5,11 +5,33 @@ from django.contrib import admin
 from django.db.models import Model
 from django.http import HttpRequest
 
+from core.money import usd
+
 from .models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the relay and by settlement: staff look, nobody edits."""
+    """Rows written by the relay and by settlement: staff look, nobody edits. Amounts are kept
+    to 8 decimal places for the books and shown as money ("$0.0042", "$12.50")."""
+
+    readonly_fields = ("cost", "charged")
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost(self, row: UsageEvent | UsageDaily) -> str:
+        return usd(row.cost_usd)
+
+    @admin.display(description="charged", ordering="charged_usd")
+    def charged(self, row: UsageEvent | UsageDaily) -> str:
+        return usd(row.charged_usd)
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        # The detail page: every column, with the two amounts as money in their place.
+        money = {"cost_usd": "cost", "charged_usd": "charged"}
+        return [
+            money.get(field.name, field.name)
+            for field in self.model._meta.fields
+            if not field.primary_key
+        ]
 
     # These tables grow by a row per request (or per key, model and day): skip the unfiltered
     # COUNT(*) on every page.
@@ -51,7 +73,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
         "model",
         "input_tokens",
         "output_tokens",
-        "charged_usd",
+        "charged",
         "status_code",
         "latency_ms",
         "settled_at",
@@ -71,7 +93,7 @@ class UsageDailyAdmin(ReadOnlyAdmin):
         "requests",
         "input_tokens",
         "output_tokens",
-        "charged_usd",
+        "charged",
     )
     list_filter = ("team", "model")
     list_select_related = ("team", "key")

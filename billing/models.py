@@ -1,6 +1,7 @@
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from core.money import usd
 from keys.models import ApiKey, Group, Team
 
 PRICE_FIELD = {
@@ -99,7 +100,7 @@ class UsageEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model} {self.status_code} ${self.charged_usd}"
+        return f"{self.model} {self.status_code} {usd(self.charged_usd)}"
 
 
 class UsageDaily(models.Model):
@@ -138,7 +139,7 @@ class UsageDaily(models.Model):
         indexes = [models.Index(fields=["team", "day"])]
 
     def __str__(self) -> str:
-        return f"{self.day} {self.model}: {self.requests} requests, ${self.charged_usd}"
+        return f"{self.day} {self.model}: {self.requests} requests, {usd(self.charged_usd)}"
 
 
 class RefusalCount(models.Model):

@@ -3,6 +3,11 @@ from django.urls import include, path
 
 from . import views
 
+# The staff admin names the product, not "Django administration".
+admin.site.site_header = "HCAI Keys administration"
+admin.site.site_title = "HCAI Keys admin"
+admin.site.index_title = "Keys, teams, usage and channels"
+
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

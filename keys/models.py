@@ -23,7 +23,13 @@ from .validators import (
 class Group(models.Model):
     """Which models a key may use, what it pays (multiplier) and, via proxy.Route, its routing."""
 
-    name = models.CharField(max_length=100, unique=True)
+    # The message a taken name gets keeps the word the API has always used ("Group"), though
+    # the model is called "key group" below.
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        error_messages={"unique": "Group with this Name already exists."},
+    )
     description = models.TextField(blank=True)
     multiplier = models.DecimalField(
         max_digits=8,
@@ -45,6 +51,10 @@ class Group(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Not "Groups": the admin lists django.contrib.auth's groups (bundles of staff
+        # permissions) too, and two entries of one name were confused.
+        verbose_name = "key group"
+        verbose_name_plural = "key groups"
 
     def __str__(self) -> str:
         return self.name

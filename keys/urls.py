@@ -10,6 +10,7 @@ key_patterns = [
     path("", views.key_detail, name="detail"),
     path("edit/", views.key_edit, name="edit"),
     path("rotate/", views.key_rotate, name="rotate"),
+    path("issued/<str:once>/", views.key_issued, name="issued"),
     path("delete/", views.key_delete, name="delete"),
 ]
 
@@ -34,6 +35,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/tokens/", views.token_list, name="tokens"),
     path("accounts/tokens/new/", views.token_create, name="token_create"),
+    path(
+        "accounts/tokens/<int:token_id>/issued/<str:once>/", views.token_issued, name="token_issued"
+    ),
     path("accounts/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation"),
     path("", views.home, name="home"),

@@ -6,7 +6,7 @@ the portal, admin and API all show the same field-level messages.
 
 import ipaddress
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
@@ -19,9 +19,16 @@ RATE_LIMIT_MESSAGE = (
     "(per second, minute, hour or day)."
 )
 
-QUOTA_NUMBER_MESSAGE = (
-    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
-    "e.g. 25 or 25.00."
+# The model field holds whole cents: ApiKey.quota_limit_usd has max_digits=12 and
+# decimal_places=2, so the largest quota is 9,999,999,999.99 US dollars.
+QUOTA_MAX = Decimal("9999999999.99")
+# One message for every quota that is not a whole number of cents within range (not a number,
+# "1e400", "25.001", 30 digits), in the portal, the admin, the API and the CLI alike: it says
+# what the unit and the range are, which Django's "Ensure that there are no more than 2
+# decimal places" did not.
+QUOTA_MESSAGE = (
+    "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
+    f"e.g. 25 or 25.50, up to {QUOTA_MAX:,}; 0 means unlimited."
 )
 QUOTA_BELOW_A_CENT_MESSAGE = (
     "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
@@ -128,21 +135,21 @@ def parse_quota(value: str | int | Decimal | None) -> Decimal:
     elif isinstance(value, Decimal) and value.is_finite():
         quota = value
     else:
-        raise ValidationError(QUOTA_NUMBER_MESSAGE, code="invalid_quota")
+        raise ValidationError(QUOTA_MESSAGE, code="invalid_quota")
     if quota == 0:
         # One spelling of unlimited, not "-0.00" or "0.000".
         return Decimal("0")
     # Stored in cents, such an amount would become 0: unlimited instead of almost nothing.
     if 0 < quota < CENT:
         raise ValidationError(QUOTA_BELOW_A_CENT_MESSAGE, code="quota_below_a_cent")
+    if quota > QUOTA_MAX:
+        raise ValidationError(QUOTA_MESSAGE, code="quota_too_large")
     # "25.000" is a whole number of cents: only real precision below a cent is an error.
     if quota.as_tuple().exponent < -2:
-        try:
-            cents = quota.quantize(CENT)
-        except InvalidOperation:
-            return quota
-        if cents == quota:
-            return cents
+        cents = quota.quantize(CENT)
+        if cents != quota:
+            raise ValidationError(QUOTA_MESSAGE, code="quota_below_cents")
+        return cents
     return quota
 
 

@@ -139,8 +139,14 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         answer = ask(key, base_url)
         assert answer.content[0].text.startswith("Hello from the HCAI Keys mock channel")
 
+        # A reload (F5) shows that the secret was shown once, and creates no second key.
+        page.reload()
+        expect(page.get_by_role("heading", name="This secret was shown once.")).to_be_visible()
+        expect(page.get_by_test_id("new-key")).to_have_count(0)
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Keys").click()
+        expect(page.locator("tr[data-key-id]")).to_have_count(1)
+
         # Disable it on the edit page: the relay refuses it at once.
-        page.get_by_role("link", name="I saved my key").click()
         key_row(page, "claude-code-main").get_by_role("link", name="Edit").click()
         edit_url = page.url
         expect(page.get_by_role("heading", name="Basic Information")).to_be_visible()
@@ -179,7 +185,7 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         expect(row.locator(".badge")).to_have_text("Enabled")
         expect(row.locator(".spend__text")).to_contain_text("of $5.00")
         expect(row.locator("td[data-label=Expires]")).to_have_text(
-            expiry.strftime("%Y-%m-%d %H:%M")
+            expiry.strftime("%Y-%m-%d %H:%M %Z")
         )
         expect(row.locator("td[data-label='Rate limit']")).to_have_text("none")
     except BaseException:

@@ -162,6 +162,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Every date and time shown with Django's default format names its zone (hcai/formats).
+FORMAT_MODULE_PATH = ["hcai.formats"]
 
 STATIC_URL = "static/"
 # collectstatic's target, served by WhiteNoise (no CDN, no separate static server).

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from core.money import usd
 from keys import services
 from keys.models import ApiKey
 from keys.services import IssuedKey
@@ -162,7 +163,7 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
                 "Usage",
                 {
                     "fields": (
-                        "spent_usd",
+                        "spent",
                         "last_used_at",
                         "created_by",
                         "created_at",
@@ -180,7 +181,7 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
             "team",
             "owner",
             "prefix",
-            "spent_usd",
+            "spent",
             "last_used_at",
             "created_by",
             "created_at",
@@ -193,8 +194,13 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
 
     @admin.display(description="spent / limit")
     def spent_and_limit(self, key: ApiKey) -> str:
-        limit = "unlimited" if key.quota_limit_usd == 0 else f"${key.quota_limit_usd:.2f}"
-        return f"${key.spent_usd:.2f} / {limit}"
+        limit = "unlimited" if key.quota_limit_usd == 0 else usd(key.quota_limit_usd)
+        return f"{usd(key.spent_usd)} / {limit}"
+
+    @admin.display(description="spent")
+    def spent(self, key: ApiKey) -> str:
+        # Kept to 8 decimal places for the books; read as money here.
+        return usd(key.spent_usd)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form, change: bool) -> None:
         if change:

@@ -1,7 +1,7 @@
 """Template helpers of the portal: money, key states, audit values and the team switcher."""
 
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.timesince import timesince
 
+from core.money import usd
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
 from keys.models import ApiKey
 from keys.selectors import team_list
@@ -17,23 +18,25 @@ from keys.selectors import team_list
 register = template.Library()
 register.filter("plain_decimal", plain_decimal)
 
-CENT = Decimal("0.01")
-# Sub-cent amounts (a single cheap request) would all read "$0.00"; show them to 1/100 cent.
-SMALL_AMOUNT = Decimal("0.0001")
-
-
-@register.filter
-def usd(amount: Decimal | int | None) -> str:
-    amount = Decimal(amount or 0)
-    if 0 < abs(amount) < CENT:
-        return f"${amount.quantize(SMALL_AMOUNT, rounding=ROUND_HALF_UP)}"
-    return f"${amount.quantize(CENT, rounding=ROUND_HALF_UP):,}"
+register.filter("usd", usd)
 
 
 @register.filter
 def thousands(number: int | None) -> str:
     """A count with thousands separators: 1,379,400 tokens."""
     return f"{number or 0:,}"
+
+
+@register.filter
+def local_time(moment: datetime | None, precision: str = "minutes") -> str:
+    """A moment as the portal shows every time: in settings.TIME_ZONE, with the zone's name,
+    "2026-12-07 10:42 UTC" (precision "seconds": "2026-12-07 10:42:05 UTC"), so nobody has
+    to guess whether it is their local time."""
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    shown = f"{local:%Y-%m-%d %H:%M:%S}" if precision == "seconds" else f"{local:%Y-%m-%d %H:%M}"
+    return f"{shown} {local.tzname()}"
 
 
 @register.filter
@@ -91,7 +94,7 @@ def audit_value(value: Any, field_name: str) -> str:
     if field_name == "expires_at":
         moment: datetime | None = parse_datetime(value)
         if moment is not None:
-            return f"{timezone.localtime(moment):%Y-%m-%d %H:%M %Z}"
+            return local_time(moment)
     return str(value)
 
 

@@ -16,11 +16,12 @@ from .keys import (
     key_delete,
     key_detail,
     key_edit,
+    key_issued,
     key_list,
     key_rotate,
 )
 from .team import invitation_create, invitation_revoke, member_remove, member_role, team_detail
-from .tokens import token_create, token_list, token_revoke
+from .tokens import token_create, token_issued, token_list, token_revoke
 
 __all__ = [
     "KEYS_PER_PAGE",
@@ -34,6 +35,7 @@ __all__ = [
     "key_delete",
     "key_detail",
     "key_edit",
+    "key_issued",
     "key_list",
     "key_rotate",
     "login_username",
@@ -41,6 +43,7 @@ __all__ = [
     "member_role",
     "team_detail",
     "token_create",
+    "token_issued",
     "token_list",
     "token_revoke",
 ]

@@ -8,12 +8,10 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods
 
 from keys import services
 from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
-from keys.models import Team
 from keys.selectors import (
     api_key_list,
     api_key_search,
@@ -26,28 +24,9 @@ from keys.selectors import (
 
 from .pages import render_team_page
 from .scope import _team, team_and_key
+from .show_once import Pending, no_store, redirect_to_secret, take_secret
 
 KEYS_PER_PAGE = 25
-
-
-def _issued_key_page(
-    request: HttpRequest, team: Team, issued: services.IssuedKey, *, rotated: bool
-) -> HttpResponse:
-    """The one response that carries a key's plaintext: rendered straight into this POST's
-    answer, never stored in the session, a message or a URL, and never cached."""
-    response = render_team_page(
-        request,
-        "keys/key_issued.html",
-        team,
-        {
-            "key": issued.key,
-            "plaintext": issued.plaintext,
-            "rotated": rotated,
-            "base_url": settings.PUBLIC_BASE_URL,
-        },
-    )
-    add_never_cache_headers(response)
-    return response
 
 
 @login_required
@@ -99,7 +78,13 @@ def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            return _issued_key_page(request, team, issued, rotated=False)
+            return redirect_to_secret(
+                request,
+                Pending(kind="key", object_id=issued.key.pk, plaintext=issued.plaintext),
+                "keys:issued",
+                team_slug=team.slug,
+                key_id=issued.key.pk,
+            )
     return render_team_page(
         request, "keys/key_form.html", team, {"form": form}, status=400 if form.is_bound else 200
     )
@@ -113,6 +98,31 @@ def key_detail(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
         "keys/key_detail.html",
         team,
         {"key": key, "events": key_event_list(actor=request.user, key=key)[:50]},
+    )
+
+
+@login_required
+def key_issued(request: HttpRequest, team_slug: str, key_id: int, once: str) -> HttpResponse:
+    """The new secret after a create or rotate, once (show_once); afterwards 410 Gone with the
+    way to get a new one. Nothing is created or rotated here, however often it is loaded."""
+    team, key = team_and_key(request, team_slug, key_id)
+    pending = take_secret(request, once, kind="key", object_id=key.pk)
+    if pending is None:
+        return no_store(
+            render_team_page(request, "keys/secret_gone.html", team, {"key": key}, status=410)
+        )
+    return no_store(
+        render_team_page(
+            request,
+            "keys/key_issued.html",
+            team,
+            {
+                "key": key,
+                "plaintext": pending.plaintext,
+                "rotated": pending.rotated,
+                "base_url": settings.PUBLIC_BASE_URL,
+            },
+        )
     )
 
 
@@ -155,7 +165,13 @@ def key_rotate(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
     team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
     if request.method == "POST":
         issued = services.api_key_rotate(key=key, actor=request.user)
-        return _issued_key_page(request, team, issued, rotated=True)
+        return redirect_to_secret(
+            request,
+            Pending(kind="key", object_id=key.pk, plaintext=issued.plaintext, rotated=True),
+            "keys:issued",
+            team_slug=team.slug,
+            key_id=key.pk,
+        )
     return render_team_page(
         request, "keys/key_confirm.html", team, {"key": key, "action": "rotate"}
     )

@@ -6,18 +6,31 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
 from keys.forms import ApiTokenForm
-from keys.selectors import api_token_list
+from keys.selectors import api_token_list, team_list
 
+from .pages import render_team_page
 from .scope import _token
+from .show_once import Pending, no_store, redirect_to_secret, take_secret
+
+
+def _account_page(
+    request: HttpRequest, template_name: str, context: dict, status: int = 200
+) -> HttpResponse:
+    """A page of the signed-in person's own: tokens belong to no team, but the page keeps the
+    main navigation (Keys, and Team and Usage for leads) of their first team, the one the
+    portal's home opens. Someone in no team gets the page without it."""
+    team = team_list(actor=request.user).first()
+    if team is None:
+        return render(request, template_name, context, status=status)
+    return render_team_page(request, template_name, team, context, status=status)
 
 
 def _token_list_page(request: HttpRequest, form: ApiTokenForm, status: int = 200) -> HttpResponse:
-    return render(
+    return _account_page(
         request,
         "keys/token_list.html",
         {"tokens": api_token_list(actor=request.user), "form": form},
@@ -42,19 +55,31 @@ def token_create(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            # As with keys: the plaintext exists only in this POST's answer, never cached.
-            response = render(
+            return redirect_to_secret(
                 request,
-                "keys/token_issued.html",
-                {
-                    "token": issued.token,
-                    "plaintext": issued.plaintext,
-                    "base_url": settings.PUBLIC_BASE_URL,
-                },
+                Pending(kind="token", object_id=issued.token.pk, plaintext=issued.plaintext),
+                "keys:token_issued",
+                token_id=issued.token.pk,
             )
-            add_never_cache_headers(response)
-            return response
     return _token_list_page(request, form, status=400)
+
+
+@login_required
+def token_issued(request: HttpRequest, token_id: int, once: str) -> HttpResponse:
+    """The new token's secret, once (show_once); afterwards 410 Gone, and nothing is created."""
+    token = _token(request, token_id)
+    pending = take_secret(request, once, kind="token", object_id=token.pk)
+    if pending is None:
+        return no_store(
+            _account_page(request, "keys/secret_gone.html", {"token": token}, status=410)
+        )
+    return no_store(
+        _account_page(
+            request,
+            "keys/token_issued.html",
+            {"token": token, "plaintext": pending.plaintext, "base_url": settings.PUBLIC_BASE_URL},
+        )
+    )
 
 
 @login_required
@@ -71,4 +96,4 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
                 f"Token “{token.name}” revoked. Requests that send it now get 401 Unauthorized.",
             )
         return redirect("keys:tokens")
-    return render(request, "keys/token_revoke.html", {"token": token})
+    return _account_page(request, "keys/token_revoke.html", {"token": token})

@@ -58,6 +58,22 @@ def test_every_page_renders_for_staff(admin_client, admin_pages):
         assert admin_client.get(page).status_code == 200, page
 
 
+def test_usage_pages_show_amounts_as_money(admin_client, usage, daily):
+    UsageEvent.objects.filter(pk=usage.pk).update(
+        cost_usd=Decimal("0.0042"), charged_usd=Decimal("1234.5")
+    )
+    listing = admin_client.get(url("billing_usageevent_changelist")).content.decode()
+    assert '<td class="field-charged">$1,234.50</td>' in listing
+    detail = admin_client.get(url("billing_usageevent_change", usage.pk)).content.decode()
+    assert '<div class="readonly">$0.0042</div>' in detail
+    assert '<div class="readonly">$1,234.50</div>' in detail
+    daily_list = admin_client.get(url("billing_usagedaily_changelist")).content.decode()
+    assert '<td class="field-charged">$0.02</td>' in daily_list
+    for page in (listing, detail, daily_list):
+        assert "usd" not in page.lower()
+        assert "1234.50000000" not in page
+
+
 def test_non_staff_member_is_sent_to_login(client, member, admin_pages):
     client.force_login(member)
     assert_sent_to_login(client, admin_pages)

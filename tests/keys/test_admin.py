@@ -4,20 +4,21 @@ on failure), and that neither a key's digest nor its plaintext is kept where it 
 """
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.test import override_settings
 from django.utils import timezone
 
 from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.admin import ApiKeyAdmin, GroupAdminForm
 from keys.models import ApiKey, ApiToken, AuditEvent, Group, Membership, Team, digest_key
-from keys.validators import QUOTA_NUMBER_MESSAGE, RATE_LIMIT_MESSAGE
+from keys.validators import QUOTA_MESSAGE, RATE_LIMIT_MESSAGE
 from tests.admin_pages import assert_sent_to_login, url
 from tests.audit_trail import audit_rows
 
@@ -151,6 +152,42 @@ def test_digests_are_never_displayed(admin_client, team, key, token, admin_pages
         assert token.digest not in response.content.decode(), page
 
 
+# --- the site: its names, and money --------------------------------------------------------
+
+
+def test_the_admin_names_the_product(admin_client):
+    page = admin_client.get(url("index")).content.decode()
+    assert "<title>Keys, teams, usage and channels | HCAI Keys admin</title>" in page
+    assert '<a href="/admin/">HCAI Keys administration</a>' in page
+    assert "Django administration" not in page
+
+
+def test_key_groups_and_auth_groups_have_different_names(admin_client):
+    page = admin_client.get(url("index")).content.decode()
+    # The key groups, under Keys; django.contrib.auth's groups of staff permissions keep theirs.
+    assert '<a href="/admin/keys/group/">Key groups</a>' in page
+    assert '<a href="/admin/auth/group/">Groups</a>' in page
+    assert page.count(">Groups</a>") == 1
+
+
+def test_admin_times_name_their_zone(admin_client, key):
+    ApiKey.objects.filter(pk=key.pk).update(created_at=datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC))
+    page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert '<div class="readonly">2031-01-02 03:04 UTC</div>' in page
+    with override_settings(TIME_ZONE="Asia/Tokyo"):
+        page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert '<div class="readonly">2031-01-02 12:04 JST</div>' in page
+
+
+def test_the_key_page_shows_spend_as_money(admin_client, key):
+    ApiKey.objects.filter(pk=key.pk).update(spent_usd=Decimal("1234.5"))
+    page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert "<label>Spent:</label>" in page
+    assert '<div class="readonly">$1,234.50</div>' in page
+    assert "Spent usd" not in page
+    assert "1234.50000000" not in page
+
+
 # --- the key list ---------------------------------------------------------------------------
 
 
@@ -165,6 +202,10 @@ def test_list_shows_spend_against_limit(admin_client, team, member, group, key):
     content = admin_client.get(url("keys_apikey_changelist")).content.decode()
     assert "$0.00 / unlimited" in content
     assert "$1.50 / $25.00" in content
+    # Sub-cent spend reads as such, not as "$0.00".
+    ApiKey.objects.filter(pk=key.pk).update(spent_usd=Decimal("0.00012"))
+    key.refresh_from_db()
+    assert key_admin.spent_and_limit(key) == "$0.0001 / unlimited"
 
 
 def test_list_columns(admin_client, key):
@@ -519,19 +560,23 @@ def future(days: int) -> dict:
             "quota_limit_usd",
             "Quota limit cannot be negative. Use 0 for unlimited.",
         ),
-        ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
-        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_NUMBER_MESSAGE),
+        ({"quota_limit_usd": "ten"}, "quota_limit_usd", QUOTA_MESSAGE),
+        ({"quota_limit_usd": "1e-400"}, "quota_limit_usd", QUOTA_MESSAGE),
         (
             {"quota_limit_usd": "0.001"},
             "quota_limit_usd",
             "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
             "Enter at least 0.01, or 0 for unlimited.",
         ),
+        ({"quota_limit_usd": "1.234"}, "quota_limit_usd", QUOTA_MESSAGE),
         (
-            {"quota_limit_usd": "1.234"},
+            {"quota_limit_usd": "0.000001"},
             "quota_limit_usd",
-            "Ensure that there are no more than 2 decimal places.",
+            "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
+            "Enter at least 0.01, or 0 for unlimited.",
         ),
+        ({"quota_limit_usd": "1e400"}, "quota_limit_usd", QUOTA_MESSAGE),
+        ({"quota_limit_usd": "1" * 30}, "quota_limit_usd", QUOTA_MESSAGE),
         ({"rate_limit": "60/x"}, "rate_limit", RATE_LIMIT_MESSAGE),
         ({"rate_limit": "0/s"}, "rate_limit", RATE_LIMIT_MESSAGE),
         ({"rate_limit": "fast"}, "rate_limit", RATE_LIMIT_MESSAGE),

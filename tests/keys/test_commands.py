@@ -119,8 +119,8 @@ EXPIRES_EXAMPLES = (
     "(for example 2030-01-31, 2030-01-31T18:00, 2030-01-31T18:00:00Z or 2030-01-31T18:00+08:00)"
 )
 QUOTA_NUMBER = (
-    "--quota-usd: Enter the quota limit in US dollars with the digits 0-9 and at most one "
-    "decimal point, e.g. 25 or 25.00."
+    "--quota-usd: Enter the quota limit in US dollars with at most 2 decimal places (whole "
+    "cents), e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means unlimited."
 )
 RATE_LIMIT = (
     "--rate-limit: Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h "
@@ -155,10 +155,14 @@ PAST = "--expires: Key expiration must be in the future. Leave it empty for neve
             "unlimited. Enter at least 0.01, or 0 for unlimited.",
         ),
         ({"quota_usd": "-1"}, "--quota-usd: Quota limit cannot be negative. Use 0 for unlimited."),
+        ({"quota_usd": "1.234"}, QUOTA_NUMBER),
         (
-            {"quota_usd": "1.234"},
-            "--quota-usd: Ensure that there are no more than 2 decimal places.",
+            {"quota_usd": "0.000001"},
+            "--quota-usd: A quota limit below 0.01 US dollars would be stored as 0, which means "
+            "unlimited. Enter at least 0.01, or 0 for unlimited.",
         ),
+        ({"quota_usd": "1e400"}, QUOTA_NUMBER),
+        ({"quota_usd": "1" * 30}, QUOTA_NUMBER),
         ({"rate_limit": "0/m"}, RATE_LIMIT),
         ({"rate_limit": "60/w"}, RATE_LIMIT),
         ({"rate_limit": "fast"}, RATE_LIMIT),

@@ -18,8 +18,8 @@ from keys.models import ApiKey, AuditEvent, Group
 from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
 
 QUOTA_NUMBER = (
-    "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
-    "e.g. 25 or 25.00."
+    "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
+    "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means unlimited."
 )
 BELOW_A_CENT = (
     "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
@@ -99,8 +99,13 @@ def edit(key, **fields) -> KeyForm:
             for bad in ("\u0665", "\uff11\uff12", "1_000", "1e-400", "1e2", "+5", "Infinity")
         ],
         *[
+            # Below a cent, too large or no number at all: one message with unit and range.
+            ({"quota_limit_usd": bad}, "quota_limit_usd", QUOTA_NUMBER)
+            for bad in ("25.001", "1e400", "1" * 30, "10000000000")
+        ],
+        *[
             ({"quota_limit_usd": small}, "quota_limit_usd", BELOW_A_CENT)
-            for small in ("0.001", "0.009", "0.0000000001")
+            for small in ("0.001", "0.009", "0.000001", "0.0000000001")
         ],
         *[
             (

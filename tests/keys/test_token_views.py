@@ -151,7 +151,7 @@ def test_list_shows_created_and_last_used(client, member, own_token):
     page = client.get(tokens_url()).content.decode()
     created = timezone.localtime(own_token.created_at)
     assert f'<time datetime="{created:%Y-%m-%dT%H:%M:%S}' in page
-    assert f">{created:%Y-%m-%d %H:%M}</time>" in page
+    assert f">{created:%Y-%m-%d %H:%M} UTC</time>" in page
     assert '<td data-label="Last used"><span class="muted">never</span></td>' in page
 
     services.api_token_mark_used(token=own_token)
@@ -181,13 +181,43 @@ def test_the_user_menu_links_to_the_tokens_page_everywhere(client, member, team)
     assert f'{link} aria-current="page">API tokens</a>' in tokens_page
 
 
+MAIN_NAV = '<nav class="mainnav" aria-label="Main">'
+
+
+@pytest.mark.parametrize("page", ["list", "issued", "gone", "revoke"])
+def test_the_tokens_pages_keep_the_main_navigation(client, lead, lead_token, page):
+    client.force_login(lead)
+    if page == "list":
+        response = client.get(tokens_url())
+    elif page == "revoke":
+        response = client.get(revoke_url(lead_token))
+    else:
+        issued_url = client.post(create_url(), {"name": "nav"})["Location"]
+        response = client.get(issued_url)
+        if page == "gone":
+            response = client.get(issued_url)
+            assert response.status_code == 410
+    html = response.content.decode()
+    assert MAIN_NAV in html
+    assert '<a href="/t/acme/keys/">Keys</a>' in html
+    assert '<a href="/t/acme/team/">Team</a>' in html
+    assert '<span class="teamswitch teamswitch--single">Acme</span>' in html
+
+
+def test_someone_in_no_team_gets_the_tokens_page_without_team_navigation(client, db):
+    client.force_login(UserFactory(username="loner"))
+    html = client.get(tokens_url()).content.decode()
+    assert MAIN_NAV not in html
+    assert "teamswitch" not in html
+
+
 def test_someone_without_a_team_can_use_the_tokens_page(client, db):
     loner = UserFactory(username="loner")
     client.force_login(loner)
 
     response = client.post(create_url(), {"name": "personal"})
 
-    assert response.status_code == 200
+    assert response.status_code == 303
     assert ApiToken.objects.get().user == loner
 
 
@@ -198,10 +228,13 @@ def test_someone_without_a_team_can_use_the_tokens_page(client, db):
 def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
     client.force_login(member)
 
-    response = client.post(create_url(), {"name": " grafana-export "})
+    response = client.post(create_url(), {"name": " grafana-export "}, follow=True)
 
     assert response.status_code == 200
     token = ApiToken.objects.get()
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/accounts/tokens/{token.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert plaintext.startswith("hcat_")
     assert (token.user, token.name, token.revoked_at) == (member, "grafana-export", None)
@@ -219,6 +252,8 @@ def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
     assert messages_of(response) == []
     assert plaintext not in str(dict(client.session))
     assert plaintext not in str(response.cookies)
+    assert plaintext not in str(client.cookies)
+    assert plaintext not in issued_url
     # The list afterwards shows the token by its prefix only.
     after = client.get(tokens_url()).content.decode()
     assert plaintext not in after
@@ -227,7 +262,7 @@ def test_create_shows_the_token_once_and_stores_only_its_digest(client, member):
 
 def test_the_new_token_opens_the_api_as_its_owner(client, member):
     client.force_login(member)
-    plaintext = client.post(create_url(), {"name": "ci"}).context["plaintext"]
+    plaintext = client.post(create_url(), {"name": "ci"}, follow=True).context["plaintext"]
 
     response = me(plaintext)
 
@@ -339,7 +374,7 @@ def test_an_unknown_token_is_404(client, member):
 
 def test_a_revoked_token_is_refused_by_the_api(client, member):
     client.force_login(member)
-    plaintext = client.post(create_url(), {"name": "ci"}).context["plaintext"]
+    plaintext = client.post(create_url(), {"name": "ci"}, follow=True).context["plaintext"]
     token = ApiToken.objects.get()
     assert me(plaintext).status_code == 200
 

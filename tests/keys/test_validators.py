@@ -6,7 +6,9 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
+from keys.models import ApiKey
 from keys.validators import (
+    QUOTA_MAX,
     RATE_LIMIT_MESSAGE,
     normalise_rate_limit,
     parse_allowed_ips,
@@ -207,8 +209,6 @@ def test_validate_rate_limit_refuses(value):
         (Decimal("12.34"), "12.34"),
         (100, "100"),
         ("-1", "-1"),  # parsed here, refused by validate_quota
-        ("1.234", "1.234"),  # parsed here, refused by the field's 2 decimal places
-        ("1.2300001", "1.2300001"),
         # Whole cents, however many zeros follow, so the field's 2 decimal places accept them.
         ("12.500", "12.50"),
         ("1.230", "1.23"),
@@ -221,15 +221,42 @@ def test_validate_rate_limit_refuses(value):
         ("0.000", "0"),
         ("-0", "0"),
         (Decimal("-0.00"), "0"),
-        # Too many digits to round to cents exactly: left as typed, the field's max_digits
-        # refuses it.
-        ("1" * 27 + ".000", "1" * 27 + ".000"),
     ],
 )
 def test_parse_quota(raw, expected):
     parsed = parse_quota(raw)
     assert isinstance(parsed, Decimal)
     assert str(parsed) == expected
+
+
+def test_parse_quota_takes_the_largest_quota_the_field_holds():
+    assert parse_quota("9999999999.99") == QUOTA_MAX
+    field = ApiKey._meta.get_field("quota_limit_usd")
+    whole_digits = field.max_digits - field.decimal_places
+    assert Decimal("9" * whole_digits + "." + "9" * field.decimal_places) == QUOTA_MAX
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("1.234", "quota_below_cents"),
+        ("1.2300001", "quota_below_cents"),
+        ("25.001", "quota_below_cents"),
+        ("10000000000", "quota_too_large"),
+        ("9999999999.991", "quota_too_large"),
+        ("1" * 30, "quota_too_large"),
+        ("1" * 27 + ".000", "quota_too_large"),
+        ("1e400", "invalid_quota"),
+    ],
+)
+def test_parse_quota_says_cents_and_the_maximum_for_too_precise_or_too_large(raw, code):
+    with pytest.raises(ValidationError) as caught:
+        parse_quota(raw)
+    assert caught.value.messages == [
+        "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
+        "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means unlimited."
+    ]
+    assert caught.value.code == code
 
 
 @pytest.mark.parametrize(
@@ -267,8 +294,8 @@ def test_parse_quota_refuses_anything_but_plain_decimal_notation(raw):
     with pytest.raises(ValidationError) as caught:
         parse_quota(raw)
     assert caught.value.messages == [
-        "Enter the quota limit in US dollars with the digits 0-9 and at most one decimal point, "
-        "e.g. 25 or 25.00."
+        "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
+        "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means unlimited."
     ]
     assert caught.value.code == "invalid_quota"
 

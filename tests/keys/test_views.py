@@ -13,8 +13,9 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
+from keys import services
 from keys.models import ApiKey, AuditEvent, Membership, digest_key
-from keys.templatetags.portal import audit_value, field_label, usd
+from keys.templatetags.portal import audit_value, field_label, local_time, usd
 
 from ..billing.factories import UsageEventFactory
 from ..factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
@@ -455,10 +456,13 @@ def test_create_page_shows_the_sections_and_guidance(client, team, member, group
 @override_settings(PUBLIC_BASE_URL="https://keys.example.com")
 def test_create_shows_the_key_once_with_setup_lines_and_no_store(client, team, member, group):
     response = logged_in(client, member).post(
-        url("keys:create", team), form_data(name="HC Personal", group=str(group.pk))
+        url("keys:create", team), form_data(name="HC Personal", group=str(group.pk)), follow=True
     )
     assert response.status_code == 200
     key = ApiKey.objects.get()
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/t/{team.slug}/keys/{key.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert digest_key(plaintext) == key.digest
     assert (key.name, key.owner, key.team, key.status) == ("HC Personal", member, team, "enabled")
@@ -471,6 +475,7 @@ def test_create_shows_the_key_once_with_setup_lines_and_no_store(client, team, m
     assert 'export ANTHROPIC_BASE_URL="https://keys.example.com"' in page
     assert "no-store" in response["Cache-Control"]
     assert plaintext not in str(dict(client.session))
+    assert plaintext not in issued_url
     assert AuditEvent.objects.filter(key=key, action="key.created", actor=member).count() == 1
     # The key list afterwards does not show it again.
     assert plaintext not in client.get(url("keys:list", team)).content.decode()
@@ -488,7 +493,7 @@ def test_create_with_restrictions(client, team, member, group):
             expires_at="2031-03-01T12:30",
         ),
     )
-    assert response.status_code == 200
+    assert response.status_code == 303
     key = ApiKey.objects.get()
     assert key.allowed_ips == ["203.0.113.7", "2001:db8::/32"]
     assert key.quota_limit_usd == Decimal("25.50")
@@ -773,8 +778,11 @@ def test_rotate_asks_first_then_shows_the_new_key_once(client, team, member, iss
     assert b"The old key stops working immediately" in confirm.content
     assert ApiKey.objects.get(pk=key.pk).digest == key.digest
 
-    response = client.post(url("keys:rotate", team, key))
+    response = client.post(url("keys:rotate", team, key), follow=True)
     assert response.status_code == 200
+    [(issued_url, status)] = response.redirect_chain
+    assert status == 303
+    assert issued_url.startswith(f"/t/{team.slug}/keys/{key.pk}/issued/")
     plaintext = response.context["plaintext"]
     assert plaintext != issued.plaintext
     assert ApiKey.objects.get(pk=key.pk).digest == digest_key(plaintext)
@@ -979,11 +987,53 @@ def test_staff_change_other_teams_keys_only_with_the_permission(
 
     logged_in(client, grant(staff, permission))
     response = client.post(url(name, team, member_key), form_data(member_key, status="disabled"))
-    assert response.status_code in (200, 302)
+    assert response.status_code == (303 if name == "keys:rotate" else 302)
     if name == "keys:delete":
         assert not ApiKey.objects.filter(pk=member_key.pk).exists()
     else:
         assert key_state(member_key) != before
+
+
+# --- times say their zone -------------------------------------------------------------------
+
+# A time with or without seconds, not followed by a zone's name (nor by more digits of itself).
+SHOWN_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?(?![:\d]| [A-Z]{3}\b)")
+
+
+@pytest.mark.parametrize(("zone", "name"), [("UTC", "UTC"), ("Asia/Tokyo", "JST")])
+def test_every_time_the_portal_shows_says_its_zone(client, team, lead, member_key, zone, name):
+    moment = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ApiKey.objects.filter(pk=member_key.pk).update(
+        expires_at=moment, last_used_at=moment, created_at=moment
+    )
+    UsageEventFactory(key=member_key, created_at=moment)
+    services.api_token_create(user=lead, name="ci", actor=lead)
+    services.invitation_create(team=team, email="new@example.com", role="member", actor=lead)
+    logged_in(client, lead)
+    pages = [
+        url("keys:list", team),
+        url("keys:detail", team, member_key),
+        url("keys:team", team),
+        url("billing:key_usage", team, member_key),
+        reverse("keys:tokens"),
+    ]
+    with override_settings(TIME_ZONE=zone):
+        shown = {page: client.get(page).content.decode() for page in pages}
+    local = "2031-01-02 03:04" if zone == "UTC" else "2031-01-02 12:04"
+    for page, html in shown.items():
+        assert SHOWN_TIME.findall(html) == [], page
+    assert f"created {local} {name}" in shown[url("keys:detail", team, member_key)]
+    assert f">{local}:05 {name}</time>" in shown[url("keys:detail", team, member_key)]
+    assert f">{local} {name}</time>" in shown[url("keys:list", team)]
+
+
+def test_local_time_names_the_zone():
+    moment = datetime(2026, 12, 7, 10, 42, 5, tzinfo=UTC)
+    assert local_time(moment) == "2026-12-07 10:42 UTC"
+    assert local_time(moment, "seconds") == "2026-12-07 10:42:05 UTC"
+    assert local_time(None) == ""
+    with override_settings(TIME_ZONE="Europe/Berlin"):
+        assert local_time(moment) == "2026-12-07 11:42 CET"
 
 
 # --- template helpers -----------------------------------------------------------------------

@@ -419,9 +419,10 @@ def test_seed_demo_prices_include_cache_rates_and_every_model_is_in_a_group(db):
 
 
 @pytest.mark.usefixtures("debug_on")
-def test_seed_demo_twice_changes_nothing_but_issues_one_more_key(db):
+def test_seed_demo_twice_keeps_one_demo_key_and_rotates_it(db):
     first_out, _ = run("seed_demo")
     first = snapshot()
+    demo_key = ApiKey.objects.get()
     User = get_user_model()
     admin = User.objects.get(username="admin")
     admin.set_password("changed-by-the-operator")
@@ -431,9 +432,23 @@ def test_seed_demo_twice_changes_nothing_but_issues_one_more_key(db):
 
     assert err == ""
     assert snapshot() == first
-    assert ApiKey.objects.count() == 2
     assert issued_key(first_out) != issued_key(second_out)
-    assert ApiKey.objects.filter(digest=digest_key(issued_key(second_out))).exists()
+    # One demo key, the same row, now opened by the second secret only.
+    assert list(ApiKey.objects.values_list("pk", "name", "digest")) == [
+        (demo_key.pk, "demo key", digest_key(issued_key(second_out)))
+    ]
+    assert list(
+        AuditEvent.objects.filter(subject_type="key")
+        .order_by("pk")
+        .values_list("action", "actor", "key")
+    ) == [
+        (AuditEvent.Action.KEY_CREATED, None, demo_key.pk),
+        (AuditEvent.Action.KEY_ROTATED, None, demo_key.pk),
+    ]
+    assert (
+        "\nRotated key “demo key” for lead in group CC Official Channel: its previous secret no "
+        "longer works. The new one is shown only this once:\n\n"
+    ) in second_out
     assert second_out.splitlines()[1:4] == [
         "  admin already existed (password unchanged)",
         "  lead already existed (password unchanged)",

@@ -7,10 +7,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from billing.models import ModelPrice
-from keys.models import Group, Membership, Team
+from keys.models import ApiKey, Group, Membership, Team
 from keys.services import (
     IssuedKey,
     api_key_create,
+    api_key_rotate,
     group_save,
     membership_add,
     membership_set_role,
@@ -92,13 +93,16 @@ class Command(BaseCommand):
         "member / demo-member-pass in team 'demo', three groups, model prices, a 'mock' channel "
         "routed to every demo group, and a fresh key for 'lead' printed once with the shell "
         "lines to use it. Safe to run again: it updates the same rows, never resets an existing "
-        "user's password, and issues one new key per run (none with --no-key). Refuses to run "
-        "with DEBUG off unless given --force."
+        "user's password, and keeps one demo key: created by the first run, rotated by each later "
+        "one, so every run prints a fresh secret (none with --no-key). Refuses to run with "
+        "DEBUG off unless given --force."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--no-key", action="store_true", help="Seed everything but issue no new key."
+            "--no-key",
+            action="store_true",
+            help="Seed everything but neither create nor rotate the demo key.",
         )
         parser.add_argument(
             "--force",
@@ -126,7 +130,7 @@ class Command(BaseCommand):
         for model, prices in DEMO_PRICES.items():
             ModelPrice.objects.update_or_create(model=model, defaults=_price_fields(prices))
         channel = _seed_channel(groups)
-        issued = None if options["no_key"] else _issue_key(groups)
+        issued, rotated = (None, False) if options["no_key"] else _issue_key(groups)
 
         self.stdout.write(f"Logins (portal {base_url}/, staff admin {admin_url}):")
         for line in logins:
@@ -138,9 +142,14 @@ class Command(BaseCommand):
         if issued is None:
             return
         key = issued.plaintext
+        shown_once = (
+            ": its previous secret no longer works. The new one is shown only this once"
+            if rotated
+            else ". It is shown only this once"
+        )
         self.stdout.write(
-            f"\nNew key “{issued.key.name}” for {issued.key.owner.get_username()} in group "
-            f"{issued.key.group.name}. It is shown only this once:\n\n"
+            f"\n{'Rotated' if rotated else 'New'} key “{issued.key.name}” for "
+            f"{issued.key.owner.get_username()} in group {issued.key.group.name}{shown_once}:\n\n"
             "# Windows PowerShell\n"
             f'$env:ANTHROPIC_AUTH_TOKEN="{key}"\n'
             f'$env:ANTHROPIC_BASE_URL="{base_url}"\n'
@@ -209,8 +218,18 @@ def _seed_channel(groups: list[Group]) -> Channel:
     return channel
 
 
-def _issue_key(groups: list[Group]) -> IssuedKey:
+def _issue_key(groups: list[Group]) -> tuple[IssuedKey, bool]:
+    """The demo key with a fresh secret, and whether it was rotated rather than created.
+
+    The only way to print a working secret again is a new one, since only digests are stored;
+    rotating the existing key gives it without piling up a "demo key" per run. (A database
+    seeded before this has several: the newest is rotated.)"""
     team = Team.objects.get(slug=DEMO_TEAM_SLUG)
     lead = get_user_model().objects.get(username=DEMO_KEY_OWNER)
+    existing = (
+        ApiKey.objects.filter(team=team, owner=lead, name=DEMO_KEY_NAME).order_by("-pk").first()
+    )
+    if existing is not None:
+        return api_key_rotate(key=existing, actor=None), True
     group = next(group for group in groups if group.name == DEMO_KEY_GROUP)
-    return api_key_create(team=team, owner=lead, name=DEMO_KEY_NAME, group=group, actor=None)
+    return api_key_create(team=team, owner=lead, name=DEMO_KEY_NAME, group=group, actor=None), False

@@ -1,0 +1,82 @@
+"""The secret of a new or rotated key, or of a new API token, shown once after a redirect.
+
+The POST that creates or rotates answers 303 to a one-time page, so a reload (F5) repeats a
+harmless GET instead of the POST, and nothing is created twice. Between the two requests the
+plaintext waits in the shared cache (Redis in production, local memory embedded) for a few
+minutes under a random one-time id; never in the database, the session, a message, a URL or a
+log. The session holds only the id, so the page opens only in the browser session that made
+the secret, and the URL alone is worth nothing.
+
+The first GET takes the secret: it reads the entry and then deletes it, and shows it only if
+its own delete removed the entry. A delete reports whether it removed anything, atomically on
+Redis (DEL) and under the local-memory cache's lock, so of two tabs (or two workers) that read
+the entry at the same moment exactly one shows it. Every later GET gets the "shown once" page.
+"""
+
+import secrets
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.cache import add_never_cache_headers
+
+# Long enough for a slow redirect, short enough that an unread secret does not linger.
+SHOW_ONCE_SECONDS = 5 * 60
+SESSION_KEY = "show_once_ids"
+# The session keeps only the last few ids: a person cannot have more unread secrets than tabs.
+MAX_PENDING = 20
+GONE_MESSAGE = "This secret was shown once."
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the one-time page needs: the secret and what it belongs to."""
+
+    kind: str  # "key" or "token"
+    object_id: int
+    plaintext: str
+    rotated: bool = False
+
+
+def _cache_key(request: HttpRequest, one_time_id: str) -> str:
+    return f"show-once:{request.user.pk}:{one_time_id}"
+
+
+def redirect_to_secret(
+    request: HttpRequest, pending: Pending, viewname: str, **url_kwargs
+) -> HttpResponse:
+    """Keep `pending` for one GET and answer 303 See Other to the page `viewname`, which is
+    given the one-time id as its `once` URL argument."""
+    one_time_id = secrets.token_urlsafe(16)
+    cache.set(_cache_key(request, one_time_id), pending, SHOW_ONCE_SECONDS)
+    ids = [*request.session.get(SESSION_KEY, []), one_time_id][-MAX_PENDING:]
+    request.session[SESSION_KEY] = ids
+    response = redirect(viewname, once=one_time_id, **url_kwargs)
+    response.status_code = 303
+    return response
+
+
+def take_secret(
+    request: HttpRequest, one_time_id: str, *, kind: str, object_id: int
+) -> Pending | None:
+    """The secret behind `one_time_id`, once: None if this session did not make it, it was
+    already taken or has expired, or it belongs to another object than the page's."""
+    ids = request.session.get(SESSION_KEY, [])
+    if one_time_id not in ids:
+        return None
+    request.session[SESSION_KEY] = [pending_id for pending_id in ids if pending_id != one_time_id]
+    cache_key = _cache_key(request, one_time_id)
+    pending = cache.get(cache_key)
+    # Only the request whose delete removed the entry shows it (see the module's docstring).
+    if pending is None or not cache.delete(cache_key):
+        return None
+    if (pending.kind, pending.object_id) != (kind, object_id):
+        return None
+    return pending
+
+
+def no_store(response: HttpResponse) -> HttpResponse:
+    """Neither the secret nor the page that says it is gone may be kept by a browser or proxy."""
+    add_never_cache_headers(response)
+    return response
