@@ -142,12 +142,11 @@ class StatusFilter:
     high: int = 600  # Exclusive.
     refused_only: bool = False
 
-    def events(self, rows: QuerySet) -> QuerySet:
-        if self.refused_only:
+    def narrow(self, rows: QuerySet) -> QuerySet:
+        """Usage events or refusal counts with a status in range; "refused" keeps no usage
+        event, since the relay's own refusals are counted apart (RefusalCount)."""
+        if self.refused_only and rows.model is not RefusalCount:
             return rows.none()
-        return rows.filter(status_code__gte=self.low, status_code__lt=self.high)
-
-    def refusals(self, rows: QuerySet) -> QuerySet:
         return rows.filter(status_code__gte=self.low, status_code__lt=self.high)
 
 
@@ -197,7 +196,7 @@ def recent_requests(
     if key is not None:
         events, refusals = events.filter(key=key), refusals.filter(key=key)
     if status is not None:
-        events, refusals = status.events(events), status.refusals(refusals)
+        events, refusals = status.narrow(events), status.narrow(refusals)
     lines = [
         RecentRequest(event.created_at, event=event)
         for event in events.select_related("key").order_by("-created_at", "-id")[:limit]
@@ -227,15 +226,12 @@ def usage_event_list_for(
     """Every usage event the actor may see, across their teams (see `_visible_to`), newest
     first. `filters` (USAGE_FILTERS): "since" is a time from which on (inclusive), "until" one
     before which (exclusive)."""
-    filters = filters or {}
     events = _narrowed(
         _visible_to(actor, UsageEvent.objects.all()),
-        filters,
+        filters or {},
         since="created_at__gte",
         until="created_at__lt",
     )
-    if filters.get("status") is not None:
-        events = filters["status"].events(events)
     return events.select_related("key", "team", "group").order_by("-created_at", "-id")
 
 
@@ -254,8 +250,6 @@ def refusal_count_list_for(
         since="minute__gte",
         until="minute__lt",
     )
-    if filters.get("status") is not None:
-        counts = filters["status"].refusals(counts)
     return counts.select_related("key", "team").order_by("-minute", "-id")
 
 
@@ -317,6 +311,8 @@ def _narrowed(rows: QuerySet, filters: Mapping[str, Any], *, since: str, until: 
         rows = rows.filter(**{since: filters["since"]})
     if filters.get("until") is not None:
         rows = rows.filter(**{until: filters["until"]})
+    if filters.get("status") is not None:
+        rows = filters["status"].narrow(rows)
     return rows
 
 

@@ -34,9 +34,9 @@ from . import errors
 from .body import Body, read_body
 from .keystate import KeyState
 from .prices import PriceTable
-from .quota import admission_plan, lower_output, new_hold_id, quota_used_up
+from .quota import Admission, Plan, admission_plan, lower_output, new_hold_id, quota_used_up
 from .snapshots import Snapshots
-from .store import Admission, Plan, Store, rebuild_spend_total
+from .store import Store, rebuild_spend_total
 
 # --- the steps, in the table's order ------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """What a request reserves against its key's quota: a deliberately high estimate of its charge
-(the admission Plan), the reservation itself (proxy.store: Store.admit), and the output limit
+(the admission Plan), the reservation itself (Store.admit in proxy.store), and the output limit
 lowered to what the quota still pays for. The gate's quota row (proxy.gate) uses these.
 """
 
 import secrets
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
@@ -12,7 +13,34 @@ from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
 from . import errors
 from .body import OUTPUT_LIMITS, Body
 from .keystate import KeyState
-from .store import Admission, Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the quota admission answered: whether the request may go, what the key had spent
+    and others held when it asked, and what it holds now."""
+
+    admitted: bool
+    spent_units: int
+    reserved_units: int
+    # What was reserved: the plan's estimate, or less when only that much was left (at least
+    # the plan's minimum); 0 when refused.
+    held_units: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A quota admission: reserve `estimate_units` against the key's limit for at most
+    `hold_seconds` (the longest the request may take). When less is left, the rest is
+    reserved if it is at least `minimum_units` (the request's output limit is then lowered to
+    what it pays for), else the request is refused."""
+
+    key_id: int
+    limit_units: int
+    estimate_units: int
+    minimum_units: int
+    hold_seconds: int
+
 
 # The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
 # its own limit (which is then lowered to what the quota pays for); with less left, a 402.

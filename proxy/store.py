@@ -29,7 +29,6 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -43,34 +42,11 @@ from billing.refusals import Refusal
 from core import keyspace
 from keys.cache import key_state_generation, put_key_state_if_current
 
+from .quota import Admission, Plan
 from .redis_client import RedisClient, RedisError, RedisReplyError
 from .spool import Spool
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admitted: bool
-    spent_units: int
-    reserved_units: int
-    # What was reserved: the plan's estimate, or less when only that much was left (at least
-    # the plan's minimum); 0 when refused.
-    held_units: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A quota admission: reserve `estimate_units` against the key's limit for at most
-    `hold_seconds` (the longest the request may take). When less is left, the rest is
-    reserved if it is at least `minimum_units` (the request's output limit is then lowered to
-    what it pays for), else the request is refused."""
-
-    key_id: int
-    limit_units: int
-    estimate_units: int
-    minimum_units: int
-    hold_seconds: int
 
 
 # KEYS: total, reservations. ARGV: hold id, estimate, limit, now, deadline, hold seconds,

@@ -27,8 +27,8 @@ from proxy.errors import RelayError
 from proxy.gate import Gate
 from proxy.keystate import build_key_state, parse_key_state
 from proxy.prices import PriceTable
-from proxy.quota import estimate_charge_units
-from proxy.store import Admission, Plan, make_store, run_db
+from proxy.quota import Admission, Plan, estimate_charge_units
+from proxy.store import make_store, run_db
 from tests.threads import join, start_thread
 
 from .conftest import CLAUDE, GPT, usage_events

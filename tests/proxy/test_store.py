@@ -15,7 +15,8 @@ from billing.models import UsageEvent
 from billing.services import ingest_usage_stream, recording
 from core import keyspace
 from keys.models import ApiKey
-from proxy.store import Admission, LocalStore, Plan, RedisStore, run_db
+from proxy.quota import Admission, Plan
+from proxy.store import LocalStore, RedisStore, run_db
 from tests.billing.factories import usage_record
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
