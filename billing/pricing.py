@@ -42,6 +42,19 @@ _EXACT_PRECISION = 60
 _SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
+@dataclass
+class TokenCounts:
+    """Tokens by the classes they are priced in (price_usage): one request's, or a sum's."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+
+
+TOKEN_FIELDS = tuple(field.name for field in fields(TokenCounts))
+
+
 @dataclass(frozen=True, slots=True)
 class PriceRow:
     """A model's list prices (USD per million tokens), detached from the database."""

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from billing.pricing import TokenCounts
+
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
@@ -72,13 +74,9 @@ def event_json(event: bytes) -> dict | None:
 
 
 @dataclass
-class Usage:
+class Usage(TokenCounts):
     """What one request used, as its answer reported it (read by its dialect's UsageReader)."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cache_read_tokens: int = 0
     # Whether the upstream reported the final output count (else it is estimated).
     complete: bool = False
     # What the stream produced so far, in quarter tokens (see token_quarters).

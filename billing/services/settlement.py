@@ -22,10 +22,10 @@ from keys.services import api_key_add_spend
 
 from .. import ledger
 from ..models import UsageDaily, UsageEvent
+from ..pricing import TOKEN_FIELDS, TokenCounts
 
 logger = logging.getLogger(__name__)
 
-_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens")
 # What fold_usage reads of an event: which key, team, model and day it counts for, and what it adds.
 _EVENT_FIELDS = (
     "id",
@@ -33,19 +33,15 @@ _EVENT_FIELDS = (
     "team_id",
     "model",
     "created_at",
-    *_TOKEN_FIELDS,
+    *TOKEN_FIELDS,
     "cost_usd",
     "charged_usd",
 )
 
 
 @dataclass
-class _RollupDelta:
+class _RollupDelta(TokenCounts):
     requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_tokens: int = 0
-    cache_read_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
     charged_usd: Decimal = Decimal(0)
 
@@ -138,7 +134,7 @@ def _add_to_rollups(events: Sequence[Mapping[str, Any]]) -> None:
         day = timezone.localdate(event["created_at"], zone)
         delta = deltas[(event["key_id"], event["team_id"], event["model"], day)]
         delta.requests += 1
-        for field in _TOKEN_FIELDS:
+        for field in TOKEN_FIELDS:
             setattr(delta, field, getattr(delta, field) + event[field])
         delta.cost_usd += event["cost_usd"]
         delta.charged_usd += event["charged_usd"]
@@ -150,7 +146,7 @@ def _add_to_rollup(rollup_key: _RollupKey, delta: _RollupDelta) -> None:
     key_id, team_id, model, day = rollup_key
     increments = {
         "requests": F("requests") + delta.requests,
-        **{field: F(field) + getattr(delta, field) for field in _TOKEN_FIELDS},
+        **{field: F(field) + getattr(delta, field) for field in TOKEN_FIELDS},
         "cost_usd": F("cost_usd") + delta.cost_usd,
         "charged_usd": F("charged_usd") + delta.charged_usd,
     }
@@ -187,7 +183,7 @@ def _create_rollup(rollup_key: _RollupKey, delta: _RollupDelta) -> None:
         model=model,
         day=day,
         requests=delta.requests,
-        **{field: getattr(delta, field) for field in _TOKEN_FIELDS},
+        **{field: getattr(delta, field) for field in TOKEN_FIELDS},
         cost_usd=delta.cost_usd,
         charged_usd=delta.charged_usd,
     )
