@@ -342,7 +342,7 @@ USERNAME = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List a team's members"),
+    list=extend_schema(summary="List a team's members (leads)"),
     partial_update=extend_schema(
         summary="Change a member's role (leads)",
         description="Without a role, nothing changes.",
@@ -418,8 +418,15 @@ class TeamMemberViewSet(GenericViewSet):
         return membership
 
     def list(self, request: Request, team_slug: str) -> Response:
+        team = self.get_team()
+        # Members get the portal's answer for the team page, 404: the list holds every
+        # member's email address, which is for the leads to see.
+        if not selectors.is_team_lead(
+            actor=request.user, team=team, staff_permission=self.staff_permission
+        ):
+            raise NotFound
         members = selectors.member_list(
-            actor=request.user, team=self.get_team(), staff_permission=self.staff_permission
+            actor=request.user, team=team, staff_permission=self.staff_permission
         )
         page = self.paginate_queryset(members.order_by("user__username", "id"))
         return self.get_paginated_response(MemberSerializer(page, many=True).data)
