@@ -103,20 +103,24 @@ def is_refusal(error: ValidationError) -> bool:
     return all(item.code == PERMISSION_DENIED for items in errors for item in items)
 
 
-def _lead_can_change(text: str, *, creating: bool) -> str:
-    whose = "the team's default for new keys" if creating else "set by your team lead"
-    return f"{text} ({whose}); your team lead can change it."
+def _set_by_lead(label: str, setting: str, rule: str, *, creating: bool) -> str:
+    """The refusal's message: which field, what the lead set, and that the lead can change it."""
+    if creating:
+        return f"{label}: your team's default for new keys is {setting}. {rule}"
+    return f"{label}: set by your team lead ({setting}). {rule}"
 
 
 def _group(current, requested, *, creating: bool) -> str | None:
     current_id = getattr(current, "pk", current)
     requested_id = getattr(requested, "pk", requested)
-    if creating and current_id is None:
+    if (creating and current_id is None) or requested_id == current_id:
         return None
-    if requested_id == current_id:
-        return None
-    name = getattr(current, "name", "")
-    return _lead_can_change(f"You cannot change the group from “{name}”", creating=creating)
+    return _set_by_lead(
+        "Group",
+        f"“{getattr(current, 'name', '')}”",
+        "Only your team lead can change it.",
+        creating=creating,
+    )
 
 
 def _quota(current: Decimal | None, requested: Decimal | None, *, creating: bool) -> str | None:
@@ -124,9 +128,10 @@ def _quota(current: Decimal | None, requested: Decimal | None, *, creating: bool
     requested = requested or Decimal(0)
     if current == 0 or (0 < requested <= current):
         return None
-    return _lead_can_change(
-        f"You can lower the quota limit ({current:.2f} USD) but not raise it or set it to 0 "
-        "(unlimited)",
+    return _set_by_lead(
+        "Quota limit",
+        f"{current:.2f} USD",
+        "You can lower it, but only your team lead can raise it or set it to 0 (unlimited).",
         creating=creating,
     )
 
@@ -134,8 +139,11 @@ def _quota(current: Decimal | None, requested: Decimal | None, *, creating: bool
 def _rate(current: str | None, requested: str | None, *, creating: bool) -> str | None:
     if not current or (requested and _rate_within(requested, current)):
         return None
-    return _lead_can_change(
-        f"You can lower the rate limit ({current}) but not raise or clear it", creating=creating
+    return _set_by_lead(
+        "Rate limit",
+        current,
+        "You can lower it, but only your team lead can raise or clear it.",
+        creating=creating,
     )
 
 
@@ -151,13 +159,14 @@ def _rate_within(requested: str, current: str) -> bool:
 
 
 def _ips(current: list[str] | None, requested: list[str] | None, *, creating: bool) -> str | None:
-    if not current:
+    if not current or (requested and all(_inside(entry, current) for entry in requested)):
         return None
-    if requested and all(_inside(entry, current) for entry in requested):
-        return None
-    return _lead_can_change(
-        "You can remove addresses from the IP restriction or narrow its ranges, but not add "
-        "addresses or clear it",
+    shown = ", ".join(current[:3]) + (", …" if len(current) > 3 else "")
+    return _set_by_lead(
+        "IP restriction",
+        shown,
+        "You can remove addresses or narrow ranges, but only your team lead can add addresses "
+        "or clear it.",
         creating=creating,
     )
 
@@ -176,9 +185,10 @@ def _inside(entry: str, allowed: list[str]) -> bool:
 def _expiry(current: datetime | None, requested: datetime | None, *, creating: bool) -> str | None:
     if current is None or (requested is not None and requested <= current):
         return None
-    when = f"{timezone.localtime(current):%Y-%m-%d %H:%M %Z}"
-    return _lead_can_change(
-        f"You can bring the key expiration ({when}) forward but not extend or clear it",
+    return _set_by_lead(
+        "Key expiration",
+        f"{timezone.localtime(current):%Y-%m-%d %H:%M %Z}",
+        "You can make it earlier, but only your team lead can extend or clear it.",
         creating=creating,
     )
 
@@ -187,7 +197,8 @@ def _enable_refusal(disabled_by: str, expires_at: datetime | None) -> str:
     if disabled_by == "system" and expires_at is not None:
         when = f"{timezone.localtime(expires_at):%Y-%m-%d %H:%M %Z}"
         return (
-            f"This key was disabled automatically when it expired on {when}. Your team lead "
-            "can set a new expiration and enable it."
+            f"Status: disabled automatically when the key expired on {when}. Only your team "
+            "lead can set a new expiration and enable it."
         )
-    return "This key was disabled by your team lead; your team lead can enable it."
+    who = "staff" if disabled_by == "staff" else "your team lead"
+    return f"Status: disabled by {who}. Only your team lead can enable it."
