@@ -19,7 +19,8 @@ from drf_spectacular.utils import (
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.fields import Field
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -154,6 +155,9 @@ class KeyViewSet(GenericViewSet):
         serializer.is_valid(raise_exception=True)
         settings = dict(serializer.validated_data)
         team = settings.pop("team")
+        if "group" not in settings and team.default_group_id is None:
+            # Only a team's default group lets a key leave it out.
+            raise ValidationError({"group": [Field.default_error_messages["required"]]})
         owner = settings.pop("owner", request.user)
         if owner != request.user and not selectors.is_team_lead(
             actor=request.user, team=team, staff_permission="keys.add_apikey"

@@ -379,4 +379,4 @@ def test_without_a_default_group_a_key_needs_one(api, member):
     response = api(member).post(KEYS, {"team": "acme", "name": "mine"}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"group": ["Choose a group."]}
+    assert response.json() == {"group": ["This field is required."]}
