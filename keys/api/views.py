@@ -19,8 +19,8 @@ from drf_spectacular.utils import (
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status
 from rest_framework.decorators import action
-from rest_framework.fields import Field
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.fields import Field
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -103,13 +103,16 @@ def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
         summary="Create a key",
         description="The response carries the full key once; it is never shown again.",
         request=KeyCreateSerializer,
-        responses={201: IssuedKeySerializer, 400: FIELD_ERRORS},
+        responses={201: IssuedKeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     ),
     retrieve=extend_schema(summary="Show a key", responses={200: KeySerializer}),
     partial_update=extend_schema(
         summary="Change a key's settings",
+        description="A member may tighten what a lead set on their key (a lower quota or rate "
+        "limit, fewer addresses, an earlier expiration) but not loosen it: that is a 403 naming "
+        "the field.",
         request=KeyUpdateSerializer,
-        responses={200: KeySerializer, 400: FIELD_ERRORS},
+        responses={200: KeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     ),
     destroy=extend_schema(
         summary="Delete a key",
@@ -194,8 +197,9 @@ class KeyViewSet(GenericViewSet):
 
     @extend_schema(
         summary="Enable a key",
+        description="A member may enable only a key they disabled themselves (403 otherwise).",
         request=None,
-        responses={200: KeySerializer, 400: FIELD_ERRORS},
+        responses={200: KeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, pk: str) -> Response:
