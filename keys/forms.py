@@ -3,7 +3,6 @@ errors next to the fields they name; the rules themselves live in keys/validator
 keys/services.py, so every field here is optional and no form repeats a rule.
 """
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +60,16 @@ EXPIRY_HELP = (
     "Key expiration controls when the key becomes invalid. For long-term personal use, you can "
     "leave it empty. For temporary tests, shared configuration, or short-term projects, set an "
     "expiration time. Time zone: {time_zone}."
+)
+
+
+# The settings a member may only tighten; read-only for them once set (keys.policy).
+LEAD_SET_FIELDS = ("group", "allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")
+SET_BY_LEAD = "Set by your team lead. Only a lead can loosen or clear it."
+GROUP_SET_BY_LEAD = "Set by your team lead. Only a lead can change it."
+STATUS_SET_BY_LEAD = "Disabled by your team lead. Only a lead can enable it."
+STATUS_SET_BY_EXPIRY = (
+    "Disabled automatically when it expired. Only a lead can set a new expiration and enable it."
 )
 
 
@@ -147,12 +156,51 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
         widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
     )
 
-    def __init__(self, *args: Any, team: Team, key: ApiKey | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        team: Team,
+        key: ApiKey | None = None,
+        restricted: bool = False,
+        **kwargs: Any,
+    ):
         if key is not None:
             kwargs.setdefault("initial", _initial_from_key(key))
         super().__init__(*args, **kwargs)
         self.fields["expires_at"].help_text = EXPIRY_HELP.format(time_zone=settings.TIME_ZONE)
         self.fields["group"].queryset = group_list_for_key(team=team, key=key)
+        # {field: why it is read-only}: what a member sees of what a lead set (keys.policy).
+        self.locked: dict[str, str] = {}
+        if restricted:
+            self._lock_what_a_lead_set(key)
+
+    def _lock_what_a_lead_set(self, key: ApiKey | None) -> None:
+        """A member may not loosen a restriction or change the group (keys.policy): such fields
+        are read-only for them, and an edit of one sent anyway is ignored (and refused by the
+        service). Empty restrictions stay editable: setting one only tightens the key."""
+        for field in LEAD_SET_FIELDS:
+            if field == "group":
+                # A new key's group is the member's to choose unless the team has a default.
+                if key is not None or self.initial.get("group"):
+                    self._lock(field, GROUP_SET_BY_LEAD)
+            elif self.initial.get(field) not in (None, ""):
+                self._lock(field, SET_BY_LEAD)
+        if (
+            key is not None
+            and "status" in self.fields
+            and key.status == ApiKey.Status.DISABLED
+            and key.disabled_by != ApiKey.DisabledBy.OWNER
+        ):
+            self._lock(
+                "status",
+                STATUS_SET_BY_EXPIRY
+                if key.disabled_by == ApiKey.DisabledBy.SYSTEM
+                else STATUS_SET_BY_LEAD,
+            )
+
+    def _lock(self, field: str, why: str) -> None:
+        self.fields[field].disabled = True
+        self.locked[field] = why
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, as keyword arguments for api_key_update."""
@@ -160,29 +208,68 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
 
 
 class CreateKeyForm(KeyForm):
-    """Name, group and the optional restrictions: a new key always starts enabled."""
+    """Name, group and the optional restrictions: a new key always starts enabled. It starts
+    from the team's defaults; leads also choose the owner among the team's members (`owners`),
+    members create keys for themselves."""
 
     status = None
+    owner = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        empty_label=None,
+        help_text="Who the key belongs to. They see it among their keys and can use it.",
+    )
+    field_order = ["owner"]
+
+    def __init__(
+        self,
+        *args: Any,
+        team: Team,
+        owners: QuerySet | None = None,
+        defaults: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        initial = kwargs.setdefault("initial", {})
+        for field, value in (defaults or {}).items():
+            initial.setdefault(field, _initial_value(field, value))
+        super().__init__(*args, team=team, **kwargs)
+        # No group chosen for the user: the team's default one, else an explicit choice.
+        self.fields["group"].empty_label = "Choose a group"
+        if owners is None:
+            del self.fields["owner"]
+        else:
+            self.fields["owner"].queryset = owners
 
     def service_arguments(self) -> dict[str, Any]:
-        return dict(self.cleaned_data)
+        """api_key_create's settings; the owner is the view's (`owner_choice`)."""
+        return {field: value for field, value in self.cleaned_data.items() if field != "owner"}
+
+    def owner_choice(self):
+        return self.cleaned_data.get("owner")
 
 
 def _initial_from_key(key: ApiKey) -> dict[str, Any]:
-    expires_at: datetime | None = key.expires_at
-    if expires_at is not None:
-        # datetime-local shows minutes; the initial value matches what the browser sends
-        # back, so an untouched expiry does not count as a change.
-        expires_at = timezone.localtime(expires_at).replace(second=0, microsecond=0)
     return {
         "name": key.name,
-        "group": key.group_id,
         "status": key.status,
-        "allowed_ips": "\n".join(key.allowed_ips),
-        "quota_limit_usd": "" if not key.quota_limit_usd else format(key.quota_limit_usd, "f"),
-        "rate_limit": key.rate_limit,
-        "expires_at": expires_at,
+        **{field: _initial_value(field, getattr(key, field)) for field in LEAD_SET_FIELDS},
     }
+
+
+def _initial_value(field: str, value: Any) -> Any:
+    """A key setting (or a team's default of it) as its field shows it."""
+    if field == "group":
+        return getattr(value, "pk", value)
+    if field == "allowed_ips":
+        return "\n".join(value)
+    if field == "quota_limit_usd":
+        return "" if not value else format(value, "f")
+    if field == "expires_at" and value is not None:
+        # datetime-local shows minutes; the initial value matches what the browser sends
+        # back, so an untouched expiry does not count as a change. Rounding down also keeps a
+        # team's default expiry no later than the one the service allows a member.
+        return timezone.localtime(value).replace(second=0, microsecond=0)
+    return value
 
 
 class KeyFilterForm(forms.Form):

@@ -257,6 +257,14 @@ def owner_list(*, team: Team) -> QuerySet:
     )
 
 
+def member_user_list(*, actor: User, team: Team) -> QuerySet:
+    """The people a lead of `team` may make a key's owner: its members, by username. Empty for
+    anyone else, so no member's name reaches a member."""
+    if not is_team_lead(actor=actor, team=team, staff_permission="keys.add_apikey"):
+        return get_user_model().objects.none()
+    return get_user_model().objects.filter(memberships__team=team).order_by("username")
+
+
 def team_list_led(*, actor: User) -> QuerySet[Team]:
     """Teams the actor leads (as a member: staff powers are the caller's to add)."""
     return Team.objects.filter(memberships__user=actor, memberships__role=Membership.Role.LEAD)

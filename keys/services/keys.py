@@ -291,8 +291,16 @@ def team_key_defaults(team: Team, now: datetime | None = None) -> dict[str, Any]
     }
 
 
+def api_key_actor_role(*, actor: User | None, team: Team, creating: bool = False) -> policy.Role:
+    """What keys.policy holds `actor` to on `team`'s keys, for the forms that show a member's
+    limits before anything is sent."""
+    return _role(
+        actor, team, staff_permission="keys.add_apikey" if creating else "keys.change_apikey"
+    )
+
+
 def _role(
-    actor: User | None, team: Team, staff_permission: str = "keys.change_apikey"
+    actor: User | None, team: Team, staff_permission: str | None = "keys.change_apikey"
 ) -> policy.Role:
     """The actor's role in keys.policy: staff with the permission of the action at hand are
     not limited by it, and neither is the system (no actor)."""
