@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import INVITATION_VALID_DAYS, ApiKey, Group, Membership, Team
-from .selectors import KEY_STATES, group_list_for_key
+from .selectors import KEY_STATES, group_list_for_key, group_list_for_team
 from .validators import MAX_ALLOWED_IPS
 
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
@@ -304,6 +304,62 @@ class KeyFilterForm(forms.Form):
             "owner_id": owner.pk if owner else None,
             "name_contains": data.get("q", "").strip(),
         }
+
+
+class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
+    """The team page's key settings: whether members create keys, and where their new keys
+    start. team_key_settings_update holds the rules (quota and rate limit read as on a key)."""
+
+    members_can_create_keys = forms.BooleanField(
+        label="Members can create keys",
+        required=False,
+        help_text="Off: only leads create keys, for themselves or for a member.",
+    )
+    default_group = forms.ModelChoiceField(
+        queryset=Group.objects.none(),
+        required=False,
+        empty_label="None: members choose",
+        help_text="The group of members' new keys; members cannot choose another.",
+    )
+    default_quota_limit_usd = forms.CharField(
+        label="Default quota limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = unlimited"}),
+        help_text="Members' new keys start with this quota and may only lower it. "
+        "0 or empty: unlimited.",
+    )
+    default_rate_limit = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
+        help_text="Members' new keys start with this rate limit and may only lower it, e.g. "
+        "60/m. Empty: no limit.",
+    )
+    default_expiry_days = forms.IntegerField(
+        label="Default expiration period (days)",
+        required=False,
+        help_text="Members' new keys expire at most this many days after they are made. "
+        "Empty: they may never expire.",
+    )
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any):
+        kwargs.setdefault(
+            "initial",
+            {
+                "members_can_create_keys": team.members_can_create_keys,
+                "default_group": team.default_group_id,
+                "default_quota_limit_usd": ""
+                if not team.default_quota_limit_usd
+                else format(team.default_quota_limit_usd, "f"),
+                "default_rate_limit": team.default_rate_limit,
+                "default_expiry_days": team.default_expiry_days,
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.fields["default_group"].queryset = group_list_for_team(team=team).order_by("name")
+
+    def changes(self) -> dict[str, Any]:
+        """The settings the lead changed, as keyword arguments for team_key_settings_update."""
+        return {field: self.cleaned_data[field] for field in self.changed_data}
 
 
 class InviteForm(ServiceErrorsMixin, forms.Form):

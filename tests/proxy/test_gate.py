@@ -17,6 +17,9 @@ from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.models import ApiKey
 from proxy import channels
+from proxy.errors import RelayError
+from proxy.gate import check_enabled
+from proxy.keystate import build_key_state, parse_key_state
 from proxy.store import RedisStore
 from tests.factories import GroupFactory
 from tests.threads import join, start_thread
@@ -133,6 +136,40 @@ def test_disabled_key_obeyed_on_next_request(relay, member):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
 
 
+def test_a_key_disabled_when_it_expired_says_how_to_bring_it_back(relay):
+    expired = timezone.now() - timedelta(minutes=5)
+    ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=expired)
+    assert services.api_key_expire(key=relay.key)
+    shown = timezone.localtime(expired)
+    message = (
+        f"This key was disabled automatically when it expired on {shown:%Y-%m-%d %H:%M} "
+        f"{shown.tzname()}; ask your team lead to set a new expiration and enable it."
+    )
+
+    anthropic = relay.call("POST", "/v1/messages", MESSAGE)
+    openai = relay.call("POST", "/v1/chat/completions", CHAT)
+
+    assert_anthropic_error(anthropic, 403, "permission_error", message)
+    assert_openai_error(openai, 403, "permission_error", "key_disabled", message)
+    assert_nothing_forwarded_or_recorded(relay)
+
+
+def test_a_snapshot_from_before_the_expiry_reason_gives_the_plain_refusal(relay):
+    """Snapshots already in the cache when this field arrived have no `disabled_by_expiry`."""
+    expired = timezone.now() - timedelta(minutes=5)
+    ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=expired)
+    services.api_key_expire(key=relay.key)
+    snapshot = json.loads(build_key_state(relay.key.digest))
+    assert snapshot.pop("disabled_by_expiry") is True
+
+    state = parse_key_state(json.dumps(snapshot).encode())
+
+    assert state.disabled_by_expiry is False
+    with pytest.raises(RelayError) as refused:
+        check_enabled(state)
+    assert refused.value.message == DISABLED
+
+
 def expired_message(moment) -> str:
     shown = timezone.localtime(moment)
     return (
@@ -188,7 +225,7 @@ def ip_message(address: str) -> str:
     )
 
 
-def test_ip_restriction_obeyed_on_next_request(relay, member):
+def test_ip_restriction_obeyed_on_next_request(relay, member, lead):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
     services.api_key_update(
         key=relay.key, actor=member, allowed_ips="203.0.113.0/24, 2001:db8::/32"
@@ -199,7 +236,8 @@ def test_ip_restriction_obeyed_on_next_request(relay, member):
 
     assert_anthropic_error(anthropic, 403, "permission_error", ip_message("127.0.0.1"))
     assert_openai_error(openai, 403, "permission_error", "ip_not_allowed", ip_message("127.0.0.1"))
-    services.api_key_update(key=relay.key, actor=member, allowed_ips="127.0.0.0/8")
+    # Another range: only a lead may widen what a member's key allows (keys.policy).
+    services.api_key_update(key=relay.key, actor=lead, allowed_ips="127.0.0.0/8")
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
 
 
@@ -282,10 +320,10 @@ def test_dated_snapshot_priced_by_its_base_name(relay):
     assert event.charged_usd == Decimal("0.00044100")
 
 
-def test_group_change_obeyed_on_next_request(relay, member, team):
+def test_group_change_obeyed_on_next_request(relay, lead, team):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
     gpt_only = GroupFactory(name="GPT only", models=["gpt-*"])
-    services.api_key_update(key=relay.key, actor=member, group=gpt_only)
+    services.api_key_update(key=relay.key, actor=lead, group=gpt_only)
 
     response = relay.call("POST", "/v1/messages", MESSAGE)
 
@@ -353,7 +391,7 @@ def test_quota_sees_spend_without_the_settlement_task(relay, member):
     assert relay.key.spent_usd == Decimal("0.00934200")
 
 
-def test_quota_lowered_then_raised(relay, member):
+def test_quota_lowered_then_raised(relay, member, lead):
     ApiKey.objects.filter(pk=relay.key.pk).update(spent_usd=Decimal("3.00"))
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
@@ -361,7 +399,8 @@ def test_quota_lowered_then_raised(relay, member):
 
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="2")
     lowered = relay.call("POST", "/v1/messages", MESSAGE)
-    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="10")
+    # Raising it is a lead's (keys.policy).
+    services.api_key_update(key=relay.key, actor=lead, quota_limit_usd="10")
     raised = relay.call("POST", "/v1/messages", MESSAGE)
 
     assert_anthropic_error(lowered, 402, "billing_error", QUOTA.format(spent="3.00", limit="2.00"))
