@@ -225,7 +225,7 @@ def ip_message(address: str) -> str:
     )
 
 
-def test_ip_restriction_obeyed_on_next_request(relay, member, lead):
+def test_ip_restriction_obeyed_on_next_request(relay, member):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
     services.api_key_update(
         key=relay.key, actor=member, allowed_ips="203.0.113.0/24, 2001:db8::/32"
@@ -236,8 +236,7 @@ def test_ip_restriction_obeyed_on_next_request(relay, member, lead):
 
     assert_anthropic_error(anthropic, 403, "permission_error", ip_message("127.0.0.1"))
     assert_openai_error(openai, 403, "permission_error", "ip_not_allowed", ip_message("127.0.0.1"))
-    # Another range: only a lead may widen what a member's key allows (keys.policy).
-    services.api_key_update(key=relay.key, actor=lead, allowed_ips="127.0.0.0/8")
+    services.api_key_update(key=relay.key, actor=member, allowed_ips="127.0.0.0/8")
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
 
 
@@ -320,10 +319,10 @@ def test_dated_snapshot_priced_by_its_base_name(relay):
     assert event.charged_usd == Decimal("0.00044100")
 
 
-def test_group_change_obeyed_on_next_request(relay, lead, team):
+def test_group_change_obeyed_on_next_request(relay, member, team):
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
     gpt_only = GroupFactory(name="GPT only", models=["gpt-*"])
-    services.api_key_update(key=relay.key, actor=lead, group=gpt_only)
+    services.api_key_update(key=relay.key, actor=member, group=gpt_only)
 
     response = relay.call("POST", "/v1/messages", MESSAGE)
 
@@ -391,7 +390,7 @@ def test_quota_sees_spend_without_the_settlement_task(relay, member):
     assert relay.key.spent_usd == Decimal("0.00934200")
 
 
-def test_quota_lowered_then_raised(relay, member, lead):
+def test_quota_lowered_then_raised(relay, member):
     ApiKey.objects.filter(pk=relay.key.pk).update(spent_usd=Decimal("3.00"))
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
@@ -399,8 +398,7 @@ def test_quota_lowered_then_raised(relay, member, lead):
 
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="2")
     lowered = relay.call("POST", "/v1/messages", MESSAGE)
-    # Raising it is a lead's (keys.policy).
-    services.api_key_update(key=relay.key, actor=lead, quota_limit_usd="10")
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="10")
     raised = relay.call("POST", "/v1/messages", MESSAGE)
 
     assert_anthropic_error(lowered, 402, "billing_error", QUOTA.format(spent="3.00", limit="2.00"))
