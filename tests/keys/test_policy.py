@@ -11,6 +11,7 @@ from django.utils import timezone
 from keys import policy, services
 from keys.models import ApiKey, AuditEvent
 from keys.policy import Role
+from tests.migrating import at_migration, migrate
 
 from ..factories import UserFactory, grant, make_key
 
@@ -166,3 +167,63 @@ def test_removing_a_member_disables_their_keys_as_the_lead(team, lead, member, l
     services.membership_remove(membership=member.memberships.get(team=team), actor=lead)
 
     assert ApiKey.objects.get(pk=limited_key.pk).disabled_by == "lead"
+
+
+# --- the migration that records who disabled the keys already disabled ----------------------
+
+
+@pytest.fixture
+def before_disabled_by(transactional_db):
+    yield from at_migration(("keys", "0005_audit_event"))
+
+
+def test_keys_already_disabled_get_who_disabled_them_from_their_trail(before_disabled_by):
+    apps = before_disabled_by
+    User = apps.get_model("auth", "User")
+    owner, lead = User.objects.create(username="owner"), User.objects.create(username="lead")
+    team = apps.get_model("keys", "Team").objects.create(name="Acme", slug="acme")
+    group = apps.get_model("keys", "Group").objects.create(name="Default")
+    ApiKeyThen = apps.get_model("keys", "ApiKey")
+    AuditEventThen = apps.get_model("keys", "AuditEvent")
+    keys = {}
+    for index, name in enumerate(["by-owner", "by-lead", "expired", "untraced", "enabled"]):
+        keys[name] = ApiKeyThen.objects.create(
+            team=team,
+            owner=owner,
+            group=group,
+            name=name,
+            prefix=f"sk-hc-{index}",
+            digest=str(index) * 64,
+            status="enabled" if name == "enabled" else "disabled",
+        )
+    trail = [
+        ("by-owner", "key.disabled", owner),
+        ("by-lead", "key.disabled", owner),  # later overridden by the lead's
+        ("by-lead", "key.enabled", lead),
+        ("by-lead", "key.disabled", lead),
+        ("expired", "key.expired", None),
+    ]
+    for day, (name, action, actor) in enumerate(trail, start=1):
+        new = "enabled" if action == "key.enabled" else "disabled"
+        old = "disabled" if new == "enabled" else "enabled"
+        AuditEventThen.objects.create(
+            key=keys[name],
+            team=team,
+            action=action,
+            subject_type="key",
+            subject_id=keys[name].pk,
+            actor=actor,
+            changes={"status": [old, new]},
+            created_at=f"2026-01-0{day}T00:00Z",
+        )
+
+    after = migrate(("keys", "0006_team_key_policy"))
+
+    recorded = dict(after.get_model("keys", "ApiKey").objects.values_list("name", "disabled_by"))
+    assert recorded == {
+        "by-owner": "owner",
+        "by-lead": "lead",
+        "expired": "system",
+        "untraced": "",
+        "enabled": "",
+    }
