@@ -97,12 +97,6 @@ def refusal_error(refused: Mapping[str, str]) -> ValidationError:
     )
 
 
-def is_refusal(error: ValidationError) -> bool:
-    """Whether every message of `error` is a refusal of this policy."""
-    errors = error.error_dict.values() if hasattr(error, "error_dict") else [error.error_list]
-    return all(item.code == PERMISSION_DENIED for items in errors for item in items)
-
-
 def _set_by_lead(label: str, setting: str, rule: str, *, creating: bool) -> str:
     """The refusal's message: which field, what the lead set, and that the lead can change it."""
     if creating:
@@ -172,14 +166,13 @@ def _ips(current: list[str] | None, requested: list[str] | None, *, creating: bo
 
 
 def _inside(entry: str, allowed: list[str]) -> bool:
-    try:
-        network = ipaddress.ip_network(entry, strict=False)
-        return any(
-            network.version == outer.version and network.subnet_of(outer)
-            for outer in (ipaddress.ip_network(item, strict=False) for item in allowed)
-        )
-    except ValueError:
-        return True
+    """Whether the address or range `entry` lies inside one of `allowed` (both already checked
+    and normalised by keys.validators.parse_allowed_ips)."""
+    network = ipaddress.ip_network(entry)
+    return any(
+        network.version == outer.version and network.subnet_of(outer)
+        for outer in map(ipaddress.ip_network, allowed)
+    )
 
 
 def _expiry(current: datetime | None, requested: datetime | None, *, creating: bool) -> str | None:
