@@ -113,8 +113,14 @@ def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
             form.add_service_errors(error)
         else:
             return _issued_key_page(request, team, issued, rotated=False)
+    # Said before the member fills the form in; the service refuses the creation anyway.
+    closed = role.restricted and not team.members_can_create_keys
     return render_team_page(
-        request, "keys/key_form.html", team, {"form": form}, status=400 if form.is_bound else 200
+        request,
+        "keys/key_form.html",
+        team,
+        {"form": form, "creation_closed": closed},
+        status=400 if form.is_bound else 200,
     )
 
 

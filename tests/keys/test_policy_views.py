@@ -124,6 +124,9 @@ def test_the_teams_default_group_is_chosen_and_fixed_for_members(client, team, l
 
 def test_a_member_cannot_create_keys_when_the_team_turns_it_off(client, team, lead, member, group):
     services.team_key_settings_update(team=team, actor=lead, members_can_create_keys=False)
+    closed = "Only the leads of Acme create keys in this team; ask one to create a key for you."
+    assert closed in logged_in(client, member).get(url("keys:create", team)).content.decode()
+    assert closed not in logged_in(client, lead).get(url("keys:create", team)).content.decode()
 
     response = logged_in(client, member).post(
         url("keys:create", team), {"name": "mine", "group": str(group.pk)}
