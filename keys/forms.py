@@ -3,7 +3,6 @@ errors next to the fields they name; the rules themselves live in keys/validator
 keys/services.py, so every field here is optional and no form repeats a rule.
 """
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import INVITATION_VALID_DAYS, ApiKey, Group, Membership, Team
-from .selectors import KEY_STATES, group_list_for_key
+from .selectors import KEY_STATES, group_list_for_key, group_list_for_team
 from .validators import MAX_ALLOWED_IPS
 
 DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
@@ -61,6 +60,16 @@ EXPIRY_HELP = (
     "Key expiration controls when the key becomes invalid. For long-term personal use, you can "
     "leave it empty. For temporary tests, shared configuration, or short-term projects, set an "
     "expiration time. Time zone: {time_zone}."
+)
+
+
+# The settings a member may only tighten; read-only for them once set (keys.policy).
+LEAD_SET_FIELDS = ("group", "allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")
+SET_BY_LEAD = "Set by your team lead. Only a lead can loosen or clear it."
+GROUP_SET_BY_LEAD = "Set by your team lead. Only a lead can change it."
+STATUS_SET_BY_LEAD = "Disabled by your team lead. Only a lead can enable it."
+STATUS_SET_BY_EXPIRY = (
+    "Disabled automatically when it expired. Only a lead can set a new expiration and enable it."
 )
 
 
@@ -147,12 +156,51 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
         widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
     )
 
-    def __init__(self, *args: Any, team: Team, key: ApiKey | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        team: Team,
+        key: ApiKey | None = None,
+        restricted: bool = False,
+        **kwargs: Any,
+    ):
         if key is not None:
             kwargs.setdefault("initial", _initial_from_key(key))
         super().__init__(*args, **kwargs)
         self.fields["expires_at"].help_text = EXPIRY_HELP.format(time_zone=settings.TIME_ZONE)
         self.fields["group"].queryset = group_list_for_key(team=team, key=key)
+        # {field: why it is read-only}: what a member sees of what a lead set (keys.policy).
+        self.locked: dict[str, str] = {}
+        if restricted:
+            self._lock_what_a_lead_set(key)
+
+    def _lock_what_a_lead_set(self, key: ApiKey | None) -> None:
+        """A member may not loosen a restriction or change the group (keys.policy): such fields
+        are read-only for them, and an edit of one sent anyway is ignored (and refused by the
+        service). Empty restrictions stay editable: setting one only tightens the key."""
+        for field in LEAD_SET_FIELDS:
+            if field == "group":
+                # A new key's group is the member's to choose unless the team has a default.
+                if key is not None or self.initial.get("group"):
+                    self._lock(field, GROUP_SET_BY_LEAD)
+            elif self.initial.get(field) not in (None, ""):
+                self._lock(field, SET_BY_LEAD)
+        if (
+            key is not None
+            and "status" in self.fields
+            and key.status == ApiKey.Status.DISABLED
+            and key.disabled_by != ApiKey.DisabledBy.OWNER
+        ):
+            self._lock(
+                "status",
+                STATUS_SET_BY_EXPIRY
+                if key.disabled_by == ApiKey.DisabledBy.SYSTEM
+                else STATUS_SET_BY_LEAD,
+            )
+
+    def _lock(self, field: str, why: str) -> None:
+        self.fields[field].disabled = True
+        self.locked[field] = why
 
     def changes(self) -> dict[str, Any]:
         """The fields the user changed, as keyword arguments for api_key_update."""
@@ -160,29 +208,68 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
 
 
 class CreateKeyForm(KeyForm):
-    """Name, group and the optional restrictions: a new key always starts enabled."""
+    """Name, group and the optional restrictions: a new key always starts enabled. It starts
+    from the team's defaults; leads also choose the owner among the team's members (`owners`),
+    members create keys for themselves."""
 
     status = None
+    owner = forms.ModelChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        empty_label=None,
+        help_text="Who the key belongs to. They see it among their keys and can use it.",
+    )
+    field_order = ["owner"]
+
+    def __init__(
+        self,
+        *args: Any,
+        team: Team,
+        owners: QuerySet | None = None,
+        defaults: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        initial = kwargs.setdefault("initial", {})
+        for field, value in (defaults or {}).items():
+            initial.setdefault(field, _initial_value(field, value))
+        super().__init__(*args, team=team, **kwargs)
+        # No group chosen for the user: the team's default one, else an explicit choice.
+        self.fields["group"].empty_label = "Choose a group"
+        if owners is None:
+            del self.fields["owner"]
+        else:
+            self.fields["owner"].queryset = owners
 
     def service_arguments(self) -> dict[str, Any]:
-        return dict(self.cleaned_data)
+        """api_key_create's settings; the owner is the view's (`owner_choice`)."""
+        return {field: value for field, value in self.cleaned_data.items() if field != "owner"}
+
+    def owner_choice(self):
+        return self.cleaned_data.get("owner")
 
 
 def _initial_from_key(key: ApiKey) -> dict[str, Any]:
-    expires_at: datetime | None = key.expires_at
-    if expires_at is not None:
-        # datetime-local shows minutes; the initial value matches what the browser sends
-        # back, so an untouched expiry does not count as a change.
-        expires_at = timezone.localtime(expires_at).replace(second=0, microsecond=0)
     return {
         "name": key.name,
-        "group": key.group_id,
         "status": key.status,
-        "allowed_ips": "\n".join(key.allowed_ips),
-        "quota_limit_usd": "" if not key.quota_limit_usd else format(key.quota_limit_usd, "f"),
-        "rate_limit": key.rate_limit,
-        "expires_at": expires_at,
+        **{field: _initial_value(field, getattr(key, field)) for field in LEAD_SET_FIELDS},
     }
+
+
+def _initial_value(field: str, value: Any) -> Any:
+    """A key setting (or a team's default of it) as its field shows it."""
+    if field == "group":
+        return getattr(value, "pk", value)
+    if field == "allowed_ips":
+        return "\n".join(value)
+    if field == "quota_limit_usd":
+        return "" if not value else format(value, "f")
+    if field == "expires_at" and value is not None:
+        # datetime-local shows minutes; the initial value matches what the browser sends
+        # back, so an untouched expiry does not count as a change. Rounding down also keeps a
+        # team's default expiry no later than the one the service allows a member.
+        return timezone.localtime(value).replace(second=0, microsecond=0)
+    return value
 
 
 class KeyFilterForm(forms.Form):
@@ -217,6 +304,62 @@ class KeyFilterForm(forms.Form):
             "owner_id": owner.pk if owner else None,
             "name_contains": data.get("q", "").strip(),
         }
+
+
+class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
+    """The team page's key settings: whether members create keys, and where their new keys
+    start. team_key_settings_update holds the rules (quota and rate limit read as on a key)."""
+
+    members_can_create_keys = forms.BooleanField(
+        label="Members can create keys",
+        required=False,
+        help_text="Off: only leads create keys, for themselves or for a member.",
+    )
+    default_group = forms.ModelChoiceField(
+        queryset=Group.objects.none(),
+        required=False,
+        empty_label="None: members choose",
+        help_text="The group of members' new keys; members cannot choose another.",
+    )
+    default_quota_limit_usd = forms.CharField(
+        label="Default quota limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = unlimited"}),
+        help_text="Members' new keys start with this quota and may only lower it. "
+        "0 or empty: unlimited.",
+    )
+    default_rate_limit = forms.CharField(
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
+        help_text="Members' new keys start with this rate limit and may only lower it, e.g. "
+        "60/m. Empty: no limit.",
+    )
+    default_expiry_days = forms.IntegerField(
+        label="Default expiration period (days)",
+        required=False,
+        help_text="Members' new keys expire at most this many days after they are made. "
+        "Empty: they may never expire.",
+    )
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any):
+        kwargs.setdefault(
+            "initial",
+            {
+                "members_can_create_keys": team.members_can_create_keys,
+                "default_group": team.default_group_id,
+                "default_quota_limit_usd": ""
+                if not team.default_quota_limit_usd
+                else format(team.default_quota_limit_usd, "f"),
+                "default_rate_limit": team.default_rate_limit,
+                "default_expiry_days": team.default_expiry_days,
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.fields["default_group"].queryset = group_list_for_team(team=team).order_by("name")
+
+    def changes(self) -> dict[str, Any]:
+        """The settings the lead changed, as keyword arguments for team_key_settings_update."""
+        return {field: self.cleaned_data[field] for field in self.changed_data}
 
 
 class InviteForm(ServiceErrorsMixin, forms.Form):

@@ -3,7 +3,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from django.conf import settings
-from django.core.validators import MinLengthValidator
+from django.core.validators import MaxValueValidator, MinLengthValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -11,6 +11,7 @@ from django.utils import timezone
 from .secret_formats import API_TOKEN, RELAY_KEY, SecretFormat
 from .secret_formats import digest_key as digest_key
 from .validators import (
+    MAX_EXPIRY_DAYS,
     NAME_MAX_LENGTH,
     validate_allowed_ips,
     validate_model_patterns,
@@ -71,6 +72,43 @@ class Team(models.Model):
         blank=True,
         related_name="teams",
         help_text="Groups this team's keys may use. Empty: every active group.",
+    )
+    # Who may do what (keys.policy): whether members may create keys of their own, and where a
+    # member's new key starts. A member may only tighten these, never loosen them.
+    members_can_create_keys = models.BooleanField(
+        default=True,
+        help_text="Members may create keys for themselves. Off: only leads create keys.",
+    )
+    default_group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The group of members' new keys; members cannot choose another. "
+        "Empty: members choose among the team's groups.",
+    )
+    default_quota_limit_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        default=0,
+        validators=[validate_quota],
+        verbose_name="default quota limit (USD)",
+        help_text="The quota of members' new keys; 0 means unlimited.",
+    )
+    default_rate_limit = models.CharField(
+        max_length=16,
+        blank=True,
+        validators=[validate_rate_limit],
+        help_text="The rate limit of members' new keys, e.g. 60/m. Empty: no limit.",
+    )
+    default_expiry_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_EXPIRY_DAYS)],
+        verbose_name="default expiration period (days)",
+        help_text="Members' new keys expire this many days after they are made, or earlier. "
+        "Empty: they may never expire.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -151,6 +189,15 @@ class ApiKey(HashedSecret):
         ENABLED = "enabled", "Enabled"
         DISABLED = "disabled", "Disabled"
 
+    class DisabledBy(models.TextChoices):
+        """Who turned a disabled key off, by role: a member may enable only a key they turned
+        off themselves (keys.policy)."""
+
+        OWNER = "owner", "Its owner"
+        LEAD = "lead", "A team lead"
+        STAFF = "staff", "Staff"
+        SYSTEM = "system", "The system (expiry)"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys"
@@ -165,6 +212,11 @@ class ApiKey(HashedSecret):
     )
     group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="api_keys")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ENABLED)
+    # Empty while enabled, and for keys disabled before it was recorded (they count as disabled
+    # by a lead: only a lead may enable them).
+    disabled_by = models.CharField(
+        max_length=10, choices=DisabledBy.choices, blank=True, editable=False
+    )
     prefix = models.CharField(max_length=RELAY_KEY.display_prefix_length, editable=False)
     allowed_ips = models.JSONField(
         default=list, blank=True, validators=[validate_allowed_ips], verbose_name="IP restriction"
@@ -203,6 +255,15 @@ class ApiKey(HashedSecret):
 
     def is_expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def expired_and_disabled(self) -> bool:
+        """Turned off by the expiry task: it needs a new expiration before it is enabled."""
+        return (
+            self.status == self.Status.DISABLED
+            and self.disabled_by == self.DisabledBy.SYSTEM
+            and self.is_expired()
+        )
 
     @property
     def quota_used_up(self) -> bool:

@@ -153,8 +153,9 @@ def group_list_for_team(*, team: Team) -> QuerySet[Group]:
 def member_list(
     *, actor: User, team: Team, staff_permission: str | None = "keys.view_membership"
 ) -> QuerySet[Membership]:
-    """The team's members, for its members and for staff with `staff_permission`."""
-    if not team_list(actor=actor, staff_permission=staff_permission).filter(pk=team.pk).exists():
+    """The team's members, for its leads and for staff with `staff_permission`. Members do
+    not see one another: the list carries everyone's email address."""
+    if not is_team_lead(actor=actor, team=team, staff_permission=staff_permission):
         return Membership.objects.none()
     return Membership.objects.filter(team=team).select_related("user")
 
@@ -254,6 +255,14 @@ def owner_list(*, team: Team) -> QuerySet:
         .order_by("username")
         .distinct()
     )
+
+
+def member_user_list(*, actor: User, team: Team) -> QuerySet:
+    """The people a lead of `team` may make a key's owner: its members, by username. Empty for
+    anyone else, so no member's name reaches a member."""
+    if not is_team_lead(actor=actor, team=team, staff_permission="keys.add_apikey"):
+        return get_user_model().objects.none()
+    return get_user_model().objects.filter(memberships__team=team).order_by("username")
 
 
 def team_list_led(*, actor: User) -> QuerySet[Team]:

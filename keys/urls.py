@@ -20,6 +20,7 @@ team_patterns = [
     path("keys/new/", views.key_create, name="create"),
     path("keys/<int:key_id>/", include(key_patterns)),
     path("team/", views.team_detail, name="team"),
+    path("team/key-settings/", views.team_key_settings, name="team_key_settings"),
     path("team/invitations/new/", views.invitation_create, name="invitation_create"),
     path(
         "team/invitations/<int:invitation_id>/revoke/",

@@ -12,6 +12,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 
 NAME_MAX_LENGTH = 100
+# A team's default expiration period: up to ten years, so the date it gives stays a date.
+MAX_EXPIRY_DAYS = 3650
 
 RATE_LIMIT_PATTERN = re.compile(r"^([1-9][0-9]{0,8})/([smhd])$")
 RATE_LIMIT_MESSAGE = (

@@ -64,15 +64,18 @@ def invalid_key() -> RelayError:
     )
 
 
-def key_disabled() -> RelayError:
-    return RelayError(
-        403,
-        "permission_error",
-        "permission_error",
-        "key_disabled",
+def key_disabled(*, expired_at: str | None = None) -> RelayError:
+    """`expired_at`: the key was disabled automatically when it expired, at that time."""
+    message = (
         "This key is disabled. Ask your team lead to enable it again, "
-        "or create a new key in the portal.",
+        "or create a new key in the portal."
     )
+    if expired_at is not None:
+        message = (
+            f"This key was disabled automatically when it expired on {expired_at}; ask your "
+            "team lead to set a new expiration and enable it."
+        )
+    return RelayError(403, "permission_error", "permission_error", "key_disabled", message)
 
 
 def key_expired(expired_at: str) -> RelayError:

@@ -64,14 +64,20 @@ def key_digest(plaintext: str) -> str:
 
 def check_enabled(state: KeyState) -> None:
     if not state.enabled:
+        if state.disabled_by_expiry and state.expires_at is not None:
+            raise errors.key_disabled(expired_at=_expiry_text(state.expires_at))
         raise errors.key_disabled()
 
 
 def check_not_expired(state: KeyState, now: datetime) -> None:
     # Checked here, at request time: the expire_keys task flips the status only every minute.
     if state.expires_at is not None and state.expires_at <= now:
-        shown = timezone.localtime(state.expires_at)
-        raise errors.key_expired(f"{shown:%Y-%m-%d %H:%M} {shown.tzname()}")
+        raise errors.key_expired(_expiry_text(state.expires_at))
+
+
+def _expiry_text(expires_at: datetime) -> str:
+    shown = timezone.localtime(expires_at)
+    return f"{shown:%Y-%m-%d %H:%M} {shown.tzname()}"
 
 
 def check_client_ip(state: KeyState, address: str) -> None:

@@ -76,6 +76,9 @@ class KeyState:
     channels: tuple[ChannelState, ...]
     # When to rebuild it (seconds since the epoch): see KEY_STATE_REFRESH_SECONDS.
     refresh_at: float
+    # The key was disabled by the expiry task (ApiKey.expired_and_disabled): its refusal says
+    # how to bring it back.
+    disabled_by_expiry: bool = False
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.model_patterns)
@@ -106,6 +109,8 @@ def parse_key_state(raw: bytes) -> KeyState | None:
         group_usable=data["group_usable"],
         enabled=data["enabled"],
         expires_at=datetime.fromisoformat(data["expires_at"]) if data["expires_at"] else None,
+        # Snapshots written before it existed give the plain "disabled" refusal.
+        disabled_by_expiry=data.get("disabled_by_expiry", False),
         allowed_networks=tuple(
             ipaddress.ip_network(entry, strict=False) for entry in data["allowed_ips"]
         ),
@@ -160,6 +165,7 @@ def build_key_state(digest: str) -> bytes:
         "group_usable": usable,
         "enabled": key.status == ApiKey.Status.ENABLED,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "disabled_by_expiry": key.expired_and_disabled,
         "allowed_ips": list(key.allowed_ips),
         "quota_limit_units": usd_to_units(key.quota_limit_usd),
         "quota_limit_usd": f"{key.quota_limit_usd:.2f}",

@@ -3,8 +3,9 @@
 
 A lead signs in, creates a key and reads it and the base URL from the page as a user would,
 calls the relay with the official anthropic SDK, disables the key on the edit page (refused),
-enables it again, sets a quota and an expiry, and checks the key list. On failure the edit
-page is saved as a screenshot in test-artifacts/.
+enables it again, sets a quota and an expiry, and checks the key list. A lead limits a member's
+key, which the member cannot undo. On failure the edit page is saved as a screenshot in
+test-artifacts/.
 """
 
 import os
@@ -188,6 +189,82 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
             expiry.strftime("%Y-%m-%d %H:%M %Z")
         )
         expect(row.locator("td[data-label='Rate limit']")).to_have_text("none")
+    except BaseException:
+        _save_screenshots(page, edit_url)
+        raise
+
+
+def sign_in(page: Page, username: str) -> None:
+    """Sign in as `username`, after signing out whoever was signed in."""
+    page.context.clear_cookies()
+    page.goto("/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+
+
+@pytest.fixture
+def lead_id(acme) -> int:
+    """The lead's id, and a member of Acme; read before the browser starts (Playwright's loop
+    makes the test body an async context, where Django refuses database queries)."""
+    MembershipFactory(team=acme, user__username="member")
+    return acme.memberships.get(role=Membership.Role.LEAD).user_id
+
+
+def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id, page):
+    """Issue #15's "who may do what": the lead creates a key for a member with a quota, the
+    member sees it read-only, the lead disables the key, the member cannot enable it, and the
+    relay refuses it."""
+    edit_url: str | None = None
+    try:
+        sign_in(page, "lead")
+        page.get_by_role("link", name="Create key").first.click()
+        expect(page.get_by_label("Owner")).to_have_value(str(lead_id))
+        page.get_by_label("Owner").select_option(label="member")
+        page.get_by_label("Name").fill("for-member")
+        page.get_by_label("Group").select_option(label="CC Official Channel · ×1 · claude-*")
+        page.get_by_label("Quota limit (USD)").fill("1")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_role("heading", name="Key created")).to_be_visible()
+        key = page.get_by_test_id("new-key").inner_text().strip()
+        base_url = re.search(
+            r'export ANTHROPIC_BASE_URL="([^"]+)"', page.locator("#setup-sh").inner_text()
+        ).group(1)
+        assert ask(key, base_url).content[0].text.startswith("Hello from the HCAI Keys mock")
+
+        # The member sees the key among theirs; the quota the lead set is read-only.
+        sign_in(page, "member")
+        row = key_row(page, "for-member")
+        expect(row).to_be_visible()
+        row.get_by_role("link", name="Edit").click()
+        edit_url = page.url
+        quota = page.get_by_label("Quota limit (USD)")
+        expect(quota).to_have_value("1.00")
+        expect(quota).to_be_disabled()
+        expect(
+            page.get_by_text("Set by your team lead. Only a lead can loosen or clear it.")
+        ).to_be_visible()
+        expect(page.get_by_label("Group")).to_be_disabled()
+
+        # The lead disables it "for a risk check".
+        sign_in(page, "lead")
+        page.goto(edit_url)
+        page.get_by_label("Disabled").check()
+        update(page)
+
+        # The member cannot enable it again, and the relay refuses the key.
+        sign_in(page, "member")
+        page.goto(edit_url)
+        expect(
+            page.get_by_text("Disabled by your team lead. Only a lead can enable it.")
+        ).to_be_visible()
+        expect(page.get_by_label("Enabled")).to_be_disabled()
+        expect(page.get_by_label("Disabled")).to_be_checked()
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            ask(key, base_url)
+        assert refused.value.status_code == 403
+        assert "This key is disabled." in refused.value.message
     except BaseException:
         _save_screenshots(page, edit_url)
         raise

@@ -24,6 +24,9 @@ DATABASE_RETRY_AFTER = 10
 # already taken, a member already there, a team's last lead. The same request can succeed once
 # the data changes, which is what 409 Conflict tells a client (and a 400 says it never will).
 CONFLICT_CODES = {"unique", "already_member", "last_lead"}
+# The error code of a refusal by who is asking (a member loosening what a lead set): 403, in the
+# field-error body of a 400, so the client learns which field and why.
+FORBIDDEN_CODE = "permission_denied"
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -46,6 +49,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if _codes(exc) <= CONFLICT_CODES:
             set_rollback()
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        forbidden = _codes(exc) == {FORBIDDEN_CODE}
         if hasattr(exc, "error_dict"):
             detail = {
                 (api_settings.NON_FIELD_ERRORS_KEY if field == NON_FIELD_ERRORS else field): msgs
@@ -53,6 +57,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
             }
         else:
             detail = {api_settings.NON_FIELD_ERRORS_KEY: exc.messages}
+        if forbidden:
+            set_rollback()
+            return Response(detail, status=status.HTTP_403_FORBIDDEN)
         exc = exceptions.ValidationError(detail)
     elif isinstance(exc, exceptions.ParseError):
         # A body that is not JSON at all: the same shape as every other 400, so a client reads

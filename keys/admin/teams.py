@@ -1,9 +1,11 @@
 """Staff admin for teams, with their memberships inline."""
 
+from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminTextInputWidget
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
@@ -12,6 +14,7 @@ from django.http import HttpRequest
 
 from keys import services
 from keys.models import Membership, Team
+from keys.validators import parse_quota
 
 from .keys import _keys
 from .transactions import ServiceTransactionsMixin
@@ -115,8 +118,40 @@ class MembershipInline(admin.TabularInline):
     extra = 1
 
 
+class TeamAdminForm(forms.ModelForm):
+    # Text rather than a DecimalField, as on a key: the service's quota messages are shown, and
+    # empty means unlimited.
+    default_quota_limit_usd = forms.CharField(
+        label="Default quota limit (USD)",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text="The quota of members' new keys. At least 0.01, at most 2 decimals; 0 or "
+        "empty: unlimited.",
+    )
+
+    class Meta:
+        model = Team
+        fields = (
+            "name",
+            "slug",
+            "allowed_groups",
+            "members_can_create_keys",
+            "default_group",
+            "default_quota_limit_usd",
+            "default_rate_limit",
+            "default_expiry_days",
+        )
+
+    def clean_default_quota_limit_usd(self) -> Decimal:
+        try:
+            return parse_quota(self.cleaned_data["default_quota_limit_usd"])
+        except ValidationError as error:
+            raise ValidationError(error.messages) from None
+
+
 @admin.register(Team)
 class TeamAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
+    form = TeamAdminForm
     list_display = ("name", "slug", "member_count", "key_count", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}

@@ -263,7 +263,12 @@ class KeyCreateSerializer(KeyUpdateSerializer):
         help_text="A member of the team (leads only). Default: the caller.",
     )
     name = KeyNameField()
-    group = GroupIdField()
+    # Omitted settings start at the team's defaults (Team.default_*), where a member's key may
+    # only be tightened; without a default group, one must be chosen.
+    group = GroupIdField(
+        required=False,
+        help_text="A group id from /api/v1/groups/. Default: the team's default group.",
+    )
 
 
 class KeyFilterSerializer(serializers.Serializer):

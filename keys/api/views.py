@@ -19,7 +19,8 @@ from drf_spectacular.utils import (
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import mixins, permissions, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.fields import Field
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -102,13 +103,16 @@ def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
         summary="Create a key",
         description="The response carries the full key once; it is never shown again.",
         request=KeyCreateSerializer,
-        responses={201: IssuedKeySerializer, 400: FIELD_ERRORS},
+        responses={201: IssuedKeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     ),
     retrieve=extend_schema(summary="Show a key", responses={200: KeySerializer}),
     partial_update=extend_schema(
         summary="Change a key's settings",
+        description="A member may tighten what a lead set on their key (a lower quota or rate "
+        "limit, fewer addresses, an earlier expiration) but not loosen it: that is a 403 naming "
+        "the field.",
         request=KeyUpdateSerializer,
-        responses={200: KeySerializer, 400: FIELD_ERRORS},
+        responses={200: KeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     ),
     destroy=extend_schema(
         summary="Delete a key",
@@ -154,6 +158,9 @@ class KeyViewSet(GenericViewSet):
         serializer.is_valid(raise_exception=True)
         settings = dict(serializer.validated_data)
         team = settings.pop("team")
+        if "group" not in settings and team.default_group_id is None:
+            # Only a team's default group lets a key leave it out.
+            raise ValidationError({"group": [Field.default_error_messages["required"]]})
         owner = settings.pop("owner", request.user)
         if owner != request.user and not selectors.is_team_lead(
             actor=request.user, team=team, staff_permission="keys.add_apikey"
@@ -190,8 +197,9 @@ class KeyViewSet(GenericViewSet):
 
     @extend_schema(
         summary="Enable a key",
+        description="A member may enable only a key they disabled themselves (403 otherwise).",
         request=None,
-        responses={200: KeySerializer, 400: FIELD_ERRORS},
+        responses={200: KeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     )
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, pk: str) -> Response:
@@ -342,7 +350,7 @@ USERNAME = OpenApiParameter(
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List a team's members"),
+    list=extend_schema(summary="List a team's members (leads)"),
     partial_update=extend_schema(
         summary="Change a member's role (leads)",
         description="Without a role, nothing changes.",
@@ -418,8 +426,15 @@ class TeamMemberViewSet(GenericViewSet):
         return membership
 
     def list(self, request: Request, team_slug: str) -> Response:
+        team = self.get_team()
+        # Members get the portal's answer for the team page, 404: the list holds every
+        # member's email address, which is for the leads to see.
+        if not selectors.is_team_lead(
+            actor=request.user, team=team, staff_permission=self.staff_permission
+        ):
+            raise NotFound
         members = selectors.member_list(
-            actor=request.user, team=self.get_team(), staff_permission=self.staff_permission
+            actor=request.user, team=team, staff_permission=self.staff_permission
         )
         page = self.paginate_queryset(members.order_by("user__username", "id"))
         return self.get_paginated_response(MemberSerializer(page, many=True).data)

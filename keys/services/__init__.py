@@ -16,7 +16,9 @@ from .invitations import (
 )
 from .keys import (
     EDITABLE_FIELDS,
+    TEAM_DEFAULT,
     IssuedKey,
+    api_key_actor_role,
     api_key_create,
     api_key_delete,
     api_key_disable,
@@ -25,12 +27,14 @@ from .keys import (
     api_key_rotate,
     api_key_update,
     api_key_validate,
+    team_key_defaults,
 )
 from .members import (
     membership_add,
     membership_changes_validate,
     membership_remove,
     membership_set_role,
+    team_key_settings_update,
     team_save,
     team_set_allowed_groups,
 )
@@ -47,8 +51,10 @@ from .usage import api_key_add_spend, api_key_mark_used
 __all__ = [
     "API_TOKEN_LAST_USED_RESOLUTION_SECONDS",
     "EDITABLE_FIELDS",
+    "TEAM_DEFAULT",
     "IssuedApiToken",
     "IssuedKey",
+    "api_key_actor_role",
     "api_key_add_spend",
     "api_key_create",
     "api_key_delete",
@@ -74,6 +80,8 @@ __all__ = [
     "membership_changes_validate",
     "membership_remove",
     "membership_set_role",
+    "team_key_defaults",
+    "team_key_settings_update",
     "team_save",
     "team_set_allowed_groups",
 ]

@@ -8,17 +8,19 @@ interfaces that show errors before saving (the admin).
 import copy
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from keys import policy
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group, Membership, Team
+from keys.selectors import staff_may
 from keys.validators import normalise_rate_limit, parse_allowed_ips, parse_quota
 
 from .audit import audit_record
@@ -36,6 +38,18 @@ EDITABLE_FIELDS = (
 )
 
 
+class _TeamDefault:
+    def __repr__(self) -> str:
+        return "TEAM_DEFAULT"
+
+
+# What api_key_create gives a setting it was not given: the team's default (Team.default_*).
+TEAM_DEFAULT: Any = _TeamDefault()
+
+# The settings a team's defaults cover, and where a member's new key starts.
+DEFAULTED_FIELDS = ("group", "quota_limit_usd", "rate_limit", "expires_at")
+
+
 @dataclass(frozen=True)
 class IssuedKey:
     """A key and its plaintext: the only place the plaintext exists, returned once."""
@@ -51,14 +65,16 @@ def api_key_create(
     team: Team,
     owner: User,
     name: str,
-    group: Group,
     actor: User | None,
+    group: Group | None = TEAM_DEFAULT,
     status: str = ApiKey.Status.ENABLED,
     allowed_ips: str | list[str] | None = None,
-    quota_limit_usd: str | int | Decimal | None = 0,
-    rate_limit: str | None = "",
-    expires_at: datetime | None = None,
+    quota_limit_usd: str | int | Decimal | None = TEAM_DEFAULT,
+    rate_limit: str | None = TEAM_DEFAULT,
+    expires_at: datetime | None = TEAM_DEFAULT,
 ) -> IssuedKey:
+    """A new key of `owner` in `team`. Group and restrictions not given start at the team's
+    defaults; a member creating a key for themselves may only tighten those (keys.policy)."""
     key, plaintext = _new_key(
         team=team,
         owner=owner,
@@ -73,6 +89,8 @@ def api_key_create(
             "expires_at": expires_at,
         },
     )
+    if key.status == ApiKey.Status.DISABLED:
+        key.disabled_by = _disabler(_role(actor, team, staff_permission="keys.add_apikey"))
     key.save()
     _record(
         key,
@@ -88,24 +106,45 @@ def api_key_validate(
     key: ApiKey | None = None,
     team: Team | None = None,
     owner: User | None = None,
+    actor: User | None = None,
     **changes: Any,
 ) -> None:
     """Raise the ValidationError api_key_create (no `key`: give `team`, `owner` and every
-    setting) or api_key_update (`key` and the changed settings) would raise. Writes nothing
-    and leaves `key` as it was."""
+    setting) or api_key_update (`key` and the changed settings) would raise for `actor` (None:
+    the system, whom keys.policy does not limit). Writes nothing and leaves `key` as it was."""
     if key is None:
-        _new_key(team=team, owner=owner, actor=None, settings=changes)
+        _new_key(team=team, owner=owner, actor=actor, settings=changes)
     else:
-        _changed_settings(copy.copy(key), changes)
+        _changed_settings(copy.copy(key), changes, actor=actor)
 
 
 def _new_key(
     *, team: Team, owner: User, actor: User | None, settings: dict[str, Any]
 ) -> tuple[ApiKey, str]:
     """An unsaved, checked key and its plaintext; raises ValidationError with every field's
-    errors at once."""
+    errors at once, or keys.policy's refusal before any of them."""
     key = ApiKey(team=team, owner=owner, created_by=actor)
+    defaults = team_key_defaults(team)
+    settings = {
+        field: defaults[field] if value is TEAM_DEFAULT else value
+        for field, value in settings.items()
+    }
     errors = _assign(key, settings, creating=True)
+    role = _role(actor, team, staff_permission="keys.add_apikey")
+    if role.restricted:
+        refused = _creation_refusals(team=team, owner=owner, actor=actor)
+        refused |= policy.refusals(
+            role=role,
+            current=defaults,
+            requested={
+                field: getattr(key, field)
+                for field in DEFAULTED_FIELDS
+                if field in settings and field not in errors
+            },
+            creating=True,
+        )
+        if refused:
+            raise policy.refusal_error(refused)
     if not Membership.objects.filter(team=team, user=owner).exists():
         errors.setdefault("owner", []).append(f"{owner} is not a member of team {team}.")
     # The digest is a required field, so the secret must exist before the model's checks run.
@@ -137,13 +176,18 @@ def _disable(*, key: ApiKey, actor: User | None) -> ApiKey:
 
 def _update(*, key: ApiKey, actor: User | None, changes: dict[str, Any]) -> ApiKey:
     try:
-        diff = _changed_settings(key, changes)
+        diff = _changed_settings(key, changes, actor=actor)
     except ValidationError:
         key.refresh_from_db()
         raise
     if not diff:
         return key
-    key.save(update_fields=[*diff, "updated_at"])
+    update_fields = [*diff, "updated_at"]
+    if "status" in diff:
+        disabled = key.status == ApiKey.Status.DISABLED
+        key.disabled_by = _disabler(_role(actor, key.team)) if disabled else ""
+        update_fields.append("disabled_by")
+    key.save(update_fields=update_fields)
     if set(diff) == {"status"}:
         action = (
             AuditEvent.Action.KEY_ENABLED
@@ -157,15 +201,31 @@ def _update(*, key: ApiKey, actor: User | None, changes: dict[str, Any]) -> ApiK
     return key
 
 
-def _changed_settings(key: ApiKey, changes: dict[str, Any]) -> dict[str, list]:
-    """Put `changes` on `key` (unsaved) and check it; return {field: [old, new]} of what
-    differs. Raises ValidationError with every field's errors, leaving `key` half-changed."""
+def _changed_settings(
+    key: ApiKey, changes: dict[str, Any], *, actor: User | None
+) -> dict[str, list]:
+    """Put `changes` on `key` (unsaved) and check them, keys.policy's refusals first; return
+    {field: [old, new]} of what differs. Raises ValidationError with every field's errors,
+    leaving `key` half-changed."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"api_key_update() got fields it cannot change: {sorted(unknown)}")
     before = {field: _audit_value(getattr(key, field)) for field in EDITABLE_FIELDS}
+    current = {field: getattr(key, field) for field in EDITABLE_FIELDS}
     was_enabled = key.status == ApiKey.Status.ENABLED
     errors = _assign(key, changes, creating=False, was_enabled=was_enabled)
+    refused = policy.refusals(
+        role=_role(actor, key.team),
+        current=current,
+        requested={
+            field: getattr(key, field)
+            for field in changes
+            if field not in errors and _audit_value(getattr(key, field)) != before[field]
+        },
+        disabled_by=key.disabled_by,
+    )
+    if refused:
+        raise policy.refusal_error(refused)
     _full_clean(key, errors)
     return {
         field: [before[field], _audit_value(getattr(key, field))]
@@ -181,8 +241,9 @@ def api_key_expire(*, key: ApiKey) -> bool:
     if locked.status != ApiKey.Status.ENABLED or not locked.is_expired():
         return False
     locked.status = ApiKey.Status.DISABLED
-    locked.save(update_fields=["status", "updated_at"])
-    key.status = locked.status
+    locked.disabled_by = ApiKey.DisabledBy.SYSTEM
+    locked.save(update_fields=["status", "disabled_by", "updated_at"])
+    key.status, key.disabled_by = locked.status, locked.disabled_by
     _record(
         locked,
         None,
@@ -215,6 +276,62 @@ def api_key_delete(*, key: ApiKey, actor: User | None) -> None:
     _record(key, actor, AuditEvent.Action.KEY_DELETED, {})
     invalidate_key_state([key.digest])
     key.delete()
+
+
+def team_key_defaults(team: Team, now: datetime | None = None) -> dict[str, Any]:
+    """Where a new key of `team` starts when a setting is not given: the team's defaults."""
+    expires_at = None
+    if team.default_expiry_days:
+        expires_at = (now or timezone.now()) + timedelta(days=team.default_expiry_days)
+    return {
+        "group": team.default_group,
+        "quota_limit_usd": team.default_quota_limit_usd,
+        "rate_limit": team.default_rate_limit,
+        "expires_at": expires_at,
+    }
+
+
+def api_key_actor_role(*, actor: User | None, team: Team, creating: bool = False) -> policy.Role:
+    """What keys.policy holds `actor` to on `team`'s keys, for the forms that show a member's
+    limits before anything is sent."""
+    return _role(
+        actor, team, staff_permission="keys.add_apikey" if creating else "keys.change_apikey"
+    )
+
+
+def _role(
+    actor: User | None, team: Team, staff_permission: str | None = "keys.change_apikey"
+) -> policy.Role:
+    """The actor's role in keys.policy: staff with the permission of the action at hand are
+    not limited by it, and neither is the system (no actor)."""
+    if actor is None:
+        return policy.Role.SYSTEM
+    if staff_may(actor=actor, permission=staff_permission):
+        return policy.Role.STAFF
+    if Membership.objects.filter(team=team, user=actor, role=Membership.Role.LEAD).exists():
+        return policy.Role.LEAD
+    return policy.Role.MEMBER
+
+
+def _disabler(role: policy.Role) -> str:
+    return {
+        policy.Role.MEMBER: ApiKey.DisabledBy.OWNER,
+        policy.Role.LEAD: ApiKey.DisabledBy.LEAD,
+        policy.Role.STAFF: ApiKey.DisabledBy.STAFF,
+        policy.Role.SYSTEM: ApiKey.DisabledBy.SYSTEM,
+    }[role]
+
+
+def _creation_refusals(*, team: Team, owner: User, actor: User) -> dict[str, str]:
+    """What a member may not do when creating a key, besides its settings (keys.policy)."""
+    if not team.members_can_create_keys:
+        return {
+            NON_FIELD_ERRORS: f"Only the leads of {team.name} create keys in this team; ask "
+            "one to create a key for you."
+        }
+    if owner != actor:
+        return {"owner": f"Only a lead of {team.name} can create keys for others."}
+    return {}
 
 
 def _assign(

@@ -5,6 +5,8 @@ would refuse, writing nothing, for the admin's team page, which applies such a b
 """
 
 from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
@@ -12,32 +14,112 @@ from django.db import transaction
 
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group, Membership, Team
+from keys.validators import normalise_rate_limit, parse_quota
 
 from .audit import audit_change, audit_record
+from .cleaning import _full_clean
 from .keys import _disable
 
 # What a team's audit row records of the team itself.
-TEAM_FIELDS = ("name", "slug")
+TEAM_FIELDS = (
+    "name",
+    "slug",
+    "members_can_create_keys",
+    "default_group",
+    "default_quota_limit_usd",
+    "default_rate_limit",
+    "default_expiry_days",
+)
+# What a team's leads set on the team page: who may create keys, and where members' new keys
+# start (keys.policy lets a member only tighten these).
+TEAM_KEY_SETTINGS = TEAM_FIELDS[2:]
 
 
 @transaction.atomic(durable=True)
 def team_save(*, team: Team, actor: User | None) -> Team:
-    """Create a team or change its name or slug; one row when something changed."""
-    stored = None if team.pk is None else Team.objects.values(*TEAM_FIELDS).get(pk=team.pk)
-    team.full_clean()
+    """Create a team or change it (staff, in the admin); one row when something changed."""
+    stored = None if team.pk is None else Team.objects.get(pk=team.pk)
+    errors: dict[str, list[str]] = {}
+    if team.pk is not None:
+        _check_default_group(team, errors)
+    _full_clean(team, errors)
     team.save()
-    before = stored or dict.fromkeys(TEAM_FIELDS)
-    changes = {
-        field: [before[field], getattr(team, field)]
-        for field in TEAM_FIELDS
-        if before[field] != getattr(team, field)
+    _audit_team(team, stored, actor)
+    return team
+
+
+@transaction.atomic(durable=True)
+def team_key_settings_update(*, team: Team, actor: User | None, **changes: Any) -> Team:
+    """A lead's change of TEAM_KEY_SETTINGS, from user input: quota and rate limit are parsed
+    as on a key. One audit row when something changed."""
+    unknown = set(changes) - set(TEAM_KEY_SETTINGS)
+    if unknown:
+        raise TypeError(
+            f"team_key_settings_update() got fields it cannot change: {sorted(unknown)}"
+        )
+    stored = Team.objects.get(pk=team.pk)
+    errors: dict[str, list[str]] = {}
+    converters = {
+        "default_quota_limit_usd": parse_quota,
+        "default_rate_limit": normalise_rate_limit,
     }
+    for field, value in changes.items():
+        try:
+            setattr(team, field, converters.get(field, lambda value: value)(value))
+        except ValidationError as error:
+            errors.setdefault(field, []).extend(error.messages)
+    if "default_group" in changes and "default_group" not in errors:
+        _check_default_group(team, errors)
+    try:
+        _full_clean(team, errors)
+    except ValidationError:
+        team.refresh_from_db()
+        raise
+    if _audit_team(team, stored, actor):
+        team.save(update_fields=list(changes))
+    return team
+
+
+def _check_default_group(team: Team, errors: dict[str, list[str]]) -> None:
+    group = team.default_group
+    if group is not None and not team.available_groups().filter(pk=group.pk).exists():
+        errors.setdefault("default_group", []).append(
+            f"Group “{group.name}” is not available to team {team.name}."
+        )
+
+
+def _audit_team(team: Team, stored: Team | None, actor: User | None) -> bool:
+    """One row of what changed on `team` since `stored` (None: it is new); whether anything
+    did."""
+    changes = {
+        field: [None if stored is None else _team_value(stored, field), _team_value(team, field)]
+        for field in TEAM_FIELDS
+        if stored is None or _team_value(stored, field) != _team_value(team, field)
+    }
+    if stored is None:
+        # A new team's row names it, and any setting that is not the default.
+        blank = Team()
+        changes = {
+            field: change
+            for field, change in changes.items()
+            if field in ("name", "slug") or change[1] != _team_value(blank, field)
+        }
     if changes:
         action = (
             AuditEvent.Action.TEAM_CREATED if stored is None else AuditEvent.Action.TEAM_UPDATED
         )
         audit_record(action=action, actor=actor, subject=team, changes=changes)
-    return team
+    return bool(changes)
+
+
+def _team_value(team: Team, field: str) -> Any:
+    """A JSON-safe form of a team setting for the audit trail."""
+    value = getattr(team, field)
+    if isinstance(value, Group):
+        return value.name
+    if field == "default_quota_limit_usd":
+        return format(Decimal(value).normalize(), "f")
+    return value
 
 
 @transaction.atomic(durable=True)

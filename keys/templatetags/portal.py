@@ -105,3 +105,9 @@ def team_switcher(context: template.Context) -> dict:
         "teams": team_list(actor=request.user).only("name", "slug"),
         "current": context.get("team"),
     }
+
+
+@register.filter
+def lock_reason(form: Any, field_name: str) -> str:
+    """Why a field of `form` is read-only for the signed-in member (KeyForm.locked), if it is."""
+    return getattr(form, "locked", {}).get(field_name, "")

@@ -20,7 +20,14 @@ from .keys import (
     key_list,
     key_rotate,
 )
-from .team import invitation_create, invitation_revoke, member_remove, member_role, team_detail
+from .team import (
+    invitation_create,
+    invitation_revoke,
+    member_remove,
+    member_role,
+    team_detail,
+    team_key_settings,
+)
 from .tokens import token_create, token_issued, token_list, token_revoke
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "member_remove",
     "member_role",
     "team_detail",
+    "team_key_settings",
     "token_create",
     "token_issued",
     "token_list",

@@ -18,6 +18,7 @@ from keys.selectors import (
     group_list_for_key_filter,
     is_team_lead,
     key_event_list,
+    member_user_list,
     owner_list,
     team_list,
 )
@@ -69,11 +70,23 @@ def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = _team(request, team_slug)
-    form = CreateKeyForm(request.POST or None, team=team)
+    role = services.api_key_actor_role(actor=request.user, team=team, creating=True)
+    form = CreateKeyForm(
+        request.POST or None,
+        team=team,
+        # Leads choose the owner among the members; members create keys for themselves.
+        owners=None if role.restricted else member_user_list(actor=request.user, team=team),
+        defaults=services.team_key_defaults(team),
+        restricted=role.restricted,
+        initial={"owner": request.user.pk},
+    )
     if request.method == "POST" and form.is_valid():
         try:
             issued = services.api_key_create(
-                team=team, owner=request.user, actor=request.user, **form.service_arguments()
+                team=team,
+                owner=form.owner_choice() or request.user,
+                actor=request.user,
+                **form.service_arguments(),
             )
         except ValidationError as error:
             form.add_service_errors(error)
@@ -85,8 +98,14 @@ def key_create(request: HttpRequest, team_slug: str) -> HttpResponse:
                 team_slug=team.slug,
                 key_id=issued.key.pk,
             )
+    # Said before the member fills the form in; the service refuses the creation anyway.
+    closed = role.restricted and not team.members_can_create_keys
     return render_team_page(
-        request, "keys/key_form.html", team, {"form": form}, status=400 if form.is_bound else 200
+        request,
+        "keys/key_form.html",
+        team,
+        {"form": form, "creation_closed": closed},
+        status=400 if form.is_bound else 200,
     )
 
 
@@ -130,7 +149,8 @@ def key_issued(request: HttpRequest, team_slug: str, key_id: int, once: str) -> 
 @require_http_methods(["GET", "POST"])
 def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
     team, key = team_and_key(request, team_slug, key_id, staff_permission="keys.change_apikey")
-    form = KeyForm(request.POST or None, team=team, key=key)
+    role = services.api_key_actor_role(actor=request.user, team=team)
+    form = KeyForm(request.POST or None, team=team, key=key, restricted=role.restricted)
     if request.method == "POST" and form.is_valid():
         changes = form.changes()
         try:
@@ -154,7 +174,7 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
         request,
         "keys/key_edit.html",
         team,
-        {"key": key, "form": form},
+        {"key": key, "form": form, "restricted": role.restricted},
         status=400 if form.is_bound else 200,
     )
 

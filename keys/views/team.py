@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
-from keys.forms import InviteForm, RoleForm
+from keys.forms import InviteForm, RoleForm, TeamKeySettingsForm
 from keys.models import ApiKey, Membership, Team
 from keys.selectors import (
     api_key_search,
@@ -22,7 +22,13 @@ from keys.selectors import (
 from .scope import _invitation, _lead_team, _membership
 
 
-def _team_page(request: HttpRequest, team: Team, invite_form: InviteForm, status: int = 200):
+def _team_page(
+    request: HttpRequest,
+    team: Team,
+    invite_form: InviteForm,
+    status: int = 200,
+    settings_form: TeamKeySettingsForm | None = None,
+):
     members = member_list_with_key_counts(actor=request.user, team=team)
     return render(
         request,
@@ -33,6 +39,7 @@ def _team_page(request: HttpRequest, team: Team, invite_form: InviteForm, status
             "members": members,
             "invitations": invitation_list(actor=request.user, team=team),
             "invite_form": invite_form,
+            "settings_form": settings_form or TeamKeySettingsForm(team=team),
             "roles": Membership.Role.choices,
             "activity": Paginator(team_event_list(actor=request.user, team=team), 20).get_page(
                 request.GET.get("activity_page")
@@ -53,6 +60,22 @@ def _back_to_team(request: HttpRequest, team: Team) -> HttpResponse:
 def team_detail(request: HttpRequest, team_slug: str) -> HttpResponse:
     team = _lead_team(request, team_slug)
     return _team_page(request, team, InviteForm())
+
+
+@login_required
+@require_POST
+def team_key_settings(request: HttpRequest, team_slug: str) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    form = TeamKeySettingsForm(request.POST, team=team)
+    if form.is_valid():
+        try:
+            services.team_key_settings_update(team=team, actor=request.user, **form.changes())
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            messages.success(request, "Key settings saved. They apply to keys created from now.")
+            return redirect("keys:team", team_slug=team.slug)
+    return _team_page(request, team, InviteForm(), status=400, settings_form=form)
 
 
 @login_required

@@ -743,6 +743,8 @@ def team_data(team: Team, rows: list[dict], **overrides) -> dict:
         "name": team.name,
         "slug": team.slug,
         "allowed_groups": [group.pk for group in team.allowed_groups.all()],
+        # A checked box: a browser sends nothing for an unchecked one.
+        "members_can_create_keys": "on" if team.members_can_create_keys else "",
         "memberships-TOTAL_FORMS": len(rows),
         "memberships-INITIAL_FORMS": len(existing),
         "memberships-MIN_NUM_FORMS": 0,
@@ -880,6 +882,7 @@ def test_creating_a_team_with_members(admin_client, lead):
         {
             "name": "New team",
             "slug": "new-team",
+            "members_can_create_keys": "on",
             "memberships-TOTAL_FORMS": 1,
             "memberships-INITIAL_FORMS": 0,
             "memberships-MIN_NUM_FORMS": 0,
@@ -1274,6 +1277,7 @@ def test_a_new_team_writes_team_created(admin_client):
         {
             "name": "New team",
             "slug": "new-team",
+            "members_can_create_keys": "on",
             "memberships-TOTAL_FORMS": 0,
             "memberships-INITIAL_FORMS": 0,
             "memberships-MIN_NUM_FORMS": 0,

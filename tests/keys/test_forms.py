@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from keys import services
 from keys.forms import CreateKeyForm, KeyFilterForm, KeyForm
-from keys.models import ApiKey, AuditEvent, Group
+from keys.models import ApiKey, AuditEvent, Group, Membership
 
-from ..factories import GroupFactory, UserFactory, distinct_ips, make_key
+from ..factories import GroupFactory, MembershipFactory, UserFactory, distinct_ips, make_key
 
 QUOTA_NUMBER = (
     "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
@@ -40,7 +40,9 @@ def create(team, owner, group, /, **fields) -> CreateKeyForm:
 
 
 def edit(key, **fields) -> KeyForm:
-    """Submit the edit form for `key` with `fields` changed, as the view does."""
+    """Submit the edit form for `key` with `fields` changed, as the view does for a lead of
+    the key's team (what a member may not loosen: test_policy.py)."""
+    lead = MembershipFactory(team=key.team, role=Membership.Role.LEAD).user
     initial = KeyForm(team=key.team, key=key).initial
     data = {name: "" if value is None else str(value) for name, value in initial.items()}
     if initial["expires_at"]:
@@ -49,7 +51,7 @@ def edit(key, **fields) -> KeyForm:
     form = KeyForm(data, team=key.team, key=key)
     if form.is_valid():
         try:
-            services.api_key_update(key=key, actor=key.owner, **form.changes())
+            services.api_key_update(key=key, actor=lead, **form.changes())
         except ValidationError as error:
             form.add_service_errors(error)
     return form

@@ -172,7 +172,8 @@ def test_key_event_list_follows_the_key_scope(keys, team, lead, member, outsider
 
 
 def test_member_list(team, other_team, lead, member, outsider, staff):
-    assert {m.user for m in selectors.member_list(actor=member, team=team)} == {lead, member}
+    assert {m.user for m in selectors.member_list(actor=lead, team=team)} == {lead, member}
+    assert not selectors.member_list(actor=member, team=team).exists()
     assert {m.user for m in selectors.member_list(actor=staff, team=team)} == {lead, member}
     assert not selectors.member_list(actor=outsider, team=team).exists()
     may_view_teams = grant(UserFactory(is_staff=True), "keys.view_team")

@@ -615,9 +615,10 @@ def test_update_saves_and_says_so(client, team, member, member_key):
     ]
 
 
-def test_group_change_adds_the_group_note(client, team, member, member_key):
+def test_group_change_adds_the_group_note(client, team, lead, member_key):
+    """A lead changes the group of a member's key (a member may not: test_policy_views.py)."""
     new_group = GroupFactory(name="CC Kiro Channel", multiplier=Decimal("0.5"))
-    logged_in(client, member)
+    logged_in(client, lead)
     response = client.post(
         url("keys:edit", team, member_key),
         form_data(member_key, group=str(new_group.pk)),

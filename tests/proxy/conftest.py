@@ -19,8 +19,9 @@ from django.conf import settings
 
 from billing.models import ModelPrice, UsageEvent
 from billing.services import ingest_usage_stream
+from keys.models import Membership
 from proxy.services import channel_upsert
-from tests.factories import GroupFactory, make_key
+from tests.factories import GroupFactory, MembershipFactory, make_key
 
 from .fake_upstream import Backend, FakeUpstream
 
@@ -113,6 +114,13 @@ def prices(transactional_db):
             cache_read_per_mtok=Decimal("1.25"),
         ),
     }
+
+
+@pytest.fixture
+def member(team):
+    """The owner of the relay's key, who changes its settings in these tests as a lead of its
+    team would: what a plain member may change (keys.policy) is tested in tests/keys."""
+    return MembershipFactory(team=team, role=Membership.Role.LEAD, user__username="member").user
 
 
 @pytest.fixture

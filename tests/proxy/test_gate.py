@@ -17,6 +17,9 @@ from core.keyspace import snapshot_cache_key
 from keys import services
 from keys.models import ApiKey
 from proxy import channels
+from proxy.errors import RelayError
+from proxy.gate import check_enabled
+from proxy.keystate import build_key_state, parse_key_state
 from proxy.store import RedisStore
 from tests.factories import GroupFactory
 from tests.threads import join, start_thread
@@ -131,6 +134,40 @@ def test_disabled_key_obeyed_on_next_request(relay, member):
     assert len(relay.primary.requests) == 1
     services.api_key_enable(key=relay.key, actor=member)
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
+
+
+def test_a_key_disabled_when_it_expired_says_how_to_bring_it_back(relay):
+    expired = timezone.now() - timedelta(minutes=5)
+    ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=expired)
+    assert services.api_key_expire(key=relay.key)
+    shown = timezone.localtime(expired)
+    message = (
+        f"This key was disabled automatically when it expired on {shown:%Y-%m-%d %H:%M} "
+        f"{shown.tzname()}; ask your team lead to set a new expiration and enable it."
+    )
+
+    anthropic = relay.call("POST", "/v1/messages", MESSAGE)
+    openai = relay.call("POST", "/v1/chat/completions", CHAT)
+
+    assert_anthropic_error(anthropic, 403, "permission_error", message)
+    assert_openai_error(openai, 403, "permission_error", "key_disabled", message)
+    assert_nothing_forwarded_or_recorded(relay)
+
+
+def test_a_snapshot_from_before_the_expiry_reason_gives_the_plain_refusal(relay):
+    """Snapshots already in the cache when this field arrived have no `disabled_by_expiry`."""
+    expired = timezone.now() - timedelta(minutes=5)
+    ApiKey.objects.filter(pk=relay.key.pk).update(expires_at=expired)
+    services.api_key_expire(key=relay.key)
+    snapshot = json.loads(build_key_state(relay.key.digest))
+    assert snapshot.pop("disabled_by_expiry") is True
+
+    state = parse_key_state(json.dumps(snapshot).encode())
+
+    assert state.disabled_by_expiry is False
+    with pytest.raises(RelayError) as refused:
+        check_enabled(state)
+    assert refused.value.message == DISABLED
 
 
 def expired_message(moment) -> str:

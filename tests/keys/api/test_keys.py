@@ -546,11 +546,13 @@ def test_retrieve(api, member, keys):
     assert set(response.json()) == KEY_FIELDS
 
 
-def test_patch_changes_every_setting_and_writes_one_event(api, member, keys):
+def test_patch_changes_every_setting_and_writes_one_event(api, lead, keys):
+    """A lead changes every setting of a member's key (a member may not change the group:
+    test_policy.py)."""
     other_group = GroupFactory(name="Other")
     key = keys["member"]
 
-    response = api(member).patch(
+    response = api(lead).patch(
         url(key),
         {
             "name": " renamed ",
@@ -591,7 +593,8 @@ def test_patch_changes_every_setting_and_writes_one_event(api, member, keys):
     }
 
 
-def test_patch_clears_the_expiry_and_the_limits(api, member, team, group):
+def test_patch_clears_the_expiry_and_the_limits(api, lead, member, team, group):
+    """By a lead: a member may not loosen them (test_policy.py)."""
     key = make_key(
         team=team,
         owner=member,
@@ -601,7 +604,7 @@ def test_patch_clears_the_expiry_and_the_limits(api, member, team, group):
         allowed_ips=["10.0.0.1"],
     ).key
 
-    response = api(member).patch(
+    response = api(lead).patch(
         url(key), {"expires_at": None, "rate_limit": "", "allowed_ips": []}, format="json"
     )
 

@@ -67,14 +67,23 @@ def test_teams_are_read_only(api, staff):
 # --- members --------------------------------------------------------------------------------
 
 
-def test_members_list_for_anyone_in_the_team(api, lead, member, team):
-    response = api(member).get(MEMBERS)
+def test_members_list_for_the_leads(api, lead, member, team):
+    response = api(lead).get(MEMBERS)
 
     assert response.status_code == 200
     assert [(row["user"], row["email"], row["role"]) for row in response.json()["results"]] == [
         ("lead", "lead@example.com", "lead"),
         ("member", "member@example.com", "member"),
     ]
+
+
+def test_members_list_is_not_found_for_members(api, lead, member, team):
+    """Like the portal's team page: a member does not read the others' email addresses."""
+    response = api(member).get(MEMBERS)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert "lead@example.com" not in response.content.decode()
 
 
 @pytest.mark.parametrize("actor", ["lead", "staff"])

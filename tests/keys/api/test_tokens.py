@@ -304,7 +304,6 @@ def test_revoked_at_is_set_to_now(member):
         "/api/v1/keys/{key}/events/",
         "/api/v1/groups/",
         "/api/v1/teams/",
-        "/api/v1/teams/acme/members/",
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
     ],
@@ -318,3 +317,15 @@ def test_the_browsable_api_renders_for_a_signed_in_user(issued, member, path):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert issued.plaintext not in response.content.decode()
+
+
+def test_the_browsable_api_renders_the_members_for_a_lead(lead):
+    """The members list is for leads (members get 404, tests/keys/api/test_teams.py)."""
+    client = APIClient()
+    client.force_login(lead)
+
+    response = client.get("/api/v1/teams/acme/members/", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert "lead@example.com" in response.content.decode()
