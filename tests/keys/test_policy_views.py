@@ -80,8 +80,9 @@ def test_a_lead_chooses_the_owner_among_the_members(client, team, lead, member, 
         {"owner": str(member.pk), "name": "for-member", "group": str(group.pk)},
     )
 
-    assert response.status_code == 200
     key = ApiKey.objects.get(name="for-member")
+    assert response.status_code == 303
+    assert response["Location"].startswith(url("keys:detail", team, key) + "issued/")
     assert (key.owner, key.created_by) == (member, lead)
 
 
