@@ -21,6 +21,19 @@ from .validators import (
 )
 
 
+def _person(*, related_name: str = "+", **options) -> models.ForeignKey:
+    """Who did something (made, invited, accepted, acted): a reference that outlives the
+    person, emptied when their user is deleted, so the row they are named on stays."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name=related_name,
+        **options,
+    )
+
+
 class Group(models.Model):
     """Which models a key may use, what it pays (multiplier) and, via proxy.Route, its routing."""
 
@@ -232,14 +245,7 @@ class ApiKey(HashedSecret):
     rate_limit = models.CharField(max_length=16, blank=True, validators=[validate_rate_limit])
     expires_at = models.DateTimeField(null=True, blank=True, verbose_name="key expiration")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        editable=False,
-    )
+    created_by = _person(editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -313,14 +319,7 @@ class ApiToken(HashedSecret):
     # Who made it: the owner in the portal, or a staff member in the admin, so a token handed to
     # someone can be told from one they made. Deleting that person empties it rather than the
     # token, which goes on working. Empty, too, for tokens made before it was recorded.
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="api_tokens_created",
-        editable=False,
-    )
+    created_by = _person(related_name="api_tokens_created", editable=False)
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -360,26 +359,12 @@ class Invitation(models.Model):
     role = models.CharField(
         max_length=10, choices=Membership.Role.choices, default=Membership.Role.MEMBER
     )
-    invited_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        editable=False,
-    )
+    invited_by = _person(editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(editable=False)
     accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
-    accepted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        editable=False,
-    )
+    accepted_by = _person(editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = InvitationQuerySet.as_manager()
@@ -435,14 +420,7 @@ class AuditEvent(models.Model):
         "SubjectType", "key member invitation team group token channel"
     )
 
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-        help_text="Empty when the system acted (e.g. expiry).",
-    )
+    actor = _person(help_text="Empty when the system acted (e.g. expiry).")
     team = models.ForeignKey(
         Team,
         null=True,
