@@ -61,6 +61,8 @@ def key_list(request: HttpRequest, team_slug: str) -> HttpResponse:
             "filtered": any(filters.filters().values()),
             "has_keys": api_key_list(actor=request.user, team=team).exists(),
             "query": query.urlencode(),
+            # A member of a team whose leads create the keys gets no button that leads nowhere.
+            "may_create": lead or team.members_can_create_keys,
         },
         is_lead=lead,
     )

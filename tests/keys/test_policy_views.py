@@ -123,6 +123,18 @@ def test_the_teams_default_group_is_chosen_and_fixed_for_members(client, team, l
     assert "Set by your team lead. Only a lead can change it." in html
 
 
+def test_the_key_list_offers_create_key_only_to_who_may_create(client, team, lead, member):
+    create_link = f'href="{url("keys:create", team)}">Create key</a>'
+    assert create_link in logged_in(client, member).get(url("keys:list", team)).content.decode()
+
+    services.team_key_settings_update(team=team, actor=lead, members_can_create_keys=False)
+
+    html = logged_in(client, member).get(url("keys:list", team)).content.decode()
+    assert create_link not in html
+    assert "The leads of Acme create its keys: ask one to create a key for you." in html
+    assert create_link in logged_in(client, lead).get(url("keys:list", team)).content.decode()
+
+
 def test_a_member_cannot_create_keys_when_the_team_turns_it_off(client, team, lead, member, group):
     services.team_key_settings_update(team=team, actor=lead, members_can_create_keys=False)
     closed = "Only the leads of Acme create keys in this team; ask one to create a key for you."
