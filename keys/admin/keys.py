@@ -157,7 +157,10 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
                 self.limits_fieldset,
             ]
         return [
-            (None, {"fields": ("name", "team", "owner", "group", "status", "prefix")}),
+            (
+                None,
+                {"fields": ("name", "team", "owner", "group", "status", "disabled_by", "prefix")},
+            ),
             self.limits_fieldset,
             (
                 "Usage",
@@ -180,6 +183,7 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
         return (
             "team",
             "owner",
+            "disabled_by",
             "prefix",
             "spent",
             "last_used_at",

@@ -188,6 +188,13 @@ def test_the_key_page_shows_spend_as_money(admin_client, key):
     assert "1234.50000000" not in page
 
 
+def test_the_key_page_shows_who_disabled_it(admin_client, key):
+    run_action(admin_client, "disable_keys", [key])
+    page = admin_client.get(url("keys_apikey_change", key.pk)).content.decode()
+    assert "<label>Disabled by:</label>" in page
+    assert '<div class="readonly">Staff</div>' in page
+
+
 # --- the key list ---------------------------------------------------------------------------
 
 
