@@ -80,6 +80,18 @@ class ServiceChoiceField(serializers.ChoiceField):
         return data
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField also takes "no", "off" or 0, which the schema
+    (a boolean) does not allow, so a client's mistake would pass silently."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 @extend_schema_field({"type": "string", "minLength": 1})
 class NulSafeSlugRelatedField(serializers.SlugRelatedField):
     default_error_messages = {"blank": serializers.CharField.default_error_messages["blank"]}
@@ -333,9 +345,13 @@ class KeyEventSerializer(serializers.ModelSerializer):
                 "type": "array",
                 "minItems": 2,
                 "maxItems": 2,
+                # Old and new value: text or null; a list of text (IPs, routes); and for a
+                # team's settings a switch (true/false) or a whole number (days).
                 "items": {
                     "anyOf": [
                         {"type": "string", "nullable": True},
+                        {"type": "boolean"},
+                        {"type": "integer"},
                         {"type": "array", "items": {"type": "string"}},
                     ]
                 },

@@ -1,7 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from . import events, views
+from . import events, team_settings, views
 
 app_name = "keys-api"
 
@@ -28,5 +28,10 @@ router.register(
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="me"),
     path("invitations/accept/", views.InvitationAcceptView.as_view(), name="invitation-accept"),
+    re_path(
+        rf"^teams/(?P<team_slug>{views.SLUG_PATTERN})/key-settings/$",
+        team_settings.TeamKeySettingsView.as_view(),
+        name="team-key-settings",
+    ),
     *router.urls,
 ]
