@@ -34,6 +34,14 @@ def _person(*, related_name: str = "+", **options) -> models.ForeignKey:
     )
 
 
+def _usd_limit(**options) -> models.DecimalField:
+    """A spend limit in US dollars, in whole cents (keys.validators.parse_quota reads it from
+    input); 0 means unlimited."""
+    return models.DecimalField(
+        max_digits=12, decimal_places=2, default=0, validators=[validate_quota], **options
+    )
+
+
 class Group(models.Model):
     """Which models a key may use, what it pays (multiplier) and, via proxy.Route, its routing."""
 
@@ -101,11 +109,7 @@ class Team(models.Model):
         help_text="The group of members' new keys; members cannot choose another. "
         "Empty: members choose among the team's groups.",
     )
-    default_quota_limit_usd = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        default=0,
-        validators=[validate_quota],
+    default_quota_limit_usd = _usd_limit(
         verbose_name="default quota limit (USD)",
         help_text="The quota of members' new keys; 0 means unlimited.",
     )
@@ -234,13 +238,7 @@ class ApiKey(HashedSecret):
     allowed_ips = models.JSONField(
         default=list, blank=True, validators=[validate_allowed_ips], verbose_name="IP restriction"
     )
-    quota_limit_usd = models.DecimalField(
-        max_digits=12,
-        decimal_places=2,
-        default=0,
-        validators=[validate_quota],
-        verbose_name="quota limit (USD)",
-    )
+    quota_limit_usd = _usd_limit(verbose_name="quota limit (USD)")
     spent_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0, editable=False)
     rate_limit = models.CharField(max_length=16, blank=True, validators=[validate_rate_limit])
     expires_at = models.DateTimeField(null=True, blank=True, verbose_name="key expiration")
