@@ -3,9 +3,11 @@
 The POST that creates or rotates answers 303 to a one-time page, so a reload (F5) repeats a
 harmless GET instead of the POST, and nothing is created twice. Between the two requests the
 plaintext waits in the shared cache (Redis in production, local memory embedded) for a few
-minutes under a random one-time id; never in the database, the session, a message, a URL or a
-log. The session holds only the id, so the page opens only in the browser session that made
-the secret, and the URL alone is worth nothing.
+minutes under a random one-time id, sealed (Fernet) with a key of its own that only the
+session holds; never in the database, the session, a message, a URL or a log. So the cache
+alone (a Redis dump) shows nothing, the session alone (a database dump) holds only a key to an
+entry gone within minutes, the page opens only in the browser session that made the secret,
+and the URL alone is worth nothing.
 
 The first GET takes the secret: it reads the entry and then deletes it, and shows it only if
 its own delete removed the entry. A delete reports whether it removed anything, atomically on
@@ -13,9 +15,11 @@ Redis (DEL) and under the local-memory cache's lock, so of two tabs (or two work
 the entry at the same moment exactly one shows it. Every later GET gets the "shown once" page.
 """
 
+import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+from cryptography.fernet import Fernet, InvalidToken
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -49,9 +53,11 @@ def redirect_to_secret(
     """Keep `pending` for one GET and answer 303 See Other to the page `viewname`, which is
     given the one-time id as its `once` URL argument."""
     one_time_id = secrets.token_urlsafe(16)
-    cache.set(_cache_key(request, one_time_id), pending, SHOW_ONCE_SECONDS)
-    ids = [*request.session.get(SESSION_KEY, []), one_time_id][-MAX_PENDING:]
-    request.session[SESSION_KEY] = ids
+    sealing_key = Fernet.generate_key()
+    sealed = Fernet(sealing_key).encrypt(json.dumps(asdict(pending)).encode())
+    cache.set(_cache_key(request, one_time_id), sealed, SHOW_ONCE_SECONDS)
+    entries = [*request.session.get(SESSION_KEY, []), [one_time_id, sealing_key.decode()]]
+    request.session[SESSION_KEY] = entries[-MAX_PENDING:]
     response = redirect(viewname, once=one_time_id, **url_kwargs)
     response.status_code = 303
     return response
@@ -62,14 +68,19 @@ def take_secret(
 ) -> Pending | None:
     """The secret behind `one_time_id`, once: None if this session did not make it, it was
     already taken or has expired, or it belongs to another object than the page's."""
-    ids = request.session.get(SESSION_KEY, [])
-    if one_time_id not in ids:
+    entries = request.session.get(SESSION_KEY, [])
+    sealing_key = next((key for entry_id, key in entries if entry_id == one_time_id), None)
+    if sealing_key is None:
         return None
-    request.session[SESSION_KEY] = [pending_id for pending_id in ids if pending_id != one_time_id]
+    request.session[SESSION_KEY] = [entry for entry in entries if entry[0] != one_time_id]
     cache_key = _cache_key(request, one_time_id)
-    pending = cache.get(cache_key)
+    sealed = cache.get(cache_key)
     # Only the request whose delete removed the entry shows it (see the module's docstring).
-    if pending is None or not cache.delete(cache_key):
+    if sealed is None or not cache.delete(cache_key):
+        return None
+    try:
+        pending = Pending(**json.loads(Fernet(sealing_key).decrypt(sealed)))
+    except InvalidToken:
         return None
     if (pending.kind, pending.object_id) != (kind, object_id):
         return None

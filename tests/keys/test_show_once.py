@@ -5,6 +5,7 @@ the way to a new one, and nothing is created or rotated by any GET."""
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 from django.contrib.sessions.backends.cache import SessionStore
 from django.core.cache import cache
 from django.test import Client, RequestFactory
@@ -180,8 +181,9 @@ def test_two_requests_that_read_at_once_show_the_secret_exactly_once(member, mon
         request_a, pending, "keys:issued", team_slug="acme", key_id=7
     )
     assert response.status_code == 303
-    [one_time_id] = request_a.session[show_once.SESSION_KEY]
-    request_b.session[show_once.SESSION_KEY] = [one_time_id]  # two tabs of one session
+    [entry] = request_a.session[show_once.SESSION_KEY]
+    request_b.session[show_once.SESSION_KEY] = [entry]  # two tabs of one session
+    one_time_id = entry[0]
 
     both_read = threading.Barrier(2, timeout=10)
     monkeypatch.setattr(show_once, "cache", RecordingCache(on_get=both_read.wait))
@@ -197,6 +199,24 @@ def test_two_requests_that_read_at_once_show_the_secret_exactly_once(member, mon
         thread.join()
     assert sorted(result is None for result in results) == [False, True]
     assert [result.plaintext for result in results if result is not None] == ["sk-hc-x"]
+    assert cache.get(f"show-once:{member.pk}:{one_time_id}") is None
+
+
+@pytest.mark.django_db
+def test_neither_the_cache_nor_the_session_alone_holds_the_secret(member):
+    request = _request(member)
+    pending = show_once.Pending(kind="key", object_id=7, plaintext="sk-hc-secret-plaintext")
+    show_once.redirect_to_secret(request, pending, "keys:issued", team_slug="acme", key_id=7)
+
+    [(one_time_id, sealing_key)] = request.session[show_once.SESSION_KEY]
+    sealed = cache.get(f"show-once:{member.pk}:{one_time_id}")
+    assert b"sk-hc-secret-plaintext" not in sealed
+    assert b"sk-hc-secret-plaintext" in Fernet(sealing_key).decrypt(sealed)  # the two together
+    assert "sk-hc-secret-plaintext" not in str(dict(request.session.items()))
+    # Another session's key opens nothing, and the entry it tried is gone all the same.
+    other = _request(member)
+    other.session[show_once.SESSION_KEY] = [[one_time_id, Fernet.generate_key().decode()]]
+    assert show_once.take_secret(other, one_time_id, kind="key", object_id=7) is None
     assert cache.get(f"show-once:{member.pk}:{one_time_id}") is None
 
 
