@@ -11,6 +11,7 @@ test-artifacts/.
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from keys.models import Membership
 from proxy.services import channel_upsert
 
 from .factories import GroupFactory, MembershipFactory, TeamFactory
+from .refusal_counts import refusal_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -215,7 +217,7 @@ def lead_id(acme) -> int:
 def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id, page):
     """Issue #15's "who may do what": the lead creates a key for a member with a quota, the
     member sees it read-only, the lead disables the key, the member cannot enable it, and the
-    relay refuses it."""
+    relay refuses it, and the lead sees the refusal on the key's page."""
     edit_url: str | None = None
     try:
         sign_in(page, "lead")
@@ -265,6 +267,15 @@ def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id
             ask(key, base_url)
         assert refused.value.status_code == 403
         assert "This key is disabled." in refused.value.message
+
+        # The lead sees why the member's tool fails: the refusal is on the key's page.
+        # (Off Playwright's event loop: the ORM refuses to run on one.)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(refusal_rows, count=1, key__name="for-member").result()
+        sign_in(page, "lead")
+        page.goto(edit_url.removesuffix("edit/"))
+        expect(page.get_by_text("Refused: Key disabled")).to_be_visible()
+        expect(page.locator("tr.requests__refusal")).to_contain_text("403")
     except BaseException:
         _save_screenshots(page, edit_url)
         raise

@@ -2,7 +2,6 @@
 (billing.refusals): by the store, then as RefusalCount rows, and on the key's page."""
 
 import asyncio
-import time
 from decimal import Decimal
 
 import pytest
@@ -16,6 +15,7 @@ from core import keyspace
 from keys import services
 from keys.models import ApiKey
 from proxy.store import LocalStore, RedisStore, run_db
+from tests.refusal_counts import refusal_rows
 
 from .conftest import CLAUDE, GPT, usage_events
 
@@ -24,22 +24,6 @@ CHAT = {"model": GPT, "messages": [{"role": "user", "content": "Hi"}]}
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
 embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
-
-
-def refusal_rows(*, count: int, timeout: float = 5.0, **filters) -> list[RefusalCount]:
-    """Wait until the refusals counted so far add up to `count` in RefusalCount rows (with
-    Redis: running the collector, as Celery beat does; embedded: the relay's writer writes
-    them after the responses). Returns the rows, ordered."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if settings.REDIS_URL:
-            collect_refusal_counts()
-        rows = list(
-            RefusalCount.objects.filter(**filters).order_by("minute", "status_code", "code", "id")
-        )
-        if sum(row.count for row in rows) >= count or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.02)
 
 
 def reasons(rows: list[RefusalCount]) -> dict[tuple[int, str, str], int]:
