@@ -402,17 +402,7 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         "rounds": [{target: runs[target][n][0] for target in targets} for n in range(rounds)]
     }
     for target in targets:
-        summaries = [summary for summary, _ in runs[target]]
-        pooled = summarize(
-            [latency for summary in summaries for latency in summary["latencies_us"]],
-            sum(summary["duration_us"] for summary in summaries),
-            sum(summary["status_errors"] for summary in summaries),
-            sum(summary["errors"] for summary in summaries),
-        )
-        cpu = merge_cpu([(cpu, summary["duration_us"]) for summary, cpu in runs[target]])
-        if target.startswith("relay"):
-            # The largest backlog left at the end of a turn.
-            pooled["backlog"] = max((summary["backlog"] or 0) for summary in summaries)
+        pooled, cpu = _pooled(runs[target], backlog=target.startswith("relay"))
         note = f"{rounds} rounds pooled" + (", Celery paused" if target == "relay_paused" else "")
         name = "relay" if target == "relay_paused" else target
         results[target] = bench.c1_result(name, pooled, cpu, note=note)
@@ -422,6 +412,22 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         for target in ("direct", "floor", "relay")
     }
     return results
+
+
+def _pooled(runs: list[tuple[dict, dict]], *, backlog: bool) -> tuple[dict, dict]:
+    """One target's c1 rounds (summary, cpu) as one summary and one CPU share; with `backlog`,
+    the largest usage backlog left at the end of a round."""
+    summaries = [summary for summary, _ in runs]
+    pooled = summarize(
+        [latency for summary in summaries for latency in summary["latencies_us"]],
+        sum(summary["duration_us"] for summary in summaries),
+        sum(summary["status_errors"] for summary in summaries),
+        sum(summary["errors"] for summary in summaries),
+    )
+    cpu = merge_cpu([(cpu, summary["duration_us"]) for summary, cpu in runs])
+    if backlog:
+        pooled["backlog"] = max((summary["backlog"] or 0) for summary in summaries)
+    return pooled, cpu
 
 
 def measure_refused(
@@ -461,15 +467,7 @@ def measure_refused(
         )
     results: dict = {"hammers": hammers}
     for name, note in (("alone", "alone"), ("hammered", "beside the refused key's loop")):
-        summaries = [summary for summary, _ in runs[name]]
-        pooled = summarize(
-            [latency for summary in summaries for latency in summary["latencies_us"]],
-            sum(summary["duration_us"] for summary in summaries),
-            sum(summary["status_errors"] for summary in summaries),
-            sum(summary["errors"] for summary in summaries),
-        )
-        cpu = merge_cpu([(cpu, summary["duration_us"]) for summary, cpu in runs[name]])
-        pooled["backlog"] = max((summary["backlog"] or 0) for summary in summaries)
+        pooled, cpu = _pooled(runs[name], backlog=True)
         results[name] = bench.c1_result(
             "relay", pooled, cpu, note=f"{rounds} rounds pooled, {note}"
         )

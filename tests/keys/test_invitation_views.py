@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from keys import services
 from keys.models import AuditEvent, Invitation, Membership
+from tests.invitation_state import written
 
 from ..factories import MembershipFactory, UserFactory
 
@@ -32,15 +33,6 @@ def accept_url(token: str) -> str:
 
 def messages_of(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
-
-
-def written() -> tuple:
-    return (
-        list(Invitation.objects.values()),
-        list(AuditEvent.objects.filter(team__isnull=False).values()),
-        list(Membership.objects.values_list("team_id", "user_id", "role")),
-        len(mail.outbox),
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 from django.core import mail
 
 from keys import services
-from keys.models import AuditEvent, Invitation, Membership
+from keys.models import Invitation, Membership
+from tests.invitation_state import written
 
 from ...factories import MembershipFactory, UserFactory
 
@@ -19,15 +20,6 @@ LINK = re.compile(r"http://keys\.example/invitations/(hcinv_[A-Za-z0-9_-]{43})/"
 @pytest.fixture(autouse=True)
 def _public_base_url(settings):
     settings.PUBLIC_BASE_URL = "http://keys.example"
-
-
-def written() -> tuple:
-    return (
-        list(Invitation.objects.values()),
-        list(AuditEvent.objects.filter(team__isnull=False).values()),
-        list(Membership.objects.values_list("team_id", "user_id", "role")),
-        len(mail.outbox),
-    )
 
 
 @pytest.fixture
