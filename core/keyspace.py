@@ -15,7 +15,17 @@ spend:<key id>            int     SPEND_TOTAL_SECONDS (1 d) ledger (rebuild: SET
                                   from its rebuild          NX; reconcile), relay
                                                             and reap (INCRBY)
 spend-reserved:<key id>   hash    the longest hold          relay (admission,       relay
-                          (hold id -> "units:deadline")     release, record)
+                          (hold id ->                       release, record), reap
+                          "units:deadline[:worker id]")
+spend-window:<scope>:<owner>:<d|w|m>:<start>                ledger (rebuild),       relay, billing
+                          int     until 1 h after the       relay and reap          selectors
+                                  window ends               (INCRBY)
+                          (scope key: owner the key id; member: "team id:user id"; team: the
+                          team id; start: the window's start, epoch seconds: billing.windows)
+spend-reserved:member:<team id>:<user id>, spend-reserved:team:<team id>
+                          hash    as the key's              as the key's            relay
+rate:<key id>             int     the rate's period         relay (admission)       relay
+                          (the key's GCRA theoretical arrival time, epoch milliseconds)
 usage:stream              stream  none                      relay (record), reap    ingest, rebuild
                           (field e: UsageRecord JSON)
 usage:checkpoints         hash    none                      relay (checkpoint,      reap
@@ -38,8 +48,8 @@ default's local-memory cache, the tests) by their cache key (`snapshot_cache_key
 `generation_cache_key`); in Redis that key with PREFIX, the name Django's Redis cache gives
 it (tests/core/test_keyspace.py holds the two together).
 
-Not the relay's, in the same Redis database: django-ratelimit's counters (the gate's and the
-sign-in's rate limits, through Django's cache API, named by that library), Celery's broker
+Not the relay's, in the same Redis database: django-ratelimit's counters (the sign-in's and
+the REST API's rate limits, through Django's cache API, named by that library), Celery's broker
 queues (kombu's names) and /readyz's probe.
 """
 
@@ -56,6 +66,8 @@ SPEND_TOTAL_PREFIX = PREFIX + "spend:"
 RESERVATIONS_PREFIX = PREFIX + "spend-reserved:"
 RELAY_ALIVE_PREFIX = PREFIX + "relay:alive:"
 REFUSALS_PREFIX = PREFIX + "refusals:"
+SPEND_WINDOW_PREFIX = PREFIX + "spend-window:"
+RATE_PREFIX = PREFIX + "rate:"
 
 # How long a minute's refusal counts wait in Redis for the collector (billing.refusals): long
 # enough for a collector that is down for a while to find them.
@@ -68,6 +80,23 @@ def spend_total(key_id: int) -> str:
 
 def reservations(key_id: int) -> str:
     return f"{RESERVATIONS_PREFIX}{key_id}"
+
+
+def spend_window(scope: str, owner: int | str, letter: str, start: int) -> str:
+    """A window's running total (billing.windows.Counter)."""
+    return f"{SPEND_WINDOW_PREFIX}{scope}:{owner}:{letter}:{start}"
+
+
+def member_reservations(team_id: int, user_id: int) -> str:
+    return f"{RESERVATIONS_PREFIX}member:{team_id}:{user_id}"
+
+
+def team_reservations(team_id: int) -> str:
+    return f"{RESERVATIONS_PREFIX}team:{team_id}"
+
+
+def rate(key_id: int) -> str:
+    return f"{RATE_PREFIX}{key_id}"
 
 
 def refusals(minute: int) -> str:

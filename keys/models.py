@@ -11,6 +11,7 @@ from django.utils import timezone
 from .secret_formats import API_TOKEN, RELAY_KEY, SecretFormat
 from .secret_formats import digest_key as digest_key
 from .validators import (
+    MAX_CONCURRENCY,
     MAX_EXPIRY_DAYS,
     NAME_MAX_LENGTH,
     validate_allowed_ips,
@@ -18,6 +19,7 @@ from .validators import (
     validate_multiplier,
     validate_quota,
     validate_rate_limit,
+    validate_time_zone,
 )
 
 
@@ -40,6 +42,10 @@ def _usd_limit(**options) -> models.DecimalField:
     return models.DecimalField(
         max_digits=12, decimal_places=2, default=0, validators=[validate_quota], **options
     )
+
+
+def _default_time_zone() -> str:
+    return settings.TIME_ZONE
 
 
 class Group(models.Model):
@@ -127,6 +133,20 @@ class Team(models.Model):
         help_text="Members' new keys expire this many days after they are made, or earlier. "
         "Empty: they may never expire.",
     )
+    # Spend controls (billing.windows): the team's budget, set by staff, and the clock its
+    # windows keep: days start at local midnight, weeks on Monday, months on the 1st.
+    monthly_budget_usd = _usd_limit(
+        verbose_name="monthly budget (USD)",
+        help_text="What all of the team's keys together may spend in a calendar month; "
+        "0 means no budget.",
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default=_default_time_zone,
+        validators=[validate_time_zone],
+        help_text="Daily, weekly and monthly limits reset at midnight here (weeks on Monday, "
+        "months on the 1st).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -153,6 +173,13 @@ class Membership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # Set by the team's leads: what all of this member's keys in the team may spend together in
+    # a calendar month of the team's time zone.
+    monthly_limit_usd = _usd_limit(
+        verbose_name="monthly cap (USD)",
+        help_text="What all of this member's keys in the team may spend in a calendar month; "
+        "0 means no cap.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -241,6 +268,16 @@ class ApiKey(HashedSecret):
     quota_limit_usd = _usd_limit(verbose_name="quota limit (USD)")
     spent_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0, editable=False)
     rate_limit = models.CharField(max_length=16, blank=True, validators=[validate_rate_limit])
+    # Spend windows beside the lifetime quota (billing.windows), in the team's time zone.
+    daily_limit_usd = _usd_limit(verbose_name="daily limit (USD)")
+    weekly_limit_usd = _usd_limit(verbose_name="weekly limit (USD)")
+    monthly_limit_usd = _usd_limit(verbose_name="monthly limit (USD)")
+    max_concurrency = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(MAX_CONCURRENCY)],
+        verbose_name="max concurrent requests",
+        help_text="How many requests of this key may be in flight at once; 0 means unlimited.",
+    )
     expires_at = models.DateTimeField(null=True, blank=True, verbose_name="key expiration")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_by = _person(editable=False)

@@ -4,8 +4,10 @@ The model fields use these validators, so `full_clean()` in the services applies
 the portal, admin and API all show the same field-level messages.
 """
 
+import functools
 import ipaddress
 import re
+import zoneinfo
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -124,6 +126,23 @@ def validate_quota(value: Decimal) -> None:
         raise ValidationError(
             "Quota limit cannot be negative. Use 0 for unlimited.", code="negative_quota"
         )
+
+
+def validate_time_zone(value: str) -> None:
+    """An IANA time zone name (Asia/Shanghai, Europe/Berlin, UTC), as zoneinfo knows it."""
+    if value not in available_time_zones():
+        raise ValidationError(
+            f"“{value}” is not a time zone. Use an IANA name such as Asia/Shanghai or UTC.",
+            code="invalid_time_zone",
+        )
+
+
+@functools.cache
+def available_time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+MAX_CONCURRENCY = 10_000
 
 
 def parse_quota(value: str | int | Decimal | None) -> Decimal:

@@ -18,7 +18,8 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from billing.ledger import usd_to_units
-from keys.models import ApiKey
+from billing.windows import Account
+from keys.models import ApiKey, Membership
 from proxy.models import Channel, Route
 
 # How long a process remembers that a digest belongs to no key (proxy.snapshots), so repeats of
@@ -79,6 +80,36 @@ class KeyState:
     # The key was disabled by the expiry task (ApiKey.expired_and_disabled): its refusal says
     # how to bring it back.
     disabled_by_expiry: bool = False
+    # Spend controls (billing.windows; 0 = none): the key's windows, its owner's monthly cap in
+    # the team, the team's monthly budget, in spend units, and the key's concurrency.
+    owner_id: int = 0
+    team_name: str = ""
+    time_zone: str = "UTC"
+    daily_limit_units: int = 0
+    weekly_limit_units: int = 0
+    monthly_limit_units: int = 0
+    member_monthly_limit_units: int = 0
+    team_monthly_budget_units: int = 0
+    max_concurrency: int = 0
+
+    @property
+    def account(self) -> Account:
+        return Account(self.key_id, self.team_id, self.owner_id, self.time_zone)
+
+    @property
+    def admits(self) -> bool:
+        """Whether a request of this key is admitted against any limit in the store (money,
+        concurrency, rate) rather than let through on the snapshot alone."""
+        return bool(
+            self.quota_limit_units
+            or self.daily_limit_units
+            or self.weekly_limit_units
+            or self.monthly_limit_units
+            or self.member_monthly_limit_units
+            or self.team_monthly_budget_units
+            or self.max_concurrency
+            or self.rate_limit
+        )
 
     def allows_model(self, model: str) -> bool:
         return any(fnmatchcase(model, pattern) for pattern in self.model_patterns)
@@ -132,7 +163,23 @@ def parse_key_state(raw: bytes) -> KeyState | None:
         ),
         # Snapshots written before refresh times existed are rebuilt at once.
         refresh_at=data.get("refresh_at", 0),
+        **{name: data[name] for name in _SPEND_CONTROLS if name in data},
     )
+
+
+# The spend controls' snapshot fields, named as KeyState's (a snapshot written before them has
+# none: the defaults, no limit, until it is rebuilt).
+_SPEND_CONTROLS = (
+    "owner_id",
+    "team_name",
+    "time_zone",
+    "daily_limit_units",
+    "weekly_limit_units",
+    "monthly_limit_units",
+    "member_monthly_limit_units",
+    "team_monthly_budget_units",
+    "max_concurrency",
+)
 
 
 def build_key_state(digest: str) -> bytes:
@@ -156,7 +203,13 @@ def build_key_state(digest: str) -> bytes:
         }
         for route in routes
     ]
-    usable = group.is_active and key.team.available_groups().filter(pk=group.pk).exists()
+    team = key.team
+    usable = group.is_active and team.available_groups().filter(pk=group.pk).exists()
+    member_cap = (
+        Membership.objects.filter(team=team, user_id=key.owner_id)
+        .values_list("monthly_limit_usd", flat=True)
+        .first()
+    )
     snapshot = {
         "key_id": key.pk,
         "team_id": key.team_id,
@@ -174,6 +227,15 @@ def build_key_state(digest: str) -> bytes:
         "model_patterns": list(group.models),
         "channels": channels,
         "refresh_at": round(time.time() + KEY_STATE_REFRESH_SECONDS, 3),
+        "owner_id": key.owner_id,
+        "team_name": team.name,
+        "time_zone": team.time_zone,
+        "daily_limit_units": usd_to_units(key.daily_limit_usd),
+        "weekly_limit_units": usd_to_units(key.weekly_limit_usd),
+        "monthly_limit_units": usd_to_units(key.monthly_limit_usd),
+        "member_monthly_limit_units": usd_to_units(member_cap or 0),
+        "team_monthly_budget_units": usd_to_units(team.monthly_budget_usd),
+        "max_concurrency": key.max_concurrency,
     }
     return json.dumps(snapshot, separators=(",", ":")).encode()
 

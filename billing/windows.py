@@ -1,0 +1,150 @@
+"""Spend windows and the running totals that count them.
+
+A key may have a lifetime quota and daily, weekly and monthly limits; a member a monthly cap
+across their keys in a team; a team a monthly budget. Each is checked against a running total
+(a `Counter`) kept like the key's lifetime total (billing.ledger): an integer of SPEND_UNITS in
+Redis (or, embedded, the local-memory cache), raised by every recorded charge and rebuilt from
+the database when missing. A window's counter is named by the window's start, so a new day
+starts a new counter and nothing needs resetting; an old one expires soon after its window ends.
+
+Windows keep the team's clock (Team.time_zone): days start at local midnight, weeks on Monday,
+months on the 1st. A charge belongs to the window its request started in (UsageEvent.created_at).
+"""
+
+import enum
+import functools
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from core import keyspace
+
+
+class Period(enum.StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+    @property
+    def letter(self) -> str:
+        return self.value[0]
+
+
+@functools.lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _first_day(period: Period, day: date) -> date:
+    if period is Period.DAY:
+        return day
+    if period is Period.WEEK:
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _next_first_day(period: Period, first: date) -> date:
+    if period is Period.DAY:
+        return first + timedelta(days=1)
+    if period is Period.WEEK:
+        return first + timedelta(days=7)
+    return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    # Where midnight does not exist (a DST jump at 00:00), zoneinfo's fold=0 gives the instant
+    # the clocks jump from: still one instant, the same for every caller.
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def window(period: Period, time_zone: str, at: datetime) -> tuple[datetime, datetime]:
+    """The [start, end) of the `period` containing `at`, in the time zone's calendar (UTC)."""
+    tz = zone(time_zone)
+    first = _first_day(period, at.astimezone(tz).date())
+    return _local_midnight(first, tz), _local_midnight(_next_first_day(period, first), tz)
+
+
+class Scope(enum.StrEnum):
+    KEY = "key"
+    MEMBER = "member"
+    TEAM = "team"
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One running spend total: a key's lifetime (no window) or one window of a key, a member
+    in a team, or a team. `start`/`end` bound the window; None for the lifetime total."""
+
+    scope: Scope
+    team_id: int
+    key_id: int | None = None
+    user_id: int | None = None
+    period: Period | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        if self.period is None:
+            return keyspace.spend_total(self.key_id)
+        start = int(self.start.timestamp())
+        if self.scope is Scope.KEY:
+            return keyspace.spend_window("key", self.key_id, self.period.letter, start)
+        if self.scope is Scope.MEMBER:
+            owner = f"{self.team_id}:{self.user_id}"
+            return keyspace.spend_window("member", owner, self.period.letter, start)
+        return keyspace.spend_window("team", self.team_id, self.period.letter, start)
+
+    @property
+    def holds(self) -> str:
+        """The hash of the reservations that count against it (one per key, member, team)."""
+        if self.scope is Scope.KEY:
+            return keyspace.reservations(self.key_id)
+        if self.scope is Scope.MEMBER:
+            return keyspace.member_reservations(self.team_id, self.user_id)
+        return keyspace.team_reservations(self.team_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who a request's charge is counted against: its key, the key's owner in its team, the
+    team, and the team's clock."""
+
+    key_id: int
+    team_id: int
+    user_id: int
+    time_zone: str
+
+    def key_window(self, period: Period, at: datetime) -> Counter:
+        start, end = window(period, self.time_zone, at)
+        return Counter(Scope.KEY, self.team_id, self.key_id, None, period, start, end)
+
+    def member_month(self, at: datetime) -> Counter:
+        start, end = window(Period.MONTH, self.time_zone, at)
+        return Counter(Scope.MEMBER, self.team_id, None, self.user_id, Period.MONTH, start, end)
+
+    def team_month(self, at: datetime) -> Counter:
+        start, end = window(Period.MONTH, self.time_zone, at)
+        return Counter(Scope.TEAM, self.team_id, None, None, Period.MONTH, start, end)
+
+    def lifetime(self) -> Counter:
+        return Counter(Scope.KEY, self.team_id, self.key_id)
+
+    def counters(self, at: datetime) -> tuple[Counter, ...]:
+        """Every total a charge made at `at` raises (each only if it exists: a missing one is
+        rebuilt from the database, which then holds the charge)."""
+        return (
+            self.lifetime(),
+            self.key_window(Period.DAY, at),
+            self.key_window(Period.WEEK, at),
+            self.key_window(Period.MONTH, at),
+            self.member_month(at),
+            self.team_month(at),
+        )
+
+    def hold_hashes(self) -> tuple[str, str, str]:
+        return (
+            keyspace.reservations(self.key_id),
+            keyspace.member_reservations(self.team_id, self.user_id),
+            keyspace.team_reservations(self.team_id),
+        )
