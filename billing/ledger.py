@@ -32,9 +32,9 @@ that fell behind the database.
 import json
 import logging
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache as memoize
 from operator import attrgetter
@@ -50,6 +50,7 @@ from core.cache import cache_redis_client
 from keys.models import ApiKey
 
 from .models import UsageEvent
+from .windows import Counter, Scope
 
 logger = logging.getLogger(__name__)
 
@@ -259,36 +260,36 @@ return 1
 class RedisTotals:
     """The running totals in Redis (core.keyspace), shared by every process: the relay's
     scripts raise them. Raw Redis commands only, so every reader and writer sees the integer
-    Redis itself stores."""
+    Redis itself stores. Addressed by name (billing.windows.Counter.name)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._raise_if_present = client.register_script(_RAISE_IF_PRESENT)
 
-    def get(self, key_id: int) -> int | None:
-        value = self.client.get(keyspace.spend_total(key_id))
+    def get(self, name: str) -> int | None:
+        value = self.client.get(name)
         return None if value is None else int(value)
 
-    def add(self, key_id: int, units: int) -> bool:
+    def add(self, name: str, units: int, seconds: int) -> bool:
         """Store a rebuilt total, unless one exists (it may count more than the database)."""
-        name = keyspace.spend_total(key_id)
-        return bool(self.client.set(name, units, nx=True, ex=SPEND_TOTAL_SECONDS))
+        return bool(self.client.set(name, units, nx=True, ex=seconds))
 
-    def raise_by(self, key_id: int, units: int) -> bool:
-        return self._raise_if_present(keys=[keyspace.spend_total(key_id)], args=[units]) == 1
+    def raise_by(self, name: str, units: int) -> bool:
+        return self._raise_if_present(keys=[name], args=[units]) == 1
 
-    def forget(self, key_ids: Iterable[int]) -> None:
-        names = [keyspace.spend_total(key_id) for key_id in key_ids]
+    def forget(self, names: Iterable[str]) -> None:
+        names = list(names)
         if names:
             self.client.delete(*names)
 
-    def unwritten(self, key_id: int) -> list[UsageRecord]:
-        """Recorded but not yet ingested events of one key. The stream holds seconds of
-        traffic (it is ingested every few seconds), and this runs only when a total is
-        rebuilt; but after an ingest outage it can hold a long backlog, so it is read in chunks
-        (a long XRANGE holds Redis, and every relay request with it) and only this key's
-        entries are parsed: to_json writes the key id first."""
-        mine = b'{"key_id":%d,' % key_id
+    def unwritten(self, counter: Counter) -> list[UsageRecord]:
+        """Recorded but not yet ingested events that count in `counter`. The stream holds
+        seconds of traffic (it is ingested every few seconds), and this runs only when a total
+        is rebuilt; but after an ingest outage it can hold a long backlog, so it is read in
+        chunks (a long XRANGE holds Redis, and every relay request with it) and, for a key's
+        total, only that key's entries are parsed: to_json writes the key id first."""
+        mine = b'{"key_id":%d,' % counter.key_id if counter.key_id is not None else b""
+        counts = _counts_in(counter)
         stream = keyspace.USAGE_STREAM
         records = []
         start = "-"
@@ -297,7 +298,7 @@ class RedisTotals:
                 raw = entry[b"e"]
                 if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
                     record = UsageRecord.from_json(raw)
-                    if record.key_id == key_id:
+                    if counts(record):
                         records.append(record)
             start = b"(" + entries[-1][0]
         return records
@@ -307,7 +308,7 @@ class LocalTotals:
     """The embedded default's running totals, in this process's local-memory cache, and the
     records counted in them whose rows are not committed yet: the relay's store counts each
     record here (`count`) as it queues it, and the writer (`services.write_queued_usage`) says
-    when its batch is done (`written`). A rebuild in between still counts them, so a quota
+    when its batch is done (`written`). A rebuild in between still counts them, so a limit
     holds while records wait. One per process (`local_totals`): the relay's store, its writer
     and the rebuilds share it.
     """
@@ -316,31 +317,34 @@ class LocalTotals:
         self._unwritten: dict[tuple[str, datetime], UsageRecord] = {}
         self._lock = threading.Lock()
 
-    def get(self, key_id: int) -> int | None:
-        return cache.get(keyspace.spend_total(key_id))
+    def get(self, name: str) -> int | None:
+        return cache.get(name)
 
-    def add(self, key_id: int, units: int) -> bool:
-        return cache.add(keyspace.spend_total(key_id), units, timeout=SPEND_TOTAL_SECONDS)
+    def add(self, name: str, units: int, seconds: int) -> bool:
+        return cache.add(name, units, timeout=seconds)
 
-    def raise_by(self, key_id: int, units: int) -> bool:
+    def raise_by(self, name: str, units: int) -> bool:
         try:
-            cache.incr(keyspace.spend_total(key_id), units)
+            cache.incr(name, units)
         except ValueError:  # No total: the next request rebuilds it.
             return False
         return True
 
-    def forget(self, key_ids: Iterable[int]) -> None:
-        cache.delete_many([keyspace.spend_total(key_id) for key_id in key_ids])
+    def forget(self, names: Iterable[str]) -> None:
+        cache.delete_many(list(names))
 
-    def unwritten(self, key_id: int) -> list[UsageRecord]:
+    def unwritten(self, counter: Counter) -> list[UsageRecord]:
+        counts = _counts_in(counter)
         with self._lock:
-            return [record for record in self._unwritten.values() if record.key_id == key_id]
+            return [record for record in self._unwritten.values() if counts(record)]
 
-    def count(self, record: UsageRecord) -> None:
-        """A record the relay queued: raise its key's total (no I/O: safe on the event loop)."""
+    def count(self, record: UsageRecord, names: Iterable[str]) -> None:
+        """A record the relay queued: raise the totals it counts in, `names` (no I/O: safe on
+        the event loop)."""
         with self._lock:
             self._unwritten[record.identity] = record
-        self.raise_by(record.key_id, record.charge_units)
+        for name in names:
+            self.raise_by(name, record.charge_units)
 
     def written(self, records: Iterable[UsageRecord]) -> None:
         """These records' rows are committed (a rebuild now reads them from the database) or
@@ -365,24 +369,83 @@ def spend_totals() -> RedisTotals | LocalTotals:
 
 
 def spend_total_rebuild(key_id: int) -> int:
-    """Make sure the key's running total exists; return it in SPEND_UNITS.
+    """Make sure the key's lifetime running total exists; return it in SPEND_UNITS."""
+    key = ApiKey.objects.filter(pk=key_id).values_list("team_id", flat=True).first()
+    return counter_rebuild(Counter(Scope.KEY, key or 0, key_id))
 
-    Settled spend + unsettled events in the database + recorded events not written yet.
-    The unwritten events are read before the database, and any that are in both are counted
-    once, so a write committing at the same moment neither hides nor doubles an event. The
-    result is stored only if no total exists (an `add`), so a total that another process
-    built, and that has been raised since, is never overwritten.
+
+def counter_rebuild(counter: Counter) -> int:
+    """Make sure the running total exists; return it in SPEND_UNITS.
+
+    What the database holds (a key's lifetime: settled spend + unsettled events; a window: the
+    events in it) + recorded events not written yet. The unwritten events are read before the
+    database, and any that are in both are counted once, so a write committing at the same
+    moment neither hides nor doubles an event. The result is stored only if no total exists
+    (an `add`), so a total that another process built, and that has been raised since, is
+    never overwritten.
     """
     totals = spend_totals()
-    unwritten = totals.unwritten(key_id)
-    total = _database_totals([key_id]).get(key_id, 0)
+    unwritten = totals.unwritten(counter)
+    if counter.period is None:
+        total = _database_totals([counter.key_id]).get(counter.key_id, 0)
+        seconds = SPEND_TOTAL_SECONDS
+    else:
+        total = _window_total(counter)
+        # Kept an hour past its window, for the records of requests that started in it.
+        seconds = max(60, int((counter.end - datetime.now(UTC)).total_seconds()) + 3600)
     if unwritten:
         in_db = identities_in_db([record.identity for record in unwritten])
         total += sum(record.charge_units for record in unwritten if record.identity not in in_db)
-    if totals.add(key_id, total):
+    if totals.add(counter.name, total, seconds):
         return total
-    current = totals.get(key_id)
+    current = totals.get(counter.name)
     return total if current is None else current
+
+
+def counter_spend(counter: Counter) -> int:
+    """The running total in SPEND_UNITS, rebuilt first if it is not in the cache: what the
+    relay's admission sees (the portal shows it)."""
+    current = spend_totals().get(counter.name)
+    return counter_rebuild(counter) if current is None else current
+
+
+def _counts_in(counter: Counter) -> Callable[[UsageRecord], bool]:
+    """Whether a record's charge counts in the counter (its scope and window)."""
+    if counter.scope is Scope.KEY:
+
+        def in_scope(record: UsageRecord) -> bool:
+            return record.key_id == counter.key_id
+
+    elif counter.scope is Scope.TEAM:
+
+        def in_scope(record: UsageRecord) -> bool:
+            return record.team_id == counter.team_id
+
+    else:
+        member_keys = set(
+            ApiKey.objects.filter(team_id=counter.team_id, owner_id=counter.user_id).values_list(
+                "pk", flat=True
+            )
+        )
+
+        def in_scope(record: UsageRecord) -> bool:
+            return record.key_id in member_keys and record.team_id == counter.team_id
+
+    if counter.period is None:
+        return in_scope
+    return lambda record: in_scope(record) and counter.start <= record.created_at < counter.end
+
+
+def _window_total(counter: Counter) -> int:
+    events = UsageEvent.objects.filter(
+        team_id=counter.team_id, created_at__gte=counter.start, created_at__lt=counter.end
+    )
+    if counter.scope is Scope.KEY:
+        events = events.filter(key_id=counter.key_id)
+    elif counter.scope is Scope.MEMBER:
+        events = events.filter(key__owner_id=counter.user_id)
+    total = events.aggregate(total=Sum("charged_usd"))["total"]
+    return usd_to_units(total or Decimal(0))
 
 
 def spend_total_reconcile(key_ids: Iterable[int]) -> int:
@@ -398,9 +461,10 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
     totals = spend_totals()
     raised = 0
     for key_id, floor in _database_totals(key_ids).items():
-        cached = totals.get(key_id)
+        name = keyspace.spend_total(key_id)
+        cached = totals.get(name)
         # Expired in between (not raised): the next request rebuilds it from the database.
-        if cached is not None and cached < floor and totals.raise_by(key_id, floor - cached):
+        if cached is not None and cached < floor and totals.raise_by(name, floor - cached):
             raised += 1
     if raised:
         logger.warning("Raised %d running spend totals that had fallen behind", raised)
@@ -426,9 +490,9 @@ def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
 
 def spend_total(key_id: int) -> int | None:
     """The key's running total in SPEND_UNITS, or None if it is not in the cache."""
-    return spend_totals().get(key_id)
+    return spend_totals().get(keyspace.spend_total(key_id))
 
 
 def spend_total_forget(key_ids: Iterable[int]) -> None:
     """Drop totals so the next request rebuilds them from the database (e.g. after a repair)."""
-    spend_totals().forget(key_ids)
+    spend_totals().forget(keyspace.spend_total(key_id) for key_id in key_ids)

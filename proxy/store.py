@@ -336,7 +336,7 @@ class LocalStore:
         self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
     ) -> None:
         # Counted in the total before it waits (the ledger counts it until it is written).
-        self._totals.count(record)
+        self._totals.count(record, [keyspace.spend_total(record.key_id)])
         await self.release(key_id=record.key_id, hold_id=hold_id)
         # The response has been sent; the row is written by the writer task, off the event
         # loop, and the request does not wait for it.

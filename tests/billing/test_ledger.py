@@ -100,7 +100,7 @@ def test_rebuild_adds_settled_and_unsettled_spend(issued):
 
 
 def test_rebuild_never_overwrites_a_live_total(issued):
-    ledger.spend_totals().add(issued.key.pk, 777)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), 777, 60)
     UsageEventFactory(key=issued.key, charged_usd=Decimal("3"))
 
     assert ledger.spend_total_rebuild(issued.key.pk) == 777
@@ -122,7 +122,7 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
     ledger.spend_total_rebuild(issued.key.pk)
     record = usage_record(issued.key, charged="0.75")
 
-    ledger.local_totals().count(record)
+    ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_before_write = ledger.spend_total_rebuild(issued.key.pk)
     services.write_queued_usage(records=[record])
@@ -173,7 +173,9 @@ def test_rebuild_reads_a_long_backlog_in_chunks_and_counts_only_its_key(issued, 
 def test_reconcile_raises_a_total_that_missed_an_event(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # As if the event had been recorded while the total was being rebuilt without it.
-    ledger.spend_totals().add(issued.key.pk, ledger.usd_to_units(Decimal("0.5")))
+    ledger.spend_totals().add(
+        keyspace.spend_total(issued.key.pk), ledger.usd_to_units(Decimal("0.5")), 60
+    )
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 1
 
@@ -184,7 +186,7 @@ def test_reconcile_never_lowers_a_total_ahead_of_the_database(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # Charges still waiting to be written count in the total but not in the database.
     ahead = ledger.usd_to_units(Decimal("3"))
-    ledger.spend_totals().add(issued.key.pk, ahead)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), ahead, 60)
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 0
 
@@ -203,7 +205,7 @@ def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
     issued, django_capture_on_commit_callbacks
 ):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("1.5"))
-    ledger.spend_totals().add(issued.key.pk, 0)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), 0, 60)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert settle_usage() == 1

@@ -544,7 +544,7 @@ def test_an_admission_holds_what_is_left_down_to_its_minimum(
     async def scenario():
         store = make_store()
         try:
-            ledger.spend_totals().add(plan.key_id, spent)
+            ledger.spend_totals().add(keyspace.spend_total(plan.key_id), spent, 60)
             return await store.admit(plan, "hold-1")
         finally:
             await store.close()

@@ -13,6 +13,7 @@ from django.conf import settings
 from billing import ledger
 from billing.models import UsageEvent
 from billing.services import ingest_usage_stream, recording
+from billing.windows import Counter, Scope
 from core import keyspace
 from keys.models import ApiKey
 from proxy.quota import Admission, Plan
@@ -200,7 +201,9 @@ def test_the_embedded_writer_writes_what_queued_meanwhile_in_one_batch_and_close
         "request_id", flat=True
     )) == sorted(record.request_id for record in records)  # fmt: skip
     assert ApiKey.objects.get(pk=issued.key.pk).spent_usd == Decimal("0.10")
-    assert ledger.local_totals().unwritten(issued.key.pk) == []
+    assert (
+        ledger.local_totals().unwritten(Counter(Scope.KEY, issued.key.team_id, issued.key.pk)) == []
+    )
 
 
 @embedded_only

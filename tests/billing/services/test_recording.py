@@ -18,6 +18,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from billing import ledger, services, tasks
 from billing.models import UsageDaily, UsageEvent
 from billing.services import recording, settlement
+from billing.windows import Counter, Scope
 from core import keyspace
 from keys import services as keys_services
 from keys.models import ApiKey
@@ -334,8 +335,10 @@ def test_the_running_totals_of_the_written_keys_are_reconciled(
 ):
     first, second = two_keys
     # First's total missed its events (recorded while it was rebuilt); second's is ahead.
-    ledger.spend_totals().add(first.pk, 0)
-    ledger.spend_totals().add(second.pk, ledger.usd_to_units(Decimal("2")))
+    ledger.spend_totals().add(keyspace.spend_total(first.pk), 0, 60)
+    ledger.spend_totals().add(
+        keyspace.spend_total(second.pk), ledger.usd_to_units(Decimal("2")), 60
+    )
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         services.write_and_settle_usage(records=batch)
@@ -355,7 +358,7 @@ def test_nothing_to_write_means_no_queries(db, django_assert_num_queries):
 
 def test_write_queued_usage_writes_a_settled_row(issued):
     record = usage_record(issued.key, charged="0.75", created_at=DAY_1)
-    ledger.local_totals().count(record)
+    ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
 
     assert services.write_queued_usage(records=[record]) == 1
 
@@ -367,7 +370,9 @@ def test_write_queued_usage_writes_a_settled_row(issued):
         (issued.key.pk, 1, Decimal("0.75"))
     ]
     # No longer pending: a rebuild reads it from the database, once.
-    assert ledger.local_totals().unwritten(issued.key.pk) == []
+    assert (
+        ledger.local_totals().unwritten(Counter(Scope.KEY, issued.key.team_id, issued.key.pk)) == []
+    )
     assert services.settle_usage() == 0
 
 
@@ -376,14 +381,16 @@ def test_a_queued_record_the_database_refuses_does_not_take_its_batch_with_it(is
     refused = dataclasses.replace(good, request_id="req_refused", input_tokens=-1)
     later = usage_record(issued.key, charged="0.25", request_id="req_later", created_at=DAY_1)
     for record in (good, refused, later):
-        ledger.local_totals().count(record)
+        ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
 
     assert services.write_queued_usage(records=[good, refused, later]) == 2
 
     assert [row[1] for row in rows()] == ["req_good", "req_later"]
     assert spent(issued.key) == [Decimal("0.75")]
     assert "Usage of request req_refused could not be written" in caplog.text
-    assert ledger.local_totals().unwritten(issued.key.pk) == []
+    assert (
+        ledger.local_totals().unwritten(Counter(Scope.KEY, issued.key.team_id, issued.key.pk)) == []
+    )
 
 
 @pytest.mark.django_db(transaction=True)
