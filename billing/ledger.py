@@ -216,9 +216,15 @@ for i = 1, #entries, 2 do
     redis.call('HDEL', KEYS[1], hold)
   elseif redis.call('EXISTS', ARGV[1] .. checkpoint.w) == 0 then
     redis.call('XADD', KEYS[2], '*', 'e', checkpoint.e)
-    local total = ARGV[2] .. checkpoint.k
-    if redis.call('EXISTS', total) == 1 then redis.call('INCRBY', total, checkpoint.c) end
-    redis.call('HDEL', ARGV[3] .. checkpoint.k, hold)
+    -- Its totals and reservations (billing.windows.Targets); an earlier release's checkpoint
+    -- names only its key's.
+    local totals = checkpoint.n or {ARGV[2] .. checkpoint.k}
+    for _, total in ipairs(totals) do
+      if redis.call('EXISTS', total) == 1 then redis.call('INCRBY', total, checkpoint.c) end
+    end
+    for _, held in ipairs(checkpoint.h or {ARGV[3] .. checkpoint.k}) do
+      redis.call('HDEL', held, hold)
+    end
     redis.call('HDEL', KEYS[1], hold)
     reaped = reaped + 1
   end

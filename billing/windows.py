@@ -142,9 +142,28 @@ class Account:
             self.team_month(at),
         )
 
-    def hold_hashes(self) -> tuple[str, str, str]:
-        return (
-            keyspace.reservations(self.key_id),
-            keyspace.member_reservations(self.team_id, self.user_id),
-            keyspace.team_reservations(self.team_id),
+    def targets(self, at: datetime) -> "Targets":
+        """What recording a charge made at `at` touches."""
+        return Targets(
+            tuple(counter.name for counter in self.counters(at)),
+            (
+                keyspace.reservations(self.key_id),
+                keyspace.member_reservations(self.team_id, self.user_id),
+                keyspace.team_reservations(self.team_id),
+            ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """The Redis names one recorded charge touches: the running totals it raises (each only if
+    it exists) and the reservation hashes its request's hold is released from."""
+
+    counters: tuple[str, ...]
+    holds: tuple[str, ...]
+
+    @classmethod
+    def of_key(cls, key_id: int) -> "Targets":
+        """A record known only by its key (a spool entry or checkpoint of an earlier release):
+        its lifetime total and its key's reservations."""
+        return cls((keyspace.spend_total(key_id),), (keyspace.reservations(key_id),))

@@ -6,7 +6,9 @@ renders it (proxy.dialects: AnthropicErrors, OpenAIErrors).
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import redis.exceptions
 from django.db import OperationalError
@@ -113,6 +115,42 @@ def quota_used_up(spent: str, limit: str, *, held: str | None = None) -> RelayEr
     )
     return RelayError(
         402, "billing_error", "insufficient_quota", "insufficient_quota", message, openai_status=429
+    )
+
+
+def spend_limit_reached(
+    name: str, *, spent: str, limit: str, held: str | None, resets_at: datetime
+) -> RelayError:
+    """A spend window used up (proxy.quota names it: "the daily limit of this key", "your
+    monthly cap in team X", "team X's monthly budget"), and when it resets: an ISO time in
+    the team's zone, and a retry-after header when that is within a day."""
+    in_progress = f", and requests in progress hold ${held} of the rest" if held else ""
+    message = (
+        f"{name[0].upper()}{name[1:]} is used up: ${spent} of ${limit} spent{in_progress}. "
+        f"It resets at {resets_at.isoformat()}."
+    )
+    seconds = math.ceil((resets_at - datetime.now(UTC)).total_seconds())
+    headers = [(b"retry-after", str(max(1, seconds)).encode())] if seconds <= 86400 else []
+    return RelayError(
+        402,
+        "billing_error",
+        "insufficient_quota",
+        "insufficient_quota",
+        message,
+        openai_status=429,
+        headers=headers,
+    )
+
+
+def too_many_in_flight(in_flight: int, limit: int) -> RelayError:
+    return RelayError(
+        429,
+        "rate_limit_error",
+        "rate_limit_error",
+        "concurrency_limit_exceeded",
+        f"{in_flight} requests of this key are already in flight, its limit of {limit} at "
+        "once. Retry after 1 second.",
+        headers=[(b"retry-after", b"1")],
     )
 
 

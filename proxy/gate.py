@@ -8,12 +8,15 @@ issue's table gives them, each a step below that refuses with its own status and
     not expired                  check_not_expired
     client IP                    check_client_ip
     model allowed and priced     check_model
-    quota                        reserve (the estimate itself: proxy.quota)
-    rate limit                   check_rate
+    money limits                 admit, in one atomic step of the store (proxy.quota): the
+      (quota, key's windows,       first limit that cannot pay the request's estimate refuses
+      member cap, team budget)
+    concurrency                    then a full concurrency
+    rate limit                     then a used-up rate limit
     well-formed body             check_body
 
 The body is read before the model check (the model is in it), but a malformed or oversized
-body is refused only in its row of the table, after quota and rate limit. For a key this
+body is refused only in its row of the table, after the admission. For a key this
 process has seen before, the body is read before the snapshot (see Guess): the refusals and
 their order are the same.
 """
@@ -23,20 +26,19 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
-from django_ratelimit.core import get_usage
 
 from billing.pricing import PriceRow
+from billing.windows import Targets
 from keys.secret_formats import RELAY_KEY
 
 from . import errors
 from .body import Body, read_body
 from .keystate import KeyState
 from .prices import PriceTable
-from .quota import Admission, Plan, admission_plan, lower_output, new_hold_id, quota_used_up
+from .quota import Admission, Plan, admission_plan, lower_output, new_hold_id, refusal
 from .snapshots import Snapshots
-from .store import Store, rebuild_spend_total
+from .store import Store, rebuild_counters
 
 # --- the steps, in the table's order ------------------------------------------------------
 
@@ -113,7 +115,7 @@ async def check_model(state: KeyState, model: str, prices: PriceTable) -> PriceR
     return price
 
 
-async def reserve(
+async def admit(
     store: Store,
     state: KeyState,
     price: PriceRow | None,
@@ -122,9 +124,11 @@ async def reserve(
     guess: "Guess | None",
     hold_id: str,
 ) -> tuple[Admission | None, Plan]:
-    """The quota row: reserve the request's estimate (nothing for a key without a quota), and
-    refuse when the quota cannot pay for it. The guessed reservation is kept when the snapshot
-    and price just checked make the same plan; otherwise it is given back first."""
+    """The admission rows (money limits, concurrency, rate limit) in one atomic step: reserve
+    the request's estimate against every money limit of the key (nothing for a key without
+    any limit), and refuse naming the first limit that cannot pay, else a full concurrency,
+    else a used-up rate. The guessed admission is kept when the snapshot and price just
+    checked make the same plan; otherwise it is given back first."""
     if guess is not None and guess.state is state and guess.price is price:
         plan = guess.plan  # The same snapshot (parsed once per process) and price.
     else:
@@ -134,46 +138,31 @@ async def reserve(
     else:
         if guess is not None:
             await guess.give_back(store, hold_id)
-        admission = await _admit(store, plan, hold_id)
+        try:
+            admission = await _admit(store, plan, hold_id)
+        except BaseException:
+            # Cancelled or failed with the admission sent: it may have been made, so it is
+            # given back (releasing nothing changes nothing).
+            if plan.admits:
+                with suppress(Exception):
+                    await store.release(plan, hold_id)
+            raise
     if admission is not None and not admission.admitted:
-        raise quota_used_up(state, admission)
+        raise refusal(state, plan, admission)
     return admission, plan
 
 
 async def _admit(store: Store, plan: Plan, hold_id: str) -> Admission | None:
-    if not plan.limit_units:
+    if not plan.admits:
         return None
-    for _ in range(2):
+    for _ in range(3):
         admission = await store.admit(plan, hold_id)
-        if admission is not None:
+        if not admission.missing:
             return admission
-        # No running total in the cache (first use, eviction, flush): rebuild it from the
-        # database, once, then admit against it.
-        await rebuild_spend_total(plan.key_id)
-    raise RuntimeError(f"Spend total of key {plan.key_id} vanished while it was rebuilt.")
-
-
-_RATE_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
-
-
-async def check_rate(state: KeyState) -> None:
-    """django-ratelimit's counters, keyed by the key's id (so rotating a key does not reset
-    it), in the shared cache. It is sync-only, so this thread hop is paid only by keys that
-    have a rate limit."""
-    if not state.rate_limit:
-        return
-    key_id = str(state.key_id)
-    usage = await sync_to_async(get_usage, thread_sensitive=False)(
-        None,
-        group="relay",
-        key=lambda group, request: key_id,
-        rate=state.rate_limit,
-        increment=True,
-    )
-    if usage is not None and usage["should_limit"]:
-        count, _, period = state.rate_limit.partition("/")
-        retry_after = max(1, usage["time_left"])
-        raise errors.rate_limited(f"{count} requests per {_RATE_NAMES[period]}", retry_after)
+        # Running totals not in the cache (first use, a new window, eviction, flush): rebuilt
+        # from the database, then the admission is asked again.
+        await rebuild_counters([plan.limits[index].counter for index in admission.missing])
+    raise RuntimeError(f"Running totals of key {plan.key_id} vanished while they were rebuilt.")
 
 
 def check_body(body: Body) -> None:
@@ -184,28 +173,32 @@ def check_body(body: Body) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Passed:
-    """A request the gate let through (holding a quota reservation under `hold_id` if its key
-    has a quota; recording its usage releases it)."""
+    """A request the gate let through (holding its admission under `hold_id` if its key has
+    any limit; recording its usage releases it)."""
 
     state: KeyState
     body: Body
     price: PriceRow
     hold_id: str
-    # The output limit the request was sent with when its key's quota paid for no more than
+    # The output limit the request was sent with when its key's limits paid for no more than
     # that (the client's own limit, or the model's maximum, was higher).
     output_lowered_to: int | None = None
+
+    def targets(self, at: datetime) -> Targets:
+        """What recording its charge at `at` raises and releases (billing.windows)."""
+        return self.state.account.targets(at)
 
 
 class Gate:
     """The checks of a model request (/v1/messages, count_tokens, /v1/chat/completions,
     /v1/responses), in the table's order, against the key's snapshot as the cache holds it now.
 
-    A key with a quota costs one Redis round trip, not two: this process remembers the last
+    A key with any limit costs one Redis round trip, not two: this process remembers the last
     snapshot it saw for each digest (a digest always belongs to the same key) and works out
-    from it the quota admission the request would make (a Guess), sent together with the
-    snapshot read. The guess decides nothing: every row runs on the snapshot just read, and
-    the quota row keeps the guessed reservation only if that snapshot and its price make the
-    same admission (else it is given back and the admission made again)."""
+    from it the admission the request would make (a Guess), sent together with the snapshot
+    read. The guess decides nothing: every row runs on the snapshot just read, and the
+    admission row keeps the guessed admission only if that snapshot and its price make the
+    same plan (else it is given back and the admission made again)."""
 
     # Digests remembered per process; past this the memory is simply started afresh.
     RECENT_LIMIT = 10_000
@@ -244,18 +237,17 @@ class Gate:
             if body is None:
                 body = await read_body(receive, headers, max_body_bytes)
             price = await check_model(state, body.model, self.prices) if body.model else None
-            admission, plan = await reserve(store, state, price, body, output_field, guess, hold_id)
+            admission, plan = await admit(store, state, price, body, output_field, guess, hold_id)
             lowered_to = None
-            lowered = admission is not None and admission.held_units < plan.estimate_units
+            lowered = plan.limits and admission.held_units < plan.estimate_units
             if lowered and output_field is not None:
                 body, lowered_to = lower_output(state, price, body, output_field, admission)
-            await check_rate(state)
             check_body(body)
         # BaseException: a task cancelled here (a worker shutting down, a server timeout) gives
         # its reservation back too, instead of blocking the key until the hold expires.
         except BaseException as error:
-            if admission is not None:  # The quota row reserved (or kept the guess's).
-                await store.release(key_id=plan.key_id, hold_id=hold_id)
+            if admission is not None:  # The admission row reserved (or kept the guess's).
+                await store.release(plan, hold_id)
             elif guess is not None:
                 await guess.give_back(store, hold_id)
             if isinstance(error, errors.RelayError) and state is not None:
@@ -276,12 +268,12 @@ class Gate:
         return state
 
     def _guess(self, digest: str, client_ip: str) -> "Guess | None":
-        """A guess for a key remembered with a quota and that its remembered snapshot would let
-        through. A key seen for the first time in this process, one without a quota, and one
+        """A guess for a key remembered with a limit and that its remembered snapshot would let
+        through. A key seen for the first time in this process, one without limits, and one
         its remembered snapshot would refuse (disabled, expired, another IP: refused without
         its body being read or a reservation made and given back) read the snapshot first."""
         remembered = self._recent.get(digest)
-        if remembered is None or not remembered.quota_limit_units:
+        if remembered is None or not remembered.admits:
             return None
         try:
             check_key_and_ip(remembered, client_ip)
@@ -297,7 +289,7 @@ class Gate:
 
 @dataclass(slots=True)
 class Guess:
-    """A request's quota admission worked out from the snapshot this process saw last for its
+    """A request's admission worked out from the snapshot this process saw last for its
     key (`state`), sent with the snapshot read (see Gate)."""
 
     state: KeyState
@@ -324,18 +316,20 @@ class Guess:
             return await store.get_key_state(digest)
         self.plan = admission_plan(self.state, self.price, body, output_field=output_field)
         try:
-            raw, self.admission = await store.get_key_state_and_admit(digest, self.plan, hold_id)
+            raw, admission = await store.get_key_state_and_admit(digest, self.plan, hold_id)
         except BaseException:
             # Cancelled or failed with the admission sent: it may have been made, so it is
             # given back (releasing nothing changes nothing; on the one connection the
             # release runs after the admission).
             with suppress(Exception):
-                await store.release(key_id=self.plan.key_id, hold_id=hold_id)
+                await store.release(self.plan, hold_id)
             raise
+        # Totals missing: nothing was admitted; the admission row rebuilds them and asks again.
+        self.admission = None if admission.missing else admission
         return raw
 
     async def give_back(self, store: Store, hold_id: str) -> None:
         """Release the guessed reservation, if it was made."""
         if self.admission is not None and self.admission.admitted:
-            await store.release(key_id=self.plan.key_id, hold_id=hold_id)
+            await store.release(self.plan, hold_id)
             self.admission = None

@@ -1,45 +1,100 @@
-"""What a request reserves against its key's quota: a deliberately high estimate of its charge
-(the admission Plan), the reservation itself (Store.admit in proxy.store), and the output limit
-lowered to what the quota still pays for. The gate's quota row (proxy.gate) uses these.
+"""What a request is admitted against: every money limit that applies to it (its key's lifetime
+quota and windows, its owner's monthly cap, its team's budget), its key's concurrency and rate
+limit. The admission Plan carries them with a deliberately high estimate of the request's
+charge; the store makes the admission in one atomic step (Store.admit in proxy.store); the
+output limit is lowered to what the tightest limit still pays for. The gate's admission row
+(proxy.gate) uses these.
 """
 
+import enum
+import functools
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
 from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
+from billing.windows import Counter, Period, zone
+from core import keyspace
 
 from . import errors
 from .body import OUTPUT_LIMITS, Body
 from .keystate import KeyState
 
 
+class Refused(enum.IntEnum):
+    """Why an admission was refused (none: admitted)."""
+
+    NONE = 0
+    SPEND = 1  # a money limit: Admission.limit says which
+    CONCURRENCY = 2
+    RATE = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """What the quota admission answered: whether the request may go, what the key had spent
-    and others held when it asked, and what it holds now."""
+    """What the admission answered: whether the request may go and what it holds now; when a
+    money limit refused it, which (`limit`, an index into Plan.limits) and what that limit's
+    total had spent and others held; when its concurrency did, how many were in flight
+    (`in_flight`); when its rate did, how long until a request would pass (`retry_after_ms`)."""
 
     admitted: bool
-    spent_units: int
-    reserved_units: int
+    spent_units: int = 0
+    reserved_units: int = 0
     # What was reserved: the plan's estimate, or less when only that much was left (at least
     # the plan's minimum); 0 when refused.
     held_units: int = 0
+    refused: Refused = Refused.NONE
+    limit: int = 0
+    in_flight: int = 0
+    retry_after_ms: int = 0
+    # The limits (indexes into Plan.limits) whose running totals are not in the cache: the
+    # caller rebuilds them and asks again.
+    missing: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One money limit a request is admitted against: a running total (billing.windows) and
+    what it may reach."""
+
+    kind: str  # LIMIT_KINDS
+    counter: Counter
+    limit_units: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit as the admission counts it (GCRA): `count` requests per `period_ms`."""
+
+    count: int
+    period_ms: int
+    text: str  # As the key's settings spell it, e.g. "60/m".
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A quota admission: reserve `estimate_units` against the key's limit for at most
-    `hold_seconds` (the longest the request may take). When less is left, the rest is
-    reserved if it is at least `minimum_units` (the request's output limit is then lowered to
-    what it pays for), else the request is refused."""
+    """An admission: reserve `estimate_units` against every limit in `limits` for at most
+    `hold_seconds` (the longest the request may take). When less is left under one of them,
+    that much is reserved if it is at least `minimum_units` (the request's output limit is
+    then lowered to what it pays for), else the request is refused. The reservation is held
+    in each of `holds` (the key's, its owner's, its team's reservations), and the key's counts
+    the requests in flight against `max_concurrency`; `rate` is counted last, once the rest
+    admit."""
 
     key_id: int
-    limit_units: int
+    limits: tuple[Limit, ...]
     estimate_units: int
     minimum_units: int
     hold_seconds: int
+    holds: tuple[str, ...] = ()
+    max_concurrency: int = 0
+    rate: Rate | None = None
+
+    @property
+    def admits(self) -> bool:
+        return bool(self.limits or self.max_concurrency or self.rate)
 
 
 # The fewest output tokens a request is sent upstream with when its key's quota cannot pay for
@@ -92,7 +147,12 @@ def affordable_output(state: KeyState, price: PriceRow, units: int) -> int | Non
 
 
 def admission_plan(
-    state: KeyState, price: PriceRow | None, body: Body, *, output_field: str | None
+    state: KeyState,
+    price: PriceRow | None,
+    body: Body,
+    *,
+    output_field: str | None,
+    now: datetime | None = None,
 ) -> Plan:
     estimate = minimum = 0
     if price is not None and body.error is None:
@@ -103,19 +163,93 @@ def admission_plan(
         if output_field is not None and price.output_per_mtok:
             minimum = min(estimate, input_units + output_units(state, price, MIN_OUTPUT_TOKENS))
     hold = max((channel.timeout_seconds for channel in state.channels), default=600)
+    limits = spend_limits(state, now or datetime.now(UTC))
+    # The key's own reservations first, always: they are what its concurrency counts.
+    holds = ()
+    if limits or state.max_concurrency:
+        key_holds = keyspace.reservations(state.key_id)
+        holds = tuple(dict.fromkeys([key_holds, *(limit.counter.holds for limit in limits)]))
     return Plan(
-        state.key_id, state.quota_limit_units, estimate, minimum, hold + _HOLD_MARGIN_SECONDS
+        state.key_id,
+        limits,
+        estimate,
+        minimum,
+        hold + _HOLD_MARGIN_SECONDS,
+        holds,
+        state.max_concurrency,
+        _rate(state.rate_limit),
     )
 
 
-def quota_used_up(state: KeyState, admission: Admission) -> errors.RelayError:
-    """The refusal of an admission the key's quota could not pay for."""
+def spend_limits(state: KeyState, now: datetime) -> tuple[Limit, ...]:
+    """The key's money limits in force at `now`, in the order a refusal names the first
+    that cannot pay: the key's lifetime quota, its day, week and month, its owner's monthly
+    cap in the team, the team's monthly budget."""
+    account = state.account
+    limits = []
+    if state.quota_limit_units:
+        limits.append(Limit("quota", account.lifetime(), state.quota_limit_units))
+    for kind, period, units in (
+        ("daily", Period.DAY, state.daily_limit_units),
+        ("weekly", Period.WEEK, state.weekly_limit_units),
+        ("monthly", Period.MONTH, state.monthly_limit_units),
+    ):
+        if units:
+            limits.append(Limit(kind, account.key_window(period, now), units))
+    if state.member_monthly_limit_units:
+        limits.append(Limit("member", account.member_month(now), state.member_monthly_limit_units))
+    if state.team_monthly_budget_units:
+        limits.append(Limit("team", account.team_month(now), state.team_monthly_budget_units))
+    return tuple(limits)
+
+
+_PERIOD_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+@functools.lru_cache(maxsize=1024)
+def _rate(text: str) -> Rate | None:
+    if not text:
+        return None
+    count, _, period = text.partition("/")
+    return Rate(int(count), _PERIOD_MS[period], text)
+
+
+_RATE_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+def refusal(state: KeyState, plan: Plan, admission: Admission) -> errors.RelayError:
+    """The refusal of an admission, naming the limit that refused it."""
+    if admission.refused is Refused.CONCURRENCY:
+        return errors.too_many_in_flight(admission.in_flight, plan.max_concurrency)
+    if admission.refused is Refused.RATE:
+        count, _, period = plan.rate.text.partition("/")
+        retry_after = max(1, -(-admission.retry_after_ms // 1000))
+        return errors.rate_limited(f"{count} requests per {_RATE_NAMES[period]}", retry_after)
+    limit = plan.limits[admission.limit]
     cents = Decimal("0.01")
     spent = units_to_usd(admission.spent_units).quantize(cents)
     held = units_to_usd(admission.reserved_units).quantize(cents)
-    return errors.quota_used_up(
-        f"{spent:.2f}", state.quota_limit_usd, held=f"{held:.2f}" if held else None
+    held_text = f"{held:.2f}" if held else None
+    if limit.kind == "quota":
+        return errors.quota_used_up(f"{spent:.2f}", state.quota_limit_usd, held=held_text)
+    limit_usd = units_to_usd(limit.limit_units).quantize(cents)
+    return errors.spend_limit_reached(
+        _LIMIT_NAMES[limit.kind].format(team=state.team_name),
+        spent=f"{spent:.2f}",
+        limit=f"{limit_usd:.2f}",
+        held=held_text,
+        resets_at=limit.counter.end.astimezone(zone(state.time_zone)),
     )
+
+
+# What a refusal calls each limit (its first word capitalised when it opens a sentence).
+_LIMIT_NAMES = {
+    "daily": "the daily limit of this key",
+    "weekly": "the weekly limit of this key",
+    "monthly": "the monthly limit of this key",
+    "member": "your monthly cap in team {team}",
+    "team": "team {team}'s monthly budget",
+}
 
 
 def lower_output(

@@ -26,7 +26,12 @@ async def record(store: Store, exchange: Exchange, passed: gate.Passed, usage: U
     """Record the request's one usage event (which releases its quota reservation)."""
     record = _usage_record(exchange, passed, usage, status=exchange.status or 502)
     try:
-        await store.record(record, hold_id=passed.hold_id, checkpointed=exchange.checkpointed)
+        await store.record(
+            record,
+            hold_id=passed.hold_id,
+            targets=passed.targets(record.created_at),
+            checkpointed=exchange.checkpointed,
+        )
     except Exception:
         logger.exception(
             "Could not record usage of key %s (%s, $%s)",
@@ -41,7 +46,9 @@ async def checkpoint(store: Store, exchange: Exchange, passed: gate.Passed, usag
     worker die before recording it whole. A checkpoint that cannot be kept is skipped."""
     record = _usage_record(exchange, passed, dataclasses.replace(usage), status=502)
     try:
-        await store.checkpoint(record, hold_id=passed.hold_id)
+        await store.checkpoint(
+            record, hold_id=passed.hold_id, targets=passed.targets(record.created_at)
+        )
     except RedisError as error:
         logger.warning("Could not checkpoint a stream of key %s (%s)", record.key_id, error)
         return

@@ -19,16 +19,19 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from billing.windows import Targets
+
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 
-# A spooled record: its JSON (billing.ledger.UsageRecord.to_json) and its reservation's id.
-Entry = tuple[str, str]
+# A spooled record: its JSON (billing.ledger.UsageRecord.to_json), its reservation's id and
+# the totals and reservations recording it touches.
+Entry = tuple[str, str, Targets]
 
 
 class Spool:
-    def __init__(self, folder: Path, send: Callable[[str, str], Awaitable[None]]) -> None:
+    def __init__(self, folder: Path, send: Callable[[str, str, Targets], Awaitable[None]]) -> None:
         self.folder = folder
         self._send = send
         self._pending: list[Entry] = []
@@ -46,9 +49,9 @@ class Spool:
         """Records are waiting, or the file is still being brought up to date."""
         return self._draining is not None
 
-    async def keep(self, record_json: str, hold_id: str) -> None:
+    async def keep(self, record_json: str, hold_id: str, targets: Targets) -> None:
         """Keep a record that could not be sent; it is sent again from a background task."""
-        entry = (record_json, hold_id)
+        entry = (record_json, hold_id, targets)
         async with self._file_lock:
             if not self._adopted:
                 self._adopted = True
@@ -61,8 +64,8 @@ class Spool:
     def _append(self, entries: list[Entry]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as spool:
-            for record_json, hold_id in entries:
-                spool.write(json.dumps({"e": record_json, "hold": hold_id}) + "\n")
+            for entry in entries:
+                spool.write(_line(entry))
 
     def _adopt_orphans(self) -> list[Entry]:
         """Take over the spool files of relay processes of this host that are gone."""
@@ -89,9 +92,9 @@ class Spool:
             while self._pending:
                 await asyncio.sleep(RETRY_SECONDS)
                 sent = 0
-                for record_json, hold_id in self._pending:
+                for entry in self._pending:
                     try:
-                        await self._send(record_json, hold_id)
+                        await self._send(*entry)
                     except Exception as error:
                         logger.warning(
                             "Spooled usage still cannot be recorded (%s); %d waiting",
@@ -115,9 +118,15 @@ class Spool:
             return
         fresh = self.path.with_suffix(".tmp")
         with fresh.open("w", encoding="utf-8") as spool:
-            for record_json, hold_id in self._pending:
-                spool.write(json.dumps({"e": record_json, "hold": hold_id}) + "\n")
+            for entry in self._pending:
+                spool.write(_line(entry))
         fresh.replace(self.path)
+
+
+def _line(entry: Entry) -> str:
+    record_json, hold_id, targets = entry
+    data = {"e": record_json, "hold": hold_id, "n": targets.counters, "h": targets.holds}
+    return json.dumps(data) + "\n"
 
 
 def _read(path: Path) -> list[Entry]:
@@ -125,7 +134,11 @@ def _read(path: Path) -> list[Entry]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             data = json.loads(line)
-            entries.append((data["e"], data["hold"]))
+            if "n" in data:
+                targets = Targets(tuple(data["n"]), tuple(data["h"]))
+            else:  # Spooled by an earlier release: its key's total and reservations.
+                targets = Targets.of_key(json.loads(data["e"])["key_id"])
+            entries.append((data["e"], data["hold"], targets))
         except (ValueError, KeyError, TypeError):
             # Only a line cut short by a crash mid-write can be unreadable.
             logger.error("Spooled usage line could not be read, dropped: %r", line[:200])

@@ -39,42 +39,100 @@ from django.db import close_old_connections
 
 from billing import ledger, services
 from billing.refusals import Refusal
+from billing.windows import Counter, Targets
 from core import keyspace
 from keys.cache import key_state_generation, put_key_state_if_current
 
-from .quota import Admission, Plan
+from .quota import Admission, Plan, Refused
 from .redis_client import RedisClient, RedisError, RedisReplyError
 from .spool import Spool
 
 logger = logging.getLogger(__name__)
 
 
-# KEYS: total, reservations. ARGV: hold id, estimate, limit, now, deadline, hold seconds,
-# minimum. Returns {-1} when the total is missing (the caller rebuilds it), else {admitted,
-# spent, reserved, held}: the estimate is held if the limit leaves room for it, else what is
-# left if that is at least the minimum. Expired reservations (a killed worker's) are dropped
-# on the way.
+# KEYS: the limits' running totals (n), the reservation hashes the hold goes into (h; the
+# key's first: its live entries are the requests in flight), the key's rate log. ARGV: hold id,
+# estimate, minimum, now, deadline, hold seconds, n, h, max concurrency (0: none), rate count
+# (0: none), rate period (ms), this worker's id, the prefix of workers' liveness keys, then per
+# limit: its limit and the index (1..h) of the hash its reservations are in.
+# Returns {-1, i...}: these totals are missing (the caller rebuilds them); {0, i, spent,
+# reserved}: limit i cannot pay; {2, in flight}: the concurrency is full; {3, ms}: the rate is
+# used up for that long; {1, held}: admitted, `held` reserved in every hash, the request in the
+# rate's log. Reservations past their deadline or of a worker that has died are dropped on the
+# way (so a killed worker frees its key's slots within seconds, not at its deadline).
 _ADMIT = """
-local spent = redis.call('GET', KEYS[1])
-if not spent then return {-1, 0, 0, 0} end
-spent = tonumber(spent)
-local now = tonumber(ARGV[4])
-local reserved = 0
-local entries = redis.call('HGETALL', KEYS[2])
-for i = 1, #entries, 2 do
-  local amount, deadline = string.match(entries[i + 1], '^(%d+):(%d+)$')
-  if tonumber(deadline) < now then
-    redis.call('HDEL', KEYS[2], entries[i])
-  else
-    reserved = reserved + tonumber(amount)
-  end
+local n, h = tonumber(ARGV[7]), tonumber(ARGV[8])
+local spent, missing = {}, {-1}
+for i = 1, n do
+  local value = redis.call('GET', KEYS[i])
+  if value then spent[i] = tonumber(value) else missing[#missing + 1] = i end
 end
-local left = tonumber(ARGV[3]) - spent - reserved
-local held = math.min(tonumber(ARGV[2]), left)
-if left <= 0 or held < tonumber(ARGV[7]) then return {0, spent, reserved, 0} end
-redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', held) .. ':' .. ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-return {1, spent, reserved, held}
+if #missing > 1 then return missing end
+local now = tonumber(ARGV[4])
+local alive, reserved, live = {[ARGV[12]] = true}, {}, {}
+for j = 1, h do
+  local name = KEYS[n + j]
+  local sum, count = 0, 0
+  local entries = redis.call('HGETALL', name)
+  for e = 1, #entries, 2 do
+    local amount, deadline, worker = string.match(entries[e + 1], '^(%d+):(%d+):?(.*)$')
+    local gone = amount == nil or tonumber(deadline) < now
+    if not gone and worker ~= '' then
+      if alive[worker] == nil then
+        alive[worker] = redis.call('EXISTS', ARGV[13] .. worker) == 1
+      end
+      gone = not alive[worker]
+    end
+    if gone then
+      redis.call('HDEL', name, entries[e])
+    else
+      sum = sum + tonumber(amount)
+      count = count + 1
+    end
+  end
+  reserved[j], live[j] = sum, count
+end
+local estimate, minimum = tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = estimate
+for i = 1, n do
+  local j = tonumber(ARGV[13 + 2 * i])
+  local left = tonumber(ARGV[12 + 2 * i]) - spent[i] - reserved[j]
+  if left <= 0 or math.min(estimate, left) < minimum then
+    return {0, i, spent[i], reserved[j]}
+  end
+  if left < held then held = left end
+end
+local most = tonumber(ARGV[9])
+if most > 0 and live[1] >= most then return {2, live[1]} end
+local count = tonumber(ARGV[10])
+if count > 0 then
+  local log = KEYS[n + h + 1]
+  local period = tonumber(ARGV[11])
+  local time = redis.call('TIME')
+  local ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', ms - period)
+  -- Counted once per request: an admission given back and made again (proxy.gate's Guess)
+  -- keeps its place.
+  if not redis.call('ZSCORE', log, ARGV[1]) and redis.call('ZCARD', log) >= count then
+    local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
+    return {3, tonumber(oldest[2]) + period - ms}
+  end
+  redis.call('ZADD', log, ms, ARGV[1])
+  redis.call('PEXPIRE', log, period)
+end
+local entry = string.format('%d', held) .. ':' .. ARGV[5] .. ':' .. ARGV[12]
+for j = 1, h do
+  redis.call('HSET', KEYS[n + j], ARGV[1], entry)
+  redis.call('EXPIRE', KEYS[n + j], ARGV[6])
+end
+return {1, held}
+"""
+
+# KEYS: the reservation hashes. ARGV: hold id. Gives back an admission's reservations (not
+# its place in the rate: a request refused after its admission, or cancelled, still counts).
+_RELEASE = """
+for i = 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[1]) end
+return 1
 """
 
 # KEYS: snapshot, generation. ARGV: snapshot, seconds, the generation read before the database
@@ -86,17 +144,22 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# KEYS: stream, total, reservations, checkpoints. ARGV: event JSON, charge, hold id, whether
-# the request wrote a checkpoint, the endpoint (beside the JSON: see UsageRecord.to_json; an
-# earlier release's ingest reads "e" only). One atomic step: the event is durable in the
-# stream exactly when its charge is in the total. A request whose checkpoint is gone although
-# it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints): not
-# billed twice.
+# KEYS: stream, checkpoints, the running totals the charge raises (ARGV[6] of them), then the
+# reservation hashes the hold is released from. ARGV: event JSON, charge, hold id, whether the
+# request wrote a checkpoint, the endpoint (beside the JSON: see UsageRecord.to_json; an
+# earlier release's ingest reads "e" only), how many totals. One atomic step: the event is
+# durable in the stream exactly when its charge is in the totals (each only if it exists: a
+# missing one is rebuilt from the database and the stream). A request whose checkpoint is gone
+# although it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints):
+# not billed twice.
 _RECORD = """
-if redis.call('HDEL', KEYS[4], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
+if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], ARGV[2]) end
-redis.call('HDEL', KEYS[3], ARGV[3])
+local totals = 2 + tonumber(ARGV[6])
+for i = 3, totals do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2]) end
+end
+for i = totals + 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[3]) end
 return 1
 """
 
@@ -122,6 +185,7 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.redis = RedisClient(url)
         self._admit = self.redis.script(_ADMIT)
+        self._release = self.redis.script(_RELEASE)
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
         self._count_refusal = self.redis.script(_COUNT_REFUSAL)
@@ -145,16 +209,19 @@ class RedisStore:
         )
         return stored == 1
 
-    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
-        """None when the key's running total is not in the cache (the caller rebuilds it)."""
-        keys, args = _admission_call(plan, hold_id)
+    async def admit(self, plan: Plan, hold_id: str) -> Admission:
+        """Admission.missing names the running totals not in the cache (the caller rebuilds
+        them and asks again)."""
+        await self._keep_alive_started()
+        keys, args = self._admission_call(plan, hold_id)
         return _admission(await self._admit(keys=keys, args=args))
 
     async def get_key_state_and_admit(
         self, digest: str, plan: Plan, hold_id: str
-    ) -> tuple[bytes | None, Admission | None]:
+    ) -> tuple[bytes | None, Admission]:
         """The snapshot read and the admission, sent together: one round trip."""
-        keys, args = _admission_call(plan, hold_id)
+        await self._keep_alive_started()
+        keys, args = self._admission_call(plan, hold_id)
         raw, reply = await self.redis.execute_together(
             ("GET", keyspace.snapshot(digest)), self._admit.command(keys=keys, args=args)
         )
@@ -162,24 +229,56 @@ class RedisStore:
             raise raw
         return raw, _admission(await self._admit.result(reply, keys=keys, args=args))
 
-    async def release(self, *, key_id: int, hold_id: str) -> None:
-        await self.redis.execute("HDEL", keyspace.reservations(key_id), hold_id)
+    def _admission_call(self, plan: Plan, hold_id: str) -> tuple[list[str], list[str | int]]:
+        now = int(time.time())
+        rate = plan.rate
+        keys = [limit.counter.name for limit in plan.limits]
+        keys += plan.holds
+        keys.append(keyspace.rate(plan.key_id))
+        args = [
+            hold_id,
+            plan.estimate_units,
+            plan.minimum_units,
+            now,
+            now + plan.hold_seconds,
+            plan.hold_seconds,
+            len(plan.limits),
+            len(plan.holds),
+            plan.max_concurrency,
+            rate.count if rate else 0,
+            rate.period_ms if rate else 0,
+            self.worker_id,
+            keyspace.RELAY_ALIVE_PREFIX,
+        ]
+        for limit in plan.limits:
+            args += [limit.limit_units, plan.holds.index(limit.counter.holds) + 1]
+        return keys, args
+
+    async def release(self, plan: Plan, hold_id: str) -> None:
+        if plan.holds:
+            await self._release(keys=list(plan.holds), args=[hold_id])
 
     async def record(
-        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+        self,
+        record: ledger.UsageRecord,
+        *,
+        hold_id: str,
+        targets: Targets | None = None,
+        checkpointed: bool = False,
     ) -> None:
-        """Append the usage, raise the running total and release the request's hold, in one
+        """Append the usage, raise the running totals and release the request's hold, in one
         script; if Redis cannot take it, the record waits in the spool (proxy.spool)."""
         record_json = record.to_json()
+        targets = targets or Targets.of_key(record.key_id)
         try:
-            recorded = await self._send_record(record, record_json, hold_id, checkpointed)
+            recorded = await self._send_record(record, record_json, hold_id, targets, checkpointed)
         except RedisError as error:
             logger.warning(
                 "Could not record usage of key %s in Redis (%s); spooled on disk",
                 record.key_id,
                 error,
             )
-            await self.spool.keep(record_json, hold_id)
+            await self.spool.keep(record_json, hold_id, targets)
             return
         if not recorded:
             logger.warning(
@@ -197,21 +296,31 @@ class RedisStore:
             args=[keyspace.REFUSALS_PREFIX, refusal.field(), keyspace.REFUSAL_COUNT_SECONDS],
         )
 
-    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+    async def checkpoint(
+        self, record: ledger.UsageRecord, *, hold_id: str, targets: Targets | None = None
+    ) -> None:
         """Keep what a stream has used so far, to be billed if this worker dies before it
         records the whole (billing.ledger.reap_checkpoints)."""
-        if self._alive is None:
-            await self._renew_alive()  # Alive before its first checkpoint can be seen.
-            self._alive = asyncio.get_running_loop().create_task(self._keep_alive())
+        await self._keep_alive_started()
+        targets = targets or Targets.of_key(record.key_id)
         checkpoint = {
             "w": self.worker_id,
             "k": record.key_id,
             "c": record.charge_units,
             "e": record.to_json(),
+            "n": targets.counters,
+            "h": targets.holds,
         }
         await self.redis.execute(
             "HSET", keyspace.CHECKPOINTS, hold_id, json.dumps(checkpoint, separators=(",", ":"))
         )
+
+    async def _keep_alive_started(self) -> None:
+        """This worker is alive before its first reservation or checkpoint can be seen (an
+        admission drops the reservations of workers that are not)."""
+        if self._alive is None:
+            await self._renew_alive()
+            self._alive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     async def _renew_alive(self) -> None:
         await self.redis.execute(
@@ -231,21 +340,25 @@ class RedisStore:
         record: ledger.UsageRecord,
         record_json: str,
         hold_id: str,
+        targets: Targets,
         checkpointed: bool = False,
     ) -> bool:
         recorded = await self._record(
-            keys=[
-                keyspace.USAGE_STREAM,
-                keyspace.spend_total(record.key_id),
-                keyspace.reservations(record.key_id),
-                keyspace.CHECKPOINTS,
+            keys=[keyspace.USAGE_STREAM, keyspace.CHECKPOINTS, *targets.counters, *targets.holds],
+            args=[
+                record_json,
+                record.charge_units,
+                hold_id,
+                int(checkpointed),
+                record.endpoint,
+                len(targets.counters),
             ],
-            args=[record_json, record.charge_units, hold_id, int(checkpointed), record.endpoint],
         )
         return recorded == 1
 
-    async def _send_spooled(self, record_json: str, hold_id: str) -> None:
-        await self._send_record(ledger.UsageRecord.from_json(record_json), record_json, hold_id)
+    async def _send_spooled(self, record_json: str, hold_id: str, targets: Targets) -> None:
+        record = ledger.UsageRecord.from_json(record_json)
+        await self._send_record(record, record_json, hold_id, targets)
 
     async def close(self) -> None:
         if self._alive is not None:
@@ -253,25 +366,19 @@ class RedisStore:
         await self.redis.close()
 
 
-def _admission_call(plan: Plan, hold_id: str) -> tuple[list[str], list[str | int]]:
-    now = int(time.time())
-    keys = [keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)]
-    args = [
-        hold_id,
-        plan.estimate_units,
-        plan.limit_units,
-        now,
-        now + plan.hold_seconds,
-        plan.hold_seconds,
-        plan.minimum_units,
-    ]
-    return keys, args
-
-
-def _admission(reply: list) -> Admission | None:
-    if reply[0] == -1:
-        return None
-    return Admission(bool(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
+def _admission(reply: list) -> Admission:
+    status = int(reply[0])
+    if status == -1:
+        return Admission(False, missing=tuple(int(index) - 1 for index in reply[1:]))
+    if status == 1:
+        return Admission(True, held_units=int(reply[1]))
+    if status == 0:
+        return Admission(
+            False, int(reply[2]), int(reply[3]), refused=Refused.SPEND, limit=int(reply[1]) - 1
+        )
+    if status == 2:
+        return Admission(False, refused=Refused.CONCURRENCY, in_flight=int(reply[1]))
+    return Admission(False, refused=Refused.RATE, retry_after_ms=int(reply[1]))
 
 
 # The most records the embedded writer writes in one transaction (as ingest's batches).
@@ -279,13 +386,15 @@ WRITE_BATCH = 1000
 
 
 class LocalStore:
-    """One process: snapshots and totals in Django's local-memory cache, reservations here, and
-    usage records queued here until this store's one writer task writes them."""
+    """One process: snapshots and totals in Django's local-memory cache, reservations and rate
+    logs here, and usage records queued here until this store's one writer task writes them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # key id -> request id -> (estimate, deadline)
-        self._reservations: dict[int, dict[str, tuple[int, float]]] = {}
+        # reservation hash name -> hold id -> (amount, deadline), as Redis's hashes
+        self._reservations: dict[str, dict[str, tuple[int, float]]] = {}
+        # key id -> hold id -> when it was admitted (monotonic seconds): the rate's log
+        self._rate_logs: dict[int, dict[str, float]] = {}
         self._totals = ledger.local_totals()
         self._queue: list[ledger.UsageRecord] = []
         # (minute, refusal) -> count: each minute's refusals counted in this process, which is
@@ -304,40 +413,74 @@ class LocalStore:
     async def put_key_state(self, digest: str, raw: bytes, seconds: int, generation: int) -> bool:
         return put_key_state_if_current(digest, raw, seconds, generation)
 
-    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
-        key_id = plan.key_id
-        spent = ledger.spend_total(key_id)
-        if spent is None:
-            return None
+    async def admit(self, plan: Plan, hold_id: str) -> Admission:
+        """As RedisStore's admission script, in this process (see _ADMIT)."""
+        spent = [self._totals.get(limit.counter.name) for limit in plan.limits]
+        missing = tuple(index for index, units in enumerate(spent) if units is None)
+        if missing:
+            return Admission(False, missing=missing)
         now = time.monotonic()
         with self._lock:
-            held = self._reservations.setdefault(key_id, {})
-            for held_id, (_, deadline) in list(held.items()):
-                if deadline < now:
-                    del held[held_id]
-            reserved = sum(amount for amount, _ in held.values())
-            left = plan.limit_units - spent - reserved
-            amount = min(plan.estimate_units, left)
-            if left <= 0 or amount < plan.minimum_units:
-                return Admission(False, spent, reserved)
-            held[hold_id] = (amount, now + plan.hold_seconds)
-        return Admission(True, spent, reserved, amount)
+            reserved = {}
+            for name in plan.holds:
+                held = self._reservations.setdefault(name, {})
+                for held_id, (_, deadline) in list(held.items()):
+                    if deadline < now:
+                        del held[held_id]
+                reserved[name] = sum(amount for amount, _ in held.values())
+            amount = plan.estimate_units
+            for index, limit in enumerate(plan.limits):
+                others = reserved[limit.counter.holds]
+                left = limit.limit_units - spent[index] - others
+                if left <= 0 or min(plan.estimate_units, left) < plan.minimum_units:
+                    return Admission(
+                        False, spent[index], others, refused=Refused.SPEND, limit=index
+                    )
+                amount = min(amount, left)
+            if plan.max_concurrency:
+                in_flight = len(self._reservations[plan.holds[0]])
+                if in_flight >= plan.max_concurrency:
+                    return Admission(False, refused=Refused.CONCURRENCY, in_flight=in_flight)
+            if plan.rate is not None:
+                log = self._rate_logs.setdefault(plan.key_id, {})
+                period = plan.rate.period_ms / 1000
+                for logged_id, at in list(log.items()):
+                    if at <= now - period:
+                        del log[logged_id]
+                if hold_id not in log and len(log) >= plan.rate.count:
+                    wait = min(log.values()) + period - now
+                    return Admission(False, refused=Refused.RATE, retry_after_ms=int(wait * 1000))
+                log[hold_id] = now
+            for name in plan.holds:
+                self._reservations[name][hold_id] = (amount, now + plan.hold_seconds)
+        return Admission(True, held_units=amount)
 
     async def get_key_state_and_admit(
         self, digest: str, plan: Plan, hold_id: str
-    ) -> tuple[bytes | None, Admission | None]:
+    ) -> tuple[bytes | None, Admission]:
         return await self.get_key_state(digest), await self.admit(plan, hold_id)
 
-    async def release(self, *, key_id: int, hold_id: str) -> None:
+    async def release(self, plan: Plan, hold_id: str) -> None:
         with self._lock:
-            self._reservations.get(key_id, {}).pop(hold_id, None)
+            self._release(plan.holds, hold_id)
+
+    def _release(self, holds: tuple[str, ...], hold_id: str) -> None:
+        for name in holds:
+            self._reservations.get(name, {}).pop(hold_id, None)
 
     async def record(
-        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+        self,
+        record: ledger.UsageRecord,
+        *,
+        hold_id: str,
+        targets: Targets | None = None,
+        checkpointed: bool = False,
     ) -> None:
-        # Counted in the total before it waits (the ledger counts it until it is written).
-        self._totals.count(record, [keyspace.spend_total(record.key_id)])
-        await self.release(key_id=record.key_id, hold_id=hold_id)
+        targets = targets or Targets.of_key(record.key_id)
+        # Counted in the totals before it waits (the ledger counts it until it is written).
+        self._totals.count(record, targets.counters)
+        with self._lock:
+            self._release(targets.holds, hold_id)
         # The response has been sent; the row is written by the writer task, off the event
         # loop, and the request does not wait for it.
         self._queue.append(record)
@@ -349,7 +492,9 @@ class LocalStore:
         self._refusals_changed = True
         self._start_writer()
 
-    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+    async def checkpoint(
+        self, record: ledger.UsageRecord, *, hold_id: str, targets: Targets | None = None
+    ) -> None:
         """Nothing to keep: one process, and reservations die with it."""
 
     def _start_writer(self) -> None:
@@ -417,28 +562,37 @@ class Store(Protocol):
         """Store the snapshot unless the key changed since `generation` was read."""
         ...
 
-    async def admit(self, plan: Plan, hold_id: str) -> Admission | None:
-        """Reserve the plan's estimate under `hold_id`; None when the key's running total is
-        not in the cache (the caller rebuilds it)."""
+    async def admit(self, plan: Plan, hold_id: str) -> Admission:
+        """Admit the request against every limit of the plan in one atomic step, reserving its
+        estimate under `hold_id`; Admission.missing names running totals not in the cache
+        (the caller rebuilds them and asks again)."""
         ...
 
     async def get_key_state_and_admit(
         self, digest: str, plan: Plan, hold_id: str
-    ) -> tuple[bytes | None, Admission | None]:
+    ) -> tuple[bytes | None, Admission]:
         """get_key_state and admit together: one round trip where there is a round trip."""
         ...
 
-    async def release(self, *, key_id: int, hold_id: str) -> None:
-        """Give back the reservation `hold_id`, if the key holds it."""
+    async def release(self, plan: Plan, hold_id: str) -> None:
+        """Give back the admission `hold_id`'s reservations (its place in the rate stays)."""
         ...
 
     async def record(
-        self, record: ledger.UsageRecord, *, hold_id: str, checkpointed: bool = False
+        self,
+        record: ledger.UsageRecord,
+        *,
+        hold_id: str,
+        targets: Targets | None = None,
+        checkpointed: bool = False,
     ) -> None:
-        """Record the usage and release the request's reservation."""
+        """Record the usage, raising `targets`' totals and releasing the request's hold there
+        (by default its key's lifetime total and reservations)."""
         ...
 
-    async def checkpoint(self, record: ledger.UsageRecord, *, hold_id: str) -> None:
+    async def checkpoint(
+        self, record: ledger.UsageRecord, *, hold_id: str, targets: Targets | None = None
+    ) -> None:
         """Keep what a stream has used so far (billing.ledger.reap_checkpoints)."""
         ...
 
@@ -453,8 +607,9 @@ def make_store() -> Store:
     return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStore()
 
 
-async def rebuild_spend_total(key_id: int) -> None:
-    await run_db(ledger.spend_total_rebuild, key_id)
+async def rebuild_counters(counters: list[Counter]) -> None:
+    """Rebuild missing running totals from the database, in one thread hop."""
+    await run_db(lambda: [ledger.counter_rebuild(counter) for counter in counters])
 
 
 async def run_db(function, *args):

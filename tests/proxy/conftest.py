@@ -19,7 +19,10 @@ from django.conf import settings
 
 from billing.models import ModelPrice, UsageEvent
 from billing.services import ingest_usage_stream
+from billing.windows import Counter, Scope
+from core import keyspace
 from keys.models import Membership
+from proxy.quota import Limit, Plan
 from proxy.services import channel_upsert
 from tests.factories import GroupFactory, MembershipFactory, make_key
 
@@ -163,3 +166,18 @@ def usage_events(timeout: float = 5.0, *, count: int = 1, **filters) -> list[Usa
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.02)
+
+
+def quota_plan(
+    key_id: int, *, limit_units: int, estimate_units: int, minimum_units: int = 1
+) -> Plan:
+    """An admission against a key's lifetime quota alone."""
+    lifetime = Counter(Scope.KEY, 0, key_id)
+    return Plan(
+        key_id=key_id,
+        limits=(Limit("quota", lifetime, limit_units),),
+        estimate_units=estimate_units,
+        minimum_units=minimum_units,
+        hold_seconds=60,
+        holds=(keyspace.reservations(key_id),),
+    )

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from billing.ledger import UsageRecord
+from billing.windows import Targets
 from core import keyspace
 from proxy.spool import Spool
 from proxy.store import RedisStore
@@ -98,32 +99,40 @@ def _dead_pid() -> int:
     return child.pid
 
 
+TARGETS = Targets(("total-a", "total-b"), ("holds-a",))
+
+
 def test_a_spool_left_by_an_ended_process_is_taken_over_and_sent_in_order(tmp_path):
-    sent: list[tuple[str, str]] = []
+    sent: list[tuple[str, str, Targets]] = []
 
-    async def send(record_json: str, hold_id: str) -> None:
-        sent.append((record_json, hold_id))
+    async def send(record_json: str, hold_id: str, targets: Targets) -> None:
+        sent.append((record_json, hold_id, targets))
 
+    earlier_release = '{"key_id":7,"team_id":1}'  # its lines name no totals: its key's
     orphan = tmp_path / f"usage-{_dead_pid()}.jsonl"
     orphan.write_text(
-        json.dumps({"e": "first", "hold": "h1"})
+        json.dumps({"e": earlier_release, "hold": "h1"})
         + "\n"
-        + json.dumps({"e": "second", "hold": "h2"})
+        + json.dumps({"e": "second", "hold": "h2", "n": ["total-a", "total-b"], "h": ["holds-a"]})
         + "\n"
         + '{"e": "cut short by a cr'  # the process died mid-write
     )
     living = tmp_path / f"usage-{os.getppid()}.jsonl"  # a live process's: not taken
-    living.write_text(json.dumps({"e": "theirs", "hold": "h9"}) + "\n")
+    living.write_text(json.dumps({"e": "theirs", "hold": "h9", "n": [], "h": []}) + "\n")
 
     async def scenario():
         spool = Spool(tmp_path, send)
-        await spool.keep("third", "h3")
+        await spool.keep("third", "h3", TARGETS)
         while spool.draining:
             await asyncio.sleep(0.01)
 
     asyncio.run(scenario())
 
-    assert sent == [("first", "h1"), ("second", "h2"), ("third", "h3")]
+    assert sent == [
+        (earlier_release, "h1", Targets.of_key(7)),
+        ("second", "h2", TARGETS),
+        ("third", "h3", TARGETS),
+    ]
     assert not orphan.exists()
     assert living.exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == [living.name]
@@ -134,7 +143,7 @@ def test_records_wait_in_order_while_sending_fails(tmp_path, monkeypatch):
     failures = 3
     sent: list[str] = []
 
-    async def send(record_json: str, hold_id: str) -> None:
+    async def send(record_json: str, hold_id: str, targets: Targets) -> None:
         nonlocal failures
         if failures:
             failures -= 1
@@ -143,8 +152,8 @@ def test_records_wait_in_order_while_sending_fails(tmp_path, monkeypatch):
 
     async def scenario():
         spool = Spool(tmp_path, send)
-        await spool.keep("a", "1")
-        await spool.keep("b", "2")
+        await spool.keep("a", "1", TARGETS)
+        await spool.keep("b", "2", TARGETS)
         on_disk = (tmp_path / f"usage-{os.getpid()}.jsonl").read_text().splitlines()
         while spool.draining:
             await asyncio.sleep(0.01)

@@ -16,9 +16,11 @@ from billing.services import ingest_usage_stream, recording
 from billing.windows import Counter, Scope
 from core import keyspace
 from keys.models import ApiKey
-from proxy.quota import Admission, Plan
+from proxy.quota import Admission, Refused
 from proxy.store import LocalStore, RedisStore, run_db
 from tests.billing.factories import usage_record
+
+from .conftest import quota_plan
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
 embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
@@ -51,9 +53,7 @@ def test_hundreds_of_concurrent_commands_all_succeed():
 def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     """The admission script sent by its SHA-1 next to the snapshot read; after a Redis restart
     (SCRIPT FLUSH here) it is loaded again and the admission still made, exactly once."""
-    plan = Plan(
-        key_id=987_654, limit_units=1_000, estimate_units=300, minimum_units=1, hold_seconds=60
-    )
+    plan = quota_plan(987_654, limit_units=1_000, estimate_units=300)
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
@@ -74,9 +74,9 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
 
     first, second, held = asyncio.run(scenario())
 
-    assert first == (b'{"a":1}', Admission(True, 500, 0, 300))
+    assert first == (b'{"a":1}', Admission(True, held_units=300))
     # 500 spent + req_1's 300 held leave 200 of 1,000: req_2 is admitted holding those 200.
-    assert second == (b'{"a":1}', Admission(True, 500, 300, 200))
+    assert second == (b'{"a":1}', Admission(True, held_units=200))
     assert held == [b"req_1", b"req_2"]
 
 
@@ -122,9 +122,7 @@ def test_the_relay_and_the_ledger_share_one_running_total(issued):
     and reconciles it, and ingest writes what the relay appended: one set of names, and
     integers as Redis itself stores them (no serializer in between)."""
     key = issued.key
-    plan = Plan(
-        key_id=key.pk, limit_units=10**8, estimate_units=10**6, minimum_units=1, hold_seconds=60
-    )
+    plan = quota_plan(key.pk, limit_units=10**8, estimate_units=10**6)
     record = usage_record(key, charged="0.25", request_id="req_shared")
 
     async def scenario():
@@ -143,11 +141,11 @@ def test_the_relay_and_the_ledger_share_one_running_total(issued):
 
     missing, rebuilt, admitted, after_record, forgotten = asyncio.run(scenario())
 
-    assert missing is None
+    assert missing == Admission(False, missing=(0,))
     assert rebuilt == 0
-    assert admitted == Admission(True, 0, 0, 10**6)
+    assert admitted == Admission(True, held_units=10**6)
     assert after_record == ledger.usd_to_units(Decimal("0.25"))
-    assert forgotten is None
+    assert forgotten == Admission(False, missing=(0,))
     assert ingest_usage_stream() == 1
     assert UsageEvent.objects.get().request_id == "req_shared"
 
@@ -213,12 +211,11 @@ def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
     total still counts them, so the quota refuses what it cannot pay for."""
     writes = BlockedWrites(monkeypatch)
     key_id = issued.key.pk
-    plan = Plan(
-        key_id=key_id,
+    plan = quota_plan(
+        key_id,
         limit_units=ledger.usd_to_units(Decimal("1")),
         estimate_units=ledger.usd_to_units(Decimal("0.30")),
         minimum_units=ledger.usd_to_units(Decimal("0.01")),
-        hold_seconds=60,
     )
 
     async def scenario():
@@ -242,8 +239,10 @@ def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
     spent = ledger.usd_to_units(Decimal("0.75"))
     assert rebuilt == rebuilt_after_writes == spent
     # $0.25 left: the first request holds it all, and the second finds nothing left.
-    assert first == Admission(True, spent, 0, ledger.usd_to_units(Decimal("0.25")))
-    assert second == Admission(False, spent, ledger.usd_to_units(Decimal("0.25")))
+    assert first == Admission(True, held_units=ledger.usd_to_units(Decimal("0.25")))
+    assert second == Admission(
+        False, spent, ledger.usd_to_units(Decimal("0.25")), refused=Refused.SPEND
+    )
     assert UsageEvent.objects.filter(key_id=key_id).count() == 3
 
 
