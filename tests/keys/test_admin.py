@@ -39,7 +39,7 @@ ISSUED_KEY_ROW = re.compile(
     r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>',
     re.DOTALL,
 )
-GONE = '<p class="errornote">This secret was shown once.</p>'
+GONE = "<h1>This secret was shown once.</h1>"
 GONE_KEY = (
     "<p>If you did not copy it, rotate the key to get a new one. "
     "Nothing was created or changed by opening this page again.</p>"
