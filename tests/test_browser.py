@@ -4,8 +4,9 @@
 A lead signs in, creates a key and reads it and the base URL from the page as a user would,
 calls the relay with the official anthropic SDK, disables the key on the edit page (refused),
 enables it again, sets a quota and an expiry, and checks the key list. A lead limits a member's
-key, which the member cannot undo. On failure the edit page is saved as a screenshot in
-test-artifacts/.
+key, which the member cannot undo. Staff rotate keys in bulk in the admin and read the new
+secrets once; a reload shows they are gone and rotates nothing. On failure the edit page is
+saved as a screenshot in test-artifacts/.
 """
 
 import os
@@ -22,10 +23,10 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from billing.models import ModelPrice
-from keys.models import Membership
+from keys.models import Group, Membership
 from proxy.services import channel_upsert
 
-from .factories import GroupFactory, MembershipFactory, TeamFactory
+from .factories import GroupFactory, MembershipFactory, TeamFactory, UserFactory, make_key
 from .refusal_counts import refusal_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -278,6 +279,61 @@ def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id
         expect(page.locator("tr.requests__refusal")).to_contain_text("403")
     except BaseException:
         _save_screenshots(page, edit_url)
+        raise
+
+
+@pytest.fixture
+def old_secrets(acme) -> dict[str, str]:
+    """Two keys of the lead's (name: plaintext) and a superuser to rotate them, made before the
+    browser starts (see lead_id)."""
+    UserFactory(username="staff", is_staff=True, is_superuser=True)
+    lead = acme.memberships.get(role=Membership.Role.LEAD).user
+    group = Group.objects.get(name="CC Official Channel")
+    return {
+        name: make_key(team=acme, owner=lead, group=group, name=name).plaintext
+        for name in ("laptop", "ci-runner")
+    }
+
+
+def test_staff_rotate_keys_in_the_admin_and_read_each_new_secret_once(server, old_secrets, page):
+    """Issue #15's "after create and rotate", in the admin: the POST redirects to a page that
+    shows the new secrets once; a reload (F5) shows they are gone and rotates nothing."""
+    try:
+        page.goto("/admin/")
+        page.get_by_label("Username").fill("staff")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.goto("/admin/keys/apikey/")
+        for name in old_secrets:
+            page.get_by_role(
+                "checkbox", name=re.compile(f"^Select this object for an action - {name} ")
+            ).check()
+        page.get_by_role("combobox", name="Action").select_option("rotate_keys")
+        page.get_by_role("button", name="Go").click()
+        expect(page.get_by_text("Rotate these keys?")).to_be_visible()
+        page.get_by_role("button", name="Yes, rotate").click()
+
+        expect(page).to_have_url(re.compile(r"/admin/keys/apikey/issued/[\w-]+/$"))
+        expect(page.get_by_text("Copy these keys now.")).to_be_visible()
+        new_secrets = {}
+        for name in old_secrets:
+            row = page.locator("tr", has=page.get_by_role("link", name=name, exact=True))
+            new_secrets[name] = row.locator("code.issued-key").inner_text().strip()
+        assert set(new_secrets.values()).isdisjoint(old_secrets.values())
+        for name, secret in new_secrets.items():
+            assert secret.startswith("sk-hc-"), name
+            assert ask(secret, server).content[0].text.startswith("Hello from the HCAI Keys")
+        with pytest.raises(anthropic.AuthenticationError):
+            ask(old_secrets["laptop"], server)
+
+        page.reload()
+        expect(page.get_by_role("heading", name="This secret was shown once.")).to_be_visible()
+        expect(page.locator("code.issued-key")).to_have_count(0)
+        # Nothing was rotated again: the secrets read on the first visit still work.
+        for secret in new_secrets.values():
+            assert ask(secret, server).content[0].text.startswith("Hello from the HCAI Keys")
+    except BaseException:
+        _save_screenshots(page, None)
         raise
 
 

@@ -10,12 +10,13 @@ keys.admin.
 
 from .events import AuditEventAdmin
 from .groups import GroupAdmin, GroupAdminForm, ModelPatternsField
-from .issued import ISSUED_KEYS_TEMPLATE, ISSUED_TOKEN_TEMPLATE
+from .issued import ISSUED_GONE_TEMPLATE, ISSUED_KEYS_TEMPLATE, ISSUED_TOKEN_TEMPLATE
 from .keys import ROTATE_CONFIRMATION_TEMPLATE, ApiKeyAdmin, ApiKeyAdminForm, IpListField
 from .teams import MembershipInline, MembershipInlineForm, MembershipInlineFormSet, TeamAdmin
 from .tokens import ApiTokenAdmin, ApiTokenAdminForm
 
 __all__ = [
+    "ISSUED_GONE_TEMPLATE",
     "ISSUED_KEYS_TEMPLATE",
     "ISSUED_TOKEN_TEMPLATE",
     "ROTATE_CONFIRMATION_TEMPLATE",

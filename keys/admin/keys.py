@@ -19,9 +19,11 @@ from keys import services
 from keys.models import ApiKey
 from keys.services import IssuedKey
 from keys.validators import MAX_ALLOWED_IPS
+from keys.views.show_once import Pending
 
+from .actions import RefuseForbiddenActionsMixin
 from .forms import _add_service_errors
-from .issued import ISSUED_KEYS_TEMPLATE, ShowIssuedSecretOnceMixin, _issued_secrets_response
+from .issued import ISSUED_KEYS_TEMPLATE, ShowIssuedSecretOnceMixin
 from .transactions import ServiceTransactionsMixin
 
 ROTATE_CONFIRMATION_TEMPLATE = "admin/keys/apikey/rotate_confirmation.html"
@@ -125,10 +127,18 @@ class ApiKeyAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.ModelAdmin):
+class ApiKeyAdmin(
+    ServiceTransactionsMixin,
+    ShowIssuedSecretOnceMixin,
+    RefuseForbiddenActionsMixin,
+    admin.ModelAdmin,
+):
     form = ApiKeyAdminForm
+    issued_kind = "key"
     issued_title = "API key created"
+    rotated_title = "API keys rotated"
     issued_template = ISSUED_KEYS_TEMPLATE
+    issued_gone_advice = "If you did not copy it, rotate the key to get a new one."
     list_display = (
         "name",
         "team",
@@ -267,7 +277,16 @@ class ApiKeyAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.Mod
                     "action_checkbox_name": ACTION_CHECKBOX_NAME,
                 },
             )
-        issued = [services.api_key_rotate(key=key, actor=request.user) for key in queryset]
-        return _issued_secrets_response(
-            self, request, issued, title="API keys rotated", template=ISSUED_KEYS_TEMPLATE
+        rotated = [services.api_key_rotate(key=key, actor=request.user) for key in queryset]
+        return self.redirect_to_issued(
+            request,
+            [
+                Pending(
+                    kind=self.issued_kind,
+                    object_id=issued.key.pk,
+                    plaintext=issued.plaintext,
+                    rotated=True,
+                )
+                for issued in rotated
+            ],
         )

@@ -11,6 +11,7 @@ from keys import services
 from keys.models import ApiToken
 from keys.services import IssuedApiToken
 
+from .actions import RefuseForbiddenActionsMixin
 from .forms import _add_service_errors
 from .issued import ISSUED_TOKEN_TEMPLATE, ShowIssuedSecretOnceMixin
 from .transactions import ServiceTransactionsMixin
@@ -49,7 +50,12 @@ class ApiTokenAdminForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.ModelAdmin):
+class ApiTokenAdmin(
+    ServiceTransactionsMixin,
+    ShowIssuedSecretOnceMixin,
+    RefuseForbiddenActionsMixin,
+    admin.ModelAdmin,
+):
     """Staff may create a token for a user and revoke tokens; nothing else changes a token.
 
     A token staff create is shown to them once, like a key they create, for handing over to
@@ -57,8 +63,10 @@ class ApiTokenAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.M
     """
 
     form = ApiTokenAdminForm
+    issued_kind = "token"
     issued_title = "API token created"
     issued_template = ISSUED_TOKEN_TEMPLATE
+    issued_gone_advice = "If you did not copy it, revoke the token and create a new one."
     list_display = (
         "name",
         "user",
@@ -90,7 +98,7 @@ class ApiTokenAdmin(ServiceTransactionsMixin, ShowIssuedSecretOnceMixin, admin.M
         return obj.created_by.get_username()
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
-        # Whichever button is pressed, the answer is the page with the plaintext.
+        # Whichever button is pressed, the answer is the way to the page with the plaintext.
         extra_context = {
             **(extra_context or {}),
             "show_save_and_add_another": False,

@@ -11,7 +11,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from core.keyspace import snapshot_cache_key
@@ -33,6 +33,21 @@ from ..factories import (
 
 ISSUED_KEY = re.compile(r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>')
 ISSUED_TOKEN = re.compile(r'<code class="issued-key">(hcat_[A-Za-z0-9_-]+)</code>')
+# A row of the one-time page: the key's change link and name, then its new plaintext.
+ISSUED_KEY_ROW = re.compile(
+    r'<a href="/admin/keys/apikey/(\d+)/change/">([^<]+)</a></td>.*?'
+    r'<code class="issued-key">(sk-hc-[A-Za-z0-9_-]+)</code>',
+    re.DOTALL,
+)
+GONE = "<h1>This secret was shown once.</h1>"
+GONE_KEY = (
+    "<p>If you did not copy it, rotate the key to get a new one. "
+    "Nothing was created or changed by opening this page again.</p>"
+)
+GONE_TOKEN = (
+    "<p>If you did not copy it, revoke the token and create a new one. "
+    "Nothing was created or changed by opening this page again.</p>"
+)
 
 
 def row(key: ApiKey) -> dict:
@@ -66,13 +81,45 @@ def key_change_data(key: ApiKey, **overrides) -> dict:
     return data
 
 
-def assert_not_kept(client, response, plaintext: str) -> None:
-    """The plaintext went out in this response only: no message queued (the messages framework
-    keeps them in the session or a cookie), nothing in the session, no cacheable page."""
-    assert list(response.context["messages"]) == []
-    assert plaintext not in str(response.cookies)
+def show_issued(client, posted, model: str, pattern: re.Pattern) -> tuple:
+    """The POST answered 303 to the model's one-time page, and that page's first GET shows
+    the new plaintexts, each exactly once. Returns the page and the plaintexts in its order."""
+    assert posted.status_code == 303
+    assert posted["Location"].startswith(f"/admin/keys/{model}/issued/")
+    page = client.get(posted["Location"])
+    assert page.status_code == 200
+    content = page.content.decode()
+    plaintexts = pattern.findall(content)
+    assert plaintexts
+    for plaintext in plaintexts:
+        assert content.count(plaintext) == 1
+    return page, plaintexts
+
+
+def assert_not_kept(client, posted, page, plaintext: str) -> None:
+    """The plaintext went out in the one-time page only: not in the POST's answer, no message
+    queued (the messages framework keeps them in the session or a cookie), nothing in the
+    session, no cacheable page."""
+    assert plaintext not in posted.content.decode()
+    assert plaintext not in posted["Location"]
+    assert list(page.context["messages"]) == []
+    for response in (posted, page):
+        assert plaintext not in str(response.cookies)
     assert plaintext not in str(dict(client.session.items()))
-    assert "no-store" in response["Cache-Control"]
+    assert "no-store" in page["Cache-Control"]
+
+
+def assert_gone(client, issued_url: str, advice: str, plaintexts: list[str]) -> None:
+    """A reload of the one-time page: 410 with the way to a new secret, and no secret."""
+    reload = client.get(issued_url)
+    assert reload.status_code == 410
+    content = reload.content.decode()
+    assert GONE in content
+    assert advice in content
+    assert "issued-key" not in content
+    for plaintext in plaintexts:
+        assert plaintext not in content
+    assert "no-store" in reload["Cache-Control"]
 
 
 @pytest.fixture
@@ -352,10 +399,8 @@ def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
 
     response = run_action(admin_client, "rotate_keys", [key], post="yes")
 
-    assert response.status_code == 200
-    content = response.content.decode()
-    (plaintext,) = ISSUED_KEY.findall(content)
-    assert content.count(plaintext) == 1
+    page, (plaintext,) = show_issued(admin_client, response, "apikey", ISSUED_KEY)
+    assert page.context["title"] == "API keys rotated"
     assert plaintext != issued.plaintext
     key.refresh_from_db()
     assert key.digest == digest_key(plaintext)
@@ -363,21 +408,137 @@ def test_rotate_shows_the_new_key_once_and_the_old_one_stops_matching(
     event = AuditEvent.objects.get(key=key, action="key.rotated")
     assert event.actor == admin_user
     assert actions_of(key) == ["key.created", "key.rotated"]
-    assert_not_kept(admin_client, response, plaintext)
+    assert_not_kept(admin_client, response, page, plaintext)
     assert plaintext not in caplog.text
 
 
-def test_rotate_several_keys_shows_each_new_key_once(admin_client, team, member, group, key):
-    second = make_key(team=team, owner=member, group=group, name="second").key
+def test_a_reload_after_rotate_shows_the_key_is_gone_and_rotates_nothing(admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+    _, plaintexts = show_issued(admin_client, response, "apikey", ISSUED_KEY)
+    after_rotate = row(key)
 
-    response = run_action(admin_client, "rotate_keys", [key, second], post="yes")
+    assert_gone(admin_client, response["Location"], GONE_KEY, plaintexts)
 
-    plaintexts = ISSUED_KEY.findall(response.content.decode())
-    assert len(plaintexts) == 2
-    assert {digest_key(plaintext) for plaintext in plaintexts} == set(
-        ApiKey.objects.filter(pk__in=[key.pk, second.pk]).values_list("digest", flat=True)
-    )
-    assert AuditEvent.objects.filter(action="key.rotated").count() == 2
+    assert row(key) == after_rotate
+    assert actions_of(key) == ["key.created", "key.rotated"]
+
+
+def test_rotate_several_keys_shows_each_new_key_once_by_name(
+    admin_client, team, member, group, key
+):
+    others = [
+        make_key(team=team, owner=member, group=group, name=name).key
+        for name in ("second", "third")
+    ]
+    rotated = [key, *others]
+
+    response = run_action(admin_client, "rotate_keys", rotated, post="yes")
+
+    page, plaintexts = show_issued(admin_client, response, "apikey", ISSUED_KEY)
+    assert len(plaintexts) == 3
+    rows = ISSUED_KEY_ROW.findall(page.content.decode())
+    # Each row names the key whose digest its plaintext matches.
+    assert sorted((int(pk), name) for pk, name, _ in rows) == [(k.pk, k.name) for k in rotated]
+    for pk, _, plaintext in rows:
+        assert ApiKey.objects.get(pk=pk).digest == digest_key(plaintext)
+    assert AuditEvent.objects.filter(action="key.rotated").count() == 3
+    for plaintext in plaintexts:
+        assert_not_kept(admin_client, response, page, plaintext)
+    assert_gone(admin_client, response["Location"], GONE_KEY, plaintexts)
+    assert AuditEvent.objects.filter(action="key.rotated").count() == 3
+
+
+def test_another_staff_members_session_cannot_open_the_new_keys(admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+    colleague = Client()
+    colleague.force_login(UserFactory(username="colleague", is_staff=True, is_superuser=True))
+
+    elsewhere = colleague.get(response["Location"])
+
+    assert elsewhere.status_code == 410
+    assert GONE in elsewhere.content.decode()
+    assert "issued_secrets" not in elsewhere.context
+    # The attempt used nothing up: the session that rotated still sees the key once.
+    _, (plaintext,) = show_issued(admin_client, response, "apikey", ISSUED_KEY)
+    assert ApiKey.objects.get(pk=key.pk).digest == digest_key(plaintext)
+
+
+def staff_with(*codenames: str):
+    user = UserFactory(username="clerk", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.mark.parametrize(
+    "codenames",
+    [("view_apikey",), ("view_apikey", "delete_apikey")],
+    ids=["view-only", "view-and-delete"],
+)
+def test_staff_without_the_change_permission_cannot_rotate(client, key, codenames):
+    client.force_login(staff_with(*codenames))
+    before = row(key)
+
+    for data in ({}, {"post": "yes"}):
+        response = run_action(client, "rotate_keys", [key], **data)
+        assert response.status_code == 403
+        assert "issued-key" not in response.content.decode()
+
+    assert row(key) == before
+    assert actions_of(key) == ["key.created"]
+
+
+def test_staff_without_the_change_permission_cannot_enable_or_disable(client, key):
+    client.force_login(staff_with("view_apikey"))
+    before = row(key)
+
+    for action in ("enable_keys", "disable_keys"):
+        assert run_action(client, action, [key]).status_code == 403
+
+    assert row(key) == before
+    assert actions_of(key) == ["key.created"]
+
+
+def test_the_one_time_page_refuses_staff_who_may_not_issue_keys(client, admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+    client.force_login(staff_with("view_apikey"))
+
+    assert client.get(response["Location"]).status_code == 403
+    # The refusal used nothing up.
+    show_issued(admin_client, response, "apikey", ISSUED_KEY)
+
+
+def test_the_one_time_page_is_for_staff_only(client, member, admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+    issued_url = response["Location"]
+
+    assert_sent_to_login(client, [issued_url])
+    client.force_login(member)
+    assert_sent_to_login(client, [issued_url])
+    show_issued(admin_client, response, "apikey", ISSUED_KEY)
+
+
+def test_the_one_time_page_answers_get_only(admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+
+    assert admin_client.post(response["Location"]).status_code == 405
+    assert admin_client.head(response["Location"]).status_code == 405
+    show_issued(admin_client, response, "apikey", ISSUED_KEY)
+
+
+def test_an_unknown_or_expired_one_time_id_is_gone(admin_client, key):
+    response = run_action(admin_client, "rotate_keys", [key], post="yes")
+    # What the cache does after SHOW_ONCE_SECONDS.
+    cache.clear()
+
+    assert_gone(admin_client, response["Location"], GONE_KEY, [])
+    assert_gone(admin_client, url("keys_apikey_issued", "not-an-id"), GONE_KEY, [])
+
+
+def test_a_token_one_time_id_does_not_open_on_the_key_page(admin_client, member):
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+    once = response["Location"].rstrip("/").rsplit("/", 1)[1]
+
+    assert_gone(admin_client, url("keys_apikey_issued", once), GONE_KEY, [])
 
 
 # --- add a key ------------------------------------------------------------------------------
@@ -405,10 +566,7 @@ def test_add_creates_the_key_through_the_service_and_shows_it_once(
 ):
     response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group))
 
-    assert response.status_code == 200
-    content = response.content.decode()
-    (plaintext,) = ISSUED_KEY.findall(content)
-    assert content.count(plaintext) == 1
+    page, (plaintext,) = show_issued(admin_client, response, "apikey", ISSUED_KEY)
     key = ApiKey.objects.get()
     assert key.digest == digest_key(plaintext)
     assert (key.team, key.owner, key.group, key.name) == (team, member, group, "laptop")
@@ -421,8 +579,25 @@ def test_add_creates_the_key_through_the_service_and_shows_it_once(
     history = LogEntry.objects.get()
     assert history.object_id == str(key.pk)
     assert plaintext not in f"{history.object_repr} {history.change_message}"
-    assert_not_kept(admin_client, response, plaintext)
+    assert_not_kept(admin_client, response, page, plaintext)
     assert plaintext not in caplog.text
+
+
+@pytest.mark.parametrize("button", ["_save", "_addanother", "_continue"])
+def test_a_reload_after_add_shows_the_key_is_gone_and_creates_nothing(
+    admin_client, team, member, group, button
+):
+    response = admin_client.post(
+        url("keys_apikey_add"), {**add_data(team, member, group), button: "Save"}
+    )
+    _, plaintexts = show_issued(admin_client, response, "apikey", ISSUED_KEY)
+    created = list(ApiKey.objects.values_list("pk", "digest"))
+
+    assert_gone(admin_client, response["Location"], GONE_KEY, plaintexts)
+
+    assert list(ApiKey.objects.values_list("pk", "digest")) == created
+    assert AuditEvent.objects.filter(action="key.created").count() == 1
+    assert LogEntry.objects.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -1092,10 +1267,8 @@ def test_add_token_form_asks_for_user_and_name_only(admin_client):
 def test_add_token_creates_it_through_the_service_and_shows_it_once(admin_client, member, caplog):
     response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": " ci "})
 
-    assert response.status_code == 200
-    content = response.content.decode()
-    (plaintext,) = ISSUED_TOKEN.findall(content)
-    assert content.count(plaintext) == 1
+    page, (plaintext,) = show_issued(admin_client, response, "apitoken", ISSUED_TOKEN)
+    content = page.content.decode()
     assert "Copy this token now." in content
     assert "If it is lost, revoke it and create a new one." in content
     token = ApiToken.objects.get()
@@ -1106,12 +1279,39 @@ def test_add_token_creates_it_through_the_service_and_shows_it_once(admin_client
     history = LogEntry.objects.get()
     assert history.object_id == str(token.pk)
     assert plaintext not in f"{history.object_repr} {history.change_message}"
-    assert_not_kept(admin_client, response, plaintext)
+    assert_not_kept(admin_client, response, page, plaintext)
     assert plaintext not in caplog.text
     # The token works for its user, not for the staff member who made it.
     me = admin_client.get("/api/v1/me/", headers={"Authorization": f"Token {plaintext}"})
     assert me.status_code == 200
     assert me.json()["username"] == "member"
+
+
+def test_a_reload_after_adding_a_token_shows_it_is_gone_and_creates_nothing(admin_client, member):
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+    _, plaintexts = show_issued(admin_client, response, "apitoken", ISSUED_TOKEN)
+
+    assert_gone(admin_client, response["Location"], GONE_TOKEN, plaintexts)
+
+    assert ApiToken.objects.count() == 1
+    assert LogEntry.objects.count() == 1
+
+
+def test_staff_who_may_only_view_tokens_cannot_revoke_or_open_new_ones(
+    client, admin_client, member, token
+):
+    response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci2"})
+    client.force_login(staff_with("view_apitoken"))
+
+    revoke = client.post(
+        url("keys_apitoken_changelist"),
+        {"action": "revoke_tokens", "_selected_action": [token.pk]},
+    )
+
+    assert revoke.status_code == 403
+    token.refresh_from_db()
+    assert token.revoked_at is None
+    assert client.get(response["Location"]).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -1166,19 +1366,36 @@ def test_staff_without_the_add_permission_cannot_add_tokens(client, member):
         pytest.param(
             "rotate", "Rotate API keys", "keys_apikey_changelist", "API keys", id="rotate-confirm"
         ),
+        pytest.param(
+            "rotated", "API keys rotated", "keys_apikey_changelist", "API keys", id="rotated"
+        ),
+        pytest.param(
+            "gone",
+            "This secret was shown once.",
+            "keys_apikey_changelist",
+            "API keys",
+            id="gone",
+        ),
     ],
 )
 def test_the_key_and_token_pages_have_their_title_and_a_way_back(
     admin_client, team, member, group, key, page, title, changelist, models
 ):
     if page == "key":
-        response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group))
+        posted = admin_client.post(url("keys_apikey_add"), add_data(team, member, group))
+        response = admin_client.get(posted["Location"])
     elif page == "token":
-        response = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+        posted = admin_client.post(url("keys_apitoken_add"), {"user": member.pk, "name": "ci"})
+        response = admin_client.get(posted["Location"])
+    elif page == "rotated":
+        posted = run_action(admin_client, "rotate_keys", [key], post="yes")
+        response = admin_client.get(posted["Location"])
+    elif page == "gone":
+        response = admin_client.get(url("keys_apikey_issued", "not-an-id"))
     else:
         response = run_action(admin_client, "rotate_keys", [key])
 
-    assert response.status_code == 200
+    assert response.status_code == (410 if page == "gone" else 200)
     assert response.context["title"] == title
     assert (
         f'&rsaquo; <a href="{url(changelist)}">{models}</a>\n&rsaquo; {title}\n</div>'

@@ -1,6 +1,7 @@
 """The one-time page of a new secret (keys.views.show_once): a POST answers 303, the first GET
-shows the secret, every later GET (a reload, a second tab, another session) gets 410 Gone with
-the way to a new one, and nothing is created or rotated by any GET."""
+shows the secret (or the several secrets of one action), every later GET (a reload, a second
+tab, another session) gets 410 Gone with the way to a new one, and nothing is created or
+rotated by any GET."""
 
 import threading
 
@@ -218,6 +219,62 @@ def test_neither_the_cache_nor_the_session_alone_holds_the_secret(member):
     other.session[show_once.SESSION_KEY] = [[one_time_id, Fernet.generate_key().decode()]]
     assert show_once.take_secret(other, one_time_id, kind="key", object_id=7) is None
     assert cache.get(f"show-once:{member.pk}:{one_time_id}") is None
+
+
+@pytest.mark.django_db
+def test_one_id_keeps_the_several_secrets_of_one_action_in_order(member):
+    request = _request(member)
+    pending = [
+        show_once.Pending(kind="key", object_id=pk, plaintext=f"sk-hc-{pk}", rotated=True)
+        for pk in (9, 3, 5)
+    ]
+    response = show_once.redirect_to_secrets(
+        request, pending, "keys:issued", team_slug="acme", key_id=9
+    )
+    assert response.status_code == 303
+    [(one_time_id, _)] = request.session[show_once.SESSION_KEY]
+
+    assert show_once.take_secrets(request, one_time_id, kind="key") == pending
+    assert show_once.take_secrets(request, one_time_id, kind="key") is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "pending",
+    [
+        [show_once.Pending(kind="key", object_id=7, plaintext="sk-hc-a")] * 2,
+        [show_once.Pending(kind="token", object_id=7, plaintext="hcat_a")],
+        [
+            show_once.Pending(kind="key", object_id=7, plaintext="sk-hc-a"),
+            show_once.Pending(kind="token", object_id=8, plaintext="hcat_a"),
+        ],
+    ],
+    ids=["two-secrets", "another-kind", "mixed-kinds"],
+)
+def test_the_single_secret_page_refuses_an_id_that_holds_anything_else(member, pending):
+    request = _request(member)
+    show_once.redirect_to_secrets(request, pending, "keys:issued", team_slug="acme", key_id=7)
+    [(one_time_id, _)] = request.session[show_once.SESSION_KEY]
+
+    assert show_once.take_secret(request, one_time_id, kind="key", object_id=7) is None
+    assert cache.get(f"show-once:{member.pk}:{one_time_id}") is None
+
+
+@pytest.mark.django_db
+def test_an_entry_sealed_before_secrets_became_a_list_is_gone_not_an_error(member):
+    """Written by the code before a deploy (one secret, not a list), within its few minutes."""
+    request = _request(member)
+    sealing_key = Fernet.generate_key()
+    old = b'{"kind": "key", "object_id": 7, "plaintext": "sk-hc-x", "rotated": false}'
+    cache.set(f"show-once:{member.pk}:old-id", Fernet(sealing_key).encrypt(old), 60)
+    request.session[show_once.SESSION_KEY] = [["old-id", sealing_key.decode()]]
+
+    assert show_once.take_secret(request, "old-id", kind="key", object_id=7) is None
+
+
+def test_a_pending_secret_keeps_its_plaintext_out_of_repr():
+    pending = show_once.Pending(kind="key", object_id=7, plaintext="sk-hc-secret-plaintext")
+    assert "sk-hc-secret-plaintext" not in repr(pending)
 
 
 def _request(user):
