@@ -163,7 +163,7 @@ def admission_plan(
         if output_field is not None and price.output_per_mtok:
             minimum = min(estimate, input_units + output_units(state, price, MIN_OUTPUT_TOKENS))
     hold = max((channel.timeout_seconds for channel in state.channels), default=600)
-    limits = spend_limits(state, now or datetime.now(UTC))
+    limits = spend_limits(state, now or clock())
     # The key's own reservations first, always: they are what its concurrency counts.
     holds = ()
     if limits or state.max_concurrency:
@@ -179,6 +179,11 @@ def admission_plan(
         state.max_concurrency,
         _rate(state.rate_limit),
     )
+
+
+def clock() -> datetime:
+    """The time the admission reads its windows by (tests move it across a midnight)."""
+    return datetime.now(UTC)
 
 
 def spend_limits(state: KeyState, now: datetime) -> tuple[Limit, ...]:

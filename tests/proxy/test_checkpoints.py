@@ -23,9 +23,11 @@ from billing.models import UsageEvent
 from billing.services import ingest_usage_stream
 from core import keyspace
 from keys import services
+from keys.cache import invalidate_key_state
+from keys.models import ApiKey
 from tests.threads import join, start_thread
 
-from .test_forwarding import STREAM
+from .test_forwarding import MESSAGE, STREAM
 
 pytestmark = pytest.mark.skipif(
     not settings.REDIS_URL or connection.vendor != "postgresql",
@@ -130,3 +132,62 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     assert client.hlen(keyspace.reservations(relay.key.pk)) == 0
     assert client.hlen(keyspace.CHECKPOINTS) == 0
     assert reaped_after < ledger.RELAY_ALIVE_SECONDS + 5
+
+
+def test_a_killed_workers_concurrency_slot_is_freed_within_seconds(relay, member, tmp_path):
+    """A key allowing one request at a time, its request in flight (not a stream: no
+    checkpoint) when its worker is SIGKILLed: the slot names that worker, so once the
+    worker's liveness key expires the next admission drops it; before, it was held until the
+    channel's timeout plus a minute."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
+    ApiKey.objects.filter(pk=relay.key.pk).update(max_concurrency=1)
+    invalidate_key_state([relay.key.digest])
+    relay.primary.delay_seconds = 30
+    client = ledger.usage_stream_client()
+    port = _free_port()
+    master = _start_gunicorn(port, tmp_path)
+    errors: list[BaseException] = []
+
+    def call() -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=40)
+        connection.request(
+            "POST",
+            "/v1/messages",
+            json.dumps(MESSAGE),
+            {"x-api-key": relay.plaintext, "content-type": "application/json"},
+        )
+        try:
+            response = connection.getresponse()
+            response.read()
+            return response
+        finally:
+            connection.close()
+
+    def cut_off() -> None:
+        with suppress(http.client.HTTPException, ConnectionError):
+            call()
+
+    try:
+        in_flight = start_thread(cut_off, errors)
+        deadline = time.monotonic() + 15
+        while not client.hlen(keyspace.reservations(relay.key.pk)):
+            assert time.monotonic() < deadline, "the request never reserved its slot"
+            time.sleep(0.05)
+        killed_at = time.monotonic()
+        os.kill(_worker_of(master), signal.SIGKILL)
+        join([in_flight], timeout=30)
+        relay.primary.delay_seconds = 0
+
+        statuses = []
+        while (status := call().status) != 200:
+            statuses.append(status)
+            assert time.monotonic() - killed_at < ledger.RELAY_ALIVE_SECONDS + 5
+            time.sleep(0.5)
+        freed_after = time.monotonic() - killed_at
+    finally:
+        master.terminate()
+        master.wait(30)
+
+    assert errors == []
+    assert set(statuses) <= {429}  # the dead worker's slot, until its liveness expired
+    assert freed_after < ledger.RELAY_ALIVE_SECONDS + 5

@@ -224,3 +224,21 @@ def test_refusals_without_a_known_key_are_not_counted(relay):
     assert reasons(rows) == {(400, "invalid_json", "messages"): 1}
     if settings.REDIS_URL:
         assert collect_refusal_counts() == 1  # The current minute's one row, nothing else.
+
+
+def test_an_oversized_body_of_a_remembered_key_with_limits_is_counted(relay, member, settings):
+    """A key this worker remembers with a limit has its body read before its snapshot (the
+    admission goes with the snapshot read): a body over the relay's limit is still refused in
+    its row of the table, named for the key and counted."""
+    services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5", rate_limit="100/m")
+    assert relay.call("POST", "/v1/messages", MESSAGE).status == 200  # now remembered
+    settings.RELAY_MAX_BODY_BYTES = 1024
+    big = {**MESSAGE, "messages": [{"role": "user", "content": "x" * 2000}]}
+
+    assert relay.call("POST", "/v1/messages", big).status == 413
+    assert relay.call("POST", "/v1/chat/completions", {**big, "model": GPT}).status == 413
+
+    assert reasons(refusal_rows(count=2, key=relay.key)) == {
+        (413, "request_too_large", "messages"): 1,
+        (413, "request_too_large", "chat_completions"): 1,
+    }
