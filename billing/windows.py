@@ -13,7 +13,7 @@ months on the 1st. A charge belongs to the window its request started in (UsageE
 
 import enum
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -57,11 +57,21 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
+# The window each (period, time zone) was last asked for: nearly every call falls in it, and
+# this is on the relay's path (a few lookups instead of calendar arithmetic per request).
+_latest: dict[tuple[Period, str], tuple[datetime, datetime]] = {}
+
+
 def window(period: Period, time_zone: str, at: datetime) -> tuple[datetime, datetime]:
     """The [start, end) of the `period` containing `at`, in the time zone's calendar (UTC)."""
+    latest = _latest.get((period, time_zone))
+    if latest is not None and latest[0] <= at < latest[1]:
+        return latest
     tz = zone(time_zone)
     first = _first_day(period, at.astimezone(tz).date())
-    return _local_midnight(first, tz), _local_midnight(_next_first_day(period, first), tz)
+    found = (_local_midnight(first, tz), _local_midnight(_next_first_day(period, first), tz))
+    _latest[period, time_zone] = found
+    return found
 
 
 class Scope(enum.StrEnum):
@@ -82,9 +92,13 @@ class Counter:
     period: Period | None = None
     start: datetime | None = None
     end: datetime | None = None
+    # Its name in Redis (core.keyspace), worked out once.
+    name: str = field(init=False, compare=False)
 
-    @property
-    def name(self) -> str:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self._name())
+
+    def _name(self) -> str:
         if self.period is None:
             return keyspace.spend_total(self.key_id)
         start = int(self.start.timestamp())
@@ -144,14 +158,26 @@ class Account:
 
     def targets(self, at: datetime) -> "Targets":
         """What recording a charge made at `at` touches."""
-        return Targets(
-            tuple(counter.name for counter in self.counters(at)),
-            (
-                keyspace.reservations(self.key_id),
-                keyspace.member_reservations(self.team_id, self.user_id),
-                keyspace.team_reservations(self.team_id),
-            ),
+        zone_name = self.time_zone
+        return _targets(
+            self,
+            window(Period.DAY, zone_name, at)[0],
+            window(Period.WEEK, zone_name, at)[0],
+            window(Period.MONTH, zone_name, at)[0],
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _targets(account: Account, *window_starts: datetime) -> "Targets":
+    """An account's targets while these windows are current (one per window, not per request)."""
+    return Targets(
+        tuple(counter.name for counter in account.counters(window_starts[0])),
+        (
+            keyspace.reservations(account.key_id),
+            keyspace.member_reservations(account.team_id, account.user_id),
+            keyspace.team_reservations(account.team_id),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
 from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
-from billing.windows import Counter, Period, zone
+from billing.windows import Counter, Period, window, zone
 from core import keyspace
 
 from . import errors
@@ -190,6 +190,20 @@ def spend_limits(state: KeyState, now: datetime) -> tuple[Limit, ...]:
     """The key's money limits in force at `now`, in the order a refusal names the first
     that cannot pay: the key's lifetime quota, its day, week and month, its owner's monthly
     cap in the team, the team's monthly budget."""
+    zone_name = state.time_zone
+    return _spend_limits(
+        state,
+        window(Period.DAY, zone_name, now)[0],
+        window(Period.WEEK, zone_name, now)[0],
+        window(Period.MONTH, zone_name, now)[0],
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _spend_limits(state: KeyState, day: datetime, week: datetime, month: datetime):
+    """spend_limits while these windows are current: worked out once per snapshot and window
+    (snapshots are parsed once per process, so `state` is the same object request after
+    request), not per request."""
     account = state.account
     limits = []
     if state.quota_limit_units:
@@ -200,11 +214,11 @@ def spend_limits(state: KeyState, now: datetime) -> tuple[Limit, ...]:
         ("monthly", Period.MONTH, state.monthly_limit_units),
     ):
         if units:
-            limits.append(Limit(kind, account.key_window(period, now), units))
+            limits.append(Limit(kind, account.key_window(period, day), units))
     if state.member_monthly_limit_units:
-        limits.append(Limit("member", account.member_month(now), state.member_monthly_limit_units))
+        limits.append(Limit("member", account.member_month(day), state.member_monthly_limit_units))
     if state.team_monthly_budget_units:
-        limits.append(Limit("team", account.team_month(now), state.team_monthly_budget_units))
+        limits.append(Limit("team", account.team_month(day), state.team_monthly_budget_units))
     return tuple(limits)
 
 

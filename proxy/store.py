@@ -12,12 +12,15 @@ One protocol (Store), two backends:
     request.
 Both address their keys by the names in core.keyspace.
 
-Quota admission reserves an estimate of the request's charge next to the key's running total
-(see billing.ledger) and refuses while total + reservations >= limit. Recording the actual
-charge releases the reservation in the same step. So concurrent requests cannot all slip in
-under the limit: the overshoot is at most what the last admitted request costs beyond the
-estimate the others reserved. A reservation lives at most `hold_seconds` (the longest the
-request may take), so a worker killed mid-request cannot block its key for ever.
+Admission (proxy.quota's Plan) checks every limit of a request in one atomic step: it reserves
+an estimate of the request's charge next to each limit's running total (billing.windows,
+billing.ledger) and refuses while total + reservations >= limit; then the key's concurrency
+(its live reservations) and its rate limit (a sliding-window log). Recording the actual charge
+raises every total and releases the reservation in the same step. So concurrent requests
+cannot all slip in under a limit: the overshoot is at most what the last admitted request
+costs beyond the estimate the others reserved. A reservation lives at most `hold_seconds`
+(the longest the request may take) and only while its worker is alive (its liveness key), so
+a worker killed mid-request frees its key within seconds.
 """
 
 import asyncio
