@@ -311,7 +311,7 @@ class Bench:
     @staticmethod
     def _print(label: str, result: WrkResult) -> None:
         print(
-            f"  {label:<7} {result.target:<6} c{result.connections:<5} "
+            f"  {label:<7} {result.target:<12} c{result.connections:<5} "
             f"{result.delay_ms:g} ms upstream: "
             f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
             f"  errors {result.errors}  cpu {cpu_text(result.cpu)}",
@@ -587,7 +587,7 @@ def measure_ttft(bench: Bench, count: int) -> dict:
             "p99": percentile(ttfts, 0.99),
         }
         print(
-            f"  ttft {target:<6} {len(ok)}/{len(outcome['streams'])} ok: "
+            f"  ttft {target:<12} {len(ok)}/{len(outcome['streams'])} ok: "
             f"p50 {results[target]['p50']:.2f} ms  p99 {results[target]['p99']:.2f} ms",
             flush=True,
         )
