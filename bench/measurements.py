@@ -416,7 +416,7 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         "rounds": [{target: runs[target][n][0] for target in targets} for n in range(rounds)]
     }
     for target in targets:
-        pooled, cpu = _pooled(runs[target], backlog=target.startswith("relay"))
+        pooled, cpu = _pooled(runs[target], backlog=target not in ("direct", "floor"))
         note = f"{rounds} rounds pooled" + (", Celery paused" if target == "relay_paused" else "")
         name = "relay" if target == "relay_paused" else target
         results[target] = bench.c1_result(name, pooled, cpu, note=note)

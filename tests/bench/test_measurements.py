@@ -135,7 +135,8 @@ class ScriptedBench(Bench):
         latency = self.LATENCY_US[target]
         summary = summarize([latency] * 100, 100 * latency, 0, 0)
         summary["latencies_us"] = [latency] * 100
-        summary["backlog"] = 0
+        # Usage events left in the stream after a relayed run (none left now, see usage_backlog).
+        summary["backlog"] = 7 if target in self.keys else None
         return summary, {"machine": 1.0}
 
     def wrk_start(self, target: str, **options) -> dict:
@@ -178,6 +179,9 @@ def test_latency_rounds_measure_both_keys_each_round_in_turns():
     assert (results["relay"].p50_ms, results["unrestricted"].p50_ms) == (0.8, 0.6)
     assert results["unrestricted"].note == "2 rounds pooled"
     assert results["unrestricted"].requests == 200
+    # The backlog a relayed turn left, for either key; none for direct.
+    assert (results["relay"].backlog, results["unrestricted"].backlog) == (7, 7)
+    assert results["direct"].backlog is None
     assert [set(round_) for round_ in results["rounds"]] == [
         {"direct", "floor", "relay", "unrestricted"}
     ] * 2
