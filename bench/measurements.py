@@ -67,8 +67,8 @@ class Bench:
     def __init__(
         self, options, processes: Processes, urls: dict, keys: dict[str, str], meter_groups: dict
     ):
-        """`keys`: the key each relayed target sends (the relay's URL for each): "relay", the
-        headline key with every restriction; "unrestricted", the key with none."""
+        """`keys`: the key each relayed target sends, "relay" the headline key's (every
+        restriction on), "unrestricted" the key's with none; `urls` gives both the relay's."""
         self.options = options
         self.processes = processes
         self.urls = urls
