@@ -58,6 +58,15 @@ def flush_bench_redis(redis_url: str) -> None:
     redis.Redis.from_url(redis_url).flushdb()
 
 
+# The headline key's restrictions: every one a real key can carry, each on, each far above what
+# the benchmark spends or sends, so none ever refuses it. A limit that is only fast when it is
+# off is a defect, so the figures that count are this key's (bench/README.md).
+HEADLINE_LIMIT_USD = "100000"
+HEADLINE_RATE_LIMIT = "100000/s"
+HEADLINE_EXPIRY_DAYS = 30
+HEADLINE_ALLOWED_IPS = ["127.0.0.1"]
+
+
 @dataclass
 class BenchData:
     key_id: int
@@ -66,10 +75,31 @@ class BenchData:
     # A key whose quota is used up, for the refused-key scenario (bench.measurements).
     refused_key_id: int = 0
     refused_plaintext: str = field(default="", repr=False)
+    # A key with no restriction at all, in a team of its own (no budget) where its owner has
+    # no cap: the relay lets its requests through on the key's snapshot alone.
+    unrestricted_key_id: int = 0
+    unrestricted_plaintext: str = field(default="", repr=False)
+    # What the headline key carries, restriction -> setting, for the report.
+    restrictions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key_ids(self) -> list[int]:
+        """The keys whose requests are the benchmark's usage (not the refused key)."""
+        return [self.key_id, *([self.unrestricted_key_id] if self.unrestricted_key_id else [])]
 
 
-def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
-    """Team, owner, group, price, channel + route and a fresh key, through the services."""
+def headline_max_concurrency(options) -> int:
+    """Above the most connections or streams the benchmark opens at once, within what a key
+    may be given."""
+    from keys.validators import MAX_CONCURRENCY
+
+    most = max([*options.levels, *options.search_levels, *options.stream_levels])
+    return min(MAX_CONCURRENCY, 2 * most)
+
+
+def prepare_data(upstream_url: str, *, quota_usd: str, max_concurrency: int) -> BenchData:
+    """Teams, owner, group, price, channel + route and fresh keys, through the services: the
+    headline key with every restriction, one with none, and a refused one."""
     import django
 
     django.setup()
@@ -80,15 +110,20 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
 
     from billing.models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
     from keys import services
-    from keys.models import ApiKey, Group, Membership, Team
+    from keys.models import Group, Membership, Team
     from proxy.services import channel_upsert
 
     owner, _ = get_user_model().objects.get_or_create(
         username="bench-owner", defaults={"email": "bench-owner@example.com"}
     )
     team, _ = Team.objects.get_or_create(slug="bench", defaults={"name": "Benchmark"})
-    if not Membership.objects.filter(team=team, user=owner).exists():
-        services.membership_add(team=team, user=owner, role=Membership.Role.LEAD, actor=None)
+    # The unrestricted key's team: no budget, and its owner has no cap there.
+    open_team, _ = Team.objects.get_or_create(
+        slug="bench-unrestricted", defaults={"name": "Benchmark, unrestricted"}
+    )
+    for each in (team, open_team):
+        if not Membership.objects.filter(team=each, user=owner).exists():
+            services.membership_add(team=each, user=owner, role=Membership.Role.LEAD, actor=None)
     group = Group.objects.filter(name="Benchmark").first() or Group(name="Benchmark")
     group.models = ["claude-*"]
     group.multiplier = Decimal("1.0")
@@ -112,38 +147,130 @@ def prepare_data(upstream_url: str, *, quota_usd: str) -> BenchData:
         groups=[group],
     )
     # Usage rows of earlier runs would make this run's ingestion slower than the last (the
-    # table grows), so each run starts from none. Only the benchmark team's rows.
-    UsageEvent.objects.filter(team=team).delete()
-    UsageDaily.objects.filter(team=team).delete()
-    RefusalCount.objects.filter(team=team).delete()
+    # table grows), so each run starts from none. Only the benchmark teams' rows.
+    UsageEvent.objects.filter(team__in=(team, open_team)).delete()
+    UsageDaily.objects.filter(team__in=(team, open_team)).delete()
+    RefusalCount.objects.filter(team__in=(team, open_team)).delete()
     # Now, not in the middle of a measurement, where autovacuum would otherwise get to it.
     with connections["default"].cursor() as cursor:
         for model in (UsageEvent, UsageDaily):
             cursor.execute(f'VACUUM ANALYZE "{model._meta.db_table}"')
+    data = make_keys(
+        team=team,
+        unrestricted_team=open_team,
+        owner=owner,
+        group=group,
+        quota_usd=quota_usd,
+        max_concurrency=max_concurrency,
+    )
+    connections.close_all()
+    return data
+
+
+def make_keys(
+    *, team, unrestricted_team, owner, group, quota_usd: str, max_concurrency: int
+) -> BenchData:
+    """The benchmark's keys, fresh each run: the headline key in `team`, with every restriction
+    on (its own, `team`'s monthly budget and its owner's monthly cap there), the unrestricted
+    key in `unrestricted_team` (no budget, no cap), and the refused key."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from keys import services
+    from keys.models import ApiKey, Membership, Team
+
+    team.monthly_budget_usd = Decimal(HEADLINE_LIMIT_USD)
+    services.team_save(team=team, actor=None)
+    unrestricted_team.monthly_budget_usd = Decimal("0")
+    services.team_save(team=unrestricted_team, actor=None)
+    # The member caps go onto the rows directly, like the refused key's spend below.
+    Membership.objects.filter(team=team, user=owner).update(
+        monthly_limit_usd=Decimal(HEADLINE_LIMIT_USD)
+    )
+    Membership.objects.filter(team=unrestricted_team, user=owner).update(
+        monthly_limit_usd=Decimal("0")
+    )
+    now = timezone.now()
     issued = services.api_key_create(
         team=team,
         owner=owner,
-        name=f"bench {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        name=f"bench {now:%Y-%m-%d %H:%M:%S}",
         group=group,
         actor=None,
+        allowed_ips=HEADLINE_ALLOWED_IPS,
         quota_limit_usd=quota_usd,
+        rate_limit=HEADLINE_RATE_LIMIT,
+        expires_at=now + timedelta(days=HEADLINE_EXPIRY_DAYS),
+    )
+    # So do the key's spend windows and concurrency (api_key_create does not take them).
+    ApiKey.objects.filter(pk=issued.key.pk).update(
+        daily_limit_usd=Decimal(HEADLINE_LIMIT_USD),
+        weekly_limit_usd=Decimal(HEADLINE_LIMIT_USD),
+        monthly_limit_usd=Decimal(HEADLINE_LIMIT_USD),
+        max_concurrency=max_concurrency,
+    )
+    unrestricted = services.api_key_create(
+        team=unrestricted_team,
+        owner=owner,
+        name=f"bench unrestricted {now:%Y-%m-%d %H:%M:%S}",
+        group=group,
+        actor=None,
+        allowed_ips=None,
+        quota_limit_usd="0",
+        rate_limit="",
+        expires_at=None,
     )
     # Its quota used up: every request is refused with 402 after the quota admission, the
     # most work a refusal does (a tool retrying its refused request in a loop).
     refused = services.api_key_create(
         team=team,
         owner=owner,
-        name=f"bench refused {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        name=f"bench refused {now:%Y-%m-%d %H:%M:%S}",
         group=group,
         actor=None,
         quota_limit_usd="1",
     )
     ApiKey.objects.filter(pk=refused.key.pk).update(spent_usd=Decimal("1"))
-    connections.close_all()
-    return BenchData(issued.key.pk, issued.plaintext, quota_usd, refused.key.pk, refused.plaintext)
+    return BenchData(
+        key_id=issued.key.pk,
+        plaintext=issued.plaintext,
+        quota=quota_usd,
+        refused_key_id=refused.key.pk,
+        refused_plaintext=refused.plaintext,
+        unrestricted_key_id=unrestricted.key.pk,
+        unrestricted_plaintext=unrestricted.plaintext,
+        # As stored, not as asked for.
+        restrictions=describe_restrictions(
+            ApiKey.objects.get(pk=issued.key.pk),
+            member_cap=Membership.objects.get(team=team, user=owner).monthly_limit_usd,
+            team_budget=Team.objects.get(pk=team.pk).monthly_budget_usd,
+        ),
+    )
 
 
-def usage_summary(key_id: int, redis_url: str, *, wait_seconds: float) -> dict:
+def describe_restrictions(key, *, member_cap, team_budget) -> dict[str, str]:
+    """What a key carries, restriction -> setting; "off" for one it does not carry."""
+
+    def usd(amount) -> str:
+        return f"${amount:,.2f}" if amount else "off"
+
+    return {
+        "IP restriction": ", ".join(key.allowed_ips) or "off",
+        "lifetime quota": usd(key.quota_limit_usd),
+        "daily limit": usd(key.daily_limit_usd),
+        "weekly limit": usd(key.weekly_limit_usd),
+        "monthly limit": usd(key.monthly_limit_usd),
+        "owner's monthly cap in the team": usd(member_cap),
+        "team's monthly budget": usd(team_budget),
+        "rate limit": key.rate_limit or "off",
+        "max concurrent requests": f"{key.max_concurrency:,}" if key.max_concurrency else "off",
+        "expiry": f"{key.expires_at:%Y-%m-%d %H:%M %Z}" if key.expires_at else "off",
+    }
+
+
+def usage_summary(key_ids: list[int], redis_url: str, *, wait_seconds: float) -> dict:
     """Wait for the Celery worker to drain the usage stream, then count what it wrote."""
     import redis
     from django.db import connections
@@ -160,7 +287,7 @@ def usage_summary(key_id: int, redis_url: str, *, wait_seconds: float) -> dict:
         time.sleep(0.5)
     left = client.xlen(stream)
     by_status = dict(
-        UsageEvent.objects.filter(key_id=key_id)
+        UsageEvent.objects.filter(key_id__in=key_ids)
         .values_list("status_code")
         .annotate(n=Count("id"))
         .values_list("status_code", "n")

@@ -64,18 +64,23 @@ def request_body(padding_bytes: int) -> str:
 
 
 class Bench:
-    def __init__(self, options, processes: Processes, urls: dict, key: str, meter_groups: dict):
+    def __init__(
+        self, options, processes: Processes, urls: dict, keys: dict[str, str], meter_groups: dict
+    ):
+        """`keys`: the key each relayed target sends, "relay" the headline key's (every
+        restriction on), "unrestricted" the key's with none; `urls` gives both the relay's."""
         self.options = options
         self.processes = processes
         self.urls = urls
-        self.key = key
+        self.keys = keys
         self.meter_groups = meter_groups
         self.deadline = time.monotonic() + options.time_budget
         self.body = request_body(options.body_padding)
         self.skipped: list[str] = []
         # (section, cores busy with other work just before it), for the report.
         self.background: list[tuple[str, float]] = []
-        # Relayed requests the clients saw complete, to compare with the usage rows written.
+        # Relayed requests the clients saw complete (both keys), to compare with the usage rows
+        # written.
         self.relayed = 0
         # Imported here: billing needs Django, which prepare_data has set up by now.
         import redis
@@ -97,6 +102,9 @@ class Bench:
         deadline = time.monotonic() + limit
         while (self.usage_backlog() or 0) > 0 and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def relayed_target(self, target: str) -> bool:
+        return target in self.keys
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -132,14 +140,14 @@ class Bench:
         threads: int = 2,
         key: str | None = None,
     ) -> dict:
-        """Start a wrk run in the background; `key` instead of the benchmark key (relay)."""
+        """Start a wrk run in the background; `key` instead of the target's own (relayed)."""
         self.processes.check_alive()
         threads = max(1, min(threads, connections))
         env = {
             **os.environ,
             "BENCH_BODY": self.body,
             "BENCH_DELAY_MS": f"{delay_ms:g}",
-            "BENCH_KEY": (key or self.key) if target == "relay" else "",
+            "BENCH_KEY": (key or self.keys[target]) if self.relayed_target(target) else "",
         }
         command = [
             "wrk",
@@ -181,7 +189,7 @@ class Bench:
         if line is None:
             raise RuntimeError(f"wrk gave no summary:\n{stdout}\n{stderr}")
         summary = json.loads(line.removeprefix("BENCH-JSON "))
-        if target == "relay" and running["counted"]:
+        if self.relayed_target(target) and running["counted"]:
             self.relayed += summary["requests"] - summary["status_errors"]
         errors = sum(
             summary[name]
@@ -212,7 +220,7 @@ class Bench:
         env = {
             **os.environ,
             "BENCH_BODY": self.body,
-            "BENCH_KEY": self.key if target == "relay" else "",
+            "BENCH_KEY": self.keys.get(target, ""),
         }
         command = [
             PYTHON,
@@ -233,7 +241,7 @@ class Bench:
         if finished.returncode != 0:
             raise RuntimeError(f"bench/c1.py failed:\n{finished.stderr}")
         summary = json.loads(finished.stdout)
-        if target == "relay":
+        if self.relayed_target(target):
             self.relayed += summary["requests"] - summary["status_errors"]
             summary["backlog"] = self.usage_backlog()
         return summary, cpu
@@ -288,7 +296,11 @@ class Bench:
             p999_ms=summary["p999_us"] / 1000,
             max_ms=summary["max_us"] / 1000,
             cpu=cpu,
-            backlog=summary.get("backlog", self.usage_backlog()) if target == "relay" else None,
+            backlog=(
+                summary.get("backlog", self.usage_backlog())
+                if self.relayed_target(target)
+                else None
+            ),
             note=note,
             mean_ms=summary["mean_us"] / 1000,
             client=client,
@@ -299,7 +311,7 @@ class Bench:
     @staticmethod
     def _print(label: str, result: WrkResult) -> None:
         print(
-            f"  {label:<7} {result.target:<6} c{result.connections:<5} "
+            f"  {label:<7} {result.target:<12} c{result.connections:<5} "
             f"{result.delay_ms:g} ms upstream: "
             f"{result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms"
             f"  errors {result.errors}  cpu {cpu_text(result.cpu)}",
@@ -326,7 +338,7 @@ class Bench:
         meter = CpuMeter(self.meter_groups)
         meter.start()
         # The key goes in the environment, not on a command line that `ps` shows.
-        env = {**os.environ, "BENCH_KEY": self.key if target == "relay" else ""}
+        env = {**os.environ, "BENCH_KEY": self.keys.get(target, "")}
         running = [
             subprocess.Popen(
                 [*command_base, "--count", str(share)], stdout=subprocess.PIPE, text=True, env=env
@@ -341,7 +353,7 @@ class Bench:
             streams += result["streams"]
             expected = result["expected_events"]
         cpu = meter.stop()
-        if target == "relay":
+        if self.relayed_target(target):
             self.relayed += sum(1 for stream in streams if stream.get("ok"))
         return {"streams": streams, "expected_events": expected, "cpu": cpu}
 
@@ -357,11 +369,12 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
 
     This machine's speed moves within minutes (see bench/README.md), so the targets are not
     measured one after another but in turns, each round taking every target once: direct, the
-    floor, the relay with usage ingestion running, the relay with it paused. Every target
-    meets the same spells, and the pooled percentiles are over all its rounds. The relay's
-    turn comes after 2 s of relayed traffic, so ingestion is at its steady pace; after the
-    paused turn the backlog is ingested before the next round starts, so direct and the floor
-    run with ingestion idle, as before any relayed traffic."""
+    floor, the relay with usage ingestion running (the headline key and the unrestricted key,
+    which goes first in every other round, so neither always follows the other), the relay
+    with ingestion paused. Every target meets the same spells, and the pooled percentiles are
+    over all its rounds. The relayed turns come after 2 s of relayed traffic, so ingestion is
+    at its steady pace; after the paused turn the backlog is ingested before the next round
+    starts, so direct and the floor run with ingestion idle, as before any relayed traffic."""
     bench.quiet("latency")
     print(
         f"Latency at concurrency 1 (non-streaming, upstream answers at once): {rounds} rounds "
@@ -369,15 +382,16 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         flush=True,
     )
     celery = [name for name in ("celery-worker", "celery-beat") if name in bench.processes.started]
-    targets = ["direct", "floor", "relay", *(["relay_paused"] if celery else [])]
+    targets = ["direct", "floor", "relay", "unrestricted", *(["relay_paused"] if celery else [])]
     runs: dict[str, list[tuple[dict, dict]]] = {target: [] for target in targets}
-    for target in ("direct", "floor", "relay"):
+    for target in ("direct", "floor", "relay", "unrestricted"):
         bench.c1(target, seconds=2, warm_up=True)
     for number in range(1, rounds + 1):
         runs["direct"].append(bench.c1_run("direct", seconds))
         runs["floor"].append(bench.c1_run("floor", seconds))
         bench.c1_run("relay", 2)  # Relayed traffic before the turn: ingestion at its pace.
-        runs["relay"].append(bench.c1_run("relay", seconds))
+        for target in relayed_order(number):
+            runs[target].append(bench.c1_run(target, seconds))
         if celery:
             # The relay alone: on two cores the Celery worker and PostgreSQL take CPU from the
             # relay, so this separates the relay's own latency from theirs. The usage piles up
@@ -402,7 +416,7 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         "rounds": [{target: runs[target][n][0] for target in targets} for n in range(rounds)]
     }
     for target in targets:
-        pooled, cpu = _pooled(runs[target], backlog=target.startswith("relay"))
+        pooled, cpu = _pooled(runs[target], backlog=target not in ("direct", "floor"))
         note = f"{rounds} rounds pooled" + (", Celery paused" if target == "relay_paused" else "")
         name = "relay" if target == "relay_paused" else target
         results[target] = bench.c1_result(name, pooled, cpu, note=note)
@@ -412,6 +426,13 @@ def measure_latency(bench: Bench, rounds: int, seconds: float, wrk_seconds: floa
         for target in ("direct", "floor", "relay")
     }
     return results
+
+
+def relayed_order(number: int) -> tuple[str, str]:
+    """The two keys' turns in round `number` (from 1): the headline key first in odd rounds,
+    the unrestricted key in even ones, so what a turn inherits from the one before it (the
+    usage backlog, a warm cache) falls on both alike."""
+    return ("relay", "unrestricted") if number % 2 else ("unrestricted", "relay")
 
 
 def _pooled(runs: list[tuple[dict, dict]], *, backlog: bool) -> tuple[dict, dict]:
@@ -494,12 +515,22 @@ def merge_cpu(parts: list[tuple[dict, float]]) -> dict:
 
 
 def measure_throughput(bench: Bench, levels: list[int], seconds: float) -> dict:
+    """wrk at each of `levels` connections, 20 ms upstream: direct, the floor, then the two
+    keys through the relay level by level, in turns (relayed_order), since the one compared
+    with the other is a target of its own."""
     bench.quiet("throughput")
     print("Throughput, upstream answering after 20 ms", flush=True)
     results: dict[tuple[str, int], WrkResult] = {}
-    for target in ("direct", "floor", "relay"):
+    for target in ("direct", "floor"):
         bench.wrk(target, connections=64, seconds=2, delay_ms=20, warm_up=True)
         for connections in levels:
+            results[target, connections] = bench.wrk(
+                target, connections=connections, seconds=seconds, delay_ms=20
+            )
+    for target in ("relay", "unrestricted"):
+        bench.wrk(target, connections=64, seconds=2, delay_ms=20, warm_up=True)
+    for number, connections in enumerate(levels, start=1):
+        for target in relayed_order(number):
             results[target, connections] = bench.wrk(
                 target, connections=connections, seconds=seconds, delay_ms=20
             )
@@ -544,7 +575,7 @@ def measure_ttft(bench: Bench, count: int) -> dict:
     bench.quiet("time to first token")
     print(f"Streaming time to first token at concurrency 1 ({count} streams each)", flush=True)
     results = {}
-    for target in ("direct", "relay"):
+    for target in ("direct", "relay", "unrestricted"):
         bench.streams(target, "ttft", count=20, deltas=3, gap_ms=2, time_limit=30)  # warm-up
         outcome = bench.streams(target, "ttft", count=count, deltas=3, gap_ms=2, time_limit=60)
         ok = [stream for stream in outcome["streams"] if stream.get("ok")]
@@ -556,7 +587,7 @@ def measure_ttft(bench: Bench, count: int) -> dict:
             "p99": percentile(ttfts, 0.99),
         }
         print(
-            f"  ttft {target:<6} {len(ok)}/{len(outcome['streams'])} ok: "
+            f"  ttft {target:<12} {len(ok)}/{len(outcome['streams'])} ok: "
             f"p50 {results[target]['p50']:.2f} ms  p99 {results[target]['p99']:.2f} ms",
             flush=True,
         )

@@ -33,6 +33,7 @@ from bench.environment import (
     bench_env,
     ensure_database,
     flush_bench_redis,
+    headline_max_concurrency,
     machine_facts,
     prepare_data,
     refusal_summary,
@@ -72,7 +73,9 @@ def parse_options():
     parser.add_argument("--upstream-processes", type=int, default=1)
     parser.add_argument("--stream-clients", type=int, default=2)
     parser.add_argument(
-        "--quota-usd", default="100000", help="the key's quota; 0 = unlimited (no quota script)"
+        "--quota-usd",
+        default="100000",
+        help="the headline key's lifetime quota; 0 = none (its other limits stay on)",
     )
     parser.add_argument("--body-padding", type=int, default=0, help="bytes of system prompt")
     parser.add_argument(
@@ -128,8 +131,9 @@ def serve(work_dir: Path, urls: dict, data, seconds: float, processes):
     details.write_text(
         f"BENCH_UPSTREAM={urls['direct']}\nBENCH_FLOOR={urls['floor']}\n"
         f"BENCH_RELAY={urls['relay']}\nBENCH_KEY={data.plaintext}\n"
+        f"BENCH_UNRESTRICTED_KEY={data.unrestricted_plaintext}\n"
     )
-    print(f"Serving for {seconds:g} s (Ctrl-C stops); URLs and the key are in {details}")
+    print(f"Serving for {seconds:g} s (Ctrl-C stops); URLs and the keys are in {details}")
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
@@ -202,7 +206,11 @@ def main() -> int:
             raise RuntimeError("the fake upstream did not start")
         upstream_url = f"http://127.0.0.1:{ready[1]}"
 
-        data = prepare_data(upstream_url, quota_usd=options.quota_usd)
+        data = prepare_data(
+            upstream_url,
+            quota_usd=options.quota_usd,
+            max_concurrency=headline_max_concurrency(options),
+        )
 
         print("Starting gunicorn (production command) and Celery", flush=True)
         processes.start(
@@ -273,19 +281,17 @@ def main() -> int:
                 what="the Celery worker",
                 processes=processes,
             )
-        # Warm every worker: key snapshot, price table, upstream connection pool. Each urllib
-        # request is a new connection, so they spread over the workers.
-        headers = {
-            "x-api-key": data.plaintext,
-            "content-type": "application/json",
-            "anthropic-version": "2023-06-01",
-        }
+        # Warm every worker: both keys' snapshots, price table, upstream connection pool. Each
+        # urllib request is a new connection, so they spread over the workers.
+        floor_headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
         body = request_body(0).encode()
-        for _ in range(40):
-            status = http_status(proxy_url + "/v1/messages", headers, body)
-            if status != 200:
-                raise RuntimeError(f"the relay answered {status} to a warm-up request")
-        floor_headers = {name: value for name, value in headers.items() if name != "x-api-key"}
+        for key in (data.plaintext, data.unrestricted_plaintext):
+            for _ in range(40):
+                status = http_status(
+                    proxy_url + "/v1/messages", {**floor_headers, "x-api-key": key}, body
+                )
+                if status != 200:
+                    raise RuntimeError(f"the relay answered {status} to a warm-up request")
         wait_until(
             lambda: http_status(floor_url + "/v1/messages", floor_headers, body) == 200,
             seconds=60,
@@ -311,11 +317,16 @@ def main() -> int:
         bench = Bench(
             options,
             processes,
-            {"direct": upstream_url, "floor": floor_url, "relay": proxy_url},
-            data.plaintext,
+            {
+                "direct": upstream_url,
+                "floor": floor_url,
+                "relay": proxy_url,
+                "unrestricted": proxy_url,
+            },
+            {"relay": data.plaintext, "unrestricted": data.unrestricted_plaintext},
             meter_groups,
         )
-        bench.relayed = 40
+        bench.relayed = 80  # The warm-up requests, 40 of each key.
         if options.serve:
             serve(work_dir, bench.urls, data, options.serve, processes)
             failed = False
@@ -357,7 +368,7 @@ def main() -> int:
         usage = None
         if not options.no_celery:
             print("Waiting for Celery to ingest the usage stream", flush=True)
-            usage = usage_summary(data.key_id, options.redis_url, wait_seconds=60)
+            usage = usage_summary(data.key_ids, options.redis_url, wait_seconds=60)
             usage["relayed"] = bench.relayed
         steal = steal_share(machine_at_start, machine_seconds())
         facts["steal (whole run)"] = (

@@ -1,10 +1,24 @@
-"""bench/measurements.py's pooling of the interleaved concurrency-1 rounds."""
+"""bench/measurements.py: the interleaved rounds and turns, their pooling, and which key each
+relayed run sends."""
+
+import threading
+from argparse import Namespace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from bench.c1 import summarize
-from bench.measurements import Bench, WrkResult, measure_refused, merge_cpu
+from bench.measurements import (
+    Bench,
+    WrkResult,
+    measure_latency,
+    measure_refused,
+    measure_throughput,
+    merge_cpu,
+    relayed_order,
+)
 from bench.report import refused_lines
+from bench.servers import Processes
 
 
 def test_cpu_of_several_runs_is_weighted_by_their_length():
@@ -32,6 +46,7 @@ class RefusedScenarioBench(Bench):
 
     def __init__(self) -> None:
         self.skipped, self.background, self.relayed = [], [], 0
+        self.keys = {"relay": "sk-hc-headline"}
         self.hammering = False
         self.hammer_keys: list[str] = []
 
@@ -86,3 +101,160 @@ def test_the_refused_key_scenario_pools_its_turns_and_reports_them():
         "`RefusalCount` row(s) over 1 minute(s), counting 2,000: 402 x (messages)."
     )
     assert sum(line.startswith("| relay (2 rounds pooled") for line in lines) == 2
+
+
+def test_the_two_keys_take_turns_going_first():
+    assert [relayed_order(number) for number in (1, 2, 3, 4)] == [
+        ("relay", "unrestricted"),
+        ("unrestricted", "relay"),
+        ("relay", "unrestricted"),
+        ("unrestricted", "relay"),
+    ]
+
+
+class ScriptedBench(Bench):
+    """Bench without servers: every c1 and wrk run is logged as (client, target) and answers
+    with a fixed latency (the unrestricted key's lower than the headline key's)."""
+
+    LATENCY_US = {"direct": 100, "floor": 400, "relay": 800, "unrestricted": 600}
+
+    def __init__(self) -> None:
+        self.skipped, self.background, self.relayed = [], [], 0
+        self.keys = {"relay": "sk-hc-headline", "unrestricted": "sk-hc-unrestricted"}
+        self.processes = Namespace(started={}, check_alive=lambda: None)
+        self.log: list[tuple[str, str]] = []
+
+    def quiet(self, section: str) -> None:
+        self.background.append((section, 0.0))
+
+    def usage_backlog(self) -> int:
+        return 0
+
+    def c1_run(self, target: str, seconds: float) -> tuple[dict, dict]:
+        self.log.append(("c1", target))
+        latency = self.LATENCY_US[target]
+        summary = summarize([latency] * 100, 100 * latency, 0, 0)
+        summary["latencies_us"] = [latency] * 100
+        # Usage events left in the stream after a relayed run (none left now, see usage_backlog).
+        summary["backlog"] = 7 if target in self.keys else None
+        return summary, {"machine": 1.0}
+
+    def wrk_start(self, target: str, **options) -> dict:
+        self.log.append(("wrk", target))
+        return {"target": target, "connections": options["connections"]}
+
+    def wrk_finish(self, running: dict, *, warm_up: bool = False, note: str = "") -> WrkResult:
+        latency = self.LATENCY_US[running["target"]]
+        summary = summarize([latency] * 1000, 1_000_000, 0, 0)
+        return self._result(
+            running["target"],
+            summary,
+            {"machine": 1.0},
+            connections=running["connections"],
+            delay_ms=20,
+            errors=0,
+            note=note,
+            client="wrk",
+            label="wrk",
+        )
+
+
+def test_latency_rounds_measure_both_keys_each_round_in_turns():
+    bench = ScriptedBench()
+
+    results = measure_latency(bench, rounds=2, seconds=1, wrk_seconds=1)
+
+    measured = [run for run in bench.log if run[0] == "c1"]
+    # Warm-ups, then per round: direct, floor, 2 s of relayed traffic, the two keys in turn.
+    assert measured == [
+        ("c1", "direct"),
+        ("c1", "floor"),
+        ("c1", "relay"),
+        ("c1", "unrestricted"),
+        *[("c1", "direct"), ("c1", "floor"), ("c1", "relay"), ("c1", "relay")],
+        ("c1", "unrestricted"),
+        *[("c1", "direct"), ("c1", "floor"), ("c1", "relay"), ("c1", "unrestricted")],
+        ("c1", "relay"),
+    ]
+    assert (results["relay"].p50_ms, results["unrestricted"].p50_ms) == (0.8, 0.6)
+    assert results["unrestricted"].note == "2 rounds pooled"
+    assert results["unrestricted"].requests == 200
+    # The backlog a relayed turn left, for either key; none for direct.
+    assert (results["relay"].backlog, results["unrestricted"].backlog) == (7, 7)
+    assert results["direct"].backlog is None
+    assert [set(round_) for round_ in results["rounds"]] == [
+        {"direct", "floor", "relay", "unrestricted"}
+    ] * 2
+
+
+def test_throughput_takes_both_keys_level_by_level_in_turns():
+    bench = ScriptedBench()
+
+    results = measure_throughput(bench, [16, 64, 256], seconds=1)
+
+    relayed = [target for _, target in bench.log if target in ("relay", "unrestricted")]
+    # One warm-up each, then the levels, the key going first changing from level to level.
+    assert relayed == [
+        "relay",
+        "unrestricted",
+        *["relay", "unrestricted"],
+        *["unrestricted", "relay"],
+        *["relay", "unrestricted"],
+    ]
+    assert sorted(results) == [
+        (target, connections)
+        for target in ("direct", "floor", "relay", "unrestricted")
+        for connections in (16, 64, 256)
+    ]
+    assert results["unrestricted", 64].connections == 64
+
+
+@pytest.fixture
+def key_server():
+    """An HTTP server that answers 200 and remembers the x-api-key of every request."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            seen.append(self.headers.get("x-api-key"))
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_each_relayed_target_sends_its_own_key_and_direct_sends_none(key_server, tmp_path):
+    url, seen = key_server
+    options = Namespace(time_budget=60, body_padding=0, redis_url="redis://127.0.0.1:1/0")
+    bench = Bench(
+        options,
+        Processes(tmp_path),
+        {"direct": url, "relay": url, "unrestricted": url},
+        {"relay": "sk-hc-headline", "unrestricted": "sk-hc-unrestricted"},
+        {},
+    )
+
+    requests = {}
+    for target in ("unrestricted", "direct", "relay"):
+        seen.clear()
+        summary, _ = bench.c1_run(target, 0.2)
+        requests[target] = summary["requests"]
+        assert summary["requests"] == len(seen) > 0
+        assert set(seen) == {
+            {"relay": "sk-hc-headline", "unrestricted": "sk-hc-unrestricted"}.get(target)
+        }
+    # Both keys' requests are the benchmark's usage; direct ones are not.
+    assert bench.relayed == requests["relay"] + requests["unrestricted"]
