@@ -30,6 +30,12 @@ REASON_LABELS = {
     "model_not_allowed": "Model not allowed",
     "model_not_found": "Model not found",
     "insufficient_quota": "Quota used up",
+    "daily_limit_reached": "Daily limit reached",
+    "weekly_limit_reached": "Weekly limit reached",
+    "monthly_limit_reached": "Monthly limit reached",
+    "member_limit_reached": "Member's monthly cap reached",
+    "team_limit_reached": "Team's monthly budget reached",
+    "concurrency_limit_exceeded": "Too many requests in flight",
     "rate_limit_exceeded": "Rate limited",
     "request_too_large": "Request too large",
 }

@@ -168,7 +168,7 @@ class RelayApp:
                 # Counted after the answer is sent, so the client does not wait for it. A
                 # refusal with no key known (no or an invalid credential, an unknown path)
                 # is not counted: there is no key or team to show it to.
-                await self.count_refusal(exchange, error.key_id, error.code)
+                await self.count_refusal(exchange, error.key_id, error.reason or error.code)
             return error.key_id
         except errors.STATE_UNAVAILABLE:
             logger.exception("Relay state unavailable")

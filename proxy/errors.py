@@ -33,6 +33,9 @@ class RelayError(Exception):
     openai_status: int | None = None
     # The key refused, when it is known (for the log line, never for the client).
     key_id: int | None = None
+    # What the refusal is counted as (billing.refusals), when the code the client sees is
+    # shared by several reasons (OpenAI's insufficient_quota for every spend limit).
+    reason: str | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
@@ -119,7 +122,7 @@ def quota_used_up(spent: str, limit: str, *, held: str | None = None) -> RelayEr
 
 
 def spend_limit_reached(
-    name: str, *, spent: str, limit: str, held: str | None, resets_at: datetime
+    name: str, *, reason: str, spent: str, limit: str, held: str | None, resets_at: datetime
 ) -> RelayError:
     """A spend window used up (proxy.quota names it: "the daily limit of this key", "your
     monthly cap in team X", "team X's monthly budget"), and when it resets: an ISO time in
@@ -139,6 +142,7 @@ def spend_limit_reached(
         message,
         openai_status=429,
         headers=headers,
+        reason=reason,
     )
 
 

@@ -254,6 +254,7 @@ def refusal(state: KeyState, plan: Plan, admission: Admission) -> errors.RelayEr
     limit_usd = units_to_usd(limit.limit_units).quantize(cents)
     return errors.spend_limit_reached(
         _LIMIT_NAMES[limit.kind].format(team=state.team_name),
+        reason=f"{limit.kind}_limit_reached",
         spent=f"{spent:.2f}",
         limit=f"{limit_usd:.2f}",
         held=held_text,

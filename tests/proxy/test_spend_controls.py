@@ -20,6 +20,7 @@ from keys.models import ApiKey, Membership, Team
 from proxy import quota
 from tests.billing.factories import UsageEventFactory
 from tests.factories import make_key
+from tests.refusal_counts import refusal_rows
 from tests.threads import join, start_thread
 
 from .conftest import GPT, usage_events
@@ -139,6 +140,9 @@ def test_a_used_up_window_refuses_with_its_name_spend_and_reset(relay, kind):
     else:
         assert "retry-after" not in refused.headers
     assert relay.primary.requests == []
+    # Counted as its own reason, for the key's page (OpenAI's code is the same for all).
+    [row] = refusal_rows(count=1, key=relay.key)
+    assert (row.status_code, row.code) == (402, f"{kind}_limit_reached")
 
 
 def test_spend_of_an_earlier_window_does_not_count(relay):
