@@ -56,6 +56,23 @@ RATE_HELP = (
     "when you want to prevent a tool from sending too many requests in a short period. Write a "
     "number of requests per s, m, h or d: 60 per minute = 60/m. Empty: no limit."
 )
+# The spend windows reset in the team's time zone (billing.windows).
+DAILY_LIMIT_HELP = (
+    "Spend allowed per calendar day in your team's time zone ({time_zone}); resets at "
+    "midnight. Empty or 0: no daily limit."
+)
+WEEKLY_LIMIT_HELP = (
+    "Spend allowed per calendar week in your team's time zone ({time_zone}); resets at "
+    "midnight on Monday. Empty or 0: no weekly limit."
+)
+MONTHLY_LIMIT_HELP = (
+    "Spend allowed per calendar month in your team's time zone ({time_zone}); resets at "
+    "midnight on the 1st. Empty or 0: no monthly limit."
+)
+MAX_CONCURRENCY_HELP = (
+    "How many requests of this key may run at the same time; one more is refused until one "
+    "finishes, which stops a runaway agent. Empty or 0: unlimited."
+)
 EXPIRY_HELP = (
     "Key expiration controls when the key becomes invalid. For long-term personal use, you can "
     "leave it empty. For temporary tests, shared configuration, or short-term projects, set an "
@@ -64,7 +81,19 @@ EXPIRY_HELP = (
 
 
 # The settings a member may only tighten; read-only for them once set (keys.policy).
-LEAD_SET_FIELDS = ("group", "allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")
+LEAD_SET_FIELDS = (
+    "group",
+    "allowed_ips",
+    "quota_limit_usd",
+    "rate_limit",
+    "expires_at",
+    "daily_limit_usd",
+    "weekly_limit_usd",
+    "monthly_limit_usd",
+    "max_concurrency",
+)
+# The budgets that reset, each read by keys.validators.parse_usd_limit.
+WINDOW_FIELDS = ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd")
 SET_BY_LEAD = "Set by your team lead. Only a lead can loosen or clear it."
 GROUP_SET_BY_LEAD = "Set by your team lead. Only a lead can change it."
 STATUS_SET_BY_LEAD = "Disabled by your team lead. Only a lead can enable it."
@@ -155,6 +184,28 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
         input_formats=[DATETIME_LOCAL_FORMAT, "%Y-%m-%dT%H:%M:%S"],
         widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
     )
+    # Budgets: text for the services to read, as the quota (help texts name the team's zone).
+    daily_limit_usd = forms.CharField(
+        label="Daily limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
+    )
+    weekly_limit_usd = forms.CharField(
+        label="Weekly limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
+    )
+    monthly_limit_usd = forms.CharField(
+        label="Monthly limit (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
+    )
+    max_concurrency = forms.CharField(
+        label="Max concurrent requests",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "0 = unlimited"}),
+        help_text=MAX_CONCURRENCY_HELP,
+    )
 
     def __init__(
         self,
@@ -168,6 +219,12 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
             kwargs.setdefault("initial", _initial_from_key(key))
         super().__init__(*args, **kwargs)
         self.fields["expires_at"].help_text = EXPIRY_HELP.format(time_zone=settings.TIME_ZONE)
+        for field, help_text in (
+            ("daily_limit_usd", DAILY_LIMIT_HELP),
+            ("weekly_limit_usd", WEEKLY_LIMIT_HELP),
+            ("monthly_limit_usd", MONTHLY_LIMIT_HELP),
+        ):
+            self.fields[field].help_text = help_text.format(time_zone=team.time_zone)
         self.fields["group"].queryset = group_list_for_key(team=team, key=key)
         # {field: why it is read-only}: what a member sees of what a lead set (keys.policy).
         self.locked: dict[str, str] = {}
@@ -262,8 +319,10 @@ def _initial_value(field: str, value: Any) -> Any:
         return getattr(value, "pk", value)
     if field == "allowed_ips":
         return "\n".join(value)
-    if field == "quota_limit_usd":
+    if field == "quota_limit_usd" or field in WINDOW_FIELDS:
         return "" if not value else format(value, "f")
+    if field == "max_concurrency":
+        return "" if not value else str(value)
     if field == "expires_at" and value is not None:
         # datetime-local shows minutes; the initial value matches what the browser sends
         # back, so an untouched expiry does not count as a change. Rounding down also keeps a

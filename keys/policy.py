@@ -8,6 +8,8 @@ rate limit, an IP restriction, an expiration or a group, or disables the key, ca
 
 Tighter, field by field (a member's new key is compared with the team's defaults instead):
 - quota: a lower non-zero amount; 0 means unlimited, the loosest of all.
+- daily, weekly and monthly limits and max concurrent requests: as the quota, each on its own
+  (a lower non-zero value, or one where there was none; 0 means none).
 - rate limit: at most as many requests per second on average, and at most as many in one
   window (3600/h has the average of 60/m but lets a burst of 3600 through in one minute).
 - IP restriction: an empty list lets every address in, so any list is tighter than none; a
@@ -68,6 +70,10 @@ def refusals(
     checks = {
         "group": _group,
         "quota_limit_usd": _quota,
+        "daily_limit_usd": _daily,
+        "weekly_limit_usd": _weekly,
+        "monthly_limit_usd": _monthly,
+        "max_concurrency": _concurrency,
         "rate_limit": _rate,
         "allowed_ips": _ips,
         "expires_at": _expiry,
@@ -117,14 +123,41 @@ def _group(current, requested, *, creating: bool) -> str | None:
     )
 
 
-def _quota(current: Decimal | None, requested: Decimal | None, *, creating: bool) -> str | None:
-    current = current or Decimal(0)
-    requested = requested or Decimal(0)
-    if current == 0 or (0 < requested <= current):
+def _lower_or_set(current: Decimal | int | None, requested: Decimal | int | None) -> bool:
+    """Whether a limit where 0 means none is tightened (or kept): a lower non-zero value, or
+    any value where there was none."""
+    current, requested = current or 0, requested or 0
+    return current == 0 or 0 < requested <= current
+
+
+def _usd_limit(label: str, none: str):
+    """The check of a spend limit in USD where 0 means `none`."""
+
+    def check(current: Decimal | None, requested: Decimal | None, *, creating: bool) -> str | None:
+        if _lower_or_set(current, requested):
+            return None
+        return _set_by_lead(
+            label,
+            f"{current:.2f} USD",
+            f"You can lower it, but only your team lead can raise it or set it to 0 ({none}).",
+            creating=creating,
+        )
+
+    return check
+
+
+_quota = _usd_limit("Quota limit", "unlimited")
+_daily = _usd_limit("Daily limit", "no daily limit")
+_weekly = _usd_limit("Weekly limit", "no weekly limit")
+_monthly = _usd_limit("Monthly limit", "no monthly limit")
+
+
+def _concurrency(current: int | None, requested: int | None, *, creating: bool) -> str | None:
+    if _lower_or_set(current, requested):
         return None
     return _set_by_lead(
-        "Quota limit",
-        f"{current:.2f} USD",
+        "Max concurrent requests",
+        str(current),
         "You can lower it, but only your team lead can raise it or set it to 0 (unlimited).",
         creating=creating,
     )

@@ -8,6 +8,7 @@ import functools
 import ipaddress
 import re
 import zoneinfo
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -26,19 +27,48 @@ RATE_LIMIT_MESSAGE = (
 # The model field holds whole cents: ApiKey.quota_limit_usd has max_digits=12 and
 # decimal_places=2, so the largest quota is 9,999,999,999.99 US dollars.
 QUOTA_MAX = Decimal("9999999999.99")
-# One message for every quota that is not a whole number of cents within range (not a number,
-# "1e400", "25.001", 30 digits), in the portal, the admin, the API and the CLI alike: it says
-# what the unit and the range are, which Django's "Ensure that there are no more than 2
-# decimal places" did not.
-QUOTA_MESSAGE = (
-    "Enter the quota limit in US dollars with at most 2 decimal places (whole cents), "
-    f"e.g. 25 or 25.50, up to {QUOTA_MAX:,}; 0 means unlimited."
-)
-QUOTA_BELOW_A_CENT_MESSAGE = (
-    "A quota limit below 0.01 US dollars would be stored as 0, which means unlimited. "
-    "Enter at least 0.01, or 0 for unlimited."
-)
 CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class UsdLimitWords:
+    """How the messages about one spend limit name it and what its 0 means.
+
+    One message for every amount that is not a whole number of cents within range (not a
+    number, "1e400", "25.001", 30 digits), in the portal, the admin, the API and the CLI alike:
+    it says what the unit and the range are, which Django's "Ensure that there are no more than
+    2 decimal places" did not."""
+
+    name: str
+    zero_means: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Enter the {self.name} in US dollars with at most 2 decimal places (whole cents), "
+            f"e.g. 25 or 25.50, up to {QUOTA_MAX:,}; 0 means {self.zero_means}."
+        )
+
+    @property
+    def below_a_cent_message(self) -> str:
+        return (
+            f"A {self.name} below 0.01 US dollars would be stored as 0, which means "
+            f"{self.zero_means}. Enter at least 0.01, or 0 for {self.zero_means}."
+        )
+
+    @property
+    def negative_message(self) -> str:
+        return f"{self.name.capitalize()} cannot be negative. Use 0 for {self.zero_means}."
+
+
+QUOTA_WORDS = UsdLimitWords("quota limit", "unlimited")
+QUOTA_MESSAGE = QUOTA_WORDS.message
+QUOTA_BELOW_A_CENT_MESSAGE = QUOTA_WORDS.below_a_cent_message
+# A key's spend windows (billing.windows), beside its lifetime quota.
+DAILY_LIMIT_WORDS = UsdLimitWords("daily limit", "no daily limit")
+WEEKLY_LIMIT_WORDS = UsdLimitWords("weekly limit", "no weekly limit")
+MONTHLY_LIMIT_WORDS = UsdLimitWords("monthly limit", "no monthly limit")
+
 # Plain decimal notation in ASCII digits. Decimal() alone also reads Arabic-Indic digits ("٥"),
 # underscores ("1_000"), exponents ("1e-400", a positive amount that is 0 in cents) and
 # "Infinity"; the minus sign is let through so a negative amount gets its own message.
@@ -146,7 +176,22 @@ MAX_CONCURRENCY = 10_000
 
 
 def parse_quota(value: str | int | Decimal | None) -> Decimal:
-    """Read a quota from user input; empty or any spelling of zero means 0 (unlimited)."""
+    """Read a quota from user input; empty or any spelling of zero means 0 (unlimited). A
+    negative amount is let through for validate_quota, the model's check, to name."""
+    return _parse_usd(value, QUOTA_WORDS)
+
+
+def parse_usd_limit(value: str | int | Decimal | None, words: UsdLimitWords) -> Decimal:
+    """Read a spend limit from user input as parse_quota does, with messages naming the limit
+    (`words`), and refuse a negative amount here: the model's validate_quota would call it a
+    quota."""
+    amount = _parse_usd(value, words)
+    if amount < 0:
+        raise ValidationError(words.negative_message, code="negative_quota")
+    return amount
+
+
+def _parse_usd(value: str | int | Decimal | None, words: UsdLimitWords) -> Decimal:
     if value is None or (isinstance(value, str) and not value.strip()):
         return Decimal("0")
     if isinstance(value, str) and _QUOTA_PATTERN.fullmatch(value.strip()):
@@ -156,22 +201,51 @@ def parse_quota(value: str | int | Decimal | None) -> Decimal:
     elif isinstance(value, Decimal) and value.is_finite():
         quota = value
     else:
-        raise ValidationError(QUOTA_MESSAGE, code="invalid_quota")
+        raise ValidationError(words.message, code="invalid_quota")
     if quota == 0:
         # One spelling of unlimited, not "-0.00" or "0.000".
         return Decimal("0")
     # Stored in cents, such an amount would become 0: unlimited instead of almost nothing.
     if 0 < quota < CENT:
-        raise ValidationError(QUOTA_BELOW_A_CENT_MESSAGE, code="quota_below_a_cent")
+        raise ValidationError(words.below_a_cent_message, code="quota_below_a_cent")
     if quota > QUOTA_MAX:
-        raise ValidationError(QUOTA_MESSAGE, code="quota_too_large")
+        raise ValidationError(words.message, code="quota_too_large")
     # "25.000" is a whole number of cents: only real precision below a cent is an error.
     if quota.as_tuple().exponent < -2:
         cents = quota.quantize(CENT)
         if cents != quota:
-            raise ValidationError(QUOTA_MESSAGE, code="quota_below_cents")
+            raise ValidationError(words.message, code="quota_below_cents")
         return cents
     return quota
+
+
+MAX_CONCURRENCY_MESSAGE = (
+    "Enter max concurrent requests as a whole number, e.g. 4, up to "
+    f"{MAX_CONCURRENCY:,}; 0 means unlimited."
+)
+# ASCII digits only, and not so many that int() would refuse them (past 4,300 digits).
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
+
+
+def parse_max_concurrency(value: str | int | None) -> int:
+    """Read a key's max concurrent requests from user input: a whole number of ASCII digits,
+    0 to MAX_CONCURRENCY; empty means 0 (unlimited)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="invalid_max_concurrency")
+    if number < 0:
+        raise ValidationError(
+            "Max concurrent requests cannot be negative. Use 0 for unlimited.",
+            code="negative_max_concurrency",
+        )
+    if number > MAX_CONCURRENCY:
+        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="max_concurrency_too_large")
+    return number
 
 
 def validate_multiplier(value: Decimal) -> None:

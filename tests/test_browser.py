@@ -3,9 +3,9 @@
 
 A lead signs in, creates a key and reads it and the base URL from the page as a user would,
 calls the relay with the official anthropic SDK, disables the key on the edit page (refused),
-enables it again, sets a quota and an expiry, and checks the key list. A lead limits a member's
-key, which the member cannot undo. Staff rotate keys in bulk in the admin and read the new
-secrets once; a reload shows they are gone and rotates nothing. On failure the edit page is
+enables it again, sets a quota, an expiry and budgets, and checks the key list. A lead limits a
+member's key, which the member cannot undo. Staff rotate keys in bulk in the admin and read the
+new secrets once; a reload shows they are gone and rotates nothing. On failure the edit page is
 saved as a screenshot in test-artifacts/.
 """
 
@@ -174,6 +174,15 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         page.get_by_label("Key expiration").fill(expiry.strftime("%Y-%m-%dT%H:%M"))
         update(page)
         expect(page.get_by_label("Quota limit (USD)")).to_have_value("5.00")
+
+        # A daily budget and a concurrency limit, under Budgets.
+        expect(page.get_by_role("heading", name="Budgets")).to_be_visible()
+        page.get_by_label("Daily limit (USD)").fill("2")
+        page.get_by_label("Max concurrent requests").fill("4")
+        update(page)
+        expect(page.get_by_label("Daily limit (USD)")).to_have_value("2.00")
+        expect(page.get_by_label("Max concurrent requests")).to_have_value("4")
+        expect(page.get_by_label("Weekly limit (USD)")).to_have_value("")
         answer = ask(key, base_url)
         assert answer.content[0].text.startswith("Hello from the HCAI Keys mock channel")
 
@@ -182,6 +191,14 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         page.get_by_role("button", name="Update").click()
         expect(page.locator("#id_rate_limit_error")).to_contain_text("Enter a rate limit like 60/m")
         expect(page.get_by_label("Rate limit")).to_have_value("sixty a minute")
+        page.get_by_label("Rate limit").fill("")
+        page.get_by_label("Weekly limit (USD)").fill("-1")
+        page.get_by_role("button", name="Update").click()
+        expect(page.locator("#id_weekly_limit_usd_error")).to_have_text(
+            "Weekly limit cannot be negative. Use 0 for no weekly limit."
+        )
+        expect(page.get_by_label("Weekly limit (USD)")).to_have_value("-1")
+        expect(page.get_by_label("Daily limit (USD)")).to_have_value("2.00")
 
         # The list shows the key enabled, its spend against the quota and its expiry.
         open_key_list(page)
@@ -228,6 +245,7 @@ def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id
         page.get_by_label("Name").fill("for-member")
         page.get_by_label("Group").select_option(label="CC Official Channel · ×1 · claude-*")
         page.get_by_label("Quota limit (USD)").fill("1")
+        page.get_by_label("Daily limit (USD)").fill("0.50")
         page.get_by_role("button", name="Create key").click()
         expect(page.get_by_role("heading", name="Key created")).to_be_visible()
         key = page.get_by_test_id("new-key").inner_text().strip()
@@ -245,9 +263,12 @@ def test_a_lead_limits_a_members_key_and_the_member_cannot_undo_it(acme, lead_id
         quota = page.get_by_label("Quota limit (USD)")
         expect(quota).to_have_value("1.00")
         expect(quota).to_be_disabled()
+        daily = page.get_by_label("Daily limit (USD)")
+        expect(daily).to_have_value("0.50")
+        expect(daily).to_be_disabled()
         expect(
             page.get_by_text("Set by your team lead. Only a lead can loosen or clear it.")
-        ).to_be_visible()
+        ).to_have_count(2)
         expect(page.get_by_label("Group")).to_be_disabled()
 
         # The lead disables it "for a risk check".

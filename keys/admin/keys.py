@@ -18,7 +18,7 @@ from core.money import usd
 from keys import services
 from keys.models import ApiKey
 from keys.services import IssuedKey
-from keys.validators import MAX_ALLOWED_IPS
+from keys.validators import MAX_ALLOWED_IPS, MAX_CONCURRENCY
 from keys.views.show_once import Pending
 
 from .actions import RefuseForbiddenActionsMixin
@@ -73,6 +73,36 @@ class ApiKeyAdminForm(forms.ModelForm):
         help_text="At least 0.01, at most 2 decimals, e.g. 25.00. 0 or empty: unlimited.",
     )
 
+    # Budgets: text too, so the service's messages name the limit.
+    daily_limit_usd = forms.CharField(
+        label="Daily limit (USD)",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text="Spend allowed per calendar day in the team's time zone; resets at midnight. "
+        "0 or empty: no daily limit.",
+    )
+    weekly_limit_usd = forms.CharField(
+        label="Weekly limit (USD)",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text="Spend allowed per calendar week in the team's time zone; resets at midnight "
+        "on Monday. 0 or empty: no weekly limit.",
+    )
+    monthly_limit_usd = forms.CharField(
+        label="Monthly limit (USD)",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text="Spend allowed per calendar month in the team's time zone; resets at midnight "
+        "on the 1st. 0 or empty: no monthly limit.",
+    )
+    max_concurrency = forms.CharField(
+        label="Max concurrent requests",
+        required=False,
+        widget=AdminTextInputWidget,
+        help_text=f"Requests of this key in flight at once, at most {MAX_CONCURRENCY:,}. "
+        "0 or empty: unlimited.",
+    )
+
     class Meta:
         model = ApiKey
         fields = ("team", "owner", *services.EDITABLE_FIELDS)
@@ -89,6 +119,8 @@ class ApiKeyAdminForm(forms.ModelForm):
         self.initial["allowed_ips"] = "\n".join(self.instance.allowed_ips)
         # As the text the field shows, so that an untouched quota does not count as changed.
         self.initial["quota_limit_usd"] = str(self.instance.quota_limit_usd)
+        for field in (*services.WINDOW_LIMITS, "max_concurrency"):
+            self.initial[field] = str(getattr(self.instance, field))
 
     def _post_clean(self) -> None:
         if self.errors:
@@ -159,12 +191,24 @@ class ApiKeyAdmin(
         "Limits",
         {"fields": ("allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")},
     )
+    budgets_fieldset = (
+        "Budgets",
+        {
+            "fields": (
+                "daily_limit_usd",
+                "weekly_limit_usd",
+                "monthly_limit_usd",
+                "max_concurrency",
+            )
+        },
+    )
 
     def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None):
         if obj is None:
             return [
                 (None, {"fields": ("team", "owner", "name", "group", "status")}),
                 self.limits_fieldset,
+                self.budgets_fieldset,
             ]
         return [
             (
@@ -172,6 +216,7 @@ class ApiKeyAdmin(
                 {"fields": ("name", "team", "owner", "group", "status", "disabled_by", "prefix")},
             ),
             self.limits_fieldset,
+            self.budgets_fieldset,
             (
                 "Usage",
                 {

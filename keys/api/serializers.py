@@ -15,7 +15,7 @@ from rest_framework import serializers
 from core.api.parsers import JsonNumber
 from keys.models import ApiKey, AuditEvent, Group, Invitation, Membership, Team
 from keys.selectors import KEY_STATES, team_list, teammate_list
-from keys.validators import MAX_ALLOWED_IPS, NAME_MAX_LENGTH
+from keys.validators import MAX_ALLOWED_IPS, MAX_CONCURRENCY, NAME_MAX_LENGTH
 
 # The largest id a database row can have (a signed 64-bit integer).
 MAX_ID = 2**63 - 1
@@ -65,6 +65,19 @@ class DecimalInputField(serializers.Field):
             self.fail("invalid")
         # A JSON number goes on as the text that was sent, so the services read it exactly and
         # apply the same rules as to text: as a float, 1e-400 would arrive as 0.
+        return data.literal if isinstance(data, JsonNumber) else data
+
+
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_CONCURRENCY})
+class CountInputField(serializers.Field):
+    """A whole number as a JSON number, for the service to check (its range and messages)."""
+
+    default_error_messages = {"invalid": "A valid integer is required."}
+
+    def to_internal_value(self, data: Any) -> str | int:
+        if isinstance(data, bool) or not isinstance(data, int | JsonNumber):
+            self.fail("invalid")
+        # 2.5 goes on as the text that was sent, so the service names what it expected.
         return data.literal if isinstance(data, JsonNumber) else data
 
 
@@ -204,6 +217,29 @@ class KeySerializer(serializers.ModelSerializer):
         max_digits=12, decimal_places=2, read_only=True, help_text="0 means unlimited."
     )
     spent_usd = serializers.DecimalField(max_digits=18, decimal_places=8, read_only=True)
+    daily_limit_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        read_only=True,
+        help_text="Spend allowed per calendar day in the team's time zone; 0 means no limit.",
+    )
+    weekly_limit_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        read_only=True,
+        help_text="Spend allowed per calendar week (from Monday) in the team's time zone; "
+        "0 means no limit.",
+    )
+    monthly_limit_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        read_only=True,
+        help_text="Spend allowed per calendar month in the team's time zone; 0 means no limit.",
+    )
+    max_concurrency = serializers.IntegerField(
+        read_only=True,
+        help_text="How many requests of this key may be in flight at once; 0 means unlimited.",
+    )
 
     class Meta:
         model = ApiKey
@@ -221,6 +257,10 @@ class KeySerializer(serializers.ModelSerializer):
             "quota_limit_usd",
             "spent_usd",
             "rate_limit",
+            "daily_limit_usd",
+            "weekly_limit_usd",
+            "monthly_limit_usd",
+            "max_concurrency",
             "expires_at",
             "last_used_at",
             "created_at",
@@ -265,6 +305,26 @@ class KeyUpdateSerializer(serializers.Serializer):
     )
     expires_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Null: never expires."
+    )
+    daily_limit_usd = DecimalInputField(
+        required=False,
+        help_text="USD per calendar day in the team's time zone, e.g. 5.00, at least 0.01; "
+        "0 means no daily limit.",
+    )
+    weekly_limit_usd = DecimalInputField(
+        required=False,
+        help_text="USD per calendar week (from Monday) in the team's time zone, e.g. 20.00, at "
+        "least 0.01; 0 means no weekly limit.",
+    )
+    monthly_limit_usd = DecimalInputField(
+        required=False,
+        help_text="USD per calendar month in the team's time zone, e.g. 60.00, at least 0.01; "
+        "0 means no monthly limit.",
+    )
+    max_concurrency = CountInputField(
+        required=False,
+        help_text=f"Requests of this key in flight at once, at most {MAX_CONCURRENCY:,}; "
+        "0 means unlimited.",
     )
 
 

@@ -108,9 +108,9 @@ def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
     retrieve=extend_schema(summary="Show a key", responses={200: KeySerializer}),
     partial_update=extend_schema(
         summary="Change a key's settings",
-        description="A member may tighten what a lead set on their key (a lower quota or rate "
-        "limit, fewer addresses, an earlier expiration) but not loosen it: that is a 403 naming "
-        "the field.",
+        description="A member may tighten what a lead set on their key (a lower quota, daily, "
+        "weekly or monthly limit, concurrency or rate limit, fewer addresses, an earlier "
+        "expiration) but not loosen it: that is a 403 naming the field.",
         request=KeyUpdateSerializer,
         responses={200: KeySerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
     ),

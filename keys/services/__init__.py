@@ -17,6 +17,7 @@ from .invitations import (
 from .keys import (
     EDITABLE_FIELDS,
     TEAM_DEFAULT,
+    WINDOW_LIMITS,
     IssuedKey,
     api_key_actor_role,
     api_key_create,
@@ -52,6 +53,7 @@ __all__ = [
     "API_TOKEN_LAST_USED_RESOLUTION_SECONDS",
     "EDITABLE_FIELDS",
     "TEAM_DEFAULT",
+    "WINDOW_LIMITS",
     "IssuedApiToken",
     "IssuedKey",
     "api_key_actor_role",

@@ -21,7 +21,16 @@ from keys import policy
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group, Membership, Team
 from keys.selectors import staff_may
-from keys.validators import normalise_rate_limit, parse_allowed_ips, parse_quota
+from keys.validators import (
+    DAILY_LIMIT_WORDS,
+    MONTHLY_LIMIT_WORDS,
+    WEEKLY_LIMIT_WORDS,
+    normalise_rate_limit,
+    parse_allowed_ips,
+    parse_max_concurrency,
+    parse_quota,
+    parse_usd_limit,
+)
 
 from .audit import audit_record
 from .cleaning import _clean_name, _full_clean
@@ -35,7 +44,19 @@ EDITABLE_FIELDS = (
     "quota_limit_usd",
     "rate_limit",
     "expires_at",
+    "daily_limit_usd",
+    "weekly_limit_usd",
+    "monthly_limit_usd",
+    "max_concurrency",
 )
+
+# A key's spend windows and the words their messages use. A daily limit above the weekly or
+# monthly one is allowed: it is simply never the limit that binds.
+WINDOW_LIMITS = {
+    "daily_limit_usd": DAILY_LIMIT_WORDS,
+    "weekly_limit_usd": WEEKLY_LIMIT_WORDS,
+    "monthly_limit_usd": MONTHLY_LIMIT_WORDS,
+}
 
 
 class _TeamDefault:
@@ -72,6 +93,10 @@ def api_key_create(
     quota_limit_usd: str | int | Decimal | None = TEAM_DEFAULT,
     rate_limit: str | None = TEAM_DEFAULT,
     expires_at: datetime | None = TEAM_DEFAULT,
+    daily_limit_usd: str | int | Decimal | None = None,
+    weekly_limit_usd: str | int | Decimal | None = None,
+    monthly_limit_usd: str | int | Decimal | None = None,
+    max_concurrency: str | int | None = None,
 ) -> IssuedKey:
     """A new key of `owner` in `team`. Group and restrictions not given start at the team's
     defaults; a member creating a key for themselves may only tighten those (keys.policy)."""
@@ -87,6 +112,10 @@ def api_key_create(
             "quota_limit_usd": quota_limit_usd,
             "rate_limit": rate_limit,
             "expires_at": expires_at,
+            "daily_limit_usd": daily_limit_usd,
+            "weekly_limit_usd": weekly_limit_usd,
+            "monthly_limit_usd": monthly_limit_usd,
+            "max_concurrency": max_concurrency,
         },
     )
     if key.status == ApiKey.Status.DISABLED:
@@ -360,6 +389,11 @@ def _assign(
         check("quota_limit_usd", parse_quota)
     if "rate_limit" in changes:
         check("rate_limit", normalise_rate_limit)
+    for field, words in WINDOW_LIMITS.items():
+        if field in changes:
+            check(field, lambda value, words=words: parse_usd_limit(value, words))
+    if "max_concurrency" in changes:
+        check("max_concurrency", parse_max_concurrency)
     if "expires_at" in changes:
         previous = key.expires_at
         check("expires_at", lambda value: _check_expiry(value, previous, creating=creating))

@@ -80,15 +80,28 @@ def field_label(field_name: str) -> str:
     return label[:1].upper() + label[1:]
 
 
+# How the audit trail shows a limit of 0, and which limits are amounts of money.
+ZERO_MEANS = {
+    "quota_limit_usd": "0 (unlimited)",
+    "daily_limit_usd": "0 (no daily limit)",
+    "weekly_limit_usd": "0 (no weekly limit)",
+    "monthly_limit_usd": "0 (no monthly limit)",
+    "max_concurrency": "0 (unlimited)",
+}
+USD_LIMITS = ("quota_limit_usd", "daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd")
+
+
 @register.filter
 def audit_value(value: Any, field_name: str) -> str:
     """One side of an audit entry (old or new) as people read it."""
     if value is None or value == "" or value == []:
-        return {"quota_limit_usd": "0 (unlimited)", "expires_at": "never"}.get(field_name, "—")
+        return {**ZERO_MEANS, "expires_at": "never"}.get(field_name, "—")
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
-    if field_name == "quota_limit_usd":
-        return "0 (unlimited)" if Decimal(value) == 0 else f"${value}"
+    if field_name in ZERO_MEANS and Decimal(value) == 0:
+        return ZERO_MEANS[field_name]
+    if field_name in USD_LIMITS:
+        return f"${value}"
     if field_name == "status":
         return STATE_LABELS.get(value, value)
     if field_name == "expires_at":

@@ -73,6 +73,10 @@ def key_change_data(key: ApiKey, **overrides) -> dict:
         "allowed_ips": "\n".join(key.allowed_ips),
         "quota_limit_usd": f"{key.quota_limit_usd:.2f}",
         "rate_limit": key.rate_limit,
+        "daily_limit_usd": f"{key.daily_limit_usd:.2f}",
+        "weekly_limit_usd": f"{key.weekly_limit_usd:.2f}",
+        "monthly_limit_usd": f"{key.monthly_limit_usd:.2f}",
+        "max_concurrency": str(key.max_concurrency),
         # The split date/time widget shows seconds, not microseconds.
         "expires_at_0": expires.date().isoformat() if expires else "",
         "expires_at_1": expires.strftime("%H:%M:%S") if expires else "",
@@ -556,6 +560,10 @@ def add_data(team: Team, owner, group: Group, **overrides) -> dict:
         "rate_limit": "60/m",
         "expires_at_0": "",
         "expires_at_1": "",
+        "daily_limit_usd": "",
+        "weekly_limit_usd": "",
+        "monthly_limit_usd": "",
+        "max_concurrency": "",
     }
     data.update(overrides)
     return data
@@ -633,6 +641,139 @@ def test_add_with_bad_input_shows_the_message_and_writes_nothing(
     assert not ApiKey.objects.exists()
     assert not AuditEvent.objects.filter(subject_type="key").exists()
     assert not ISSUED_KEY.search(response.content.decode())
+
+
+def test_add_with_budgets_stores_them(admin_client, team, member, group):
+    response = admin_client.post(
+        url("keys_apikey_add"),
+        add_data(
+            team,
+            member,
+            group,
+            daily_limit_usd="5",
+            weekly_limit_usd="20.50",
+            monthly_limit_usd="60",
+            max_concurrency="3",
+        ),
+    )
+
+    assert response.status_code == 200
+    key = ApiKey.objects.get()
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (Decimal("5"), Decimal("20.50"), Decimal("60"), 3)
+    event = AuditEvent.objects.get(key=key)
+    assert {field: event.changes[field] for field in BUDGET_FIELDS} == {
+        "daily_limit_usd": [None, "5"],
+        "weekly_limit_usd": [None, "20.5"],
+        "monthly_limit_usd": [None, "60"],
+        "max_concurrency": [None, 3],
+    }
+
+
+BUDGET_FIELDS = ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd", "max_concurrency")
+BAD_BUDGETS = [
+    (
+        {"daily_limit_usd": "-1"},
+        "daily_limit_usd",
+        "Daily limit cannot be negative. Use 0 for no daily limit.",
+    ),
+    (
+        {"weekly_limit_usd": "1.234"},
+        "weekly_limit_usd",
+        "Enter the weekly limit in US dollars with at most 2 decimal places (whole cents), "
+        "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no weekly limit.",
+    ),
+    (
+        {"monthly_limit_usd": "lots"},
+        "monthly_limit_usd",
+        "Enter the monthly limit in US dollars with at most 2 decimal places (whole cents), "
+        "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no monthly limit.",
+    ),
+    (
+        {"max_concurrency": "10001"},
+        "max_concurrency",
+        "Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; 0 means unlimited.",
+    ),
+    (
+        {"max_concurrency": "1.5"},
+        "max_concurrency",
+        "Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; 0 means unlimited.",
+    ),
+    (
+        {"max_concurrency": "-1"},
+        "max_concurrency",
+        "Max concurrent requests cannot be negative. Use 0 for unlimited.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field", "message"), BAD_BUDGETS)
+def test_add_with_a_bad_budget_shows_the_message_and_writes_nothing(
+    admin_client, team, member, group, overrides, field, message
+):
+    response = admin_client.post(url("keys_apikey_add"), add_data(team, member, group, **overrides))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
+
+
+@pytest.mark.parametrize(("overrides", "field", "message"), BAD_BUDGETS)
+def test_change_with_a_bad_budget_shows_the_message_and_writes_nothing(
+    admin_client, key, overrides, field, message
+):
+    before = row(key)
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk), key_change_data(key, **overrides)
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}
+    assert row(key) == before
+    assert actions_of(key) == ["key.created"]
+
+
+def test_the_budgets_are_a_fieldset_of_their_own(admin_client, key):
+    for page in (url("keys_apikey_add"), url("keys_apikey_change", key.pk)):
+        response = admin_client.get(page)
+        fieldsets = {
+            fieldset.name: [line.fields for line in fieldset]
+            for fieldset in response.context["adminform"]
+        }
+        assert fieldsets["Budgets"] == [[field] for field in BUDGET_FIELDS], page
+
+
+def test_change_sets_and_clears_budgets_with_one_event(
+    admin_client, admin_user, team, member, group
+):
+    key = make_key(team=team, owner=member, group=group, daily_limit_usd="5", max_concurrency=2).key
+    key.refresh_from_db()
+
+    response = admin_client.post(
+        url("keys_apikey_change", key.pk),
+        key_change_data(key, daily_limit_usd="0", monthly_limit_usd="100", max_concurrency="8"),
+    )
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.daily_limit_usd, key.monthly_limit_usd, key.max_concurrency) == (
+        0,
+        Decimal("100"),
+        8,
+    )
+    event = AuditEvent.objects.get(key=key, action="key.updated")
+    assert event.actor == admin_user
+    assert event.changes == {
+        "daily_limit_usd": ["5", "0"],
+        "monthly_limit_usd": ["0", "100"],
+        "max_concurrency": [2, 8],
+    }
 
 
 def test_add_for_an_owner_outside_the_team_is_refused(admin_client, team, outsider, group):

@@ -72,6 +72,12 @@ def test_prints_only_the_key_and_records_its_creation(setup, member):
         [],
         None,
     )
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (0, 0, 0, 0)
     assert key.created_by is None
     event = AuditEvent.objects.filter(subject_type="key").get()
     assert (event.key, event.action, event.actor) == (key, AuditEvent.Action.KEY_CREATED, None)
@@ -85,10 +91,20 @@ def test_every_setting_is_passed_to_the_service(setup, lead):
             expires="2030-01-31T18:00:00Z",
             allowed_ips="203.0.113.7, 2001:db8::/32",
             actor="lead",
+            daily_usd="5",
+            weekly_usd="20.50",
+            monthly_usd="60",
+            max_concurrency="3",
         )
     )
 
     key = ApiKey.objects.get(digest=digest_key(out.strip()))
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (Decimal("5"), Decimal("20.50"), Decimal("60"), 3)
     assert key.quota_limit_usd == Decimal("25.50")
     assert key.rate_limit == "60/m"
     assert key.expires_at == datetime(2030, 1, 31, 18, 0, tzinfo=UTC)
@@ -125,6 +141,10 @@ QUOTA_NUMBER = (
 RATE_LIMIT = (
     "--rate-limit: Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h "
     "or /d (per second, minute, hour or day)."
+)
+MAX_CONCURRENCY = (
+    "--max-concurrency: Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; "
+    "0 means unlimited."
 )
 PAST = "--expires: Key expiration must be in the future. Leave it empty for never."
 
@@ -197,6 +217,32 @@ PAST = "--expires: Key expiration must be in the future. Leave it empty for neve
             "has 1,001.",
         ),
         ({"actor": "ghost"}, "--actor: No user named “ghost”."),
+        (
+            {"daily_usd": "-1"},
+            "--daily-usd: Daily limit cannot be negative. Use 0 for no daily limit.",
+        ),
+        (
+            {"daily_usd": "ten"},
+            "--daily-usd: Enter the daily limit in US dollars with at most 2 decimal places "
+            "(whole cents), e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no daily limit.",
+        ),
+        (
+            {"weekly_usd": "1.234"},
+            "--weekly-usd: Enter the weekly limit in US dollars with at most 2 decimal places "
+            "(whole cents), e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no weekly limit.",
+        ),
+        (
+            {"monthly_usd": "0.001"},
+            "--monthly-usd: A monthly limit below 0.01 US dollars would be stored as 0, which "
+            "means no monthly limit. Enter at least 0.01, or 0 for no monthly limit.",
+        ),
+        (
+            {"max_concurrency": "-2"},
+            "--max-concurrency: Max concurrent requests cannot be negative. Use 0 for unlimited.",
+        ),
+        ({"max_concurrency": "2.5"}, MAX_CONCURRENCY),
+        ({"max_concurrency": "many"}, MAX_CONCURRENCY),
+        ({"max_concurrency": "10001"}, MAX_CONCURRENCY),
     ],
 )
 def test_bad_argument_is_named_and_nothing_is_written(setup, changes, message):
@@ -204,6 +250,19 @@ def test_bad_argument_is_named_and_nothing_is_written(setup, changes, message):
         create_key(*argv(**changes))
 
     assert str(error.value) == message
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
+
+
+def test_every_bad_budget_is_reported_at_once(setup):
+    with pytest.raises(CommandError) as error:
+        create_key(*argv(daily_usd="x", max_concurrency="-1"))
+
+    assert str(error.value).splitlines() == [
+        "--daily-usd: Enter the daily limit in US dollars with at most 2 decimal places (whole "
+        "cents), e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no daily limit.",
+        "--max-concurrency: Max concurrent requests cannot be negative. Use 0 for unlimited.",
+    ]
     assert not ApiKey.objects.exists()
     assert not AuditEvent.objects.filter(subject_type="key").exists()
 

@@ -313,6 +313,62 @@ def test_a_zero_quota_shows_as_empty(team, member, group):
     assert KeyForm(team=team, key=key).initial["quota_limit_usd"] == ""
 
 
+BUDGETS = ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd", "max_concurrency")
+
+
+def test_budgets_of_zero_show_as_empty_and_set_ones_as_stored(team, member, group):
+    none = make_key(team=team, owner=member, group=group).key
+    assert {
+        field: KeyForm(team=team, key=none).initial[field] for field in BUDGETS
+    } == dict.fromkeys(BUDGETS, "")
+    some = make_key(
+        team=team,
+        owner=member,
+        group=group,
+        daily_limit_usd="2.5",
+        weekly_limit_usd="10",
+        monthly_limit_usd="40.00",
+        max_concurrency=3,
+    ).key
+    some = ApiKey.objects.get(pk=some.pk)
+    assert {field: KeyForm(team=team, key=some).initial[field] for field in BUDGETS} == {
+        "daily_limit_usd": "2.50",
+        "weekly_limit_usd": "10.00",
+        "monthly_limit_usd": "40.00",
+        "max_concurrency": "3",
+    }
+
+
+def test_an_untouched_budget_changes_nothing_and_a_changed_one_reaches_the_service(
+    team, member, group
+):
+    key = make_key(team=team, owner=member, group=group, daily_limit_usd="2.5").key
+    form = edit(key, max_concurrency="6")
+    assert form.errors == {}
+    assert form.changes() == {"max_concurrency": "6"}
+    key.refresh_from_db()
+    assert (key.daily_limit_usd, key.max_concurrency) == (Decimal("2.5"), 6)
+    event = AuditEvent.objects.get(key=key, action="key.updated")
+    assert event.changes == {"max_concurrency": [0, 6]}
+
+
+def test_the_budgets_help_names_the_teams_time_zone(team):
+    team.time_zone = "Asia/Shanghai"
+    form = KeyForm(team=team)
+    assert form.fields["daily_limit_usd"].help_text == (
+        "Spend allowed per calendar day in your team's time zone (Asia/Shanghai); resets at "
+        "midnight. Empty or 0: no daily limit."
+    )
+    assert form.fields["weekly_limit_usd"].help_text == (
+        "Spend allowed per calendar week in your team's time zone (Asia/Shanghai); resets at "
+        "midnight on Monday. Empty or 0: no weekly limit."
+    )
+    assert form.fields["monthly_limit_usd"].help_text == (
+        "Spend allowed per calendar month in your team's time zone (Asia/Shanghai); resets at "
+        "midnight on the 1st. Empty or 0: no monthly limit."
+    )
+
+
 def test_the_keys_own_group_stays_offered_when_the_team_no_longer_allows_it(key):
     key.team.allowed_groups.add(GroupFactory(name="New default"))
     offered = list(KeyForm(team=key.team, key=key).fields["group"].queryset)

@@ -36,6 +36,71 @@ def test_quota(current, requested, loosens):
     assert refused("quota_limit_usd", current, requested) is loosens
 
 
+@pytest.mark.parametrize("field", ["daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd"])
+@pytest.mark.parametrize(
+    ("current", "requested", "loosens"),
+    [
+        (Decimal(0), Decimal(5), False),  # a limit where there was none
+        (Decimal(0), Decimal(0), False),
+        (Decimal(5), Decimal(5), False),
+        (Decimal(5), Decimal("4.99"), False),
+        (Decimal(5), Decimal("5.01"), True),
+        (Decimal(5), Decimal(0), True),  # 0 is no limit, the loosest
+    ],
+)
+def test_spend_windows(field, current, requested, loosens):
+    assert refused(field, current, requested) is loosens
+
+
+@pytest.mark.parametrize(
+    ("current", "requested", "loosens"),
+    [
+        (0, 4, False),  # a limit where there was none
+        (4, 4, False),
+        (4, 1, False),
+        (4, 5, True),
+        (4, 0, True),  # 0 is unlimited, the loosest
+    ],
+)
+def test_max_concurrency(current, requested, loosens):
+    assert refused("max_concurrency", current, requested) is loosens
+
+
+@pytest.mark.parametrize(
+    ("field", "current", "message"),
+    [
+        (
+            "daily_limit_usd",
+            Decimal("10"),
+            "Daily limit: set by your team lead (10.00 USD). You can lower it, but only your "
+            "team lead can raise it or set it to 0 (no daily limit).",
+        ),
+        (
+            "weekly_limit_usd",
+            Decimal("50.5"),
+            "Weekly limit: set by your team lead (50.50 USD). You can lower it, but only your "
+            "team lead can raise it or set it to 0 (no weekly limit).",
+        ),
+        (
+            "monthly_limit_usd",
+            Decimal("200"),
+            "Monthly limit: set by your team lead (200.00 USD). You can lower it, but only your "
+            "team lead can raise it or set it to 0 (no monthly limit).",
+        ),
+        (
+            "max_concurrency",
+            4,
+            "Max concurrent requests: set by your team lead (4). You can lower it, but only your "
+            "team lead can raise it or set it to 0 (unlimited).",
+        ),
+    ],
+)
+def test_the_refusal_of_a_loosened_limit_names_it(field, current, message):
+    assert policy.refusals(role=Role.MEMBER, current={field: current}, requested={field: 0}) == {
+        field: message
+    }
+
+
 @pytest.mark.parametrize(
     ("current", "requested", "loosens"),
     [
@@ -99,8 +164,20 @@ def test_only_members_are_limited(role):
     assert (
         policy.refusals(
             role=role,
-            current={"quota_limit_usd": Decimal(5), "status": "disabled", "group": 1},
-            requested={"quota_limit_usd": Decimal(0), "status": "enabled", "group": 2},
+            current={
+                "quota_limit_usd": Decimal(5),
+                "daily_limit_usd": Decimal(5),
+                "max_concurrency": 2,
+                "status": "disabled",
+                "group": 1,
+            },
+            requested={
+                "quota_limit_usd": Decimal(0),
+                "daily_limit_usd": Decimal(0),
+                "max_concurrency": 0,
+                "status": "enabled",
+                "group": 2,
+            },
             disabled_by="system",
         )
         == {}
@@ -125,6 +202,114 @@ def test_a_refusal_writes_nothing_and_leaves_the_key_as_stored(member, limited_k
     assert list(AuditEvent.objects.filter(key=limited_key).values_list("action", flat=True)) == [
         "key.created"
     ]
+
+
+@pytest.fixture
+def budgeted_key(team, lead, member, group):
+    return make_key(
+        team=team,
+        owner=member,
+        group=group,
+        actor=lead,
+        daily_limit_usd="10",
+        weekly_limit_usd="50",
+        monthly_limit_usd="150",
+        max_concurrency=4,
+    ).key
+
+
+LEAD_SET_LIMITS = {
+    "daily_limit_usd": Decimal("10"),
+    "weekly_limit_usd": Decimal("50"),
+    "monthly_limit_usd": Decimal("150"),
+    "max_concurrency": 4,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("daily_limit_usd", "10.01"),
+        ("daily_limit_usd", "0"),
+        ("daily_limit_usd", ""),
+        ("weekly_limit_usd", "51"),
+        ("weekly_limit_usd", None),
+        ("monthly_limit_usd", "1000"),
+        ("monthly_limit_usd", 0),
+        ("max_concurrency", 5),
+        ("max_concurrency", "0"),
+        ("max_concurrency", ""),
+    ],
+)
+def test_a_member_cannot_raise_or_clear_a_limit_their_lead_set(member, budgeted_key, field, value):
+    with pytest.raises(ValidationError) as error:
+        services.api_key_update(key=budgeted_key, actor=member, **{field: value})
+
+    assert [e.code for e in error.value.error_dict[field]] == ["permission_denied"]
+    stored = ApiKey.objects.get(pk=budgeted_key.pk)
+    assert {name: getattr(stored, name) for name in LEAD_SET_LIMITS} == LEAD_SET_LIMITS
+    assert list(AuditEvent.objects.filter(key=budgeted_key).values_list("action", flat=True)) == [
+        "key.created"
+    ]
+
+
+def test_a_member_can_lower_every_limit_their_lead_set(member, budgeted_key):
+    services.api_key_update(
+        key=budgeted_key,
+        actor=member,
+        daily_limit_usd="5",
+        weekly_limit_usd="49.99",
+        monthly_limit_usd="150",
+        max_concurrency="1",
+    )
+
+    stored = ApiKey.objects.get(pk=budgeted_key.pk)
+    assert (
+        stored.daily_limit_usd,
+        stored.weekly_limit_usd,
+        stored.monthly_limit_usd,
+        stored.max_concurrency,
+    ) == (Decimal("5"), Decimal("49.99"), Decimal("150"), 1)
+
+
+def test_a_member_can_set_a_limit_where_there_was_none(member, limited_key):
+    services.api_key_update(key=limited_key, actor=member, daily_limit_usd="2", max_concurrency=3)
+
+    stored = ApiKey.objects.get(pk=limited_key.pk)
+    assert (stored.daily_limit_usd, stored.max_concurrency) == (Decimal("2"), 3)
+
+
+def test_a_lead_can_raise_and_clear_the_limits(lead, budgeted_key):
+    services.api_key_update(
+        key=budgeted_key,
+        actor=lead,
+        daily_limit_usd="20",
+        weekly_limit_usd="0",
+        monthly_limit_usd="",
+        max_concurrency=0,
+    )
+
+    stored = ApiKey.objects.get(pk=budgeted_key.pk)
+    assert (
+        stored.daily_limit_usd,
+        stored.weekly_limit_usd,
+        stored.monthly_limit_usd,
+        stored.max_concurrency,
+    ) == (Decimal("20"), 0, 0, 0)
+
+
+def test_a_member_creating_a_key_sets_any_limits(team, member, group):
+    key = services.api_key_create(
+        team=team,
+        owner=member,
+        name="mine",
+        group=group,
+        actor=member,
+        daily_limit_usd="100",
+        max_concurrency=10_000,
+    ).key
+
+    assert (key.daily_limit_usd, key.max_concurrency) == (Decimal("100"), 10_000)
 
 
 def test_staff_who_may_change_keys_are_not_limited(limited_key):

@@ -43,6 +43,12 @@ def edit_data(key: ApiKey, **overrides) -> dict:
         "quota_limit_usd": "" if not key.quota_limit_usd else format(key.quota_limit_usd, "f"),
         "rate_limit": key.rate_limit,
         "expires_at": "",
+        "daily_limit_usd": "" if not key.daily_limit_usd else format(key.daily_limit_usd, "f"),
+        "weekly_limit_usd": "" if not key.weekly_limit_usd else format(key.weekly_limit_usd, "f"),
+        "monthly_limit_usd": ""
+        if not key.monthly_limit_usd
+        else format(key.monthly_limit_usd, "f"),
+        "max_concurrency": "" if not key.max_concurrency else str(key.max_concurrency),
     }
     data.update(overrides)
     return data
@@ -178,6 +184,77 @@ def test_a_member_clearing_the_quota_changes_nothing(client, team, member, limit
     )
 
     assert key_row(limited_key) == before
+
+
+@pytest.fixture
+def budgeted_key(team, lead, member, group):
+    """A member's key with a daily limit and a concurrency limit the lead set."""
+    return make_key(
+        team=team,
+        owner=member,
+        group=group,
+        actor=lead,
+        name="budgeted",
+        daily_limit_usd="10",
+        max_concurrency=4,
+    ).key
+
+
+def test_budgets_a_lead_set_are_read_only_for_the_member(client, team, member, budgeted_key):
+    html = logged_in(client, member).get(url("keys:edit", team, budgeted_key)).content.decode()
+
+    daily = re.search(r'<input type="text" name="daily_limit_usd"[^>]*>', html)[0]
+    concurrency = re.search(r'<input type="text" name="max_concurrency"[^>]*>', html)[0]
+    weekly = re.search(r'<input type="text" name="weekly_limit_usd"[^>]*>', html)[0]
+    assert "disabled" in daily and 'value="10.00"' in daily
+    assert "disabled" in concurrency and 'value="4"' in concurrency
+    # Nothing set: the member may set a weekly limit, which only tightens the key.
+    assert "disabled" not in weekly
+    assert html.count(SET_BY_LEAD) == 2
+
+
+def test_a_member_raising_or_clearing_a_budget_changes_nothing(client, team, member, budgeted_key):
+    before = key_row(budgeted_key)
+
+    logged_in(client, member).post(
+        url("keys:edit", team, budgeted_key),
+        edit_data(budgeted_key, daily_limit_usd="0", max_concurrency="50"),
+    )
+
+    assert key_row(budgeted_key) == before
+
+
+def test_a_member_sets_a_budget_where_there_was_none(client, team, member, budgeted_key):
+    response = logged_in(client, member).post(
+        url("keys:edit", team, budgeted_key),
+        edit_data(budgeted_key, weekly_limit_usd="30", monthly_limit_usd="90.5"),
+    )
+
+    assert response.status_code == 302
+    budgeted_key.refresh_from_db()
+    assert (budgeted_key.weekly_limit_usd, budgeted_key.monthly_limit_usd) == (
+        Decimal("30"),
+        Decimal("90.5"),
+    )
+    event = AuditEvent.objects.get(key=budgeted_key, action="key.updated")
+    assert (event.actor, event.changes) == (
+        member,
+        {"weekly_limit_usd": ["0", "30"], "monthly_limit_usd": ["0", "90.5"]},
+    )
+
+
+def test_the_lead_raises_and_clears_budgets(client, team, lead, budgeted_key):
+    html = logged_in(client, lead).get(url("keys:edit", team, budgeted_key)).content.decode()
+    assert SET_BY_LEAD not in html
+
+    response = client.post(
+        url("keys:edit", team, budgeted_key),
+        edit_data(budgeted_key, daily_limit_usd="", max_concurrency="8"),
+    )
+
+    assert response.status_code == 302
+    budgeted_key.refresh_from_db()
+    assert (budgeted_key.daily_limit_usd, budgeted_key.max_concurrency) == (0, 8)
 
 
 def test_the_lead_sees_every_field_editable(client, team, lead, limited_key):

@@ -17,7 +17,14 @@ from keys import services
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Membership, digest_key
 from keys.services.keys import _disable as disable_inside
-from keys.validators import QUOTA_MESSAGE, RATE_LIMIT_MESSAGE
+from keys.validators import (
+    DAILY_LIMIT_WORDS,
+    MAX_CONCURRENCY_MESSAGE,
+    MONTHLY_LIMIT_WORDS,
+    QUOTA_MESSAGE,
+    RATE_LIMIT_MESSAGE,
+    WEEKLY_LIMIT_WORDS,
+)
 
 from ..factories import GroupFactory, MembershipFactory, UserFactory, make_key
 
@@ -58,6 +65,21 @@ def make_expired(key: ApiKey, *, status: str = ApiKey.Status.DISABLED) -> ApiKey
     )
     key.refresh_from_db()
     return key
+
+
+DAILY_MESSAGE = DAILY_LIMIT_WORDS.message
+WEEKLY_MESSAGE = WEEKLY_LIMIT_WORDS.message
+MONTHLY_MESSAGE = MONTHLY_LIMIT_WORDS.message
+
+
+def test_the_window_messages_name_the_window():
+    assert DAILY_MESSAGE == (
+        "Enter the daily limit in US dollars with at most 2 decimal places (whole cents), "
+        "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no daily limit."
+    )
+    assert MAX_CONCURRENCY_MESSAGE == (
+        "Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; 0 means unlimited."
+    )
 
 
 # Bad settings shared by create and update: (changes, {field: [exact messages]}).
@@ -125,6 +147,66 @@ BAD_SETTINGS = {
     "rate-no-unit": ({"rate_limit": "60"}, {"rate_limit": [RATE_LIMIT_MESSAGE]}),
     "rate-negative": ({"rate_limit": "-1/m"}, {"rate_limit": [RATE_LIMIT_MESSAGE]}),
     "status-unknown": ({"status": "paused"}, {"status": ["Value 'paused' is not a valid choice."]}),
+    "daily-negative": (
+        {"daily_limit_usd": "-1"},
+        {"daily_limit_usd": ["Daily limit cannot be negative. Use 0 for no daily limit."]},
+    ),
+    "daily-3-decimals": ({"daily_limit_usd": "1.234"}, {"daily_limit_usd": [DAILY_MESSAGE]}),
+    "daily-text": ({"daily_limit_usd": "ten"}, {"daily_limit_usd": [DAILY_MESSAGE]}),
+    "daily-float": ({"daily_limit_usd": 1.5}, {"daily_limit_usd": [DAILY_MESSAGE]}),
+    "daily-below-a-cent": (
+        {"daily_limit_usd": "0.001"},
+        {
+            "daily_limit_usd": [
+                "A daily limit below 0.01 US dollars would be stored as 0, which means no "
+                "daily limit. Enter at least 0.01, or 0 for no daily limit."
+            ]
+        },
+    ),
+    "daily-11-whole-digits": (
+        {"daily_limit_usd": "12345678901"},
+        {"daily_limit_usd": [DAILY_MESSAGE]},
+    ),
+    "weekly-negative": (
+        {"weekly_limit_usd": -5},
+        {"weekly_limit_usd": ["Weekly limit cannot be negative. Use 0 for no weekly limit."]},
+    ),
+    "weekly-exponent": ({"weekly_limit_usd": "1e3"}, {"weekly_limit_usd": [WEEKLY_MESSAGE]}),
+    "monthly-negative": (
+        {"monthly_limit_usd": "-0.01"},
+        {"monthly_limit_usd": ["Monthly limit cannot be negative. Use 0 for no monthly limit."]},
+    ),
+    "monthly-nan": ({"monthly_limit_usd": "NaN"}, {"monthly_limit_usd": [MONTHLY_MESSAGE]}),
+    "concurrency-negative": (
+        {"max_concurrency": -1},
+        {"max_concurrency": ["Max concurrent requests cannot be negative. Use 0 for unlimited."]},
+    ),
+    "concurrency-negative-text": (
+        {"max_concurrency": "-3"},
+        {"max_concurrency": ["Max concurrent requests cannot be negative. Use 0 for unlimited."]},
+    ),
+    "concurrency-too-many": (
+        {"max_concurrency": 10_001},
+        {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]},
+    ),
+    "concurrency-fraction": (
+        {"max_concurrency": "2.5"},
+        {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]},
+    ),
+    "concurrency-float": ({"max_concurrency": 2.0}, {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]}),
+    "concurrency-text": (
+        {"max_concurrency": "four"},
+        {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]},
+    ),
+    "concurrency-bool": ({"max_concurrency": True}, {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]}),
+    "concurrency-arabic-indic": (
+        {"max_concurrency": "\u0665"},
+        {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]},
+    ),
+    "concurrency-huge": (
+        {"max_concurrency": "9" * 5000},
+        {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]},
+    ),
 }
 
 
@@ -149,6 +231,10 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
         quota_limit_usd="25.50",
         rate_limit=" 60 / M ",
         expires_at=timezone.now() + timedelta(days=30),
+        daily_limit_usd="5",
+        weekly_limit_usd=" 20.50 ",
+        monthly_limit_usd=Decimal("60.00"),
+        max_concurrency=" 4 ",
     )
     key = ApiKey.objects.get(pk=issued.key.pk)
     assert (key.team, key.owner, key.group, key.created_by) == (team, member, group, lead)
@@ -157,6 +243,12 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
     assert key.allowed_ips == ["10.0.0.1", "2001:db8::/32", "192.168.0.0/16"]
     assert key.quota_limit_usd == Decimal("25.50")
     assert key.rate_limit == "60/m"
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (Decimal("5"), Decimal("20.50"), Decimal("60"), 4)
     assert key.spent_usd == 0
     assert key.last_used_at is None
 
@@ -171,7 +263,41 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
         "quota_limit_usd": [None, "25.5"],
         "rate_limit": [None, "60/m"],
         "expires_at": [None, key.expires_at.astimezone(UTC).isoformat()],
+        "daily_limit_usd": [None, "5"],
+        "weekly_limit_usd": [None, "20.5"],
+        "monthly_limit_usd": [None, "60"],
+        "max_concurrency": [None, 4],
     }
+
+
+def test_create_without_budgets_sets_none(team, member, group):
+    key = ApiKey.objects.get(pk=create(team, member, group).key.pk)
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (0, 0, 0, 0)
+    [event] = AuditEvent.objects.filter(subject_type="key")
+    assert {field: event.changes[field] for field in services.WINDOW_LIMITS} == {
+        "daily_limit_usd": [None, "0"],
+        "weekly_limit_usd": [None, "0"],
+        "monthly_limit_usd": [None, "0"],
+    }
+    assert event.changes["max_concurrency"] == [None, 0]
+
+
+def test_a_daily_limit_above_the_weekly_and_monthly_ones_is_allowed(team, member, group):
+    """It simply never binds: no error, it is stored as given."""
+    key = create(
+        team, member, group, daily_limit_usd="100", weekly_limit_usd="50", monthly_limit_usd="10"
+    ).key
+    saved = row(key)
+    assert (saved["daily_limit_usd"], saved["weekly_limit_usd"], saved["monthly_limit_usd"]) == (
+        Decimal("100"),
+        Decimal("50"),
+        Decimal("10"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,6 +321,20 @@ def test_create_stores_the_key_and_writes_one_created_event(team, member, lead, 
         ({"allowed_ips": ["203.0.113.7", "203.0.113.7"]}, {"allowed_ips": ["203.0.113.7"]}),
         ({"status": "disabled"}, {"status": "disabled"}),
         ({"expires_at": None}, {"expires_at": None}),
+        ({"daily_limit_usd": ""}, {"daily_limit_usd": Decimal("0")}),
+        ({"daily_limit_usd": "0.00"}, {"daily_limit_usd": Decimal("0")}),
+        ({"daily_limit_usd": "0.01"}, {"daily_limit_usd": Decimal("0.01")}),
+        ({"weekly_limit_usd": 7}, {"weekly_limit_usd": Decimal("7")}),
+        ({"monthly_limit_usd": "25.000"}, {"monthly_limit_usd": Decimal("25")}),
+        (
+            {"monthly_limit_usd": "9999999999.99"},
+            {"monthly_limit_usd": Decimal("9999999999.99")},
+        ),
+        ({"max_concurrency": None}, {"max_concurrency": 0}),
+        ({"max_concurrency": ""}, {"max_concurrency": 0}),
+        ({"max_concurrency": "0"}, {"max_concurrency": 0}),
+        ({"max_concurrency": 1}, {"max_concurrency": 1}),
+        ({"max_concurrency": "10000"}, {"max_concurrency": 10_000}),
     ],
 )
 def test_create_accepts_and_normalises(team, member, group, settings, stored):
@@ -373,6 +513,9 @@ def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
         allowed_ips="2001:DB8::1 10.0.0.0/24",
         quota_limit_usd="100",
         rate_limit="10/S",
+        daily_limit_usd="3",
+        monthly_limit_usd="30.5",
+        max_concurrency="2",
     )
     saved = ApiKey.objects.get(pk=key.pk)
     assert (saved.name, saved.group, saved.rate_limit) == ("renamed", premium, "10/s")
@@ -390,7 +533,15 @@ def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
         "allowed_ips": [[], ["2001:db8::1", "10.0.0.0/24"]],
         "quota_limit_usd": ["0", "100"],
         "rate_limit": ["", "10/s"],
+        "daily_limit_usd": ["0", "3"],
+        "monthly_limit_usd": ["0", "30.5"],
+        "max_concurrency": [0, 2],
     }
+    assert (saved.daily_limit_usd, saved.monthly_limit_usd, saved.max_concurrency) == (
+        Decimal("3"),
+        Decimal("30.5"),
+        2,
+    )
 
 
 @pytest.mark.parametrize(
@@ -406,6 +557,11 @@ def test_update_writes_one_event_with_the_field_diff(issued, lead, team):
         {"quota_limit_usd": Decimal("12.500")},
         {"rate_limit": " 60 / M "},
         {"expires_at": None},
+        {"daily_limit_usd": "5.00"},
+        {"weekly_limit_usd": ""},
+        {"monthly_limit_usd": 0},
+        {"max_concurrency": "3"},
+        {"max_concurrency": 3},
     ],
     ids=repr,
 )
@@ -419,6 +575,8 @@ def test_update_that_changes_nothing_writes_nothing(
         allowed_ips="10.0.0.1 2001:db8::/32",
         quota_limit_usd="12.50",
         rate_limit="60/m",
+        daily_limit_usd="5",
+        max_concurrency=3,
     )
     stored = row(issued.key)
     with django_capture_on_commit_callbacks() as callbacks:
@@ -460,6 +618,8 @@ def test_update_reports_every_bad_field_at_once_and_writes_nothing(issued, lead)
             quota_limit_usd="-5",
             rate_limit="60/x",
             expires_at=timezone.now() - timedelta(minutes=1),
+            daily_limit_usd="1.001",
+            max_concurrency="lots",
         )
     assert caught.value.message_dict == {
         "name": ["Name is required."],
@@ -467,6 +627,8 @@ def test_update_reports_every_bad_field_at_once_and_writes_nothing(issued, lead)
         "quota_limit_usd": ["Quota limit cannot be negative. Use 0 for unlimited."],
         "rate_limit": [RATE_LIMIT_MESSAGE],
         "expires_at": [FUTURE_MESSAGE],
+        "daily_limit_usd": [DAILY_MESSAGE],
+        "max_concurrency": [MAX_CONCURRENCY_MESSAGE],
     }
     assert row(issued.key) == stored
     assert [event.action for event in events(issued.key)] == ["key.created"]

@@ -72,6 +72,10 @@ def form_data(key: ApiKey | None = None, **overrides) -> dict:
         "quota_limit_usd": "",
         "rate_limit": "",
         "expires_at": "",
+        "daily_limit_usd": "",
+        "weekly_limit_usd": "",
+        "monthly_limit_usd": "",
+        "max_concurrency": "",
     }
     if key is not None:
         data.update(
@@ -86,6 +90,10 @@ def form_data(key: ApiKey | None = None, **overrides) -> dict:
                 if key.expires_at
                 else ""
             ),
+            daily_limit_usd="" if not key.daily_limit_usd else str(key.daily_limit_usd),
+            weekly_limit_usd="" if not key.weekly_limit_usd else str(key.weekly_limit_usd),
+            monthly_limit_usd="" if not key.monthly_limit_usd else str(key.monthly_limit_usd),
+            max_concurrency="" if not key.max_concurrency else str(key.max_concurrency),
         )
     data.update(overrides)
     return data
@@ -449,6 +457,8 @@ def test_create_page_shows_the_sections_and_guidance(client, team, member, group
     assert '<h2 id="basic-heading">Basic Information</h2>' in page
     assert '<h2 id="restrictions-heading">Restrictions</h2>' in page
     assert "Leave IP restrictions, quota limits, rate limits, and key expiration empty." in page
+    assert '<h2 id="budgets-heading">Budgets</h2>' in page
+    assert "Spend allowed per calendar day in your team&#x27;s time zone (UTC)" in page
     assert "CC Official Channel · ×1 · claude-*" in page
     assert 'name="status"' not in page
 
@@ -581,6 +591,19 @@ def test_edit_page_mirrors_the_console(client, team, member, member_key):
         '<label class="field__label" for="id_quota_limit_usd">Quota limit (USD)</label>',
         '<label class="field__label" for="id_rate_limit">Rate limit</label>',
         '<label class="field__label" for="id_expires_at">Key expiration</label>',
+        '<h2 id="budgets-heading">Budgets</h2>',
+        '<label class="field__label" for="id_daily_limit_usd">Daily limit (USD)</label>',
+        '<label class="field__label" for="id_weekly_limit_usd">Weekly limit (USD)</label>',
+        '<label class="field__label" for="id_monthly_limit_usd">Monthly limit (USD)</label>',
+        '<label class="field__label" for="id_max_concurrency">Max concurrent requests</label>',
+        "Spend allowed per calendar day in your team&#x27;s time zone (UTC); resets at "
+        "midnight. Empty or 0: no daily limit.",
+        "Spend allowed per calendar week in your team&#x27;s time zone (UTC); resets at "
+        "midnight on Monday. Empty or 0: no weekly limit.",
+        "Spend allowed per calendar month in your team&#x27;s time zone (UTC); resets at "
+        "midnight on the 1st. Empty or 0: no monthly limit.",
+        "How many requests of this key may run at the same time; one more is refused until "
+        "one finishes, which stops a runaway agent. Empty or 0: unlimited.",
         "such as HC Personal, claude-code-main, or team-test",
         "The group determines which models the key can use",
         "The key can make requests normally.",
@@ -642,10 +665,20 @@ def test_update_of_every_restriction(client, team, member, member_key):
             quota_limit_usd="12",
             rate_limit="10/s",
             expires_at="2032-06-30T23:59",
+            daily_limit_usd="2.50",
+            weekly_limit_usd="10",
+            monthly_limit_usd="30",
+            max_concurrency="3",
         ),
     )
     member_key.refresh_from_db()
     assert member_key.name == "renamed"
+    assert (
+        member_key.daily_limit_usd,
+        member_key.weekly_limit_usd,
+        member_key.monthly_limit_usd,
+        member_key.max_concurrency,
+    ) == (Decimal("2.50"), Decimal("10"), Decimal("30"), 3)
     assert member_key.allowed_ips == ["198.51.100.0/24"]
     assert member_key.quota_limit_usd == Decimal("12")
     assert member_key.rate_limit == "10/s"
@@ -708,6 +741,101 @@ def test_update_errors_are_inline_with_input_kept_and_nothing_written(
     assert 'value="2001-01-01T00:00"' in page
     assert '<ul class="errorlist" id="id_rate_limit_error">' in page
     assert key_state(member_key) == before
+
+
+def test_budget_errors_are_inline_with_input_kept_and_nothing_written(
+    client, team, member, member_key
+):
+    before = key_state(member_key)
+    response = logged_in(client, member).post(
+        url("keys:edit", team, member_key),
+        form_data(
+            member_key,
+            name="renamed",
+            daily_limit_usd="-3",
+            weekly_limit_usd="1.234",
+            monthly_limit_usd="lots",
+            max_concurrency="2.5",
+            rate_limit="30/m",
+        ),
+    )
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert errors == {
+        "daily_limit_usd": ["Daily limit cannot be negative. Use 0 for no daily limit."],
+        "weekly_limit_usd": [
+            "Enter the weekly limit in US dollars with at most 2 decimal places (whole cents), "
+            "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no weekly limit."
+        ],
+        "monthly_limit_usd": [
+            "Enter the monthly limit in US dollars with at most 2 decimal places (whole "
+            "cents), e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no monthly limit."
+        ],
+        "max_concurrency": [
+            "Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; "
+            "0 means unlimited."
+        ],
+    }
+    page = response.content.decode()
+    for kept in ('value="renamed"', 'value="-3"', 'value="1.234"', 'value="lots"'):
+        assert kept in page, kept
+    assert 'value="2.5"' in page
+    assert 'value="30/m"' in page
+    assert '<ul class="errorlist" id="id_max_concurrency_error">' in page
+    assert "Nothing was saved." in page
+    assert key_state(member_key) == before
+
+
+def test_a_concurrency_above_the_maximum_is_refused(client, team, member, member_key):
+    before = key_state(member_key)
+    response = logged_in(client, member).post(
+        url("keys:edit", team, member_key), form_data(member_key, max_concurrency="10001")
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors == {
+        "max_concurrency": [
+            "Enter max concurrent requests as a whole number, e.g. 4, up to 10,000; "
+            "0 means unlimited."
+        ]
+    }
+    assert key_state(member_key) == before
+
+
+def test_create_with_budgets(client, team, member, group):
+    response = logged_in(client, member).post(
+        url("keys:create", team),
+        form_data(
+            name="budgeted",
+            group=str(group.pk),
+            daily_limit_usd="5",
+            monthly_limit_usd="100",
+            max_concurrency="2",
+        ),
+    )
+    assert response.status_code == 303
+    key = ApiKey.objects.get()
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (Decimal("5"), 0, Decimal("100"), 2)
+
+
+def test_create_with_a_bad_budget_keeps_the_input_and_writes_nothing(client, team, member, group):
+    response = logged_in(client, member).post(
+        url("keys:create", team),
+        form_data(name="budgeted", group=str(group.pk), daily_limit_usd="5", max_concurrency="-1"),
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors == {
+        "max_concurrency": ["Max concurrent requests cannot be negative. Use 0 for unlimited."]
+    }
+    page = response.content.decode()
+    assert 'value="budgeted"' in page
+    assert 'value="5"' in page
+    assert not ApiKey.objects.exists()
+    assert not AuditEvent.objects.filter(subject_type="key").exists()
 
 
 def test_lead_edits_a_members_key(client, team, lead, member_key):
@@ -1060,6 +1188,14 @@ def test_usd(amount, shown):
     [
         ("0", "quota_limit_usd", "0 (unlimited)"),
         ("25.5", "quota_limit_usd", "$25.5"),
+        ("0", "daily_limit_usd", "0 (no daily limit)"),
+        ("7.5", "daily_limit_usd", "$7.5"),
+        ("0", "weekly_limit_usd", "0 (no weekly limit)"),
+        ("0", "monthly_limit_usd", "0 (no monthly limit)"),
+        ("200", "monthly_limit_usd", "$200"),
+        (0, "max_concurrency", "0 (unlimited)"),
+        (None, "max_concurrency", "0 (unlimited)"),
+        (4, "max_concurrency", "4"),
         ([], "allowed_ips", "—"),
         (["203.0.113.7", "2001:db8::/32"], "allowed_ips", "203.0.113.7, 2001:db8::/32"),
         (None, "expires_at", "never"),
@@ -1080,6 +1216,10 @@ def test_audit_values_read_like_the_form(value, field, shown):
         ("quota_limit_usd", "Quota limit (USD)"),
         ("expires_at", "Key expiration"),
         ("rate_limit", "Rate limit"),
+        ("daily_limit_usd", "Daily limit (USD)"),
+        ("weekly_limit_usd", "Weekly limit (USD)"),
+        ("monthly_limit_usd", "Monthly limit (USD)"),
+        ("max_concurrency", "Max concurrent requests"),
         ("prefix", "Key prefix"),
     ],
 )

@@ -8,7 +8,7 @@ from django.utils import timezone
 from core.commands import describe_validation_error
 from keys.models import Group, Team
 from keys.services import api_key_create
-from keys.validators import MAX_ALLOWED_IPS
+from keys.validators import MAX_ALLOWED_IPS, MAX_CONCURRENCY
 
 # The service names fields after the model; operators typed options.
 OPTION_FOR_FIELD = {
@@ -19,6 +19,10 @@ OPTION_FOR_FIELD = {
     "quota_limit_usd": "--quota-usd",
     "rate_limit": "--rate-limit",
     "expires_at": "--expires",
+    "daily_limit_usd": "--daily-usd",
+    "weekly_limit_usd": "--weekly-usd",
+    "monthly_limit_usd": "--monthly-usd",
+    "max_concurrency": "--max-concurrency",
 }
 
 EXPIRES_EXAMPLES = "2030-01-31, 2030-01-31T18:00, 2030-01-31T18:00:00Z or 2030-01-31T18:00+08:00"
@@ -47,6 +51,25 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--rate-limit", default="", metavar="N/UNIT", help="e.g. 60/m (units s, m, h, d)."
+        )
+        for option, period in (
+            ("--daily-usd", "calendar day"),
+            ("--weekly-usd", "calendar week (from Monday)"),
+            ("--monthly-usd", "calendar month"),
+        ):
+            parser.add_argument(
+                option,
+                default="0",
+                metavar="X",
+                help=f"Spend allowed per {period} in the team's time zone, in USD, e.g. 5.00 "
+                "(at least 0.01); 0 = none.",
+            )
+        parser.add_argument(
+            "--max-concurrency",
+            default="0",
+            metavar="N",
+            help=f"Requests of the key in flight at once, at most {MAX_CONCURRENCY:,}; "
+            "0 = unlimited.",
         )
         parser.add_argument(
             "--expires",
@@ -112,6 +135,10 @@ class Command(BaseCommand):
                 quota_limit_usd=options["quota_usd"],
                 rate_limit=options["rate_limit"],
                 expires_at=expires_at,
+                daily_limit_usd=options["daily_usd"],
+                weekly_limit_usd=options["weekly_usd"],
+                monthly_limit_usd=options["monthly_usd"],
+                max_concurrency=options["max_concurrency"],
             )
         except ValidationError as error:
             raise CommandError(describe_validation_error(error, OPTION_FOR_FIELD)) from None

@@ -8,7 +8,14 @@ from django.utils import timezone
 
 from keys import services
 from keys.models import ApiKey, AuditEvent, Membership
-from keys.validators import QUOTA_MESSAGE, RATE_LIMIT_MESSAGE
+from keys.validators import (
+    DAILY_LIMIT_WORDS,
+    MAX_CONCURRENCY_MESSAGE,
+    MONTHLY_LIMIT_WORDS,
+    QUOTA_MESSAGE,
+    RATE_LIMIT_MESSAGE,
+    WEEKLY_LIMIT_WORDS,
+)
 
 from ...factories import GroupFactory, MembershipFactory, distinct_ips, make_key
 
@@ -28,6 +35,10 @@ KEY_FIELDS = {
     "quota_limit_usd",
     "spent_usd",
     "rate_limit",
+    "daily_limit_usd",
+    "weekly_limit_usd",
+    "monthly_limit_usd",
+    "max_concurrency",
     "expires_at",
     "last_used_at",
     "created_at",
@@ -62,6 +73,9 @@ def test_create_returns_the_plaintext_once(api, member, group):
             "quota_limit_usd": "25.00",
             "rate_limit": "60 / M",
             "expires_at": "2999-01-01T00:00:00Z",
+            "daily_limit_usd": "5",
+            "weekly_limit_usd": 20.5,
+            "max_concurrency": 3,
         },
         format="json",
     )
@@ -88,6 +102,10 @@ def test_create_returns_the_plaintext_once(api, member, group):
         "quota_limit_usd": "25.00",
         "spent_usd": "0.00000000",
         "rate_limit": "60/m",
+        "daily_limit_usd": "5.00",
+        "weekly_limit_usd": "20.50",
+        "monthly_limit_usd": "0.00",
+        "max_concurrency": 3,
         "expires_at": "2999-01-01T00:00:00Z",
         "last_used_at": None,
         "key": None,
@@ -225,6 +243,25 @@ def _invalid_create_cases():
     yield "quota_limit_usd", "1.001", QUOTA_NUMBER
     yield "rate_limit", "fast", RATE_LIMIT_MESSAGE
     yield "rate_limit", "0/m", RATE_LIMIT_MESSAGE
+    yield "daily_limit_usd", -1, "Daily limit cannot be negative. Use 0 for no daily limit."
+    yield "daily_limit_usd", "lots", DAILY_LIMIT_WORDS.message
+    yield "daily_limit_usd", "1.001", DAILY_LIMIT_WORDS.message
+    yield "daily_limit_usd", True, "A valid number is required."
+    yield "weekly_limit_usd", "-0.5", "Weekly limit cannot be negative. Use 0 for no weekly limit."
+    yield "weekly_limit_usd", "1e2", WEEKLY_LIMIT_WORDS.message
+    yield (
+        "monthly_limit_usd",
+        "0.001",
+        "A monthly limit below 0.01 US dollars would be stored as 0, which means no monthly "
+        "limit. Enter at least 0.01, or 0 for no monthly limit.",
+    )
+    yield "monthly_limit_usd", "12345678901", MONTHLY_LIMIT_WORDS.message
+    yield "max_concurrency", -1, "Max concurrent requests cannot be negative. Use 0 for unlimited."
+    yield "max_concurrency", 10_001, MAX_CONCURRENCY_MESSAGE
+    yield "max_concurrency", 2.5, MAX_CONCURRENCY_MESSAGE
+    yield "max_concurrency", "4", "A valid integer is required."
+    yield "max_concurrency", True, "A valid integer is required."
+    yield "max_concurrency", None, "This field may not be null."
     yield (
         "expires_at",
         (now - timedelta(days=1)).isoformat(),
@@ -562,6 +599,10 @@ def test_patch_changes_every_setting_and_writes_one_event(api, lead, keys):
             "quota_limit_usd": "10",
             "rate_limit": "5/s",
             "expires_at": "2999-06-01T12:00:00+02:00",
+            "daily_limit_usd": "1.5",
+            "weekly_limit_usd": 7,
+            "monthly_limit_usd": "25.00",
+            "max_concurrency": 2,
         },
         format="json",
     )
@@ -580,6 +621,12 @@ def test_patch_changes_every_setting_and_writes_one_event(api, lead, keys):
         "5/s",
     )
     assert body["expires_at"] == "2999-06-01T10:00:00Z"
+    assert (
+        body["daily_limit_usd"],
+        body["weekly_limit_usd"],
+        body["monthly_limit_usd"],
+        body["max_concurrency"],
+    ) == ("1.50", "7.00", "25.00", 2)
     event = AuditEvent.objects.filter(key=key).latest("id")
     assert event.action == "key.updated"
     assert set(event.changes) == {
@@ -590,7 +637,12 @@ def test_patch_changes_every_setting_and_writes_one_event(api, lead, keys):
         "quota_limit_usd",
         "rate_limit",
         "expires_at",
+        "daily_limit_usd",
+        "weekly_limit_usd",
+        "monthly_limit_usd",
+        "max_concurrency",
     }
+    assert AuditEvent.objects.filter(key=key).count() == 2
 
 
 def test_patch_clears_the_expiry_and_the_limits(api, lead, member, team, group):
@@ -611,6 +663,52 @@ def test_patch_clears_the_expiry_and_the_limits(api, lead, member, team, group):
     assert response.status_code == 200
     key.refresh_from_db()
     assert (key.expires_at, key.rate_limit, key.allowed_ips) == (None, "", [])
+
+
+def test_patch_clears_the_budgets(api, lead, member, team, group):
+    key = make_key(
+        team=team,
+        owner=member,
+        group=group,
+        daily_limit_usd="3",
+        weekly_limit_usd="9",
+        monthly_limit_usd="27",
+        max_concurrency=5,
+    ).key
+
+    response = api(lead).patch(
+        url(key),
+        {
+            "daily_limit_usd": 0,
+            "weekly_limit_usd": "",
+            "monthly_limit_usd": "0",
+            "max_concurrency": 0,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (
+        body["daily_limit_usd"],
+        body["weekly_limit_usd"],
+        body["monthly_limit_usd"],
+        body["max_concurrency"],
+    ) == ("0.00", "0.00", "0.00", 0)
+    key.refresh_from_db()
+    assert (
+        key.daily_limit_usd,
+        key.weekly_limit_usd,
+        key.monthly_limit_usd,
+        key.max_concurrency,
+    ) == (0, 0, 0, 0)
+    event = AuditEvent.objects.filter(key=key).latest("id")
+    assert event.changes == {
+        "daily_limit_usd": ["3", "0"],
+        "weekly_limit_usd": ["9", "0"],
+        "monthly_limit_usd": ["27", "0"],
+        "max_concurrency": [5, 0],
+    }
 
 
 def test_patch_with_nothing_changed_writes_no_event(api, member, keys):
@@ -638,6 +736,23 @@ def test_patch_with_nothing_changed_writes_no_event(api, member, keys):
             {"quota_limit_usd": ["Quota limit cannot be negative. Use 0 for unlimited."]},
         ),
         ({"rate_limit": "60/w"}, {"rate_limit": [RATE_LIMIT_MESSAGE]}),
+        (
+            {"daily_limit_usd": "-1"},
+            {"daily_limit_usd": ["Daily limit cannot be negative. Use 0 for no daily limit."]},
+        ),
+        ({"weekly_limit_usd": "2.555"}, {"weekly_limit_usd": [WEEKLY_LIMIT_WORDS.message]}),
+        ({"monthly_limit_usd": [1]}, {"monthly_limit_usd": ["A valid number is required."]}),
+        ({"max_concurrency": 10_001}, {"max_concurrency": [MAX_CONCURRENCY_MESSAGE]}),
+        ({"max_concurrency": "two"}, {"max_concurrency": ["A valid integer is required."]}),
+        (
+            {"daily_limit_usd": "x", "max_concurrency": -2},
+            {
+                "daily_limit_usd": [DAILY_LIMIT_WORDS.message],
+                "max_concurrency": [
+                    "Max concurrent requests cannot be negative. Use 0 for unlimited."
+                ],
+            },
+        ),
         (
             {"expires_at": "2000-01-01T00:00:00Z"},
             {"expires_at": ["Key expiration must be in the future. Leave it empty for never."]},

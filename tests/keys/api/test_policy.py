@@ -51,6 +51,10 @@ def restricted_key(team, lead, member, group, expiry):
         rate_limit="10/m",
         allowed_ips=["10.0.0.0/8", "192.0.2.1"],
         expires_at=expiry,
+        daily_limit_usd="10",
+        weekly_limit_usd="50",
+        monthly_limit_usd="100",
+        max_concurrency=4,
     ).key
 
 
@@ -65,6 +69,22 @@ RATE_REFUSAL = (
 IPS_REFUSAL = (
     f"IP restriction: {LEAD_SET} (10.0.0.0/8, 192.0.2.1). You can remove addresses or narrow "
     "ranges, but only your team lead can add addresses or clear it."
+)
+DAILY_REFUSAL = (
+    f"Daily limit: {LEAD_SET} (10.00 USD). You can lower it, but only your team lead can raise "
+    "it or set it to 0 (no daily limit)."
+)
+WEEKLY_REFUSAL = (
+    f"Weekly limit: {LEAD_SET} (50.00 USD). You can lower it, but only your team lead can raise "
+    "it or set it to 0 (no weekly limit)."
+)
+MONTHLY_REFUSAL = (
+    f"Monthly limit: {LEAD_SET} (100.00 USD). You can lower it, but only your team lead can "
+    "raise it or set it to 0 (no monthly limit)."
+)
+CONCURRENCY_REFUSAL = (
+    f"Max concurrent requests: {LEAD_SET} (4). You can lower it, but only your team lead can "
+    "raise it or set it to 0 (unlimited)."
 )
 GROUP_REFUSAL = f"Group: {LEAD_SET} (“CC Official Channel”). Only your team lead can change it."
 
@@ -99,6 +119,16 @@ CASES = [
     ("expires_at", lambda expiry: expiry + timedelta(days=5), False, "expiry"),
     ("expires_at", lambda expiry: None, False, "expiry"),
     ("group", "other", False, GROUP_REFUSAL),
+    ("daily_limit_usd", "5", True, None),
+    ("daily_limit_usd", "10.01", False, DAILY_REFUSAL),
+    ("daily_limit_usd", "0", False, DAILY_REFUSAL),
+    ("weekly_limit_usd", "49.99", True, None),
+    ("weekly_limit_usd", "", False, WEEKLY_REFUSAL),
+    ("monthly_limit_usd", 60, True, None),
+    ("monthly_limit_usd", 150, False, MONTHLY_REFUSAL),
+    ("max_concurrency", 1, True, None),
+    ("max_concurrency", 5, False, CONCURRENCY_REFUSAL),
+    ("max_concurrency", 0, False, CONCURRENCY_REFUSAL),
 ]
 IDS = [
     f"{field}-{'tighten' if tightens else 'loosen'}-{i}"
@@ -147,8 +177,8 @@ def test_a_setting_on_a_members_key(
 
 def _shown(sent, shown, field):
     """What the API shows for the value sent (the same value, in the API's spelling)."""
-    if field == "quota_limit_usd":
-        return f"{Decimal(sent):.2f}"
+    if field in ("quota_limit_usd", "daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd"):
+        return f"{Decimal(sent or 0):.2f}"
     if field == "expires_at" and sent is not None:
         return shown
     return sent

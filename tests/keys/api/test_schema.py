@@ -113,6 +113,24 @@ def test_request_bodies_declare_what_the_services_refuse(schema):
         assert key["properties"][name]["minLength"] == 1
 
 
+def test_the_key_budgets_are_readable_and_writable_under_the_models_names(schema):
+    components = schema["components"]["schemas"]
+    for request in ("KeyCreateRequest", "PatchedKeyUpdateRequest"):
+        properties = components[request]["properties"]
+        for window in ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd"):
+            assert properties[window]["oneOf"] == properties["quota_limit_usd"]["oneOf"]
+        concurrency = properties["max_concurrency"]
+        assert (concurrency["type"], concurrency["minimum"], concurrency["maximum"]) == (
+            "integer",
+            0,
+            10_000,
+        )
+    key = components["Key"]["properties"]
+    for window in ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd"):
+        assert (key[window]["type"], key[window]["format"]) == ("string", "decimal")
+    assert key["max_concurrency"]["type"] == "integer"
+
+
 @pytest.mark.parametrize(
     "operation",
     [
