@@ -206,7 +206,9 @@ def usage_stream_client() -> redis.Redis:
 RELAY_ALIVE_SECONDS = 10
 
 # KEYS: checkpoints, stream. ARGV: prefixes of the workers' keys, the totals, the reservations.
-_REAP = """
+_REAP = (
+    keyspace.HOLDS_LUA
+    + """
 local reaped = 0
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
@@ -222,15 +224,14 @@ for i = 1, #entries, 2 do
     for _, total in ipairs(totals) do
       if redis.call('EXISTS', total) == 1 then redis.call('INCRBY', total, checkpoint.c) end
     end
-    for _, held in ipairs(checkpoint.h or {ARGV[3] .. checkpoint.k}) do
-      redis.call('HDEL', held, hold)
-    end
+    for _, held in ipairs(checkpoint.h or {ARGV[3] .. checkpoint.k}) do unhold(held, hold) end
     redis.call('HDEL', KEYS[1], hold)
     reaped = reaped + 1
   end
 end
 return reaped
 """
+)
 
 
 def reap_checkpoints() -> int:

@@ -16,7 +16,7 @@ spend:<key id>            int     SPEND_TOTAL_SECONDS (1 d) ledger (rebuild: SET
                                                             and reap (INCRBY)
 spend-reserved:<key id>   hash    the longest hold          relay (admission,       relay
                           (hold id ->                       release, record), reap
-                          "units:deadline[:worker id]")
+                          "units:deadline[:worker id]", and HOLDS_SUM -> the holds' units)
 spend-window:<scope>:<owner>:<d|w|m>:<start>                ledger (rebuild),       relay, billing
                           int     until 1 h after the       relay and reap          selectors
                                   window ends               (INCRBY)
@@ -72,6 +72,26 @@ RATE_PREFIX = PREFIX + "rate:"
 # How long a minute's refusal counts wait in Redis for the collector (billing.refusals): long
 # enough for a collector that is down for a while to find them.
 REFUSAL_COUNT_SECONDS = 24 * 60 * 60
+
+
+# The field of a reservation hash that keeps the sum of its holds' units, so an admission
+# reads it rather than every hold; every script that takes a hold away does it with `unhold`
+# (HOLDS_LUA), which keeps the sum. A hash without it (empty, or written by an earlier
+# release) is summed by the next admission.
+HOLDS_SUM = "=sum"
+HOLDS_LUA = f"""
+local SUM = '{HOLDS_SUM}'
+local function unhold(name, hold)
+  local entry = redis.call('HGET', name, hold)
+  if not entry then return end
+  redis.call('HDEL', name, hold)
+  if redis.call('HLEN', name) == 1 and redis.call('HEXISTS', name, SUM) == 1 then
+    redis.call('DEL', name)  -- The last hold: nothing left to sum.
+  elseif redis.call('HEXISTS', name, SUM) == 1 then
+    redis.call('HINCRBY', name, SUM, -tonumber(string.match(entry, '^(%d+)')))
+  end
+end
+"""
 
 
 def spend_total(key_id: int) -> str:

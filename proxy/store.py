@@ -54,16 +54,22 @@ logger = logging.getLogger(__name__)
 
 
 # KEYS: the limits' running totals (n), the reservation hashes the hold goes into (h; the
-# key's first: its live entries are the requests in flight), the key's rate log. ARGV: hold id,
+# key's first: its holds are the requests in flight), the key's rate log. ARGV: hold id,
 # estimate, minimum, now, deadline, hold seconds, n, h, max concurrency (0: none), rate count
 # (0: none), rate period (ms), this worker's id, the prefix of workers' liveness keys, then per
 # limit: its limit and the index (1..h) of the hash its reservations are in.
 # Returns {-1, i...}: these totals are missing (the caller rebuilds them); {0, i, spent,
 # reserved}: limit i cannot pay; {2, in flight}: the concurrency is full; {3, ms}: the rate is
 # used up for that long; {1, held}: admitted, `held` reserved in every hash, the request in the
-# rate's log. Reservations past their deadline or of a worker that has died are dropped on the
-# way (so a killed worker frees its key's slots within seconds, not at its deadline).
-_ADMIT = """
+# rate's log.
+# A hash keeps the sum of its holds (core.keyspace.HOLDS_SUM), so an admission reads it in
+# O(1) rather than every request in flight. Holds past their deadline or of a worker that has
+# died still count in it (which can only refuse early), so when the sums would refuse (or hold
+# less than the estimate), they are dropped (a scan) and the admission decided again: a killed
+# worker's holds stop counting within seconds, and the common case costs no scan.
+_ADMIT = (
+    keyspace.HOLDS_LUA
+    + """
 local n, h = tonumber(ARGV[7]), tonumber(ARGV[8])
 local spent, missing = {}, {-1}
 for i = 1, n do
@@ -72,41 +78,60 @@ for i = 1, n do
 end
 if #missing > 1 then return missing end
 local now = tonumber(ARGV[4])
-local alive, reserved, live = {[ARGV[12]] = true}, {}, {}
-for j = 1, h do
-  local name = KEYS[n + j]
+local alive = {[ARGV[12]] = true}
+local function live_worker(worker)
+  if alive[worker] == nil then alive[worker] = redis.call('EXISTS', ARGV[13] .. worker) == 1 end
+  return alive[worker]
+end
+-- Drop the hash's holds past their deadline or of dead workers; its sum and count after.
+local function scan(name)
   local sum, count = 0, 0
   local entries = redis.call('HGETALL', name)
   for e = 1, #entries, 2 do
-    local amount, deadline, worker = string.match(entries[e + 1], '^(%d+):(%d+):?(.*)$')
-    local gone = amount == nil or tonumber(deadline) < now
-    if not gone and worker ~= '' then
-      if alive[worker] == nil then
-        alive[worker] = redis.call('EXISTS', ARGV[13] .. worker) == 1
+    if entries[e] ~= SUM then
+      local amount, deadline, worker = string.match(entries[e + 1], '^(%d+):(%d+):?(.*)$')
+      local dead = worker ~= '' and not live_worker(worker)
+      if amount == nil or tonumber(deadline) < now or dead then
+        redis.call('HDEL', name, entries[e])
+      else
+        sum = sum + tonumber(amount)
+        count = count + 1
       end
-      gone = not alive[worker]
-    end
-    if gone then
-      redis.call('HDEL', name, entries[e])
-    else
-      sum = sum + tonumber(amount)
-      count = count + 1
     end
   end
-  reserved[j], live[j] = sum, count
+  if count > 0 then redis.call('HSET', name, SUM, sum) else redis.call('DEL', name) end
+  return sum, count
 end
-local estimate, minimum = tonumber(ARGV[2]), tonumber(ARGV[3])
-local held = estimate
-for i = 1, n do
-  local j = tonumber(ARGV[13 + 2 * i])
-  local left = tonumber(ARGV[12 + 2 * i]) - spent[i] - reserved[j]
-  if left <= 0 or math.min(estimate, left) < minimum then
-    return {0, i, spent[i], reserved[j]}
+local reserved, live = {}, {}
+for j = 1, h do
+  local name = KEYS[n + j]
+  local sum = redis.call('HGET', name, SUM)
+  if sum then
+    reserved[j], live[j] = tonumber(sum), redis.call('HLEN', name) - 1
+  else  -- Empty, or written before its sum was kept.
+    reserved[j], live[j] = scan(name)
   end
-  if left < held then held = left end
 end
-local most = tonumber(ARGV[9])
-if most > 0 and live[1] >= most then return {2, live[1]} end
+local estimate, minimum, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[9])
+local held
+local function refusal()
+  held = estimate
+  for i = 1, n do
+    local j = tonumber(ARGV[13 + 2 * i])
+    local left = tonumber(ARGV[12 + 2 * i]) - spent[i] - reserved[j]
+    if left <= 0 or math.min(estimate, left) < minimum then
+      return {0, i, spent[i], reserved[j]}
+    end
+    if left < held then held = left end
+  end
+  if most > 0 and live[1] >= most then return {2, live[1]} end
+  return nil
+end
+if refusal() or held < estimate then
+  for j = 1, h do reserved[j], live[j] = scan(KEYS[n + j]) end
+  local refused = refusal()
+  if refused then return refused end
+end
 local count = tonumber(ARGV[10])
 if count > 0 then
   local log = KEYS[n + h + 1]
@@ -125,18 +150,25 @@ if count > 0 then
 end
 local entry = string.format('%d', held) .. ':' .. ARGV[5] .. ':' .. ARGV[12]
 for j = 1, h do
-  redis.call('HSET', KEYS[n + j], ARGV[1], entry)
-  redis.call('EXPIRE', KEYS[n + j], ARGV[6])
+  local name = KEYS[n + j]
+  unhold(name, ARGV[1])
+  redis.call('HSET', name, ARGV[1], entry)
+  redis.call('HINCRBY', name, SUM, held)
+  redis.call('EXPIRE', name, ARGV[6])
 end
 return {1, held}
 """
+)
 
 # KEYS: the reservation hashes. ARGV: hold id. Gives back an admission's reservations (not
 # its place in the rate: a request refused after its admission, or cancelled, still counts).
-_RELEASE = """
-for i = 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[1]) end
+_RELEASE = (
+    keyspace.HOLDS_LUA
+    + """
+for i = 1, #KEYS do unhold(KEYS[i], ARGV[1]) end
 return 1
 """
+)
 
 # KEYS: snapshot, generation. ARGV: snapshot, seconds, the generation read before the database
 # was (empty when there was none). Stores the snapshot only if no change has bumped the
@@ -155,16 +187,19 @@ return 1
 # missing one is rebuilt from the database and the stream). A request whose checkpoint is gone
 # although it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints):
 # not billed twice.
-_RECORD = """
+_RECORD = (
+    keyspace.HOLDS_LUA
+    + """
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
 local totals = 2 + tonumber(ARGV[6])
 for i = 3, totals do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2]) end
 end
-for i = totals + 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[3]) end
+for i = totals + 1, #KEYS do unhold(KEYS[i], ARGV[3]) end
 return 1
 """
+)
 
 
 # KEYS: the minutes' index. ARGV: the prefix of the minutes' counts, the refusal's field, the

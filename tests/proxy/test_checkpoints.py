@@ -109,7 +109,7 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
         while not client.hlen(keyspace.CHECKPOINTS):
             assert time.monotonic() < deadline, "the stream never wrote a checkpoint"
             time.sleep(0.05)
-        assert client.hlen(keyspace.reservations(relay.key.pk)) == 1
+        assert client.hlen(keyspace.reservations(relay.key.pk)) == 2  # the hold and their sum
         os.kill(_worker_of(master), signal.SIGKILL)
         join([streaming], timeout=30)
 

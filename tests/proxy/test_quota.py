@@ -198,7 +198,9 @@ def held_reservations(store, key_id: int) -> dict:
     if settings.REDIS_URL:
         name = keyspace.reservations(key_id)
         with redis.Redis.from_url(settings.REDIS_URL) as client:
-            return client.hgetall(name)
+            held = client.hgetall(name)
+        held.pop(keyspace.HOLDS_SUM.encode(), None)  # their sum, kept beside them
+        return held
     return dict(store._reservations.get(keyspace.reservations(key_id), {}))
 
 

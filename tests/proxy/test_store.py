@@ -77,7 +77,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     assert first == (b'{"a":1}', Admission(True, held_units=300))
     # 500 spent + req_1's 300 held leave 200 of 1,000: req_2 is admitted holding those 200.
     assert second == (b'{"a":1}', Admission(True, held_units=200))
-    assert held == [b"req_1", b"req_2"]
+    assert held == [keyspace.HOLDS_SUM.encode(), b"req_1", b"req_2"]
 
 
 @needs_redis
@@ -263,3 +263,46 @@ def test_the_record_script_sends_the_endpoint_beside_the_json(issued):
     entry = dict(zip(fields[::2], fields[1::2], strict=True))
     assert entry == {b"e": record.to_json().encode(), b"p": b"count_tokens"}
     assert ledger.UsageRecord.from_json(entry[b"e"], endpoint="count_tokens") == record
+
+
+@needs_redis
+def test_holds_keep_their_sum_and_stale_ones_are_dropped_only_when_they_would_refuse():
+    """An admission reads a hash's sum, not every hold in it. A hold of a dead worker still
+    counts in the sum until an admission would be refused: then the holds are scanned, the
+    dead one dropped, and the request admitted."""
+    plan = quota_plan(987_655, limit_units=1_000, estimate_units=400)
+    total, holds = keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)
+    dead = "deadhost:1:feed"
+
+    async def scenario():
+        store = RedisStore(settings.REDIS_URL)
+        try:
+            await store.redis.execute("SET", total, 0, "EX", 60)
+            # A killed worker's hold of 500, far from its deadline, with the sum kept.
+            await store.redis.execute(
+                "HSET", holds, "ghost", f"500:9999999999:{dead}", keyspace.HOLDS_SUM, 500
+            )
+            first = await store.admit(plan, "hold-1")  # 500 + 400 <= 1,000: no scan needed
+            after_first = await store.redis.execute("HGETALL", holds)
+            second = await store.admit(plan, "hold-2")  # would refuse on the sum: scanned
+            after_second = await store.redis.execute("HGETALL", holds)
+            await store.release(plan, "hold-1")
+            await store.release(plan, "hold-2")
+            released = await store.redis.execute("EXISTS", holds)
+            return first, after_first, second, after_second, released
+        finally:
+            await store.redis.execute("DEL", total, holds)
+            await store.close()
+
+    first, after_first, second, after_second, released = asyncio.run(scenario())
+
+    def as_dict(reply):
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+
+    assert first == Admission(True, held_units=400)
+    assert as_dict(after_first)[b"ghost"].startswith(b"500:")  # still there
+    assert as_dict(after_first)[keyspace.HOLDS_SUM.encode()] == b"900"
+    assert second == Admission(True, held_units=400)
+    assert b"ghost" not in as_dict(after_second)
+    assert as_dict(after_second)[keyspace.HOLDS_SUM.encode()] == b"800"
+    assert released == 0  # the last hold given back takes the hash with it
