@@ -27,6 +27,13 @@ zero. Writing a row settled moves its charge from "recorded, not written" into `
 and settlement moves one from "unsettled row" into `spent_usd`: neither changes the total.
 Both then reconcile the totals of the keys they folded (`spend_total_reconcile`), raising any
 that fell behind the database.
+
+Window totals (billing.windows: a key's day, week or month, a member's or a team's month) are
+kept the same way, by name: recording raises each that exists, and a missing one is rebuilt by
+`counter_rebuild` from the events of its window plus those not written yet. They are not
+reconciled: a window's total is created by the first admission that needs it, before any
+request it admits is recorded; only a request admitted before its limit was set, recorded in
+the milliseconds a rebuild takes, can be missed, once.
 """
 
 import json
