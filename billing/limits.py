@@ -109,9 +109,7 @@ def key_limits_by_key(
                 label = f"Your monthly cap in {team.name}"
             else:
                 label = f"{key.owner.get_username()}'s monthly cap"
-            found.append(
-                _status(LimitKind.MEMBER_MONTHLY, label, spent(counter), cap, counter.end)
-            )
+            found.append(_status(LimitKind.MEMBER_MONTHLY, label, spent(counter), cap, counter.end))
         if team.monthly_budget_usd > 0:
             counter = account.team_month(now)
             found.append(
