@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from billing import ledger
 from billing.models import UsageEvent
+from billing.refusals import ENDPOINT_LABELS
 from billing.services import ingest_usage_stream, settle_usage
 from billing.windows import Account, Period, window
 from core import keyspace
@@ -23,6 +24,7 @@ from keys.models import ApiKey, Membership
 from proxy.balance import NO_LIMIT_USD
 from tests.billing.factories import UsageEventFactory
 from tests.factories import make_key
+from tests.refusal_counts import refusal_rows
 
 from .test_gate import DISABLED, INVALID, MISSING, assert_openai_error, ip_message
 
@@ -431,3 +433,22 @@ def test_an_unknown_billing_path_is_a_404_in_openais_shape(relay):
     assert response.json()["error"]["message"].startswith(
         "Unknown endpoint /dashboard/billing/credit_grants."
     )
+
+
+def test_refusals_of_a_known_key_are_counted_under_each_endpoint(relay, member):
+    services.api_key_disable(key=relay.key, actor=member)
+
+    for path in [SUBSCRIPTION, "/dashboard/billing/usage?start_date=x", KEY]:
+        assert relay.call("GET", path).status == 403
+
+    rows = refusal_rows(count=3, key=relay.key)
+    assert sorted((row.endpoint, row.status_code, row.code, row.count) for row in rows) == [
+        ("billing_subscription", 403, "key_disabled", 1),
+        ("billing_usage", 403, "key_disabled", 1),
+        ("key", 403, "key_disabled", 1),
+    ]
+    assert [ENDPOINT_LABELS[row.endpoint] for row in sorted(rows, key=lambda r: r.endpoint)] == [
+        "Billing subscription",
+        "Billing usage",
+        "Key",
+    ]
