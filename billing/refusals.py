@@ -20,6 +20,9 @@ ENDPOINT_LABELS = {
     "chat_completions": "Chat Completions",
     "responses": "Responses",
     "models": "Models",
+    "billing_subscription": "Billing subscription",
+    "billing_usage": "Billing usage",
+    "key": "Key",
 }
 
 # Refusal codes (proxy.errors.RelayError.code) as a person reads them.

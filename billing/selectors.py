@@ -11,18 +11,21 @@ in settings.TIME_ZONE, like the rollups.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from keys import selectors as key_selectors
 from keys.models import ApiKey, Team
 
+from . import windows
 from .models import RefusalCount, UsageDaily, UsageEvent
 from .pricing import MONEY_PLACES
 
@@ -212,6 +215,36 @@ def usage_event_list(*, key: ApiKey) -> QuerySet[UsageEvent]:
     """A key's requests, newest first, scoped by the key's team as well as the key. The caller
     has already checked that the actor may see the key."""
     return UsageEvent.objects.filter(team_id=key.team_id, key=key).order_by("-created_at", "-id")
+
+
+def key_daily_charges(*, key: ApiKey, start: date, end: date) -> dict[date, dict[str, Decimal]]:
+    """What `key` was charged per day and model, days `start` (inclusive) to `end` (exclusive)
+    of its team's time zone, for the key's own balance (the relay's billing usage endpoint).
+    Days without use are left out. One query: from the daily rollups when the team keeps the
+    rollups' clock (settings.TIME_ZONE, the default), else from the key's usage events,
+    grouped by their day in the team's zone (the (key, created_at) index bounds the scan)."""
+    if key.team.time_zone == settings.TIME_ZONE:
+        rows = UsageDaily.objects.filter(
+            team_id=key.team_id, key=key, day__gte=start, day__lt=end
+        ).values("day", "model")
+    else:
+        zone = windows.zone(key.team.time_zone)
+        # Local midnights as billing.windows reads them (a midnight a DST jump skips: the
+        # instant the clocks jump from).
+        rows = (
+            UsageEvent.objects.filter(
+                team_id=key.team_id,
+                key=key,
+                created_at__gte=datetime.combine(start, time(), tzinfo=zone),
+                created_at__lt=datetime.combine(end, time(), tzinfo=zone),
+            )
+            .annotate(day=TruncDate("created_at", tzinfo=zone))
+            .values("day", "model")
+        )
+    charges: dict[date, dict[str, Decimal]] = {}
+    for row in rows.annotate(charged=Sum("charged_usd")).order_by("day", "model"):
+        charges.setdefault(row["day"], {})[row["model"]] = _money(row["charged"])
+    return charges
 
 
 # The filters of the usage lists: "team" (a slug), "key" (an id), "model", "status" (a

@@ -9,11 +9,12 @@ the usage), all async.
 
 A request's path names its dialect (ENDPOINTS; proxy.dialects), which the rest asks: the gate
 (proxy.gate), then forwarding (proxy.forwarding) and recording (proxy.recording); the model
-listing (proxy.listing) passes the key checks only.
+listing (proxy.listing) and the key's balance (proxy.balance) pass the key checks only.
 """
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from billing.refusals import Refusal
 from core.client_ip import client_ip, trusted_proxies
 from core.request_id import current_request_id, new_request_id
 
-from . import errors, gate, listing
+from . import balance, errors, gate, listing
 from .dialects import (
     ANTHROPIC,
     ANTHROPIC_COUNT_TOKENS,
@@ -36,10 +37,14 @@ from .dialects import (
 from .errors import RelayError
 from .exchange import Exchange
 from .forwarding import Forwarder
+from .keystate import KeyState
 from .prices import PriceTable
 from .store import Store, make_store
 
 logger = logging.getLogger("proxy")
+
+# Answers an endpoint that forwards nothing: (exchange, the key's state, the price table).
+KeyOnlyAnswer = Callable[[Exchange, KeyState, PriceTable], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -49,12 +54,19 @@ class Endpoint:
     name: str
     method: str
     errors: ErrorShape
-    # The API a model request speaks; None for the model listing, which forwards nothing.
+    # The API a model request speaks; None for the endpoints that forward nothing.
     dialect: Dialect | None
+    # What answers an endpoint that forwards nothing once the key checks passed (see
+    # RelayApp.answer_key_only): the model listing, the key's balance.
+    answer: KeyOnlyAnswer | None = None
 
 
 def _forwarded(name: str, method: str, dialect: Dialect) -> Endpoint:
     return Endpoint(name, method, dialect.vendor.errors, dialect)
+
+
+def _key_only(name: str, answer: KeyOnlyAnswer, errors: ErrorShape = OPENAI.errors) -> Endpoint:
+    return Endpoint(name, "GET", errors, None, answer)
 
 
 ENDPOINTS = {
@@ -62,13 +74,20 @@ ENDPOINTS = {
     "/v1/messages/count_tokens": _forwarded("count_tokens", "POST", ANTHROPIC_COUNT_TOKENS),
     "/v1/chat/completions": _forwarded("chat_completions", "POST", OPENAI_CHAT),
     "/v1/responses": _forwarded("responses", "POST", OPENAI_RESPONSES),
-    listing.LIST_PATH: Endpoint("models", "GET", ANTHROPIC.errors, None),
+    listing.LIST_PATH: _key_only("models", listing.answer, ANTHROPIC.errors),
+    # The key reads its own balance (proxy.balance), in OpenAI's shape: its legacy billing API.
+    balance.SUBSCRIPTION_PATH: _key_only("billing_subscription", balance.subscription),
+    balance.USAGE_PATH: _key_only("billing_usage", balance.usage),
+    balance.KEY_PATH: _key_only("key", balance.key_info),
 }
+# OpenAI's legacy billing paths without /v1 (hcai.asgi sends balance.LEGACY_PREFIX here).
+for _path in (balance.SUBSCRIPTION_PATH, balance.USAGE_PATH):
+    ENDPOINTS[_path.removeprefix("/v1")] = ENDPOINTS[_path]
 # Every path under listing.MODEL_PREFIX (one model) is the listing's too.
 _LISTING = ENDPOINTS[listing.LIST_PATH]
 _MODEL_PREFIX = listing.MODEL_PREFIX
 # Unknown paths under an OpenAI API are refused in its shape, any other in Anthropic's.
-_OPENAI_PREFIXES = ("/v1/chat/", "/v1/responses/")
+_OPENAI_PREFIXES = ("/v1/chat/", "/v1/responses/", "/v1/dashboard/", balance.LEGACY_PREFIX)
 # Answered when the key's remaining quota paid for fewer output tokens than the request asked
 # for (or, with no limit asked, than the model can write): the limit it was sent upstream with.
 OUTPUT_LOWERED_HEADER = b"x-hcai-output-limit-lowered"
@@ -152,7 +171,7 @@ class RelayApp:
                 raise errors.missing_credentials()
             dialect = endpoint.dialect
             if dialect is None:
-                return await self.list_models(exchange, plaintext)
+                return await self.answer_key_only(exchange, endpoint, plaintext)
             passed = await self.gate.check(
                 self.store,
                 plaintext=plaintext,
@@ -190,10 +209,11 @@ class RelayApp:
         except Exception:
             logger.exception("Could not count a refusal of key %s (%s)", key_id, code)
 
-    async def list_models(self, exchange: Exchange, plaintext: str) -> int:
-        """GET /v1/models, or one model of it: the key checks only (see Gate.check_listing)."""
+    async def answer_key_only(self, exchange: Exchange, endpoint: Endpoint, plaintext: str) -> int:
+        """GET /v1/models (or one model of it) and the key's balance: the key checks only (see
+        Gate.check_listing), nothing charged or counted."""
         state = await self.gate.check_listing(
             self.store, plaintext=plaintext, client_ip=exchange.client_ip
         )
-        await listing.answer(exchange, state, self.prices)
+        await endpoint.answer(exchange, state, self.prices)
         return state.key_id

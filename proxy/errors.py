@@ -188,7 +188,8 @@ def not_found(path: str) -> RelayError:
         "not_found",
         f"Unknown endpoint {path}. This relay serves POST /v1/messages, "
         "POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, "
-        "GET /v1/models and GET /v1/models/{model_id}.",
+        "GET /v1/models, GET /v1/models/{model_id}, GET /v1/key, "
+        "GET /v1/dashboard/billing/subscription and GET /v1/dashboard/billing/usage.",
     )
 
 

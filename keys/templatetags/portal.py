@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django import template
 from django.core.exceptions import FieldDoesNotExist
@@ -40,6 +41,16 @@ def local_time(moment: datetime | None, precision: str = "minutes") -> str:
 
 
 @register.filter
+def zone_time(moment: datetime | None, time_zone: str) -> str:
+    """A moment in a team's time zone, the way its limits reset: "Mon 8 Dec 00:00 CST" (a
+    reset is at most a month away: no year). With the zone's name, as local_time's."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(ZoneInfo(time_zone))
+    return f"{local:%a} {local.day} {local:%b %H:%M} {local.tzname()}"
+
+
+@register.filter
 def ago(moment: datetime | None) -> str:
     """ "just now" under a minute, else "3 minutes ago" (timesince's wording)."""
     if moment is None:
@@ -57,14 +68,6 @@ def state_label(state: str) -> str:
 @register.filter
 def status_help(status: str) -> str:
     return STATUS_CHOICE_HELP.get(status, "")
-
-
-@register.filter
-def spend_percent(key: ApiKey) -> int:
-    """How much of its quota the key has used, 0-100, for the bar in the key list."""
-    if not key.quota_limit_usd:
-        return 0
-    return min(100, int(key.spent_usd * 100 / key.quota_limit_usd))
 
 
 @register.filter

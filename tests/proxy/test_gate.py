@@ -523,7 +523,8 @@ def test_unknown_endpoint_and_wrong_method(relay):
         "not_found_error",
         "Unknown endpoint /v1/completions. This relay serves POST /v1/messages, "
         "POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, "
-        "GET /v1/models and GET /v1/models/{model_id}.",
+        "GET /v1/models, GET /v1/models/{model_id}, GET /v1/key, "
+        "GET /v1/dashboard/billing/subscription and GET /v1/dashboard/billing/usage.",
     )
     assert_anthropic_error(
         wrong, 405, "invalid_request_error", "GET is not allowed on /v1/messages; use POST."
