@@ -11,7 +11,6 @@ Callers pass keys the actor may already see (keys.selectors), with `team` (and `
 lead's labels) loaded.
 """
 
-import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,16 +23,9 @@ from keys.models import ApiKey, Membership
 
 from .ledger import counter_spend, units_to_usd
 from .pricing import MONEY_PLACES
-from .windows import Account, Counter, Period
+from .windows import Account, Counter, LimitKind
 
-
-class LimitKind(enum.StrEnum):
-    QUOTA = "quota"
-    DAILY = "daily"
-    WEEKLY = "weekly"
-    MONTHLY = "monthly"
-    MEMBER_MONTHLY = "member_monthly"
-    TEAM_MONTHLY = "team_monthly"
+__all__ = ["LimitKind", "LimitStatus", "key_limits", "key_limits_by_key", "tightest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +46,9 @@ class LimitStatus:
 
 
 _KEY_WINDOWS = (
-    (LimitKind.DAILY, Period.DAY, "daily_limit_usd", "Daily limit"),
-    (LimitKind.WEEKLY, Period.WEEK, "weekly_limit_usd", "Weekly limit"),
-    (LimitKind.MONTHLY, Period.MONTH, "monthly_limit_usd", "Monthly limit"),
+    (LimitKind.DAILY, "daily_limit_usd", "Daily limit"),
+    (LimitKind.WEEKLY, "weekly_limit_usd", "Weekly limit"),
+    (LimitKind.MONTHLY, "monthly_limit_usd", "Monthly limit"),
 )
 
 
@@ -65,7 +57,7 @@ def key_limits(
 ) -> list[LimitStatus]:
     """Every limit in force on `key` at `now` (default: now), in this order: quota, daily,
     weekly, monthly, the owner's monthly cap in the team, the team's monthly budget. Empty
-    when none is. `viewer` words the owner's cap: "Your monthly cap in <team>" for the owner
+    when none is. `viewer` words the owner's cap: "Your monthly cap in team <team>" for the owner
     (and for None: the relay answers the key's holder), "<owner>'s monthly cap" for anyone
     else (a lead)."""
     return key_limits_by_key([key], now=now, viewer=viewer)[key.pk]
@@ -97,16 +89,16 @@ def key_limits_by_key(
             found.append(
                 _status(LimitKind.QUOTA, "Quota", spent(account.lifetime()), key.quota_limit_usd)
             )
-        for kind, period, field, label in _KEY_WINDOWS:
+        for kind, field, label in _KEY_WINDOWS:
             limit = getattr(key, field)
             if limit > 0:
-                counter = account.key_window(period, now)
+                counter = account.counter(kind, now)
                 found.append(_status(kind, label, spent(counter), limit, counter.end))
         cap = caps.get((key.team_id, key.owner_id), Decimal(0))
         if cap > 0:
             counter = account.member_month(now)
             if viewer is None or viewer.pk == key.owner_id:
-                label = f"Your monthly cap in {team.name}"
+                label = f"Your monthly cap in team {team.name}"
             else:
                 label = f"{key.owner.get_username()}'s monthly cap"
             found.append(_status(LimitKind.MEMBER_MONTHLY, label, spent(counter), cap, counter.end))

@@ -74,6 +74,24 @@ def window(period: Period, time_zone: str, at: datetime) -> tuple[datetime, date
     return found
 
 
+class LimitKind(enum.StrEnum):
+    """The money limits a request may be held to, in the order refusals and bars name them."""
+
+    QUOTA = "quota"  # the key's lifetime
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    MEMBER_MONTHLY = "member_monthly"  # the key's owner's cap in the team
+    TEAM_MONTHLY = "team_monthly"  # the team's budget
+
+
+_KEY_PERIODS = {
+    LimitKind.DAILY: Period.DAY,
+    LimitKind.WEEKLY: Period.WEEK,
+    LimitKind.MONTHLY: Period.MONTH,
+}
+
+
 class Scope(enum.StrEnum):
     KEY = "key"
     MEMBER = "member"
@@ -144,17 +162,20 @@ class Account:
     def lifetime(self) -> Counter:
         return Counter(Scope.KEY, self.team_id, self.key_id)
 
+    def counter(self, kind: LimitKind, at: datetime) -> Counter:
+        """The running total a limit of this kind is held to at `at`."""
+        if kind is LimitKind.QUOTA:
+            return self.lifetime()
+        if kind is LimitKind.MEMBER_MONTHLY:
+            return self.member_month(at)
+        if kind is LimitKind.TEAM_MONTHLY:
+            return self.team_month(at)
+        return self.key_window(_KEY_PERIODS[kind], at)
+
     def counters(self, at: datetime) -> tuple[Counter, ...]:
         """Every total a charge made at `at` raises (each only if it exists: a missing one is
         rebuilt from the database, which then holds the charge)."""
-        return (
-            self.lifetime(),
-            self.key_window(Period.DAY, at),
-            self.key_window(Period.WEEK, at),
-            self.key_window(Period.MONTH, at),
-            self.member_month(at),
-            self.team_month(at),
-        )
+        return tuple(self.counter(kind, at) for kind in LimitKind)
 
     def targets(self, at: datetime) -> "Targets":
         """What recording a charge made at `at` touches."""

@@ -15,7 +15,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
 from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
-from billing.windows import Counter, Period, window, zone
+from billing.windows import Counter, LimitKind, Period, window, zone
 from core import keyspace
 
 from . import errors
@@ -59,7 +59,7 @@ class Limit:
     """One money limit a request is admitted against: a running total (billing.windows) and
     what it may reach."""
 
-    kind: str  # LIMIT_KINDS
+    kind: LimitKind
     counter: Counter
     limit_units: int
 
@@ -205,21 +205,17 @@ def _spend_limits(state: KeyState, day: datetime, week: datetime, month: datetim
     (snapshots are parsed once per process, so `state` is the same object request after
     request), not per request."""
     account = state.account
-    limits = []
-    if state.quota_limit_units:
-        limits.append(Limit("quota", account.lifetime(), state.quota_limit_units))
-    for kind, period, units in (
-        ("daily", Period.DAY, state.daily_limit_units),
-        ("weekly", Period.WEEK, state.weekly_limit_units),
-        ("monthly", Period.MONTH, state.monthly_limit_units),
-    ):
-        if units:
-            limits.append(Limit(kind, account.key_window(period, day), units))
-    if state.member_monthly_limit_units:
-        limits.append(Limit("member", account.member_month(day), state.member_monthly_limit_units))
-    if state.team_monthly_budget_units:
-        limits.append(Limit("team", account.team_month(day), state.team_monthly_budget_units))
-    return tuple(limits)
+    units = {
+        LimitKind.QUOTA: state.quota_limit_units,
+        LimitKind.DAILY: state.daily_limit_units,
+        LimitKind.WEEKLY: state.weekly_limit_units,
+        LimitKind.MONTHLY: state.monthly_limit_units,
+        LimitKind.MEMBER_MONTHLY: state.member_monthly_limit_units,
+        LimitKind.TEAM_MONTHLY: state.team_monthly_budget_units,
+    }
+    return tuple(
+        Limit(kind, account.counter(kind, day), units[kind]) for kind in LimitKind if units[kind]
+    )
 
 
 _PERIOD_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -249,7 +245,7 @@ def refusal(state: KeyState, plan: Plan, admission: Admission) -> errors.RelayEr
     spent = units_to_usd(admission.spent_units).quantize(cents)
     held = units_to_usd(admission.reserved_units).quantize(cents)
     held_text = f"{held:.2f}" if held else None
-    if limit.kind == "quota":
+    if limit.kind is LimitKind.QUOTA:
         return errors.quota_used_up(f"{spent:.2f}", state.quota_limit_usd, held=held_text)
     limit_usd = units_to_usd(limit.limit_units).quantize(cents)
     return errors.spend_limit_reached(
@@ -264,11 +260,11 @@ def refusal(state: KeyState, plan: Plan, admission: Admission) -> errors.RelayEr
 
 # What a refusal calls each limit (its first word capitalised when it opens a sentence).
 _LIMIT_NAMES = {
-    "daily": "the daily limit of this key",
-    "weekly": "the weekly limit of this key",
-    "monthly": "the monthly limit of this key",
-    "member": "your monthly cap in team {team}",
-    "team": "team {team}'s monthly budget",
+    LimitKind.DAILY: "the daily limit of this key",
+    LimitKind.WEEKLY: "the weekly limit of this key",
+    LimitKind.MONTHLY: "the monthly limit of this key",
+    LimitKind.MEMBER_MONTHLY: "your monthly cap in team {team}",
+    LimitKind.TEAM_MONTHLY: "team {team}'s monthly budget",
 }
 
 

@@ -158,7 +158,7 @@ def test_member_cap_and_team_budget_only_when_set(key, chicago, member, lead, gr
     as_lead = key_limits(key, now=NOW, viewer=lead)
 
     assert [(limit.kind, limit.label, limit.spent_usd, limit.limit_usd) for limit in as_owner] == [
-        (LimitKind.MEMBER_MONTHLY, "Your monthly cap in Acme", Decimal("3"), Decimal("20")),
+        (LimitKind.MEMBER_MONTHLY, "Your monthly cap in team Acme", Decimal("3"), Decimal("20")),
         (LimitKind.TEAM_MONTHLY, "Team Acme's monthly budget", Decimal("7"), Decimal("500")),
     ]
     assert [limit.label for limit in as_lead] == [
@@ -229,7 +229,7 @@ def test_a_page_of_keys_reads_each_running_total_once(
         LimitKind.MEMBER_MONTHLY,
         LimitKind.TEAM_MONTHLY,
     ]
-    assert found[leads_key.pk][1].label == "Your monthly cap in Acme"
+    assert found[leads_key.pk][1].label == "Your monthly cap in team Acme"
     assert found[key.pk][1].label == "member's monthly cap"
 
 

@@ -92,7 +92,7 @@ def test_key_page_shows_a_bar_per_limit_with_its_reset_and_the_concurrency(
         ),
         (
             "member_monthly",
-            "Your monthly cap in Acme",
+            "Your monthly cap in team Acme",
             "$4.50 of $30.00",
             15,
             f"$25.50 left · {resets(Period.MONTH)}",
@@ -115,7 +115,7 @@ def test_key_page_shows_a_bar_per_limit_with_its_reset_and_the_concurrency(
             f'aria-label="{label} used: {percent}%"><span style="width: {percent}%"></span></div>\n'
             f'      <p class="limit__reset muted">{left}</p>'
         ) in own.replace("&#x27;", "'"), label
-    assert "Your monthly cap in Acme" not in leads
+    assert "Your monthly cap in team Acme" not in leads
     assert '<span class="limit__label">member&#x27;s monthly cap</span>' in leads
 
 

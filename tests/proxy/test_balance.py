@@ -328,7 +328,7 @@ def test_key_view_lists_every_limit_with_exact_money(relay, team, member):
             },
             {
                 "kind": "member_monthly",
-                "label": "Your monthly cap in Acme",
+                "label": "Your monthly cap in team Acme",
                 "spent_usd": "1.23456789",
                 "limit_usd": "30.00",
                 "remaining_usd": "28.76543211",

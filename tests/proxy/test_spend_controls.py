@@ -35,7 +35,7 @@ CHAT_STREAM = {
     "messages": [{"role": "user", "content": "Write a lot."}],
 }
 
-KINDS = ["daily", "weekly", "monthly", "member", "team"]
+KINDS = ["daily", "weekly", "monthly", "member_monthly", "team_monthly"]
 
 
 def set_limit(relay, kind: str, amount: str) -> None:
@@ -44,7 +44,7 @@ def set_limit(relay, kind: str, amount: str) -> None:
     key = relay.key
     if kind in ("daily", "weekly", "monthly"):
         ApiKey.objects.filter(pk=key.pk).update(**{f"{kind}_limit_usd": Decimal(amount)})
-    elif kind == "member":
+    elif kind == "member_monthly":
         Membership.objects.filter(team_id=key.team_id, user_id=key.owner_id).update(
             monthly_limit_usd=Decimal(amount)
         )
@@ -59,8 +59,8 @@ def refusal_name(relay, kind: str) -> str:
         "daily": "The daily limit of this key",
         "weekly": "The weekly limit of this key",
         "monthly": "The monthly limit of this key",
-        "member": f"Your monthly cap in team {team}",
-        "team": f"Team {team}'s monthly budget",
+        "member_monthly": f"Your monthly cap in team {team}",
+        "team_monthly": f"Team {team}'s monthly budget",
     }[kind]
 
 
@@ -150,7 +150,7 @@ def test_spend_of_an_earlier_window_does_not_count(relay):
     start, _ = window(Period.MONTH, relay.key.team.time_zone, now)
     UsageEventFactory(key=relay.key, charged_usd=Decimal("5"), created_at=start - timedelta(0, 1))
     set_limit(relay, "monthly", "1")
-    set_limit(relay, "team", "1")
+    set_limit(relay, "team_monthly", "1")
 
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 200
 
@@ -158,7 +158,7 @@ def test_spend_of_an_earlier_window_does_not_count(relay):
 def test_a_member_cap_counts_every_key_of_the_member(relay, member):
     other = make_key(team=relay.key.team, owner=member, group=relay.group, actor=member).key
     UsageEventFactory(key=other, charged_usd=Decimal("3"), created_at=timezone.now())
-    set_limit(relay, "member", "3")
+    set_limit(relay, "member_monthly", "3")
 
     refused = relay.call("POST", "/v1/messages", MESSAGE)
 
