@@ -203,12 +203,9 @@ def make_keys(
         quota_limit_usd=quota_usd,
         rate_limit=HEADLINE_RATE_LIMIT,
         expires_at=now + timedelta(days=HEADLINE_EXPIRY_DAYS),
-    )
-    # So do the key's spend windows and concurrency (api_key_create does not take them).
-    ApiKey.objects.filter(pk=issued.key.pk).update(
-        daily_limit_usd=Decimal(HEADLINE_LIMIT_USD),
-        weekly_limit_usd=Decimal(HEADLINE_LIMIT_USD),
-        monthly_limit_usd=Decimal(HEADLINE_LIMIT_USD),
+        daily_limit_usd=HEADLINE_LIMIT_USD,
+        weekly_limit_usd=HEADLINE_LIMIT_USD,
+        monthly_limit_usd=HEADLINE_LIMIT_USD,
         max_concurrency=max_concurrency,
     )
     unrestricted = services.api_key_create(
