@@ -148,6 +148,9 @@ def member_cap_may_change(actor: User | None, team: Team) -> bool:
     staff who may change memberships. Not the members themselves: a cap is the lead's limit."""
     if actor is None:
         return True
+    if team.pk is None:
+        # A team being created (in the admin) has no leads yet: only staff set caps there.
+        return staff_may(actor=actor, permission=MEMBER_CAP_PERMISSION)
     return is_team_lead(actor=actor, team=team, staff_permission=MEMBER_CAP_PERMISSION)
 
 
@@ -160,7 +163,7 @@ def membership_limit_validate(
 ) -> Decimal:
     """The cap membership_limit_update would store, or the ValidationError it would raise; read
     like a quota (0 or empty clears it). Writes nothing."""
-    if not member_cap_may_change(actor, membership.team):
+    if actor is not None and not member_cap_may_change(actor, membership.team):
         raise policy.refusal_error({"monthly_limit_usd": member_cap_refusal(membership.team)})
     try:
         return parse_usd_limit(monthly_limit_usd, what="a monthly cap", zero_means="no cap")
