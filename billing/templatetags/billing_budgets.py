@@ -44,9 +44,11 @@ class MonthSpend:
 
     @property
     def resets(self) -> str:
-        """The month's end as the team's clock shows it: "2027-02-01 00:00 CST (Asia/Shanghai)"."""
+        """The month's end as the team's clock shows it: "2027-02-01 00:00 CST (Asia/Shanghai)",
+        or "2027-02-01 00:00 UTC" where the zone's name says it all."""
         local = self.resets_at.astimezone(zone(self.time_zone))
-        return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({self.time_zone})"
+        shown = f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+        return shown if local.tzname() == self.time_zone else f"{shown} ({self.time_zone})"
 
 
 def _now() -> datetime:

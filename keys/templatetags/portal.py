@@ -12,7 +12,7 @@ from django.utils.timesince import timesince
 
 from core.money import usd
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
-from keys.models import ApiKey
+from keys.models import ApiKey, Team
 from keys.selectors import team_list
 
 register = template.Library()
@@ -72,12 +72,14 @@ def field_label(field_name: str) -> str:
     """The name a form shows for a key field, so the audit trail uses the same words."""
     if field_name == "prefix":
         return "Key prefix"
-    try:
-        label = str(ApiKey._meta.get_field(field_name).verbose_name)
-    except FieldDoesNotExist:
-        # A team's trail also names members' and the team's fields (role, allowed_groups).
-        return field_name
-    return label[:1].upper() + label[1:]
+    for model in (ApiKey, Team):
+        try:
+            label = str(model._meta.get_field(field_name).verbose_name)
+        except FieldDoesNotExist:
+            continue
+        return label[:1].upper() + label[1:]
+    # A team's trail also names members' fields (role).
+    return field_name
 
 
 @register.filter
@@ -89,6 +91,8 @@ def audit_value(value: Any, field_name: str) -> str:
         return ", ".join(str(item) for item in value)
     if field_name == "quota_limit_usd":
         return "0 (unlimited)" if Decimal(value) == 0 else f"${value}"
+    if field_name == "monthly_budget_usd":
+        return "0 (no budget)" if Decimal(value) == 0 else f"${value}"
     if field_name == "status":
         return STATE_LABELS.get(value, value)
     if field_name == "expires_at":

@@ -1076,6 +1076,9 @@ def test_usd(amount, shown):
         ("", "rate_limit", "—"),
         ("disabled", "status", "Disabled"),
         ("CC Kiro Channel", "group", "CC Kiro Channel"),
+        ("0", "monthly_budget_usd", "0 (no budget)"),
+        ("500", "monthly_budget_usd", "$500"),
+        ("Asia/Shanghai", "time_zone", "Asia/Shanghai"),
     ],
 )
 def test_audit_values_read_like_the_form(value, field, shown):
@@ -1090,6 +1093,9 @@ def test_audit_values_read_like_the_form(value, field, shown):
         ("expires_at", "Key expiration"),
         ("rate_limit", "Rate limit"),
         ("prefix", "Key prefix"),
+        ("monthly_budget_usd", "Monthly budget (USD)"),
+        ("time_zone", "Time zone"),
+        ("role", "role"),
     ],
 )
 def test_audit_field_labels_are_the_forms(field, label):
