@@ -34,8 +34,8 @@ TIME_ZONE_STAFF_ONLY = "Only staff can change a team's time zone."
 
 def parse_usd_limit(value: str | int | Decimal | None, *, what: str, zero_means: str) -> Decimal:
     """An amount read as keys.validators.parse_quota reads a quota (whole cents; empty or 0
-    clears it), with messages that name what is being set: "the monthly budget", "the monthly
-    cap"."""
+    clears it), with messages that name what is being set ("a monthly budget") and what 0
+    means ("no budget")."""
     try:
         amount = parse_quota(value)
     except ValidationError as error:
