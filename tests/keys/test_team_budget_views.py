@@ -95,6 +95,15 @@ def test_no_budget_says_so(client, team, lead):
     assert "Time zone: UTC." in html
 
 
+def test_a_utc_team_names_its_zone_once(client, team, lead, monkeypatch):
+    Team.objects.filter(pk=team.pk).update(monthly_budget_usd=40)
+    monkeypatch.setattr(billing_budgets, "_now", lambda: NOW)
+    html = logged_in(client, lead).get(team_url(team)).content.decode()
+    assert (
+        "$0.00 of $40.00 spent this month · $40.00 remaining · resets 2027-02-01 00:00 UTC</p>"
+    ) in html
+
+
 def test_a_month_ago_and_a_month_on_count_their_own_months(client, shanghai, lead, monkeypatch):
     # On 31 December, Shanghai time, only the $3 of that evening counts.
     monkeypatch.setattr(billing_budgets, "_now", lambda: datetime(2026, 12, 31, 15, 30, tzinfo=UTC))
