@@ -421,6 +421,18 @@ class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
         return {field: self.cleaned_data[field] for field in self.changed_data}
 
 
+class MemberCapForm(ServiceErrorsMixin, forms.Form):
+    """A member's monthly cap on the team page; membership_limit_update reads and checks it."""
+
+    monthly_limit_usd = forms.CharField(
+        label="Monthly cap (USD)",
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no cap"}),
+        help_text="What all of the member's keys in the team may spend in a calendar month. "
+        "0 or empty: no cap.",
+    )
+
+
 class InviteForm(ServiceErrorsMixin, forms.Form):
     """An email address and a role; invitation_create holds the rules."""
 

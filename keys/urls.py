@@ -28,6 +28,7 @@ team_patterns = [
         name="invitation_revoke",
     ),
     path("team/members/<int:membership_id>/role/", views.member_role, name="member_role"),
+    path("team/members/<int:membership_id>/cap/", views.member_cap, name="member_cap"),
     path("team/members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),
 ]
 

@@ -358,6 +358,41 @@ def test_staff_rotate_keys_in_the_admin_and_read_each_new_secret_once(server, ol
         raise
 
 
+def test_a_lead_caps_a_members_monthly_spend_on_the_team_page(acme, lead_id, page):
+    """Issue #16's member cap: the lead types a bad cap (kept, with the error), then a good one
+    on the team page; the member sees the team's budget and their own cap, read-only."""
+    try:
+        sign_in(page, "lead")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Team").click()
+        expect(page.get_by_text("No monthly budget · $0.00 spent this month")).to_be_visible()
+        row = page.locator("tr", has=page.get_by_role("rowheader", name="member", exact=True))
+        cap = row.get_by_label("Monthly cap of member (USD)")
+        cap.fill("twenty")
+        row.get_by_role("button", name="Set cap").click()
+        row = page.locator("tr", has=page.get_by_role("rowheader", name="member", exact=True))
+        expect(row.get_by_role("alert")).to_have_text(
+            "Enter a monthly cap in US dollars with at most 2 decimal places (whole cents), "
+            "e.g. 25 or 25.50, up to 9,999,999,999.99; 0 means no cap."
+        )
+        cap = row.get_by_label("Monthly cap of member (USD)")
+        expect(cap).to_have_value("twenty")
+        cap.fill("20")
+        row.get_by_role("button", name="Set cap").click()
+        expect(page.get_by_text("member's monthly cap is now $20.00.")).to_be_visible()
+        row = page.locator("tr", has=page.get_by_role("rowheader", name="member", exact=True))
+        expect(row.get_by_text("$0.00 of $20.00 this month")).to_be_visible()
+        expect(row.get_by_label("Monthly cap of member (USD)")).to_have_value("20")
+
+        sign_in(page, "member")
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Team").click()
+        expect(page.get_by_role("heading", name="Your monthly cap")).to_be_visible()
+        expect(page.get_by_text("$0.00 of $20.00 this month")).to_be_visible()
+        expect(page.get_by_role("button", name="Set cap")).to_have_count(0)
+    except BaseException:
+        _save_screenshots(page, None)
+        raise
+
+
 def _save_screenshots(page: Page, edit_url: str | None) -> None:
     """Keep what the browser showed when the test failed, then the edit page, for CI to keep."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -470,24 +470,67 @@ class TeamSerializer(serializers.ModelSerializer):
         help_text="The caller's role in the team; null for staff who are not members.",
     )
 
+    monthly_budget_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        read_only=True,
+        help_text="What all of the team's keys together may spend in a calendar month of its "
+        "time zone; 0 means no budget. Set by staff.",
+    )
+    time_zone = serializers.CharField(
+        read_only=True,
+        help_text="The team's IANA time zone: its keys' days, weeks (from Monday) and months "
+        "start at midnight there. Set by staff.",
+    )
+
     class Meta:
         model = Team
-        fields = ["slug", "name", "role", "created_at"]
+        fields = ["slug", "name", "role", "monthly_budget_usd", "time_zone", "created_at"]
         read_only_fields = fields
+
+
+class TeamBudgetUpdateSerializer(serializers.Serializer):
+    """Staff only; send only what changes."""
+
+    monthly_budget_usd = DecimalInputField(
+        required=False,
+        allow_null=True,
+        help_text="USD per calendar month in plain decimal notation, e.g. 500 or 25.50, at "
+        "least 0.01; 0 or null: no budget.",
+    )
+    time_zone = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="An IANA time zone name, e.g. Asia/Shanghai or UTC.",
+    )
 
 
 class MemberSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
     email = serializers.CharField(source="user.email", read_only=True)
+    monthly_limit_usd = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        read_only=True,
+        help_text="What all of the member's keys in the team may spend in a calendar month of "
+        "the team's time zone; 0 means no cap.",
+    )
 
     class Meta:
         model = Membership
-        fields = ["user", "email", "role", "created_at"]
+        fields = ["user", "email", "role", "monthly_limit_usd", "created_at"]
         read_only_fields = fields
 
 
 class MemberUpdateSerializer(serializers.Serializer):
-    role = ServiceChoiceField(choices=Membership.Role.choices)
+    role = ServiceChoiceField(choices=Membership.Role.choices, required=False)
+    monthly_limit_usd = DecimalInputField(
+        required=False,
+        allow_null=True,
+        help_text="The member's monthly cap in USD, e.g. 20 or 20.50, at least 0.01; 0 or "
+        "null: no cap.",
+    )
 
 
 class MemberRemovedSerializer(serializers.Serializer):

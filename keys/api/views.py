@@ -51,6 +51,7 @@ from .serializers import (
     MemberSerializer,
     MemberUpdateSerializer,
     MeSerializer,
+    TeamBudgetUpdateSerializer,
     TeamSerializer,
 )
 
@@ -329,14 +330,39 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
 @extend_schema_view(
     list=extend_schema(summary="List the caller's teams"),
     retrieve=extend_schema(summary="Show a team"),
+    partial_update=extend_schema(
+        summary="Set a team's monthly budget and time zone (staff)",
+        description="Staff who may change teams (and superusers) set them; the team's leads "
+        "and members read them but are refused (403), anyone else finds no team (404). The "
+        "team's keys obey the change on their next request.",
+        request=TeamBudgetUpdateSerializer,
+        responses={200: TeamSerializer, 400: FIELD_ERRORS, 403: FIELD_ERRORS},
+    ),
 )
 class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSet):
     serializer_class = TeamSerializer
     lookup_field = "slug"
     lookup_value_regex = SLUG_PATTERN
+    # Teams are created and renamed in the admin; here staff set only the budget and clock.
+    http_method_names = ["get", "patch", "head", "options"]
 
     def get_queryset(self) -> QuerySet[Team]:
         return selectors.team_list_with_role(actor=self.request.user)
+
+    def partial_update(self, request: Request, slug: str) -> Response:
+        # Found as for a change (staff without the permission reach only their own teams);
+        # the service then refuses whoever is not staff, naming the field (403).
+        teams = selectors.team_list(actor=request.user, staff_permission="keys.change_team")
+        team = teams.filter(slug=slug).first()
+        if team is None:
+            raise NotFound
+        serializer = TeamBudgetUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        if "monthly_budget_usd" in changes and changes["monthly_budget_usd"] is None:
+            changes["monthly_budget_usd"] = ""
+        services.team_budget_update(actor=request.user, team=team, **changes)
+        return Response(TeamSerializer(self.get_queryset().get(pk=team.pk)).data)
 
 
 # Every action of the member and invitation viewsets is below /teams/<slug>/: each viewset
@@ -352,8 +378,10 @@ USERNAME = OpenApiParameter(
 @extend_schema_view(
     list=extend_schema(summary="List a team's members (leads)"),
     partial_update=extend_schema(
-        summary="Change a member's role (leads)",
-        description="Without a role, nothing changes.",
+        summary="Change a member's role or monthly cap (leads)",
+        description="Send the role, the monthly cap (USD across the member's keys in the team, "
+        "per calendar month of the team's time zone; 0 or null: none), or both; without either, "
+        "nothing changes. The member's keys obey a new cap on their next request.",
         parameters=[USERNAME],
         request=MemberUpdateSerializer,
         responses={
@@ -444,9 +472,20 @@ class TeamMemberViewSet(GenericViewSet):
         membership = self.get_membership(team)
         serializer = MemberUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        if "role" in serializer.validated_data:
+        changes = serializer.validated_data
+        cap = changes.get("monthly_limit_usd")
+        if "monthly_limit_usd" in changes:
+            # Checked before the role changes, so a bad cap leaves the role as it was too.
+            services.membership_limit_validate(
+                actor=request.user, membership=membership, monthly_limit_usd=cap
+            )
+        if "role" in changes:
             membership = services.membership_set_role(
-                membership=membership, actor=request.user, role=serializer.validated_data["role"]
+                membership=membership, actor=request.user, role=changes["role"]
+            )
+        if "monthly_limit_usd" in changes:
+            membership = services.membership_limit_update(
+                actor=request.user, membership=membership, monthly_limit_usd=cap
             )
         return Response(MemberSerializer(membership).data)
 

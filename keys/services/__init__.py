@@ -7,6 +7,12 @@ One module per subject; callers import from here (`from keys import services`).
 """
 
 from .audit import audit_change, audit_record
+from .budgets import (
+    membership_limit_update,
+    membership_limit_validate,
+    team_budget_update,
+    team_budget_validate,
+)
 from .groups import group_save
 from .invitations import (
     invitation_accept,
@@ -80,8 +86,12 @@ __all__ = [
     "invitation_revoke",
     "membership_add",
     "membership_changes_validate",
+    "membership_limit_update",
+    "membership_limit_validate",
     "membership_remove",
     "membership_set_role",
+    "team_budget_update",
+    "team_budget_validate",
     "team_key_defaults",
     "team_key_settings_update",
     "team_save",

@@ -43,7 +43,9 @@ def team_save(*, team: Team, actor: User | None) -> Team:
     if team.pk is not None:
         _check_default_group(team, errors)
     _full_clean(team, errors)
-    team.save()
+    # The budget and the clock are staff's own action (team_budget_update), audited and seen by
+    # the relay at once: a general save of a team never writes them.
+    team.save(update_fields=None if stored is None else TEAM_FIELDS)
     _audit_team(team, stored, actor)
     return team
 

@@ -13,7 +13,7 @@ from django.utils.timesince import timesince
 
 from core.money import usd
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
-from keys.models import ApiKey
+from keys.models import ApiKey, Team
 from keys.selectors import team_list
 
 register = template.Library()
@@ -75,12 +75,14 @@ def field_label(field_name: str) -> str:
     """The name a form shows for a key field, so the audit trail uses the same words."""
     if field_name == "prefix":
         return "Key prefix"
-    try:
-        label = str(ApiKey._meta.get_field(field_name).verbose_name)
-    except FieldDoesNotExist:
-        # A team's trail also names members' and the team's fields (role, allowed_groups).
-        return field_name
-    return label[:1].upper() + label[1:]
+    for model in (ApiKey, Team):
+        try:
+            label = str(model._meta.get_field(field_name).verbose_name)
+        except FieldDoesNotExist:
+            continue
+        return label[:1].upper() + label[1:]
+    # A team's trail also names members' fields (role).
+    return field_name
 
 
 # How the audit trail shows a limit of 0, and which limits are amounts of money.
@@ -90,8 +92,15 @@ ZERO_MEANS = {
     "weekly_limit_usd": "0 (no weekly limit)",
     "monthly_limit_usd": "0 (no monthly limit)",
     "max_concurrency": "0 (unlimited)",
+    "monthly_budget_usd": "0 (no budget)",
 }
-USD_LIMITS = ("quota_limit_usd", "daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd")
+USD_LIMITS = (
+    "quota_limit_usd",
+    "daily_limit_usd",
+    "weekly_limit_usd",
+    "monthly_limit_usd",
+    "monthly_budget_usd",
+)
 
 
 @register.filter

@@ -23,6 +23,7 @@ from .keys import (
 from .team import (
     invitation_create,
     invitation_revoke,
+    member_cap,
     member_remove,
     member_role,
     team_detail,
@@ -46,6 +47,7 @@ __all__ = [
     "key_list",
     "key_rotate",
     "login_username",
+    "member_cap",
     "member_remove",
     "member_role",
     "team_detail",

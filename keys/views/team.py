@@ -1,25 +1,29 @@
-"""The team page, where a team's leads invite people, change members' roles and remove them."""
+"""The team page, where a team's leads invite people, change members' roles and monthly caps and
+remove them. Members see the team's monthly budget and their own cap there, read-only."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.money import usd
 from keys import services
-from keys.forms import InviteForm, RoleForm, TeamKeySettingsForm
+from keys.forms import InviteForm, MemberCapForm, RoleForm, TeamKeySettingsForm
 from keys.models import ApiKey, Membership, Team
 from keys.selectors import (
     api_key_search,
     invitation_list,
     is_team_lead,
     member_list_with_key_counts,
+    membership_for,
     team_event_list,
 )
 
-from .scope import _invitation, _lead_team, _membership
+from .pages import render_team_page
+from .scope import _invitation, _lead_team, _membership, _team
 
 
 def _team_page(
@@ -28,7 +32,10 @@ def _team_page(
     invite_form: InviteForm,
     status: int = 200,
     settings_form: TeamKeySettingsForm | None = None,
+    cap_form: MemberCapForm | None = None,
+    cap_for: Membership | None = None,
 ):
+    """The lead's team page; `cap_form` is a refused cap, shown on `cap_for`'s row as typed."""
     members = member_list_with_key_counts(actor=request.user, team=team)
     return render(
         request,
@@ -41,6 +48,8 @@ def _team_page(
             "invite_form": invite_form,
             "settings_form": settings_form or TeamKeySettingsForm(team=team),
             "roles": Membership.Role.choices,
+            "cap_form": cap_form,
+            "cap_for": cap_for.pk if cap_for is not None else None,
             "activity": Paginator(team_event_list(actor=request.user, team=team), 20).get_page(
                 request.GET.get("activity_page")
             ),
@@ -58,8 +67,17 @@ def _back_to_team(request: HttpRequest, team: Team) -> HttpResponse:
 
 @login_required
 def team_detail(request: HttpRequest, team_slug: str) -> HttpResponse:
-    team = _lead_team(request, team_slug)
-    return _team_page(request, team, InviteForm())
+    """Leads manage the team here; a member sees its budget and their own cap, nothing of the
+    others. Anyone else, staff who are not members included, gets a 404."""
+    team = _team(request, team_slug)
+    if is_team_lead(actor=request.user, team=team):
+        return _team_page(request, team, InviteForm())
+    membership = membership_for(actor=request.user, team=team)
+    if membership is None:
+        raise Http404("Only the team's members see its page.")
+    return render_team_page(
+        request, "keys/team_member.html", team, {"membership": membership}, is_lead=False
+    )
 
 
 @login_required
@@ -134,6 +152,33 @@ def member_role(request: HttpRequest, team_slug: str, membership_id: int) -> Htt
     else:
         messages.error(request, "Choose Lead or Member.")
     return _back_to_team(request, team)
+
+
+@login_required
+@require_POST
+def member_cap(request: HttpRequest, team_slug: str, membership_id: int) -> HttpResponse:
+    team = _lead_team(request, team_slug)
+    membership = _membership(request, team, membership_id)
+    form = MemberCapForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = services.membership_limit_update(
+                actor=request.user,
+                membership=membership,
+                monthly_limit_usd=form.cleaned_data["monthly_limit_usd"],
+            )
+        except ValidationError as error:
+            form.add_service_errors(error)
+        else:
+            cap = membership.monthly_limit_usd
+            messages.success(
+                request,
+                f"{membership.user}'s monthly cap is now {usd(cap)}."
+                if cap
+                else f"{membership.user} has no monthly cap now.",
+            )
+            return redirect("keys:team", team_slug=team.slug)
+    return _team_page(request, team, InviteForm(), status=400, cap_form=form, cap_for=membership)
 
 
 @login_required

@@ -1068,6 +1068,11 @@ def team_data(team: Team, rows: list[dict], **overrides) -> dict:
         "allowed_groups": [group.pk for group in team.allowed_groups.all()],
         # A checked box: a browser sends nothing for an unchecked one.
         "members_can_create_keys": "on" if team.members_can_create_keys else "",
+        # As the form shows them: an empty budget is none; the zone is chosen from a list.
+        "monthly_budget_usd": format(team.monthly_budget_usd, "f")
+        if team.monthly_budget_usd
+        else "",
+        "time_zone": team.time_zone,
         "memberships-TOTAL_FORMS": len(rows),
         "memberships-INITIAL_FORMS": len(existing),
         "memberships-MIN_NUM_FORMS": 0,
@@ -1206,6 +1211,7 @@ def test_creating_a_team_with_members(admin_client, lead):
             "name": "New team",
             "slug": "new-team",
             "members_can_create_keys": "on",
+            "time_zone": "UTC",
             "memberships-TOTAL_FORMS": 1,
             "memberships-INITIAL_FORMS": 0,
             "memberships-MIN_NUM_FORMS": 0,
@@ -1643,6 +1649,7 @@ def test_a_new_team_writes_team_created(admin_client):
             "name": "New team",
             "slug": "new-team",
             "members_can_create_keys": "on",
+            "time_zone": "UTC",
             "memberships-TOTAL_FORMS": 0,
             "memberships-INITIAL_FORMS": 0,
             "memberships-MIN_NUM_FORMS": 0,

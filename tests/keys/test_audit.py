@@ -289,7 +289,11 @@ def test_no_one_but_a_lead_reaches_the_activity(client, trails, team, who, membe
 
     response = client.get(reverse("keys:team", args=[team.slug]))
 
-    assert response.status_code == 404
+    # A member sees the team's budget and their own cap there (test_team_budget_views.py),
+    # never its trail.
+    assert response.status_code == (200 if who == "member" else 404)
+    assert 'id="activity-heading"' not in response.content.decode()
+    assert "activity" not in (response.context or {})
     assert AuditEvent.objects.filter(team=team).count() == 1
 
 

@@ -203,6 +203,8 @@ def test_the_invitee_accepts(api, team, invite):
         "slug": "acme",
         "name": "Acme",
         "role": "lead",
+        "monthly_budget_usd": "0.00",
+        "time_zone": "UTC",
         "created_at": body["created_at"],
     }
     assert Membership.objects.get(team=team, user=newbie).role == "lead"

@@ -57,7 +57,7 @@ def test_another_or_unknown_team_is_404(api, member, other_team, slug):
     assert api(member).get(f"{TEAMS}{slug}/").status_code == 404
 
 
-def test_teams_are_read_only(api, staff):
+def test_teams_are_created_and_deleted_in_the_admin_only(api, staff):
     client = api(staff)
 
     assert client.post(TEAMS, {"slug": "new", "name": "New"}, format="json").status_code == 405
@@ -221,12 +221,16 @@ def test_me_shows_the_caller_and_their_teams(api, member, other_team):
                 "slug": "acme",
                 "name": "Acme",
                 "role": "member",
+                "monthly_budget_usd": "0.00",
+                "time_zone": "UTC",
                 "created_at": body["teams"][0]["created_at"],
             },
             {
                 "slug": "globex",
                 "name": "Globex",
                 "role": "lead",
+                "monthly_budget_usd": "0.00",
+                "time_zone": "UTC",
                 "created_at": body["teams"][1]["created_at"],
             },
         ],
