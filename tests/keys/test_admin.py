@@ -657,7 +657,7 @@ def test_add_with_budgets_stores_them(admin_client, team, member, group):
         ),
     )
 
-    assert response.status_code == 200
+    assert response.status_code == 303  # to the page that shows the new key once
     key = ApiKey.objects.get()
     assert (
         key.daily_limit_usd,
