@@ -24,7 +24,7 @@ their order are the same.
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 
@@ -90,7 +90,8 @@ def check_client_ip(state: KeyState, address: str) -> None:
 def check_key_and_ip(state: KeyState, address: str) -> None:
     """The rows on the key alone: enabled, not expired, this client IP allowed."""
     check_enabled(state)
-    check_not_expired(state, timezone.now())
+    # datetime.now(UTC) is timezone.now() without its settings look-up (USE_TZ is on).
+    check_not_expired(state, datetime.now(UTC))
     check_client_ip(state, address)
 
 

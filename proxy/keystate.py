@@ -117,13 +117,22 @@ class KeyState:
     def allows_ip(self, address: str) -> bool:
         if not self.allowed_networks:
             return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.allowed_networks)
+        ip = client_address(address)
+        return ip is not None and any(ip in network for network in self.allowed_networks)
+
+
+@lru_cache(maxsize=4096)
+def client_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address as the IP restriction compares it (an IPv4-mapped IPv6 address as
+    its IPv4 address), None if it is not one; parsed once per address (it showed in the
+    relay's profile, once per request for a key with an IP restriction)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    return ip
 
 
 @lru_cache(maxsize=4096)

@@ -191,19 +191,26 @@ def spend_limits(state: KeyState, now: datetime) -> tuple[Limit, ...]:
     that cannot pay: the key's lifetime quota, its day, week and month, its owner's monthly
     cap in the team, the team's monthly budget."""
     zone_name = state.time_zone
-    return _spend_limits(
-        state,
-        window(Period.DAY, zone_name, now)[0],
-        window(Period.WEEK, zone_name, now)[0],
-        window(Period.MONTH, zone_name, now)[0],
-    )
+    day = window(Period.DAY, zone_name, now)[0]
+    week = window(Period.WEEK, zone_name, now)[0]
+    month = window(Period.MONTH, zone_name, now)[0]
+    # Worked out once per snapshot and window, not per request: snapshots are parsed once per
+    # process, so `state` is the same object request after request, and it is found here by
+    # identity (hashing a whole snapshot showed in the relay's profile).
+    known = _known_limits.get(id(state))
+    if known is not None and known[0] is state and known[1] == (day, week, month):
+        return known[2]
+    limits = _spend_limits(state, day)
+    if len(_known_limits) >= 10_000:
+        _known_limits.clear()
+    _known_limits[id(state)] = (state, (day, week, month), limits)
+    return limits
 
 
-@functools.lru_cache(maxsize=4096)
-def _spend_limits(state: KeyState, day: datetime, week: datetime, month: datetime):
-    """spend_limits while these windows are current: worked out once per snapshot and window
-    (snapshots are parsed once per process, so `state` is the same object request after
-    request), not per request."""
+_known_limits: dict[int, tuple[KeyState, tuple[datetime, ...], tuple["Limit", ...]]] = {}
+
+
+def _spend_limits(state: KeyState, at: datetime) -> tuple[Limit, ...]:
     account = state.account
     units = {
         LimitKind.QUOTA: state.quota_limit_units,
@@ -214,7 +221,7 @@ def _spend_limits(state: KeyState, day: datetime, week: datetime, month: datetim
         LimitKind.TEAM_MONTHLY: state.team_monthly_budget_units,
     }
     return tuple(
-        Limit(kind, account.counter(kind, day), units[kind]) for kind in LimitKind if units[kind]
+        Limit(kind, account.counter(kind, at), units[kind]) for kind in LimitKind if units[kind]
     )
 
 

@@ -125,9 +125,11 @@ end
 local entry = string.format('%d', held) .. ':' .. ARGV[5] .. ':' .. ARGV[12]
 for j = 1, h do
   local name = KEYS[n + j]
-  unhold(name, ARGV[1])
-  redis.call('HSET', name, ARGV[1], entry)
-  redis.call('HINCRBY', name, SUM, held)
+  if redis.call('HSET', name, ARGV[1], entry) == 1 then
+    redis.call('HINCRBY', name, SUM, held)
+  else  -- Held already (never by design): summed afresh rather than counted twice.
+    scan(name)
+  end
   redis.call('EXPIRE', name, ARGV[6])
 end
 return {1, held}
