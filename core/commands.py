@@ -1,7 +1,9 @@
 """What management commands share."""
 
+from argparse import ArgumentParser
 from collections.abc import Mapping
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 
@@ -15,3 +17,23 @@ def describe_validation_error(error: ValidationError, option_for_field: Mapping[
         label = "" if field == NON_FIELD_ERRORS else f"{option_for_field.get(field, field)}: "
         lines.extend(label + message for message in messages)
     return "\n".join(lines)
+
+
+def add_actor_option(parser: ArgumentParser, *, doing: str) -> None:
+    """--actor: who the audit trail records as `doing` what the command does."""
+    parser.add_argument(
+        "--actor",
+        metavar="USERNAME",
+        help=f"Who the audit trail records as {doing}; default: the system.",
+    )
+
+
+def user_named(option: str, username: str | None, problems: list[str]):
+    """The user an option names (None when it names none: the problem is added to
+    `problems`, so a command reports every bad option at once)."""
+    if username is None:
+        return None
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        problems.append(f"{option}: No user named “{username}”.")
+    return user

@@ -1,11 +1,10 @@
 from datetime import datetime
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from core.commands import describe_validation_error
+from core.commands import add_actor_option, describe_validation_error, user_named
 from keys.models import Group, Team
 from keys.services import api_key_create
 from keys.validators import MAX_ALLOWED_IPS, MAX_CONCURRENCY
@@ -88,30 +87,19 @@ class Command(BaseCommand):
                 f"{MAX_ALLOWED_IPS:,}; empty = any."
             ),
         )
-        parser.add_argument(
-            "--actor",
-            metavar="USERNAME",
-            help="Who the audit trail records as creating the key; default: the system.",
-        )
+        add_actor_option(parser, doing="creating the key")
 
     def handle(self, *args, **options) -> None:
-        User = get_user_model()
         problems: list[str] = []
 
         team = Team.objects.filter(slug=options["team"]).first()
         if team is None:
             problems.append(f"--team: No team with slug “{options['team']}”.")
-        owner = User.objects.filter(username=options["owner"]).first()
-        if owner is None:
-            problems.append(f"--owner: No user named “{options['owner']}”.")
+        owner = user_named("--owner", options["owner"], problems)
         group = Group.objects.filter(name=options["group"]).first()
         if group is None:
             problems.append(f"--group: No group named “{options['group']}”.{_offer(team)}")
-        actor = None
-        if options["actor"] is not None:
-            actor = User.objects.filter(username=options["actor"]).first()
-            if actor is None:
-                problems.append(f"--actor: No user named “{options['actor']}”.")
+        actor = user_named("--actor", options["actor"], problems)
         expires_at = None
         if options["expires"]:
             try:

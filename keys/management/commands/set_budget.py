@@ -1,8 +1,7 @@
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from core.commands import describe_validation_error
+from core.commands import add_actor_option, describe_validation_error, user_named
 from keys.models import Membership, Team
 from keys.services import membership_limit_update, team_budget_update
 
@@ -38,14 +37,9 @@ class Command(BaseCommand):
             help="The team's time zone, an IANA name such as Asia/Shanghai or UTC: its months "
             "(and its keys' days and weeks) start at midnight there.",
         )
-        parser.add_argument(
-            "--actor",
-            metavar="USERNAME",
-            help="Who the audit trail records as making the change; default: the system.",
-        )
+        add_actor_option(parser, doing="making the change")
 
     def handle(self, *args, **options) -> None:
-        User = get_user_model()
         problems: list[str] = []
         team = Team.objects.filter(slug=options["team"]).first()
         if team is None:
@@ -56,10 +50,8 @@ class Command(BaseCommand):
                 problems.append(
                     "--time-zone: the time zone is the team's; set it without --member."
                 )
-            user = User.objects.filter(username=options["member"]).first()
-            if user is None:
-                problems.append(f"--member: No user named “{options['member']}”.")
-            elif team is not None:
+            user = user_named("--member", options["member"], problems)
+            if user is not None and team is not None:
                 membership = (
                     Membership.objects.select_related("team", "user")
                     .filter(team=team, user=user)
@@ -71,11 +63,7 @@ class Command(BaseCommand):
             options["member"] is not None or options["time_zone"] is None
         ):
             problems.append("--monthly-usd: required (0 clears it).")
-        actor = None
-        if options["actor"] is not None:
-            actor = User.objects.filter(username=options["actor"]).first()
-            if actor is None:
-                problems.append(f"--actor: No user named “{options['actor']}”.")
+        actor = user_named("--actor", options["actor"], problems)
         if problems:
             raise CommandError("\n".join(problems))
 
