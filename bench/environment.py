@@ -181,17 +181,14 @@ def make_keys(
     from keys import services
     from keys.models import ApiKey, Membership, Team
 
-    team.monthly_budget_usd = Decimal(HEADLINE_LIMIT_USD)
-    services.team_save(team=team, actor=None)
-    unrestricted_team.monthly_budget_usd = Decimal("0")
-    services.team_save(team=unrestricted_team, actor=None)
-    # The member caps go onto the rows directly, like the refused key's spend below.
-    Membership.objects.filter(team=team, user=owner).update(
-        monthly_limit_usd=Decimal(HEADLINE_LIMIT_USD)
-    )
-    Membership.objects.filter(team=unrestricted_team, user=owner).update(
-        monthly_limit_usd=Decimal("0")
-    )
+    services.team_budget_update(actor=None, team=team, monthly_budget_usd=HEADLINE_LIMIT_USD)
+    services.team_budget_update(actor=None, team=unrestricted_team, monthly_budget_usd="0")
+    for capped_team, cap in ((team, HEADLINE_LIMIT_USD), (unrestricted_team, "0")):
+        services.membership_limit_update(
+            actor=None,
+            membership=Membership.objects.get(team=capped_team, user=owner),
+            monthly_limit_usd=cap,
+        )
     now = timezone.now()
     issued = services.api_key_create(
         team=team,
