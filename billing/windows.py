@@ -110,11 +110,14 @@ class Counter:
     period: Period | None = None
     start: datetime | None = None
     end: datetime | None = None
-    # Its name in Redis (core.keyspace), worked out once.
+    # Its name in Redis (core.keyspace), and that of the reservations counted against it (one
+    # hash per key, member, team), worked out once.
     name: str = field(init=False, compare=False)
+    holds: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self._name())
+        object.__setattr__(self, "holds", self._holds())
 
     def _name(self) -> str:
         if self.period is None:
@@ -127,9 +130,7 @@ class Counter:
             return keyspace.spend_window("member", owner, self.period.letter, start)
         return keyspace.spend_window("team", self.team_id, self.period.letter, start)
 
-    @property
-    def holds(self) -> str:
-        """The hash of the reservations that count against it (one per key, member, team)."""
+    def _holds(self) -> str:
         if self.scope is Scope.KEY:
             return keyspace.reservations(self.key_id)
         if self.scope is Scope.MEMBER:

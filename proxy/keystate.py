@@ -115,10 +115,15 @@ class KeyState:
         return any(fnmatchcase(model, pattern) for pattern in self.model_patterns)
 
     def allows_ip(self, address: str) -> bool:
-        if not self.allowed_networks:
-            return True
-        ip = client_address(address)
-        return ip is not None and any(ip in network for network in self.allowed_networks)
+        return not self.allowed_networks or _allowed(self.allowed_networks, address)
+
+
+@lru_cache(maxsize=4096)
+def _allowed(networks: tuple[IPNetwork, ...], address: str) -> bool:
+    """Whether the address is in one of the networks: decided once per restriction and client
+    (it showed in the relay's profile, decided anew every request)."""
+    ip = client_address(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 @lru_cache(maxsize=4096)

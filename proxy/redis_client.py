@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
+from dataclasses import dataclass
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
@@ -47,15 +48,38 @@ class RedisReplyError(RedisError):
     """Redis answered the command with an error (the connection stays usable)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Arguments encoded once, as RESP bulk strings, and sent as they are: the part of a
+    command that stays the same request after request (a key's names in a script call)."""
+
+    count: int
+    resp: bytes
+
+    @classmethod
+    def of(cls, args) -> "Encoded":
+        return cls(len(args), b"".join(_bulk(arg) for arg in args))
+
+
+def _bulk(arg: str | bytes | int) -> bytes:
+    if isinstance(arg, str):
+        arg = arg.encode()
+    elif isinstance(arg, int):
+        arg = b"%d" % arg
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
 def encode_command(args: tuple) -> bytes:
     """A command as a RESP array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+    count = len(args)
+    parts = [b""]
     for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        if type(arg) is Encoded:
+            count += arg.count - 1
+            parts.append(arg.resp)
+        else:
+            parts.append(_bulk(arg))
+    parts[0] = b"*%d\r\n" % count
     return b"".join(parts)
 
 
@@ -262,22 +286,30 @@ class Script:
         # SHA-1 because it is the name Redis gives scripts, not for security.
         self._sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    def command(self, *, keys: list[str], args: list[str | bytes | int]) -> tuple:
-        """The EVALSHA command, for RedisClient.execute_together; pass its reply to `result`."""
-        return ("EVALSHA", self._sha, len(keys), *keys, *args)
+    def command(self, *, keys: list[str] | Encoded, args: list) -> tuple:
+        """The EVALSHA command, for RedisClient.execute_together; pass its reply to `result`.
+        `keys` may come encoded already (Encoded), as may any of `args`."""
+        return ("EVALSHA", self._sha, *_keys(keys), *args)
 
-    async def result(self, reply, *, keys: list[str], args: list[str | bytes | int]):
+    async def result(self, reply, *, keys: list[str] | Encoded, args: list):
         """The script's result from the reply to `command()`: an error reply is raised, and
         when Redis did not know the script, it is run (and so loaded) with EVAL."""
         if not isinstance(reply, RedisReplyError):
             return reply
         if not str(reply).startswith("NOSCRIPT"):
             raise reply
-        return await self._client.execute("EVAL", self._source, len(keys), *keys, *args)
+        return await self._client.execute("EVAL", self._source, *_keys(keys), *args)
 
-    async def __call__(self, *, keys: list[str], args: list[str | bytes | int]):
+    async def __call__(self, *, keys: list[str] | Encoded, args: list):
         try:
             reply = await self._client.execute(*self.command(keys=keys, args=args))
         except RedisReplyError as error:
             reply = error
         return await self.result(reply, keys=keys, args=args)
+
+
+def _keys(keys: list[str] | Encoded) -> tuple:
+    """A script call's key count and keys."""
+    if type(keys) is Encoded:
+        return (keys.count, keys)
+    return (len(keys), *keys)

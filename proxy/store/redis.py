@@ -5,6 +5,7 @@ across processes. See proxy.store for what the store does.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from billing.windows import Targets
 from core import keyspace
 
 from ..quota import Admission, Plan, Refused
-from ..redis_client import RedisClient, RedisError, RedisReplyError
+from ..redis_client import Encoded, RedisClient, RedisError, RedisReplyError
 from ..spool import Spool
 
 logger = logging.getLogger("proxy.store")
@@ -199,6 +200,8 @@ class RedisStore:
     def __init__(self, url: str) -> None:
         self.redis = RedisClient(url)
         self._admit = self.redis.script(_ADMIT)
+        # The admission's unchanging keys and arguments, by plan (see _admission_static).
+        self._static: dict[int, tuple] = {}
         self._release = self.redis.script(_RELEASE)
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
@@ -243,18 +246,33 @@ class RedisStore:
             raise raw
         return raw, _admission(await self._admit.result(reply, keys=keys, args=args))
 
-    def _admission_call(self, plan: Plan, hold_id: str) -> tuple[list[str], list[str | int]]:
+    def _admission_call(self, plan: Plan, hold_id: str) -> tuple[Encoded, list]:
+        """The script's keys and arguments: what changes per request, then the rest, encoded
+        once per plan (they showed in the relay's profile, encoded anew every request)."""
+        keys, static = self._admission_static(plan)
         now = int(time.time())
-        rate = plan.rate
-        keys = [limit.counter.name for limit in plan.limits]
-        keys += plan.holds
-        keys.append(keyspace.rate(plan.key_id))
         args = [
             hold_id,
             plan.estimate_units,
             plan.minimum_units,
             now,
             now + plan.hold_seconds,
+            static,
+        ]
+        return keys, args
+
+    def _admission_static(self, plan: Plan) -> tuple[Encoded, Encoded]:
+        # Found by the identity of the plan's limits (worked out once per snapshot and window:
+        # proxy.quota.spend_limits) and the key, not by hashing them.
+        shape = (plan.key_id, plan.holds, plan.max_concurrency, plan.rate, plan.hold_seconds)
+        known = self._static.get(id(plan.limits))
+        if known is not None and known[0] is plan.limits and known[1] == shape:
+            return known[2]
+        rate = plan.rate
+        keys = [limit.counter.name for limit in plan.limits]
+        keys += plan.holds
+        keys.append(keyspace.rate(plan.key_id))
+        args = [
             plan.hold_seconds,
             len(plan.limits),
             len(plan.holds),
@@ -266,7 +284,11 @@ class RedisStore:
         ]
         for limit in plan.limits:
             args += [limit.limit_units, plan.holds.index(limit.counter.holds) + 1]
-        return keys, args
+        encoded = (Encoded.of(keys), Encoded.of(args))
+        if len(self._static) >= 10_000:
+            self._static.clear()
+        self._static[id(plan.limits)] = (plan.limits, shape, encoded)
+        return encoded
 
     async def release(self, plan: Plan, hold_id: str) -> None:
         if plan.holds:
@@ -358,7 +380,7 @@ class RedisStore:
         checkpointed: bool = False,
     ) -> bool:
         recorded = await self._record(
-            keys=[keyspace.USAGE_STREAM, keyspace.CHECKPOINTS, *targets.counters, *targets.holds],
+            keys=_record_keys(targets),
             args=[
                 record_json,
                 record.charge_units,
@@ -378,6 +400,15 @@ class RedisStore:
         if self._alive is not None:
             self._alive.cancel()
         await self.redis.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _record_keys(targets: Targets) -> Encoded:
+    """The record script's keys for these targets, encoded once per window (Targets are
+    worked out once per account and window: billing.windows)."""
+    return Encoded.of(
+        [keyspace.USAGE_STREAM, keyspace.CHECKPOINTS, *targets.counters, *targets.holds]
+    )
 
 
 def _admission(reply: list) -> Admission:
