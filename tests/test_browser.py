@@ -200,11 +200,12 @@ def test_lead_creates_uses_disables_and_restricts_a_key(acme, page):
         expect(page.get_by_label("Weekly limit (USD)")).to_have_value("-1")
         expect(page.get_by_label("Daily limit (USD)")).to_have_value("2.00")
 
-        # The list shows the key enabled, its spend against the quota and its expiry.
+        # The list shows the key enabled, its spend against its tightest limit (the $2 daily
+        # limit, with less left than the $5 quota) and its expiry.
         open_key_list(page)
         row = key_row(page, "claude-code-main")
         expect(row.locator(".badge")).to_have_text("Enabled")
-        expect(row.locator(".spend__text")).to_contain_text("of $5.00")
+        expect(row.locator(".spend__text")).to_contain_text("of $2.00")
         expect(row.locator("td[data-label=Expires]")).to_have_text(
             expiry.strftime("%Y-%m-%d %H:%M %Z")
         )
