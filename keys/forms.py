@@ -102,6 +102,18 @@ STATUS_SET_BY_EXPIRY = (
 )
 
 
+def usd_limit_field(label: str, placeholder: str, *, help_text: str = "") -> forms.CharField:
+    """A dollar limit (quota, window, budget, cap) as text rather than a DecimalField: its
+    parsing and messages belong to the service (keys.validators.parse_usd_limit), so the form
+    passes the text on untouched."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": placeholder}),
+        help_text=help_text,
+    )
+
+
 class ServiceErrorsMixin:
     """Shows a service's ValidationError on the form: each message next to the field it names,
     anything else at the top of the form."""
@@ -164,14 +176,7 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "203.0.113.7\n203.0.113.0/24"}),
         help_text=IP_HELP,
     )
-    # Text rather than a DecimalField: the quota's parsing and its messages belong to
-    # keys.validators.parse_quota, so the form passes the text on untouched.
-    quota_limit_usd = forms.CharField(
-        label="Quota limit (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = unlimited"}),
-        help_text=QUOTA_HELP,
-    )
+    quota_limit_usd = usd_limit_field("Quota limit (USD)", "0 = unlimited", help_text=QUOTA_HELP)
     rate_limit = forms.CharField(
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
@@ -184,22 +189,10 @@ class KeyForm(ServiceErrorsMixin, forms.Form):
         input_formats=[DATETIME_LOCAL_FORMAT, "%Y-%m-%dT%H:%M:%S"],
         widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
     )
-    # Budgets: text for the services to read, as the quota (help texts name the team's zone).
-    daily_limit_usd = forms.CharField(
-        label="Daily limit (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
-    )
-    weekly_limit_usd = forms.CharField(
-        label="Weekly limit (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
-    )
-    monthly_limit_usd = forms.CharField(
-        label="Monthly limit (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no limit"}),
-    )
+    # Budgets (their help texts name the team's zone: set in __init__).
+    daily_limit_usd = usd_limit_field("Daily limit (USD)", "0 = no limit")
+    weekly_limit_usd = usd_limit_field("Weekly limit (USD)", "0 = no limit")
+    monthly_limit_usd = usd_limit_field("Monthly limit (USD)", "0 = no limit")
     max_concurrency = forms.CharField(
         label="Max concurrent requests",
         required=False,
@@ -380,10 +373,9 @@ class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
         empty_label="None: members choose",
         help_text="The group of members' new keys; members cannot choose another.",
     )
-    default_quota_limit_usd = forms.CharField(
-        label="Default quota limit (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = unlimited"}),
+    default_quota_limit_usd = usd_limit_field(
+        "Default quota limit (USD)",
+        "0 = unlimited",
         help_text="Members' new keys start with this quota and may only lower it. "
         "0 or empty: unlimited.",
     )
@@ -424,10 +416,9 @@ class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
 class MemberCapForm(ServiceErrorsMixin, forms.Form):
     """A member's monthly cap on the team page; membership_limit_update reads and checks it."""
 
-    monthly_limit_usd = forms.CharField(
-        label="Monthly cap (USD)",
-        required=False,
-        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0 = no cap"}),
+    monthly_limit_usd = usd_limit_field(
+        "Monthly cap (USD)",
+        "0 = no cap",
         help_text="What all of the member's keys in the team may spend in a calendar month. "
         "0 or empty: no cap.",
     )
