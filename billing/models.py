@@ -19,6 +19,9 @@ class ModelPrice(models.Model):
     input_per_mtok = models.DecimalField("input $/MTok", **PRICE_FIELD)
     output_per_mtok = models.DecimalField("output $/MTok", **PRICE_FIELD)
     cache_write_per_mtok = models.DecimalField("cache write $/MTok", **PRICE_FIELD)
+    # Anthropic bills cache writes kept for an hour at twice the input price (5-minute writes
+    # at 1.25x); the 1-hour part of a response's cache writes is priced at this rate.
+    cache_write_1h_per_mtok = models.DecimalField("1-hour cache write $/MTok", **PRICE_FIELD)
     cache_read_per_mtok = models.DecimalField("cache read $/MTok", **PRICE_FIELD)
     # What the relay reserves against a key's quota for a request that sets no lower output
     # limit, so that a quota stays a cap; a default above every model's.
@@ -62,6 +65,8 @@ class UsageEvent(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     cache_creation_tokens = models.PositiveIntegerField(default=0)
+    # The part of cache_creation_tokens written for one hour (the rest: five minutes).
+    cache_creation_1h_tokens = models.PositiveIntegerField(default=0, db_default=0)
     cache_read_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
     charged_usd = models.DecimalField(max_digits=18, decimal_places=8, default=0)
@@ -121,6 +126,7 @@ class UsageDaily(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cache_creation_tokens = models.PositiveBigIntegerField(default=0)
+    cache_creation_1h_tokens = models.PositiveBigIntegerField(default=0, db_default=0)
     cache_read_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)
     charged_usd = models.DecimalField(max_digits=20, decimal_places=8, default=0)

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "keys",
     "billing",
     "proxy",
+    "notify",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,31 @@
+"""Every write of notifications. `event_emit` is the one door for every detector."""
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from keys.models import ApiKey, Team
+
+from .models import Event, EventType
+
+
+def event_emit(
+    *,
+    team: Team,
+    type: EventType,
+    dedupe_key: str,
+    payload: dict[str, Any],
+    key: ApiKey | None = None,
+) -> Event | None:
+    """Write the Event named by `dedupe_key` once and fan it out; None when it was already written.
+
+    Safe to call from concurrent detectors: the unique `dedupe_key` lets exactly one insert win.
+    """
+    try:
+        with transaction.atomic():
+            event = Event.objects.create(
+                team=team, type=type, dedupe_key=dedupe_key, payload=payload, key=key
+            )
+    except IntegrityError:
+        return None
+    return event
