@@ -439,6 +439,14 @@ class AuditEvent(models.Model):
         TEAM_UPDATED = "team.updated", "Team updated"
         TEAM_ALLOWED_GROUPS_CHANGED = "team.allowed_groups_changed", "Allowed groups changed"
         TEAM_BUDGET_UPDATED = "team.budget_updated", "Budget changed"
+        TEAM_NOTIFICATIONS_UPDATED = "team.notifications_updated", "Notification settings changed"
+        MEMBER_EMAIL_PREFERENCE_UPDATED = (
+            "member.email_preference_updated",
+            "Email preference changed",
+        )
+        WEBHOOK_CREATED = "webhook.created", "Webhook created"
+        WEBHOOK_UPDATED = "webhook.updated", "Webhook updated"
+        WEBHOOK_DELETED = "webhook.deleted", "Webhook deleted"
         GROUP_CREATED = "group.created", "Group created"
         GROUP_UPDATED = "group.updated", "Group updated"
         GROUP_ROUTES_CHANGED = "group.routes_changed", "Group routes changed"
@@ -454,7 +462,7 @@ class AuditEvent(models.Model):
 
     # What an action was done to: its first word ("key.created" was done to a key).
     SubjectType = models.TextChoices(
-        "SubjectType", "key member invitation team group token channel"
+        "SubjectType", "key member invitation team group token channel webhook"
     )
 
     actor = _person(help_text="Empty when the system acted (e.g. expiry).")

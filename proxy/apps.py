@@ -6,7 +6,7 @@ class ProxyConfig(AppConfig):
     verbose_name = "Relay"
 
     def ready(self) -> None:
-        from . import credentials
+        from core import credentials
 
         # Every process (web, relay, Celery, manage.py) refuses to start with a missing or
         # malformed CHANNEL_CREDENTIAL_KEYS, instead of failing on the first channel it reads.

@@ -7,7 +7,7 @@ thread. Saving a channel drops the snapshots of its groups (proxy.services), so 
 request rebuilds its snapshot with the new version, finds the table older, and reloads it
 first: an edited URL or credential is used from the very next request, in every worker.
 
-The credential is decrypted here (proxy.credentials); one that no configured key decrypts is
+The credential is decrypted here (core.credentials); one that no configured key decrypts is
 logged as an error and left out. A channel the table still lacks after a reload (deactivated,
 deleted or undecryptable) is skipped like a failed one; each channel version costs at most one
 reload per worker, so a stale snapshot cannot turn into a query per request.
@@ -17,7 +17,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from .credentials import UnreadableCredential
+from core.credentials import UnreadableCredential
+
 from .keystate import ChannelState, channel_version
 from .models import Channel
 from .store import run_db

@@ -2,9 +2,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
 
+from core import credentials
 from keys.models import Group
-
-from . import credentials
 
 
 class HttpUrlField(models.URLField):
@@ -32,7 +31,7 @@ class Channel(models.Model):
         blank=True,
         help_text="e.g. https://api.anthropic.com (no /v1). Not needed for the mock provider.",
     )
-    # The upstream API key as a Fernet token (proxy.credentials), "" for none. Only
+    # The upstream API key as a Fernet token (core.credentials), "" for none. Only
     # proxy.services writes it and only the relay's channel table decrypts it; it is never
     # rendered, serialised, filtered on or logged. Not editable: no ModelForm can include it.
     encrypted_credential = models.TextField(blank=True, editable=False)
@@ -74,7 +73,7 @@ class Channel(models.Model):
         UnreadableCredential."""
         if not self.encrypted_credential:
             return ""
-        return credentials.decrypt(self.encrypted_credential, channel_name=self.name)
+        return credentials.decrypt(self.encrypted_credential, owner=f"Channel {self.name}")
 
 
 class Route(models.Model):

@@ -13,11 +13,11 @@ from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from core import credentials
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group
 from keys.services import audit_change, audit_record
 
-from . import credentials
 from .models import CREDENTIAL_MAX_LENGTH, Channel, Route
 
 # What a channel's audit row records besides its credential, which it only says changed.
@@ -125,7 +125,7 @@ def channel_credentials_reencrypt() -> Reencrypted:
     unreadable: list[str] = []
     for pk, name, token in stored:
         try:
-            fresh = credentials.reencrypt(token, channel_name=name)
+            fresh = credentials.reencrypt(token, owner=f"Channel {name}")
         except credentials.UnreadableCredential:
             unreadable.append(name)
             continue

@@ -48,7 +48,7 @@ RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 RELAY_SPOOL_DIR = env.str("RELAY_SPOOL_DIR", default=str(VAR_DIR / "spool"))
 
 # Channel credentials (vendors' API keys) are encrypted in the database with these Fernet keys,
-# newest first: the first encrypts, any decrypts (proxy.credentials). No default here: dev.py
+# newest first: the first encrypts, any decrypts (core.credentials). No default here: dev.py
 # (and so test.py) supplies one, and every process refuses to start without a valid list.
 CHANNEL_CREDENTIAL_KEYS = env.list("CHANNEL_CREDENTIAL_KEYS", default=[])
 
@@ -293,3 +293,7 @@ LOGGING = {
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
 }
+
+# Webhooks (notify.addresses): off, a team's webhook may only reach public addresses, never
+# loopback, private or link-local ones (the cloud metadata service). Dev and test turn it on.
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=False)

@@ -14,3 +14,6 @@ CHANNEL_CREDENTIAL_KEYS = env.list(
 # Serve static files straight from the apps under uvicorn, no collectstatic needed.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Local webhook receivers (127.0.0.1) are allowed on a laptop and in tests.
+WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE", default=True)

@@ -89,6 +89,7 @@ def price_data(**overrides) -> dict:
         "input_per_mtok": "15",
         "output_per_mtok": "75",
         "cache_write_per_mtok": "18.75",
+        "cache_write_1h_per_mtok": "30",
         "cache_read_per_mtok": "1.5",
         "max_output_tokens": "32000",
     }

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from proxy.credentials import UnreadableCredential
+from core.credentials import UnreadableCredential
 from proxy.services import channel_credentials_reencrypt
 
 

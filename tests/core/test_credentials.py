@@ -1,12 +1,12 @@
-"""proxy.credentials: channel credentials encrypted with CHANNEL_CREDENTIAL_KEYS."""
+"""core.credentials: channel credentials encrypted with CHANNEL_CREDENTIAL_KEYS."""
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from proxy import credentials
-from proxy.credentials import UnreadableCredential
+from core import credentials
+from core.credentials import UnreadableCredential
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
@@ -20,7 +20,7 @@ def test_round_trip_and_never_the_clear_text():
     with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]):
         token = credentials.encrypt("sk-ant-secret")
         assert "sk-ant-secret" not in token
-        assert credentials.decrypt(token, channel_name="main") == "sk-ant-secret"
+        assert credentials.decrypt(token, owner="Channel main") == "sk-ant-secret"
 
 
 def test_the_first_key_encrypts_and_any_key_decrypts():
@@ -28,7 +28,7 @@ def test_the_first_key_encrypts_and_any_key_decrypts():
         old = credentials.encrypt("sk-old")
     with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B, KEY_A]):
         new = credentials.encrypt("sk-new")
-        assert credentials.decrypt(old, channel_name="main") == "sk-old"
+        assert credentials.decrypt(old, owner="Channel main") == "sk-old"
     assert Fernet(KEY_B).decrypt(new) == b"sk-new"
 
 
@@ -49,7 +49,7 @@ def test_a_credential_no_key_decrypts_names_the_channel_not_the_value(token):
         override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]),
         pytest.raises(UnreadableCredential) as caught,
     ):
-        credentials.decrypt(token, channel_name="anthropic-main")
+        credentials.decrypt(token, owner="Channel anthropic-main")
     assert str(caught.value) == (
         "Channel anthropic-main: its stored credential cannot be decrypted with any key in "
         "CHANNEL_CREDENTIAL_KEYS. Put back the key it was encrypted with, or set a new credential."
@@ -60,8 +60,8 @@ def test_reencrypt_moves_a_token_to_the_newest_key_once():
     with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_A]):
         old = credentials.encrypt("sk-secret")
     with override_settings(CHANNEL_CREDENTIAL_KEYS=[KEY_B, KEY_A]):
-        new = credentials.reencrypt(old, channel_name="main")
-        assert credentials.reencrypt(new, channel_name="main") is None
+        new = credentials.reencrypt(old, owner="Channel main")
+        assert credentials.reencrypt(new, owner="Channel main") is None
     assert Fernet(KEY_B).decrypt(new) == b"sk-secret"
 
 

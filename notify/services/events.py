@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 
 from keys.models import ApiKey, Team
 
-from .models import Event, EventType
+from ..models import Event, EventType
 
 
 def event_emit(

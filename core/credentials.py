@@ -1,6 +1,8 @@
-"""Channel credentials, encrypted at rest with the keys in CHANNEL_CREDENTIAL_KEYS.
+"""Stored secrets (channel credentials, webhook signing secrets), encrypted at rest with the keys
+in CHANNEL_CREDENTIAL_KEYS.
 
-A database dump or a read-only SQL account must not hand out the vendors' API keys, so the
+A database dump or a read-only SQL account must not hand out the vendors' API keys or a team's
+webhook secrets, so the
 database holds only a Fernet token (AES-128-CBC plus HMAC-SHA256, with its time of
 encryption). The keys come from the environment, never from the database. MultiFernet
 encrypts with the first key and decrypts with any: rotation is prepend a new key, run
@@ -23,7 +25,7 @@ GENERATE_HINT = (
 
 class UnreadableCredential(Exception):
     """A stored credential that none of the configured keys decrypts (wrong or dropped key,
-    or a damaged value). The message names the channel, never the value."""
+    or a damaged value). The message names its owner ("Channel main"), never the value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +43,14 @@ def encrypt(plaintext: str) -> str:
     return _current().fernets.encrypt(plaintext.encode()).decode("ascii")
 
 
-def decrypt(token: str, *, channel_name: str) -> str:
+def decrypt(token: str, *, owner: str) -> str:
     try:
         return _current().fernets.decrypt(token).decode()
     except (InvalidToken, ValueError):
-        raise UnreadableCredential(_unreadable(channel_name)) from None
+        raise UnreadableCredential(_unreadable(owner)) from None
 
 
-def reencrypt(token: str, *, channel_name: str) -> str | None:
+def reencrypt(token: str, *, owner: str) -> str | None:
     """The token encrypted with the newest key, or None when it already is."""
     cipher = _current()
     try:
@@ -59,12 +61,12 @@ def reencrypt(token: str, *, channel_name: str) -> str | None:
     try:
         return cipher.fernets.rotate(token).decode("ascii")
     except (InvalidToken, ValueError):
-        raise UnreadableCredential(_unreadable(channel_name)) from None
+        raise UnreadableCredential(_unreadable(owner)) from None
 
 
-def _unreadable(channel_name: str) -> str:
+def _unreadable(owner: str) -> str:
     return (
-        f"Channel {channel_name}: its stored credential cannot be decrypted with any key in "
+        f"{owner}: its stored credential cannot be decrypted with any key in "
         f"{SETTING}. Put back the key it was encrypted with, or set a new credential."
     )
 
