@@ -3,10 +3,12 @@
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from keys.models import ApiKey, Team
 
-from ..models import Event, EventType
+from ..delivery import channels
+from ..models import Delivery, Event, EventType
 
 
 def event_emit(
@@ -21,11 +23,21 @@ def event_emit(
 
     Safe to call from concurrent detectors: the unique `dedupe_key` lets exactly one insert win.
     """
+    now = timezone.now()
     try:
         with transaction.atomic():
             event = Event.objects.create(
                 team=team, type=type, dedupe_key=dedupe_key, payload=payload, key=key
             )
+            deliveries = [
+                delivery
+                for channel in channels().values()
+                for delivery in channel.deliveries_for(event)
+            ]
+            for delivery in deliveries:
+                delivery.event = event
+                delivery.next_attempt_at = now
+            Delivery.objects.bulk_create(deliveries)
     except IntegrityError:
         return None
     return event
