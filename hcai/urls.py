@@ -14,7 +14,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("keys.api.urls")),
     path("api/v1/", include("billing.api.urls")),
+    path("api/v1/", include("notify.api.urls")),
     path("api/", include("keys.api.docs_urls")),
     path("", include("billing.urls")),
+    path("", include("notify.urls")),
     path("", include("keys.urls")),
 ]
