@@ -229,6 +229,9 @@ if REDIS_URL:
     # With Redis the relay appends usage to a Redis stream instead of writing the database on
     # the request path; this moves it into UsageEvent rows (embedded: written directly).
     INGEST_USAGE_EVERY_SECONDS = env.float("INGEST_USAGE_EVERY_SECONDS", default=2.0)
+    # Usage entries a worker took and has not written for this long (it died or stalled
+    # mid-batch) are taken over by another ingesting worker.
+    USAGE_CLAIM_IDLE_SECONDS = env.float("USAGE_CLAIM_IDLE_SECONDS", default=60.0)
     CELERY_BEAT_SCHEDULE["ingest-usage"] = {
         "task": "billing.tasks.ingest_usage",
         "schedule": INGEST_USAGE_EVERY_SECONDS,
