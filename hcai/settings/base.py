@@ -225,6 +225,16 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": PRUNE_USAGE_EVERY_SECONDS},
     },
 }
+# Notifications (notify.tasks.notify_due): expiring keys and key changes become events, and
+# due deliveries (new ones and retries) are tried. A failed delivery's first retry is due 30 s
+# later, so this must run at least that often; on the embedded default the worker's embedded
+# beat runs it like every other periodic task.
+NOTIFY_DUE_EVERY_SECONDS = env.float("NOTIFY_DUE_EVERY_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["notify-due"] = {
+    "task": "notify.tasks.notify_due",
+    "schedule": NOTIFY_DUE_EVERY_SECONDS,
+    "options": {"expires": NOTIFY_DUE_EVERY_SECONDS},
+}
 if REDIS_URL:
     # With Redis the relay appends usage to a Redis stream instead of writing the database on
     # the request path; this moves it into UsageEvent rows (embedded: written directly).
