@@ -2,6 +2,8 @@
 
 import gc
 import os
+import shutil
+from pathlib import Path
 
 from hcai.workers import SHUTDOWN_CLEANUP_SECONDS, graceful_seconds
 
@@ -18,6 +20,27 @@ accesslog = None
 # uvicorn must not rewrite the client address from X-Forwarded-For: the app decides whom to
 # believe (TRUSTED_PROXIES), so the socket peer has to reach it unchanged.
 forwarded_allow_ips = ""
+
+
+# Each worker keeps its metrics in files here, summed by any worker's /metrics (core.metrics).
+# Set before a worker imports the app; emptied when the server starts.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    str(Path(os.environ.get("HCAI_VAR_DIR", Path(__file__).parent / "var")) / "prometheus"),
+)
+
+
+def on_starting(server) -> None:
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
+
+def child_exit(server, worker) -> None:
+    """A worker that exits leaves its counters summed in, but not its gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker) -> None:

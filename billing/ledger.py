@@ -241,6 +241,28 @@ return reaped
 )
 
 
+def usage_backlog() -> int | None:
+    """Usage entries in the stream not yet written to the database (None without Redis)."""
+    if not settings.REDIS_URL:
+        return None
+    return usage_stream_client().xlen(keyspace.USAGE_STREAM)
+
+
+def usage_ingest_lag_seconds() -> float | None:
+    """How long the oldest usage entry not yet written has waited (0 when none waits; None
+    without Redis). Ingest trims what it wrote, so the stream's first entry is that one; its
+    id is its time in Redis's clock, in milliseconds."""
+    if not settings.REDIS_URL:
+        return None
+    client = usage_stream_client()
+    oldest = client.xrange(keyspace.USAGE_STREAM, "-", "+", count=1)
+    if not oldest:
+        return 0.0
+    seconds, microseconds = client.time()
+    appended_ms = int(oldest[0][0].split(b"-")[0])
+    return max(0.0, seconds + microseconds / 1e6 - appended_ms / 1000)
+
+
 def reap_checkpoints() -> int:
     """Bill the streams of dead relay workers up to their last checkpoint; returns how many."""
     if not settings.REDIS_URL:

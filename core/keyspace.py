@@ -38,6 +38,8 @@ refusals:<minute>         hash    REFUSAL_COUNT_SECONDS     relay (HINCRBY),    
                           ("key|status|code|endpoint" -> count; minute: its start, epoch seconds)
 refusal-minutes           set     REFUSAL_COUNT_SECONDS     relay (SADD),           refusal
                           (the minutes counted)             collector (SREM)        collector
+metrics:task-outcomes     hash    none                      Celery workers          /metrics
+                          ("task|outcome" -> count: core.metrics)
 
 Integers are stored as Redis stores them (decimal strings), written and read with the raw
 Redis client only (billing.ledger.RedisTotals for the totals), so Lua's INCRBY and GET work on
@@ -61,6 +63,8 @@ UNWRITABLE_STREAM = PREFIX + "usage:unwritable"
 # The consumer group every ingesting worker reads the usage stream through.
 USAGE_INGEST_GROUP = "ingest"
 REFUSAL_MINUTES = PREFIX + "refusal-minutes"
+# Celery task outcomes counted for /metrics (core.metrics): "task|outcome" -> count.
+TASK_OUTCOMES = PREFIX + "metrics:task-outcomes"
 
 # Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
 SPEND_TOTAL_PREFIX = PREFIX + "spend:"

@@ -11,6 +11,7 @@ admin.site.index_title = "Keys, teams, usage and channels"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("keys.api.urls")),
     path("api/v1/", include("billing.api.urls")),

@@ -1,12 +1,17 @@
-"""Probes for load balancers: /healthz says the process answers, /readyz checks what it needs."""
+"""Probes for load balancers: /healthz says the process answers, /readyz checks what it needs;
+and /metrics for Prometheus."""
 
+import hmac
+import ipaddress
 import logging
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 
+from billing import ledger
+from core import metrics as core_metrics
 from core.cache import cache_redis_client
 
 logger = logging.getLogger(__name__)
@@ -20,6 +25,8 @@ def readyz(request):
     checks = {"database": _database_ok(), "cache": _cache_ok()}
     if settings.REDIS_REQUIRE_APPEND_ONLY and checks["cache"]:
         checks["redis-append-only"] = _redis_append_only()
+    if settings.REDIS_URL and checks["cache"]:
+        checks["usage-ingest"] = _ingest_keeping_up()
     down = sorted(name for name, ok in checks.items() if not ok)
     if down:
         return JsonResponse({"status": "unavailable", "down": down}, status=503)
@@ -45,6 +52,21 @@ def _cache_ok() -> bool:
         return False
 
 
+def _ingest_keeping_up() -> bool:
+    """Served requests wait in the usage stream until ingest writes them: a backlog older than
+    READYZ_MAX_INGEST_LAG_SECONDS means no Celery worker is ingesting (or cannot keep up), and
+    spend shown in the portal is that far behind."""
+    try:
+        lag = ledger.usage_ingest_lag_seconds()
+    except Exception:
+        logger.exception("readyz: the usage stream could not be read")
+        return False
+    if lag is not None and lag > settings.READYZ_MAX_INGEST_LAG_SECONDS:
+        logger.error("readyz: the oldest usage not yet ingested waited %.0f s", lag)
+        return False
+    return True
+
+
 def _redis_append_only() -> bool:
     """Redis keeps the usage stream, which holds served requests not yet in the database, so
     it must write it to disk (appendonly yes): a restart must not lose them."""
@@ -60,3 +82,24 @@ def _redis_append_only() -> bool:
         logger.error("readyz: Redis runs without its append-only file (appendonly no)")
         return False
     return True
+
+
+def metrics(request):
+    """Prometheus's scrape. With METRICS_TOKEN set, only for `Authorization: Bearer <token>`;
+    without it, only for a scraper on this host (the socket peer is loopback; X-Forwarded-For
+    is not believed here). Anything else is told nothing exists here."""
+    if not _may_scrape(request):
+        raise Http404
+    body, content_type = core_metrics.render()
+    return HttpResponse(body, content_type=content_type)
+
+
+def _may_scrape(request) -> bool:
+    token = settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False

@@ -38,6 +38,7 @@ from .errors import RelayError
 from .exchange import Exchange
 from .forwarding import Forwarder
 from .keystate import KeyState
+from .metrics import relay_metrics
 from .prices import PriceTable
 from .store import Store, make_store
 
@@ -108,6 +109,7 @@ class RelayApp:
         return self._store
 
     async def close(self) -> None:
+        await relay_metrics.close()
         await self.forwarder.close()
         if self._store is not None:
             await self._store.close()
@@ -147,6 +149,7 @@ class RelayApp:
         token = current_request_id.set(exchange.request_id)
         try:
             key_id = await self.handle(exchange, endpoint)
+            _count(exchange)
             logger.info(
                 "%s %s %s key=%s %.1fms",
                 scope["method"],
@@ -217,3 +220,12 @@ class RelayApp:
         )
         await endpoint.answer(exchange, state, self.prices)
         return state.key_id
+
+
+def _count(exchange: Exchange) -> None:
+    endpoint = exchange.endpoint or "unknown"
+    relay_metrics.request(endpoint, exchange.status, exchange.refused)
+    if exchange.forwarded_at:
+        relay_metrics.added_latency(endpoint, exchange.forwarded_at - exchange.started)
+    if exchange.answered_at:
+        relay_metrics.first_byte_latency(endpoint, exchange.answered_at - exchange.started)

@@ -31,6 +31,11 @@ class Exchange:
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Whether a checkpoint of this request's usage was kept (see proxy.recording.checkpoint).
     checkpointed: bool = False
+    # For the metrics (proxy.metrics), time.monotonic() when the request was sent upstream and
+    # when the answer began (0: not yet), and the refusal's code ("" when served).
+    forwarded_at: float = 0.0
+    answered_at: float = 0.0
+    refused: str = ""
 
     def header(self, name: bytes) -> str | None:
         for header_name, value in self.scope["headers"]:
@@ -41,6 +46,7 @@ class Exchange:
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.response_started = True
         self.status = status
+        self.answered_at = time.monotonic()
         request_id = self.request_id.encode()
         await self.send(
             {
@@ -63,6 +69,7 @@ class Exchange:
         await self.body(data, more=False)
 
     async def refuse(self, error: RelayError) -> None:
+        self.refused = error.reason or error.code
         headers = [(b"content-type", b"application/json"), *error.headers]
         await self.respond(
             self.errors.status(error), headers, self.errors.body(error, self.request_id)

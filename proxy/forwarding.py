@@ -15,6 +15,7 @@ from .dialects import Dialect
 from .errors import RelayError
 from .exchange import Exchange
 from .keystate import provider_matches
+from .metrics import relay_metrics
 from .mock import MockTransport
 from .models import Channel
 from .store import Store
@@ -94,13 +95,20 @@ class Forwarder:
         payload, upstream_body, strip_usage = dialect.upstream_request(passed.body)
         scope = exchange.scope
         failure: UpstreamFailure | None = None
+        exchange.forwarded_at = time.monotonic()
         for position, channel in enumerate(channels, start=1):
+            opened = time.monotonic()
             try:
                 answer = await self.transports[channel.provider].open(
                     channel, dialect=dialect, scope=scope, payload=payload, body=upstream_body
                 )
             except UpstreamFailure as error:
                 failure = error
+                relay_metrics.upstream_answer(
+                    channel.name, _failure_outcome(error), time.monotonic() - opened
+                )
+                if position < len(channels):
+                    relay_metrics.failover(channel.name)
                 # The channel's name only: its URL and credential never reach a log line.
                 logger.warning(
                     "Channel %s failed (%s); %s",
@@ -109,6 +117,9 @@ class Forwarder:
                     "trying the next" if position < len(channels) else "none left",
                 )
                 continue
+            relay_metrics.upstream_answer(
+                channel.name, f"{answer.status // 100}xx", time.monotonic() - opened
+            )
             await relay(store, exchange, dialect, passed, answer, usage, strip_usage)
             return
         if failure is not None and failure.status == 529:
@@ -203,3 +214,10 @@ async def _watch_disconnect(receive, answer: Answer, disconnected: asyncio.Event
         pass
     disconnected.set()
     answer.close()
+
+
+def _failure_outcome(error: UpstreamFailure) -> str:
+    """A failed channel's outcome as the metrics label it: its status class, or the failure."""
+    if error.status:
+        return f"{error.status // 100}xx"
+    return "timeout" if error.reason == "timeout" else "error"

@@ -27,6 +27,7 @@ from .keystate import (
     build_key_state,
     parse_key_state,
 )
+from .metrics import relay_metrics
 from .store import Store, run_db
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Snapshots:
 
         Looked up by the SHA-256 digest, so timing can tell an attacker at most something
         about a digest, never about a key."""
+        relay_metrics.key_state_lookup(raw is not None)
         if raw is None:
             forget_at = self._unknown.get(digest)
             if forget_at is not None and forget_at > time.monotonic():

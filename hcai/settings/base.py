@@ -242,6 +242,8 @@ if REDIS_URL:
     # Usage entries a worker took and has not written for this long (it died or stalled
     # mid-batch) are taken over by another ingesting worker.
     USAGE_CLAIM_IDLE_SECONDS = env.float("USAGE_CLAIM_IDLE_SECONDS", default=60.0)
+    # /readyz fails when the oldest usage not yet ingested has waited longer than this.
+    READYZ_MAX_INGEST_LAG_SECONDS = env.float("READYZ_MAX_INGEST_LAG_SECONDS", default=300.0)
     CELERY_BEAT_SCHEDULE["ingest-usage"] = {
         "task": "billing.tasks.ingest_usage",
         "schedule": INGEST_USAGE_EVERY_SECONDS,
@@ -318,6 +320,10 @@ LOGGING = {
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
 }
+
+# GET /metrics (Prometheus): with a token, scrapers send "Authorization: Bearer <token>";
+# without one, only a scraper on the same host (loopback) is answered.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # Webhooks (notify.addresses): off, a team's webhook may only reach public addresses, never
 # loopback, private or link-local ones (the cloud metadata service). Dev and test turn it on.

@@ -9,6 +9,12 @@ from django.conf import settings
 from hcai import workers
 
 
+@pytest.fixture(autouse=True)
+def _own_metrics_folder(monkeypatch, tmp_path):
+    """gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR for its workers; not for this process."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prometheus"))
+
+
 def test_worker_freezes_the_start_up_heap():
     conf = runpy.run_path(str(settings.BASE_DIR / "gunicorn.conf.py"))
     assert conf["worker_class"] == "hcai.workers.RelayWorker"
