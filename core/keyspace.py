@@ -82,13 +82,15 @@ HOLDS_SUM = "=sum"
 HOLDS_LUA = f"""
 local SUM = '{HOLDS_SUM}'
 local function unhold(name, hold)
-  local entry = redis.call('HGET', name, hold)
-  if not entry then return end
+  local found = redis.call('HMGET', name, hold, SUM)
+  if not found[1] then return end
   redis.call('HDEL', name, hold)
-  if redis.call('HLEN', name) == 1 and redis.call('HEXISTS', name, SUM) == 1 then
+  if not found[2] then return end  -- No sum kept: the next admission sums the hash.
+  local amount = tonumber(string.match(found[1], '^(%d+)'))
+  if tonumber(found[2]) <= amount and redis.call('HLEN', name) == 1 then
     redis.call('DEL', name)  -- The last hold: nothing left to sum.
-  elseif redis.call('HEXISTS', name, SUM) == 1 then
-    redis.call('HINCRBY', name, SUM, -tonumber(string.match(entry, '^(%d+)')))
+  else
+    redis.call('HINCRBY', name, SUM, -amount)
   end
 end
 """

@@ -8,6 +8,7 @@ thing with nothing installed; production overrides them in `production.py`.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -199,6 +200,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SETTLE_USAGE_EVERY_SECONDS = env.float("SETTLE_USAGE_EVERY_SECONDS", default=10.0)
 EXPIRE_KEYS_EVERY_SECONDS = env.float("EXPIRE_KEYS_EVERY_SECONDS", default=60.0)
+# Usage events (a row per relayed request) are kept this many days, then deleted hourly in
+# batches; the daily rollups stay for ever. 0 keeps every event.
+USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=400)
+if USAGE_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be 0 (keep everything) or more days.")
+PRUNE_USAGE_EVERY_SECONDS = env.float("PRUNE_USAGE_EVERY_SECONDS", default=3600.0)
 # Each run expires when the next is due: after an outage the queue holds no backlog of
 # identical runs, since one run catches up on everything anyway.
 CELERY_BEAT_SCHEDULE = {
@@ -211,6 +218,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "keys.tasks.expire_keys",
         "schedule": EXPIRE_KEYS_EVERY_SECONDS,
         "options": {"expires": EXPIRE_KEYS_EVERY_SECONDS},
+    },
+    "prune-usage": {
+        "task": "billing.tasks.prune_usage",
+        "schedule": PRUNE_USAGE_EVERY_SECONDS,
+        "options": {"expires": PRUNE_USAGE_EVERY_SECONDS},
     },
 }
 if REDIS_URL:
