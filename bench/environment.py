@@ -135,6 +135,7 @@ def prepare_data(upstream_url: str, *, quota_usd: str, max_concurrency: int) -> 
             "input_per_mtok": Decimal("3"),
             "output_per_mtok": Decimal("15"),
             "cache_write_per_mtok": Decimal("3.75"),
+            "cache_write_1h_per_mtok": Decimal("6"),
             "cache_read_per_mtok": Decimal("0.30"),
         },
     )

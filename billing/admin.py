@@ -1,13 +1,20 @@
-"""Staff admin for prices (edited freely) and usage and refusal counts (read-only: the relay
-writes them)."""
+"""Staff admin for prices (edited through billing.services, each change audited) and usage and
+refusal counts (read-only: the relay writes them)."""
+
+from datetime import datetime
 
 from django.contrib import admin
-from django.db.models import Model
+from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from core.money import usd
+from keys.admin.transactions import ServiceTransactionsMixin
+from keys.models import AuditEvent
 
 from .models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
+from .services import model_price_delete, model_price_save
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -48,17 +55,65 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
+    """Prices, written by billing.services (one audit row each); "last changed" is read from
+    that audit trail: when, and by whom."""
+
     list_display = (
         "model",
         "input_per_mtok",
         "output_per_mtok",
         "cache_write_per_mtok",
+        "cache_write_1h_per_mtok",
         "cache_read_per_mtok",
         "max_output_tokens",
-        "updated_at",
+        "last_changed",
     )
     search_fields = ("model",)
+    readonly_fields = ("last_changed",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
+        latest = AuditEvent.objects.filter(
+            subject_type="price", subject_id=OuterRef("pk")
+        ).order_by("-created_at", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                last_changed_at=Subquery(latest.values("created_at")[:1]),
+                last_changed_by=Subquery(latest.values("actor__username")[:1]),
+                last_changed_actor_id=Subquery(latest.values("actor_id")[:1]),
+            )
+        )
+
+    def get_fields(self, request: HttpRequest, obj: ModelPrice | None = None) -> list[str]:
+        fields = [field for field in super().get_fields(request, obj) if field != "last_changed"]
+        return fields if obj is None else [*fields, "last_changed"]
+
+    @admin.display(description="last changed", ordering="last_changed_at")
+    def last_changed(self, price: ModelPrice) -> str:
+        changed_at = getattr(price, "last_changed_at", None)
+        if changed_at is None:
+            # Set before prices were audited (or by hand in the database).
+            return f"{_when(price.updated_at)} (not in the audit trail)"
+        if price.last_changed_actor_id is None:
+            return f"{_when(changed_at)} by the system"
+        return f"{_when(changed_at)} by {price.last_changed_by}"
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
+        model_price_save(price=obj, actor=request.user)
+
+    def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
+        model_price_delete(price=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
+        # Used by the bulk "delete selected" action: one audited service call per price.
+        for price in queryset:
+            model_price_delete(price=price, actor=request.user)
+
+
+def _when(moment: datetime) -> str:
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT")
 
 
 @admin.register(UsageEvent)

@@ -106,6 +106,10 @@ class UsageRecord:
     # The relay endpoint (billing.refusals.ENDPOINT_LABELS). Not in the JSON (see to_json);
     # empty when it was not sent beside it (an earlier release's entry, a spooled record).
     endpoint: str = ""
+    # The part of cache_creation_tokens kept for an hour (billing.pricing). Not in the JSON
+    # either: sent beside it (the stream entry's "h", a checkpoint's "o", a spooled line's
+    # "o"); 0 in an earlier release's entry, written before the split was read.
+    cache_creation_1h_tokens: int = 0
 
     @property
     def charge_units(self) -> int:
@@ -119,21 +123,29 @@ class UsageRecord:
     def to_json(self) -> str:
         """One object keyed by field name, in field order, as `from_json` (this and earlier
         releases) reads it. Not `dataclasses.asdict`: it deep-copies every value and cost
-        about 5% of the relay's CPU. Without the endpoint: an earlier release's `from_json`
+        about 5% of the relay's CPU. Without the fields added since the JSON's first release
+        (_BESIDE_JSON: the endpoint, the 1-hour cache writes): an earlier release's `from_json`
         refuses a field it does not know, and its ingest would set this release's entries
-        aside during a deploy; the relay sends it beside the JSON (the stream entry's "p")."""
+        aside during a deploy; the relay sends them beside the JSON (the stream entry's "p"
+        and "h")."""
         data = dict(zip(_WIRE_NAMES, _wire_values(self), strict=True))
         for name, (write, _) in _JSON_CONVERSIONS.items():
             data[name] = write(data[name])
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str | bytes, *, endpoint: str = "") -> "UsageRecord":
-        """The record `to_json` wrote, with the endpoint sent beside it."""
+    def from_json(
+        cls, raw: str | bytes, *, endpoint: str = "", cache_creation_1h_tokens: int = 0
+    ) -> "UsageRecord":
+        """The record `to_json` wrote, with the fields sent beside it. Names this release does
+        not know are left out, so a later release may add fields to the JSON itself."""
         data = json.loads(raw)
         for name, (_, read) in _JSON_CONVERSIONS.items():
             data[name] = read(data[name])
         data.setdefault("endpoint", endpoint)
+        data.setdefault("cache_creation_1h_tokens", cache_creation_1h_tokens)
+        if not _FIELD_NAME_SET.issuperset(data):
+            data = {name: value for name, value in data.items() if name in _FIELD_NAME_SET}
         return cls(**data)
 
     def event_fields(self) -> dict:
@@ -146,7 +158,10 @@ class UsageRecord:
 
 _FIELD_NAMES = tuple(field.name for field in fields(UsageRecord))
 _field_values = attrgetter(*_FIELD_NAMES)
-_WIRE_NAMES = tuple(name for name in _FIELD_NAMES if name != "endpoint")
+_FIELD_NAME_SET = frozenset(_FIELD_NAMES)
+# Fields an earlier release's from_json does not know: sent beside the JSON (see to_json).
+_BESIDE_JSON = frozenset({"endpoint", "cache_creation_1h_tokens"})
+_WIRE_NAMES = tuple(name for name in _FIELD_NAMES if name not in _BESIDE_JSON)
 _wire_values = attrgetter(*_WIRE_NAMES)
 # The types JSON has no form for: how a value is written, and read back.
 _JSON_FORMS = {Decimal: (str, Decimal), datetime: (datetime.isoformat, datetime.fromisoformat)}
@@ -224,7 +239,9 @@ for i = 1, #entries, 2 do
   if not ok then
     redis.call('HDEL', KEYS[1], hold)
   elseif redis.call('EXISTS', ARGV[1] .. checkpoint.w) == 0 then
-    redis.call('XADD', KEYS[2], '*', 'e', checkpoint.e)
+    -- "o": the 1-hour cache writes, beside the JSON (UsageRecord.to_json); not in an
+    -- earlier release's checkpoint.
+    redis.call('XADD', KEYS[2], '*', 'e', checkpoint.e, 'h', checkpoint.o or 0)
     -- Its totals and reservations (billing.windows.Targets); an earlier release's checkpoint
     -- names only its key's.
     local totals = checkpoint.n or {ARGV[2] .. checkpoint.k}

@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
@@ -21,7 +22,13 @@ class ModelPrice(models.Model):
     cache_write_per_mtok = models.DecimalField("cache write $/MTok", **PRICE_FIELD)
     # Anthropic bills cache writes kept for an hour at twice the input price (5-minute writes
     # at 1.25x); the 1-hour part of a response's cache writes is priced at this rate.
-    cache_write_1h_per_mtok = models.DecimalField("1-hour cache write $/MTok", **PRICE_FIELD)
+    cache_write_1h_per_mtok = models.DecimalField(
+        "1-hour cache write $/MTok",
+        **PRICE_FIELD,
+        help_text="Cache writes kept for an hour (Anthropic: twice the input price). Required "
+        "when the 5-minute cache write price is set; for a vendor without the distinction, "
+        "the same as that price.",
+    )
     cache_read_per_mtok = models.DecimalField("cache read $/MTok", **PRICE_FIELD)
     # What the relay reserves against a key's quota for a request that sets no lower output
     # limit, so that a quota stays a cap; a default above every model's.
@@ -39,6 +46,19 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return self.model
+
+    def clean(self) -> None:
+        # A 1-hour price left at 0 would price those writes at the 5-minute rate
+        # (billing.pricing.one_hour_write_rate): under-billed by a third for Claude. No
+        # multiple of another price is guessed either: whoever sets prices sets this one.
+        if self.cache_write_per_mtok and not self.cache_write_1h_per_mtok:
+            raise ValidationError(
+                {
+                    "cache_write_1h_per_mtok": "Set the 1-hour cache write price too: "
+                    "5-minute cache writes cost something, so 1-hour ones cannot be free "
+                    "(Anthropic bills them at twice the input price)."
+                }
+            )
 
 
 class UsageEvent(models.Model):

@@ -1,8 +1,19 @@
 """What a request costs: list price per token class, then the key's group multiplier.
 
     cost   = (input x input price + output x output price
-              + cache-write x cache-write price + cache-read x cache-read price) / 1,000,000
+              + (cache-write - 1-hour cache-write) x cache-write price
+              + 1-hour cache-write x 1-hour cache-write price
+              + cache-read x cache-read price) / 1,000,000
     charge = cost x multiplier
+
+Cache writes: Anthropic reports how many of a response's cache writes are kept for an hour
+(`usage.cache_creation.ephemeral_1h_input_tokens`) beside the total; those are billed at the
+1-hour rate (list price: twice the input price), the rest at the 5-minute rate (1.25 times).
+A response without the split is all 5-minute writes, priced as before the split existed.
+A price with no 1-hour rate (0) while 5-minute writes cost something is a price nobody set
+(ModelPrice.clean refuses to save one, and migration billing/0008 filled in the rows made
+before): its 1-hour writes are priced at the 5-minute rate, as before, never as free and never
+at a guessed multiple. Where cache writes cost nothing at all (0 and 0), they stay free.
 
 Prices are USD per million tokens. Everything is Decimal; a float anywhere would make totals
 drift by fractions of a cent that no one can explain later.
@@ -48,7 +59,9 @@ class TokenCounts:
 
     input_tokens: int = 0
     output_tokens: int = 0
+    # All cache writes; cache_creation_1h_tokens is the part of them kept for an hour.
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
     cache_read_tokens: int = 0
 
 
@@ -67,11 +80,20 @@ class PriceRow:
     max_output_tokens: int = 128_000
     # When the price was last set (the relay's model list shows it); None for a row made by hand.
     updated_at: datetime | None = None
+    # Last, with a default: a row made by hand without it prices 1-hour writes as 5-minute
+    # ones (see one_hour_write_rate).
+    cache_write_1h_per_mtok: Decimal = Decimal(0)
 
     @classmethod
     def from_model_price(cls, price: ModelPrice) -> "PriceRow":
         """The row's prices as the database holds them (every field is a ModelPrice column)."""
         return cls(**{field.name: getattr(price, field.name) for field in fields(cls)})
+
+
+def one_hour_write_rate(prices: PriceRow | ModelPrice) -> Decimal:
+    """The price of a 1-hour cache write: the row's, or the 5-minute one where the row has
+    none (see the module's docstring)."""
+    return prices.cache_write_1h_per_mtok or prices.cache_write_per_mtok
 
 
 def price_usage(
@@ -80,19 +102,27 @@ def price_usage(
     input_tokens: int,
     output_tokens: int,
     cache_creation_tokens: int = 0,
+    cache_creation_1h_tokens: int = 0,
     cache_read_tokens: int = 0,
     multiplier: Decimal | int,
 ) -> tuple[Decimal, Decimal]:
-    """Return (cost_usd, charged_usd) for one request, each rounded as the module says."""
+    """Return (cost_usd, charged_usd) for one request, each rounded as the module says.
+    `cache_creation_1h_tokens` is the part of `cache_creation_tokens` kept for an hour."""
     token_counts = {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cache_creation_tokens": cache_creation_tokens,
+        "cache_creation_1h_tokens": cache_creation_1h_tokens,
         "cache_read_tokens": cache_read_tokens,
     }
     for name, count in token_counts.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"{name} must be a whole number of at least 0, not {count!r}.")
+    if cache_creation_1h_tokens > cache_creation_tokens:
+        raise ValueError(
+            f"cache_creation_1h_tokens ({cache_creation_1h_tokens}) is part of "
+            f"cache_creation_tokens ({cache_creation_tokens}) and cannot exceed it."
+        )
     if isinstance(multiplier, bool) or not isinstance(multiplier, Decimal | int):
         raise TypeError(f"multiplier must be a Decimal or an int, not {multiplier!r}.")
     with localcontext() as context:
@@ -100,7 +130,8 @@ def price_usage(
         exact_cost = (
             input_tokens * prices.input_per_mtok
             + output_tokens * prices.output_per_mtok
-            + cache_creation_tokens * prices.cache_write_per_mtok
+            + (cache_creation_tokens - cache_creation_1h_tokens) * prices.cache_write_per_mtok
+            + cache_creation_1h_tokens * one_hour_write_rate(prices)
             + cache_read_tokens * prices.cache_read_per_mtok
         ) / TOKENS_PER_PRICE_UNIT
         exact_charge = exact_cost * multiplier

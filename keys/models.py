@@ -460,10 +460,13 @@ class AuditEvent(models.Model):
             "channel.credentials_reencrypted",
             "Channel credentials re-encrypted",
         )
+        PRICE_CREATED = "price.created", "Price created"
+        PRICE_UPDATED = "price.updated", "Price changed"
+        PRICE_DELETED = "price.deleted", "Price deleted"
 
     # What an action was done to: its first word ("key.created" was done to a key).
     SubjectType = models.TextChoices(
-        "SubjectType", "key member invitation team group token channel webhook"
+        "SubjectType", "key member invitation team group token channel webhook price"
     )
 
     actor = _person(help_text="Empty when the system acted (e.g. expiry).")
@@ -504,6 +507,10 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["team", "-created_at"], name="auditevent_team_time"),
             models.Index(fields=["key", "-created_at"], name="auditevent_key_time"),
+            # One subject's trail (the price admin's "last changed").
+            models.Index(
+                fields=["subject_type", "subject_id", "-created_at"], name="auditevent_subject_time"
+            ),
         ]
 
     def __str__(self) -> str:

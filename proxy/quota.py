@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from billing.ledger import SPEND_UNITS_PER_USD, units_to_usd, usd_to_units
-from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, price_usage
+from billing.pricing import TOKENS_PER_PRICE_UNIT, PriceRow, one_hour_write_rate, price_usage
 from billing.windows import Counter, LimitKind, Period, window, zone
 from core import keyspace
 
@@ -111,25 +111,38 @@ def estimate_charge_units(
     estimate, its input part), in spend units.
 
     Input: the whole request body's approximate tokens (Body.input_tokens; its JSON syntax
-    makes that generous), priced as cache writes when those cost more than plain input,
-    since the relay cannot know which the upstream will bill. Output (for an endpoint that
-    has an output limit, `output_field`): the request's limit, never above what the model
-    can write, which is also what a request without a limit is reserved for; the upstream
-    never exceeds either."""
+    makes that generous), priced as the dearest class the upstream may bill them in (plain
+    input, 5-minute or 1-hour cache writes), since the relay cannot know which it will.
+    Output (for an endpoint that has an output limit, `output_field`): the request's limit,
+    never above what the model can write, which is also what a request without a limit is
+    reserved for; the upstream never exceeds either."""
     input_tokens = body.input_tokens
-    as_cache_writes = price.cache_write_per_mtok > price.input_per_mtok
     _, input_charge = price_usage(
         prices=price,
-        input_tokens=0 if as_cache_writes else input_tokens,
-        cache_creation_tokens=input_tokens if as_cache_writes else 0,
         output_tokens=0,
         multiplier=state.multiplier,
+        **_dearest_input(price, input_tokens),
     )
     input_units = usd_to_units(input_charge)
     if output_field is None:
         return input_units, input_units
     output = min(body.output_limit or price.max_output_tokens, price.max_output_tokens)
     return input_units + output_units(state, price, output), input_units
+
+
+def _dearest_input(price: PriceRow, tokens: int) -> dict[str, int]:
+    """`tokens` of input as the dearest of the classes the upstream may bill them in: plain
+    input, 5-minute or 1-hour cache writes (price_usage's keyword arguments)."""
+    one_hour = one_hour_write_rate(price)
+    if one_hour > price.input_per_mtok and one_hour >= price.cache_write_per_mtok:
+        return {
+            "input_tokens": 0,
+            "cache_creation_tokens": tokens,
+            "cache_creation_1h_tokens": tokens,
+        }
+    if price.cache_write_per_mtok > price.input_per_mtok:
+        return {"input_tokens": 0, "cache_creation_tokens": tokens}
+    return {"input_tokens": tokens}
 
 
 def output_units(state: KeyState, price: PriceRow, tokens: int) -> int:

@@ -67,6 +67,7 @@ def _usage_record(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cache_creation_tokens=usage.cache_creation_tokens,
+        cache_creation_1h_tokens=usage.cache_creation_1h_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         multiplier=state.multiplier,
     )
@@ -88,6 +89,7 @@ def _usage_record(
         request_id=exchange.request_id,
         created_at=exchange.started_at,
         endpoint=exchange.endpoint,
+        cache_creation_1h_tokens=usage.cache_creation_1h_tokens,
     )
 
 

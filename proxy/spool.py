@@ -25,13 +25,16 @@ logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 
-# A spooled record: its JSON (billing.ledger.UsageRecord.to_json), its reservation's id and
-# the totals and reservations recording it touches.
-Entry = tuple[str, str, Targets]
+# A spooled record: its JSON (billing.ledger.UsageRecord.to_json), its reservation's id, the
+# totals and reservations recording it touches, and its 1-hour cache writes (sent beside the
+# JSON; a line an earlier release spooled has none: 0).
+Entry = tuple[str, str, Targets, int]
 
 
 class Spool:
-    def __init__(self, folder: Path, send: Callable[[str, str, Targets], Awaitable[None]]) -> None:
+    def __init__(
+        self, folder: Path, send: Callable[[str, str, Targets, int], Awaitable[None]]
+    ) -> None:
         self.folder = folder
         self._send = send
         self._pending: list[Entry] = []
@@ -49,9 +52,11 @@ class Spool:
         """Records are waiting, or the file is still being brought up to date."""
         return self._draining is not None
 
-    async def keep(self, record_json: str, hold_id: str, targets: Targets) -> None:
+    async def keep(
+        self, record_json: str, hold_id: str, targets: Targets, one_hour_writes: int = 0
+    ) -> None:
         """Keep a record that could not be sent; it is sent again from a background task."""
-        entry = (record_json, hold_id, targets)
+        entry = (record_json, hold_id, targets, one_hour_writes)
         async with self._file_lock:
             if not self._adopted:
                 self._adopted = True
@@ -124,8 +129,10 @@ class Spool:
 
 
 def _line(entry: Entry) -> str:
-    record_json, hold_id, targets = entry
+    record_json, hold_id, targets, one_hour_writes = entry
     data = {"e": record_json, "hold": hold_id, "n": targets.counters, "h": targets.holds}
+    if one_hour_writes:
+        data["o"] = one_hour_writes
     return json.dumps(data) + "\n"
 
 
@@ -138,7 +145,7 @@ def _read(path: Path) -> list[Entry]:
                 targets = Targets(tuple(data["n"]), tuple(data["h"]))
             else:  # Spooled by an earlier release: its key's total and reservations.
                 targets = Targets.of_key(json.loads(data["e"])["key_id"])
-            entries.append((data["e"], data["hold"], targets))
+            entries.append((data["e"], data["hold"], targets, int(data.get("o", 0))))
         except (ValueError, KeyError, TypeError):
             # Only a line cut short by a crash mid-write can be unreadable.
             logger.error("Spooled usage line could not be read, dropped: %r", line[:200])

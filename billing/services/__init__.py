@@ -7,18 +7,25 @@ One module per subject; callers import from here (`from billing import services`
     `settle_usage`, the periodic safety net for rows written unsettled;
   - refusals.py: `write_refusal_counts` (the embedded relay) and `collect_refusal_counts`
     (Celery, with Redis), the relay's per-minute refusal counts as RefusalCount rows;
-  - retention.py: `usage_prune`, deleting settled usage events past USAGE_RETENTION_DAYS.
+  - retention.py: `usage_prune`, deleting settled usage events past USAGE_RETENTION_DAYS;
+  - prices.py: `model_price_save` and `model_price_delete` (the admin, `seed_prices`), each
+    with its audit row.
 """
 
+from .prices import PRICE_FIELDS, PriceSaved, model_price_delete, model_price_save
 from .recording import ingest_usage_stream, write_and_settle_usage, write_queued_usage
 from .refusals import RefusalTally, collect_refusal_counts, write_refusal_counts
 from .retention import usage_prune
 from .settlement import settle_usage
 
 __all__ = [
+    "PRICE_FIELDS",
+    "PriceSaved",
     "RefusalTally",
     "collect_refusal_counts",
     "ingest_usage_stream",
+    "model_price_delete",
+    "model_price_save",
     "settle_usage",
     "usage_prune",
     "write_and_settle_usage",

@@ -375,9 +375,13 @@ def _write_entries(client, entries: Entries) -> int:
 
 
 def _record(fields: dict[bytes, bytes]) -> UsageRecord:
-    """A stream entry's record: its JSON ("e") and the endpoint beside it ("p"; absent from
-    entries an earlier release's relay wrote)."""
-    return UsageRecord.from_json(fields[b"e"], endpoint=fields.get(b"p", b"").decode())
+    """A stream entry's record: its JSON ("e") and the fields beside it, the endpoint ("p")
+    and the 1-hour cache writes ("h"), each absent from entries an earlier release wrote."""
+    return UsageRecord.from_json(
+        fields[b"e"],
+        endpoint=fields.get(b"p", b"").decode(),
+        cache_creation_1h_tokens=int(fields.get(b"h", 0)),
+    )
 
 
 def write_queued_usage(*, records: list[UsageRecord]) -> int:

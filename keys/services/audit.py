@@ -46,9 +46,11 @@ def audit_change(
 
 
 def _label(subject: Model) -> str:
-    """What the subject was called: a member's username, an invited address, else its name."""
+    """What the subject was called: a member's username, an invited address, its name, else
+    what it prints as (a price: its model)."""
     if isinstance(subject, User):
         return subject.get_username()
     if isinstance(subject, Invitation):
         return subject.email
-    return subject.name
+    name = getattr(subject, "name", None)
+    return name if isinstance(name, str) else str(subject)

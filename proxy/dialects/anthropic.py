@@ -1,14 +1,17 @@
 """Anthropic's Messages API (POST /v1/messages, /v1/messages/count_tokens; Claude Code).
 
 Usage: `message_start` carries the input and cache tokens, `message_delta` the output
-(cumulative); a non-streaming body has one `usage`.
+(cumulative, and lately the rest again); a non-streaming body has one `usage`. Cache writes
+come as a total (`cache_creation_input_tokens`) and, where the API splits them by lifetime, as
+`cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}`; the 1-hour part is
+priced apart (billing.pricing). A later report overrides what an earlier one said.
 """
 
 import json
 from datetime import datetime
 
 from ..errors import RelayError
-from ..usage import Usage, reported_count, token_quarters
+from ..usage import MAX_TOKENS, Usage, reported_count, token_quarters
 from .base import Dialect, Vendor
 
 
@@ -66,6 +69,19 @@ def _read(reported: dict, usage: Usage) -> None:
     )
     usage.cache_read_tokens = reported_count(
         reported, "cache_read_input_tokens", usage.cache_read_tokens
+    )
+    split = reported.get("cache_creation")
+    parts = 0
+    if isinstance(split, dict):
+        usage.cache_creation_1h_tokens = reported_count(
+            split, "ephemeral_1h_input_tokens", usage.cache_creation_1h_tokens
+        )
+        five_minutes = reported_count(split, "ephemeral_5m_input_tokens", 0)
+        parts = min(usage.cache_creation_1h_tokens + five_minutes, MAX_TOKENS)
+    # The total covers both parts: an answer whose total says less (or none) is billed for the
+    # parts it reports, and the 1-hour part is never more than the total.
+    usage.cache_creation_tokens = max(
+        usage.cache_creation_tokens, parts, usage.cache_creation_1h_tokens
     )
 
 

@@ -163,17 +163,17 @@ return 1
 
 # KEYS: stream, checkpoints, the running totals the charge raises (ARGV[6] of them), then the
 # reservation hashes the hold is released from. ARGV: event JSON, charge, hold id, whether the
-# request wrote a checkpoint, the endpoint (beside the JSON: see UsageRecord.to_json; an
-# earlier release's ingest reads "e" only), how many totals. One atomic step: the event is
-# durable in the stream exactly when its charge is in the totals (each only if it exists: a
-# missing one is rebuilt from the database and the stream). A request whose checkpoint is gone
-# although it wrote one was taken for dead and billed from it (billing.ledger.reap_checkpoints):
-# not billed twice.
+# request wrote a checkpoint, the endpoint, how many totals, the 1-hour cache writes (these
+# two beside the JSON: see UsageRecord.to_json; an earlier release's ingest reads "e" only).
+# One atomic step: the event is durable in the stream exactly when its charge is in the
+# totals (each only if it exists: a missing one is rebuilt from the database and the stream).
+# A request whose checkpoint is gone although it wrote one was taken for dead and billed from
+# it (billing.ledger.reap_checkpoints): not billed twice.
 _RECORD = (
     keyspace.HOLDS_LUA
     + """
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5], 'h', ARGV[7])
 local count = tonumber(ARGV[6])
 local totals = 2 + count
 -- Usually every total is there: one EXISTS for all of them.
@@ -325,7 +325,7 @@ class RedisStore:
                 record.key_id,
                 error,
             )
-            await self.spool.keep(record_json, hold_id, targets)
+            await self.spool.keep(record_json, hold_id, targets, record.cache_creation_1h_tokens)
             return
         if not recorded:
             logger.warning(
@@ -355,6 +355,7 @@ class RedisStore:
             "k": record.key_id,
             "c": record.charge_units,
             "e": record.to_json(),
+            "o": record.cache_creation_1h_tokens,
             "n": targets.counters,
             "h": targets.holds,
         }
@@ -399,12 +400,15 @@ class RedisStore:
                 int(checkpointed),
                 record.endpoint,
                 len(targets.counters),
+                record.cache_creation_1h_tokens,
             ],
         )
         return recorded == 1
 
-    async def _send_spooled(self, record_json: str, hold_id: str, targets: Targets) -> None:
-        record = ledger.UsageRecord.from_json(record_json)
+    async def _send_spooled(
+        self, record_json: str, hold_id: str, targets: Targets, one_hour_writes: int
+    ) -> None:
+        record = ledger.UsageRecord.from_json(record_json, cache_creation_1h_tokens=one_hour_writes)
         await self._send_record(record, record_json, hold_id, targets)
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ class ModelPriceFactory(factory.django.DjangoModelFactory):
     input_per_mtok = Decimal("3")
     output_per_mtok = Decimal("15")
     cache_write_per_mtok = Decimal("3.75")
+    cache_write_1h_per_mtok = Decimal("6")
     cache_read_per_mtok = Decimal("0.30")
 
 

@@ -1,12 +1,17 @@
-"""The staff admin for prices (editable) and usage events (read-only)."""
+"""The staff admin for prices (editable, audited) and usage events (read-only)."""
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
 from billing.models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
+from billing.services import model_price_save
+from keys.models import AuditEvent
 from tests.admin_pages import assert_sent_to_login, url
+from tests.audit_trail import audit_rows
+from tests.factories import UserFactory
 
 from .factories import ModelPriceFactory, RefusalCountFactory, UsageEventFactory
 
@@ -185,3 +190,115 @@ def test_usage_list_shows_the_key_but_never_its_digest(admin_client, usage):
         usage.key.digest
         not in admin_client.get(url("billing_usageevent_change", usage.pk)).content.decode()
     )
+
+
+# --- prices: written through the service, audited, "last changed" from the trail ----------
+
+PRICE_FORM = {
+    "model": "claude-haiku-4-5",
+    "input_per_mtok": "1",
+    "output_per_mtok": "5",
+    "cache_write_per_mtok": "1.25",
+    "cache_write_1h_per_mtok": "2",
+    "cache_read_per_mtok": "0.10",
+    "max_output_tokens": "64000",
+}
+AT_NINE_THIRTY = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def test_a_price_added_in_the_admin_is_audited_as_its_staff_user(admin_client):
+    response = admin_client.post(url("billing_modelprice_add"), PRICE_FORM)
+
+    assert response.status_code == 302
+    price = ModelPrice.objects.get()
+    assert price.cache_write_1h_per_mtok == Decimal("2")
+    [(action, actor, team, label, changes)] = audit_rows()
+    assert (action, actor, team, label) == ("price.created", "admin", None, "claude-haiku-4-5")
+    assert changes["cache_write_1h_per_mtok"] == [None, "2"]
+
+
+def test_a_price_without_its_one_hour_rate_is_refused_in_the_admin(admin_client):
+    response = admin_client.post(
+        url("billing_modelprice_add"), {**PRICE_FORM, "cache_write_1h_per_mtok": "0"}
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "cache_write_1h_per_mtok": [
+            "Set the 1-hour cache write price too: 5-minute cache writes cost something, so "
+            "1-hour ones cannot be free (Anthropic bills them at twice the input price)."
+        ]
+    }
+    assert not ModelPrice.objects.exists()
+    assert audit_rows() == []
+
+
+def test_a_price_changed_in_the_admin_shows_when_and_by_whom(admin_client, price):
+    response = admin_client.post(
+        url("billing_modelprice_change", price.pk),
+        {**PRICE_FORM, "model": price.model, "input_per_mtok": "2.5"},
+    )
+    assert response.status_code == 302
+    assert audit_rows() == [
+        (
+            "price.updated",
+            "admin",
+            None,
+            price.model,
+            {
+                "input_per_mtok": ["3", "2.5"],
+                "output_per_mtok": ["15", "5"],
+                "cache_write_per_mtok": ["3.75", "1.25"],
+                "cache_write_1h_per_mtok": ["6", "2"],
+                "cache_read_per_mtok": ["0.3", "0.1"],
+                "max_output_tokens": [128000, 64000],
+            },
+        )
+    ]
+    AuditEvent.objects.update(created_at=AT_NINE_THIRTY)
+
+    listing = admin_client.get(url("billing_modelprice_changelist")).content.decode()
+    detail = admin_client.get(url("billing_modelprice_change", price.pk)).content.decode()
+
+    assert '<td class="field-last_changed">2026-03-01 09:30 UTC by admin</td>' in listing
+    assert '<div class="readonly">2026-03-01 09:30 UTC by admin</div>' in detail
+
+
+def test_last_changed_is_the_latest_row_and_the_system_when_no_one_acted(admin_client, price):
+    staff = UserFactory(username="pricer", is_staff=True)
+    model_price_save(price=ModelPrice(model="gpt-4o", input_per_mtok=1), actor=staff)
+    gpt = ModelPrice.objects.get(model="gpt-4o")
+    gpt.input_per_mtok = Decimal(2)
+    model_price_save(price=gpt, actor=None)
+    AuditEvent.objects.filter(action="price.created").update(created_at=AT_NINE_THIRTY)
+    AuditEvent.objects.filter(action="price.updated").update(
+        created_at=AT_NINE_THIRTY + timedelta(hours=5)
+    )
+    ModelPrice.objects.filter(pk=price.pk).update(updated_at=AT_NINE_THIRTY - timedelta(days=1))
+
+    listing = admin_client.get(url("billing_modelprice_changelist")).content.decode()
+
+    assert '<td class="field-last_changed">2026-03-01 14:30 UTC by the system</td>' in listing
+    # Set before prices were audited.
+    assert (
+        '<td class="field-last_changed">2026-02-28 09:30 UTC (not in the audit trail)</td>'
+        in listing
+    )
+
+
+def test_a_price_deleted_in_the_admin_is_audited(admin_client, price):
+    other = ModelPriceFactory(model="gpt-4o")
+
+    response = admin_client.post(url("billing_modelprice_delete", price.pk), {"post": "yes"})
+    assert response.status_code == 302
+    response = admin_client.post(
+        url("billing_modelprice_changelist"),
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+
+    assert not ModelPrice.objects.exists()
+    assert [(row[0], row[1], row[3]) for row in audit_rows()] == [
+        ("price.deleted", "admin", price.model),
+        ("price.deleted", "admin", "gpt-4o"),
+    ]

@@ -68,6 +68,34 @@ def test_the_wire_format_is_the_one_earlier_releases_read():
     assert EARLIER_RELEASE_RECORD.to_json() == EARLIER_RELEASE_ENTRY
 
 
+def test_the_one_hour_cache_writes_go_beside_the_json_not_in_it():
+    """An earlier release's from_json refuses a name it does not know: the 1-hour count (like
+    the endpoint) travels beside the JSON, which stays the one earlier releases read."""
+    record = dataclasses.replace(
+        EARLIER_RELEASE_RECORD, cache_creation_1h_tokens=4, endpoint="messages"
+    )
+
+    assert record.to_json() == EARLIER_RELEASE_ENTRY
+    assert (
+        ledger.UsageRecord.from_json(
+            record.to_json(), endpoint="messages", cache_creation_1h_tokens=4
+        )
+        == record
+    )
+
+
+def test_an_earlier_release_entry_has_no_one_hour_cache_writes():
+    assert ledger.UsageRecord.from_json(EARLIER_RELEASE_ENTRY).cache_creation_1h_tokens == 0
+
+
+def test_names_a_later_release_adds_to_the_json_are_left_out():
+    later = json.loads(EARLIER_RELEASE_ENTRY) | {"cache_creation_1h_tokens": 3, "tier": "x"}
+
+    assert ledger.UsageRecord.from_json(json.dumps(later)) == dataclasses.replace(
+        EARLIER_RELEASE_RECORD, cache_creation_1h_tokens=3
+    )
+
+
 def test_the_row_has_the_records_fields_with_text_cut_to_its_columns():
     """Client-supplied text (session and request ids) and the model may be longer than the
     columns; every other value goes into the row as it is."""

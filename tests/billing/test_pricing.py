@@ -19,6 +19,7 @@ SONNET = PriceRow(
     output_per_mtok=Decimal("15"),
     cache_write_per_mtok=Decimal("3.75"),
     cache_read_per_mtok=Decimal("0.30"),
+    cache_write_1h_per_mtok=Decimal("6"),
 )
 
 
@@ -32,6 +33,7 @@ def tokens(**counts: int) -> dict[str, int]:
         "input_tokens": 0,
         "output_tokens": 0,
         "cache_creation_tokens": 0,
+        "cache_creation_1h_tokens": 0,
         "cache_read_tokens": 0,
         **counts,
     }
@@ -63,6 +65,87 @@ def test_each_token_class_uses_its_own_price(counts, cost):
         Decimal(cost),
         Decimal(cost),
     )
+
+
+@pytest.mark.parametrize(
+    ("cache_creation", "one_hour", "cost"),
+    [
+        # All 5-minute writes (no split reported): 2,000 x 3.75, as before the split.
+        (2000, 0, "0.00750000"),
+        # All 1-hour writes: 2,000 x 6.
+        (2000, 2000, "0.01200000"),
+        # 1,200 x 3.75 + 800 x 6 = 4,500 + 4,800.
+        (2000, 800, "0.00930000"),
+        # One token of each: 3.75 + 6 (exact, then rounded once).
+        (2, 1, "0.00000975"),
+        (0, 0, "0.00000000"),
+    ],
+    ids=["five-minutes", "one-hour", "both", "one-each", "none"],
+)
+def test_one_hour_cache_writes_are_priced_apart(cache_creation, one_hour, cost):
+    counts = tokens(cache_creation_tokens=cache_creation, cache_creation_1h_tokens=one_hour)
+
+    assert price_usage(prices=SONNET, multiplier=1, **counts) == (Decimal(cost), Decimal(cost))
+
+
+def test_one_hour_writes_with_the_rest_and_a_multiplier():
+    counts = tokens(
+        input_tokens=12_000,
+        output_tokens=2100,
+        cache_creation_tokens=10_000,
+        cache_creation_1h_tokens=4000,
+        cache_read_tokens=8000,
+    )
+    # 0.036 + 0.0315 + 6,000 x 3.75 (0.0225) + 4,000 x 6 (0.024) + 0.0024 = 0.1164; x 1.5
+    assert price_usage(prices=SONNET, multiplier=Decimal("1.5"), **counts) == (
+        Decimal("0.11640000"),
+        Decimal("0.17460000"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("write_5m", "write_1h", "cost"),
+    [
+        # A price without a 1-hour rate (made by hand, never saved through validation):
+        # priced as 5-minute writes, as before the split, never as free.
+        ("3.75", "0", "0.00375000"),
+        # Cache writes free altogether (OpenAI): free.
+        ("0", "0", "0.00000000"),
+        # A 1-hour rate where 5-minute writes are free: its own rate.
+        ("0", "2", "0.00200000"),
+    ],
+    ids=["no-one-hour-rate", "writes-free", "only-one-hour-rate"],
+)
+def test_a_price_without_a_one_hour_rate(write_5m, write_1h, cost):
+    price = PriceRow(
+        "m",
+        Decimal(0),
+        Decimal(0),
+        Decimal(write_5m),
+        Decimal(0),
+        cache_write_1h_per_mtok=Decimal(write_1h),
+    )
+    counts = tokens(cache_creation_tokens=1000, cache_creation_1h_tokens=1000)
+
+    assert price_usage(prices=price, multiplier=1, **counts) == (Decimal(cost), Decimal(cost))
+
+
+def test_a_price_row_made_without_a_one_hour_rate_prices_as_five_minute_writes():
+    """PriceRow's 1-hour rate comes last, with a default, so rows made by position still work."""
+    assert flat_price("2").cache_write_1h_per_mtok == 0
+    counts = tokens(cache_creation_tokens=10, cache_creation_1h_tokens=10)
+    assert price_usage(prices=flat_price("2"), multiplier=1, **counts)[0] == Decimal("0.00002")
+
+
+def test_one_hour_writes_cannot_exceed_all_cache_writes():
+    counts = tokens(cache_creation_tokens=10, cache_creation_1h_tokens=11)
+
+    with pytest.raises(
+        ValueError,
+        match=r"^cache_creation_1h_tokens \(11\) is part of cache_creation_tokens \(10\) and "
+        r"cannot exceed it\.$",
+    ):
+        price_usage(prices=SONNET, multiplier=1, **counts)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +217,18 @@ def test_multiplier_must_be_decimal_or_int(multiplier):
 def test_token_counts_must_be_whole_and_not_negative(count):
     with pytest.raises(ValueError, match="output_tokens must be a whole number of at least 0"):
         price_usage(prices=SONNET, multiplier=1, **tokens(output_tokens=count))
+
+
+@pytest.mark.parametrize("count", [-1, 1.0, "10", None, True])
+def test_one_hour_counts_must_be_whole_and_not_negative(count):
+    with pytest.raises(
+        ValueError, match="cache_creation_1h_tokens must be a whole number of at least 0"
+    ):
+        price_usage(
+            prices=SONNET,
+            multiplier=1,
+            **tokens(cache_creation_tokens=5, cache_creation_1h_tokens=count),
+        )
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ def prices(transactional_db):
             input_per_mtok=Decimal("3"),
             output_per_mtok=Decimal("15"),
             cache_write_per_mtok=Decimal("3.75"),
+            cache_write_1h_per_mtok=Decimal("6"),
             cache_read_per_mtok=Decimal("0.30"),
         ),
         GPT: ModelPrice.objects.create(

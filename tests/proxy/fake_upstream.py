@@ -1,8 +1,9 @@
 """A fake LLM vendor for the relay's tests: a real aiohttp server on 127.0.0.1, in a thread.
 
-It emulates Anthropic's /v1/messages (JSON and SSE) and /v1/messages/count_tokens and
-OpenAI's /v1/chat/completions (JSON and SSE, with the usage chunk when asked) and /v1/responses
-(JSON and SSE, usage in response.completed), records every
+It emulates Anthropic's /v1/messages (JSON and SSE; the cache writes split by lifetime in
+`usage`, `message_start` and `message_delta` when a backend's usage says so) and
+/v1/messages/count_tokens and OpenAI's /v1/chat/completions (JSON and SSE, with the usage chunk
+when asked) and /v1/responses (JSON and SSE, usage in response.completed), records every
 request it receives, and has knobs per backend: a status to answer with, a delay before the
 response headers, a pause between stream events, and a gate that holds the rest of a stream
 until the test releases it.
@@ -29,6 +30,26 @@ class Usage:
     output_tokens: int = 12
     cache_creation_tokens: int = 10
     cache_read_tokens: int = 5
+    # Anthropic's split of the cache writes by lifetime: None sends no split (an answer from
+    # before it, or from an API that has none); else this many of cache_creation_tokens are
+    # 1-hour writes, the rest 5-minute ones.
+    cache_creation_1h_tokens: int | None = None
+
+    def anthropic(self) -> dict:
+        """As Anthropic's `usage` reports it."""
+        reported = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_tokens,
+            "cache_read_input_tokens": self.cache_read_tokens,
+        }
+        if self.cache_creation_1h_tokens is not None:
+            reported["cache_creation"] = {
+                "ephemeral_5m_input_tokens": self.cache_creation_tokens
+                - self.cache_creation_1h_tokens,
+                "ephemeral_1h_input_tokens": self.cache_creation_1h_tokens,
+            }
+        return reported
 
 
 @dataclass
@@ -150,12 +171,7 @@ class FakeUpstream:
             "content": [{"type": "text", "text": "".join(TEXT_DELTAS)}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_creation_input_tokens": usage.cache_creation_tokens,
-                "cache_read_input_tokens": usage.cache_read_tokens,
-            },
+            "usage": usage.anthropic(),
         }
         if not payload.get("stream"):
             return web.json_response(
@@ -200,7 +216,11 @@ class FakeUpstream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                    "usage": {"output_tokens": usage.output_tokens},
+                    # Cumulative; with the split, the whole usage again, as Anthropic's
+                    # API sends it now.
+                    "usage": usage.anthropic()
+                    if usage.cache_creation_1h_tokens is not None
+                    else {"output_tokens": usage.output_tokens},
                 },
             ),
             ("message_stop", {"type": "message_stop"}),

@@ -27,6 +27,7 @@ from keys.cache import invalidate_key_state
 from keys.models import ApiKey
 from tests.threads import join, start_thread
 
+from .fake_upstream import Usage
 from .test_forwarding import MESSAGE, STREAM
 
 pytestmark = pytest.mark.skipif(
@@ -83,6 +84,9 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
 ):
     services.api_key_update(key=relay.key, actor=member, quota_limit_usd="5")
     relay.primary.pause_seconds = 0.5  # six text deltas: a stream of about three seconds
+    # message_start reports 600 of the 1,000 cache writes as 1-hour ones: the checkpoint
+    # keeps them beside its JSON, and the reaper passes them on.
+    relay.primary.usage = Usage(cache_creation_tokens=1000, cache_creation_1h_tokens=600)
     client = ledger.usage_stream_client()
     port = _free_port()
     master = _start_gunicorn(port, tmp_path)
@@ -128,6 +132,7 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     # What the upstream reported at the start (input, cache) and the text sent by the last
     # checkpoint, estimated; a failed request for the client.
     assert (event.status_code, event.input_tokens, event.cache_read_tokens) == (502, 25, 5)
+    assert (event.cache_creation_tokens, event.cache_creation_1h_tokens) == (1000, 600)
     assert event.output_tokens >= 1
     assert event.charged_usd > 0
     assert client.hlen(keyspace.reservations(relay.key.pk)) == 0

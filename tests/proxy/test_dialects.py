@@ -56,6 +56,98 @@ def test_counts_beyond_what_a_row_holds_are_capped():
     )
 
 
+def _split(five_minutes: int, one_hour: int) -> dict:
+    return {"ephemeral_5m_input_tokens": five_minutes, "ephemeral_1h_input_tokens": one_hour}
+
+
+@pytest.mark.parametrize(
+    ("reported", "cache_creation", "one_hour"),
+    [
+        ({"cache_creation_input_tokens": 900, "cache_creation": _split(300, 600)}, 900, 600),
+        ({"cache_creation_input_tokens": 900}, 900, 0),
+        ({"cache_creation_input_tokens": 900, "cache_creation": {}}, 900, 0),
+        ({"cache_creation_input_tokens": 900, "cache_creation": "damaged"}, 900, 0),
+        ({"cache_creation": _split(300, 600)}, 900, 600),
+        # A total below its parts: billed for the parts.
+        ({"cache_creation_input_tokens": 100, "cache_creation": _split(0, 600)}, 600, 600),
+        ({"cache_creation_input_tokens": 900, "cache_creation": _split(300, -5)}, 900, 0),
+        ({"cache_creation": _split(2**31, 2**31)}, MAX_TOKENS, MAX_TOKENS),
+    ],
+    ids=[
+        "split",
+        "no-split",
+        "empty-split",
+        "damaged-split",
+        "split-without-total",
+        "total-below-parts",
+        "negative-part",
+        "capped",
+    ],
+)
+def test_anthropic_cache_writes_split_by_lifetime(reported, cache_creation, one_hour):
+    usage = Usage()
+
+    ANTHROPIC_MESSAGES.usage.body(usage, {"usage": {"input_tokens": 1, **reported}})
+
+    assert (usage.cache_creation_tokens, usage.cache_creation_1h_tokens) == (
+        cache_creation,
+        one_hour,
+    )
+
+
+def test_anthropic_stream_split_from_message_start_then_message_delta():
+    start = {
+        "type": "message_start",
+        "message": {
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 500,
+                "cache_creation": _split(500, 0),
+            }
+        },
+    }
+    delta = {
+        "type": "message_delta",
+        "usage": {
+            "output_tokens": 40,
+            "cache_creation_input_tokens": 800,
+            "cache_creation": _split(300, 500),
+        },
+    }
+    usage = Usage()
+
+    ANTHROPIC_MESSAGES.usage.event(usage, start)
+    assert (usage.cache_creation_tokens, usage.cache_creation_1h_tokens) == (500, 0)
+    ANTHROPIC_MESSAGES.usage.event(usage, delta)
+
+    assert (usage.output_tokens, usage.cache_creation_tokens, usage.cache_creation_1h_tokens) == (
+        40,
+        800,
+        500,
+    )
+    assert usage.complete
+
+
+def test_anthropic_message_delta_with_only_the_output_keeps_the_split_of_message_start():
+    start = {
+        "type": "message_start",
+        "message": {
+            "usage": {"cache_creation_input_tokens": 700, "cache_creation": _split(100, 600)}
+        },
+    }
+    usage = Usage()
+
+    ANTHROPIC_MESSAGES.usage.event(usage, start)
+    ANTHROPIC_MESSAGES.usage.event(usage, {"type": "message_delta", "usage": {"output_tokens": 9}})
+
+    assert (usage.output_tokens, usage.cache_creation_tokens, usage.cache_creation_1h_tokens) == (
+        9,
+        700,
+        600,
+    )
+
+
 @pytest.mark.parametrize("end", ["response.completed", "response.incomplete", "response.failed"])
 def test_responses_stream_usage_comes_from_its_terminal_event(end):
     usage = Usage()

@@ -45,10 +45,10 @@ MESSAGE = {
 # output tokens at 3 / 3.75 / 0.30 / 15 $/MTok, x 1.5.
 CHARGE = Decimal("0.004671")
 # The relay's reservation for MESSAGE as the SDK sends it (compact ASCII JSON): bytes / 4
-# (rounded up) input tokens priced as cache writes (3.75 > 3 $/MTok) plus max_tokens of output,
-# x 1.5.
+# (rounded up) input tokens priced as 1-hour cache writes (6 > 3.75 > 3 $/MTok) plus max_tokens
+# of output, x 1.5.
 _BODY_BYTES = len(json.dumps(MESSAGE, separators=(",", ":")))
-ESTIMATE = (Decimal(-(-_BODY_BYTES // 4)) * Decimal("3.75") + 200 * 15) / 10**6 * Decimal("1.5")
+ESTIMATE = (Decimal(-(-_BODY_BYTES // 4)) * Decimal("6") + 200 * 15) / 10**6 * Decimal("1.5")
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,41 @@ def test_the_reservation_counts_the_output_limit_each_api_names(relay, field, as
 
     assert units == ledger.usd_to_units(Decimal(output_tokens) / 10**6 * Decimal("1.5"))
     assert input_units == 0
+
+
+@pytest.mark.parametrize(
+    ("input_price", "write_5m", "write_1h", "reserved_per_mtok"),
+    [
+        ("3", "3.75", "6", "6"),  # Claude: 1-hour writes cost most
+        ("3", "3.75", "0", "3.75"),  # no 1-hour price: priced as 5-minute writes
+        ("3", "3.75", "3.5", "3.75"),  # a 1-hour price below the 5-minute one
+        ("2.50", "0", "0", "2.50"),  # OpenAI: writing the cache is free
+        ("3", "2", "2.5", "3"),  # writes cheaper than input
+    ],
+    ids=["one-hour", "no-one-hour-price", "five-minutes-dearer", "no-writes", "input-dearest"],
+)
+def test_the_reservation_prices_input_at_the_dearest_class_it_may_be_billed_in(
+    relay, input_price, write_5m, write_1h, reserved_per_mtok
+):
+    state = parse_key_state(build_key_state(relay.key.digest))
+    price = PriceRow(
+        "m",
+        Decimal(input_price),
+        Decimal(0),
+        Decimal(write_5m),
+        Decimal(0),
+        cache_write_1h_per_mtok=Decimal(write_1h),
+    )
+    body = asyncio.run(parse_body(b'{"model":"m","x":"' + b"y" * 3980 + b'"}'))  # 4,000 bytes
+
+    units, input_units = estimate_charge_units(state, price, body, output_field=None)
+
+    # 1,000 input tokens, x 1.5.
+    assert (
+        units
+        == input_units
+        == ledger.usd_to_units(1000 * Decimal(reserved_per_mtok) / 10**6 * Decimal("1.5"))
+    )
 
 
 @pytest.mark.parametrize("same_request_id", [False, True], ids=["own-ids", "one-x-request-id"])

@@ -6,7 +6,10 @@ import anthropic
 import openai
 import pytest
 
+from billing.models import UsageDaily
+
 from .conftest import ANTHROPIC_SECRET, CLAUDE, GPT, OPENAI_SECRET, usage_events
+from .fake_upstream import Usage
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
@@ -49,6 +52,49 @@ def test_messages_stream(relay):
     [event] = usage_events(key=relay.key)
     assert (event.input_tokens, event.output_tokens, event.status_code) == (25, 12, 200)
     assert (event.cache_creation_tokens, event.cache_read_tokens) == (10, 5)
+
+
+# 1,000 cache writes, 600 of them kept for an hour.
+ONE_HOUR_SPLIT = Usage(cache_creation_tokens=1000, cache_creation_1h_tokens=600)
+
+
+def _messages(relay, *, stream: bool):
+    client = relay.anthropic()
+    if not stream:
+        return client.messages.create(model=CLAUDE, max_tokens=100, messages=MESSAGES)
+    with client.messages.stream(model=CLAUDE, max_tokens=100, messages=MESSAGES) as answer:
+        list(answer.text_stream)
+        return answer.get_final_message()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_one_hour_cache_writes_are_recorded_and_priced_at_their_own_rate(relay, stream):
+    relay.primary.usage = ONE_HOUR_SPLIT
+
+    message = _messages(relay, stream=stream)
+
+    assert message.usage.cache_creation.ephemeral_1h_input_tokens == 600
+    [event] = usage_events(key=relay.key)
+    assert (event.cache_creation_tokens, event.cache_creation_1h_tokens) == (1000, 600)
+    # (25 x 3 + 12 x 15 + 400 x 3.75 + 600 x 6 + 5 x 0.30) / 1e6 = 0.0053565; x 1.5
+    assert event.cost_usd == Decimal("0.00535650")
+    assert event.charged_usd == Decimal("0.00803475")
+    [daily] = UsageDaily.objects.filter(key=relay.key)
+    assert (daily.cache_creation_tokens, daily.cache_creation_1h_tokens) == (1000, 600)
+    assert daily.charged_usd == Decimal("0.00803475")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_cache_writes_without_the_split_are_priced_as_before(relay, stream):
+    relay.primary.usage = Usage(cache_creation_tokens=1000)
+
+    _messages(relay, stream=stream)
+
+    [event] = usage_events(key=relay.key)
+    assert (event.cache_creation_tokens, event.cache_creation_1h_tokens) == (1000, 0)
+    # (25 x 3 + 12 x 15 + 1000 x 3.75 + 5 x 0.30) / 1e6 = 0.0040065; x 1.5
+    assert event.cost_usd == Decimal("0.00400650")
+    assert event.charged_usd == Decimal("0.00600975")
 
 
 def test_count_tokens(relay):

@@ -103,17 +103,19 @@ TARGETS = Targets(("total-a", "total-b"), ("holds-a",))
 
 
 def test_a_spool_left_by_an_ended_process_is_taken_over_and_sent_in_order(tmp_path):
-    sent: list[tuple[str, str, Targets]] = []
+    sent: list[tuple[str, str, Targets, int]] = []
 
-    async def send(record_json: str, hold_id: str, targets: Targets) -> None:
-        sent.append((record_json, hold_id, targets))
+    async def send(record_json: str, hold_id: str, targets: Targets, one_hour: int) -> None:
+        sent.append((record_json, hold_id, targets, one_hour))
 
     earlier_release = '{"key_id":7,"team_id":1}'  # its lines name no totals: its key's
     orphan = tmp_path / f"usage-{_dead_pid()}.jsonl"
     orphan.write_text(
         json.dumps({"e": earlier_release, "hold": "h1"})
         + "\n"
-        + json.dumps({"e": "second", "hold": "h2", "n": ["total-a", "total-b"], "h": ["holds-a"]})
+        + json.dumps(
+            {"e": "second", "hold": "h2", "n": ["total-a", "total-b"], "h": ["holds-a"], "o": 40}
+        )
         + "\n"
         + '{"e": "cut short by a cr'  # the process died mid-write
     )
@@ -122,16 +124,16 @@ def test_a_spool_left_by_an_ended_process_is_taken_over_and_sent_in_order(tmp_pa
 
     async def scenario():
         spool = Spool(tmp_path, send)
-        await spool.keep("third", "h3", TARGETS)
+        await spool.keep("third", "h3", TARGETS, 7)
         while spool.draining:
             await asyncio.sleep(0.01)
 
     asyncio.run(scenario())
 
     assert sent == [
-        (earlier_release, "h1", Targets.of_key(7)),
-        ("second", "h2", TARGETS),
-        ("third", "h3", TARGETS),
+        (earlier_release, "h1", Targets.of_key(7), 0),
+        ("second", "h2", TARGETS, 40),
+        ("third", "h3", TARGETS, 7),
     ]
     assert not orphan.exists()
     assert living.exists()
@@ -143,7 +145,7 @@ def test_records_wait_in_order_while_sending_fails(tmp_path, monkeypatch):
     failures = 3
     sent: list[str] = []
 
-    async def send(record_json: str, hold_id: str, targets: Targets) -> None:
+    async def send(record_json: str, hold_id: str, targets: Targets, one_hour: int) -> None:
         nonlocal failures
         if failures:
             failures -= 1

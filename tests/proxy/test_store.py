@@ -247,8 +247,14 @@ def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
 
 
 @needs_redis
-def test_the_record_script_sends_the_endpoint_beside_the_json(issued):
-    record = usage_record(issued.key, charged="0.1", endpoint="count_tokens")
+def test_the_record_script_sends_the_endpoint_and_one_hour_writes_beside_the_json(issued):
+    record = usage_record(
+        issued.key,
+        charged="0.1",
+        endpoint="count_tokens",
+        cache_creation_tokens=900,
+        cache_creation_1h_tokens=600,
+    )
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
@@ -261,8 +267,14 @@ def test_the_record_script_sends_the_endpoint_beside_the_json(issued):
     [(_, fields)] = asyncio.run(scenario())
 
     entry = dict(zip(fields[::2], fields[1::2], strict=True))
-    assert entry == {b"e": record.to_json().encode(), b"p": b"count_tokens"}
-    assert ledger.UsageRecord.from_json(entry[b"e"], endpoint="count_tokens") == record
+    assert entry == {b"e": record.to_json().encode(), b"p": b"count_tokens", b"h": b"600"}
+    assert "cache_creation_1h_tokens" not in record.to_json()
+    assert (
+        ledger.UsageRecord.from_json(
+            entry[b"e"], endpoint="count_tokens", cache_creation_1h_tokens=600
+        )
+        == record
+    )
 
 
 @needs_redis

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from billing.models import ModelPrice
+from billing.services import model_price_save
 from keys.models import ApiKey, Group, Membership, Team
 from keys.services import (
     IssuedKey,
@@ -59,7 +60,8 @@ DEMO_GROUPS = (
 )
 DEMO_KEY_GROUP = "CC Official Channel"
 
-# USD per million tokens: input, output, cache write, cache read (vendors' list prices).
+# USD per million tokens: input, output, cache write, cache read (vendors' list prices; the
+# 1-hour cache write price follows from these: _price_fields).
 # OpenAI does not charge for writing its prompt cache, hence 0. Claude Code sends the dated
 # model ids, so those are priced as well as the aliases.
 _OPUS_4_1 = ("15", "75", "18.75", "1.50")
@@ -128,7 +130,10 @@ class Command(BaseCommand):
         logins = _seed_users_and_team()
         groups = _seed_groups()
         for model, prices in DEMO_PRICES.items():
-            ModelPrice.objects.update_or_create(model=model, defaults=_price_fields(prices))
+            price = ModelPrice.objects.filter(model=model).first() or ModelPrice(model=model)
+            for field, value in _price_fields(model, prices).items():
+                setattr(price, field, value)
+            model_price_save(price=price, actor=None)
         channel = _seed_channel(groups)
         issued, rotated = (None, False) if options["no_key"] else _issue_key(groups)
 
@@ -197,12 +202,14 @@ def _seed_groups() -> list[Group]:
     return groups
 
 
-def _price_fields(prices: tuple[str, str, str, str]) -> dict[str, Decimal]:
+def _price_fields(model: str, prices: tuple[str, str, str, str]) -> dict[str, Decimal]:
     input_price, output_price, cache_write, cache_read = (Decimal(price) for price in prices)
     return {
         "input_per_mtok": input_price,
         "output_per_mtok": output_price,
         "cache_write_per_mtok": cache_write,
+        # Anthropic's 1-hour cache writes cost twice the input; OpenAI's cost nothing.
+        "cache_write_1h_per_mtok": input_price * 2 if model.startswith("claude") else cache_write,
         "cache_read_per_mtok": cache_read,
     }
 

@@ -577,6 +577,67 @@ def test_ingest_reads_the_endpoint_beside_the_json(issued):
 
 
 @needs_redis
+def test_ingest_reads_the_one_hour_cache_writes_beside_the_json(issued):
+    """This release's relay sends them as the entry's "h"; an entry an earlier release wrote
+    (still in the stream during a deploy) has none: 0."""
+    client = ledger.usage_stream_client()
+    stream = keyspace.USAGE_STREAM
+    now = usage_record(
+        issued.key,
+        charged="0.1",
+        request_id="req_h_1",
+        cache_creation_tokens=1000,
+        cache_creation_1h_tokens=600,
+    )
+    earlier = usage_record(
+        issued.key, charged="0.2", request_id="req_h_2", cache_creation_tokens=300
+    )
+    client.xadd(stream, {"e": now.to_json(), "p": "messages", "h": "600"})
+    client.xadd(stream, {"e": earlier.to_json()})
+
+    assert tasks.ingest_usage() == 2
+
+    assert sorted(
+        UsageEvent.objects.values_list(
+            "request_id", "cache_creation_tokens", "cache_creation_1h_tokens"
+        )
+    ) == [("req_h_1", 1000, 600), ("req_h_2", 300, 0)]
+    assert list(
+        UsageDaily.objects.values_list(
+            "requests", "cache_creation_tokens", "cache_creation_1h_tokens", "charged_usd"
+        )
+    ) == [(2, 1300, 600, Decimal("0.3"))]
+
+
+def test_queued_usage_keeps_its_one_hour_cache_writes(issued):
+    """The embedded relay's queue holds the records themselves: the same writer, the same
+    rows and rollups."""
+    records = [
+        usage_record(
+            issued.key,
+            charged="0.1",
+            request_id=f"req_q_{index}",
+            cache_creation_tokens=1000,
+            cache_creation_1h_tokens=one_hour,
+        )
+        for index, one_hour in enumerate([600, 0, 1000])
+    ]
+
+    assert services.write_queued_usage(records=records) == 3
+
+    assert sorted(UsageEvent.objects.values_list("request_id", "cache_creation_1h_tokens")) == [
+        ("req_q_0", 600),
+        ("req_q_1", 0),
+        ("req_q_2", 1000),
+    ]
+    assert list(
+        UsageDaily.objects.values_list(
+            "requests", "cache_creation_tokens", "cache_creation_1h_tokens"
+        )
+    ) == [(3, 3000, 1600)]
+
+
+@needs_redis
 def test_ingest_moves_the_stream_into_settled_rows_once(issued):
     client = ledger.usage_stream_client()
     stream = keyspace.USAGE_STREAM
