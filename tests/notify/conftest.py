@@ -1,0 +1,124 @@
+import hashlib
+import hmac
+import http.server
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from notify import services
+from notify.models import Webhook
+
+from ..factories import UserFactory, grant
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 (a free port) that records every request and answers
+    each with the next of `answers` (status, body), the last one repeated."""
+
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    answers: list[tuple[int, bytes]] = field(default_factory=lambda: [(200, b"ok")])
+
+    def answer(self) -> tuple[int, bytes]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def verify(secret: str, received: Received) -> bool:
+    """What a receiver does: recompute X-HCAI-Signature over the raw body it got."""
+    parts = dict(item.split("=", 1) for item in received.headers["X-HCAI-Signature"].split(","))
+    expected = hmac.new(
+        secret.encode(), parts["t"].encode() + b"." + received.body, hashlib.sha256
+    ).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+@pytest.fixture
+def receiver():
+    state: Receiver
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            state.requests.append(Received(self.path, dict(self.headers), self.rfile.read(length)))
+            status, body = state.answer()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            if 300 <= status < 400:
+                self.send_header("Location", "http://169.254.169.254/")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state = Receiver(url=f"http://127.0.0.1:{server.server_port}/hooks/hcai?token=t0p")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def silent_receiver():
+    """A socket that accepts connections and never answers: the timeout path. Yields its URL and
+    the list of connections it accepted."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/slow", accepted
+    stop.set()
+    thread.join(5)
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+@pytest.fixture
+def make_webhook(team, lead) -> Callable[..., tuple[Webhook, str]]:
+    """make_webhook(url, event_types=["*"]): a webhook of `team` made by `lead` through the
+    service; returns (webhook, secret)."""
+
+    def make(url: str, event_types: list[str] | None = None, **kwargs):
+        return services.webhook_create(
+            actor=kwargs.get("actor", lead),
+            team=kwargs.get("team", team),
+            url=url,
+            event_types=event_types or ["*"],
+        )
+
+    return make
+
+
+@pytest.fixture
+def staff(db):
+    """Staff holding every permission of the notify app, as an operator would."""
+    return grant(UserFactory(username="staff", is_staff=True), "notify.*", "keys.*")
