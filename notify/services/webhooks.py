@@ -242,7 +242,7 @@ def delivery_redeliver(*, actor: User, delivery: Delivery) -> Delivery:
     """A new try of `delivery`, now, under its same UUID: a failed or delivered delivery is
     pending again; a pending one is moved up. Each try is logged as an Attempt."""
     delivery = (
-        Delivery.objects.select_for_update()
+        Delivery.objects.select_for_update(of=("self",))
         .select_related("event__team", "webhook")
         .get(pk=delivery.pk)
     )

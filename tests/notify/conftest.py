@@ -7,7 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from rest_framework.test import APIClient
 
+from keys import services as keys_services
 from notify import services
 from notify.models import Webhook
 
@@ -122,3 +124,16 @@ def make_webhook(team, lead) -> Callable[..., tuple[Webhook, str]]:
 def staff(db):
     """Staff holding every permission of the notify app, as an operator would."""
     return grant(UserFactory(username="staff", is_staff=True), "notify.*", "keys.*")
+
+
+@pytest.fixture
+def api():
+    """api(user): an API client sending a fresh API token of `user`, as in tests/keys/api."""
+
+    def client_for(user) -> APIClient:
+        client = APIClient()
+        issued = keys_services.api_token_create(user=user, name="tests", actor=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {issued.plaintext}")
+        return client
+
+    return client_for
