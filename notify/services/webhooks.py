@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -66,6 +67,17 @@ class CreatedWebhook:
 def unknown_type(value: Any) -> str:
     known = ", ".join(SUBSCRIBABLE_TYPES)
     return f"“{value}” is not an event type. Choose from {known}, or “{ALL_TYPES}” for all."
+
+
+def audited_url(url: str) -> str:
+    """The URL as the audit trail keeps it: a password in it (https://user:pw@host/) is a
+    credential, written as "***" like every credential there."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _require_lead(*, actor: User, team: Team, staff_permission: str) -> None:
@@ -157,7 +169,7 @@ def webhook_create(
         actor=actor,
         subject=webhook,
         changes={
-            "url": [None, webhook.url],
+            "url": [None, audited_url(webhook.url)],
             "event_types": [None, webhook.event_types],
             "is_active": [None, True],
         },
@@ -192,6 +204,8 @@ def webhook_update(*, actor: User, webhook: Webhook, **fields: Any) -> Webhook:
     for field, (_, value) in changes.items():
         setattr(webhook, field, value)
     webhook.save(update_fields=[*changes, "updated_at"])
+    if "url" in changes:
+        changes["url"] = [audited_url(url) for url in changes["url"]]
     audit_record(
         action=AuditEvent.Action.WEBHOOK_UPDATED, actor=actor, subject=webhook, changes=changes
     )
@@ -207,7 +221,7 @@ def webhook_delete(*, actor: User, webhook: Webhook) -> None:
         actor=actor,
         subject=webhook,
         changes={
-            "url": [webhook.url, None],
+            "url": [audited_url(webhook.url), None],
             "event_types": [webhook.event_types, None],
             "is_active": [webhook.is_active, None],
         },
