@@ -158,8 +158,11 @@ async def _post(url: str, addresses: list[IPAddress], headers: dict, raw: bytes)
             return Outcome(delivered=False, status_code=response.status, response_excerpt=excerpt)
     except TimeoutError:
         return Outcome(delivered=False, error=f"No answer from {where} within {_seconds()}.")
-    except aiohttp.ClientConnectorCertificateError:
-        return Outcome(delivered=False, error=f"{where}'s TLS certificate is not valid for it.")
+    except aiohttp.ClientConnectorCertificateError as error:
+        reason = getattr(error.certificate_error, "verify_message", "") or "not valid"
+        return Outcome(
+            delivered=False, error=f"{where}'s TLS certificate was not accepted: {reason}."
+        )
     except aiohttp.ClientConnectorError as error:
         failure = error.os_error
         reason = os.strerror(failure.errno) if failure.errno else type(failure).__name__

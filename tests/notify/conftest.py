@@ -2,11 +2,17 @@ import hashlib
 import hmac
 import http.server
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from rest_framework.test import APIClient
 
 from keys import services as keys_services
@@ -137,3 +143,62 @@ def api():
         return client
 
     return client_for
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """An https server on 127.0.0.1 with a self-signed certificate for hooks.example.test.
+    Yields (port, the server names clients asked for in SNI, the requests it answered)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.example.test")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.example.test")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server_names: list[str | None] = []
+    answered: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda sock, server_name, ctx: server_names.append(server_name)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            answered.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class TLSServer(http.server.ThreadingHTTPServer):
+        def get_request(self):
+            connection, address = super().get_request()
+            return context.wrap_socket(connection, server_side=True), address
+
+        def handle_error(self, request, client_address):
+            pass  # the client refusing the certificate ends the handshake
+
+    server = TLSServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_port, server_names, answered
+    server.shutdown()
+    server.server_close()
+    thread.join(5)

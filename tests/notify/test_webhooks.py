@@ -245,3 +245,28 @@ def test_secret_is_stored_encrypted(make_webhook):
     assert len(secret) == len("whsec_") + 43
     assert secret not in webhook.secret_encrypted
     assert credentials.decrypt(webhook.secret_encrypted, owner="test") == secret
+
+
+def test_https_keeps_the_name_for_sni_and_checks_its_certificate(team, tls_receiver, monkeypatch):
+    """Connected to the checked address, the TLS handshake still names the URL's host (SNI) and
+    the certificate is verified for it: a self-signed one is refused before anything is sent."""
+    port, server_names, answered = tls_receiver
+    monkeypatch.setattr(
+        webhooks, "webhook_addresses", lambda url: [ipaddress.ip_address("127.0.0.1")]
+    )
+    Webhook.objects.create(
+        team=team,
+        url=f"https://hooks.example.test:{port}/hook",
+        event_types=["*"],
+        secret_encrypted=credentials.encrypt("whsec_test"),
+    )
+    emit(team)
+
+    delivery.deliver_due()
+
+    (attempt,) = Attempt.objects.all()
+    assert attempt.error == (
+        f"hooks.example.test:{port}'s TLS certificate was not accepted: self-signed certificate."
+    )
+    assert server_names == ["hooks.example.test"]
+    assert answered == []
