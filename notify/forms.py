@@ -18,7 +18,15 @@ class WebhookForm(ServiceErrorsMixin, forms.Form):
     url = forms.CharField(
         label="Payload URL",
         required=False,
-        widget=forms.URLInput(attrs={"placeholder": "https://example.com/hooks/hcai"}),
+        # Text with a URL keyboard: the portal styles text inputs, and the checks are the service's.
+        widget=forms.TextInput(
+            attrs={
+                "inputmode": "url",
+                "placeholder": "https://example.com/hooks/hcai",
+                "autocomplete": "off",
+                "spellcheck": "false",
+            }
+        ),
         help_text="We POST each event here as JSON, signed with the webhook's secret. It must "
         "reach a public address: loopback, private and link-local addresses are refused.",
     )
