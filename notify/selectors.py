@@ -1,4 +1,5 @@
-"""Scoped reads of notifications: what an actor may see of a team's webhooks and deliveries.
+"""Scoped reads of notifications: a team's settings, and what an actor may see of a team's
+webhooks and deliveries.
 
 A team's webhooks and their delivery log are for its leads (and staff with the notify app's
 permission of the action): anyone else, the team's members included, finds none, so the
@@ -11,7 +12,7 @@ from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from keys.models import Team
 from keys.selectors import is_team_lead, team_list
 
-from .models import Attempt, Delivery, Webhook
+from .models import Attempt, Delivery, NotificationSettings, Webhook
 
 STAFF_VIEW = "notify.view_webhook"
 
@@ -55,4 +56,17 @@ def delivery_list(
         .select_related("event")
         .prefetch_related(Prefetch("attempt_log", queryset=Attempt.objects.order_by("-at", "-id")))
         .order_by("-created_at", "-id")
+    )
+
+
+def notification_settings_for(team: Team) -> NotificationSettings:
+    """The team's saved settings, or (unsaved) the defaults: thresholds 50/80/100 %, expiry
+    warnings 7/3/1 days before, spike guard off."""
+    found = NotificationSettings.objects.filter(team=team).first()
+    if found is not None:
+        return found
+    return NotificationSettings(
+        team=team,
+        thresholds=list(NotificationSettings.DEFAULT_THRESHOLDS),
+        expiry_warning_days=list(NotificationSettings.DEFAULT_EXPIRY_WARNING_DAYS),
     )

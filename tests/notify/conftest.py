@@ -20,6 +20,7 @@ from notify import services
 from notify.models import Webhook
 
 from ..factories import UserFactory, grant
+from .usage import ingest
 
 
 @dataclass
@@ -202,3 +203,15 @@ def tls_receiver(tmp_path):
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@pytest.fixture
+def settle(django_capture_on_commit_callbacks):
+    """Ingest records (as the relay records them, then the real write-and-settle) and run what
+    waits for the commit: the fold's usage_settled signal and its receivers."""
+
+    def run(*records):
+        with django_capture_on_commit_callbacks(execute=True):
+            return ingest(list(records))
+
+    return run
