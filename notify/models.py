@@ -8,6 +8,7 @@ webhook); a Delivery keeps its UUID on every retry, and each try is logged as an
 
 import uuid
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -112,6 +113,13 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return self.url
+
+    @property
+    def name(self) -> str:
+        """What pages and the audit trail call it: the URL's host and path, without the query
+        (which may carry the receiver's own token)."""
+        parts = urlsplit(self.url)
+        return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class Delivery(models.Model):

@@ -289,6 +289,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ActionEnum": "keys.api.serializers.KEY_EVENT_ACTIONS",
         "AuditActionEnum": "keys.models.AuditEvent.Action",
+        # A delivery's status is named apart from a key's, which keeps its name.
+        "StatusEnum": "keys.models.ApiKey.Status",
+        "DeliveryStatusEnum": "notify.models.Delivery.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -1,5 +1,14 @@
 """The REST API's notification endpoints, under /api/v1/teams/<slug>/..."""
 
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from keys.api.views import SLUG_PATTERN
+
+from . import views
+
+router = SimpleRouter()
+router.register(
+    rf"teams/(?P<team_slug>{SLUG_PATTERN})/webhooks", views.WebhookViewSet, basename="webhook"
+)
+
+urlpatterns = [*router.urls]

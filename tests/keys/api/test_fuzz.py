@@ -17,6 +17,7 @@ import pytest
 
 from keys import services
 from keys.models import Membership
+from notify import services as notify_services
 
 from ...factories import GroupFactory, MembershipFactory, UserFactory, grant, make_key
 
@@ -44,6 +45,9 @@ DATA_DEPENDENT_BODIES = [
     ("POST", r"^/api/v1/groups/$"),
     ("PATCH", r"^/api/v1/groups/\\{id\\}/$"),
     ("POST", r"^/api/v1/teams/\\{team_slug\\}/members/$"),
+    # A webhook's URL must resolve to a public address (in tests: to any address).
+    ("POST", r"^/api/v1/teams/\\{team_slug\\}/webhooks/$"),
+    ("PATCH", r"^/api/v1/teams/\\{team_slug\\}/webhooks/\\{id\\}/$"),
 ]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
@@ -68,10 +72,14 @@ def world(transactional_db, settings):
         make_key(team=team, owner=user, group=groups[0], name="own").key,
         make_key(team=team, group=groups[1], name="member's").key,
     ]
+    webhook = notify_services.webhook_create(
+        actor=user, team=team, url="http://127.0.0.1:9/fuzz", event_types=["*"]
+    ).webhook
     return {
         "token": services.api_token_create(user=user, name="fuzz", actor=user).plaintext,
         "key_ids": [str(key.pk) for key in keys],
         "group_ids": [str(group.pk) for group in groups],
+        "webhook_ids": [str(webhook.pk)],
     }
 
 
@@ -82,6 +90,7 @@ def _config(world: dict) -> str:
         "group_ids": world["group_ids"],
         "slugs": ["acme"],
         "usernames": ["fuzz-member", "fuzzer"],
+        "webhook_ids": world["webhook_ids"],
     }
     lines = []
     for name, values in dictionaries.items():
@@ -92,6 +101,7 @@ def _config(world: dict) -> str:
         (r"^/api/v1/teams/\\{slug\\}/", "slug", "slugs"),
         (r"^/api/v1/teams/\\{team_slug\\}/", "team_slug", "slugs"),
         (r"^/api/v1/teams/\\{team_slug\\}/members/\\{username\\}/", "username", "usernames"),
+        (r"^/api/v1/teams/\\{team_slug\\}/webhooks/\\{id\\}/", "id", "webhook_ids"),
     ]:
         lines += [
             "[[operations]]",
@@ -147,5 +157,6 @@ def test_every_operation_answers_as_its_schema_says(live_server, world, tmp_path
 
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     # Every operation, the team's audit trail (GET teams/{slug}/events/), the refusal counts
-    # (GET usage/refusals/), the team's key settings (GET, PATCH) and its budget (PATCH) included.
-    assert "30 selected / 30 total" in result.stdout
+    # (GET usage/refusals/), the team's key settings (GET, PATCH) and its budget (PATCH) included,
+    # and the eight of a team's webhooks.
+    assert "38 selected / 38 total" in result.stdout

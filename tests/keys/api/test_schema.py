@@ -46,6 +46,11 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/usage/daily/",
         "/api/v1/usage/refusals/",
         "/api/v1/me/",
+        "/api/v1/teams/{team_slug}/webhooks/",
+        "/api/v1/teams/{team_slug}/webhooks/{id}/",
+        "/api/v1/teams/{team_slug}/webhooks/{id}/test/",
+        "/api/v1/teams/{team_slug}/webhooks/{id}/deliveries/",
+        "/api/v1/teams/{team_slug}/webhooks/{id}/deliveries/{delivery_uuid}/redeliver/",
     }
 
 
@@ -82,8 +87,9 @@ def test_every_paged_operation_declares_its_page_bounds_and_400(schema):
         if any(param["name"] == "page" for param in operation.get("parameters", []))
     ]
 
-    # The eight lists, the team's pending invitations and the team's audit trail.
-    assert len(paged) == 10
+    # The eight lists, the team's pending invitations and the team's audit trail; a team's
+    # webhooks and a webhook's deliveries.
+    assert len(paged) == 12
     for name, operation in paged:
         params = {param["name"]: param["schema"] for param in operation["parameters"]}
         assert params["page"] == {"type": "integer", "minimum": 1, "default": 1}, name

@@ -1,0 +1,24 @@
+"""The portal's notification pages. One module per subject; notify/urls.py routes to the views
+named here."""
+
+from .webhooks import (
+    delivery_redeliver,
+    webhook_create,
+    webhook_created,
+    webhook_delete,
+    webhook_detail,
+    webhook_edit,
+    webhook_list,
+    webhook_test,
+)
+
+__all__ = [
+    "delivery_redeliver",
+    "webhook_create",
+    "webhook_created",
+    "webhook_delete",
+    "webhook_detail",
+    "webhook_edit",
+    "webhook_list",
+    "webhook_test",
+]
