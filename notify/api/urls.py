@@ -1,5 +1,20 @@
 """The REST API's notification endpoints, under /api/v1/teams/<slug>/..."""
 
-from django.urls import path  # noqa: F401
+from django.urls import re_path
 
-urlpatterns: list = []
+from keys.api.views import SLUG_PATTERN
+
+from . import settings
+
+urlpatterns = [
+    re_path(
+        rf"^teams/(?P<team_slug>{SLUG_PATTERN})/notifications/$",
+        settings.NotificationSettingsView.as_view(),
+        name="team-notifications",
+    ),
+    re_path(
+        rf"^teams/(?P<team_slug>{SLUG_PATTERN})/notifications/me/$",
+        settings.EmailPreferenceView.as_view(),
+        name="team-notifications-me",
+    ),
+]
