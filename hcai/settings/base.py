@@ -30,7 +30,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # What the portal prints as ANTHROPIC_BASE_URL in the setup lines users paste into their shell.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 
-# Email, for team invitations and notifications: EMAIL_URL as django-environ reads it (smtp+tls://user:password@
+# Email, for team invitations: EMAIL_URL as django-environ reads it (smtp+tls://user:password@
 # host:587, or consolemail:// to print messages on stdout, the default, so a laptop needs no
 # mail server).
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
