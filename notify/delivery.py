@@ -67,7 +67,7 @@ def deliver_due(*, now: datetime | None = None, limit: int = 200) -> int:
     while tried < limit:
         with transaction.atomic():
             delivery = (
-                Delivery.objects.select_for_update(skip_locked=True)
+                Delivery.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("event", "webhook")
                 .filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
                 .order_by("next_attempt_at", "id")

@@ -5,6 +5,7 @@ are emitted through event_emit and sent by the one delivery loop, deliver_due.""
 
 import email
 import email.policy
+import uuid
 from datetime import timedelta
 from email.header import decode_header, make_header
 
@@ -116,7 +117,7 @@ def emit(team, type, payload, key=None, dedupe_key=None):
     return event_emit(
         team=team,
         type=type,
-        dedupe_key=dedupe_key or f"{type}:{key.pk if key else '-'}:{sorted(payload.items())}",
+        dedupe_key=dedupe_key or f"{type}:{uuid.uuid4()}",
         payload=payload,
         key=key,
     )
