@@ -249,7 +249,10 @@ def email_preference_update(
 
 
 def _audit_value(value: Any) -> Any:
-    """JSON-safe for the audit trail: amounts as plain decimals ("20", "0.5")."""
+    """As the audit trail shows it: amounts as plain decimals ("20", "0.5"), lists of numbers as
+    the page's text ("50, 80, 100"; "" for none)."""
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
     return value

@@ -74,7 +74,7 @@ def test_a_lead_changes_them_with_one_audit_row(api, team, lead):
     stored = NotificationSettings.objects.get(team=team)
     assert stored.spike_limit_usd == Decimal("12.50")
     [row] = AuditEvent.objects.filter(action="team.notifications_updated")
-    assert (row.actor, row.changes["thresholds"]) == (lead, [[50, 80, 100], [90, 100]])
+    assert (row.actor, row.changes["thresholds"]) == (lead, ["50, 80, 100", "90, 100"])
 
 
 def test_an_empty_patch_writes_nothing(api, lead):

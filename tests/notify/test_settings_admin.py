@@ -72,7 +72,7 @@ def test_a_change_shows_the_current_values_and_saves_through_the_service(admin_c
     stored.refresh_from_db()
     assert stored.expiry_warning_days == [5, 1]
     [row] = AuditEvent.objects.filter(action="team.notifications_updated")
-    assert row.changes == {"expiry_warning_days": [[5], [5, 1]]}
+    assert row.changes == {"expiry_warning_days": ["5", "5, 1"]}
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,8 @@ def test_a_lead_changes_them_with_one_audit_row(team, lead):
     )
     assert row.changes == {
         "email_recipients": ["both", "leads"],
-        "thresholds": [[50, 80, 100], [25, 50, 90]],
-        "expiry_warning_days": [[7, 3, 1], [14, 1]],
+        "thresholds": ["50, 80, 100", "25, 50, 90"],
+        "expiry_warning_days": ["7, 3, 1", "14, 1"],
         "spike_limit_usd": ["0", "20.5"],
     }
 
