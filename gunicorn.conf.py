@@ -3,12 +3,16 @@
 import gc
 import os
 
+from hcai.workers import SHUTDOWN_CLEANUP_SECONDS, graceful_seconds
+
 bind = os.environ.get("BIND", "0.0.0.0:" + os.environ.get("PORT", "8000"))
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "hcai.workers.RelayWorker"
 # Streams can last minutes; the relay enforces each channel's own timeout.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "900"))
-graceful_timeout = 30
+# After SIGTERM, running requests (streams) get GRACEFUL_TIMEOUT seconds, then are cancelled and
+# recorded (hcai.workers); only a worker still alive after the cleanup time on top is killed.
+graceful_timeout = graceful_seconds() + SHUTDOWN_CLEANUP_SECONDS
 keepalive = 75
 accesslog = None
 # uvicorn must not rewrite the client address from X-Forwarded-For: the app decides whom to

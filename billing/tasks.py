@@ -20,3 +20,9 @@ def ingest_usage() -> int:
 def collect_refusals() -> int:
     """Move the relay's refusal counts of closed minutes from Redis into RefusalCount rows."""
     return services.collect_refusal_counts()
+
+
+@shared_task(base=RetryOnOutageTask)
+def prune_usage() -> int:
+    """Delete settled usage events older than USAGE_RETENTION_DAYS (the rollups stay)."""
+    return services.usage_prune()

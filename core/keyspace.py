@@ -24,15 +24,15 @@ spend-window:<scope>:<owner>:<d|w|m>:<start>                ledger (rebuild),   
                           team id; start: the window's start, epoch seconds: billing.windows)
 spend-reserved:member:<team id>:<user id>, spend-reserved:team:<team id>
                           hash    as the key's              as the key's            relay
-rate:<key id>             int     the rate's period         relay (admission)       relay
-                          (the key's GCRA theoretical arrival time, epoch milliseconds)
+rate:<key id>             zset    the rate's period         relay (admission)       relay
+                          (the key's admitted requests in the last period: hold id -> ms)
 usage:stream              stream  none                      relay (record), reap    ingest, rebuild
-                          (field e: UsageRecord JSON)
+                          (field e: UsageRecord JSON; read by every ingesting worker through
+                          the consumer group USAGE_INGEST_GROUP, trimmed once acknowledged)
 usage:checkpoints         hash    none                      relay (checkpoint,      reap
                           (hold id -> {w, k, c, e} JSON)    record)
 relay:alive:<worker id>   string  RELAY_ALIVE_SECONDS       relay worker            reap
 usage:unwritable          stream  none (newest 10,000)      ingest                  staff (XRANGE)
-usage:ingest-lock         lock    10 s, renewed per batch   ingest                  ingest
 refusals:<minute>         hash    REFUSAL_COUNT_SECONDS     relay (HINCRBY),        refusal
                                   (1 d)                     collector (DEL)         collector
                           ("key|status|code|endpoint" -> count; minute: its start, epoch seconds)
@@ -58,7 +58,8 @@ PREFIX = "hcai:1:"
 USAGE_STREAM = PREFIX + "usage:stream"
 CHECKPOINTS = PREFIX + "usage:checkpoints"
 UNWRITABLE_STREAM = PREFIX + "usage:unwritable"
-INGEST_LOCK = PREFIX + "usage:ingest-lock"
+# The consumer group every ingesting worker reads the usage stream through.
+USAGE_INGEST_GROUP = "ingest"
 REFUSAL_MINUTES = PREFIX + "refusal-minutes"
 
 # Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
@@ -82,13 +83,15 @@ HOLDS_SUM = "=sum"
 HOLDS_LUA = f"""
 local SUM = '{HOLDS_SUM}'
 local function unhold(name, hold)
-  local entry = redis.call('HGET', name, hold)
-  if not entry then return end
+  local found = redis.call('HMGET', name, hold, SUM)
+  if not found[1] then return end
   redis.call('HDEL', name, hold)
-  if redis.call('HLEN', name) == 1 and redis.call('HEXISTS', name, SUM) == 1 then
+  if not found[2] then return end  -- No sum kept: the next admission sums the hash.
+  local amount = tonumber(string.match(found[1], '^(%d+)'))
+  if tonumber(found[2]) <= amount and redis.call('HLEN', name) == 1 then
     redis.call('DEL', name)  -- The last hold: nothing left to sum.
-  elseif redis.call('HEXISTS', name, SUM) == 1 then
-    redis.call('HINCRBY', name, SUM, -tonumber(string.match(entry, '^(%d+)')))
+  else
+    redis.call('HINCRBY', name, SUM, -amount)
   end
 end
 """

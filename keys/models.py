@@ -240,7 +240,7 @@ class ApiKey(HashedSecret):
         OWNER = "owner", "Its owner"
         LEAD = "lead", "A team lead"
         STAFF = "staff", "Staff"
-        SYSTEM = "system", "The system (expiry)"
+        SYSTEM = "system", "The system (expiry or spend spike)"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     owner = models.ForeignKey(
@@ -427,6 +427,7 @@ class AuditEvent(models.Model):
         KEY_ENABLED = "key.enabled", "Enabled"
         KEY_DISABLED = "key.disabled", "Disabled"
         KEY_EXPIRED = "key.expired", "Expired"
+        KEY_SPEND_SPIKE = "key.spend_spike", "Disabled: spend spike"
         KEY_DELETED = "key.deleted", "Deleted"
         INVITATION_CREATED = "invitation.created", "Invited"
         INVITATION_REVOKED = "invitation.revoked", "Invitation revoked"

@@ -220,11 +220,16 @@ def _expiry(current: datetime | None, requested: datetime | None, *, creating: b
 
 
 def _enable_refusal(disabled_by: str, expires_at: datetime | None) -> str:
-    if disabled_by == "system" and expires_at is not None:
+    if disabled_by == "system" and expires_at is not None and expires_at <= timezone.now():
         when = f"{timezone.localtime(expires_at):%Y-%m-%d %H:%M %Z}"
         return (
             f"Status: disabled automatically when the key expired on {when}. Only your team "
             "lead can set a new expiration and enable it."
+        )
+    if disabled_by == "system":
+        # The other thing the system disables a key for: the team's spend-spike guard.
+        return (
+            "Status: disabled automatically after a spend spike. Only your team lead can enable it."
         )
     who = "staff" if disabled_by == "staff" else "your team lead"
     return f"Status: disabled by {who}. Only your team lead can enable it."

@@ -60,6 +60,8 @@ DISABLED_BY = {
 }
 # Types told to the key's owner whatever the team chose (leads too, if the team chose them).
 SECURITY_NOTICES = {EventType.KEY_CREATED, EventType.KEY_ROTATED}
+# Types about more than one key, linked to the team's page (the budget and each member's cap).
+TEAM_PAGE_EVENTS = {EventType.TEAM_BUDGET_THRESHOLD, EventType.MEMBER_LIMIT_THRESHOLD}
 
 
 # --- who ------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def _context(event: Event) -> dict[str, Any]:
     else:
         key_phrase, key_title = "a key", "A key"
     base = settings.PUBLIC_BASE_URL
-    if key is not None:
+    if key is not None and event.type not in TEAM_PAGE_EVENTS:
         link = base + reverse("keys:detail", kwargs={"team_slug": team.slug, "key_id": key.pk})
         link_label = "The key's page"
     else:

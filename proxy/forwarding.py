@@ -56,6 +56,12 @@ class Forwarder:
             logger.exception("Channel table unavailable")
             if not exchange.response_started:
                 await exchange.refuse(errors.relay_unavailable())
+        except asyncio.CancelledError:
+            # The worker is shutting down past its grace (hcai.workers), or the server gave
+            # up on the request: recorded below as a failure for the client if it had begun.
+            if exchange.response_started and exchange.status < 400:
+                exchange.status = 502
+            raise
         except Exception:
             logger.exception("Relay failed on key %s", passed.state.key_id)
             if not exchange.response_started:

@@ -15,8 +15,9 @@ every row, and every index entry again, which on a small machine took CPU from t
 """
 
 import logging
+import os
+import socket
 from collections.abc import Iterable
-from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
-from redis.exceptions import LockNotOwnedError
+from redis.exceptions import ResponseError
 
 from core import keyspace
 from keys.models import ApiKey, Group, Team
@@ -41,14 +42,10 @@ logger = logging.getLogger(__name__)
 # row rare however busy the key is.
 LAST_USED_PRECISION = timedelta(minutes=1)
 
-# The ingest lock (core.keyspace.INGEST_LOCK) is renewed after every batch; short, so a worker
-# killed mid-ingest stops the others only this long (it was 120 s).
-_INGEST_LOCK_SECONDS = 10
-
 # A stream entry that cannot become a row: it does not parse (ValueError, KeyError, TypeError)
 # or the database refuses the row (DataError: a number out of range; IntegrityError: a check).
 _BAD_DATA = (ValueError, KeyError, TypeError, DataError, IntegrityError)
-# Entries read from the stream per XRANGE (see _read_batch).
+# Entries read from the stream per read (see _group_read).
 _READ_CHUNK = 200
 # Entries set aside are kept for staff to look at, the newest this many.
 _UNWRITABLE_KEPT = 10_000
@@ -195,75 +192,158 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     """Move recorded usage from the Redis stream into settled `UsageEvent` rows; returns rows
     written.
 
-    One ingest at a time (a Redis lock): two would read the same entries. Entries are removed
-    only after their rows are committed, so a crash in between re-reads them, and
-    `write_and_settle_usage` skips them.
+    Any number of workers, on any number of hosts, ingest at once: they read through one
+    consumer group (`keyspace.USAGE_INGEST_GROUP`), so Redis hands each entry to one of them.
+    An entry is acknowledged, and later trimmed, only after its row is committed. A worker
+    killed mid-batch leaves its entries pending: after USAGE_CLAIM_IDLE_SECONDS another takes
+    them over (XAUTOCLAIM) and writes them, and a row committed just before the kill is
+    skipped by `write_and_settle_usage` (the database's uniqueness on the request is the last
+    guard). So every entry becomes exactly one row.
 
-    Only the entries already in the stream when the call begins are taken. The relay keeps
-    appending while this runs; chasing those entries turned ingest into a busy loop of tiny
-    batches, each paying the whole fold and reconcile (measured in bench/: 2 ms of CPU per
-    row instead of a fraction of one). The next run, seconds later, takes them in bulk.
+    Only what was in the stream when the call began is written. The relay keeps appending
+    while this runs; chasing those entries turned ingest into a busy loop of tiny batches,
+    each paying the whole fold and reconcile (measured in bench/: 2 ms of CPU per row instead
+    of a fraction of one). The next run, seconds later, takes them in bulk.
     """
     if not settings.REDIS_URL:
         return 0
     ledger.reap_checkpoints()  # Dead workers' streams join the stream first.
     client = ledger.usage_stream_client()
-    lock = client.lock(keyspace.INGEST_LOCK, timeout=_INGEST_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
+    stream = keyspace.USAGE_STREAM
+    newest = client.xrevrange(stream, "+", "-", count=1)
+    if not newest:
         return 0
+    last_id = newest[0][0]
+    _ensure_group(client)
+    consumer = _consumer_name()
     written = 0
-    try:
-        stream = keyspace.USAGE_STREAM
-        newest = client.xrevrange(stream, "+", "-", count=1)
-        if not newest:
-            return 0
-        last_id = newest[0][0]
-        while entries := _read_batch(client, stream, last_id, batch_size):
-            written += _write_entries(client, entries)
-            # The batch is the stream's first entries (read from its start), so trimming below
-            # the next id removes exactly the batch: one step, where XDEL of 1,000 ids held
-            # Redis (and every relay request waiting on it) for about a millisecond.
-            client.xtrim(stream, minid=_next_id(entries[-1][0]), approximate=False)
-            try:
-                lock.reacquire()
-            except LockNotOwnedError:
-                # The batch outlived the lock, and another ingest may have begun: leave the
-                # rest to it (a repeat would be skipped, but not for free).
+    # This consumer's own entries left pending by a failed run, then those a dead or stalled
+    # consumer left, then new ones.
+    for read in (_own_pending, _claimed, _new):
+        while entries := read(client, consumer, batch_size):
+            reached_the_end = False
+            if read is _new:
+                # Entries appended since the call began stay pending for this consumer's
+                # next run (or, should it never run again, for another to claim).
+                end = _stream_id(last_id)
+                taken = [entry for entry in entries if _stream_id(entry[0]) <= end]
+                reached_the_end = len(taken) < len(entries) or _stream_id(taken[-1][0]) == end
+                entries = taken
+            if entries:
+                written += _write_entries(client, entries)
+                client.xack(stream, keyspace.USAGE_INGEST_GROUP, *[e for e, _ in entries])
+                _trim_acknowledged(client)
+            if reached_the_end:
                 break
-    finally:
-        # Expired only if a batch took longer than the lock lives; then nothing is held.
-        with suppress(LockNotOwnedError):
-            lock.release()
+    _forget_idle_consumers(client)
     if written:
         logger.info("Ingested and settled %d usage events", written)
     return written
 
 
-def _read_batch(
-    client, stream: str, last_id: bytes, batch_size: int
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The stream's first `batch_size` entries up to `last_id`, read in chunks: Redis serves
-    one command at a time, and an XRANGE of 1,000 entries (about 450 KB) held it for 0.35 to
-    0.95 ms in its slow log, with every relay request waiting behind it."""
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-    start: bytes | str = "-"
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def _ensure_group(client) -> None:
+    """The consumer group, made once: from the stream's start, so nothing already there is
+    skipped when the first ingest after an upgrade finds no group."""
+    try:
+        client.xgroup_create(keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP, id="0")
+    except ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _own_pending(client, consumer: str, batch_size: int) -> Entries:
+    # Read from "0": this consumer's delivered but unacknowledged entries, not new ones.
+    return _group_read(client, consumer, batch_size, start="0", pending=True)
+
+
+def _new(client, consumer: str, batch_size: int) -> Entries:
+    return _group_read(client, consumer, batch_size, start=">", pending=False)
+
+
+def _group_read(client, consumer: str, batch_size: int, *, start: str, pending: bool) -> Entries:
+    """Up to `batch_size` entries, read in chunks: Redis serves one command at a time, and a
+    read of 1,000 entries (about 450 KB) held it for 0.35 to 0.95 ms in its slow log, with
+    every relay request waiting behind it."""
+    entries: Entries = []
+    cursor = start
     while len(entries) < batch_size:
-        chunk = client.xrange(
-            stream, start, last_id, count=min(_READ_CHUNK, batch_size - len(entries))
+        reply = client.xreadgroup(
+            keyspace.USAGE_INGEST_GROUP,
+            consumer,
+            {keyspace.USAGE_STREAM: cursor},
+            count=min(_READ_CHUNK, batch_size - len(entries)),
         )
+        read = reply[0][1] if reply else []
+        # A pending entry no longer in the stream comes back without fields: nothing to write.
+        if gone := [entry_id for entry_id, fields in read if not fields]:
+            client.xack(keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP, *gone)
+        chunk = [entry for entry in read if entry[1]]
         entries += chunk
-        if len(chunk) < _READ_CHUNK:
+        if len(read) < _READ_CHUNK:
             break
-        start = b"(" + chunk[-1][0]  # After the last entry read (an exclusive range).
+        if pending:
+            cursor = read[-1][0].decode()  # Pending entries after the last one read.
     return entries
 
 
-def _next_id(entry_id: bytes) -> str:
-    milliseconds, _, sequence = entry_id.decode().partition("-")
-    return f"{milliseconds}-{int(sequence) + 1}"
+def _claimed(client, consumer: str, batch_size: int) -> Entries:
+    """Entries another consumer was given and has not acknowledged for
+    USAGE_CLAIM_IDLE_SECONDS: it died or stalled mid-batch. Taken over, to be written here."""
+    reply = client.xautoclaim(
+        keyspace.USAGE_STREAM,
+        keyspace.USAGE_INGEST_GROUP,
+        consumer,
+        min_idle_time=int(settings.USAGE_CLAIM_IDLE_SECONDS * 1000),
+        start_id="0-0",
+        count=min(_READ_CHUNK, batch_size),
+    )
+    # Entries deleted meanwhile come back empty (and are dropped from the pending list).
+    return [entry for entry in reply[1] if entry[1]]
 
 
-def _write_entries(client, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+def _trim_acknowledged(client) -> None:
+    """Trim the stream below its oldest entry not yet acknowledged: in one step, where XDEL of
+    1,000 ids held Redis (and every relay request waiting on it) for about a millisecond.
+    Until then an entry stays readable, and the running totals' rebuild
+    (`ledger.RedisTotals.unwritten`) still finds it."""
+    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    summary = client.xpending(stream, group)
+    if summary["pending"]:
+        below = summary["min"]
+    else:
+        info = next(g for g in client.xinfo_groups(stream) if g["name"].decode() == group)
+        below = _next_id(info["last-delivered-id"])
+    client.xtrim(stream, minid=below, approximate=False)
+
+
+def _forget_idle_consumers(client) -> None:
+    """Consumers (one per worker process) with nothing pending and idle a day are removed: a
+    deployment's restarts would otherwise leave one behind per process."""
+    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    for consumer in client.xinfo_consumers(stream, group):
+        if consumer["pending"] == 0 and consumer["idle"] > 24 * 60 * 60 * 1000:
+            client.xgroup_delconsumer(stream, group, consumer["name"])
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _next_id(entry_id: bytes | str) -> str:
+    milliseconds, sequence = _stream_id(entry_id)
+    return f"{milliseconds}-{sequence + 1}"
+
+
+def _write_entries(client, entries: Entries) -> int:
     """Write a batch of stream entries. If the batch fails on its data (an entry that does not
     parse, or a row the database refuses), the entries are written one at a time, and each that
     still fails is set aside in the unwritable stream: left in place, it would fail its batch on

@@ -23,6 +23,7 @@ from keys.services import api_key_add_spend
 from .. import ledger
 from ..models import UsageDaily, UsageEvent
 from ..pricing import TOKEN_FIELDS, TokenCounts
+from ..signals import usage_settled
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def _settle_batch(*, last_id: int, batch_size: int) -> int:
 
 def fold_usage(*, events: Sequence[Mapping[str, Any]]) -> None:
     """Add events to their keys' `spent_usd` and their daily rollups; once committed, reconcile
-    those keys' running totals (`ledger.spend_total_reconcile`).
+    those keys' running totals (`ledger.spend_total_reconcile`) and send `usage_settled`
+    (billing.signals: notifications find the thresholds crossed there, off the relay's path).
 
     `events` are mappings of UsageEvent column values: at least key_id, team_id, model,
     created_at, the four token counts, cost_usd and charged_usd, as `.values()` returns them
@@ -111,6 +113,25 @@ def fold_usage(*, events: Sequence[Mapping[str, Any]]) -> None:
     key_ids = _add_to_key_totals(events)
     _add_to_rollups(events)
     transaction.on_commit(lambda: ledger.spend_total_reconcile(key_ids), robust=True)
+    settled = _settled_arguments(events)
+    transaction.on_commit(
+        lambda: usage_settled.send_robust(sender=fold_usage, **settled), robust=True
+    )
+
+
+def _settled_arguments(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """usage_settled's arguments: the keys and teams whose spend changed, and each key's latest
+    event time (the windows its spend was counted in)."""
+    latest: dict[int, Any] = {}
+    for event in events:
+        key_id = event["key_id"]
+        if key_id is not None and (key_id not in latest or event["created_at"] > latest[key_id]):
+            latest[key_id] = event["created_at"]
+    return {
+        "key_ids": frozenset(latest),
+        "team_ids": frozenset(event["team_id"] for event in events),
+        "latest": latest,
+    }
 
 
 def _add_to_key_totals(events: Sequence[Mapping[str, Any]]) -> list[int]:

@@ -8,6 +8,7 @@ thing with nothing installed; production overrides them in `production.py`.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -199,6 +200,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 SETTLE_USAGE_EVERY_SECONDS = env.float("SETTLE_USAGE_EVERY_SECONDS", default=10.0)
 EXPIRE_KEYS_EVERY_SECONDS = env.float("EXPIRE_KEYS_EVERY_SECONDS", default=60.0)
+# Usage events (a row per relayed request) are kept this many days, then deleted hourly in
+# batches; the daily rollups stay for ever. 0 keeps every event.
+USAGE_RETENTION_DAYS = env.int("USAGE_RETENTION_DAYS", default=400)
+if USAGE_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("USAGE_RETENTION_DAYS must be 0 (keep everything) or more days.")
+PRUNE_USAGE_EVERY_SECONDS = env.float("PRUNE_USAGE_EVERY_SECONDS", default=3600.0)
 # Each run expires when the next is due: after an outage the queue holds no backlog of
 # identical runs, since one run catches up on everything anyway.
 CELERY_BEAT_SCHEDULE = {
@@ -212,11 +219,29 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": EXPIRE_KEYS_EVERY_SECONDS,
         "options": {"expires": EXPIRE_KEYS_EVERY_SECONDS},
     },
+    "prune-usage": {
+        "task": "billing.tasks.prune_usage",
+        "schedule": PRUNE_USAGE_EVERY_SECONDS,
+        "options": {"expires": PRUNE_USAGE_EVERY_SECONDS},
+    },
+}
+# Notifications (notify.tasks.notify_due): expiring keys and key changes become events, and
+# due deliveries (new ones and retries) are tried. A failed delivery's first retry is due 30 s
+# later, so this must run at least that often; on the embedded default the worker's embedded
+# beat runs it like every other periodic task.
+NOTIFY_DUE_EVERY_SECONDS = env.float("NOTIFY_DUE_EVERY_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["notify-due"] = {
+    "task": "notify.tasks.notify_due",
+    "schedule": NOTIFY_DUE_EVERY_SECONDS,
+    "options": {"expires": NOTIFY_DUE_EVERY_SECONDS},
 }
 if REDIS_URL:
     # With Redis the relay appends usage to a Redis stream instead of writing the database on
     # the request path; this moves it into UsageEvent rows (embedded: written directly).
     INGEST_USAGE_EVERY_SECONDS = env.float("INGEST_USAGE_EVERY_SECONDS", default=2.0)
+    # Usage entries a worker took and has not written for this long (it died or stalled
+    # mid-batch) are taken over by another ingesting worker.
+    USAGE_CLAIM_IDLE_SECONDS = env.float("USAGE_CLAIM_IDLE_SECONDS", default=60.0)
     CELERY_BEAT_SCHEDULE["ingest-usage"] = {
         "task": "billing.tasks.ingest_usage",
         "schedule": INGEST_USAGE_EVERY_SECONDS,

@@ -284,6 +284,29 @@ def api_key_expire(*, key: ApiKey) -> bool:
 
 
 @transaction.atomic(durable=True)
+def api_key_disable_for_spend_spike(*, key: ApiKey) -> bool:
+    """The system turns off an enabled key that spent more than its team's spike limit in a
+    few minutes (the caller, notify's guard, decides that). Recorded as the expiry is: actor
+    None, the reason in the action ("key.spend_spike"). Returns whether it did anything, so a
+    key is disabled once: one already disabled is left alone."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.status != ApiKey.Status.ENABLED:
+        return False
+    locked.status = ApiKey.Status.DISABLED
+    locked.disabled_by = ApiKey.DisabledBy.SYSTEM
+    locked.save(update_fields=["status", "disabled_by", "updated_at"])
+    key.status, key.disabled_by = locked.status, locked.disabled_by
+    _record(
+        locked,
+        None,
+        AuditEvent.Action.KEY_SPEND_SPIKE,
+        {"status": [ApiKey.Status.ENABLED.value, ApiKey.Status.DISABLED.value]},
+    )
+    invalidate_key_state([locked.digest])
+    return True
+
+
+@transaction.atomic(durable=True)
 def api_key_rotate(*, key: ApiKey, actor: User | None) -> IssuedKey:
     """Replace the secret; the old one stops working at once. Settings and spend stay."""
     old_digest, old_prefix = key.digest, key.prefix

@@ -47,9 +47,11 @@ _ADMIT = (
     + """
 local n, h = tonumber(ARGV[7]), tonumber(ARGV[8])
 local spent, missing = {}, {-1}
-for i = 1, n do
-  local value = redis.call('GET', KEYS[i])
-  if value then spent[i] = tonumber(value) else missing[#missing + 1] = i end
+if n > 0 then
+  local values = redis.call('MGET', unpack(KEYS, 1, n))
+  for i = 1, n do
+    if values[i] then spent[i] = tonumber(values[i]) else missing[#missing + 1] = i end
+  end
 end
 if #missing > 1 then return missing end
 local now = tonumber(ARGV[4])
@@ -77,17 +79,20 @@ local function scan(name)
   if count > 0 then redis.call('HSET', name, SUM, sum) else redis.call('DEL', name) end
   return sum, count
 end
-local reserved, live = {}, {}
+local estimate, minimum, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[9])
+-- The requests in flight are counted in the key's hash (the first) only, and only when the
+-- key has a concurrency limit.
+local reserved, live = {}, {0}
 for j = 1, h do
   local name = KEYS[n + j]
   local sum = redis.call('HGET', name, SUM)
   if sum then
-    reserved[j], live[j] = tonumber(sum), redis.call('HLEN', name) - 1
+    reserved[j] = tonumber(sum)
+    if j == 1 and most > 0 then live[1] = redis.call('HLEN', name) - 1 end
   else  -- Empty, or written before its sum was kept.
     reserved[j], live[j] = scan(name)
   end
 end
-local estimate, minimum, most = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[9])
 local held
 local function refusal()
   held = estimate
@@ -115,12 +120,12 @@ if count > 0 then
   local ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', log, '-inf', ms - period)
   -- Counted once per request: an admission given back and made again (proxy.gate's Guess)
-  -- keeps its place.
-  if not redis.call('ZSCORE', log, ARGV[1]) and redis.call('ZCARD', log) >= count then
+  -- keeps its place (NX). A request the log has no room for is taken out again.
+  if redis.call('ZADD', log, 'NX', ms, ARGV[1]) == 1 and redis.call('ZCARD', log) > count then
+    redis.call('ZREM', log, ARGV[1])
     local oldest = redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')
     return {3, tonumber(oldest[2]) + period - ms}
   end
-  redis.call('ZADD', log, ms, ARGV[1])
   redis.call('PEXPIRE', log, period)
 end
 local entry = string.format('%d', held) .. ':' .. ARGV[5] .. ':' .. ARGV[12]
@@ -169,9 +174,15 @@ _RECORD = (
     + """
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 and ARGV[4] == '1' then return 0 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1], 'p', ARGV[5])
-local totals = 2 + tonumber(ARGV[6])
-for i = 3, totals do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2]) end
+local count = tonumber(ARGV[6])
+local totals = 2 + count
+-- Usually every total is there: one EXISTS for all of them.
+if count > 0 and redis.call('EXISTS', unpack(KEYS, 3, totals)) == count then
+  for i = 3, totals do redis.call('INCRBY', KEYS[i], ARGV[2]) end
+else
+  for i = 3, totals do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2]) end
+  end
 end
 for i = totals + 1, #KEYS do unhold(KEYS[i], ARGV[3]) end
 return 1

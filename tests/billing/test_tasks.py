@@ -83,6 +83,10 @@ def test_beat_runs_the_periodic_tasks_on_their_default_intervals():
     expected = {
         "settle-usage": (tasks.settle_usage.name, 10.0),
         "expire-keys": (key_tasks.expire_keys.name, 60.0),
+        # Usage events past USAGE_RETENTION_DAYS go, hourly.
+        "prune-usage": (tasks.prune_usage.name, 3600.0),
+        # Notifications (notify.tasks), on both storage modes.
+        "notify-due": ("notify.tasks.notify_due", 15.0),
     }
     if settings.REDIS_URL:
         # With Redis the relay queues usage in a stream that this task moves into the database.

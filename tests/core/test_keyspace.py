@@ -12,7 +12,7 @@ def test_the_names_are_those_of_the_release_before():
     assert keyspace.USAGE_STREAM == "hcai:1:usage:stream"
     assert keyspace.CHECKPOINTS == "hcai:1:usage:checkpoints"
     assert keyspace.UNWRITABLE_STREAM == "hcai:1:usage:unwritable"
-    assert keyspace.INGEST_LOCK == "hcai:1:usage:ingest-lock"
+    assert keyspace.USAGE_INGEST_GROUP == "ingest"
     assert keyspace.spend_total(42) == "hcai:1:spend:42"
     assert keyspace.reservations(42) == "hcai:1:spend-reserved:42"
     assert keyspace.relay_alive("host:7:ab12") == "hcai:1:relay:alive:host:7:ab12"

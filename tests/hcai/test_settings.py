@@ -108,3 +108,12 @@ def test_a_copied_env_example_trusts_no_proxy():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hcai.settings.production [] ()\n"
+
+
+def test_a_negative_usage_retention_stops_start_up():
+    result = _run_check(DJANGO_SETTINGS_MODULE="hcai.settings.dev", USAGE_RETENTION_DAYS="-5")
+    assert result.returncode != 0
+    assert (
+        "django.core.exceptions.ImproperlyConfigured: USAGE_RETENTION_DAYS must be 0 (keep "
+        "everything) or more days." in result.stderr
+    )

@@ -24,7 +24,7 @@ from notify.models import (
     EventType,
     NotificationSettings,
 )
-from notify.services import event_emit
+from notify.services import Due, event_emit, notify_due
 
 from ..factories import MembershipFactory, UserFactory, make_key
 
@@ -161,6 +161,34 @@ def test_a_threshold_email_reaches_the_lead_and_the_owner(inbox, team, lead, key
     assert Attempt.objects.filter(delivery__event=event, error="").count() == 2
     assert deliver_due() == 0
     assert len(inbox.messages) == 2
+
+
+def test_notify_due_tells_the_owner_of_a_new_key_in_the_same_run(inbox, team, owner, group):
+    issued = make_key(team=team, owner=owner, group=group, actor=owner, name="laptop")
+
+    due = notify_due()
+
+    assert (due.events, due.tried) == (1, 1)
+    assert [to for to, _ in inbox.messages] == [["alice@example.com"]]
+    assert inbox.subjects == ["[Acme] Key “laptop” was created"]
+    text, _ = parts(inbox.messages[0][1])
+    assert text.startswith(
+        f"The key “laptop” ({issued.key.prefix}…) was created by alice in Acme."
+    )
+    assert notify_due() == Due(events=0, tried=0)
+    assert len(inbox.messages) == 1
+
+
+def test_a_member_s_cap_links_to_the_team_page(team, owner, key):
+    message = rendered(
+        team,
+        EventType.MEMBER_LIMIT_THRESHOLD,
+        {"user_id": owner.pk, "limit": "member_monthly", "threshold": 80, "window": "2026-12"},
+        key=key,
+    )
+
+    assert message.subject == "[Acme] Alice reached 80% of their monthly cap"
+    assert "Acme's team page: http://keys.example/t/acme/team/" in message.text
 
 
 def test_a_refused_recipient_is_logged_and_retried_later(inbox, team, key):

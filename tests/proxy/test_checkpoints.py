@@ -42,7 +42,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_gunicorn(port: int, var_dir: Path) -> subprocess.Popen:
+def _start_gunicorn(port: int, var_dir: Path, **environment: str) -> subprocess.Popen:
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -52,6 +52,7 @@ def _start_gunicorn(port: int, var_dir: Path) -> subprocess.Popen:
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "1",
         "HCAI_VAR_DIR": str(var_dir),
+        **environment,
     }
     master = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "hcai.asgi:application", "-c", "gunicorn.conf.py"],

@@ -343,7 +343,8 @@ def test_the_running_totals_of_the_written_keys_are_reconciled(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         services.write_and_settle_usage(records=batch)
 
-    assert len(callbacks) == 1
+    # The reconcile, then usage_settled (billing.signals).
+    assert len(callbacks) == 2
     assert ledger.spend_total(first.pk) == ledger.usd_to_units(Decimal("0.15006174"))
     assert ledger.spend_total(second.pk) == ledger.usd_to_units(Decimal("2"))
 
@@ -617,11 +618,16 @@ recording.ingest_usage_stream()
 
 
 @needs_redis
-def test_an_ingest_killed_mid_batch_stops_the_others_only_seconds(issued):
-    """A worker SIGKILLed while it ingests leaves its lock behind. Before, the lock lived 120 s
-    and ingestion stopped that long; now it lives 10 s, renewed after every batch."""
+def test_an_ingest_killed_mid_batch_leaves_its_entries_to_another_worker_once(issued, settings):
+    """Workers ingest at once through one consumer group. One SIGKILLed mid-batch leaves the
+    entries it took pending under its name: no other worker reads them as new, and once they
+    have been idle USAGE_CLAIM_IDLE_SECONDS another takes them over and writes each once.
+    (Before, one Redis lock let a single worker ingest at a time, and a killed one stopped
+    ingestion until its lock expired.)"""
+    settings.USAGE_CLAIM_IDLE_SECONDS = 2
     client = ledger.usage_stream_client()
-    client.xadd(keyspace.USAGE_STREAM, {"e": usage_record(issued.key, charged="0.1").to_json()})
+    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    client.xadd(stream, {"e": usage_record(issued.key, charged="0.1").to_json()})
     hanging = subprocess.Popen(
         [sys.executable, "-c", _HANGING_INGEST],
         stdout=subprocess.PIPE,
@@ -632,15 +638,46 @@ def test_an_ingest_killed_mid_batch_stops_the_others_only_seconds(issued):
     finally:
         hanging.kill()
         hanging.wait(10)
-    assert services.ingest_usage_stream() == 0  # its lock is still held
+    [dead] = client.xinfo_consumers(stream, group)
+    assert dead["pending"] == 1
 
+    assert services.ingest_usage_stream() == 0  # taken by the dead worker, not idle long yet
     started = time.monotonic()
     while (written := services.ingest_usage_stream()) == 0:
-        assert time.monotonic() - started < 15, "ingestion stayed stopped"
+        assert time.monotonic() - started < 10, "the dead worker's entry was never taken over"
         time.sleep(0.2)
 
     assert written == 1
     assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req_ledger_test_1"]
+    assert client.xpending(stream, group)["pending"] == 0
+    assert client.xlen(stream) == 0
+    assert services.ingest_usage_stream() == 0
+
+
+@needs_redis
+def test_a_failed_batch_stays_with_its_worker_and_is_written_by_its_next_run(
+    two_keys, batch, monkeypatch
+):
+    """An outage mid-batch leaves the entries pending under this worker: its next run writes
+    them first, each once."""
+    client = ledger.usage_stream_client()
+    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    for record in batch:
+        client.xadd(stream, {"e": record.to_json()})
+
+    def outage(*, records):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(recording, "write_and_settle_usage", outage)
+    with pytest.raises(OperationalError):
+        services.ingest_usage_stream()
+    monkeypatch.undo()
+    assert client.xpending(stream, group)["pending"] == 4
+
+    assert services.ingest_usage_stream() == 4
+    assert client.xpending(stream, group)["pending"] == 0
+    assert client.xlen(stream) == 0
+    assert UsageEvent.objects.count() == 4
 
 
 @needs_redis
@@ -684,8 +721,8 @@ def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
 def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
     two_keys, batch, monkeypatch, chunk, batch_size
 ):
-    """An XRANGE of 1,000 entries held Redis for up to a millisecond: batches are read in
-    chunks, which must neither skip nor repeat an entry at their seams."""
+    """A read of 1,000 entries held Redis for up to a millisecond: batches are read in chunks,
+    which must neither skip nor repeat an entry at their seams."""
     first, second = two_keys
     client = ledger.usage_stream_client()
     stream = keyspace.USAGE_STREAM
@@ -693,15 +730,15 @@ def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
         client.xadd(stream, {"e": record.to_json()})
     monkeypatch.setattr(recording, "_READ_CHUNK", chunk)
     counts, read = [], []
-    xrange = client.xrange
+    xreadgroup = client.xreadgroup
 
-    def counting_xrange(name, start, end, count):
+    def counting_xreadgroup(group, consumer, streams, count):
         counts.append(count)
-        entries = xrange(name, start, end, count=count)
-        read.extend(entry_id for entry_id, _ in entries)
-        return entries
+        reply = xreadgroup(group, consumer, streams, count=count)
+        read.extend(entry_id for entry_id, _ in (reply[0][1] if reply else []))
+        return reply
 
-    monkeypatch.setattr(client, "xrange", counting_xrange)
+    monkeypatch.setattr(client, "xreadgroup", counting_xreadgroup)
 
     assert services.ingest_usage_stream(batch_size=batch_size) == 4
 
