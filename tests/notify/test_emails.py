@@ -172,9 +172,7 @@ def test_notify_due_tells_the_owner_of_a_new_key_in_the_same_run(inbox, team, ow
     assert [to for to, _ in inbox.messages] == [["alice@example.com"]]
     assert inbox.subjects == ["[Acme] Key “laptop” was created"]
     text, _ = parts(inbox.messages[0][1])
-    assert text.startswith(
-        f"The key “laptop” ({issued.key.prefix}…) was created by alice in Acme."
-    )
+    assert text.startswith(f"The key “laptop” ({issued.key.prefix}…) was created by alice in Acme.")
     assert notify_due() == Due(events=0, tried=0)
     assert len(inbox.messages) == 1
 
