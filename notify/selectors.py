@@ -1,5 +1,6 @@
-"""Scoped reads of notifications: a team's settings, and what an actor may see of a team's
-webhooks and deliveries.
+"""Scoped reads of notifications: a team's settings and a member's email preference (as stored
+or, where nothing is stored yet, as the defaults every team and member starts with), and what
+an actor may see of a team's webhooks and deliveries.
 
 A team's webhooks and their delivery log are for its leads (and staff with the notify app's
 permission of the action): anyone else, the team's members included, finds none, so the
@@ -9,10 +10,10 @@ interfaces answer 404 as for a team that is not theirs.
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
-from keys.models import Team
+from keys.models import Membership, Team
 from keys.selectors import is_team_lead, team_list
 
-from .models import Attempt, Delivery, NotificationSettings, Webhook
+from .models import Attempt, Delivery, EmailPreference, NotificationSettings, Webhook
 
 STAFF_VIEW = "notify.view_webhook"
 
@@ -60,13 +61,20 @@ def delivery_list(
 
 
 def notification_settings_for(team: Team) -> NotificationSettings:
-    """The team's saved settings, or (unsaved) the defaults: thresholds 50/80/100 %, expiry
-    warnings 7/3/1 days before, spike guard off."""
-    found = NotificationSettings.objects.filter(team=team).first()
-    if found is not None:
-        return found
+    """The team's saved settings, or unsaved ones with the defaults (leads and owner, 50/80/100 %,
+    7/3/1 days, no spike guard): a team that never opened its Notifications page is told too."""
+    stored = NotificationSettings.objects.filter(team=team).first()
+    if stored is not None:
+        return stored
     return NotificationSettings(
         team=team,
+        email_recipients=NotificationSettings.Recipients.BOTH,
         thresholds=list(NotificationSettings.DEFAULT_THRESHOLDS),
         expiry_warning_days=list(NotificationSettings.DEFAULT_EXPIRY_WARNING_DAYS),
     )
+
+
+def email_preference_for(membership: Membership) -> EmailPreference:
+    """The member's saved preference, or an unsaved one that keeps emails about their keys on."""
+    stored = EmailPreference.objects.filter(membership=membership).first()
+    return stored if stored is not None else EmailPreference(membership=membership)

@@ -6,10 +6,14 @@ from . import views
 
 app_name = "notify"
 
-WEBHOOKS = "t/<slug:team_slug>/notifications/webhooks/"
+NOTIFICATIONS = "t/<slug:team_slug>/notifications/"
+WEBHOOKS = NOTIFICATIONS + "webhooks/"
 WEBHOOK = WEBHOOKS + "<int:webhook_id>/"
 
 urlpatterns = [
+    path(NOTIFICATIONS, views.notifications, name="notifications"),
+    path(NOTIFICATIONS + "settings/", views.settings_update, name="settings_update"),
+    path(NOTIFICATIONS + "me/", views.preference_update, name="preference_update"),
     path(WEBHOOKS, views.webhook_list, name="webhooks"),
     path(WEBHOOKS + "new/", views.webhook_create, name="webhook_create"),
     path(WEBHOOK, views.webhook_detail, name="webhook_detail"),

@@ -3,6 +3,14 @@
 One module per subject; importing them here registers their admins.
 """
 
+from .settings import EmailPreferenceAdmin, NotificationSettingsAdmin
 from .webhooks import AttemptAdmin, DeliveryAdmin, WebhookAdmin, WebhookAdminForm
 
-__all__ = ["AttemptAdmin", "DeliveryAdmin", "WebhookAdmin", "WebhookAdminForm"]
+__all__ = [
+    "AttemptAdmin",
+    "DeliveryAdmin",
+    "EmailPreferenceAdmin",
+    "NotificationSettingsAdmin",
+    "WebhookAdmin",
+    "WebhookAdminForm",
+]

@@ -2,6 +2,11 @@
 
 from .due import Due, notify_due
 from .events import event_emit
+from .settings import (
+    email_preference_update,
+    notification_settings_update,
+    notification_settings_validate,
+)
 from .webhooks import (
     CreatedWebhook,
     delivery_redeliver,
@@ -16,7 +21,10 @@ __all__ = [
     "CreatedWebhook",
     "Due",
     "delivery_redeliver",
+    "email_preference_update",
     "event_emit",
+    "notification_settings_update",
+    "notification_settings_validate",
     "notify_due",
     "webhook_create",
     "webhook_delete",

@@ -20,4 +20,6 @@ def notify_due(*, now: datetime | None = None) -> Due:
     """
     now = now or timezone.now()
     events = detectors.detect_due(now=now)
-    return Due(events=events, tried=delivery.deliver_due(now=now))
+    # The new events' deliveries are due from when they were written, after `now`: this run
+    # sends them too, not the next one.
+    return Due(events=events, tried=delivery.deliver_due(now=max(now, timezone.now())))

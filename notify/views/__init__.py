@@ -1,6 +1,7 @@
 """The portal's notification pages. One module per subject; notify/urls.py routes to the views
 named here."""
 
+from .settings import notifications, preference_update, settings_update
 from .webhooks import (
     delivery_redeliver,
     webhook_create,
@@ -14,6 +15,9 @@ from .webhooks import (
 
 __all__ = [
     "delivery_redeliver",
+    "notifications",
+    "preference_update",
+    "settings_update",
     "webhook_create",
     "webhook_created",
     "webhook_delete",

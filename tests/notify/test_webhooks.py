@@ -8,6 +8,7 @@ import socket
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import override_settings
 from django.utils import timezone
 
@@ -21,6 +22,14 @@ from ..factories import MembershipFactory
 from .conftest import verify
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _webhooks_only(team, lead):
+    """The webhook channel alone: the team's people have no email address, so an event's only
+    deliveries are its webhooks' (notify.emails is tested on its own)."""
+    get_user_model().objects.filter(memberships__team=team).update(email="")
+
 
 PAYLOAD = {"key": {"id": 7, "name": "ci"}, "percent": 80}
 

@@ -158,5 +158,6 @@ def test_every_operation_answers_as_its_schema_says(live_server, world, tmp_path
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     # Every operation, the team's audit trail (GET teams/{slug}/events/), the refusal counts
     # (GET usage/refusals/), the team's key settings (GET, PATCH) and its budget (PATCH) included,
-    # and the eight of a team's webhooks.
-    assert "38 selected / 38 total" in result.stdout
+    # its notification settings and the caller's own email choice (GET, PATCH each), and the
+    # eight of a team's webhooks.
+    assert "42 selected / 42 total" in result.stdout

@@ -41,6 +41,8 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/teams/{team_slug}/invitations/{id}/",
         "/api/v1/teams/{team_slug}/events/",
         "/api/v1/teams/{team_slug}/key-settings/",
+        "/api/v1/teams/{team_slug}/notifications/",
+        "/api/v1/teams/{team_slug}/notifications/me/",
         "/api/v1/invitations/accept/",
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
