@@ -187,3 +187,17 @@ def endpoint_label(name: str) -> str:
 @register.filter
 def refusal_reason(code: str) -> str:
     return reason_label(code)
+
+
+@register.filter
+def percent(ratio: Decimal | None) -> str:
+    """A ratio as a percentage to one place ("42.5%"); "—" when there is none."""
+    if ratio is None:
+        return "—"
+    return f"{ratio * 100:.1f}%"
+
+
+@register.filter
+def cache_5m(event) -> int:
+    """A usage event's cache writes kept for five minutes (the total less the 1-hour part)."""
+    return event.cache_creation_tokens - event.cache_creation_1h_tokens

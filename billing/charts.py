@@ -1,0 +1,174 @@
+"""The usage explorer's chart, drawn on the server as SVG: no JavaScript, no library to serve,
+and it prints. Axes step by 1, 2 or 5 times a power of ten, so money reads $0, $0.50, $1.00
+rather than $0.63 or $1.25, and an empty range draws no axis at all."""
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from core.money import usd
+
+from .selectors import UsageReport
+
+WIDTH = 720
+HEIGHT = 240
+MARGIN_LEFT = 64
+MARGIN_RIGHT = 12
+MARGIN_TOP = 12
+MARGIN_BOTTOM = 28
+BAR_SHARE = 0.75
+# Stacked series: the grouping's top entries, the rest summed as "Other".
+TOP_SERIES = 5
+# Date labels under the bars, at most: as many as fit without overlapping at phone width.
+MAX_X_LABELS = 8
+_STEPS = (1, 2, 5, 10)
+
+
+def nice_ticks(high: Decimal | int | float, *, count: int = 5, whole: bool = False) -> list:
+    """0 and equal steps of 1, 2 or 5 times a power of ten up to the first tick at or above
+    `high`, about `count` steps in all (whole numbers only if `whole`); none when `high` is 0
+    or less: nothing to draw an axis for."""
+    high = Decimal(str(high))
+    if high <= 0:
+        return []
+    raw = high / count
+    exponent = raw.adjusted()
+    power = Decimal(1).scaleb(exponent)
+    step = next(multiple * power for multiple in _STEPS if raw <= multiple * power)
+    if whole and step < 1:
+        step = Decimal(1)
+    ticks = [Decimal(0)]
+    while ticks[-1] < high:
+        ticks.append(ticks[-1] + step)
+    return [tick.normalize() if tick else Decimal(0) for tick in ticks]
+
+
+def tick_label(value: Decimal, *, metric: str, step: Decimal) -> str:
+    """A tick as the axis prints it: money to the cents the step needs (all ticks alike),
+    counts with thousands separators or k / M."""
+    if metric in ("cost", "charge"):
+        places = 0 if step >= 1 else max(2, -step.normalize().as_tuple().exponent)
+        return f"${value:,.{places}f}"
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    if value >= 10_000:
+        return f"{value / 1_000:g}k"
+    return f"{value:,.0f}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    x: float
+    y: float
+    width: float
+    height: float
+    series: int
+    title: str
+
+
+@dataclass(frozen=True)
+class Series:
+    index: int
+    label: str
+    total: Decimal | int
+
+
+@dataclass(frozen=True)
+class AxisTick:
+    y: float
+    label: str
+
+
+def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
+    """The report's chosen metric per bucket, stacked by the top rows (and "Other"), with the
+    table the "Show as table" alternative shows. Empty data: `ticks` is empty."""
+    if group_by == "day":
+        series = [Series(0, "All usage", report.total.metric(metric))]
+        values_of = {0: None}
+    else:
+        ranked = sorted(report.rows, key=lambda row: -row.metric(metric))
+        top = [row for row in ranked[:TOP_SERIES] if row.metric(metric)]
+        series = [Series(n, row.label, row.metric(metric)) for n, row in enumerate(top)]
+        values_of = {n: row.value for n, row in enumerate(top)}
+        top_total = sum((row.metric(metric) for row in top), 0)
+        other = report.total.metric(metric) - top_total
+        if other:
+            series.append(Series(len(series), "Other", other))
+    other_index = len(values_of) if len(series) > len(values_of) else None
+
+    bucket_totals: dict = {}
+    for (bucket, _value), totals in report.cells.items():
+        bucket_totals[bucket] = bucket_totals.get(bucket, 0) + totals.metric(metric)
+    columns = []
+    for bucket in report.buckets:
+        stack = []
+        for n in values_of:
+            if group_by == "day":
+                stack.append(bucket_totals.get(bucket, 0))
+                continue
+            cell = report.cells.get((bucket, values_of[n]))
+            stack.append(cell.metric(metric) if cell else 0)
+        if other_index is not None:
+            stack.append(bucket_totals.get(bucket, 0) - sum(stack, 0))
+        columns.append((bucket, stack))
+
+    highest = max((sum(stack, 0) for _, stack in columns), default=0)
+    ticks = nice_ticks(highest, whole=metric in ("requests", "tokens"))
+    plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
+    baseline = MARGIN_TOP + plot_height
+    top_value = ticks[-1] if ticks else Decimal(1)
+    slot = plot_width / max(len(columns), 1)
+    step = ticks[1] if len(ticks) > 1 else Decimal(1)
+    axis = [
+        AxisTick(
+            y=round(baseline - plot_height * float(tick / top_value), 2),
+            label=tick_label(tick, metric=metric, step=step),
+        )
+        for tick in ticks
+    ]
+    segments, x_labels = [], []
+    label_every = max(1, -(-len(columns) // MAX_X_LABELS))
+    for index, (bucket, stack) in enumerate(columns):
+        x = MARGIN_LEFT + index * slot
+        floor = float(baseline)
+        for n, value in enumerate(stack):
+            if not value:
+                continue
+            height = plot_height * float(Decimal(str(value)) / top_value)
+            floor -= height
+            segments.append(
+                Segment(
+                    x=round(x + slot * (1 - BAR_SHARE) / 2, 2),
+                    y=round(floor, 2),
+                    width=round(slot * BAR_SHARE, 2),
+                    height=round(height, 2),
+                    series=n,
+                    title=f"{bucket_label(bucket)}: {series[n].label}, "
+                    f"{value_label(value, metric)}",
+                )
+            )
+        if index % label_every == 0:
+            x_labels.append((round(x + slot / 2, 2), bucket_label(bucket, short=True)))
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "plot_left": MARGIN_LEFT,
+        "plot_right": WIDTH - MARGIN_RIGHT,
+        "label_y": baseline + 18,
+        "ticks": axis,
+        "segments": segments,
+        "x_labels": x_labels,
+        "series": series,
+        "table": [(bucket_label(bucket), stack) for bucket, stack in columns],
+    }
+
+
+def bucket_label(bucket: date | datetime, *, short: bool = False) -> str:
+    if isinstance(bucket, datetime):
+        return f"{bucket:%H:%M}" if short else f"{bucket:%Y-%m-%d %H:%M}"
+    return f"{bucket:%b} {bucket.day}" if short else f"{bucket:%a %Y-%m-%d}"
+
+
+def value_label(value: Decimal | int, metric: str) -> str:
+    return usd(value) if metric in ("cost", "charge") else f"{value:,}"
