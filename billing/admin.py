@@ -2,11 +2,13 @@
 writes them)."""
 
 from django.contrib import admin
-from django.db.models import Model
-from django.http import HttpRequest
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from core.money import usd
 
+from .export import csv_response, usage_daily_csv, usage_event_csv
 from .models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
 
 
@@ -81,6 +83,15 @@ class UsageEventAdmin(ReadOnlyAdmin):
     list_filter = ("team", "group", "status_code")
     list_select_related = ("team", "key", "group")
     search_fields = ("model", "key__name", "key__prefix", "request_id", "session_id")
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected usage events as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> HttpResponse:
+        """Across teams, as the changelist filters them ("Select all" for every row that
+        matches): the API's export (billing.export), streamed however many rows."""
+        return csv_response(
+            usage_event_csv(queryset), filename=f"usage-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        )
 
 
 @admin.register(UsageDaily)
@@ -99,6 +110,13 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     list_select_related = ("team", "key")
     search_fields = ("model", "key__name", "key__prefix")
     date_hierarchy = "day"
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected daily usage as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageDaily]) -> HttpResponse:
+        return csv_response(
+            usage_daily_csv(queryset), filename=f"usage-daily-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        )
 
 
 @admin.register(RefusalCount)

@@ -33,14 +33,16 @@ def nice_ticks(high: Decimal | int | float, *, count: int = 5, whole: bool = Fal
         return []
     raw = high / count
     exponent = raw.adjusted()
-    power = Decimal(1).scaleb(exponent)
-    step = next(multiple * power for multiple in _STEPS if raw <= multiple * power)
+    power = Decimal(10) ** exponent  # 100, not 1E+2: ticks print as they read.
+    step = next(multiple * power for multiple in _STEPS if raw <= multiple * power).normalize()
+    if step.as_tuple().exponent > 0:
+        step = step.quantize(Decimal(1))
     if whole and step < 1:
         step = Decimal(1)
     ticks = [Decimal(0)]
     while ticks[-1] < high:
         ticks.append(ticks[-1] + step)
-    return [tick.normalize() if tick else Decimal(0) for tick in ticks]
+    return ticks
 
 
 def tick_label(value: Decimal, *, metric: str, step: Decimal) -> str:
@@ -50,9 +52,9 @@ def tick_label(value: Decimal, *, metric: str, step: Decimal) -> str:
         places = 0 if step >= 1 else max(2, -step.normalize().as_tuple().exponent)
         return f"${value:,.{places}f}"
     if value >= 1_000_000:
-        return f"{value / 1_000_000:g}M"
+        return f"{(value / 1_000_000).normalize():f}M"
     if value >= 10_000:
-        return f"{value / 1_000:g}k"
+        return f"{(value / 1_000).normalize():f}k"
     return f"{value:,.0f}"
 
 

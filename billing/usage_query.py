@@ -34,8 +34,11 @@ DEFAULT_RANGE = "30d"
 # A custom range spans at most this many days: enough for a year's books, and the chart
 # stays readable.
 MAX_RANGE_DAYS = 366
-STATUS_HELP = "success, error, a class such as 4xx, or a status code such as 529."
-STATUS_MESSAGE = "Enter success, error, a class such as 4xx, or a status code such as 529."
+STATUS_HELP = (
+    "success, error, a class such as 4xx, a status code such as 529, or refused: the requests "
+    "the relay refused itself, which are counted apart (no usage, listed among the latest)."
+)
+STATUS_MESSAGE = "Enter success, error, a class such as 4xx, a code such as 529, or refused."
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MODEL = re.compile(r"[A-Za-z0-9._:/@+-]{1,200}")
 
@@ -198,14 +201,12 @@ def read_usage_query(
 
 
 def usage_status_filter(text: str) -> StatusFilter | None:
-    """success (below 400), error (400 and up), a class or a code; None if none of those. The
-    relay's own refusals are not usage events (they are counted apart), so "refused" is none."""
+    """success (below 400), error (400 and up), or what billing.selectors.status_filter reads
+    (a class, a code, "refused"); None if none of those."""
     if text == "success":
         return StatusFilter(100, 400)
     if text == "error":
         return StatusFilter(400, 600)
-    if text == "refused":
-        return None
     try:
         return status_filter(text)
     except ValidationError:

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from billing.models import RefusalCount, UsageEvent
+from billing.refusals import ENDPOINT_LABELS
 from billing.selectors import STATUS_FILTER_HELP, status_filter
 from keys.api.serializers import MAX_ID
 
@@ -165,3 +166,32 @@ class RefusalCountFilterSerializer(serializers.Serializer):
 class UsageDailyFilterSerializer(_UsageFilterSerializer):
     since = serializers.DateField(required=False, help_text="From this day on (inclusive).")
     until = serializers.DateField(required=False, help_text="Up to this day (inclusive).")
+
+
+class UsageDailyExportFilterSerializer(serializers.Serializer):
+    """The CSV exports' query parameters. Read as text and checked by
+    billing.usage_query.read_usage_query, the explorer's own reading, so the portal and the
+    API answer a bad value with the same message."""
+
+    team = serializers.SlugField(help_text="The team (its slug). Members export their own keys.")
+    since = serializers.CharField(
+        required=False, help_text="From this day on (YYYY-MM-DD, inclusive). Default: the first."
+    )
+    until = serializers.CharField(
+        required=False, help_text="Up to this day (YYYY-MM-DD, inclusive). Default: today."
+    )
+    member = serializers.CharField(
+        required=False, help_text="Only the keys of this member (a user id). Leads only."
+    )
+    key = serializers.CharField(required=False, help_text="Only this key (its id).")
+    model = serializers.CharField(required=False, help_text="Only this model.")
+
+
+class UsageExportFilterSerializer(UsageDailyExportFilterSerializer):
+    status = serializers.CharField(
+        required=False,
+        help_text="success (below 400), error (400 and up), a class such as 4xx, or a code.",
+    )
+    endpoint = serializers.ChoiceField(
+        choices=list(ENDPOINT_LABELS), required=False, help_text="Only this relay endpoint."
+    )
