@@ -10,16 +10,20 @@ first row comes back.
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
+from itertools import islice
 
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import CharField, F, Func, QuerySet
+from django.db.models.functions import Cast
 
 from core.streaming import SyncStreamingResponse
 
 # Rows fetched from the cursor, and written to the client, at a time.
 CHUNK_ROWS = 2000
+# A time as UTC ISO 8601 with microseconds, written by PostgreSQL.
+_PG_UTC_ISO = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 EVENT_COLUMNS = (
     "time",
@@ -95,13 +99,26 @@ _DAILY_FIELDS = (
 
 def usage_event_csv(events: QuerySet) -> Iterator[bytes]:
     """The CSV of `events` (already scoped and filtered), oldest first: one row per request,
-    its time in UTC ISO 8601 ("2026-12-07T15:52:13.123456Z"), amounts to 8 places."""
+    its time in UTC ISO 8601 to the microsecond ("2026-12-07T15:52:13.123456Z"), amounts to 8
+    places. On PostgreSQL the database writes the time and amounts as text: parsing them into
+    datetimes and Decimals only to print them again took most of an export's time."""
+    fields = list(_EVENT_FIELDS)
+    if connection.vendor == "postgresql":
+        fields[0] = "csv_time"
+        events = events.annotate(
+            csv_time=Func(F("created_at"), template=_PG_UTC_ISO, output_field=CharField()),
+            csv_cost=Cast("cost_usd", CharField()),
+            csv_charged=Cast("charged_usd", CharField()),
+        )
+        fields[13:15] = ["csv_cost", "csv_charged"]
+        line = None
+    else:
 
-    def line(row: tuple) -> tuple:
-        created_at = row[0].astimezone(UTC).isoformat().replace("+00:00", "Z")
-        return (created_at, *row[1:13], f"{row[13]:f}", f"{row[14]:f}", *row[15:])
+        def line(row: tuple) -> tuple:
+            created_at = f"{row[0].astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+            return (created_at, *row[1:13], f"{row[13]:f}", f"{row[14]:f}", *row[15:])
 
-    rows = events.order_by("created_at", "id").values_list(*_EVENT_FIELDS)
+    rows = events.order_by("created_at", "id").values_list(*fields)
     return _csv_chunks(rows, EVENT_COLUMNS, line)
 
 
@@ -124,18 +141,18 @@ def csv_response(chunks: Iterator[bytes], *, filename: str) -> SyncStreamingResp
     return response
 
 
-def _csv_chunks(rows: QuerySet, columns: tuple[str, ...], line) -> Iterator[bytes]:
+def _csv_chunks(
+    rows: QuerySet, columns: tuple[str, ...], line: Callable[[tuple], tuple] | None
+) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     with transaction.atomic():
-        written = 0
-        for row in rows.iterator(chunk_size=CHUNK_ROWS):
-            writer.writerow(line(row))
-            written += 1
-            if written == CHUNK_ROWS:
-                yield buffer.getvalue().encode()
-                buffer.seek(0)
-                buffer.truncate()
-                written = 0
-    yield buffer.getvalue().encode()
+        fetched = rows.iterator(chunk_size=CHUNK_ROWS)
+        while chunk := list(islice(fetched, CHUNK_ROWS)):
+            writer.writerows(chunk if line is None else map(line, chunk))
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()

@@ -309,7 +309,7 @@ def test_the_chart_stacks_the_top_entries_and_has_a_table(client, team, lead, ev
         "$0.08",
         "$0.10",
     ]
-    assert chart["table"][-2][1] == [D("0.09"), 0]
+    assert chart["table"][-2][1] == ["$0.09", "$0.00"]
     assert "Show as table" in response.content.decode()
 
 
