@@ -48,11 +48,12 @@ class Tick:
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least `value`."""
+    """The smallest 1, 2 or 5 times a power of ten that is at least `value`: the axis's top,
+    whose half (the middle tick) is then as round ($2.50 of $5, never $1.25 of $2.50)."""
     if value <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 2, 5, 10):
         if value <= step * power:
             return step * power
     return 10 * power
