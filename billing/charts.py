@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from core.money import usd
 
-from .selectors import UsageReport
+from .selectors import CHART_SERIES, UsageReport
 
 WIDTH = 720
 HEIGHT = 240
@@ -17,8 +17,6 @@ MARGIN_RIGHT = 12
 MARGIN_TOP = 12
 MARGIN_BOTTOM = 28
 BAR_SHARE = 0.75
-# Stacked series: the grouping's top entries, the rest summed as "Other".
-TOP_SERIES = 5
 # Date labels under the bars, at most: as many as fit without overlapping at phone width.
 MAX_X_LABELS = 8
 _STEPS = (1, 2, 5, 10)
@@ -92,7 +90,7 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
         values_of = {0: None}
     else:
         ranked = sorted(report.rows, key=lambda row: -row.metric(metric))
-        top = [row for row in ranked[:TOP_SERIES] if row.metric(metric)]
+        top = [row for row in ranked[:CHART_SERIES] if row.metric(metric)]
         series = [Series(n, row.label, row.metric(metric)) for n, row in enumerate(top)]
         values_of = {n: row.value for n, row in enumerate(top)}
         top_total = sum((row.metric(metric) for row in top), 0)
@@ -101,9 +99,9 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
             series.append(Series(len(series), "Other", other))
     other_index = len(values_of) if len(series) > len(values_of) else None
 
-    bucket_totals: dict = {}
-    for (bucket, _value), totals in report.cells.items():
-        bucket_totals[bucket] = bucket_totals.get(bucket, 0) + totals.metric(metric)
+    bucket_totals = {
+        bucket: totals.metric(metric) for bucket, totals in report.bucket_totals.items()
+    }
     columns = []
     for bucket in report.buckets:
         stack = []

@@ -10,7 +10,7 @@ in settings.TIME_ZONE, like the rollups.
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -440,19 +440,23 @@ class UsageRow(UsageTotals):
 @dataclass
 class UsageReport:
     """The explorer's rows (ordered), their total, and the chart's cells: for each bucket (a
-    day, or an hour for a one-day range) the totals of each row's `value` in it. `source` is
-    "daily" when read from the rollups, "events" when read from the usage events."""
+    day, or an hour for a one-day range) the totals of each row's `value` in it (for sessions,
+    of the CHART_SERIES first rows only) and the bucket's totals. `source` is "daily" when read
+    from the rollups, "events" when read from the usage events."""
 
     rows: list[UsageRow]
     total: UsageTotals
     buckets: list[date | datetime]
     cells: dict[tuple[date | datetime, Any], UsageTotals]
+    bucket_totals: dict[date | datetime, UsageTotals]
     source: str
     truncated: bool = False
 
 
 # Session rows shown at most (the costliest): a month of Claude Code use makes thousands.
 EXPLORER_SESSION_ROWS = 100
+# The rows the chart stacks on their own; the others are summed as one.
+CHART_SERIES = 5
 _EXPLORER_SUMS = (
     "requests",
     "input_tokens",
@@ -514,13 +518,14 @@ def usage_explorer(*, actor: User, team: Team, query: "UsageQuery") -> UsageRepo
         else:
             rows = rows.annotate(bucket=TruncDate("created_at", tzinfo=query.zone))
             buckets = [query.since + timedelta(days=n) for n in range(query.days)]
-    fields = _GROUP_FIELDS[query.group_by]
     if query.group_by == "session":
-        sums.update(first_at=Min("created_at"), last_at=Max("created_at"))
+        return _session_report(actor, team, rows, sums, buckets, query)
+    fields = _GROUP_FIELDS[query.group_by]
     grouped = rows.order_by().values("bucket", *fields).annotate(**sums)
 
     by_value: dict[Any, UsageRow] = {}
     cells: dict[tuple, UsageTotals] = {}
+    bucket_totals: dict = {}
     total = UsageTotals()
     for found in grouped:
         bucket = _bucket(found["bucket"], query)
@@ -536,23 +541,74 @@ def usage_explorer(*, actor: User, team: Team, query: "UsageQuery") -> UsageRepo
         row.add(found)
         total.add(found)
         cells.setdefault((bucket, value), UsageTotals()).add(found)
-        if query.group_by == "session":
-            row.first_at = min(filter(None, (row.first_at, found["first_at"])))
-            row.last_at = max(filter(None, (row.last_at, found["last_at"])))
+        bucket_totals.setdefault(bucket, UsageTotals()).add(found)
     if query.group_by == "day":
         ordered = sorted(by_value.values(), key=lambda row: row.value)
     else:
         ordered = sorted(by_value.values(), key=lambda row: (-row.metric(query.metric), row.label))
-    truncated = query.group_by == "session" and len(ordered) > EXPLORER_SESSION_ROWS
-    if query.group_by == "session":
-        ordered = ordered[:EXPLORER_SESSION_ROWS]
-        _add_model_mix(ordered, rows)
     return UsageReport(
         rows=ordered,
         total=total,
         buckets=buckets,
         cells=cells,
+        bucket_totals=bucket_totals,
         source="daily" if daily else "events",
+    )
+
+
+def _session_report(
+    actor: User, team: Team, events: QuerySet, sums: dict, buckets: list, query: "UsageQuery"
+) -> UsageReport:
+    """Sessions, from the events: their rows in one query grouped by session alone (grouped by
+    day and session too, a busy team's month spilled to disk to sort), the chart's cells of the
+    top sessions (the session index finds their requests), each bucket's totals (from the
+    rollups when they answer the query but for its grouping), and the rows' model mix."""
+    by_session = (
+        events.order_by()
+        .values("session_id")
+        .annotate(first_at=Min("created_at"), last_at=Max("created_at"), **sums)
+    )
+    total = UsageTotals()
+    rows = []
+    for found in by_session:
+        value = found["session_id"]
+        row = UsageRow(
+            value=value,
+            label=value or "No session",
+            first_at=found["first_at"],
+            last_at=found["last_at"],
+        )
+        row.add(found)
+        total.add(found)
+        rows.append(row)
+    rows.sort(key=lambda row: (-row.metric(query.metric), row.label))
+    truncated = len(rows) > EXPLORER_SESSION_ROWS
+    rows = rows[:EXPLORER_SESSION_ROWS]
+    _add_model_mix(rows, events)
+    top = [row.value for row in rows[:CHART_SERIES]]
+    cells: dict[tuple, UsageTotals] = {}
+    for found in (
+        events.filter(session_id__in=top).order_by().values("bucket", "session_id").annotate(**sums)
+    ):
+        cell = cells.setdefault(
+            (_bucket(found["bucket"], query), found["session_id"]), UsageTotals()
+        )
+        cell.add(found)
+    bucket_totals: dict = {}
+    if usage_explorer_reads_rollups(team=team, query=replace(query, group_by="day")):
+        per_bucket = usage_daily_rows(actor=actor, team=team, query=query).values(bucket=F("day"))
+        per_bucket = per_bucket.annotate(**{name: Sum(name) for name in _EXPLORER_SUMS})
+    else:
+        per_bucket = events.order_by().values("bucket").annotate(**sums)
+    for found in per_bucket:
+        bucket_totals.setdefault(_bucket(found["bucket"], query), UsageTotals()).add(found)
+    return UsageReport(
+        rows=rows,
+        total=total,
+        buckets=buckets,
+        cells=cells,
+        bucket_totals=bucket_totals,
+        source="events",
         truncated=truncated,
     )
 
@@ -640,9 +696,7 @@ def _row_label(group_by: str, found: Mapping[str, Any], value: Any) -> dict[str,
         return {"label": found["key__name"], "detail": f"{found['key__prefix']}…"}
     if group_by == "model":
         return {"label": found["model"]}
-    if group_by == "day":
-        return {"label": f"{value:%a %Y-%m-%d}"}
-    return {"label": found["session_id"] or "No session"}
+    return {"label": f"{value:%a %Y-%m-%d}"}  # By day (sessions: _session_report).
 
 
 def _add_model_mix(rows: list[UsageRow], events: QuerySet) -> None:
