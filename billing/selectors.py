@@ -9,7 +9,8 @@ in settings.TIME_ZONE, like the rollups.
 """
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
@@ -562,29 +564,23 @@ def _session_report(
     """Sessions, from the events: their rows in one query grouped by session alone (grouped by
     day and session too, a busy team's month spilled to disk to sort), the chart's cells of the
     top sessions (the session index finds their requests), each bucket's totals (from the
-    rollups when they answer the query but for its grouping), and the rows' model mix."""
-    by_session = (
-        events.order_by()
-        .values("session_id")
-        .annotate(first_at=Min("created_at"), last_at=Max("created_at"), **sums)
-    )
+    rollups when they answer the query but for its grouping), and the rows' first and last
+    request and model mix."""
+    by_session = events.order_by().values("session_id").annotate(**sums)
+    with _memory_to_group():
+        found_sessions = list(by_session)
     total = UsageTotals()
     rows = []
-    for found in by_session:
+    for found in found_sessions:
         value = found["session_id"]
-        row = UsageRow(
-            value=value,
-            label=value or "No session",
-            first_at=found["first_at"],
-            last_at=found["last_at"],
-        )
+        row = UsageRow(value=value, label=value or "No session")
         row.add(found)
         total.add(found)
         rows.append(row)
     rows.sort(key=lambda row: (-row.metric(query.metric), row.label))
     truncated = len(rows) > EXPLORER_SESSION_ROWS
     rows = rows[:EXPLORER_SESSION_ROWS]
-    _add_model_mix(rows, events)
+    _add_session_details(rows, events)
     top = [row.value for row in rows[:CHART_SERIES]]
     cells: dict[tuple, UsageTotals] = {}
     for found in (
@@ -699,16 +695,35 @@ def _row_label(group_by: str, found: Mapping[str, Any], value: Any) -> dict[str,
     return {"label": f"{value:%a %Y-%m-%d}"}  # By day (sessions: _session_report).
 
 
-def _add_model_mix(rows: list[UsageRow], events: QuerySet) -> None:
-    """Each session row's models, the most used first (one query for the rows shown)."""
+@contextmanager
+def _memory_to_group() -> Iterator[None]:
+    """PostgreSQL's default work_mem (4 MB) sorts a busy team's quarter of requests on disk to
+    group them by session; 16 MB, for this one query's transaction, groups them in a hash
+    table, a third faster at a million events (README, "Usage explorer at 1,000,000 events")."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '16MB'")
+        yield
+
+
+def _add_session_details(rows: list[UsageRow], events: QuerySet) -> None:
+    """Each session row's first and last request and models, the most used first: one query
+    for the rows shown (the session index finds their requests), rather than parsing two
+    times for each of a quarter's thousands of sessions."""
     mix: dict[str, list[tuple[int, str]]] = {}
+    times: dict[str, list] = {}
     ids = [row.value for row in rows]
     for found in (
         events.filter(session_id__in=ids)
         .order_by()
         .values("session_id", "model")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("id"), first_at=Min("created_at"), last_at=Max("created_at"))
     ):
         mix.setdefault(found["session_id"], []).append((-found["n"], found["model"]))
+        times.setdefault(found["session_id"], []).extend((found["first_at"], found["last_at"]))
     for row in rows:
+        if row.value in times:
+            row.first_at, row.last_at = min(times[row.value]), max(times[row.value])
         row.models = tuple(model for _, model in sorted(mix.get(row.value, [])))
