@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.utils.html import format_html_join
+
 from core.money import usd
 
 from .selectors import CHART_SERIES, UsageReport
@@ -20,6 +22,7 @@ BAR_SHARE = 0.75
 # Date labels under the bars, at most: as many as fit without overlapping at phone width.
 MAX_X_LABELS = 8
 _STEPS = (1, 2, 5, 10)
+_RECT = '<rect class="chart__s{}" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>'
 
 
 def nice_ticks(high: Decimal | int | float, *, count: int = 5, whole: bool = False) -> list:
@@ -162,12 +165,32 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
         "label_y": baseline + 18,
         "ticks": axis,
         "segments": segments,
+        # Hundreds of bars and table cells, written here in one pass each: the template
+        # language would look up each of their attributes one by one.
+        "segments_svg": format_html_join(
+            "",
+            _RECT,
+            ((bar.series, bar.x, bar.y, bar.width, bar.height, bar.title) for bar in segments),
+        ),
         "x_labels": x_labels,
         "series": series,
         "table": [
             (bucket_label(bucket), [value_label(value, metric) for value in stack])
             for bucket, stack in columns
         ],
+        "table_html": format_html_join(
+            "",
+            '<tr><th scope="row">{}</th>{}</tr>',
+            (
+                (
+                    bucket_label(bucket),
+                    format_html_join(
+                        "", "<td>{}</td>", ((value_label(value, metric),) for value in stack)
+                    ),
+                )
+                for bucket, stack in columns
+            ),
+        ),
     }
 
 
