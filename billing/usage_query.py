@@ -38,6 +38,7 @@ STATUS_HELP = (
     "success, error, a class such as 4xx, a status code such as 529, or refused: the requests "
     "the relay refused itself, which are counted apart (no usage, listed among the latest)."
 )
+DAY_MESSAGE = "Enter a date as YYYY-MM-DD."
 STATUS_MESSAGE = "Enter success, error, a class such as 4xx, a code such as 529, or refused."
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MODEL = re.compile(r"[A-Za-z0-9._:/@+-]{1,200}")
@@ -241,7 +242,7 @@ def _day(text: str, name: str, errors: dict[str, str]) -> date | None:
             return date.fromisoformat(text)
     except ValueError:
         pass
-    errors[name] = "Enter a date as YYYY-MM-DD."
+    errors[name] = DAY_MESSAGE
     return None
 
 

@@ -1,6 +1,7 @@
 """Usage as CSV for the API: one row per request, or per key, model and day, streamed
 (billing.export). A member's token exports only their own keys' usage (billing.selectors)."""
 
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
@@ -52,7 +53,7 @@ class _UsageExportView(APIView):
             raise serializers.ValidationError({"team": [NO_TEAM]})
         today = timezone.localdate(timezone=ZoneInfo(team.time_zone))
         reading = read_usage_query(
-            {name: str(value) for name, value in params.items()},
+            {name: _text(value) for name, value in params.items()},
             actor=request.user,
             team=team,
             today=today,
@@ -63,6 +64,10 @@ class _UsageExportView(APIView):
                 {name: [message] for name, message in reading.errors.items()}
             )
         return team, reading
+
+
+def _text(value) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 def _csv_schema(

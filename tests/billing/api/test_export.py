@@ -179,7 +179,8 @@ def test_staff_export_any_team(api, staff, events):
         ),
         ({"team": "acme", "status": "ok"}, {"status": [STATUS_MESSAGE]}),
         ({"team": "acme", "endpoint": "x"}, {"endpoint": ['"x" is not a valid choice.']}),
-        ({"team": "acme", "member": "abc"}, {"member": ["No such member in this team."]}),
+        ({"team": "acme", "member": "abc"}, {"member": ["A valid integer is required."]}),
+        ({"team": "acme", "member": "999"}, {"member": ["No such member in this team."]}),
     ],
 )
 def test_bad_parameters_are_a_400_naming_them(api, lead, events, params, body):
@@ -241,7 +242,7 @@ def test_daily_export(api, lead, member, keys, day):
         ]
     ]
     assert len(read_csv(api(lead).get(DAILY_EXPORT, {"team": "acme"}))) == 3
-    bad = api(lead).get(DAILY_EXPORT, {"team": "acme", "since": "2026-1-1"})
+    bad = api(lead).get(DAILY_EXPORT, {"team": "acme", "since": "2026/01/01"})
     assert bad.status_code == 400
     assert bad.json() == {"since": ["Enter a date as YYYY-MM-DD."]}
 
