@@ -164,7 +164,6 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
         "tick_x": MARGIN_LEFT - 8,
         "label_y": baseline + 18,
         "ticks": axis,
-        "segments": segments,
         # Hundreds of bars and table cells, written here in one pass each: the template
         # language would look up each of their attributes one by one.
         "segments_svg": format_html_join(

@@ -474,7 +474,6 @@ _GROUP_FIELDS = {
     "key": ("key_id", "key__name", "key__prefix"),
     "model": ("model",),
     "day": (),
-    "session": ("session_id",),
 }
 
 
