@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.contrib import admin
 from django.db.models import Model, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -13,6 +13,7 @@ from core.money import usd
 from keys.admin.transactions import ServiceTransactionsMixin
 from keys.models import AuditEvent
 
+from .export import csv_response, usage_daily_csv, usage_event_csv
 from .models import ModelPrice, RefusalCount, UsageDaily, UsageEvent
 from .services import model_price_delete, model_price_save
 
@@ -136,6 +137,15 @@ class UsageEventAdmin(ReadOnlyAdmin):
     list_filter = ("team", "group", "status_code")
     list_select_related = ("team", "key", "group")
     search_fields = ("model", "key__name", "key__prefix", "request_id", "session_id")
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected usage events as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> HttpResponse:
+        """Across teams, as the changelist filters them ("Select all" for every row that
+        matches): the API's export (billing.export), streamed however many rows."""
+        return csv_response(
+            usage_event_csv(queryset), filename=f"usage-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        )
 
 
 @admin.register(UsageDaily)
@@ -154,6 +164,13 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     list_select_related = ("team", "key")
     search_fields = ("model", "key__name", "key__prefix")
     date_hierarchy = "day"
+    actions = ["export_csv"]
+
+    @admin.action(description="Export selected daily usage as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageDaily]) -> HttpResponse:
+        return csv_response(
+            usage_daily_csv(queryset), filename=f"usage-daily-{timezone.now():%Y%m%d-%H%M%S}.csv"
+        )
 
 
 @admin.register(RefusalCount)

@@ -107,6 +107,13 @@ class UsageEvent(models.Model):
         indexes = [
             models.Index(fields=["key", "-created_at"]),
             models.Index(fields=["team", "-created_at"]),
+            # A Claude Code session's requests (the explorer's session page), without reading
+            # the team's whole range; requests without a session are left out.
+            models.Index(
+                fields=["team", "session_id", "created_at"],
+                condition=~models.Q(session_id=""),
+                name="usage_event_team_session",
+            ),
             # Settlement scans only the unsettled rows (ingest writes rows settled, so this
             # index stays nearly empty and the periodic check costs one probe).
             models.Index(

@@ -9,17 +9,19 @@ in settings.TIME_ZONE, like the rollups.
 """
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
 from keys import selectors as key_selectors
@@ -28,6 +30,9 @@ from keys.models import ApiKey, Team
 from . import windows
 from .models import RefusalCount, UsageDaily, UsageEvent
 from .pricing import MONEY_PLACES
+
+if TYPE_CHECKING:
+    from .usage_query import UsageQuery
 
 
 @dataclass(frozen=True)
@@ -369,3 +374,355 @@ def _money(amount: Decimal | int) -> Decimal:
     # PostgreSQL returns sums with the column's 8 places, SQLite with as few as needed; the
     # same fixed scale on both keeps what the API prints identical.
     return Decimal(amount).quantize(MONEY_PLACES)
+
+
+# --- the usage explorer ----------------------------------------------------------------------
+
+
+@dataclass
+class UsageTotals:
+    """Sums over some usage: a row of the explorer, one of its chart's cells, or the total."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    charged_usd: Decimal = Decimal(0)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        for name in _EXPLORER_SUMS:
+            setattr(self, name, getattr(self, name) + (row[name] or 0))
+
+    @property
+    def cache_creation_5m_tokens(self) -> int:
+        return self.cache_creation_tokens - self.cache_creation_1h_tokens
+
+    @property
+    def tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+    @property
+    def cache_hit_ratio(self) -> Decimal | None:
+        """Cache reads over every input token (fresh, written to the cache, read from it);
+        None when there were none."""
+        read_from = self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens
+        return Decimal(self.cache_read_tokens) / read_from if read_from else None
+
+    def metric(self, name: str) -> Decimal | int:
+        """The explorer's chart metrics (billing.usage_query.METRICS)."""
+        return {
+            "cost": self.cost_usd,
+            "charge": self.charged_usd,
+            "requests": self.requests,
+            "tokens": self.tokens,
+        }[name]
+
+
+@dataclass
+class UsageRow(UsageTotals):
+    """One row of the explorer: `value` is what the rows are grouped by (a user id, key id,
+    model, day or session id; None for deleted keys, "" for requests without a session)."""
+
+    value: Any = None
+    label: str = ""
+    detail: str = ""
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    models: tuple[str, ...] = ()
+
+
+@dataclass
+class UsageReport:
+    """The explorer's rows (ordered), their total, and the chart's cells: for each bucket (a
+    day, or an hour for a one-day range) the totals of each row's `value` in it (for sessions,
+    of the CHART_SERIES first rows only) and the bucket's totals. `source` is "daily" when read
+    from the rollups, "events" when read from the usage events."""
+
+    rows: list[UsageRow]
+    total: UsageTotals
+    buckets: list[date | datetime]
+    cells: dict[tuple[date | datetime, Any], UsageTotals]
+    bucket_totals: dict[date | datetime, UsageTotals]
+    source: str
+    truncated: bool = False
+
+
+# Session rows shown at most (the costliest): a month of Claude Code use makes thousands.
+EXPLORER_SESSION_ROWS = 100
+# The rows the chart stacks on their own; the others are summed as one.
+CHART_SERIES = 5
+_EXPLORER_SUMS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_creation_1h_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+    "charged_usd",
+)
+_GROUP_FIELDS = {
+    "member": ("key__owner_id", "key__owner__username"),
+    "key": ("key_id", "key__name", "key__prefix"),
+    "model": ("model",),
+    "day": (),
+}
+
+
+def usage_scope(*, actor: User, team: Team, rows: QuerySet) -> QuerySet:
+    """Usage events or rollups of `team` the actor may see: all of them for its leads and for
+    staff who may view them, the rows of their own keys for a member."""
+    opts = rows.model._meta
+    permission = f"{opts.app_label}.view_{opts.model_name}"
+    rows = rows.filter(team_id=team.pk)
+    if key_selectors.is_team_lead(actor=actor, team=team, staff_permission=permission):
+        return rows
+    own_keys = key_selectors.api_key_list(actor=actor, team=team, staff_permission=None)
+    return rows.filter(key__in=own_keys.values("pk"))
+
+
+def usage_explorer_reads_rollups(*, team: Team, query: "UsageQuery") -> bool:
+    """Whether the daily rollups answer `query`: they are days of settings.TIME_ZONE, per key and
+    model, without status or endpoint. One day is charted per hour, from the events."""
+    return (
+        team.time_zone == settings.TIME_ZONE
+        and query.group_by in ("member", "key", "model", "day")
+        and not query.per_event_filters
+        and query.days > 1
+    )
+
+
+def usage_explorer(*, actor: User, team: Team, query: "UsageQuery") -> UsageReport:
+    """The usage of `team` the actor may see over `query`'s days, narrowed by its filters and
+    grouped by `query.group_by`: one aggregate query per (bucket, group), folded here into
+    rows and chart cells, plus one for the model mix of the sessions shown."""
+    daily = usage_explorer_reads_rollups(team=team, query=query)
+    if daily:
+        rows = usage_daily_rows(actor=actor, team=team, query=query).annotate(bucket=F("day"))
+        sums = {name: Sum(name) for name in _EXPLORER_SUMS}
+        buckets: list = [query.since + timedelta(days=n) for n in range(query.days)]
+    else:
+        rows = usage_explorer_events(actor=actor, team=team, query=query)
+        sums = {name: Sum(name) for name in _EXPLORER_SUMS if name != "requests"}
+        sums["requests"] = Count("id")
+        if query.days == 1:
+            rows = rows.annotate(bucket=TruncHour("created_at", tzinfo=query.zone))
+            buckets = [query.start + timedelta(hours=n) for n in range(24)]
+        else:
+            rows = rows.annotate(bucket=TruncDate("created_at", tzinfo=query.zone))
+            buckets = [query.since + timedelta(days=n) for n in range(query.days)]
+    if query.group_by == "session":
+        return _session_report(actor, team, rows, sums, buckets, query)
+    fields = _GROUP_FIELDS[query.group_by]
+    grouped = rows.order_by().values("bucket", *fields).annotate(**sums)
+
+    by_value: dict[Any, UsageRow] = {}
+    cells: dict[tuple, UsageTotals] = {}
+    bucket_totals: dict = {}
+    total = UsageTotals()
+    for found in grouped:
+        bucket = _bucket(found["bucket"], query)
+        if query.group_by == "day":
+            value = bucket.date() if isinstance(bucket, datetime) else bucket
+        else:
+            value = found[fields[0]]
+        row = by_value.get(value)
+        if row is None:
+            row = by_value[value] = UsageRow(
+                value=value, **_row_label(query.group_by, found, value)
+            )
+        row.add(found)
+        total.add(found)
+        cells.setdefault((bucket, value), UsageTotals()).add(found)
+        bucket_totals.setdefault(bucket, UsageTotals()).add(found)
+    if query.group_by == "day":
+        ordered = sorted(by_value.values(), key=lambda row: row.value)
+    else:
+        ordered = sorted(by_value.values(), key=lambda row: (-row.metric(query.metric), row.label))
+    return UsageReport(
+        rows=ordered,
+        total=total,
+        buckets=buckets,
+        cells=cells,
+        bucket_totals=bucket_totals,
+        source="daily" if daily else "events",
+    )
+
+
+def _session_report(
+    actor: User, team: Team, events: QuerySet, sums: dict, buckets: list, query: "UsageQuery"
+) -> UsageReport:
+    """Sessions, from the events: their rows in one query grouped by session alone (grouped by
+    day and session too, a busy team's month spilled to disk to sort), the chart's cells of the
+    top sessions (the session index finds their requests), each bucket's totals (from the
+    rollups when they answer the query but for its grouping), and the rows' first and last
+    request and model mix."""
+    by_session = events.order_by().values("session_id").annotate(**sums)
+    with _memory_to_group():
+        found_sessions = list(by_session)
+    total = UsageTotals()
+    rows = []
+    for found in found_sessions:
+        value = found["session_id"]
+        row = UsageRow(value=value, label=value or "No session")
+        row.add(found)
+        total.add(found)
+        rows.append(row)
+    rows.sort(key=lambda row: (-row.metric(query.metric), row.label))
+    truncated = len(rows) > EXPLORER_SESSION_ROWS
+    rows = rows[:EXPLORER_SESSION_ROWS]
+    _add_session_details(rows, events)
+    top = [row.value for row in rows[:CHART_SERIES]]
+    cells: dict[tuple, UsageTotals] = {}
+    for found in (
+        events.filter(session_id__in=top).order_by().values("bucket", "session_id").annotate(**sums)
+    ):
+        cell = cells.setdefault(
+            (_bucket(found["bucket"], query), found["session_id"]), UsageTotals()
+        )
+        cell.add(found)
+    bucket_totals: dict = {}
+    if usage_explorer_reads_rollups(team=team, query=replace(query, group_by="day")):
+        per_bucket = usage_daily_rows(actor=actor, team=team, query=query).values(bucket=F("day"))
+        per_bucket = per_bucket.annotate(**{name: Sum(name) for name in _EXPLORER_SUMS})
+    else:
+        per_bucket = events.order_by().values("bucket").annotate(**sums)
+    for found in per_bucket:
+        bucket_totals.setdefault(_bucket(found["bucket"], query), UsageTotals()).add(found)
+    return UsageReport(
+        rows=rows,
+        total=total,
+        buckets=buckets,
+        cells=cells,
+        bucket_totals=bucket_totals,
+        source="events",
+        truncated=truncated,
+    )
+
+
+def usage_explorer_events(*, actor: User, team: Team, query: "UsageQuery") -> QuerySet:
+    """The usage events `query` selects of those the actor may see in `team` (unordered): its
+    days, filters and all. The explorer groups them; the CSV export streams them."""
+    events = usage_scope(actor=actor, team=team, rows=UsageEvent.objects.all()).filter(
+        created_at__gte=query.start, created_at__lt=query.end
+    )
+    if query.member is not None:
+        events = events.filter(key__owner_id=query.member)
+    if query.key is not None:
+        events = events.filter(key_id=query.key)
+    if query.model:
+        events = events.filter(model=query.model)
+    if query.status is not None:
+        events = query.status.narrow(events)
+    if query.endpoint:
+        events = events.filter(endpoint=query.endpoint)
+    return events.order_by()
+
+
+def usage_daily_rows(*, actor: User, team: Team, query: "UsageQuery") -> QuerySet:
+    """The rollup rows of `team` the actor may see for `query`'s days (dates of
+    settings.TIME_ZONE), member, key and model (unordered)."""
+    rows = usage_scope(actor=actor, team=team, rows=UsageDaily.objects.all()).filter(
+        day__gte=query.since, day__lte=query.until
+    )
+    if query.member is not None:
+        rows = rows.filter(key__owner_id=query.member)
+    if query.key is not None:
+        rows = rows.filter(key_id=query.key)
+    if query.model:
+        rows = rows.filter(model=query.model)
+    return rows.order_by()
+
+
+def usage_session_events(*, actor: User, team: Team, session_id: str) -> QuerySet[UsageEvent]:
+    """One Claude Code session's requests the actor may see, oldest first."""
+    events = usage_scope(actor=actor, team=team, rows=UsageEvent.objects.all())
+    return events.filter(session_id=session_id).select_related("key").order_by("created_at", "id")
+
+
+def usage_session_summary(*, events: QuerySet[UsageEvent]) -> UsageRow:
+    """A session's totals, first and last request and model mix, from usage_session_events."""
+    sums = {name: Sum(name) for name in _EXPLORER_SUMS if name != "requests"}
+    found = events.order_by().aggregate(
+        requests=Count("id"), first_at=Min("created_at"), last_at=Max("created_at"), **sums
+    )
+    row = UsageRow(first_at=found["first_at"], last_at=found["last_at"])
+    row.add(found)
+    row.models = tuple(
+        events.order_by()
+        .values("model")
+        .annotate(n=Count("id"))
+        .order_by("-n", "model")
+        .values_list("model", flat=True)
+    )
+    return row
+
+
+def team_model_list(*, actor: User, team: Team) -> list[str]:
+    """The models the actor's usage in `team` has seen, for the explorer's filter."""
+    rollups = usage_scope(actor=actor, team=team, rows=UsageDaily.objects.all())
+    return list(rollups.order_by("model").values_list("model", flat=True).distinct())
+
+
+def _bucket(value: date | datetime, query: "UsageQuery") -> date | datetime:
+    # SQLite returns the truncated hour naive (in the zone asked for), PostgreSQL aware.
+    if isinstance(value, datetime):
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=query.zone)
+        return value.astimezone(query.zone)
+    return value
+
+
+def _row_label(group_by: str, found: Mapping[str, Any], value: Any) -> dict[str, str]:
+    if group_by == "member":
+        name = found["key__owner__username"]
+        return {"label": name or "Deleted keys"}
+    if group_by == "key":
+        if found["key_id"] is None:
+            return {"label": "Deleted keys"}
+        return {"label": found["key__name"], "detail": f"{found['key__prefix']}…"}
+    if group_by == "model":
+        return {"label": found["model"]}
+    return {"label": f"{value:%a %Y-%m-%d}"}  # By day (sessions: _session_report).
+
+
+@contextmanager
+def _memory_to_group() -> Iterator[None]:
+    """PostgreSQL's default work_mem (4 MB) sorts a busy team's quarter of requests on disk to
+    group them by session; 16 MB, for this one query's transaction, groups them in a hash
+    table, a third faster at a million events (README, "Usage explorer at 1,000,000 events")."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '16MB'")
+        yield
+
+
+def _add_session_details(rows: list[UsageRow], events: QuerySet) -> None:
+    """Each session row's first and last request and models, the most used first: one query
+    for the rows shown (the session index finds their requests), rather than parsing two
+    times for each of a quarter's thousands of sessions."""
+    mix: dict[str, list[tuple[int, str]]] = {}
+    times: dict[str, list] = {}
+    ids = [row.value for row in rows]
+    for found in (
+        events.filter(session_id__in=ids)
+        .order_by()
+        .values("session_id", "model")
+        .annotate(n=Count("id"), first_at=Min("created_at"), last_at=Max("created_at"))
+    ):
+        mix.setdefault(found["session_id"], []).append((-found["n"], found["model"]))
+        times.setdefault(found["session_id"], []).extend((found["first_at"], found["last_at"]))
+    for row in rows:
+        if row.value in times:
+            row.first_at, row.last_at = min(times[row.value]), max(times[row.value])
+        row.models = tuple(model for _, model in sorted(mix.get(row.value, [])))

@@ -2,7 +2,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from billing.models import RefusalCount, UsageEvent
+from billing.refusals import ENDPOINT_LABELS
 from billing.selectors import STATUS_FILTER_HELP, status_filter
+from billing.usage_query import DAY_MESSAGE, STATUS_HELP, STATUS_MESSAGE
 from keys.api.serializers import MAX_ID
 
 MONEY = {"max_digits": 20, "decimal_places": 8, "read_only": True}
@@ -165,3 +167,45 @@ class RefusalCountFilterSerializer(serializers.Serializer):
 class UsageDailyFilterSerializer(_UsageFilterSerializer):
     since = serializers.DateField(required=False, help_text="From this day on (inclusive).")
     until = serializers.DateField(required=False, help_text="Up to this day (inclusive).")
+
+
+class UsageDailyExportFilterSerializer(serializers.Serializer):
+    """The CSV exports' query parameters, typed for the schema; what hangs on the data (a team,
+    member or key the caller may see, a range that ends after it starts) is then checked by
+    billing.usage_query.read_usage_query, the explorer's own reading."""
+
+    team = serializers.SlugField(help_text="The team (its slug). Members export their own keys.")
+    since = serializers.DateField(
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        error_messages={"invalid": DAY_MESSAGE},
+        help_text="From this day on (inclusive, the team's time zone). Default: the first.",
+    )
+    until = serializers.DateField(
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        error_messages={"invalid": DAY_MESSAGE},
+        help_text="Up to this day (inclusive, the team's time zone). Default: today.",
+    )
+    member = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Only the keys of this member (a user id). Leads only.",
+    )
+    key = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_ID, help_text="Only this key (its id)."
+    )
+    model = serializers.CharField(required=False, max_length=200, help_text="Only this model.")
+
+
+class UsageExportFilterSerializer(UsageDailyExportFilterSerializer):
+    status = serializers.RegexField(
+        r"^(success|error|[1-5][0-9][0-9]|[1-5]xx|refused)$",
+        required=False,
+        error_messages={"invalid": STATUS_MESSAGE},
+        help_text=STATUS_HELP,
+    )
+    endpoint = serializers.ChoiceField(
+        choices=list(ENDPOINT_LABELS), required=False, help_text="Only this relay endpoint."
+    )

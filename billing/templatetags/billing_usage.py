@@ -48,11 +48,12 @@ class Tick:
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least `value`."""
+    """The smallest 1, 2 or 5 times a power of ten that is at least `value`: the axis's top,
+    whose half (the middle tick) is then as round ($2.50 of $5, never $1.25 of $2.50)."""
     if value <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 2, 5, 10):
         if value <= step * power:
             return step * power
     return 10 * power
@@ -187,3 +188,17 @@ def endpoint_label(name: str) -> str:
 @register.filter
 def refusal_reason(code: str) -> str:
     return reason_label(code)
+
+
+@register.filter
+def percent(ratio: Decimal | None) -> str:
+    """A ratio as a percentage to one place ("42.5%"); "—" when there is none."""
+    if ratio is None:
+        return "—"
+    return f"{ratio * 100:.1f}%"
+
+
+@register.filter
+def cache_5m(event) -> int:
+    """A usage event's cache writes kept for five minutes (the total less the 1-hour part)."""
+    return event.cache_creation_tokens - event.cache_creation_1h_tokens

@@ -48,6 +48,10 @@ DATA_DEPENDENT_BODIES = [
     # A webhook's URL must resolve to a public address (in tests: to any address).
     ("POST", r"^/api/v1/teams/\\{team_slug\\}/webhooks/$"),
     ("PATCH", r"^/api/v1/teams/\\{team_slug\\}/webhooks/\\{id\\}/$"),
+    # Query parameters likewise: a team, member or key the caller may see, a range that ends
+    # after it starts.
+    ("GET", r"^/api/v1/usage/export\\.csv$"),
+    ("GET", r"^/api/v1/usage/daily/export\\.csv$"),
 ]
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
@@ -158,6 +162,6 @@ def test_every_operation_answers_as_its_schema_says(live_server, world, tmp_path
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     # Every operation, the team's audit trail (GET teams/{slug}/events/), the refusal counts
     # (GET usage/refusals/), the team's key settings (GET, PATCH) and its budget (PATCH) included,
-    # its notification settings and the caller's own email choice (GET, PATCH each), and the
-    # eight of a team's webhooks.
-    assert "42 selected / 42 total" in result.stdout
+    # its notification settings and the caller's own email choice (GET, PATCH each), the eight
+    # of a team's webhooks, and the two usage exports.
+    assert "44 selected / 44 total" in result.stdout

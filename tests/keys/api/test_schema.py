@@ -47,6 +47,8 @@ def test_the_schema_covers_every_resource_of_the_issue(schema):
         "/api/v1/usage/",
         "/api/v1/usage/daily/",
         "/api/v1/usage/refusals/",
+        "/api/v1/usage/export.csv",
+        "/api/v1/usage/daily/export.csv",
         "/api/v1/me/",
         "/api/v1/teams/{team_slug}/webhooks/",
         "/api/v1/teams/{team_slug}/webhooks/{id}/",
