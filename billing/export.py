@@ -20,81 +20,51 @@ from django.db.models.functions import Cast
 
 from core.streaming import SyncStreamingResponse
 
+from .pricing import TOKEN_FIELDS
+
 # Rows fetched from the cursor, and written to the client, at a time.
 CHUNK_ROWS = 2000
 # A time as UTC ISO 8601 with microseconds, written by PostgreSQL.
 _PG_UTC_ISO = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
-EVENT_COLUMNS = (
-    "time",
-    "team",
-    "member",
-    "key_name",
-    "key_prefix",
-    "model",
-    "endpoint",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_usd",
-    "charged_usd",
-    "session_id",
-    "request_id",
-)
-_EVENT_FIELDS = (
-    "created_at",
-    "team__slug",
-    "key__owner__username",
-    "key__name",
-    "key__prefix",
-    "model",
-    "endpoint",
-    "status_code",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_usd",
-    "charged_usd",
-    "session_id",
-    "request_id",
-)
-DAILY_COLUMNS = (
-    "day",
-    "team",
-    "member",
-    "key_name",
-    "key_prefix",
-    "model",
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_usd",
-    "charged_usd",
-)
-_DAILY_FIELDS = (
-    "day",
-    "team__slug",
-    "key__owner__username",
-    "key__name",
-    "key__prefix",
-    "model",
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_tokens",
-    "cache_creation_1h_tokens",
-    "cache_read_tokens",
-    "cost_usd",
-    "charged_usd",
-)
+# Who and what a row is about, as both exports name them: CSV column -> the field read.
+_ABOUT = {
+    "team": "team__slug",
+    "member": "key__owner__username",
+    "key_name": "key__name",
+    "key_prefix": "key__prefix",
+    "model": "model",
+}
+_AMOUNTS = {name: name for name in (*TOKEN_FIELDS, "cost_usd", "charged_usd")}
+_MONEY = ("cost_usd", "charged_usd")
+_EVENT = {
+    "time": "created_at",
+    **_ABOUT,
+    "endpoint": "endpoint",
+    "status": "status_code",
+    **_AMOUNTS,
+    "session_id": "session_id",
+    "request_id": "request_id",
+}
+_DAILY = {"day": "day", **_ABOUT, "requests": "requests", **_AMOUNTS}
+EVENT_COLUMNS = tuple(_EVENT)
+DAILY_COLUMNS = tuple(_DAILY)
+
+
+def _writer(columns: tuple[str, ...], first: str, first_text: Callable) -> Callable:
+    """A row as written: its first value (a time or day) as `first_text` gives it, and the
+    amounts of money with all their decimal places."""
+    at = columns.index(first)
+    money = [columns.index(name) for name in _MONEY]
+
+    def line(row: tuple) -> list:
+        values = list(row)
+        values[at] = first_text(values[at])
+        for index in money:
+            values[index] = f"{values[index]:f}"
+        return values
+
+    return line
 
 
 def usage_event_csv(events: QuerySet) -> Iterator[bytes]:
@@ -102,33 +72,28 @@ def usage_event_csv(events: QuerySet) -> Iterator[bytes]:
     its time in UTC ISO 8601 to the microsecond ("2026-12-07T15:52:13.123456Z"), amounts to 8
     places. On PostgreSQL the database writes the time and amounts as text: parsing them into
     datetimes and Decimals only to print them again took most of an export's time."""
-    fields = list(_EVENT_FIELDS)
+    fields = dict(_EVENT)
     if connection.vendor == "postgresql":
-        fields[0] = "csv_time"
         events = events.annotate(
             csv_time=Func(F("created_at"), template=_PG_UTC_ISO, output_field=CharField()),
             csv_cost=Cast("cost_usd", CharField()),
             csv_charged=Cast("charged_usd", CharField()),
         )
-        fields[13:15] = ["csv_cost", "csv_charged"]
+        fields.update(time="csv_time", cost_usd="csv_cost", charged_usd="csv_charged")
         line = None
     else:
-
-        def line(row: tuple) -> tuple:
-            created_at = f"{row[0].astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
-            return (created_at, *row[1:13], f"{row[13]:f}", f"{row[14]:f}", *row[15:])
-
-    rows = events.order_by("created_at", "id").values_list(*fields)
+        line = _writer(
+            EVENT_COLUMNS, "time", lambda at: f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+        )
+    rows = events.order_by("created_at", "id").values_list(*fields.values())
     return _csv_chunks(rows, EVENT_COLUMNS, line)
 
 
 def usage_daily_csv(rollups: QuerySet) -> Iterator[bytes]:
     """The CSV of daily rollup rows, oldest day first (days of settings.TIME_ZONE)."""
 
-    def line(row: tuple) -> tuple:
-        return (row[0].isoformat(), *row[1:12], f"{row[12]:f}", f"{row[13]:f}")
-
-    rows = rollups.order_by("day", "team_id", "key_id", "model", "id").values_list(*_DAILY_FIELDS)
+    line = _writer(DAILY_COLUMNS, "day", lambda day: day.isoformat())
+    rows = rollups.order_by("day", "team_id", "key_id", "model", "id").values_list(*_DAILY.values())
     return _csv_chunks(rows, DAILY_COLUMNS, line)
 
 

@@ -12,7 +12,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from billing.export import CHUNK_ROWS, DAILY_COLUMNS, EVENT_COLUMNS
+from billing.export import CHUNK_ROWS
 from billing.models import UsageDaily, UsageEvent
 from billing.usage_query import STATUS_MESSAGE
 
@@ -94,7 +94,6 @@ def test_lead_exports_the_teams_requests_oldest_first(api, lead, keys, events, d
     )
     rows = read_csv(response)
     assert ",".join(rows[0]) == HEADER
-    assert tuple(rows[0]) == EVENT_COLUMNS
     member_prefix, lead_prefix = keys["member"].prefix, keys["lead"].prefix
     assert rows[1:] == [
         [
@@ -222,7 +221,10 @@ def test_daily_export(api, lead, member, keys, day):
         team=keys["outsider"].team, key=keys["outsider"], model="m", day=day, requests=1
     )
     rows = read_csv(api(member).get(DAILY_EXPORT, {"team": "acme", "since": str(day)}))
-    assert tuple(rows[0]) == DAILY_COLUMNS
+    assert ",".join(rows[0]) == (
+        "day,team,member,key_name,key_prefix,model,requests,input_tokens,output_tokens,"
+        "cache_creation_tokens,cache_creation_1h_tokens,cache_read_tokens,cost_usd,charged_usd"
+    )
     assert rows[1:] == [
         [
             str(day),
