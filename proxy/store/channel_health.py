@@ -18,7 +18,8 @@ How the view stays current (RedisStore), and why not the alternatives:
   - As a safety net (a subscription that broke, a message lost during a reconnect), a worker
     that is serving requests re-reads the index at most once a second, in the background; the
     same tick sends this worker's per-minute request counts (the admin's error rate) and
-    re-subscribes if the subscription is gone. An idle worker makes no call.
+    re-subscribes if the subscription is gone; counts not yet sent are sent within a second
+    even if no request follows. An idle worker makes no call.
 The worker that records a transition learns it from its script's reply, at once.
 
 Writes are one small Lua script, run only when a channel fails, when one that had failed
@@ -196,6 +197,8 @@ class RedisChannelHealth:
         # A message came while a refresh was running: refresh again after it.
         self._stale = False
         self._subscription = None
+        self._send_pending = False
+        self._closed = False
 
     def view(self) -> dict[int, int]:
         self._tick_if_due()
@@ -203,6 +206,10 @@ class RedisChannelHealth:
 
     def count(self, channel_id: int, failed: bool) -> None:
         self._tally.count(channel_id, failed)
+        if not self._send_pending:
+            # Sent within a second even if no request follows (the admin's error rate).
+            self._send_pending = True
+            asyncio.get_running_loop().call_later(REFRESH_SECONDS, self._send_later)
 
     async def trial(self, channel_id: int, *, cooldown_seconds: float, lease_seconds: float):
         reply = await self._trial(
@@ -252,6 +259,16 @@ class RedisChannelHealth:
         if self._tick_task is None and time.monotonic() - self._refreshed_at >= REFRESH_SECONDS:
             self._refreshed_at = time.monotonic()
             self._tick_task = asyncio.get_running_loop().create_task(self._tick())
+
+    def _send_later(self) -> None:
+        if self._closed:
+            return
+        if self._tick_task is not None:  # a tick is running: try again after it
+            asyncio.get_running_loop().call_later(REFRESH_SECONDS, self._send_later)
+            return
+        self._send_pending = False
+        self._refreshed_at = time.monotonic()
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick())
 
     def _on_message(self, _: bytes) -> None:
         if self._tick_task is None:
@@ -303,6 +320,7 @@ class RedisChannelHealth:
         await self.redis.execute_together(*commands)
 
     async def close(self) -> None:
+        self._closed = True
         if self._tick_task is not None:
             self._tick_task.cancel()
             self._tick_task = None
