@@ -97,6 +97,7 @@ class Forwarder:
         scope = exchange.scope
         failure: UpstreamFailure | None = None
         exchange.forwarded_at = time.monotonic()
+        await store.channel_health.ready()
         attempts = Attempts(store.channel_health, channels)
         while (attempt := await attempts.next()) is not None:
             channel = attempt.channel

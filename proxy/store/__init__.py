@@ -55,6 +55,10 @@ __all__ = [
 class ChannelHealthState(Protocol):
     """The channels' circuit breaker state (RedisChannelHealth, LocalChannelHealth)."""
 
+    async def ready(self) -> None:
+        """Wait for the view's first load (once per worker; at once after)."""
+        ...
+
     def view(self) -> dict[int, int]:
         """The unhealthy channels, from memory (no I/O): channel id -> when it opened (ms
         since the epoch), 0 for closed with failures in a row."""

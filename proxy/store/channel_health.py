@@ -199,6 +199,18 @@ class RedisChannelHealth:
         self._subscription = None
         self._send_pending = False
         self._closed = False
+        self._loaded = False
+
+    async def ready(self) -> None:
+        """A worker's first forwarded request waits for its first read of the index (and its
+        subscription), so a new worker does not try channels the others hold open; then this
+        returns at once."""
+        if self._loaded:
+            return
+        if self._tick_task is None:
+            self._refreshed_at = time.monotonic()
+            self._tick_task = asyncio.get_running_loop().create_task(self._tick())
+        await asyncio.shield(self._tick_task)
 
     def view(self) -> dict[int, int]:
         self._tick_if_due()
@@ -287,6 +299,9 @@ class RedisChannelHealth:
         except RedisError as error:
             logger.warning("Could not refresh the channels' health (%s)", error)
         finally:
+            # Tried once: later requests do not wait for Redis again (the refresh goes on in
+            # the background).
+            self._loaded = True
             self._tick_task = None
 
     async def _refresh_only(self) -> None:
@@ -381,6 +396,9 @@ class LocalChannelHealth:
         # (channel id, minute) -> [sent, failed], the last ERROR_RATE_MINUTES only
         self._tallies: dict[tuple[int, int], list[int]] = {}
         self._pruned_minute = 0
+
+    async def ready(self) -> None:
+        pass
 
     def view(self) -> dict[int, int]:
         return self._view

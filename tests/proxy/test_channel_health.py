@@ -21,7 +21,10 @@ from proxy.store.channel_health import Trial, local_channel_health
 from tests.admin_pages import url
 
 from .conftest import usage_events
+from .test_checkpoints import _free_port, _start_gunicorn
+from .test_checkpoints import pytestmark as needs_a_second_process
 from .test_forwarding import MESSAGE, route_group
+from .test_two_hosts import _call
 
 FAILURES_TO_OPEN = 3
 COOLDOWN_SECONDS = 1.0
@@ -294,9 +297,8 @@ def test_two_workers_share_the_state_and_exactly_one_takes_the_trial():
     async def scenario():
         one, two = RedisStore(settings.REDIS_URL), RedisStore(settings.REDIS_URL)
         try:
-            assert two.channel_health.view() == {}  # starts its subscription
-            await _wait_for(lambda: two.channel_health._subscription is not None, 2)
-            await asyncio.sleep(0.1)  # past the tick's own refresh
+            await two.channel_health.ready()  # its first read and its subscription
+            assert two.channel_health.view() == {}
             for _ in range(FAILURES_TO_OPEN):
                 outcome = await one.channel_health.failed(
                     channel_id, "status 502", failures_to_open=FAILURES_TO_OPEN, reopen=False
@@ -334,6 +336,40 @@ def test_two_workers_share_the_state_and_exactly_one_takes_the_trial():
     assert skipped is Trial.SKIP  # still cooling down
     assert sorted(trial.value for trial in trials) == ["skip"] * 19 + ["trial"]
     assert closed.transition == "closed"
+
+
+@needs_a_second_process
+def test_a_gunicorn_with_two_workers_shares_the_open_channel(relay, failing, tmp_path):
+    """A real gunicorn, two workers: once the failures (wherever they were served) open the
+    channel, no request through either worker reaches it."""
+    broken, backup = failing
+    port = _free_port()
+    master = _start_gunicorn(
+        port,
+        tmp_path,
+        WEB_CONCURRENCY="2",
+        CHANNEL_FAILURES_TO_OPEN=str(FAILURES_TO_OPEN),
+        CHANNEL_COOLDOWN_SECONDS="30",
+    )
+    headers = {"x-api-key": relay.plaintext, "content-type": "application/json"}
+    try:
+        # Both workers serve (each its first request loads the state), then the failures.
+        statuses = concurrently(8, lambda: _call(port, "POST", "/v1/messages", MESSAGE, headers)[0])
+        assert statuses == [200] * 8
+        assert len(broken.requests) >= FAILURES_TO_OPEN
+        opened_with = len(broken.requests)
+        assert health("first").state == "open"
+
+        statuses = concurrently(
+            20, lambda: _call(port, "POST", "/v1/messages", MESSAGE, headers)[0]
+        )
+    finally:
+        master.terminate()
+        master.wait(30)
+
+    assert statuses == [200] * 20
+    assert len(broken.requests) == opened_with
+    assert len(backup.requests) == 28
 
 
 def test_the_embedded_state_holds_one_trial_and_reopens_on_its_failure():
