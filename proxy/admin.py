@@ -65,11 +65,11 @@ class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         "base_url",
         "is_active",
         "timeout_seconds",
-        "credential_set",
         "health_state",
         "health_failures",
         "health_error_rate",
         "health_last_error",
+        "credential_set",
         "updated_at",
     )
     list_filter = ("provider", "is_active")
