@@ -116,9 +116,9 @@ class Attempts:
 
     async def failed(self, attempt: Attempt, error: UpstreamFailure) -> None:
         channel = attempt.channel
-        self.health.count(channel.id, True)
         if not error.upstream_fault:
-            return
+            return  # never sent upstream: not the channel's health, nor in its error rate
+        self.health.count(channel.id, True)
         try:
             outcome = await self.health.failed(
                 channel.id,

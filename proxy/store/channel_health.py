@@ -20,7 +20,9 @@ How the view stays current (RedisStore), and why not the alternatives:
     same tick sends this worker's per-minute request counts (the admin's error rate) and
     re-subscribes if the subscription is gone; counts not yet sent are sent within a second
     even if no request follows. An idle worker makes no call.
-The worker that records a transition learns it from its script's reply, at once.
+The worker that records a transition learns it from its script's reply, at once. A worker's
+first forwarded request waits for its first read and subscription (`ready`), so a worker that
+has just started does not try channels the others hold open.
 
 Writes are one small Lua script, run only when a channel fails, when one that had failed
 succeeds, and for the half-open trial (SET NX with an expiry: exactly one trial across every
