@@ -107,9 +107,6 @@ class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         ),
     ]
 
-    # Error reports (DEBUG pages, mails to ADMINS) print the POST data; the new credential is
-    # hidden (changeform_view, below).
-
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # Django allows any lookup on a local field from the URL: ?encrypted_credential__
         # startswith=… would tell staff, one answer at a time, what the column holds. Refused,
@@ -144,6 +141,7 @@ class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         self._page.__dict__.clear()
         return super().changelist_view(request, extra_context)
 
+    # Error reports (DEBUG pages, mails to ADMINS) print the POST data; hide the new credential.
     @method_decorator(sensitive_post_parameters("new_credential"))
     def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any):
         self._page.__dict__.clear()
