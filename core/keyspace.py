@@ -40,6 +40,21 @@ refusal-minutes           set     REFUSAL_COUNT_SECONDS     relay (SADD),       
                           (the minutes counted)             collector (SREM)        collector
 metrics:task-outcomes     hash    none                      Celery workers          /metrics
                           ("task|outcome" -> count: core.metrics)
+{channel-health}:<channel id>                               relay (a failure, or a  relay, admin
+                          hash    CHANNEL_HEALTH_SECONDS    success after one)      (selector)
+                          (failures: consecutive; opened_at: ms, 0 when closed; last_error: the
+                          failure's reason, never a URL; last_error_at: ms)
+{channel-health}:index    hash    none                      relay (as above)        relay (each
+                          (channel id -> opened_at ms, "0" while closed with    worker's view)
+                          failures; only channels with failures or open are in it)
+{channel-health}:trial:<channel id>                         relay (SET NX: the one  relay, admin
+                          string  the channel's timeout     half-open trial)
+{channel-health}:tally:<channel id>:<minute>                relay (each worker,     admin
+                          hash    CHANNEL_TALLY_SECONDS     once a second)          (selector)
+                          (s: requests sent to the channel, f: of them failed; minute: its start)
+Pub/sub channel {channel-health}:events: a channel id, published when it enters or leaves the
+index or opens again (proxy.store.channel_health); a hint, the index stays the truth.
+The channel-health names share one hash tag, so each script touches one Cluster slot.
 
 Integers are stored as Redis stores them (decimal strings), written and read with the raw
 Redis client only (billing.ledger.RedisTotals for the totals), so Lua's INCRBY and GET work on
@@ -65,6 +80,15 @@ USAGE_INGEST_GROUP = "ingest"
 REFUSAL_MINUTES = PREFIX + "refusal-minutes"
 # Celery task outcomes counted for /metrics (core.metrics): "task|outcome" -> count.
 TASK_OUTCOMES = PREFIX + "metrics:task-outcomes"
+
+# The circuit breaker's state per channel (proxy.store.channel_health).
+CHANNEL_HEALTH_PREFIX = PREFIX + "{channel-health}:"
+CHANNEL_HEALTH_INDEX = CHANNEL_HEALTH_PREFIX + "index"
+CHANNEL_HEALTH_EVENTS = CHANNEL_HEALTH_PREFIX + "events"
+# A channel's health hash outlives its last failure by this much (then it reads as healthy).
+CHANNEL_HEALTH_SECONDS = 7 * 24 * 60 * 60
+# Requests sent to a channel are counted per minute, kept this long for the admin's error rate.
+CHANNEL_TALLY_SECONDS = 20 * 60
 
 # Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
 SPEND_TOTAL_PREFIX = PREFIX + "spend:"
@@ -149,3 +173,17 @@ def snapshot(digest: str) -> str:
 
 def generation(digest: str) -> str:
     return PREFIX + generation_cache_key(digest)
+
+
+def channel_health(channel_id: int) -> str:
+    return f"{CHANNEL_HEALTH_PREFIX}{channel_id}"
+
+
+def channel_trial(channel_id: int) -> str:
+    return f"{CHANNEL_HEALTH_PREFIX}trial:{channel_id}"
+
+
+def channel_tally(channel_id: int, minute: int) -> str:
+    """Requests sent to a channel in a minute; `minute` is its start in seconds since the
+    epoch."""
+    return f"{CHANNEL_HEALTH_PREFIX}tally:{channel_id}:{minute}"

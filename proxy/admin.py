@@ -4,6 +4,7 @@ The routes inline is added here, by re-registering keys' GroupAdmin with it, so 
 never imports proxy: dependencies point one way, proxy -> keys.
 """
 
+import threading
 from typing import Any
 
 from django import forms
@@ -13,6 +14,7 @@ from django.db import models
 from django.db.models import QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -21,7 +23,9 @@ from keys.admin.transactions import ServiceTransactionsMixin
 from keys.models import Group
 
 from .models import CREDENTIAL_MAX_LENGTH, Channel, Route
+from .selectors import channel_health_list
 from .services import channel_delete, channel_save, group_routes_set
+from .store.channel_health import ERROR_RATE_MINUTES, HEALTHY, ChannelHealth
 
 
 class ChannelAdminForm(forms.ModelForm):
@@ -61,23 +65,47 @@ class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         "base_url",
         "is_active",
         "timeout_seconds",
+        "health_state",
+        "health_failures",
+        "health_error_rate",
+        "health_last_error",
         "credential_set",
         "updated_at",
     )
     list_filter = ("provider", "is_active")
     search_fields = ("name", "base_url")
-    readonly_fields = ("credential_set",)
+    readonly_fields = (
+        "credential_set",
+        "health_state",
+        "health_failures",
+        "health_opened_at",
+        "health_last_error",
+        "health_error_rate",
+    )
+    # The page being rendered's channel health, read once per page (see _health); per thread,
+    # as the admin serves requests from several.
+    _page = threading.local()
     # Django 6 makes https the scheme assumed for a URL typed without one; opt in now.
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ("name", "provider", "base_url", "is_active", "timeout_seconds")}),
         ("Credential", {"fields": ("credential_set", "new_credential", "clear_credential")}),
+        (
+            "Health",
+            {
+                "fields": (
+                    "health_state",
+                    "health_failures",
+                    "health_opened_at",
+                    "health_last_error",
+                    "health_error_rate",
+                ),
+                "description": "The relay's circuit breaker for this channel, shared by every "
+                "relay worker: a channel that fails (no connection, a timeout, a 5xx) several "
+                "times in a row is skipped for a cool-down, then tried by one request.",
+            },
+        ),
     ]
-
-    # Error reports (DEBUG pages, mails to ADMINS) print the POST data; hide the new credential.
-    @method_decorator(sensitive_post_parameters("new_credential"))
-    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any):
-        return super().changeform_view(request, *args, **kwargs)
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # Django allows any lookup on a local field from the URL: ?encrypted_credential__
@@ -90,6 +118,72 @@ class ChannelAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
     @admin.display(description="credential set", boolean=True)
     def credential_set(self, channel: Channel) -> bool:
         return channel.has_credential
+
+    def get_fieldsets(self, request: HttpRequest, obj: Channel | None = None):
+        # A channel being added has no health yet.
+        fieldsets = super().get_fieldsets(request, obj)
+        return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "Health"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Channel | None = None):
+        return self.readonly_fields if obj is not None else ("credential_set",)
+
+    def _health(self, channel: Channel) -> ChannelHealth | None:
+        """The channel's health, read for every channel at once on the first call of a page
+        (one Redis pipeline), None when it cannot be read."""
+        if not hasattr(self._page, "health"):
+            ids = list(Channel.objects.values_list("pk", flat=True))
+            self._page.health = channel_health_list(channel_ids=ids)
+        if self._page.health is None:
+            return None
+        return self._page.health.get(channel.pk, HEALTHY)
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        self._page.__dict__.clear()
+        return super().changelist_view(request, extra_context)
+
+    # Error reports (DEBUG pages, mails to ADMINS) print the POST data; hide the new credential.
+    @method_decorator(sensitive_post_parameters("new_credential"))
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any):
+        self._page.__dict__.clear()
+        return super().changeform_view(request, *args, **kwargs)
+
+    @admin.display(description="health")
+    def health_state(self, channel: Channel) -> str:
+        health = self._health(channel)
+        if health is None:
+            return "unknown (Redis unavailable)"
+        if health.state == "half-open" and health.trial_running:
+            return "half-open (trial running)"
+        return health.state
+
+    @admin.display(description="failures in a row")
+    def health_failures(self, channel: Channel) -> int | str:
+        health = self._health(channel)
+        return "-" if health is None else health.failures
+
+    @admin.display(description="opened at")
+    def health_opened_at(self, channel: Channel) -> str:
+        health = self._health(channel)
+        if health is None or health.opened_at is None:
+            return "-"
+        return timezone.localtime(health.opened_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    @admin.display(description="last error")
+    def health_last_error(self, channel: Channel) -> str:
+        # The failure's reason as the relay words it ("status 503", "timeout", an exception's
+        # type): never a URL or a credential (proxy.upstream.UpstreamFailure).
+        health = self._health(channel)
+        if health is None or not health.last_error:
+            return "-"
+        at = timezone.localtime(health.last_error_at).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{health.last_error} ({at})"
+
+    @admin.display(description=f"errors ({ERROR_RATE_MINUTES} min)")
+    def health_error_rate(self, channel: Channel) -> str:
+        health = self._health(channel)
+        if health is None or health.error_rate is None:
+            return "-"
+        return f"{health.error_rate:.0%} of {health.sent}"
 
     def save_model(self, request: HttpRequest, obj: Channel, form, change: bool) -> None:
         channel_save(channel=obj, credential=form.credential_to_store(), actor=request.user)

@@ -1,7 +1,7 @@
 """After the gate: forward a request to its group's channels in order (failing over while
-none has answered), relay the answer (a stream as it comes, watching for the client leaving)
-and read its usage with the request's dialect; recording follows in every case
-(proxy.recording)."""
+none has answered; skipping those the circuit breaker holds open, proxy.breaker), relay the
+answer (a stream as it comes, watching for the client leaving) and read its usage with the
+request's dialect; recording follows in every case (proxy.recording)."""
 
 import asyncio
 import json
@@ -11,6 +11,7 @@ import time
 import aiohttp
 
 from . import errors, gate, recording
+from .breaker import Attempts
 from .dialects import Dialect
 from .errors import RelayError
 from .exchange import Exchange
@@ -96,7 +97,10 @@ class Forwarder:
         scope = exchange.scope
         failure: UpstreamFailure | None = None
         exchange.forwarded_at = time.monotonic()
-        for position, channel in enumerate(channels, start=1):
+        await store.channel_health.ready()
+        attempts = Attempts(store.channel_health, channels)
+        while (attempt := await attempts.next()) is not None:
+            channel = attempt.channel
             opened = time.monotonic()
             try:
                 answer = await self.transports[channel.provider].open(
@@ -107,19 +111,21 @@ class Forwarder:
                 relay_metrics.upstream_answer(
                     channel.name, _failure_outcome(error), time.monotonic() - opened
                 )
-                if position < len(channels):
+                if attempts.more():
                     relay_metrics.failover(channel.name)
                 # The channel's name only: its URL and credential never reach a log line.
                 logger.warning(
                     "Channel %s failed (%s); %s",
                     channel.name,
                     error.reason,
-                    "trying the next" if position < len(channels) else "none left",
+                    "trying the next" if attempts.more() else "none left",
                 )
+                await attempts.failed(attempt, error)
                 continue
             relay_metrics.upstream_answer(
                 channel.name, f"{answer.status // 100}xx", time.monotonic() - opened
             )
+            await attempts.succeeded(attempt)
             await relay(store, exchange, dialect, passed, answer, usage, strip_usage)
             return
         if failure is not None and failure.status == 529:
@@ -136,7 +142,7 @@ class Forwarder:
         await exchange.refuse(
             errors.no_channel(
                 f"No upstream channel of group “{state.group_name}” answered "
-                f"({len(channels)} tried). Try again in a moment."
+                f"({attempts.tried} tried). Try again in a moment."
             )
         )
 

@@ -55,6 +55,12 @@ FAILOVERS = Counter(
     "Requests moved on to a group's next channel, by the channel that failed.",
     ["channel"],
 )
+BREAKER = Counter(
+    "hcai_channel_breaker_transitions",
+    "Channels' circuit breaker transitions (proxy.breaker), by channel and the state entered: "
+    "open, half_open (a trial let through), closed.",
+    ["channel", "state"],
+)
 KEY_STATE = Counter(
     "hcai_key_state_lookups",
     "Key snapshots looked up, by result: hit (in the cache) or miss (built from the database).",
@@ -99,6 +105,7 @@ class RelayMetrics:
         self.upstream: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_seconds: dict[str, _Histogram] = {}
         self.failovers: defaultdict[str, int] = defaultdict(int)
+        self.breaker: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.key_state: defaultdict[str, int] = defaultdict(int)
 
     # --- counted on the request path ------------------------------------------------------
@@ -121,6 +128,10 @@ class RelayMetrics:
     def failover(self, channel: str) -> None:
         self.failovers[channel] += 1
 
+    def breaker_transition(self, channel: str, state: str) -> None:
+        self.breaker[(channel, state)] += 1
+        self._started()
+
     def key_state_lookup(self, hit: bool) -> None:
         self.key_state["hit" if hit else "miss"] += 1
 
@@ -129,7 +140,7 @@ class RelayMetrics:
     def flush(self) -> None:
         requests, added, first_byte = self.requests, self.added, self.first_byte
         upstream, upstream_seconds = self.upstream, self.upstream_seconds
-        failovers, key_state = self.failovers, self.key_state
+        failovers, key_state, breaker = self.failovers, self.key_state, self.breaker
         self._reset()
         for labels, count in requests.items():
             REQUESTS.labels(*labels).inc(count)
@@ -144,6 +155,8 @@ class RelayMetrics:
             FAILOVERS.labels(channel).inc(count)
         for result, count in key_state.items():
             KEY_STATE.labels(result).inc(count)
+        for labels, count in breaker.items():
+            BREAKER.labels(*labels).inc(count)
 
     def _started(self) -> None:
         if self._task is None:

@@ -17,12 +17,17 @@ requests hang, and the relay answers its retryable 503. Opening a connection is 
 same way, and the requests that arrive while one is being opened wait for that one attempt and
 share its outcome, so a dead Redis costs each request one timeout at most, not one per request
 queued ahead of it.
+
+A subscription (`subscribe`, Redis pub/sub) needs a connection of its own, since a subscribed
+connection takes no other command; it is opened the same way (TLS, password, database) and
+hands each message to a callback. Off the request path: proxy.store.channel_health uses it.
 """
 
 import asyncio
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import hiredis
@@ -148,6 +153,43 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()  # connection_lost follows and fails what is waiting
 
 
+class _Subscription(_Connection):
+    """A subscribed connection: the replies to its commands (AUTH, SELECT, SUBSCRIBE) complete
+    their futures as on any connection; the messages published to it go to `on_message`."""
+
+    def __init__(self, on_message: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self.on_message = on_message
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError:
+                self.drop("Redis sent a reply that could not be parsed")
+                return
+            if reply is False:
+                return
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                self.on_message(reply[2])
+                continue
+            if not self.waiting:
+                self.drop("Redis sent a reply nobody asked for")
+                return
+            future, _ = self.waiting.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(RedisReplyError(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class RedisClient:
     def __init__(
         self,
@@ -195,6 +237,26 @@ class RedisClient:
                     future.cancel()
             raise
         return replies
+
+    async def subscribe(self, channel: str, on_message: Callable[[bytes], None]) -> "_Subscription":
+        """Subscribe to a pub/sub channel on a connection of its own; `on_message` is called
+        with each message, on the event loop. Returns once subscribed; the subscription's
+        `lost` turns true when its connection breaks (the caller subscribes again)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                connection = await self._open(self._options, lambda: _Subscription(on_message))
+                try:
+                    await self._send(connection, ("SUBSCRIBE", channel))
+                except BaseException:
+                    connection.close()
+                    raise
+        except (OSError, TimeoutError) as error:
+            raise RedisConnectionError(
+                f"could not subscribe in Redis ({type(error).__name__})"
+            ) from None
+        return connection
 
     def script(self, source: str) -> "Script":
         return Script(self, source)
@@ -252,14 +314,14 @@ class RedisClient:
                 f"could not connect to Redis ({type(error).__name__})"
             ) from None
 
-    async def _open(self, options: dict) -> _Connection:
+    async def _open(self, options: dict, factory: Callable[[], _Connection] = _Connection):
         """Connect, then authenticate and select the database the URL names."""
         if "path" in options:
-            _, connection = await self._loop.create_unix_connection(_Connection, options["path"])
+            _, connection = await self._loop.create_unix_connection(factory, options["path"])
         else:
             secure = options.get("connection_class") is SSLConnection
             _, connection = await self._loop.create_connection(
-                _Connection,
+                factory,
                 options.get("host", "localhost"),
                 options.get("port", 6379),
                 ssl=ssl.create_default_context() if secure else None,

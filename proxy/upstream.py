@@ -61,13 +61,26 @@ _CONNECT_TIMEOUT_SECONDS = 10
 
 
 class UpstreamFailure(Exception):
-    """The channel did not answer usably: a connection error, a timeout or a 5xx."""
+    """The channel did not answer usably: a connection error, a timeout or a 5xx.
 
-    def __init__(self, reason: str, *, status: int | None = None, body: bytes = b"") -> None:
+    `reason` is short and names no host, URL or credential (the admin shows it as the channel's
+    last error). `upstream_fault`: False when the upstream was never called (the channel was
+    deactivated, or its credential is unreadable): not counted against its health
+    (proxy.breaker)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        body: bytes = b"",
+        upstream_fault: bool = True,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.body = body
+        self.upstream_fault = upstream_fault
 
 
 class Answer(Protocol):
@@ -193,7 +206,7 @@ class HttpTransport:
     ) -> Answer:
         secrets = await self.channels.secrets(channel)
         if secrets is None:
-            raise UpstreamFailure("channel no longer active")
+            raise UpstreamFailure("channel no longer active", upstream_fault=False)
         timeout = aiohttp.ClientTimeout(
             total=channel.timeout_seconds,
             sock_connect=min(_CONNECT_TIMEOUT_SECONDS, channel.timeout_seconds),

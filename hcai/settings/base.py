@@ -47,6 +47,10 @@ RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 # Where the relay keeps usage records that Redis could not take, until it can (proxy.spool):
 # a served request is billed even through a Redis outage. Local to each host.
 RELAY_SPOOL_DIR = env.str("RELAY_SPOOL_DIR", default=str(VAR_DIR / "spool"))
+# The channels' circuit breaker (proxy.breaker): a channel failing this many times in a row
+# (no connection, a timeout, a 5xx) is skipped for the cool-down, then tried by one request.
+CHANNEL_FAILURES_TO_OPEN = env.int("CHANNEL_FAILURES_TO_OPEN", default=5)
+CHANNEL_COOLDOWN_SECONDS = env.float("CHANNEL_COOLDOWN_SECONDS", default=30.0)
 
 # Channel credentials (vendors' API keys) are encrypted in the database with these Fernet keys,
 # newest first: the first encrypts, any decrypts (core.credentials). No default here: dev.py

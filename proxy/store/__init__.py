@@ -12,6 +12,9 @@ One protocol (Store), two backends:
     request.
 Both address their keys by the names in core.keyspace.
 
+Each also keeps the channels' circuit breaker state (`channel_health`: proxy.store.
+channel_health; proxy.breaker decides with it).
+
 Admission (proxy.quota's Plan) checks every limit of a request in one atomic step: it reserves
 an estimate of the request's charge next to each limit's running total (billing.windows,
 billing.ledger) and refuses while total + reservations >= limit; then the key's concurrency
@@ -32,12 +35,14 @@ from billing.refusals import Refusal
 from billing.windows import Targets
 
 from ..quota import Admission, Plan
+from .channel_health import Outcome, Trial
 from .local import WRITE_BATCH, LocalStore
 from .redis import RedisStore
 from .threads import rebuild_counters, run_db
 
 __all__ = [
     "WRITE_BATCH",
+    "ChannelHealthState",
     "LocalStore",
     "RedisStore",
     "Store",
@@ -47,8 +52,47 @@ __all__ = [
 ]
 
 
+class ChannelHealthState(Protocol):
+    """The channels' circuit breaker state (RedisChannelHealth, LocalChannelHealth)."""
+
+    async def ready(self) -> None:
+        """Wait for the view's first load (once per worker; at once after)."""
+        ...
+
+    def view(self) -> dict[int, int]:
+        """The unhealthy channels, from memory (no I/O): channel id -> when it opened (ms
+        since the epoch), 0 for closed with failures in a row."""
+        ...
+
+    def count(self, channel_id: int, failed: bool) -> None:
+        """Count a request sent to the channel (the admin's error rate), in memory."""
+        ...
+
+    async def trial(
+        self, channel_id: int, *, cooldown_seconds: float, lease_seconds: float
+    ) -> Trial:
+        """An open channel past its cool-down: take its one half-open trial if nobody holds
+        it (for `lease_seconds` at most)."""
+        ...
+
+    async def failed(
+        self, channel_id: int, reason: str, *, failures_to_open: int, reopen: bool
+    ) -> Outcome:
+        """Record a failure: the channel opens at `failures_to_open` in a row, and an open one
+        opens again (a new cool-down) if `reopen`."""
+        ...
+
+    async def succeeded(self, channel_id: int) -> Outcome:
+        """Record a success of a channel in the view: it closes, its failures forgotten."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Store(Protocol):
     """What the relay asks of its shared state (RedisStore, LocalStore)."""
+
+    channel_health: ChannelHealthState
 
     async def get_key_state(self, digest: str) -> bytes | None:
         """The key's snapshot as the cache holds it (proxy.keystate), None on a miss."""

@@ -19,6 +19,7 @@ from core import keyspace
 from keys.cache import key_state_generation, put_key_state_if_current
 
 from ..quota import Admission, Plan, Refused
+from .channel_health import local_channel_health
 from .threads import run_db
 
 logger = logging.getLogger("proxy.store")
@@ -33,6 +34,8 @@ class LocalStore:
     logs here, and usage records queued here until this store's one writer task writes them."""
 
     def __init__(self) -> None:
+        # One per process, not per store: the admin of this process reads it.
+        self.channel_health = local_channel_health
         self._lock = threading.Lock()
         # reservation hash name -> hold id -> (amount, deadline), as Redis's hashes
         self._reservations: dict[str, dict[str, tuple[int, float]]] = {}

@@ -24,6 +24,7 @@ from core import keyspace
 from ..quota import Admission, Plan, Refused
 from ..redis_client import Encoded, RedisClient, RedisError, RedisReplyError
 from ..spool import Spool
+from .channel_health import RedisChannelHealth
 
 logger = logging.getLogger("proxy.store")
 
@@ -217,6 +218,7 @@ class RedisStore:
         self._put_if_current = self.redis.script(_PUT_IF_CURRENT)
         self._record = self.redis.script(_RECORD)
         self._count_refusal = self.redis.script(_COUNT_REFUSAL)
+        self.channel_health = RedisChannelHealth(self.redis)
         self.spool = Spool(Path(settings.RELAY_SPOOL_DIR), self._send_spooled)
         # This worker's id for its checkpoints, and the task keeping its key alive.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -414,6 +416,7 @@ class RedisStore:
     async def close(self) -> None:
         if self._alive is not None:
             self._alive.cancel()
+        await self.channel_health.close()
         await self.redis.close()
 
 

@@ -37,3 +37,20 @@ def test_a_snapshot_reached_through_djangos_cache_is_the_one_in_redis(cache_key,
     """The services and the embedded default address snapshots through Django's cache API, the
     relay through raw Redis: Django's cache gives the cache key exactly the Redis name."""
     assert cache.make_key(cache_key("d1g3st")) == name("d1g3st")
+
+
+def test_the_channel_health_names_share_one_hash_tag():
+    """The breaker's scripts touch a channel's hash, the index and its trial together: one
+    Redis Cluster slot for all of them."""
+    names = [
+        keyspace.channel_health(7),
+        keyspace.CHANNEL_HEALTH_INDEX,
+        keyspace.channel_trial(7),
+        keyspace.channel_tally(7, 1_796_000_040),
+    ]
+    assert names == [
+        "hcai:1:{channel-health}:7",
+        "hcai:1:{channel-health}:index",
+        "hcai:1:{channel-health}:trial:7",
+        "hcai:1:{channel-health}:tally:7:1796000040",
+    ]

@@ -380,3 +380,42 @@ def test_requests_arriving_while_a_connection_opens_share_that_one_attempt():
     results = run(scenario())
     assert attempts == 1
     assert [str(result) for result in results] == ["could not connect to Redis (TimeoutError)"] * 10
+
+
+@needs_redis
+def test_a_subscription_gets_each_message_and_reports_its_lost_connection():
+    """A subscription on its own connection: the client's commands go on beside it, each
+    message reaches the callback, and a killed connection turns `lost` (the caller subscribes
+    again)."""
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+    channel = "redis-client-test:events"
+
+    async def scenario():
+        client = RedisClient(settings.REDIS_URL)
+        received: list[bytes] = []
+        try:
+            subscription = await client.subscribe(channel, received.append)
+            await client.execute("PUBLISH", channel, "one")
+            await client.execute("PUBLISH", channel, "two")
+            while len(received) < 2:
+                await asyncio.sleep(0.005)
+            name = (await client.execute("CLIENT", "INFO")).decode()
+            # This subscription's connection only, by its address (other clients share the
+            # server).
+            host, port = subscription.transport.get_extra_info("sockname")[:2]
+            [subscriber] = [
+                line for line in admin.client_list() if line["addr"] == f"{host}:{port}"
+            ]
+            assert subscriber["sub"] == "1"
+            admin.client_kill_filter(_id=subscriber["id"])
+            while not subscription.lost:
+                await asyncio.sleep(0.005)
+            return received, name, await client.execute("PING")
+        finally:
+            await client.close()
+
+    received, name, pong = run(scenario())
+
+    assert received == [b"one", b"two"]
+    assert "sub=0" in name  # the client's own connection is not the subscribed one
+    assert pong == b"PONG"
