@@ -515,3 +515,19 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.subject_label}".rstrip()
+
+
+class UserPreference(models.Model):
+    """What a person chose for themselves across teams: the portal's language, kept on the
+    account (not only in a cookie) so it follows them to every browser they sign in on."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="preference",
+    )
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language or 'browser language'}"

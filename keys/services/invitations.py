@@ -19,6 +19,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from keys.models import (
     INVITATION_VALID_DAYS,
@@ -102,7 +103,7 @@ def _send(invitation: Invitation, plaintext: str) -> None:
     )
     try:
         send_mail(
-            f"Invitation to join {invitation.team.name} on HCAI Keys",
+            gettext("Invitation to join %(team)s on HCAI Keys") % {"team": invitation.team.name},
             body,
             None,
             [invitation.email],

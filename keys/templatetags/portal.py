@@ -6,8 +6,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import template
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.dateparse import parse_datetime
 from django.utils.timesince import timesince
 
@@ -129,6 +130,18 @@ def team_switcher(context: template.Context) -> dict:
     return {
         "teams": team_list(actor=request.user).only("name", "slug"),
         "current": context.get("team"),
+    }
+
+
+@register.inclusion_tag("keys/_language_switch.html", takes_context=True)
+def language_switch(context: template.Context) -> dict:
+    """The header's switch: a button for each language, back to this page once chosen."""
+    request = context.get("request")
+    return {
+        "languages": settings.LANGUAGES,
+        "current": translation.get_language(),
+        "next": request.get_full_path() if request is not None else "",
+        "csrf_token": context.get("csrf_token"),
     }
 
 
