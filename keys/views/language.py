@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from keys import services
@@ -15,7 +16,7 @@ def language_set(request: HttpRequest) -> HttpResponse:
     it) and in the language cookie (the sign-in page, signed out), then goes back to `next`."""
     language = request.POST.get("language", "")
     if language not in dict(settings.LANGUAGES):
-        return HttpResponseBadRequest("Unknown language.")
+        return HttpResponseBadRequest(_("Unknown language."))
     if request.user.is_authenticated:
         services.user_language_set(user=request.user, language=language)
     next_url = request.POST.get("next", "")
