@@ -7,6 +7,7 @@ from django.core.validators import MaxValueValidator, MinLengthValidator, MinVal
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .secret_formats import API_TOKEN, RELAY_KEY, SecretFormat
 from .secret_formats import digest_key as digest_key
@@ -165,8 +166,8 @@ class Team(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
-        LEAD = "lead", "Lead"
-        MEMBER = "member", "Member"
+        LEAD = "lead", _("Lead")
+        MEMBER = "member", _("Member")
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
@@ -230,8 +231,8 @@ class ApiKey(HashedSecret):
     secret_format = RELAY_KEY
 
     class Status(models.TextChoices):
-        ENABLED = "enabled", "Enabled"
-        DISABLED = "disabled", "Disabled"
+        ENABLED = "enabled", _("Enabled")
+        DISABLED = "disabled", _("Disabled")
 
     class DisabledBy(models.TextChoices):
         """Who turned a disabled key off, by role: a member may enable only a key they turned

@@ -13,15 +13,15 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
-from django.utils.text import format_lazy
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
 NAME_MAX_LENGTH = 100
 # A team's default expiration period: up to ten years, so the date it gives stays a date.
 MAX_EXPIRY_DAYS = 3650
 
 RATE_LIMIT_PATTERN = re.compile(r"^([1-9][0-9]{0,8})/([smhd])$")
-RATE_LIMIT_MESSAGE = gettext_lazy(
+# English, marked for the catalogue; raised in the active language (gettext at the raise).
+RATE_LIMIT_MESSAGE = gettext_noop(
     "Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h or /d "
     "(per second, minute, hour or day)."
 )
@@ -160,7 +160,7 @@ def validate_allowed_ips(value: list[str]) -> None:
 
 def validate_rate_limit(value: str) -> None:
     if value and not RATE_LIMIT_PATTERN.match(value):
-        raise ValidationError(RATE_LIMIT_MESSAGE, code="invalid_rate_limit")
+        raise ValidationError(gettext(RATE_LIMIT_MESSAGE), code="invalid_rate_limit")
 
 
 def normalise_rate_limit(value: str | None) -> str:
@@ -243,12 +243,17 @@ def _parse_usd(value: str | int | Decimal | None, words: UsdLimitWords) -> Decim
     return quota
 
 
-MAX_CONCURRENCY_MESSAGE = format_lazy(
-    gettext_lazy(
-        "Enter max concurrent requests as a whole number, e.g. 4, up to {max}; 0 means unlimited."
-    ),
-    max=f"{MAX_CONCURRENCY:,}",
+_MAX_CONCURRENCY_TEMPLATE = gettext_noop(
+    "Enter max concurrent requests as a whole number, e.g. 4, up to %(max)s; 0 means unlimited."
 )
+# The English message; raised in the active language (_max_concurrency_message).
+MAX_CONCURRENCY_MESSAGE = _MAX_CONCURRENCY_TEMPLATE % {"max": f"{MAX_CONCURRENCY:,}"}
+
+
+def _max_concurrency_message() -> str:
+    return gettext(_MAX_CONCURRENCY_TEMPLATE) % {"max": f"{MAX_CONCURRENCY:,}"}
+
+
 # ASCII digits only, and not so many that int() would refuse them (past 4,300 digits).
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
 
@@ -263,14 +268,14 @@ def parse_max_concurrency(value: str | int | None) -> int:
     elif isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
         number = int(value.strip())
     else:
-        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="invalid_max_concurrency")
+        raise ValidationError(_max_concurrency_message(), code="invalid_max_concurrency")
     if number < 0:
         raise ValidationError(
             gettext("Max concurrent requests cannot be negative. Use 0 for unlimited."),
             code="negative_max_concurrency",
         )
     if number > MAX_CONCURRENCY:
-        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="max_concurrency_too_large")
+        raise ValidationError(_max_concurrency_message(), code="max_concurrency_too_large")
     return number
 
 
