@@ -165,12 +165,10 @@ def team_switcher(context: template.Context) -> dict:
 
 @register.inclusion_tag("keys/_language_switch.html", takes_context=True)
 def language_switch(context: template.Context) -> dict:
-    """The header's switch: a button for each language, back to this page once chosen."""
-    request = context.get("request")
+    """The header's switch: a button for each language; the view goes back to the page."""
     return {
         "languages": settings.LANGUAGES,
         "current": translation.get_language(),
-        "next": request.get_full_path() if request is not None else "",
         "csrf_token": context.get("csrf_token"),
     }
 

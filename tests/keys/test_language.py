@@ -139,6 +139,16 @@ def test_the_switch_goes_back_only_to_this_site(member):
     assert response.headers["Location"] == reverse("keys:home")
 
 
+def test_without_next_the_switch_goes_back_to_the_page_it_was_on(team, member):
+    page = "http://testserver" + reverse("keys:list", args=[team.slug])
+
+    response = signed_in(member).post(
+        reverse("keys:language"), {"language": "zh-hans"}, HTTP_REFERER=page
+    )
+
+    assert response.headers["Location"] == page
+
+
 def test_the_switch_takes_only_posts(member):
     assert signed_in(member).get(reverse("keys:language")).status_code == 405
 
