@@ -58,6 +58,25 @@ def template_text(source: str) -> str:
     return "".join(parts)
 
 
+# A literal with words given to a filter or an include: {{ x|default:"no models" }},
+# {% include ... with label="Delete" %} (_("...") marks one). A lower-case word alone is a
+# name (a CSS class, noun="key", style="danger"), not text.
+LITERAL_ARGUMENT = re.compile(r"""(default:|\b[a-z_]+=)(["'])([^"']*)\2""")
+
+
+def literal_arguments(source: str) -> list[str]:
+    found = []
+    for token in Lexer(source).tokenize():
+        if token.token_type == TokenType.BLOCK and token.contents.split()[0] != "include":
+            continue
+        if token.token_type not in (TokenType.VAR, TokenType.BLOCK):
+            continue
+        for prefix, quote, value in LITERAL_ARGUMENT.findall(token.contents):
+            if " " in value.strip() or any(character.isupper() for character in value):
+                found.append(f"{prefix}{quote}{value}{quote}")
+    return found
+
+
 def has_words(text: str) -> bool:
     for allowed in ALLOWED_TEXT:
         text = re.sub(rf"(?<!\w){re.escape(allowed)}(?!\w)", "", text)
@@ -89,13 +108,14 @@ class _VisibleText(HTMLParser):
 
 
 def unmarked_text(path: Path) -> list[str]:
-    text = template_text(path.read_text(encoding="utf-8"))
+    source = path.read_text(encoding="utf-8")
+    text = template_text(source)
     if path.suffix == ".txt":
         return [line.strip() for line in text.splitlines() if has_words(line)]
     parser = _VisibleText()
     parser.feed(text)
     parser.close()
-    return parser.found
+    return parser.found + literal_arguments(source)
 
 
 def checked_templates() -> list[Path]:
@@ -124,6 +144,10 @@ def test_every_visible_text_of_a_template_is_marked_for_translation(path):
         ("<script>let a = 1;</script><code>export X=1</code>", []),
         ("<p>HCAI Keys · {{ x }} — 42%</p>", []),
         ("{% comment %}A note{% endcomment %}{# another #}", []),
+        ('{{ models|default:"no models" }}', ['default:"no models"']),
+        ('{{ models|default:_("no models") }}', []),
+        ('{% include "x.html" with label="Delete" style="danger" %}', ['label="Delete"']),
+        ('{% include "x.html" with label=_("Delete") noun="key" %}', []),
     ],
 )
 def test_the_template_check_finds_unmarked_text(tmp_path, source, found):
