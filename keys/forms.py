@@ -12,6 +12,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .models import INVITATION_VALID_DAYS, ApiKey, Group, Membership, Team
 from .selectors import KEY_STATES, group_list_for_key, group_list_for_team
@@ -21,59 +24,62 @@ DATETIME_LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
 
 # What the badges and the status filter call each ApiKey.state.
 STATE_LABELS = dict(
-    zip(KEY_STATES, ("Enabled", "Disabled", "Expired", "Quota used up"), strict=True)
+    zip(KEY_STATES, (_("Enabled"), _("Disabled"), _("Expired"), _("Quota used up")), strict=True)
 )
 
 # The guidance of the console's Key Settings page, which users already know.
-NAME_HELP = (
+NAME_HELP = _(
     "The name helps you identify what the key is used for. Use a clear name based on the tool, "
     "scenario, or team member, such as HC Personal, claude-code-main, or team-test."
 )
-GROUP_HELP = (
+GROUP_HELP = _(
     "The group determines which models the key can use, along with the pricing multiplier or "
     "routing policy. Choose the group based on the model you want to use."
 )
-STATUS_HELP = "Status controls whether the key can be used."
+STATUS_HELP = _("Status controls whether the key can be used.")
 STATUS_CHOICE_HELP = {
-    ApiKey.Status.ENABLED: "The key can make requests normally.",
-    ApiKey.Status.DISABLED: (
+    ApiKey.Status.ENABLED: _("The key can make requests normally."),
+    ApiKey.Status.DISABLED: _(
         "The key stops working, useful for temporary suspension, risk checks, or pausing an "
         "environment."
     ),
 }
-IP_HELP = (
-    "IP restriction limits which source IPs can use the key. Most personal users can keep it "
-    "off. Enable it only when you use a fixed server or clearly know the outbound IP address. "
-    "One IP or CIDR range per line, such as 203.0.113.7 or 203.0.113.0/24, at most "
-    f"{MAX_ALLOWED_IPS:,}. Empty: any IP."
+IP_HELP = format_lazy(
+    _(
+        "IP restriction limits which source IPs can use the key. Most personal users can keep "
+        "it off. Enable it only when you use a fixed server or clearly know the outbound IP "
+        "address. One IP or CIDR range per line, such as 203.0.113.7 or 203.0.113.0/24, at most "
+        "{limit}. Empty: any IP."
+    ),
+    limit=f"{MAX_ALLOWED_IPS:,}",
 )
-QUOTA_HELP = (
+QUOTA_HELP = _(
     "Quota limit sets the maximum USD amount this key can consume. 0 means unlimited. For "
     "teams, test environments, or temporary keys, set a clear quota to avoid unexpected usage."
 )
-RATE_HELP = (
+RATE_HELP = _(
     "Rate limit controls request frequency. Most users do not need to enable it. Use it only "
     "when you want to prevent a tool from sending too many requests in a short period. Write a "
     "number of requests per s, m, h or d: 60 per minute = 60/m. Empty: no limit."
 )
 # The spend windows reset in the team's time zone (billing.windows).
-DAILY_LIMIT_HELP = (
+DAILY_LIMIT_HELP = _(
     "Spend allowed per calendar day in your team's time zone ({time_zone}); resets at "
     "midnight. Empty or 0: no daily limit."
 )
-WEEKLY_LIMIT_HELP = (
+WEEKLY_LIMIT_HELP = _(
     "Spend allowed per calendar week in your team's time zone ({time_zone}); resets at "
     "midnight on Monday. Empty or 0: no weekly limit."
 )
-MONTHLY_LIMIT_HELP = (
+MONTHLY_LIMIT_HELP = _(
     "Spend allowed per calendar month in your team's time zone ({time_zone}); resets at "
     "midnight on the 1st. Empty or 0: no monthly limit."
 )
-MAX_CONCURRENCY_HELP = (
+MAX_CONCURRENCY_HELP = _(
     "How many requests of this key may run at the same time; one more is refused until one "
     "finishes, which stops a runaway agent. Empty or 0: unlimited."
 )
-EXPIRY_HELP = (
+EXPIRY_HELP = _(
     "Key expiration controls when the key becomes invalid. For long-term personal use, you can "
     "leave it empty. For temporary tests, shared configuration, or short-term projects, set an "
     "expiration time. Time zone: {time_zone}."
@@ -94,10 +100,10 @@ LEAD_SET_FIELDS = (
 )
 # The budgets that reset, each read by keys.validators.parse_usd_limit.
 WINDOW_FIELDS = ("daily_limit_usd", "weekly_limit_usd", "monthly_limit_usd")
-SET_BY_LEAD = "Set by your team lead. Only a lead can loosen or clear it."
-GROUP_SET_BY_LEAD = "Set by your team lead. Only a lead can change it."
-STATUS_SET_BY_LEAD = "Disabled by your team lead. Only a lead can enable it."
-STATUS_SET_BY_EXPIRY = (
+SET_BY_LEAD = _("Set by your team lead. Only a lead can loosen or clear it.")
+GROUP_SET_BY_LEAD = _("Set by your team lead. Only a lead can change it.")
+STATUS_SET_BY_LEAD = _("Disabled by your team lead. Only a lead can enable it.")
+STATUS_SET_BY_EXPIRY = _(
     "Disabled automatically when it expired. Only a lead can set a new expiration and enable it."
 )
 
@@ -133,7 +139,7 @@ def plain_decimal(value: Decimal) -> str:
 
 def group_label(group: Group) -> str:
     multiplier = plain_decimal(group.multiplier)
-    models = ", ".join(group.models) if group.models else "no models"
+    models = ", ".join(group.models) if group.models else gettext("no models")
     return f"{group.name} · ×{multiplier} · {models}"
 
 
@@ -160,43 +166,51 @@ class GroupChoiceField(forms.ModelChoiceField):
 class KeyForm(ServiceErrorsMixin, forms.Form):
     """The edit page's fields, in the console's order. With `key`, starts from its settings."""
 
-    name = forms.CharField(required=False, help_text=NAME_HELP)
+    name = forms.CharField(label=_("Name"), required=False, help_text=NAME_HELP)
     group = GroupChoiceField(
-        queryset=Group.objects.none(), required=False, empty_label=None, help_text=GROUP_HELP
+        queryset=Group.objects.none(),
+        label=_("Group"),
+        required=False,
+        empty_label=None,
+        help_text=GROUP_HELP,
     )
     status = forms.ChoiceField(
+        label=_("Status"),
         choices=ApiKey.Status.choices,
         required=False,
         widget=forms.RadioSelect,
         help_text=STATUS_HELP,
     )
     allowed_ips = forms.CharField(
-        label="IP restriction",
+        label=_("IP restriction"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "203.0.113.7\n203.0.113.0/24"}),
         help_text=IP_HELP,
     )
-    quota_limit_usd = usd_limit_field("Quota limit (USD)", "0 = unlimited", help_text=QUOTA_HELP)
+    quota_limit_usd = usd_limit_field(
+        _("Quota limit (USD)"), _("0 = unlimited"), help_text=QUOTA_HELP
+    )
     rate_limit = forms.CharField(
+        label=_("Rate limit"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
         help_text=RATE_HELP,
     )
     # A naive datetime-local value is read in the current time zone (settings.TIME_ZONE).
     expires_at = forms.DateTimeField(
-        label="Key expiration",
+        label=_("Key expiration"),
         required=False,
         input_formats=[DATETIME_LOCAL_FORMAT, "%Y-%m-%dT%H:%M:%S"],
         widget=forms.DateTimeInput(format=DATETIME_LOCAL_FORMAT, attrs={"type": "datetime-local"}),
     )
     # Budgets (their help texts name the team's zone: set in __init__).
-    daily_limit_usd = usd_limit_field("Daily limit (USD)", "0 = no limit")
-    weekly_limit_usd = usd_limit_field("Weekly limit (USD)", "0 = no limit")
-    monthly_limit_usd = usd_limit_field("Monthly limit (USD)", "0 = no limit")
+    daily_limit_usd = usd_limit_field(_("Daily limit (USD)"), _("0 = no limit"))
+    weekly_limit_usd = usd_limit_field(_("Weekly limit (USD)"), _("0 = no limit"))
+    monthly_limit_usd = usd_limit_field(_("Monthly limit (USD)"), _("0 = no limit"))
     max_concurrency = forms.CharField(
-        label="Max concurrent requests",
+        label=_("Max concurrent requests"),
         required=False,
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "0 = unlimited"}),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": _("0 = unlimited")}),
         help_text=MAX_CONCURRENCY_HELP,
     )
 
@@ -265,9 +279,10 @@ class CreateKeyForm(KeyForm):
     status = None
     owner = forms.ModelChoiceField(
         queryset=get_user_model().objects.none(),
+        label=_("Owner"),
         required=False,
         empty_label=None,
-        help_text="Who the key belongs to. They see it among their keys and can use it.",
+        help_text=_("Who the key belongs to. They see it among their keys and can use it."),
     )
     field_order = ["owner"]
 
@@ -284,7 +299,7 @@ class CreateKeyForm(KeyForm):
             initial.setdefault(field, _initial_value(field, value))
         super().__init__(*args, team=team, **kwargs)
         # No group chosen for the user: the team's default one, else an explicit choice.
-        self.fields["group"].empty_label = "Choose a group"
+        self.fields["group"].empty_label = gettext("Choose a group")
         if owners is None:
             del self.fields["owner"]
         else:
@@ -327,13 +342,18 @@ def _initial_value(field: str, value: Any) -> Any:
 class KeyFilterForm(forms.Form):
     """The key list's filters. Unknown values are dropped rather than shown as errors."""
 
-    q = forms.CharField(label="Search by name", required=False)
-    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *STATE_LABELS.items()])
+    q = forms.CharField(label=_("Search by name"), required=False)
+    status = forms.ChoiceField(
+        label=_("Status"), required=False, choices=[("", _("Any status")), *STATE_LABELS.items()]
+    )
     group = forms.ModelChoiceField(
-        queryset=Group.objects.none(), required=False, empty_label="Any group"
+        queryset=Group.objects.none(), label=_("Group"), required=False, empty_label=_("Any group")
     )
     owner = forms.ModelChoiceField(
-        queryset=get_user_model().objects.none(), required=False, empty_label="Any owner"
+        queryset=get_user_model().objects.none(),
+        label=_("Owner"),
+        required=False,
+        empty_label=_("Any owner"),
     )
 
     def __init__(self, *args: Any, groups: QuerySet[Group], owners: QuerySet | None, **kwargs):
@@ -363,33 +383,40 @@ class TeamKeySettingsForm(ServiceErrorsMixin, forms.Form):
     start. team_key_settings_update holds the rules (quota and rate limit read as on a key)."""
 
     members_can_create_keys = forms.BooleanField(
-        label="Members can create keys",
+        label=_("Members can create keys"),
         required=False,
-        help_text="Off: only leads create keys, for themselves or for a member.",
+        help_text=_("Off: only leads create keys, for themselves or for a member."),
     )
     default_group = forms.ModelChoiceField(
         queryset=Group.objects.none(),
+        label=_("Default group"),
         required=False,
-        empty_label="None: members choose",
-        help_text="The group of members' new keys; members cannot choose another.",
+        empty_label=_("None: members choose"),
+        help_text=_("The group of members' new keys; members cannot choose another."),
     )
     default_quota_limit_usd = usd_limit_field(
-        "Default quota limit (USD)",
-        "0 = unlimited",
-        help_text="Members' new keys start with this quota and may only lower it. "
-        "0 or empty: unlimited.",
+        _("Default quota limit (USD)"),
+        _("0 = unlimited"),
+        help_text=_(
+            "Members' new keys start with this quota and may only lower it. 0 or empty: unlimited."
+        ),
     )
     default_rate_limit = forms.CharField(
+        label=_("Default rate limit"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "60/m", "autocomplete": "off"}),
-        help_text="Members' new keys start with this rate limit and may only lower it, e.g. "
-        "60/m. Empty: no limit.",
+        help_text=_(
+            "Members' new keys start with this rate limit and may only lower it, e.g. 60/m. "
+            "Empty: no limit."
+        ),
     )
     default_expiry_days = forms.IntegerField(
-        label="Default expiration period (days)",
+        label=_("Default expiration period (days)"),
         required=False,
-        help_text="Members' new keys expire at most this many days after they are made. "
-        "Empty: they may never expire.",
+        help_text=_(
+            "Members' new keys expire at most this many days after they are made. "
+            "Empty: they may never expire."
+        ),
     )
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any):
@@ -417,10 +444,12 @@ class MemberCapForm(ServiceErrorsMixin, forms.Form):
     """A member's monthly cap on the team page; membership_limit_update reads and checks it."""
 
     monthly_limit_usd = usd_limit_field(
-        "Monthly cap (USD)",
-        "0 = no cap",
-        help_text="What all of the member's keys in the team may spend in a calendar month. "
-        "0 or empty: no cap.",
+        _("Monthly cap (USD)"),
+        _("0 = no cap"),
+        help_text=_(
+            "What all of the member's keys in the team may spend in a calendar month. "
+            "0 or empty: no cap."
+        ),
     )
 
 
@@ -429,25 +458,34 @@ class InviteForm(ServiceErrorsMixin, forms.Form):
 
     # Text rather than an EmailField: the address's checks and messages belong to the service.
     email = forms.CharField(
+        label=_("Email"),
         required=False,
         widget=forms.EmailInput(attrs={"placeholder": "name@example.com", "autocomplete": "off"}),
-        help_text="They get an email with a link; they join when they accept it, signed in with "
-        f"the account that has this address. The link works for {INVITATION_VALID_DAYS} days.",
+        help_text=format_lazy(
+            _(
+                "They get an email with a link; they join when they accept it, signed in with "
+                "the account that has this address. The link works for {days} days."
+            ),
+            days=INVITATION_VALID_DAYS,
+        ),
     )
-    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+    role = forms.ChoiceField(
+        label=_("Role"), choices=Membership.Role.choices, initial=Membership.Role.MEMBER
+    )
 
 
 class RoleForm(ServiceErrorsMixin, forms.Form):
-    role = forms.ChoiceField(choices=Membership.Role.choices)
+    role = forms.ChoiceField(label=_("Role"), choices=Membership.Role.choices)
 
 
 class ApiTokenForm(ServiceErrorsMixin, forms.Form):
     """A new REST API token: just its name; api_token_create holds the rules."""
 
     name = forms.CharField(
+        label=_("Name"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "ci-bot", "autocomplete": "off"}),
-        help_text=(
+        help_text=_(
             "The name helps you recognise the token later. Name it after the integration or "
             "script that uses it, such as ci-bot or grafana-export."
         ),

@@ -7,6 +7,8 @@ from django.core.validators import MaxValueValidator, MinLengthValidator, MinVal
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from .secret_formats import API_TOKEN, RELAY_KEY, SecretFormat
 from .secret_formats import digest_key as digest_key
@@ -165,8 +167,8 @@ class Team(models.Model):
 
 class Membership(models.Model):
     class Role(models.TextChoices):
-        LEAD = "lead", "Lead"
-        MEMBER = "member", "Member"
+        LEAD = "lead", _("Lead")
+        MEMBER = "member", _("Member")
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
@@ -230,8 +232,8 @@ class ApiKey(HashedSecret):
     secret_format = RELAY_KEY
 
     class Status(models.TextChoices):
-        ENABLED = "enabled", "Enabled"
-        DISABLED = "disabled", "Disabled"
+        ENABLED = "enabled", _("Enabled")
+        DISABLED = "disabled", _("Disabled")
 
     class DisabledBy(models.TextChoices):
         """Who turned a disabled key off, by role: a member may enable only a key they turned
@@ -421,53 +423,78 @@ class AuditEvent(models.Model):
     written as "changed", never as values."""
 
     class Action(models.TextChoices):
-        KEY_CREATED = "key.created", "Created"
-        KEY_UPDATED = "key.updated", "Updated"
-        KEY_ROTATED = "key.rotated", "Rotated"
-        KEY_ENABLED = "key.enabled", "Enabled"
-        KEY_DISABLED = "key.disabled", "Disabled"
-        KEY_EXPIRED = "key.expired", "Expired"
-        KEY_SPEND_SPIKE = "key.spend_spike", "Disabled: spend spike"
-        KEY_DELETED = "key.deleted", "Deleted"
-        INVITATION_CREATED = "invitation.created", "Invited"
-        INVITATION_REVOKED = "invitation.revoked", "Invitation revoked"
-        INVITATION_ACCEPTED = "invitation.accepted", "Invitation accepted"
-        MEMBER_ADDED = "member.added", "Member added"
-        MEMBER_ROLE_CHANGED = "member.role_changed", "Role changed"
-        MEMBER_REMOVED = "member.removed", "Member removed"
-        MEMBER_CAP_UPDATED = "member.cap_updated", "Monthly cap changed"
-        TEAM_CREATED = "team.created", "Team created"
-        TEAM_UPDATED = "team.updated", "Team updated"
-        TEAM_ALLOWED_GROUPS_CHANGED = "team.allowed_groups_changed", "Allowed groups changed"
-        TEAM_BUDGET_UPDATED = "team.budget_updated", "Budget changed"
-        TEAM_NOTIFICATIONS_UPDATED = "team.notifications_updated", "Notification settings changed"
+        KEY_CREATED = "key.created", pgettext_lazy("audit action", "Created")
+        KEY_UPDATED = "key.updated", pgettext_lazy("audit action", "Updated")
+        KEY_ROTATED = "key.rotated", pgettext_lazy("audit action", "Rotated")
+        KEY_ENABLED = "key.enabled", pgettext_lazy("audit action", "Enabled")
+        KEY_DISABLED = "key.disabled", pgettext_lazy("audit action", "Disabled")
+        KEY_EXPIRED = "key.expired", pgettext_lazy("audit action", "Expired")
+        KEY_SPEND_SPIKE = "key.spend_spike", pgettext_lazy("audit action", "Disabled: spend spike")
+        KEY_DELETED = "key.deleted", pgettext_lazy("audit action", "Deleted")
+        INVITATION_CREATED = "invitation.created", pgettext_lazy("audit action", "Invited")
+        INVITATION_REVOKED = (
+            "invitation.revoked",
+            pgettext_lazy("audit action", "Invitation revoked"),
+        )
+        INVITATION_ACCEPTED = (
+            "invitation.accepted",
+            pgettext_lazy("audit action", "Invitation accepted"),
+        )
+        MEMBER_ADDED = "member.added", pgettext_lazy("audit action", "Member added")
+        MEMBER_ROLE_CHANGED = "member.role_changed", pgettext_lazy("audit action", "Role changed")
+        MEMBER_REMOVED = "member.removed", pgettext_lazy("audit action", "Member removed")
+        MEMBER_CAP_UPDATED = (
+            "member.cap_updated",
+            pgettext_lazy("audit action", "Monthly cap changed"),
+        )
+        TEAM_CREATED = "team.created", pgettext_lazy("audit action", "Team created")
+        TEAM_UPDATED = "team.updated", pgettext_lazy("audit action", "Team updated")
+        TEAM_ALLOWED_GROUPS_CHANGED = (
+            "team.allowed_groups_changed",
+            pgettext_lazy("audit action", "Allowed groups changed"),
+        )
+        TEAM_BUDGET_UPDATED = "team.budget_updated", pgettext_lazy("audit action", "Budget changed")
+        TEAM_NOTIFICATIONS_UPDATED = (
+            "team.notifications_updated",
+            pgettext_lazy("audit action", "Notification settings changed"),
+        )
         MEMBER_EMAIL_PREFERENCE_UPDATED = (
             "member.email_preference_updated",
-            "Email preference changed",
+            pgettext_lazy("audit action", "Email preference changed"),
         )
-        WEBHOOK_CREATED = "webhook.created", "Webhook created"
-        WEBHOOK_UPDATED = "webhook.updated", "Webhook updated"
-        WEBHOOK_DELETED = "webhook.deleted", "Webhook deleted"
-        GROUP_CREATED = "group.created", "Group created"
-        GROUP_UPDATED = "group.updated", "Group updated"
-        GROUP_ROUTES_CHANGED = "group.routes_changed", "Group routes changed"
-        TOKEN_CREATED = "token.created", "API token created"
-        TOKEN_REVOKED = "token.revoked", "API token revoked"
-        CHANNEL_CREATED = "channel.created", "Channel created"
-        CHANNEL_UPDATED = "channel.updated", "Channel updated"
-        CHANNEL_DELETED = "channel.deleted", "Channel deleted"
+        WEBHOOK_CREATED = "webhook.created", pgettext_lazy("audit action", "Webhook created")
+        WEBHOOK_UPDATED = "webhook.updated", pgettext_lazy("audit action", "Webhook updated")
+        WEBHOOK_DELETED = "webhook.deleted", pgettext_lazy("audit action", "Webhook deleted")
+        GROUP_CREATED = "group.created", pgettext_lazy("audit action", "Group created")
+        GROUP_UPDATED = "group.updated", pgettext_lazy("audit action", "Group updated")
+        GROUP_ROUTES_CHANGED = (
+            "group.routes_changed",
+            pgettext_lazy("audit action", "Group routes changed"),
+        )
+        TOKEN_CREATED = "token.created", pgettext_lazy("audit action", "API token created")
+        TOKEN_REVOKED = "token.revoked", pgettext_lazy("audit action", "API token revoked")
+        CHANNEL_CREATED = "channel.created", pgettext_lazy("audit action", "Channel created")
+        CHANNEL_UPDATED = "channel.updated", pgettext_lazy("audit action", "Channel updated")
+        CHANNEL_DELETED = "channel.deleted", pgettext_lazy("audit action", "Channel deleted")
         CHANNEL_CREDENTIALS_REENCRYPTED = (
             "channel.credentials_reencrypted",
-            "Channel credentials re-encrypted",
+            pgettext_lazy("audit action", "Channel credentials re-encrypted"),
         )
-        PRICE_CREATED = "price.created", "Price created"
-        PRICE_UPDATED = "price.updated", "Price changed"
-        PRICE_DELETED = "price.deleted", "Price deleted"
+        PRICE_CREATED = "price.created", pgettext_lazy("audit action", "Price created")
+        PRICE_UPDATED = "price.updated", pgettext_lazy("audit action", "Price changed")
+        PRICE_DELETED = "price.deleted", pgettext_lazy("audit action", "Price deleted")
 
     # What an action was done to: its first word ("key.created" was done to a key).
-    SubjectType = models.TextChoices(
-        "SubjectType", "key member invitation team group token channel webhook price"
-    )
+    class SubjectType(models.TextChoices):
+        KEY = "key", _("Key")
+        MEMBER = "member", _("Member")
+        INVITATION = "invitation", _("Invitation")
+        TEAM = "team", _("Team")
+        GROUP = "group", _("Group")
+        TOKEN = "token", _("Token")
+        CHANNEL = "channel", _("Channel")
+        WEBHOOK = "webhook", _("Webhook")
+        PRICE = "price", _("Price")
 
     actor = _person(help_text="Empty when the system acted (e.g. expiry).")
     team = models.ForeignKey(
@@ -515,3 +542,19 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.subject_label}".rstrip()
+
+
+class UserPreference(models.Model):
+    """What a person chose for themselves across teams: the portal's language, kept on the
+    account (not only in a cookie) so it follows them to every browser they sign in on."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="preference",
+    )
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language or 'browser language'}"

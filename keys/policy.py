@@ -29,6 +29,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from .validators import RATE_LIMIT_PATTERN
 
@@ -106,8 +108,16 @@ def refusal_error(refused: Mapping[str, str]) -> ValidationError:
 def _set_by_lead(label: str, setting: str, rule: str, *, creating: bool) -> str:
     """The refusal's message: which field, what the lead set, and that the lead can change it."""
     if creating:
-        return f"{label}: your team's default for new keys is {setting}. {rule}"
-    return f"{label}: set by your team lead ({setting}). {rule}"
+        return _("%(label)s: your team's default for new keys is %(setting)s. %(rule)s") % {
+            "label": label,
+            "setting": setting,
+            "rule": rule,
+        }
+    return _("%(label)s: set by your team lead (%(setting)s). %(rule)s") % {
+        "label": label,
+        "setting": setting,
+        "rule": rule,
+    }
 
 
 def _group(current, requested, *, creating: bool) -> str | None:
@@ -116,9 +126,9 @@ def _group(current, requested, *, creating: bool) -> str | None:
     if (creating and current_id is None) or requested_id == current_id:
         return None
     return _set_by_lead(
-        "Group",
+        _("Group"),
         f"“{getattr(current, 'name', '')}”",
-        "Only your team lead can change it.",
+        _("Only your team lead can change it."),
         creating=creating,
     )
 
@@ -139,26 +149,27 @@ def _usd_limit(label: str, none: str):
         return _set_by_lead(
             label,
             f"{current:.2f} USD",
-            f"You can lower it, but only your team lead can raise it or set it to 0 ({none}).",
+            _("You can lower it, but only your team lead can raise it or set it to 0 (%(none)s).")
+            % {"none": none},
             creating=creating,
         )
 
     return check
 
 
-_quota = _usd_limit("Quota limit", "unlimited")
-_daily = _usd_limit("Daily limit", "no daily limit")
-_weekly = _usd_limit("Weekly limit", "no weekly limit")
-_monthly = _usd_limit("Monthly limit", "no monthly limit")
+_quota = _usd_limit(gettext_lazy("Quota limit"), gettext_lazy("unlimited"))
+_daily = _usd_limit(gettext_lazy("Daily limit"), gettext_lazy("no daily limit"))
+_weekly = _usd_limit(gettext_lazy("Weekly limit"), gettext_lazy("no weekly limit"))
+_monthly = _usd_limit(gettext_lazy("Monthly limit"), gettext_lazy("no monthly limit"))
 
 
 def _concurrency(current: int | None, requested: int | None, *, creating: bool) -> str | None:
     if _lower_or_set(current, requested):
         return None
     return _set_by_lead(
-        "Max concurrent requests",
+        _("Max concurrent requests"),
         str(current),
-        "You can lower it, but only your team lead can raise it or set it to 0 (unlimited).",
+        _("You can lower it, but only your team lead can raise it or set it to 0 (unlimited)."),
         creating=creating,
     )
 
@@ -167,9 +178,9 @@ def _rate(current: str | None, requested: str | None, *, creating: bool) -> str 
     if not current or (requested and _rate_within(requested, current)):
         return None
     return _set_by_lead(
-        "Rate limit",
+        _("Rate limit"),
         current,
-        "You can lower it, but only your team lead can raise or clear it.",
+        _("You can lower it, but only your team lead can raise or clear it."),
         creating=creating,
     )
 
@@ -190,10 +201,12 @@ def _ips(current: list[str] | None, requested: list[str] | None, *, creating: bo
         return None
     shown = ", ".join(current[:3]) + (", …" if len(current) > 3 else "")
     return _set_by_lead(
-        "IP restriction",
+        _("IP restriction"),
         shown,
-        "You can remove addresses or narrow ranges, but only your team lead can add addresses "
-        "or clear it.",
+        _(
+            "You can remove addresses or narrow ranges, but only your team lead can add "
+            "addresses or clear it."
+        ),
         creating=creating,
     )
 
@@ -212,9 +225,9 @@ def _expiry(current: datetime | None, requested: datetime | None, *, creating: b
     if current is None or (requested is not None and requested <= current):
         return None
     return _set_by_lead(
-        "Key expiration",
+        _("Key expiration"),
         f"{timezone.localtime(current):%Y-%m-%d %H:%M %Z}",
-        "You can make it earlier, but only your team lead can extend or clear it.",
+        _("You can make it earlier, but only your team lead can extend or clear it."),
         creating=creating,
     )
 
@@ -222,14 +235,15 @@ def _expiry(current: datetime | None, requested: datetime | None, *, creating: b
 def _enable_refusal(disabled_by: str, expires_at: datetime | None) -> str:
     if disabled_by == "system" and expires_at is not None and expires_at <= timezone.now():
         when = f"{timezone.localtime(expires_at):%Y-%m-%d %H:%M %Z}"
-        return (
-            f"Status: disabled automatically when the key expired on {when}. Only your team "
+        return _(
+            "Status: disabled automatically when the key expired on %(when)s. Only your team "
             "lead can set a new expiration and enable it."
-        )
+        ) % {"when": when}
     if disabled_by == "system":
         # The other thing the system disables a key for: the team's spend-spike guard.
-        return (
+        return _(
             "Status: disabled automatically after a spend spike. Only your team lead can enable it."
         )
-    who = "staff" if disabled_by == "staff" else "your team lead"
-    return f"Status: disabled by {who}. Only your team lead can enable it."
+    if disabled_by == "staff":
+        return _("Status: disabled by staff. Only your team lead can enable it.")
+    return _("Status: disabled by your team lead. Only your team lead can enable it.")

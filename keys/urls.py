@@ -36,6 +36,7 @@ urlpatterns = [
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/tokens/", views.token_list, name="tokens"),
+    path("accounts/language/", views.language_set, name="language"),
     path("accounts/tokens/new/", views.token_create, name="token_create"),
     path(
         "accounts/tokens/<int:token_id>/issued/<str:once>/", views.token_issued, name="token_issued"

@@ -13,13 +13,15 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.core.validators import ProhibitNullCharactersValidator
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
 NAME_MAX_LENGTH = 100
 # A team's default expiration period: up to ten years, so the date it gives stays a date.
 MAX_EXPIRY_DAYS = 3650
 
 RATE_LIMIT_PATTERN = re.compile(r"^([1-9][0-9]{0,8})/([smhd])$")
-RATE_LIMIT_MESSAGE = (
+# English, marked for the catalogue; raised in the active language (gettext at the raise).
+RATE_LIMIT_MESSAGE = gettext_noop(
     "Enter a rate limit like 60/m: a whole number of at least 1, then /s, /m, /h or /d "
     "(per second, minute, hour or day)."
 )
@@ -39,35 +41,48 @@ class UsdLimitWords:
     it says what the unit and the range are, which Django's "Ensure that there are no more than
     2 decimal places" did not."""
 
+    # Lazy translations (gettext_lazy) or plain text: each message is put together in the
+    # language active when it is read.
     name: str
     zero_means: str
+
+    def _words(self) -> dict[str, str]:
+        return {"name": str(self.name), "zero": str(self.zero_means), "max": f"{QUOTA_MAX:,}"}
 
     @property
     def message(self) -> str:
         return (
-            f"Enter the {self.name} in US dollars with at most 2 decimal places (whole cents), "
-            f"e.g. 25 or 25.50, up to {QUOTA_MAX:,}; 0 means {self.zero_means}."
+            gettext(
+                "Enter the %(name)s in US dollars with at most 2 decimal places (whole cents), "
+                "e.g. 25 or 25.50, up to %(max)s; 0 means %(zero)s."
+            )
+            % self._words()
         )
 
     @property
     def below_a_cent_message(self) -> str:
         return (
-            f"A {self.name} below 0.01 US dollars would be stored as 0, which means "
-            f"{self.zero_means}. Enter at least 0.01, or 0 for {self.zero_means}."
+            gettext(
+                "A %(name)s below 0.01 US dollars would be stored as 0, which means %(zero)s. "
+                "Enter at least 0.01, or 0 for %(zero)s."
+            )
+            % self._words()
         )
 
     @property
     def negative_message(self) -> str:
-        return f"{self.name.capitalize()} cannot be negative. Use 0 for {self.zero_means}."
+        words = self._words()
+        words["name"] = words["name"].capitalize()
+        return gettext("%(name)s cannot be negative. Use 0 for %(zero)s.") % words
 
 
-QUOTA_WORDS = UsdLimitWords("quota limit", "unlimited")
+QUOTA_WORDS = UsdLimitWords(gettext_lazy("quota limit"), gettext_lazy("unlimited"))
 QUOTA_MESSAGE = QUOTA_WORDS.message
 QUOTA_BELOW_A_CENT_MESSAGE = QUOTA_WORDS.below_a_cent_message
 # A key's spend windows (billing.windows), beside its lifetime quota.
-DAILY_LIMIT_WORDS = UsdLimitWords("daily limit", "no daily limit")
-WEEKLY_LIMIT_WORDS = UsdLimitWords("weekly limit", "no weekly limit")
-MONTHLY_LIMIT_WORDS = UsdLimitWords("monthly limit", "no monthly limit")
+DAILY_LIMIT_WORDS = UsdLimitWords(gettext_lazy("daily limit"), gettext_lazy("no daily limit"))
+WEEKLY_LIMIT_WORDS = UsdLimitWords(gettext_lazy("weekly limit"), gettext_lazy("no weekly limit"))
+MONTHLY_LIMIT_WORDS = UsdLimitWords(gettext_lazy("monthly limit"), gettext_lazy("no monthly limit"))
 
 # Plain decimal notation in ASCII digits. Decimal() alone also reads Arabic-Indic digits ("٥"),
 # underscores ("1_000"), exponents ("1e-400", a positive amount that is 0 in cents) and
@@ -96,7 +111,7 @@ def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[s
         for item in value:
             if not isinstance(item, str):
                 raise ValidationError(
-                    "Each IP restriction entry must be text, not %(value)r.",
+                    gettext("Each IP restriction entry must be text, not %(value)r."),
                     code="invalid_ip",
                     params={"value": item},
                 )
@@ -104,8 +119,10 @@ def parse_allowed_ips(value: str | list[str] | tuple[str, ...] | None) -> list[s
     # Counted as typed, before any entry is parsed, so an oversized list is refused cheaply.
     if len(entries) > MAX_ALLOWED_IPS:
         raise ValidationError(
-            "IP restriction can hold at most %(limit)s addresses or ranges; this one has "
-            "%(count)s.",
+            gettext(
+                "IP restriction can hold at most %(limit)s addresses or ranges; this one has "
+                "%(count)s."
+            ),
             code="too_many_ips",
             params={"limit": f"{MAX_ALLOWED_IPS:,}", "count": f"{len(entries):,}"},
         )
@@ -124,8 +141,10 @@ def _canonical_network(entry: str) -> str:
         return str(ipaddress.ip_address(entry))
     except ValueError:
         raise ValidationError(
-            "“%(entry)s” is not a valid IPv4 or IPv6 address or CIDR range "
-            "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32).",
+            gettext(
+                "“%(entry)s” is not a valid IPv4 or IPv6 address or CIDR range "
+                "(for example 203.0.113.7, 203.0.113.0/24 or 2001:db8::/32)."
+            ),
             code="invalid_ip",
             params={"entry": entry},
         ) from None
@@ -133,13 +152,15 @@ def _canonical_network(entry: str) -> str:
 
 def validate_allowed_ips(value: list[str]) -> None:
     if not isinstance(value, list):
-        raise ValidationError("IP restriction must be a list of addresses.", code="invalid_ip")
+        raise ValidationError(
+            gettext("IP restriction must be a list of addresses."), code="invalid_ip"
+        )
     parse_allowed_ips(value)
 
 
 def validate_rate_limit(value: str) -> None:
     if value and not RATE_LIMIT_PATTERN.match(value):
-        raise ValidationError(RATE_LIMIT_MESSAGE, code="invalid_rate_limit")
+        raise ValidationError(gettext(RATE_LIMIT_MESSAGE), code="invalid_rate_limit")
 
 
 def normalise_rate_limit(value: str | None) -> str:
@@ -154,7 +175,7 @@ def validate_quota(value: Decimal) -> None:
         return
     if value < 0:
         raise ValidationError(
-            "Quota limit cannot be negative. Use 0 for unlimited.", code="negative_quota"
+            gettext("Quota limit cannot be negative. Use 0 for unlimited."), code="negative_quota"
         )
 
 
@@ -162,7 +183,10 @@ def validate_time_zone(value: str) -> None:
     """An IANA time zone name (Asia/Shanghai, Europe/Berlin, UTC), as zoneinfo knows it."""
     if value not in available_time_zones():
         raise ValidationError(
-            f"“{value}” is not a time zone. Use an IANA name such as Asia/Shanghai or UTC.",
+            gettext(
+                "“%(value)s” is not a time zone. Use an IANA name such as Asia/Shanghai or UTC."
+            )
+            % {"value": value},
             code="invalid_time_zone",
         )
 
@@ -219,10 +243,17 @@ def _parse_usd(value: str | int | Decimal | None, words: UsdLimitWords) -> Decim
     return quota
 
 
-MAX_CONCURRENCY_MESSAGE = (
-    "Enter max concurrent requests as a whole number, e.g. 4, up to "
-    f"{MAX_CONCURRENCY:,}; 0 means unlimited."
+_MAX_CONCURRENCY_TEMPLATE = gettext_noop(
+    "Enter max concurrent requests as a whole number, e.g. 4, up to %(max)s; 0 means unlimited."
 )
+# The English message; raised in the active language (_max_concurrency_message).
+MAX_CONCURRENCY_MESSAGE = _MAX_CONCURRENCY_TEMPLATE % {"max": f"{MAX_CONCURRENCY:,}"}
+
+
+def _max_concurrency_message() -> str:
+    return gettext(_MAX_CONCURRENCY_TEMPLATE) % {"max": f"{MAX_CONCURRENCY:,}"}
+
+
 # ASCII digits only, and not so many that int() would refuse them (past 4,300 digits).
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
 
@@ -237,21 +268,21 @@ def parse_max_concurrency(value: str | int | None) -> int:
     elif isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value.strip()):
         number = int(value.strip())
     else:
-        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="invalid_max_concurrency")
+        raise ValidationError(_max_concurrency_message(), code="invalid_max_concurrency")
     if number < 0:
         raise ValidationError(
-            "Max concurrent requests cannot be negative. Use 0 for unlimited.",
+            gettext("Max concurrent requests cannot be negative. Use 0 for unlimited."),
             code="negative_max_concurrency",
         )
     if number > MAX_CONCURRENCY:
-        raise ValidationError(MAX_CONCURRENCY_MESSAGE, code="max_concurrency_too_large")
+        raise ValidationError(_max_concurrency_message(), code="max_concurrency_too_large")
     return number
 
 
 def validate_multiplier(value: Decimal) -> None:
     if value is not None and value <= 0:
         raise ValidationError(
-            "The multiplier must be greater than 0 (for example 0.25 or 1.0).",
+            gettext("The multiplier must be greater than 0 (for example 0.25 or 1.0)."),
             code="multiplier_not_positive",
         )
 
@@ -261,7 +292,7 @@ def validate_model_patterns(value: list[str]) -> None:
         isinstance(item, str) and item.strip() for item in value
     ):
         raise ValidationError(
-            "Models must be a list of model names or patterns such as claude-*.",
+            gettext("Models must be a list of model names or patterns such as claude-*."),
             code="invalid_models",
         )
     # PostgreSQL's jsonb cannot store NUL (\u0000), so without this the save would be a 500.

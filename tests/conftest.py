@@ -4,12 +4,20 @@ import time
 
 import pytest
 import uvicorn
+from django.conf import settings
 from django.core.cache import cache
 
+from core.catalogues import compile_catalogues
 from keys.models import Membership
 
 from .factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from .redis_server import REDIS_SERVER, RedisServer
+
+
+def pytest_sessionstart(session):
+    """The translation catalogues' .mo files, which are built, not committed: the pages in
+    Chinese need them even when pytest runs without scripts/test."""
+    compile_catalogues([settings.BASE_DIR / "locale"])
 
 
 @pytest.fixture(autouse=True)

@@ -404,3 +404,55 @@ def _save_screenshots(page: Page, edit_url: str | None) -> None:
             page.screenshot(path=str(ARTIFACTS / "edit-page.png"), full_page=True)
     except Exception as error:  # The original failure matters more than a missing picture.
         print(f"Could not save a screenshot: {error}")
+
+
+@pytest.fixture
+def leads_key(acme) -> int:
+    """A key of Acme's lead, made before the browser starts (see lead_id)."""
+    lead = acme.memberships.get(role=Membership.Role.LEAD).user
+    group = Group.objects.get(name="CC Official Channel")
+    return make_key(team=acme, owner=lead, group=group, actor=lead, name="cc-main").key.pk
+
+
+def test_the_portal_in_chinese(acme, leads_key, page):
+    """One pass in Simplified Chinese: sign in, switch to 中文, edit a key, see a translated
+    form error, save with 更新."""
+    page.goto("/")
+    page.get_by_label("Username").fill("lead")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+
+    page.get_by_role("button", name="中文").click()
+    expect(page.get_by_role("heading", name="API 密钥")).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-hans")
+    expect(page.get_by_role("button", name="退出登录")).to_be_visible()
+
+    page.get_by_role("navigation", name="主导航").get_by_role("link", name="密钥").click()
+    key_row(page, "cc-main").get_by_role("link", name="编辑 cc-main").click()
+    expect(page.get_by_role("heading", name="密钥设置")).to_be_visible()
+    for section in ("基本信息", "限制", "预算"):
+        expect(page.get_by_role("heading", name=section, exact=True)).to_be_visible()
+
+    page.get_by_label("速率限制", exact=True).fill("fast")
+    page.get_by_role("button", name="更新").click()
+    expect(page.get_by_text("请修正下方标出的字段。未保存任何内容。")).to_be_visible()
+    expect(page.get_by_text("请按 60/m 的格式输入速率限制")).to_be_visible()
+
+    page.get_by_label("速率限制", exact=True).fill("60/m")
+    page.get_by_role("button", name="更新").click()
+    expect(page.get_by_text("已保存。更改立即生效。")).to_be_visible()
+    expect(
+        page.get_by_role("status").get_by_text("如果你的工具会缓存配置，请重启工具。")
+    ).to_be_visible()
+
+    # The choice is the account's: the next sign-in, in a browser asking for English, is in
+    # Chinese too.
+    page.context.clear_cookies()
+    page.goto("/", wait_until="load")
+    page.get_by_label("Username").fill("lead")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="API 密钥")).to_be_visible()
+    page.goto(f"/t/acme/keys/{leads_key}/")
+    expect(page.locator("dl.summary")).to_contain_text("60/m")

@@ -80,9 +80,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After sessions, before CommonMiddleware: Accept-Language (or the language cookie) picks
+    # the language; keys.middleware then applies a signed-in user's saved choice.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "keys.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -164,7 +168,13 @@ LOGOUT_REDIRECT_URL = "keys:login"
 LOGIN_FAILURES_PER_IP = env.str("LOGIN_FAILURES_PER_IP", default="20/15m")
 LOGIN_FAILURES_PER_USERNAME = env.str("LOGIN_FAILURES_PER_USERNAME", default="5/15m")
 
-LANGUAGE_CODE = "en-us"
+# The portal speaks English (the source strings) and Simplified Chinese (locale/zh_Hans, compiled
+# by `manage.py compile_catalogues`). The language is the signed-in user's saved choice, else
+# the language cookie (the header's switch, signed out), else Accept-Language, else English;
+# URLs stay the same in every language. The relay (/v1/*) always answers in English.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True

@@ -46,6 +46,7 @@ from .members import (
     team_save,
     team_set_allowed_groups,
 )
+from .preferences import user_language, user_language_set
 from .tokens import (
     API_TOKEN_LAST_USED_RESOLUTION_SECONDS,
     IssuedApiToken,
@@ -98,4 +99,6 @@ __all__ = [
     "team_key_settings_update",
     "team_save",
     "team_set_allowed_groups",
+    "user_language",
+    "user_language_set",
 ]

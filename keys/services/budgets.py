@@ -14,6 +14,8 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from keys import policy
 from keys.cache import invalidate_key_state
@@ -28,8 +30,8 @@ from .audit import audit_record
 TEAM_BUDGET_PERMISSION = "keys.change_team"
 MEMBER_CAP_PERMISSION = "keys.change_membership"
 
-BUDGET_STAFF_ONLY = "Only staff can set a team's monthly budget."
-TIME_ZONE_STAFF_ONLY = "Only staff can change a team's time zone."
+BUDGET_STAFF_ONLY = gettext_lazy("Only staff can set a team's monthly budget.")
+TIME_ZONE_STAFF_ONLY = gettext_lazy("Only staff can change a team's time zone.")
 
 
 def parse_usd_limit(value: str | int | Decimal | None, *, what: str, zero_means: str) -> Decimal:
@@ -40,22 +42,28 @@ def parse_usd_limit(value: str | int | Decimal | None, *, what: str, zero_means:
         amount = parse_quota(value)
     except ValidationError as error:
         if error.code == "quota_below_a_cent":
-            message = (
-                f"{what[:1].upper()}{what[1:]} below 0.01 US dollars would be stored as 0, "
-                f"which means {zero_means}. Enter at least 0.01, or 0 for {zero_means}."
-            )
+            message = _(
+                "%(what)s below 0.01 US dollars would be stored as 0, which means %(zero)s. "
+                "Enter at least 0.01, or 0 for %(zero)s."
+            ) % {"what": _capitalized(what), "zero": zero_means}
         else:
-            message = (
-                f"Enter {what} in US dollars with at most 2 decimal places (whole cents), "
-                f"e.g. 25 or 25.50, up to {QUOTA_MAX:,}; 0 means {zero_means}."
-            )
+            message = _(
+                "Enter %(what)s in US dollars with at most 2 decimal places (whole cents), "
+                "e.g. 25 or 25.50, up to %(max)s; 0 means %(zero)s."
+            ) % {"what": what, "zero": zero_means, "max": f"{QUOTA_MAX:,}"}
         raise ValidationError(message, code=error.code) from None
     if amount < 0:
         raise ValidationError(
-            f"{what[:1].upper()}{what[1:]} cannot be negative. Use 0 for {zero_means}.",
+            _("%(what)s cannot be negative. Use 0 for %(zero)s.")
+            % {"what": _capitalized(what), "zero": zero_means},
             code="negative_quota",
         )
     return amount
+
+
+def _capitalized(words: str) -> str:
+    words = str(words)
+    return words[:1].upper() + words[1:]
 
 
 def team_budget_may_change(actor: User | None) -> bool:
@@ -94,7 +102,9 @@ def team_budget_validate(
     if "monthly_budget_usd" in requested:
         try:
             values["monthly_budget_usd"] = parse_usd_limit(
-                requested["monthly_budget_usd"], what="a monthly budget", zero_means="no budget"
+                requested["monthly_budget_usd"],
+                what=_("a monthly budget"),
+                zero_means=_("no budget"),
             )
         except ValidationError as error:
             errors["monthly_budget_usd"] = error.messages
@@ -155,7 +165,7 @@ def member_cap_may_change(actor: User | None, team: Team) -> bool:
 
 
 def member_cap_refusal(team: Team) -> str:
-    return f"Only a lead of {team.name} can set its members' monthly caps."
+    return _("Only a lead of %(team)s can set its members' monthly caps.") % {"team": team.name}
 
 
 def membership_limit_validate(
@@ -166,7 +176,7 @@ def membership_limit_validate(
     if actor is not None and not member_cap_may_change(actor, membership.team):
         raise policy.refusal_error({"monthly_limit_usd": member_cap_refusal(membership.team)})
     try:
-        return parse_usd_limit(monthly_limit_usd, what="a monthly cap", zero_means="no cap")
+        return parse_usd_limit(monthly_limit_usd, what=_("a monthly cap"), zero_means=_("no cap"))
     except ValidationError as error:
         raise ValidationError({"monthly_limit_usd": error.messages}) from None
 

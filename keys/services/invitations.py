@@ -19,6 +19,8 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext as _
 
 from keys.models import (
     INVITATION_VALID_DAYS,
@@ -36,7 +38,7 @@ from .members import join_team
 
 logger = logging.getLogger(__name__)
 
-INVALID_LINK = "This invitation link is not valid. Check that you copied all of it."
+INVALID_LINK = gettext_lazy("This invitation link is not valid. Check that you copied all of it.")
 
 
 def normalise_email(value: str | None) -> str:
@@ -49,7 +51,9 @@ def normalise_email(value: str | None) -> str:
 
 def _require_lead(*, actor: User, team: Team) -> None:
     if not is_team_lead(actor=actor, team=team):
-        raise PermissionDenied(f"Only a lead of {team.name} can manage its invitations.")
+        raise PermissionDenied(
+            _("Only a lead of %(team)s can manage its invitations.") % {"team": team.name}
+        )
 
 
 @transaction.atomic(durable=True)
@@ -80,12 +84,20 @@ def invitation_create(*, team: Team, email: str, role: str, actor: User) -> Invi
     Team.objects.select_for_update().filter(pk=team.pk).first()
     # Only the team's own members are looked at, whom the lead sees on the team page anyway.
     if Membership.objects.filter(team=team, user__email__iexact=email).exists():
-        raise ValidationError({"email": f"A member of {team.name} already has the email {email}."})
+        raise ValidationError(
+            {
+                "email": _("A member of %(team)s already has the email %(email)s.")
+                % {"team": team.name, "email": email}
+            }
+        )
     if Invitation.objects.pending(now).filter(team=team, email=email).exists():
         raise ValidationError(
             {
-                "email": f"An invitation for {email} to {team.name} is already pending: "
-                "revoke it first to send a new one."
+                "email": _(
+                    "An invitation for %(email)s to %(team)s is already pending: "
+                    "revoke it first to send a new one."
+                )
+                % {"email": email, "team": team.name}
             }
         )
     invitation.save()
@@ -102,7 +114,7 @@ def _send(invitation: Invitation, plaintext: str) -> None:
     )
     try:
         send_mail(
-            f"Invitation to join {invitation.team.name} on HCAI Keys",
+            gettext("Invitation to join %(team)s on HCAI Keys") % {"team": invitation.team.name},
             body,
             None,
             [invitation.email],
@@ -118,18 +130,22 @@ def invitation_refusal(*, invitation: Invitation, user: User) -> str | None:
     it before anyone presses the button; invitation_accept refuses with it."""
     team = invitation.team.name
     if invitation.accepted_at is not None:
-        return "This invitation has already been accepted."
+        return _("This invitation has already been accepted.")
     if invitation.revoked_at is not None:
-        return f"This invitation was revoked. Ask a lead of {team} to invite you again."
+        return _("This invitation was revoked. Ask a lead of %(team)s to invite you again.") % {
+            "team": team
+        }
     if invitation.expires_at <= timezone.now():
-        return f"This invitation has expired. Ask a lead of {team} to invite you again."
+        return _("This invitation has expired. Ask a lead of %(team)s to invite you again.") % {
+            "team": team
+        }
     if normalise_email(user.email) != invitation.email:
-        return (
-            "This invitation was sent to another email address than yours "
-            f"({user.email or 'none'}). Sign in with the account of the invited address."
-        )
+        return _(
+            "This invitation was sent to another email address than yours (%(email)s). Sign in "
+            "with the account of the invited address."
+        ) % {"email": user.email or _("none")}
     if Membership.objects.filter(team=invitation.team, user=user).exists():
-        return f"You are already a member of {team}."
+        return _("You are already a member of %(team)s.") % {"team": team}
     return None
 
 
@@ -162,11 +178,13 @@ def invitation_revoke(*, invitation: Invitation, actor: User) -> Invitation:
     invitation = Invitation.objects.select_for_update(of=("self",)).get(pk=invitation.pk)
     if invitation.accepted_at is not None:
         raise ValidationError(
-            f"The invitation for {invitation.email} was already accepted: "
-            "remove the member instead."
+            _("The invitation for %(email)s was already accepted: remove the member instead.")
+            % {"email": invitation.email}
         )
     if invitation.revoked_at is not None:
-        raise ValidationError(f"The invitation for {invitation.email} was already revoked.")
+        raise ValidationError(
+            _("The invitation for %(email)s was already revoked.") % {"email": invitation.email}
+        )
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
     _record(invitation, AuditEvent.Action.INVITATION_REVOKED, actor)

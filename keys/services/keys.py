@@ -16,6 +16,7 @@ from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from keys import policy
 from keys.cache import invalidate_key_state
@@ -378,11 +379,16 @@ def _creation_refusals(*, team: Team, owner: User, actor: User) -> dict[str, str
     """What a member may not do when creating a key, besides its settings (keys.policy)."""
     if not team.members_can_create_keys:
         return {
-            NON_FIELD_ERRORS: f"Only the leads of {team.name} create keys in this team; ask "
-            "one to create a key for you."
+            NON_FIELD_ERRORS: _(
+                "Only the leads of %(team)s create keys in this team; ask one to create a key "
+                "for you."
+            )
+            % {"team": team.name}
         }
     if owner != actor:
-        return {"owner": f"Only a lead of {team.name} can create keys for others."}
+        return {
+            "owner": _("Only a lead of %(team)s can create keys for others.") % {"team": team.name}
+        }
     return {}
 
 
@@ -428,20 +434,22 @@ def _assign(
         and key.is_expired()
     ):
         errors["expires_at"] = [
-            "This key expired on "
-            f"{timezone.localtime(key.expires_at):%Y-%m-%d %H:%M %Z}. "
-            "Clear or extend Key expiration to enable it."
+            _("This key expired on %(when)s. Clear or extend Key expiration to enable it.")
+            % {"when": f"{timezone.localtime(key.expires_at):%Y-%m-%d %H:%M %Z}"}
         ]
     return errors
 
 
 def _check_group(group: Group | None, team: Team) -> Group:
     if group is None:
-        raise ValidationError("Choose a group.")
+        raise ValidationError(_("Choose a group."))
     if not group.is_active:
-        raise ValidationError(f"Group “{group.name}” is not active.")
+        raise ValidationError(_("Group “%(group)s” is not active.") % {"group": group.name})
     if not team.available_groups().filter(pk=group.pk).exists():
-        raise ValidationError(f"Group “{group.name}” is not available to team {team.name}.")
+        raise ValidationError(
+            _("Group “%(group)s” is not available to team %(team)s.")
+            % {"group": group.name, "team": team.name}
+        )
     return group
 
 
@@ -454,7 +462,7 @@ def _check_expiry(
         value = timezone.make_aware(value)
     unchanged = not creating and previous is not None and value == previous
     if not unchanged and value <= timezone.now():
-        raise ValidationError("Key expiration must be in the future. Leave it empty for never.")
+        raise ValidationError(_("Key expiration must be in the future. Leave it empty for never."))
     return value
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from keys.cache import invalidate_key_state
 from keys.models import ApiKey, AuditEvent, Group, Membership, Team
@@ -86,7 +87,8 @@ def _check_default_group(team: Team, errors: dict[str, list[str]]) -> None:
     group = team.default_group
     if group is not None and not team.available_groups().filter(pk=group.pk).exists():
         errors.setdefault("default_group", []).append(
-            f"Group “{group.name}” is not available to team {team.name}."
+            _("Group “%(group)s” is not available to team %(team)s.")
+            % {"group": group.name, "team": team.name}
         )
 
 
@@ -153,7 +155,7 @@ def membership_set_role(*, membership: Membership, role: str, actor: User | None
     if role == membership.role:
         return membership
     if membership.role == Membership.Role.LEAD:
-        _keep_a_lead(membership, "change the role of")
+        _keep_a_lead(membership, removing=False)
     changes = {"role": [membership.role, role]}
     membership.role = role
     membership.full_clean(validate_constraints=False)
@@ -175,7 +177,7 @@ def membership_remove(*, membership: Membership, actor: User | None) -> int:
     Returns how many keys were disabled.
     """
     if membership.role == Membership.Role.LEAD:
-        _keep_a_lead(membership, "remove")
+        _keep_a_lead(membership, removing=True)
     keys = ApiKey.objects.filter(
         team=membership.team, owner=membership.user, status=ApiKey.Status.ENABLED
     )
@@ -217,18 +219,18 @@ def membership_changes_validate(
             continue
         if membership.role == Membership.Role.LEAD:
             if not leads - {membership.pk}:
-                raise _last_lead(team, "change the role of")
+                raise _last_lead(team, removing=False)
             leads.discard(membership.pk)
         elif role == Membership.Role.LEAD:
             leads.add(membership.pk)
     for membership in removed:
         if membership.role == Membership.Role.LEAD:
             if not leads - {membership.pk}:
-                raise _last_lead(team, "remove")
+                raise _last_lead(team, removing=True)
             leads.discard(membership.pk)
 
 
-def _keep_a_lead(membership: Membership, verb: str) -> None:
+def _keep_a_lead(membership: Membership, *, removing: bool) -> None:
     # Locking the team's lead rows stops two leads who demote or remove each other at the same
     # time from both seeing the other one as the remaining lead.
     lead_ids = set(
@@ -237,16 +239,20 @@ def _keep_a_lead(membership: Membership, verb: str) -> None:
         .values_list("pk", flat=True)
     )
     if not lead_ids - {membership.pk}:
-        raise _last_lead(membership.team, verb)
+        raise _last_lead(membership.team, removing=removing)
 
 
-def _last_lead(team: Team, verb: str) -> ValidationError:
-    message = f"Cannot {verb} the last lead of {team.name}: add another first."
+def _last_lead(team: Team, *, removing: bool) -> ValidationError:
+    if removing:
+        message = _("Cannot remove the last lead of %(team)s: add another first.")
+    else:
+        message = _("Cannot change the role of the last lead of %(team)s: add another first.")
+    message %= {"team": team.name}
     return ValidationError({"role": ValidationError(message, code="last_lead")})
 
 
 def _already_member(team: Team, user: User) -> ValidationError:
-    message = f"{user} is already a member of {team.name}."
+    message = _("%(user)s is already a member of %(team)s.") % {"user": user, "team": team.name}
     return ValidationError({"user": ValidationError(message, code="already_member")})
 
 

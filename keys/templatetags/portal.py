@@ -6,10 +6,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import template
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.dateformat import format as date_format
 from django.utils.dateparse import parse_datetime
 from django.utils.timesince import timesince
+from django.utils.translation import gettext, gettext_lazy
 
 from core.money import usd
 from keys.forms import STATE_LABELS, STATUS_CHOICE_HELP, plain_decimal
@@ -24,7 +27,7 @@ register.filter("usd", usd)
 
 @register.filter
 def thousands(number: int | None) -> str:
-    """A count with thousands separators: 1,379,400 tokens."""
+    """A count with thousands separators: 1,379,400 tokens (Chinese writes them alike)."""
     return f"{number or 0:,}"
 
 
@@ -47,7 +50,10 @@ def zone_time(moment: datetime | None, time_zone: str) -> str:
     if moment is None:
         return ""
     local = moment.astimezone(ZoneInfo(time_zone))
-    return f"{local:%a} {local.day} {local:%b %H:%M} {local.tzname()}"
+    # Translators: a date format (Django's "date" filter): a weekday, the day, the month and the
+    # time, no year, e.g. "Mon 8 Dec 00:00".
+    shown = date_format(local, gettext("D j M H:i"))
+    return f"{shown} {local.tzname()}"
 
 
 @register.filter
@@ -56,8 +62,8 @@ def ago(moment: datetime | None) -> str:
     if moment is None:
         return ""
     if timezone.now() - moment < timedelta(minutes=1):
-        return "just now"
-    return f"{timesince(moment)} ago"
+        return gettext("just now")
+    return gettext("%(time)s ago") % {"time": timesince(moment)}
 
 
 @register.filter
@@ -70,11 +76,36 @@ def status_help(status: str) -> str:
     return STATUS_CHOICE_HELP.get(status, "")
 
 
+# The names the forms show for the fields an audit entry names (the models' verbose names
+# are English only).
+FIELD_LABELS = {
+    "prefix": gettext_lazy("Key prefix"),
+    "name": gettext_lazy("Name"),
+    "group": gettext_lazy("Group"),
+    "status": gettext_lazy("Status"),
+    "owner": gettext_lazy("Owner"),
+    "allowed_ips": gettext_lazy("IP restriction"),
+    "quota_limit_usd": gettext_lazy("Quota limit (USD)"),
+    "rate_limit": gettext_lazy("Rate limit"),
+    "expires_at": gettext_lazy("Key expiration"),
+    "daily_limit_usd": gettext_lazy("Daily limit (USD)"),
+    "weekly_limit_usd": gettext_lazy("Weekly limit (USD)"),
+    "monthly_limit_usd": gettext_lazy("Monthly limit (USD)"),
+    "max_concurrency": gettext_lazy("Max concurrent requests"),
+    "role": gettext_lazy("role"),
+    "members_can_create_keys": gettext_lazy("Members can create keys"),
+    "default_group": gettext_lazy("Default group"),
+    "default_quota_limit_usd": gettext_lazy("Default quota limit (USD)"),
+    "default_rate_limit": gettext_lazy("Default rate limit"),
+    "default_expiry_days": gettext_lazy("Default expiration period (days)"),
+}
+
+
 @register.filter
 def field_label(field_name: str) -> str:
     """The name a form shows for a key field, so the audit trail uses the same words."""
-    if field_name == "prefix":
-        return "Key prefix"
+    if field_name in FIELD_LABELS:
+        return FIELD_LABELS[field_name]
     for model in (ApiKey, Team):
         try:
             label = str(model._meta.get_field(field_name).verbose_name)
@@ -87,12 +118,12 @@ def field_label(field_name: str) -> str:
 
 # How the audit trail shows a limit of 0, and which limits are amounts of money.
 ZERO_MEANS = {
-    "quota_limit_usd": "0 (unlimited)",
-    "daily_limit_usd": "0 (no daily limit)",
-    "weekly_limit_usd": "0 (no weekly limit)",
-    "monthly_limit_usd": "0 (no monthly limit)",
-    "max_concurrency": "0 (unlimited)",
-    "monthly_budget_usd": "0 (no budget)",
+    "quota_limit_usd": gettext_lazy("0 (unlimited)"),
+    "daily_limit_usd": gettext_lazy("0 (no daily limit)"),
+    "weekly_limit_usd": gettext_lazy("0 (no weekly limit)"),
+    "monthly_limit_usd": gettext_lazy("0 (no monthly limit)"),
+    "max_concurrency": gettext_lazy("0 (unlimited)"),
+    "monthly_budget_usd": gettext_lazy("0 (no budget)"),
 }
 USD_LIMITS = (
     "quota_limit_usd",
@@ -107,7 +138,7 @@ USD_LIMITS = (
 def audit_value(value: Any, field_name: str) -> str:
     """One side of an audit entry (old or new) as people read it."""
     if value is None or value == "" or value == []:
-        return {**ZERO_MEANS, "expires_at": "never"}.get(field_name, "—")
+        return {**ZERO_MEANS, "expires_at": gettext("never")}.get(field_name, "—")
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     if field_name in ZERO_MEANS and Decimal(value) == 0:
@@ -129,6 +160,16 @@ def team_switcher(context: template.Context) -> dict:
     return {
         "teams": team_list(actor=request.user).only("name", "slug"),
         "current": context.get("team"),
+    }
+
+
+@register.inclusion_tag("keys/_language_switch.html", takes_context=True)
+def language_switch(context: template.Context) -> dict:
+    """The header's switch: a button for each language; the view goes back to the page."""
+    return {
+        "languages": settings.LANGUAGES,
+        "current": translation.get_language(),
+        "csrf_token": context.get("csrf_token"),
     }
 
 

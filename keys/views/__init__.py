@@ -20,6 +20,7 @@ from .keys import (
     key_list,
     key_rotate,
 )
+from .language import language_set
 from .team import (
     invitation_create,
     invitation_revoke,
@@ -46,6 +47,7 @@ __all__ = [
     "key_issued",
     "key_list",
     "key_rotate",
+    "language_set",
     "login_username",
     "member_cap",
     "member_remove",

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest
+from django.utils.translation import ngettext
 from django_ratelimit.core import get_usage
 
 LOGIN_LIMITS = (
@@ -47,10 +48,11 @@ class LoginView(auth_views.LoginView):
                 request, initial={"username": request.POST.get("username", "")}
             )
             minutes = max(1, math.ceil(seconds_left / 60))
-            refusal = (
-                "Too many failed sign-in attempts. Please wait "
-                f"{minutes} minute{'s' if minutes != 1 else ''} and try again."
-            )
+            refusal = ngettext(
+                "Too many failed sign-in attempts. Please wait %(minutes)d minute and try again.",
+                "Too many failed sign-in attempts. Please wait %(minutes)d minutes and try again.",
+                minutes,
+            ) % {"minutes": minutes}
             return self.render_to_response(
                 self.get_context_data(form=form, refusal=refusal), status=429
             )

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from keys import services
@@ -17,7 +18,7 @@ from keys.selectors import invitation_for_token
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     invitation = invitation_for_token(token=token)
     if invitation is None:
-        raise Http404("No such invitation.")
+        raise Http404(_("No such invitation."))
     refusal = services.invitation_refusal(invitation=invitation, user=request.user)
     status = 200
     if request.method == "POST" and refusal is None:
@@ -28,7 +29,8 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         else:
             messages.success(
                 request,
-                f"You joined {membership.team.name} as {membership.get_role_display().lower()}.",
+                _("You joined %(team)s as %(role)s.")
+                % {"team": membership.team.name, "role": membership.get_role_display().lower()},
             )
             return redirect("keys:list", team_slug=membership.team.slug)
     elif request.method == "POST":

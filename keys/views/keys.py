@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from keys import services
@@ -161,15 +162,17 @@ def key_edit(request: HttpRequest, team_slug: str, key_id: int) -> HttpResponse:
             form.add_service_errors(error)
         else:
             if not changes:
-                messages.info(request, "Nothing to update: no setting was changed.")
+                messages.info(request, _("Nothing to update: no setting was changed."))
                 return redirect("keys:edit", team_slug=team.slug, key_id=key.pk)
-            messages.success(request, "Saved. Changes take effect immediately.")
-            messages.info(request, "If your tool caches its configuration, restart the tool.")
+            messages.success(request, _("Saved. Changes take effect immediately."))
+            messages.info(request, _("If your tool caches its configuration, restart the tool."))
             if "group" in changes:
                 messages.warning(
                     request,
-                    "You changed the group. If the new group leads to unexpected behavior, "
-                    "create a new key and update your tool configuration.",
+                    _(
+                        "You changed the group. If the new group leads to unexpected behavior, "
+                        "create a new key and update your tool configuration."
+                    ),
                 )
             return redirect("keys:edit", team_slug=team.slug, key_id=key.pk)
     return render_team_page(
@@ -206,7 +209,9 @@ def key_delete(request: HttpRequest, team_slug: str, key_id: int) -> HttpRespons
     if request.method == "POST":
         name = key.name
         services.api_key_delete(key=key, actor=request.user)
-        messages.success(request, f"Key “{name}” deleted. Its audit trail is kept.")
+        messages.success(
+            request, _("Key “%(name)s” deleted. Its audit trail is kept.") % {"name": name}
+        )
         return redirect("keys:list", team_slug=team.slug)
     return render_team_page(
         request, "keys/key_confirm.html", team, {"key": key, "action": "delete"}

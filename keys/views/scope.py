@@ -6,6 +6,7 @@ answer as for an id that does not exist.
 
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 
 from keys.models import ApiKey, ApiToken, Invitation, Membership, Team
 from keys.selectors import (
@@ -27,7 +28,7 @@ def _lead_team(request: HttpRequest, team_slug: str) -> Team:
     so do staff who are not its leads: they manage members in the admin, under its permissions."""
     team = _team(request, team_slug)
     if not is_team_lead(actor=request.user, team=team):
-        raise Http404("Only the team's leads manage its members.")
+        raise Http404(_("Only the team's leads manage its members."))
     return team
 
 
@@ -42,7 +43,7 @@ def team_and_key(
             actor=request.user, key_id=key_id, team=team, staff_permission=staff_permission
         )
     except ApiKey.DoesNotExist:
-        raise Http404("No such key.") from None
+        raise Http404(_("No such key.")) from None
     return team, key
 
 

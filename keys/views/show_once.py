@@ -26,13 +26,14 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext_lazy
 
 # Long enough for a slow redirect, short enough that an unread secret does not linger.
 SHOW_ONCE_SECONDS = 5 * 60
 SESSION_KEY = "show_once_ids"
 # The session keeps only the last few ids: a person cannot have more unread secrets than tabs.
 MAX_PENDING = 20
-GONE_MESSAGE = "This secret was shown once."
+GONE_MESSAGE = gettext_lazy("This secret was shown once.")
 
 
 @dataclass(frozen=True)

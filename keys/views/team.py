@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core.money import usd
@@ -74,7 +76,7 @@ def team_detail(request: HttpRequest, team_slug: str) -> HttpResponse:
         return _team_page(request, team, InviteForm())
     membership = membership_for(actor=request.user, team=team)
     if membership is None:
-        raise Http404("Only the team's members see its page.")
+        raise Http404(_("Only the team's members see its page."))
     return render_team_page(
         request, "keys/team_member.html", team, {"membership": membership}, is_lead=False
     )
@@ -91,7 +93,7 @@ def team_key_settings(request: HttpRequest, team_slug: str) -> HttpResponse:
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            messages.success(request, "Key settings saved. They apply to keys created from now.")
+            messages.success(request, _("Key settings saved. They apply to keys created from now."))
             return redirect("keys:team", team_slug=team.slug)
     return _team_page(request, team, InviteForm(), status=400, settings_form=form)
 
@@ -113,7 +115,9 @@ def invitation_create(request: HttpRequest, team_slug: str) -> HttpResponse:
             form.add_service_errors(error)
         else:
             # The same answer whether or not the address has an account here.
-            messages.success(request, f"Invitation sent to {invitation.email}.")
+            messages.success(
+                request, _("Invitation sent to %(email)s.") % {"email": invitation.email}
+            )
             return redirect("keys:team", team_slug=team.slug)
     return _team_page(request, team, form, status=400)
 
@@ -128,7 +132,9 @@ def invitation_revoke(request: HttpRequest, team_slug: str, invitation_id: int) 
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     else:
-        messages.success(request, f"Invitation for {invitation.email} revoked.")
+        messages.success(
+            request, _("Invitation for %(email)s revoked.") % {"email": invitation.email}
+        )
     return redirect("keys:team", team_slug=team.slug)
 
 
@@ -147,10 +153,12 @@ def member_role(request: HttpRequest, team_slug: str, membership_id: int) -> Htt
             messages.error(request, " ".join(error.messages))
         else:
             messages.success(
-                request, f"{membership.user} is now {membership.get_role_display().lower()}."
+                request,
+                _("%(member)s is now %(role)s.")
+                % {"member": membership.user, "role": membership.get_role_display().lower()},
             )
     else:
-        messages.error(request, "Choose Lead or Member.")
+        messages.error(request, _("Choose Lead or Member."))
     return _back_to_team(request, team)
 
 
@@ -173,9 +181,10 @@ def member_cap(request: HttpRequest, team_slug: str, membership_id: int) -> Http
             cap = membership.monthly_limit_usd
             messages.success(
                 request,
-                f"{membership.user}'s monthly cap is now {usd(cap)}."
+                _("%(member)s's monthly cap is now %(cap)s.")
+                % {"member": membership.user, "cap": usd(cap)}
                 if cap
-                else f"{membership.user} has no monthly cap now.",
+                else _("%(member)s has no monthly cap now.") % {"member": membership.user},
             )
             return redirect("keys:team", team_slug=team.slug)
     return _team_page(request, team, InviteForm(), status=400, cap_form=form, cap_for=membership)
@@ -194,8 +203,12 @@ def member_remove(request: HttpRequest, team_slug: str, membership_id: int) -> H
         else:
             messages.success(
                 request,
-                f"{membership.user} removed from {team.name}; "
-                f"{disabled} key{'s' if disabled != 1 else ''} disabled.",
+                ngettext(
+                    "%(member)s removed from %(team)s; %(count)d key disabled.",
+                    "%(member)s removed from %(team)s; %(count)d keys disabled.",
+                    disabled,
+                )
+                % {"member": membership.user, "team": team.name, "count": disabled},
             )
         return _back_to_team(request, team)
     enabled_keys = api_key_search(

@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys import services
@@ -88,12 +89,15 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     token = _token(request, token_id)
     if request.method == "POST":
         if token.revoked_at is not None:
-            messages.info(request, f"Token “{token.name}” was already revoked.")
+            messages.info(
+                request, _("Token “%(name)s” was already revoked.") % {"name": token.name}
+            )
         else:
             services.api_token_revoke(token=token, actor=request.user)
             messages.success(
                 request,
-                f"Token “{token.name}” revoked. Requests that send it now get 401 Unauthorized.",
+                _("Token “%(name)s” revoked. Requests that send it now get 401 Unauthorized.")
+                % {"name": token.name},
             )
         return redirect("keys:tokens")
     return _account_page(request, "keys/token_revoke.html", {"token": token})

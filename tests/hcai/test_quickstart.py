@@ -55,6 +55,7 @@ def test_quickstart_runs_with_debug_off_and_uvicorn_ignoring_forwarded_headers(t
             "python DEBUG=0 -m pip install --quiet --upgrade pip",
             "python DEBUG=0 -m pip install --quiet -r requirements/base.txt "
             "-c requirements/constraints.txt",
+            "python DEBUG=0 manage.py compile_catalogues",
             "python DEBUG=0 manage.py migrate --noinput",
             "python DEBUG=0 manage.py seed_demo --force",
             "celery DEBUG=0 -A hcai worker -B --pool=solo --loglevel=INFO",
@@ -66,7 +67,7 @@ def test_quickstart_runs_with_debug_off_and_uvicorn_ignoring_forwarded_headers(t
 
 def test_quickstart_turns_debug_on_only_when_asked(tmp_path):
     calls = run_quickstart(tmp_path, DEBUG="1")
-    assert [call.split()[1] for call in calls] == ["DEBUG=1"] * 6
+    assert [call.split()[1] for call in calls] == ["DEBUG=1"] * 7
 
 
 @pytest.mark.parametrize(("value", "shown"), [(None, "True"), ("0", "False"), ("1", "True")])
