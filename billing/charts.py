@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.utils.html import format_html_join
+from django.utils.translation import gettext
 
 from core.money import usd
 
@@ -89,7 +90,7 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
     """The report's chosen metric per bucket, stacked by the top rows (and "Other"), with the
     table the "Show as table" alternative shows. Empty data: `ticks` is empty."""
     if group_by == "day":
-        series = [Series(0, "All usage", report.total.metric(metric))]
+        series = [Series(0, gettext("All usage"), report.total.metric(metric))]
         values_of = {0: None}
     else:
         ranked = sorted(report.rows, key=lambda row: -row.metric(metric))
@@ -99,7 +100,7 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
         top_total = sum((row.metric(metric) for row in top), 0)
         other = report.total.metric(metric) - top_total
         if other:
-            series.append(Series(len(series), "Other", other))
+            series.append(Series(len(series), gettext("Other"), other))
     other_index = len(values_of) if len(series) > len(values_of) else None
 
     bucket_totals = {

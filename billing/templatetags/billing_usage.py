@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django import template
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing import selectors
 from billing.refusals import ENDPOINT_LABELS, reason_label
@@ -160,7 +161,9 @@ def usage_breakdown(team: Team, days: int = 30) -> dict:
         "period": days,
         "by_key": _share_rows(
             spend_by_key(team=team, since=since),
-            lambda row: f"{row.key_name} ({row.key_prefix}…)" if row.key_id else "Deleted keys",
+            lambda row: (
+                f"{row.key_name} ({row.key_prefix}…)" if row.key_id else gettext("Deleted keys")
+            ),
         ),
         "by_model": _share_rows(spend_by_model(team=team, since=since), lambda row: row.model),
     }
