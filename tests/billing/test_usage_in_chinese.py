@@ -70,8 +70,8 @@ def test_a_bad_parameter_is_named_in_chinese(client, team, lead):
     assert "部分查询参数无法识别，页面已改用默认值：" in page
     assert "<li><strong>since</strong>: 请按 YYYY-MM-DD 格式输入日期。</li>" in page
     assert (
-        "<li><strong>metric</strong>: 图表指标请从以下之一选择：cost, charge, requests, tokens。</li>"
-        in page
+        "<li><strong>metric</strong>: "
+        "图表指标请从以下之一选择：cost, charge, requests, tokens。</li>" in page
     )
 
 
