@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.utils import dateformat
 from django.utils.html import format_html_join
 from django.utils.translation import gettext
 
@@ -201,7 +202,12 @@ def _coordinate(value: float) -> str:
 def bucket_label(bucket: date | datetime, *, short: bool = False) -> str:
     if isinstance(bucket, datetime):
         return f"{bucket:%H:%M}" if short else f"{bucket:%Y-%m-%d %H:%M}"
-    return f"{bucket:%b} {bucket.day}" if short else f"{bucket:%a %Y-%m-%d}"
+    # Django's date format, its words in the active language ("Nov 8", "11月8日").
+    # Translators: a day under a chart's bar (Django date format; "n月j日" in Chinese).
+    short_format = gettext("M j")
+    # Translators: a day in a chart's tooltip and table (Django date format).
+    long_format = gettext("D Y-m-d")
+    return dateformat.format(bucket, short_format if short else long_format)
 
 
 def value_label(value: Decimal | int, metric: str) -> str:

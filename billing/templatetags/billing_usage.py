@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from billing import selectors
+from billing.charts import bucket_label
 from billing.refusals import ENDPOINT_LABELS, reason_label
 from billing.selectors import DaySpend, StatusFilter, daily_spend, spend_by_key, spend_by_model
 from keys.models import ApiKey, Team
@@ -87,7 +88,7 @@ def chart_geometry(days: list[DaySpend]) -> dict:
         centre = round(x + slot / 2, 2)
         points.append((centre, round(baseline - plot_height * day.requests / requests_max, 2)))
         if index % DATE_LABEL_EVERY == 0 or index == len(days) - 1:
-            labels.append((centre, f"{day.day:%b} {day.day.day}"))
+            labels.append((centre, bucket_label(day.day, short=True)))
     money_ticks = [
         Tick(y=round(baseline - plot_height * share, 2), label=_money_tick(money_max * share))
         for share in (0, 0.5, 1)

@@ -84,6 +84,9 @@ def test_the_key_usage_page_in_chinese(client, team, lead, spent):
     assert '<h2 id="daily-heading">每日消费</h2>' in page
     assert '<span class="legend legend--bar">扣费（美元）</span>' in page
     assert "$1.50 · 1 次请求" in page
+    # The days under the bars in the locale's words (today's is the last label).
+    today = timezone.localdate()
+    assert f'text-anchor="middle">{today.month}月{today.day}日</text>' in page
 
 
 def test_the_exports_400_follows_accept_language(team, lead):
