@@ -8,6 +8,7 @@ from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.translation import gettext_lazy as _
 
 from core.money import usd
 from keys.admin.transactions import ServiceTransactionsMixin
@@ -24,11 +25,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     readonly_fields = ("cost", "charged")
 
-    @admin.display(description="cost", ordering="cost_usd")
+    @admin.display(description=_("cost"), ordering="cost_usd")
     def cost(self, row: UsageEvent | UsageDaily) -> str:
         return usd(row.cost_usd)
 
-    @admin.display(description="charged", ordering="charged_usd")
+    @admin.display(description=_("charged"), ordering="charged_usd")
     def charged(self, row: UsageEvent | UsageDaily) -> str:
         return usd(row.charged_usd)
 
@@ -91,7 +92,7 @@ class ModelPriceAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         fields = [field for field in super().get_fields(request, obj) if field != "last_changed"]
         return fields if obj is None else [*fields, "last_changed"]
 
-    @admin.display(description="last changed", ordering="last_changed_at")
+    @admin.display(description=_("last changed"), ordering="last_changed_at")
     def last_changed(self, price: ModelPrice) -> str:
         changed_at = getattr(price, "last_changed_at", None)
         if changed_at is None:
@@ -139,7 +140,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
     search_fields = ("model", "key__name", "key__prefix", "request_id", "session_id")
     actions = ["export_csv"]
 
-    @admin.action(description="Export selected usage events as CSV", permissions=["view"])
+    @admin.action(description=_("Export selected usage events as CSV"), permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> HttpResponse:
         """Across teams, as the changelist filters them ("Select all" for every row that
         matches): the API's export (billing.export), streamed however many rows."""
@@ -166,7 +167,7 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     date_hierarchy = "day"
     actions = ["export_csv"]
 
-    @admin.action(description="Export selected daily usage as CSV", permissions=["view"])
+    @admin.action(description=_("Export selected daily usage as CSV"), permissions=["view"])
     def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageDaily]) -> HttpResponse:
         return csv_response(
             usage_daily_csv(queryset), filename=f"usage-daily-{timezone.now():%Y%m%d-%H%M%S}.csv"

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.utils import dateformat
 from django.utils.html import format_html_join
+from django.utils.translation import gettext
 
 from core.money import usd
 
@@ -89,7 +91,7 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
     """The report's chosen metric per bucket, stacked by the top rows (and "Other"), with the
     table the "Show as table" alternative shows. Empty data: `ticks` is empty."""
     if group_by == "day":
-        series = [Series(0, "All usage", report.total.metric(metric))]
+        series = [Series(0, gettext("All usage"), report.total.metric(metric))]
         values_of = {0: None}
     else:
         ranked = sorted(report.rows, key=lambda row: -row.metric(metric))
@@ -99,7 +101,7 @@ def stacked_chart(report: UsageReport, *, metric: str, group_by: str) -> dict:
         top_total = sum((row.metric(metric) for row in top), 0)
         other = report.total.metric(metric) - top_total
         if other:
-            series.append(Series(len(series), "Other", other))
+            series.append(Series(len(series), gettext("Other"), other))
     other_index = len(values_of) if len(series) > len(values_of) else None
 
     bucket_totals = {
@@ -200,7 +202,12 @@ def _coordinate(value: float) -> str:
 def bucket_label(bucket: date | datetime, *, short: bool = False) -> str:
     if isinstance(bucket, datetime):
         return f"{bucket:%H:%M}" if short else f"{bucket:%Y-%m-%d %H:%M}"
-    return f"{bucket:%b} {bucket.day}" if short else f"{bucket:%a %Y-%m-%d}"
+    # Django's date format, its words in the active language ("Nov 8", "11月8日").
+    # Translators: a day under a chart's bar (Django date format; "n月j日" in Chinese).
+    short_format = gettext("M j")
+    # Translators: a day in a chart's tooltip and table (Django date format).
+    long_format = gettext("D Y-m-d")
+    return dateformat.format(bucket, short_format if short else long_format)
 
 
 def value_label(value: Decimal | int, metric: str) -> str:

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 
 from keys.models import ApiKey, Membership
 
@@ -46,9 +47,9 @@ class LimitStatus:
 
 
 _KEY_WINDOWS = (
-    (LimitKind.DAILY, "daily_limit_usd", "Daily limit"),
-    (LimitKind.WEEKLY, "weekly_limit_usd", "Weekly limit"),
-    (LimitKind.MONTHLY, "monthly_limit_usd", "Monthly limit"),
+    (LimitKind.DAILY, "daily_limit_usd", gettext_noop("Daily limit")),
+    (LimitKind.WEEKLY, "weekly_limit_usd", gettext_noop("Weekly limit")),
+    (LimitKind.MONTHLY, "monthly_limit_usd", gettext_noop("Monthly limit")),
 )
 
 
@@ -87,27 +88,32 @@ def key_limits_by_key(
         found = []
         if key.quota_limit_usd > 0:
             found.append(
-                _status(LimitKind.QUOTA, "Quota", spent(account.lifetime()), key.quota_limit_usd)
+                _status(
+                    LimitKind.QUOTA,
+                    gettext("Quota"),
+                    spent(account.lifetime()),
+                    key.quota_limit_usd,
+                )
             )
         for kind, field, label in _KEY_WINDOWS:
             limit = getattr(key, field)
             if limit > 0:
                 counter = account.counter(kind, now)
-                found.append(_status(kind, label, spent(counter), limit, counter.end))
+                found.append(_status(kind, gettext(label), spent(counter), limit, counter.end))
         cap = caps.get((key.team_id, key.owner_id), Decimal(0))
         if cap > 0:
             counter = account.member_month(now)
             if viewer is None or viewer.pk == key.owner_id:
-                label = f"Your monthly cap in team {team.name}"
+                label = gettext("Your monthly cap in team %(team)s") % {"team": team.name}
             else:
-                label = f"{key.owner.get_username()}'s monthly cap"
+                label = gettext("%(owner)s's monthly cap") % {"owner": key.owner.get_username()}
             found.append(_status(LimitKind.MEMBER_MONTHLY, label, spent(counter), cap, counter.end))
         if team.monthly_budget_usd > 0:
             counter = account.team_month(now)
             found.append(
                 _status(
                     LimitKind.TEAM_MONTHLY,
-                    f"Team {team.name}'s monthly budget",
+                    gettext("Team %(team)s's monthly budget") % {"team": team.name},
                     spent(counter),
                     team.monthly_budget_usd,
                     counter.end,

@@ -12,6 +12,8 @@ unknown key are not counted: there is no key, or team, to show them to.
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext_lazy
+
 # The relay's endpoints by the short stable names usage and refusals record, as the portal
 # shows them.
 ENDPOINT_LABELS = {
@@ -27,26 +29,26 @@ ENDPOINT_LABELS = {
 
 # Refusal codes (proxy.errors.RelayError.code) as a person reads them.
 REASON_LABELS = {
-    "key_disabled": "Key disabled",
-    "key_expired": "Key expired",
-    "ip_not_allowed": "IP not allowed",
-    "model_not_allowed": "Model not allowed",
-    "model_not_found": "Model not found",
-    "insufficient_quota": "Quota used up",
-    "daily_limit_reached": "Daily limit reached",
-    "weekly_limit_reached": "Weekly limit reached",
-    "monthly_limit_reached": "Monthly limit reached",
-    "member_monthly_limit_reached": "Member's monthly cap reached",
-    "team_monthly_limit_reached": "Team's monthly budget reached",
-    "concurrency_limit_exceeded": "Too many requests in flight",
-    "rate_limit_exceeded": "Rate limited",
-    "request_too_large": "Request too large",
+    "key_disabled": gettext_lazy("Key disabled"),
+    "key_expired": gettext_lazy("Key expired"),
+    "ip_not_allowed": gettext_lazy("IP not allowed"),
+    "model_not_allowed": gettext_lazy("Model not allowed"),
+    "model_not_found": gettext_lazy("Model not found"),
+    "insufficient_quota": gettext_lazy("Quota used up"),
+    "daily_limit_reached": gettext_lazy("Daily limit reached"),
+    "weekly_limit_reached": gettext_lazy("Weekly limit reached"),
+    "monthly_limit_reached": gettext_lazy("Monthly limit reached"),
+    "member_monthly_limit_reached": gettext_lazy("Member's monthly cap reached"),
+    "team_monthly_limit_reached": gettext_lazy("Team's monthly budget reached"),
+    "concurrency_limit_exceeded": gettext_lazy("Too many requests in flight"),
+    "rate_limit_exceeded": gettext_lazy("Rate limited"),
+    "request_too_large": gettext_lazy("Request too large"),
 }
 
 
 def reason_label(code: str) -> str:
     """The label of a refusal code; a body error's own code (invalid_json, ...) as it is."""
-    return REASON_LABELS.get(code) or code.replace("_", " ").capitalize()
+    return str(REASON_LABELS.get(code) or "") or code.replace("_", " ").capitalize()
 
 
 @dataclass(frozen=True, slots=True)

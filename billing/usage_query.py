@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from keys import selectors as key_selectors
 from keys.models import Team
@@ -22,24 +24,39 @@ from .refusals import ENDPOINT_LABELS
 from .selectors import StatusFilter, status_filter
 
 GROUPINGS = ("member", "key", "model", "day", "session")
-METRICS = {"cost": "Cost", "charge": "Charge", "requests": "Requests", "tokens": "Tokens"}
+# Each grouping's name: a column's title and, lowercased, in a sentence ("By member").
+GROUPING_TITLES = {
+    "member": gettext_lazy("Member"),
+    "key": gettext_lazy("Key"),
+    "model": gettext_lazy("Model"),
+    "day": gettext_lazy("Day"),
+    "session": gettext_lazy("Session"),
+}
+METRICS = {
+    "cost": gettext_lazy("Cost"),
+    "charge": gettext_lazy("Charge"),
+    "requests": gettext_lazy("Requests"),
+    "tokens": gettext_lazy("Tokens"),
+}
 RANGES = {
-    "today": "Today",
-    "7d": "7 days",
-    "30d": "30 days",
-    "month": "This month",
-    "custom": "Custom",
+    "today": gettext_lazy("Today"),
+    "7d": gettext_lazy("7 days"),
+    "30d": gettext_lazy("30 days"),
+    "month": gettext_lazy("This month"),
+    "custom": gettext_lazy("Custom"),
 }
 DEFAULT_RANGE = "30d"
 # A custom range spans at most this many days: enough for a year's books, and the chart
 # stays readable.
 MAX_RANGE_DAYS = 366
-STATUS_HELP = (
+STATUS_HELP = gettext_lazy(
     "success, error, a class such as 4xx, a status code such as 529, or refused: the requests "
     "the relay refused itself, which are counted apart (no usage, listed among the latest)."
 )
-DAY_MESSAGE = "Enter a date as YYYY-MM-DD."
-STATUS_MESSAGE = "Enter success, error, a class such as 4xx, a code such as 529, or refused."
+DAY_MESSAGE = gettext_lazy("Enter a date as YYYY-MM-DD.")
+STATUS_MESSAGE = gettext_lazy(
+    "Enter success, error, a class such as 4xx, a code such as 529, or refused."
+)
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MODEL = re.compile(r"[A-Za-z0-9._:/@+-]{1,200}")
 
@@ -144,7 +161,7 @@ def read_usage_query(
 
     range_name = text("range") or ("custom" if text("since") or text("until") else "")
     if range_name and range_name not in RANGES:
-        errors["range"] = f"Choose a range among: {', '.join(RANGES)}."
+        errors["range"] = _("Choose a range among: %(choices)s.") % {"choices": ", ".join(RANGES)}
         range_name = ""
     range_name = range_name or default_range or "custom"
     if range_name == "custom":
@@ -160,29 +177,31 @@ def read_usage_query(
     groupings = GROUPINGS if sees_all else tuple(g for g in GROUPINGS if g != "member")
     group_by = text("group_by") or groupings[0]
     if group_by not in groupings:
-        errors["group_by"] = f"Group by one of: {', '.join(groupings)}."
+        errors["group_by"] = _("Group by one of: %(choices)s.") % {"choices": ", ".join(groupings)}
         group_by = groupings[0]
     metric = text("metric") or "cost"
     if metric not in METRICS:
-        errors["metric"] = f"Chart one of: {', '.join(METRICS)}."
+        errors["metric"] = _("Chart one of: %(choices)s.") % {"choices": ", ".join(METRICS)}
         metric = "cost"
 
     member = _member(text("member"), actor=actor, team=team, sees_all=sees_all, errors=errors)
     key = _key(text("key"), actor=actor, team=team, errors=errors)
     model = text("model")
     if model and not _MODEL.fullmatch(model):
-        errors["model"] = "Enter a model name such as claude-sonnet-4-5."
+        errors["model"] = _("Enter a model name such as claude-sonnet-4-5.")
         model = ""
     status_text = text("status").lower()
     status = None
     if status_text:
         status = usage_status_filter(status_text)
         if status is None:
-            errors["status"] = STATUS_MESSAGE
+            errors["status"] = str(STATUS_MESSAGE)
             status_text = ""
     endpoint = text("endpoint")
     if endpoint and endpoint not in ENDPOINT_LABELS:
-        errors["endpoint"] = f"Choose an endpoint among: {', '.join(ENDPOINT_LABELS)}."
+        errors["endpoint"] = _("Choose an endpoint among: %(choices)s.") % {
+            "choices": ", ".join(ENDPOINT_LABELS)
+        }
         endpoint = ""
     query = UsageQuery(
         since=since,
@@ -222,16 +241,16 @@ def _custom_days(
     if default is not None:
         for name, value, text in (("since", since, since_text), ("until", until, until_text)):
             if value is None and not text:
-                errors[name] = "Enter both days of a custom range."
+                errors[name] = _("Enter both days of a custom range.")
     if errors.keys() & {"since", "until"}:
         return None, None
     since = since or date(2000, 1, 1)
     until = until or today
     if since > until:
-        errors["until"] = "The range ends before it starts."
+        errors["until"] = _("The range ends before it starts.")
         return None, None
     if default is not None and (until - since).days >= MAX_RANGE_DAYS:
-        errors["since"] = f"A range spans at most {MAX_RANGE_DAYS} days."
+        errors["since"] = _("A range spans at most %(days)s days.") % {"days": MAX_RANGE_DAYS}
         return None, None
     return since, until
 
@@ -242,7 +261,7 @@ def _day(text: str, name: str, errors: dict[str, str]) -> date | None:
             return date.fromisoformat(text)
     except ValueError:
         pass
-    errors[name] = DAY_MESSAGE
+    errors[name] = str(DAY_MESSAGE)
     return None
 
 
@@ -255,7 +274,7 @@ def _member(text: str, *, actor: User, team: Team, sees_all: bool, errors) -> in
             sees_all and key_selectors.owner_list(team=team).filter(pk=user_id).exists()
         ):
             return user_id
-    errors["member"] = "No such member in this team."
+    errors["member"] = _("No such member in this team.")
     return None
 
 
@@ -269,5 +288,5 @@ def _key(text: str, *, actor: User, team: Team, errors) -> int | None:
         )
         if visible.filter(pk=int(text)).exists():
             return int(text)
-    errors["key"] = "No such key in this team."
+    errors["key"] = _("No such key in this team.")
     return None

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
 
 from keys.models import Team
 from keys.selectors import api_key_list, owner_list, team_list
@@ -23,6 +24,7 @@ from .charts import stacked_chart
 from .export import csv_response, usage_event_csv
 from .refusals import ENDPOINT_LABELS
 from .usage_query import (
+    GROUPING_TITLES,
     GROUPINGS,
     METRICS,
     RANGES,
@@ -82,7 +84,9 @@ def team_usage(request: HttpRequest, team_slug: str) -> HttpResponse:
         "chart": stacked_chart(report, metric=query.metric, group_by=query.group_by),
         "ranges": RANGES,
         "metrics": METRICS,
-        "groupings": groupings,
+        "groupings": {value: GROUPING_TITLES[value] for value in groupings},
+        "grouping_title": GROUPING_TITLES[query.group_by],
+        "grouping_label": str(GROUPING_TITLES[query.group_by]).lower(),
         "members": owner_list(team=team) if sees_all else [],
         "keys": api_key_list(
             actor=request.user, team=team, staff_permission=USAGE_PERMISSION
@@ -123,7 +127,7 @@ def session_usage(request: HttpRequest, team_slug: str, session_id: str) -> Http
     events = selectors.usage_session_events(actor=request.user, team=team, session_id=session_id)
     summary = selectors.usage_session_summary(events=events)
     if not summary.requests:
-        raise Http404("No such session.")
+        raise Http404(_("No such session."))
     page = Paginator(events, SESSION_REQUESTS_ON_PAGE).get_page(request.GET.get("page"))
     return render_team_page(
         request,

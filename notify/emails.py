@@ -22,13 +22,18 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template, render_to_string
 from django.urls import reverse
+from django.utils import translation
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from keys.models import Membership
+from keys.services import user_language
 
 from .delivery import Outcome
 from .models import Delivery, EmailPreference, Event, EventType, NotificationSettings
@@ -42,21 +47,21 @@ Recipients = NotificationSettings.Recipients
 
 # What each limit of a threshold event is called in a sentence ("80% of its daily limit").
 LIMIT_LABELS = {
-    "quota": "lifetime quota",
-    "daily": "daily limit",
-    "weekly": "weekly limit",
-    "monthly": "monthly limit",
-    "member_monthly": "monthly cap",
-    "team_monthly": "monthly budget",
+    "quota": gettext_lazy("lifetime quota"),
+    "daily": gettext_lazy("daily limit"),
+    "weekly": gettext_lazy("weekly limit"),
+    "monthly": gettext_lazy("monthly limit"),
+    "member_monthly": gettext_lazy("monthly cap"),
+    "team_monthly": gettext_lazy("monthly budget"),
 }
 # Who disabled a key, as key.disabled's payload names them.
 DISABLED_BY = {
-    "owner": "its owner",
-    "lead": "a team lead",
-    "staff": "staff",
-    "system": "the system",
-    "expiry": "the expiry task, when it expired",
-    "spike": "the spend-spike guard",
+    "owner": gettext_lazy("its owner"),
+    "lead": gettext_lazy("a team lead"),
+    "staff": gettext_lazy("staff"),
+    "system": gettext_lazy("the system"),
+    "expiry": gettext_lazy("the expiry task, when it expired"),
+    "spike": gettext_lazy("the spend-spike guard"),
 }
 # Types told to the key's owner whatever the team chose (leads too, if the team chose them).
 SECURITY_NOTICES = {EventType.KEY_CREATED, EventType.KEY_ROTATED}
@@ -138,10 +143,25 @@ class Message:
     html: str
 
 
+def recipient_language(user: AbstractBaseUser | None) -> str:
+    """The language `user`'s emails are written in: the portal language they chose, else
+    settings.LANGUAGE_CODE (also for an address that is nobody's)."""
+    if user is None:
+        return settings.LANGUAGE_CODE
+    return user_language(user=user) or settings.LANGUAGE_CODE
+
+
+def _recipient(address: str) -> AbstractBaseUser | None:
+    """The active user an address belongs to (None if it is nobody's, or several people's)."""
+    users = list(get_user_model().objects.filter(email__iexact=address.strip(), is_active=True)[:2])
+    return users[0] if len(users) == 1 else None
+
+
 def send(delivery: Delivery) -> Outcome:
-    """Send the delivery's message once through Django's email framework (EMAIL_URL). A refusal
-    or an unreachable server is reported in the Outcome, never raised."""
-    message = render(delivery.event)
+    """Send the delivery's message once through Django's email framework (EMAIL_URL), in its
+    recipient's language. A refusal or an unreachable server is reported in the Outcome, never
+    raised."""
+    message = render(delivery.event, language=recipient_language(_recipient(delivery.email)))
     email = EmailMultiAlternatives(
         subject=message.subject,
         body=message.text,
@@ -170,8 +190,16 @@ def _smtp_error(code: int, reason: bytes | str) -> str:
     return f"SMTP {code}: {' '.join(reason.split())}"[:200]
 
 
-def render(event: Event) -> Message:
-    """The subject, text and HTML of the message about `event`, for any recipient."""
+def render(event: Event, *, language: str | None = None) -> Message:
+    """The subject, text and HTML of the message about `event`, for any recipient, in
+    `language` (None: the active one). Money stays in US dollars ("$12.50") in every language."""
+    if language is None:
+        return _render(event)
+    with translation.override(language):
+        return _render(event)
+
+
+def _render(event: Event) -> Message:
     context = _context(event)
     wording = _render_wording(event, context)
     blocks = [" ".join(block.split()) for block in re.split(r"\n\s*\n", wording.strip())]
@@ -200,16 +228,17 @@ def _context(event: Event) -> dict[str, Any]:
     prefix = key.prefix if key is not None else payload.get("key_prefix")
     if name:
         shown = f"“{name}”" + (f" ({prefix}…)" if prefix else "")
-        key_phrase, key_title = f"the key {shown}", f"Key “{name}”"
+        key_phrase = _("the key %(key)s") % {"key": shown}
+        key_title = _("Key %(name)s") % {"name": f"“{name}”"}
     else:
-        key_phrase, key_title = "a key", "A key"
+        key_phrase, key_title = _("a key"), _("A key")
     base = settings.PUBLIC_BASE_URL
     if key is not None and event.type not in TEAM_PAGE_EVENTS:
         link = base + reverse("keys:detail", kwargs={"team_slug": team.slug, "key_id": key.pk})
-        link_label = "The key's page"
+        link_label = _("The key's page")
     else:
         link = base + reverse("keys:team", kwargs={"team_slug": team.slug})
-        link_label = f"{team.name}'s team page"
+        link_label = _("%(team)s's team page") % {"team": team.name}
     limit = payload.get("limit")
     return {
         "event": event,
@@ -218,7 +247,7 @@ def _context(event: Event) -> dict[str, Any]:
         "key_title": key_title,
         "owner": key.owner.get_username() if key is not None else "",
         "limit": limit,
-        "limit_label": LIMIT_LABELS.get(limit, "limit"),
+        "limit_label": LIMIT_LABELS.get(limit, _("limit")),
         "threshold": _number(payload.get("threshold")),
         "spent": _usd(payload.get("spent_usd")),
         "limit_amount": _usd(payload.get("limit_usd")),
@@ -288,4 +317,4 @@ def _member_name(user_id: Any, payload: dict[str, Any]) -> str:
         user = get_user_model().objects.filter(pk=user_id).first()
         if user is not None:
             return user.get_username()
-    return _text(payload.get("username")) or "a member"
+    return _text(payload.get("username")) or _("a member")

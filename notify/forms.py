@@ -6,6 +6,7 @@ forms' fields (ServiceErrorsMixin)."""
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 from keys.forms import ServiceErrorsMixin, usd_limit_field
 
@@ -22,34 +23,42 @@ class NotificationSettingsForm(ServiceErrorsMixin, forms.Form):
     """A team's notification settings, for its leads; notification_settings_update checks them."""
 
     email_recipients = forms.ChoiceField(
-        label="Who gets the emails",
+        label=_("Who gets the emails"),
         choices=NotificationSettings.Recipients.choices,
         widget=forms.RadioSelect,
         error_messages={"invalid_choice": RECIPIENTS_MESSAGE, "required": RECIPIENTS_MESSAGE},
-        help_text="About a key: its limits, its expiry, and when it is disabled. Its owner is "
-        "always told when a key is created or rotated for them; a member's monthly cap goes to "
-        "the leads and that member, the team's budget to the leads.",
+        help_text=_(
+            "About a key: its limits, its expiry, and when it is disabled. Its owner is "
+            "always told when a key is created or rotated for them; a member's monthly cap goes to "
+            "the leads and that member, the team's budget to the leads."
+        ),
     )
     thresholds = forms.CharField(
-        label="Spend thresholds (%)",
+        label=_("Spend thresholds (%)"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "50, 80, 100", "autocomplete": "off"}),
-        help_text="An email when a limit (a key's quota or window, a member's cap, the team's "
-        "budget) reaches each of these percentages, once per limit and window. At most 5, "
-        "from 1 to 100. Empty: no threshold emails.",
+        help_text=_(
+            "An email when a limit (a key's quota or window, a member's cap, the team's "
+            "budget) reaches each of these percentages, once per limit and window. At most 5, "
+            "from 1 to 100. Empty: no threshold emails."
+        ),
     )
     expiry_warning_days = forms.CharField(
-        label="Expiry warnings (days before)",
+        label=_("Expiry warnings (days before)"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "7, 3, 1", "autocomplete": "off"}),
-        help_text="An email this many days before a key expires, each once. At most 5, from 1 "
-        "to 90. Empty: no warnings (the email when it has expired is still sent).",
+        help_text=_(
+            "An email this many days before a key expires, each once. At most 5, from 1 "
+            "to 90. Empty: no warnings (the email when it has expired is still sent)."
+        ),
     )
     spike_limit_usd = usd_limit_field(
-        "Spend-spike guard (USD in 10 minutes)",
-        "0 = off",
-        help_text="A key that spends more than this in 10 minutes is disabled at once, and "
-        "key.disabled is sent. 0 or empty: no spike guard.",
+        _("Spend-spike guard (USD in 10 minutes)"),
+        _("0 = off"),
+        help_text=_(
+            "A key that spends more than this in 10 minutes is disabled at once, and "
+            "key.disabled is sent. 0 or empty: no spike guard."
+        ),
     )
 
     def __init__(self, *args: Any, current: NotificationSettings, **kwargs: Any):
@@ -73,11 +82,13 @@ class NotificationSettingsForm(ServiceErrorsMixin, forms.Form):
 
 class EmailPreferenceForm(ServiceErrorsMixin, forms.Form):
     own_key_emails = forms.BooleanField(
-        label="Emails about my keys",
+        label=_("Emails about my keys"),
         required=False,
-        help_text="Limits, expiry and changes of the keys you own in this team. Off: none of "
-        "those reach you as the owner (what you get as a lead of the team still does). When a "
-        "key is created or rotated for you, you are told unless this is off.",
+        help_text=_(
+            "Limits, expiry and changes of the keys you own in this team. Off: none of "
+            "those reach you as the owner (what you get as a lead of the team still does). When a "
+            "key is created or rotated for you, you are told unless this is off."
+        ),
     )
 
     def __init__(self, *args: Any, preference: EmailPreference, **kwargs: Any):
@@ -86,14 +97,14 @@ class EmailPreferenceForm(ServiceErrorsMixin, forms.Form):
 
 
 EVENT_TYPE_CHOICES = [
-    (ALL_TYPES, "Every event, including types added later"),
+    (ALL_TYPES, _("Every event, including types added later")),
     *[(value, EventType(value).label) for value in SUBSCRIBABLE_TYPES],
 ]
 
 
 class WebhookForm(ServiceErrorsMixin, forms.Form):
     url = forms.CharField(
-        label="Payload URL",
+        label=_("Payload URL"),
         required=False,
         # Text with a URL keyboard: the portal styles text inputs, and the checks are the service's.
         widget=forms.TextInput(
@@ -104,15 +115,17 @@ class WebhookForm(ServiceErrorsMixin, forms.Form):
                 "spellcheck": "false",
             }
         ),
-        help_text="We POST each event here as JSON, signed with the webhook's secret. It must "
-        "reach a public address: loopback, private and link-local addresses are refused.",
+        help_text=_(
+            "We POST each event here as JSON, signed with the webhook's secret. It must "
+            "reach a public address: loopback, private and link-local addresses are refused."
+        ),
     )
     event_types = forms.MultipleChoiceField(
-        label="Events",
+        label=_("Events"),
         choices=EVENT_TYPE_CHOICES,
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Choose “Every event”, or the events this URL should receive.",
+        help_text=_("Choose “Every event”, or the events this URL should receive."),
     )
 
     def __init__(self, *args, webhook: Webhook | None = None, **kwargs) -> None:
@@ -128,7 +141,7 @@ class WebhookForm(ServiceErrorsMixin, forms.Form):
         super().__init__(*args, **kwargs)
         if webhook is not None:
             self.fields["is_active"] = forms.BooleanField(
-                label="Active",
+                label=_("Active"),
                 required=False,
-                help_text="When off, events are not posted to this URL.",
+                help_text=_("When off, events are not posted to this URL."),
             )

@@ -13,29 +13,30 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from keys.models import ApiKey, Membership, Team
 
 
 class EventType(models.TextChoices):
-    KEY_LIMIT_THRESHOLD = "key.limit.threshold", "A key's limit reached a threshold"
-    TEAM_BUDGET_THRESHOLD = "team.budget.threshold", "The team's budget reached a threshold"
-    MEMBER_LIMIT_THRESHOLD = "member.limit.threshold", "A member's cap reached a threshold"
-    KEY_EXPIRING = "key.expiring", "A key expires soon"
-    KEY_EXPIRED = "key.expired", "A key expired"
-    KEY_DISABLED = "key.disabled", "A key was disabled"
-    KEY_CREATED = "key.created", "A key was created"
-    KEY_ROTATED = "key.rotated", "A key was rotated"
-    WEBHOOK_TEST = "webhook.test", "A test delivery"
+    KEY_LIMIT_THRESHOLD = "key.limit.threshold", _("A key's limit reached a threshold")
+    TEAM_BUDGET_THRESHOLD = "team.budget.threshold", _("The team's budget reached a threshold")
+    MEMBER_LIMIT_THRESHOLD = "member.limit.threshold", _("A member's cap reached a threshold")
+    KEY_EXPIRING = "key.expiring", _("A key expires soon")
+    KEY_EXPIRED = "key.expired", _("A key expired")
+    KEY_DISABLED = "key.disabled", _("A key was disabled")
+    KEY_CREATED = "key.created", _("A key was created")
+    KEY_ROTATED = "key.rotated", _("A key was rotated")
+    WEBHOOK_TEST = "webhook.test", _("A test delivery")
 
 
 class NotificationSettings(models.Model):
     """One team's choices: who gets email, at which thresholds, and the spend-spike guard."""
 
     class Recipients(models.TextChoices):
-        LEADS = "leads", "Team leads"
-        OWNER = "owner", "The key's owner"
-        BOTH = "both", "Leads and the key's owner"
+        LEADS = "leads", _("Team leads")
+        OWNER = "owner", _("The key's owner")
+        BOTH = "both", _("Leads and the key's owner")
 
     team = models.OneToOneField(
         Team, on_delete=models.CASCADE, related_name="notification_settings"
@@ -45,11 +46,11 @@ class NotificationSettings(models.Model):
     )
     # Percent of a limit, ascending, each 1-100: each crossing is told once per limit per window.
     thresholds = models.JSONField(
-        default=list, blank=True, help_text="Percentages, e.g. [50, 80, 100]."
+        default=list, blank=True, help_text=_("Percentages, e.g. [50, 80, 100].")
     )
     # Days before `expires_at` at which `key.expiring` is sent, each once.
     expiry_warning_days = models.JSONField(
-        default=list, blank=True, help_text="Days, e.g. [7, 3, 1]."
+        default=list, blank=True, help_text=_("Days, e.g. [7, 3, 1].")
     )
     # A key that spends more than this in 10 minutes is disabled; 0 = off.
     spike_limit_usd = models.DecimalField(
@@ -57,7 +58,7 @@ class NotificationSettings(models.Model):
         decimal_places=2,
         default=Decimal(0),
         validators=[MinValueValidator(Decimal(0))],
-        help_text="Disable a key that spends more than this in 10 minutes. 0 = off.",
+        help_text=_("Disable a key that spends more than this in 10 minutes. 0 = off."),
     )
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -124,13 +125,13 @@ class Webhook(models.Model):
 
 class Delivery(models.Model):
     class Channel(models.TextChoices):
-        EMAIL = "email", "Email"
-        WEBHOOK = "webhook", "Webhook"
+        EMAIL = "email", _("Email")
+        WEBHOOK = "webhook", _("Webhook")
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DELIVERED = "delivered", "Delivered"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")

@@ -5,6 +5,7 @@ from datetime import date
 from zoneinfo import ZoneInfo
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -23,7 +24,7 @@ from keys.selectors import team_list
 
 from .serializers import UsageDailyExportFilterSerializer, UsageExportFilterSerializer
 
-NO_TEAM = "No team with this slug."
+NO_TEAM = gettext_lazy("No team with this slug.")
 
 
 class JsonErrorsOnly(BaseContentNegotiation):

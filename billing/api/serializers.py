@@ -1,4 +1,5 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
 from billing.models import RefusalCount, UsageEvent
@@ -107,14 +108,16 @@ class StatusFilterField(serializers.RegexField):
     def __init__(self, *, refused: bool, **kwargs) -> None:
         if refused:
             regex, help_text = r"^([1-5][0-9][0-9]|[1-5]xx|refused)$", STATUS_FILTER_HELP
-            message = "Enter a status code such as 402, a class such as 4xx, or “refused”."
+            message = gettext_lazy(
+                "Enter a status code such as 402, a class such as 4xx, or “refused”."
+            )
         else:
             regex = r"^([1-5][0-9][0-9]|[1-5]xx)$"
             help_text = (
                 "A status code such as 502, or a class such as 5xx. Requests the relay "
                 "refused itself are counted under /api/v1/usage/refusals/."
             )
-            message = (
+            message = gettext_lazy(
                 "Enter a status code such as 502 or a class such as 5xx. Requests the relay "
                 "refused itself are listed under /api/v1/usage/refusals/."
             )

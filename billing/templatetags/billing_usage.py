@@ -11,8 +11,10 @@ from decimal import Decimal
 
 from django import template
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing import selectors
+from billing.charts import bucket_label
 from billing.refusals import ENDPOINT_LABELS, reason_label
 from billing.selectors import DaySpend, StatusFilter, daily_spend, spend_by_key, spend_by_model
 from keys.models import ApiKey, Team
@@ -86,7 +88,7 @@ def chart_geometry(days: list[DaySpend]) -> dict:
         centre = round(x + slot / 2, 2)
         points.append((centre, round(baseline - plot_height * day.requests / requests_max, 2)))
         if index % DATE_LABEL_EVERY == 0 or index == len(days) - 1:
-            labels.append((centre, f"{day.day:%b} {day.day.day}"))
+            labels.append((centre, bucket_label(day.day, short=True)))
     money_ticks = [
         Tick(y=round(baseline - plot_height * share, 2), label=_money_tick(money_max * share))
         for share in (0, 0.5, 1)
@@ -160,7 +162,9 @@ def usage_breakdown(team: Team, days: int = 30) -> dict:
         "period": days,
         "by_key": _share_rows(
             spend_by_key(team=team, since=since),
-            lambda row: f"{row.key_name} ({row.key_prefix}…)" if row.key_id else "Deleted keys",
+            lambda row: (
+                f"{row.key_name} ({row.key_prefix}…)" if row.key_id else gettext("Deleted keys")
+            ),
         ),
         "by_model": _share_rows(spend_by_model(team=team, since=since), lambda row: row.model),
     }

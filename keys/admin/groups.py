@@ -7,6 +7,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import AdminTextareaWidget
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from keys import services
 from keys.models import Group
@@ -52,7 +53,7 @@ class GroupAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
     list_filter = ("is_active",)
     search_fields = ("name", "description")
 
-    @admin.display(description="models")
+    @admin.display(description=_("models"))
     def model_patterns(self, group: Group) -> str:
         return ", ".join(group.models)
 

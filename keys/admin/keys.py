@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from core.money import usd
 from keys import services
@@ -96,7 +98,7 @@ class ApiKeyAdminForm(forms.ModelForm):
         "on the 1st. 0 or empty: no monthly limit.",
     )
     max_concurrency = forms.CharField(
-        label="Max concurrent requests",
+        label=_("Max concurrent requests"),
         required=False,
         widget=AdminTextInputWidget,
         help_text=f"Requests of this key in flight at once, at most {MAX_CONCURRENCY:,}. "
@@ -167,10 +169,10 @@ class ApiKeyAdmin(
 ):
     form = ApiKeyAdminForm
     issued_kind = "key"
-    issued_title = "API key created"
-    rotated_title = "API keys rotated"
+    issued_title = _("API key created")
+    rotated_title = _("API keys rotated")
     issued_template = ISSUED_KEYS_TEMPLATE
-    issued_gone_advice = "If you did not copy it, rotate the key to get a new one."
+    issued_gone_advice = _("If you did not copy it, rotate the key to get a new one.")
     list_display = (
         "name",
         "team",
@@ -188,11 +190,11 @@ class ApiKeyAdmin(
     autocomplete_fields = ("team", "owner")
     actions = ["enable_keys", "disable_keys", "rotate_keys"]
     limits_fieldset = (
-        "Limits",
+        _("Limits"),
         {"fields": ("allowed_ips", "quota_limit_usd", "rate_limit", "expires_at")},
     )
     budgets_fieldset = (
-        "Budgets",
+        _("Budgets"),
         {
             "fields": (
                 "daily_limit_usd",
@@ -218,7 +220,7 @@ class ApiKeyAdmin(
             self.limits_fieldset,
             self.budgets_fieldset,
             (
-                "Usage",
+                _("Usage"),
                 {
                     "fields": (
                         "spent",
@@ -247,16 +249,16 @@ class ApiKeyAdmin(
             "updated_at",
         )
 
-    @admin.display(description="status", ordering="status")
+    @admin.display(description=_("status"), ordering="status")
     def state_display(self, key: ApiKey) -> str:
         return key.state.replace("_", " ")
 
-    @admin.display(description="spent / limit")
+    @admin.display(description=_("spent / limit"))
     def spent_and_limit(self, key: ApiKey) -> str:
         limit = "unlimited" if key.quota_limit_usd == 0 else usd(key.quota_limit_usd)
         return f"{usd(key.spent_usd)} / {limit}"
 
-    @admin.display(description="spent")
+    @admin.display(description=_("spent"))
     def spent(self, key: ApiKey) -> str:
         # Kept to 8 decimal places for the books; read as money here.
         return usd(key.spent_usd)
@@ -276,11 +278,11 @@ class ApiKeyAdmin(
         for key in queryset:
             services.api_key_delete(key=key, actor=request.user)
 
-    @admin.action(description="Enable selected API keys", permissions=["change"])
+    @admin.action(description=_("Enable selected API keys"), permissions=["change"])
     def enable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         self._set_status(request, queryset, ApiKey.Status.ENABLED, services.api_key_enable)
 
-    @admin.action(description="Disable selected API keys", permissions=["change"])
+    @admin.action(description=_("Disable selected API keys"), permissions=["change"])
     def disable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         self._set_status(request, queryset, ApiKey.Status.DISABLED, services.api_key_disable)
 
@@ -301,11 +303,14 @@ class ApiKeyAdmin(
                 self.message_user(request, f"{key}: {' '.join(error.messages)}", messages.ERROR)
                 continue
             changed += 1
-        verb = "Enabled" if status == ApiKey.Status.ENABLED else "Disabled"
-        self.message_user(request, f"{verb} {_keys(changed)}.", messages.SUCCESS)
+        if status == ApiKey.Status.ENABLED:
+            note = ngettext("Enabled %(count)s key.", "Enabled %(count)s keys.", changed)
+        else:
+            note = ngettext("Disabled %(count)s key.", "Disabled %(count)s keys.", changed)
+        self.message_user(request, note % {"count": changed}, messages.SUCCESS)
 
     @admin.action(
-        description="Rotate selected API keys (shows the new keys once)", permissions=["change"]
+        description=_("Rotate selected API keys (shows the new keys once)"), permissions=["change"]
     )
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse:
         queryset = queryset.select_related("team", "owner")
@@ -316,7 +321,7 @@ class ApiKeyAdmin(
                 ROTATE_CONFIRMATION_TEMPLATE,
                 {
                     **self.admin_site.each_context(request),
-                    "title": "Rotate API keys",
+                    "title": gettext("Rotate API keys"),
                     "opts": self.opts,
                     "queryset": queryset,
                     "action_checkbox_name": ACTION_CHECKBOX_NAME,

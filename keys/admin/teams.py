@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from keys import services
 from keys.models import Membership, Team
@@ -305,11 +306,11 @@ class TeamAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
             )
         )
 
-    @admin.display(description="members", ordering="member_total")
+    @admin.display(description=_("members"), ordering="member_total")
     def member_count(self, team: Team) -> int:
         return team.member_total
 
-    @admin.display(description="keys", ordering="key_total")
+    @admin.display(description=_("keys"), ordering="key_total")
     def key_count(self, team: Team) -> int:
         return team.key_total
 

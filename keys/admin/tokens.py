@@ -6,6 +6,8 @@ from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from keys import services
 from keys.models import ApiToken
@@ -64,9 +66,9 @@ class ApiTokenAdmin(
 
     form = ApiTokenAdminForm
     issued_kind = "token"
-    issued_title = "API token created"
+    issued_title = _("API token created")
     issued_template = ISSUED_TOKEN_TEMPLATE
-    issued_gone_advice = "If you did not copy it, revoke the token and create a new one."
+    issued_gone_advice = _("If you did not copy it, revoke the token and create a new one.")
     list_display = (
         "name",
         "user",
@@ -89,7 +91,7 @@ class ApiTokenAdmin(
             return ("user", "name")
         return self.fields
 
-    @admin.display(description="Created by", ordering="created_by__username")
+    @admin.display(description=_("Created by"), ordering="created_by__username")
     def created_by_display(self, obj: ApiToken) -> str:
         # Empty for tokens made before the creator was recorded and once the creator is deleted.
         # The dash is returned here because a read-only field would otherwise show "None".
@@ -120,12 +122,15 @@ class ApiTokenAdmin(
         # Revoking is the one change allowed, to whoever may change tokens.
         return super().has_change_permission(request)
 
-    @admin.action(description="Revoke selected API tokens", permissions=["revoke"])
+    @admin.action(description=_("Revoke selected API tokens"), permissions=["revoke"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
             services.api_token_revoke(token=token, actor=request.user)
             revoked += 1
         self.message_user(
-            request, f"Revoked {revoked} token{'' if revoked == 1 else 's'}.", messages.SUCCESS
+            request,
+            ngettext("Revoked %(count)s token.", "Revoked %(count)s tokens.", revoked)
+            % {"count": revoked},
+            messages.SUCCESS,
         )

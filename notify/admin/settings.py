@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.translation import gettext
 
 from keys.admin.forms import _add_service_errors
 from keys.admin.transactions import ServiceTransactionsMixin
@@ -118,7 +119,8 @@ class NotificationSettingsAdmin(ServiceTransactionsMixin, admin.ModelAdmin):
         if obj.pk is None:
             self.message_user(
                 request,
-                f"These are the defaults of every team: nothing was saved for {obj.team}.",
+                gettext("These are the defaults of every team: nothing was saved for %(team)s.")
+                % {"team": obj.team},
                 messages.INFO,
             )
             return HttpResponseRedirect(reverse("admin:notify_notificationsettings_changelist"))

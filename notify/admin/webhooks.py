@@ -12,6 +12,8 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from keys.admin.actions import RefuseForbiddenActionsMixin
 from keys.admin.forms import _add_service_errors
@@ -127,11 +129,11 @@ class DeliveryAdmin(RunRedeliverMixin, RefuseForbiddenActionsMixin, admin.ModelA
     inlines = [AttemptInline]
     actions = ["redeliver"]
 
-    @admin.display(description="event", ordering="event__type")
+    @admin.display(description=_("event"), ordering="event__type")
     def event_type(self, delivery: Delivery) -> str:
         return delivery.event.type
 
-    @admin.display(description="team", ordering="event__team__name")
+    @admin.display(description=_("team"), ordering="event__team__name")
     def team(self, delivery: Delivery) -> str:
         return delivery.event.team.name
 
@@ -145,7 +147,7 @@ class DeliveryAdmin(RunRedeliverMixin, RefuseForbiddenActionsMixin, admin.ModelA
         return False
 
     @admin.action(
-        description="Redeliver selected deliveries (a new try now)", permissions=["redeliver"]
+        description=_("Redeliver selected deliveries (a new try now)"), permissions=["redeliver"]
     )
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         queued = 0
@@ -158,7 +160,12 @@ class DeliveryAdmin(RunRedeliverMixin, RefuseForbiddenActionsMixin, admin.ModelA
             queued += 1
         self.message_user(
             request,
-            f"Queued {queued} deliver{'y' if queued == 1 else 'ies'} for a new try.",
+            ngettext(
+                "Queued %(count)s delivery for a new try.",
+                "Queued %(count)s deliveries for a new try.",
+                queued,
+            )
+            % {"count": queued},
             messages.SUCCESS,
         )
 

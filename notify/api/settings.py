@@ -10,6 +10,8 @@ audit row per change, none when nothing changed.
 
 from typing import Any
 
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -53,7 +55,11 @@ def _numbers_list(*, minimum: int, maximum: int, most: int, example: list[int]):
         }
     )
     class NumbersListField(serializers.Field):
-        default_error_messages = {"not_a_list": f"Send a list of whole numbers, e.g. {example}."}
+        default_error_messages = {
+            "not_a_list": format_lazy(
+                gettext_lazy("Send a list of whole numbers, e.g. {example}."), example=example
+            )
+        }
 
         def to_internal_value(self, data: Any) -> list:
             if not isinstance(data, list):

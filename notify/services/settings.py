@@ -13,6 +13,8 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser as User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from keys.models import AuditEvent, Membership, Team
 from keys.selectors import is_team_lead
@@ -30,19 +32,23 @@ MAX_EXPIRY_WARNINGS = 5
 LONGEST_EXPIRY_WARNING_DAYS = 90
 SPIKE_LIMIT_MAX = Decimal(1_000_000)
 
-RECIPIENTS_MESSAGE = "Choose who gets the emails: leads, owner or both."
-THRESHOLDS_MESSAGE = (
+RECIPIENTS_MESSAGE = gettext_lazy("Choose who gets the emails: leads, owner or both.")
+THRESHOLDS_MESSAGE = gettext_lazy(
     "Enter thresholds as whole percentages from 1 to 100, separated by commas, e.g. 50, 80, 100."
 )
-EXPIRY_DAYS_MESSAGE = (
+EXPIRY_DAYS_MESSAGE = gettext_lazy(
     "Enter expiry warnings as whole numbers of days from 1 to 90, separated by commas, "
     "e.g. 7, 3, 1."
 )
 SPIKE_WORDS = UsdLimitWords("spend-spike limit", "no spike guard")
-SPIKE_MESSAGE = (
+SPIKE_MESSAGE = gettext_lazy(
     "Enter the spend-spike limit in US dollars with at most 2 decimal places (whole cents), "
     "e.g. 20 or 20.50, up to 1,000,000; 0 means no spike guard."
 )
+
+# What the messages about a list call one of its numbers, and several ("At most 5 thresholds").
+THRESHOLD_WORDS = (gettext_lazy("threshold"), gettext_lazy("thresholds"))
+EXPIRY_WARNING_WORDS = (gettext_lazy("expiry warning"), gettext_lazy("expiry warnings"))
 
 _SEPARATORS = re.compile(r"[\s,;]+")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")
@@ -60,29 +66,33 @@ def parse_email_recipients(value: Any) -> str:
 def parse_thresholds(value: Any) -> list[int]:
     """Percentages of a limit, 1 to 100, each once, at most 5, stored ascending; text ("50, 80,
     100") or a list of whole numbers. Empty: no threshold emails."""
-    numbers = _whole_numbers(value, message=THRESHOLDS_MESSAGE, what="threshold")
+    numbers = _whole_numbers(value, message=THRESHOLDS_MESSAGE, what=THRESHOLD_WORDS)
     for number in numbers:
         if not 1 <= number <= 100:
             raise ValidationError(
-                f"Each threshold must be a whole percentage from 1 to 100; {number} is not.",
+                _("Each threshold must be a whole percentage from 1 to 100; %(number)s is not.")
+                % {"number": number},
                 code="threshold_out_of_range",
             )
-    _distinct_and_few(numbers, what="threshold", most=MAX_THRESHOLDS)
+    _distinct_and_few(numbers, what=THRESHOLD_WORDS, most=MAX_THRESHOLDS)
     return sorted(numbers)
 
 
 def parse_expiry_warning_days(value: Any) -> list[int]:
     """Days before a key expires at which its owner is warned, 1 to 90, each once, at most 5,
     stored descending; text ("7, 3, 1") or a list of whole numbers. Empty: no warnings."""
-    numbers = _whole_numbers(value, message=EXPIRY_DAYS_MESSAGE, what="expiry warning")
+    numbers = _whole_numbers(value, message=EXPIRY_DAYS_MESSAGE, what=EXPIRY_WARNING_WORDS)
     for number in numbers:
         if not 1 <= number <= LONGEST_EXPIRY_WARNING_DAYS:
             raise ValidationError(
-                "Each expiry warning must be a whole number of days from 1 to "
-                f"{LONGEST_EXPIRY_WARNING_DAYS}; {number} is not.",
+                _(
+                    "Each expiry warning must be a whole number of days from 1 to "
+                    "%(longest)s; %(number)s is not."
+                )
+                % {"longest": LONGEST_EXPIRY_WARNING_DAYS, "number": number},
                 code="expiry_warning_out_of_range",
             )
-    _distinct_and_few(numbers, what="expiry warning", most=MAX_EXPIRY_WARNINGS)
+    _distinct_and_few(numbers, what=EXPIRY_WARNING_WORDS, most=MAX_EXPIRY_WARNINGS)
     return sorted(numbers, reverse=True)
 
 
@@ -99,7 +109,7 @@ def parse_spike_limit(value: Any) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
-def _whole_numbers(value: Any, *, message: str, what: str) -> list[int]:
+def _whole_numbers(value: Any, *, message: str, what: tuple[str, str]) -> list[int]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -112,23 +122,29 @@ def _whole_numbers(value: Any, *, message: str, what: str) -> list[int]:
             if isinstance(item, bool) or not isinstance(item, int):
                 shown = getattr(item, "literal", None) or repr(item)
                 raise ValidationError(
-                    f"Each {what} must be a whole number, not {shown}.", code="invalid_numbers"
+                    _("Each %(what)s must be a whole number, not %(shown)s.")
+                    % {"what": what[0], "shown": shown},
+                    code="invalid_numbers",
                 )
         return list(value)
     raise ValidationError(message, code="invalid_numbers")
 
 
-def _distinct_and_few(numbers: list[int], *, what: str, most: int) -> None:
+def _distinct_and_few(numbers: list[int], *, what: tuple[str, str], most: int) -> None:
     seen: set[int] = set()
     for number in numbers:
         if number in seen:
             raise ValidationError(
-                f"Each {what} can be given once; {number} is repeated.", code="repeated"
+                _("Each %(what)s can be given once; %(number)s is repeated.")
+                % {"what": what[0], "number": number},
+                code="repeated",
             )
         seen.add(number)
     if len(numbers) > most:
         raise ValidationError(
-            f"At most {most} {what}s; this list has {len(numbers)}.", code="too_many"
+            _("At most %(most)s %(what)s; this list has %(count)s.")
+            % {"most": most, "what": what[1], "count": len(numbers)},
+            code="too_many",
         )
 
 
@@ -148,7 +164,7 @@ def notification_settings_may_change(*, actor: User | None, team: Team) -> bool:
 
 
 def settings_refusal(team: Team) -> str:
-    return f"Only a lead of {team.name} can change its notification settings."
+    return _("Only a lead of %(team)s can change its notification settings.") % {"team": team.name}
 
 
 def notification_settings_validate(**requested: Any) -> dict[str, Any]:
@@ -216,7 +232,7 @@ def notification_settings_update(
 
 
 def email_preference_refusal() -> str:
-    return "Only the member themselves can choose whether they get emails about their keys."
+    return _("Only the member themselves can choose whether they get emails about their keys.")
 
 
 @transaction.atomic(durable=True)
@@ -229,7 +245,7 @@ def email_preference_update(
         raise PermissionDenied(email_preference_refusal())
     if not isinstance(own_key_emails, bool):
         raise ValidationError(
-            {"own_key_emails": ["Must be true or false."]}, code="invalid_boolean"
+            {"own_key_emails": [_("Must be true or false.")]}, code="invalid_boolean"
         )
     Membership.objects.select_for_update().filter(pk=membership.pk).first()
     preference = email_preference_for(membership)

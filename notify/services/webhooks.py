@@ -19,6 +19,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from core import credentials
 from keys.models import AuditEvent, Team
@@ -43,12 +46,21 @@ STAFF_ADD = "notify.add_webhook"
 STAFF_CHANGE = "notify.change_webhook"
 STAFF_DELETE = "notify.delete_webhook"
 
-URL_REQUIRED = "Enter the URL the events are posted to."
-URL_TOO_LONG = f"Keep the URL to {MAX_URL_LENGTH} characters at most."
-URL_INVALID = "Enter an http:// or https:// URL."
-TYPES_REQUIRED = f'Choose at least one event type, or "{ALL_TYPES}" for all of them.'
-TYPES_ALL_ALONE = f'"{ALL_TYPES}" already means every type: send it alone.'
-TOO_MANY = f"A team can have at most {MAX_WEBHOOKS_PER_TEAM} webhooks. Delete one to add another."
+URL_REQUIRED = gettext_lazy("Enter the URL the events are posted to.")
+URL_TOO_LONG = format_lazy(
+    gettext_lazy("Keep the URL to {length} characters at most."), length=MAX_URL_LENGTH
+)
+URL_INVALID = gettext_lazy("Enter an http:// or https:// URL.")
+TYPES_REQUIRED = format_lazy(
+    gettext_lazy('Choose at least one event type, or "{all}" for all of them.'), all=ALL_TYPES
+)
+TYPES_ALL_ALONE = format_lazy(
+    gettext_lazy('"{all}" already means every type: send it alone.'), all=ALL_TYPES
+)
+TOO_MANY = format_lazy(
+    gettext_lazy("A team can have at most {most} webhooks. Delete one to add another."),
+    most=MAX_WEBHOOKS_PER_TEAM,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,11 @@ class CreatedWebhook:
 
 def unknown_type(value: Any) -> str:
     known = ", ".join(SUBSCRIBABLE_TYPES)
-    return f"“{value}” is not an event type. Choose from {known}, or “{ALL_TYPES}” for all."
+    return _("“%(value)s” is not an event type. Choose from %(known)s, or “%(all)s” for all.") % {
+        "value": value,
+        "known": known,
+        "all": ALL_TYPES,
+    }
 
 
 def audited_url(url: str) -> str:
@@ -82,7 +98,9 @@ def audited_url(url: str) -> str:
 
 def _require_lead(*, actor: User, team: Team, staff_permission: str) -> None:
     if not is_team_lead(actor=actor, team=team, staff_permission=staff_permission):
-        raise PermissionDenied(f"Only a lead of {team.name} can manage its webhooks.")
+        raise PermissionDenied(
+            _("Only a lead of %(team)s can manage its webhooks.") % {"team": team.name}
+        )
 
 
 def clean_event_types(event_types: Any) -> list[str]:
@@ -192,7 +210,7 @@ def webhook_update(*, actor: User, webhook: Webhook, **fields: Any) -> Webhook:
     )
     if "is_active" in fields:
         if not isinstance(fields["is_active"], bool):
-            raise ValidationError({"is_active": ["Must be true or false."]})
+            raise ValidationError({"is_active": [_("Must be true or false.")]})
         cleaned["is_active"] = fields["is_active"]
     changes = {
         field: [getattr(webhook, field), value]
@@ -201,7 +219,7 @@ def webhook_update(*, actor: User, webhook: Webhook, **fields: Any) -> Webhook:
     }
     if not changes:
         return webhook
-    for field, (_, value) in changes.items():
+    for field, (_old, value) in changes.items():
         setattr(webhook, field, value)
     webhook.save(update_fields=[*changes, "updated_at"])
     if "url" in changes:
@@ -235,7 +253,7 @@ def webhook_test(*, actor: User, webhook: Webhook) -> Delivery:
     _require_lead(actor=actor, team=webhook.team, staff_permission=STAFF_CHANGE)
     if not webhook.is_active:
         raise ValidationError(
-            "This webhook is turned off: turn it on to send a test.", code="inactive"
+            _("This webhook is turned off: turn it on to send a test."), code="inactive"
         )
     event = event_emit(
         team=webhook.team,

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from keys.models import Membership, Team
@@ -27,7 +28,7 @@ def _member_team(request: HttpRequest, team_slug: str) -> tuple[Team, Membership
     team = _team(request, team_slug)
     membership = membership_for(actor=request.user, team=team)
     if membership is None:
-        raise Http404("Only the team's members see its notifications.")
+        raise Http404(_("Only the team's members see its notifications."))
     return team, membership
 
 
@@ -73,7 +74,7 @@ def notifications(request: HttpRequest, team_slug: str) -> HttpResponse:
 def settings_update(request: HttpRequest, team_slug: str) -> HttpResponse:
     team, membership = _member_team(request, team_slug)
     if not is_team_lead(actor=request.user, team=team):
-        raise Http404("Only the team's leads change its notification settings.")
+        raise Http404(_("Only the team's leads change its notification settings."))
     form = NotificationSettingsForm(request.POST, current=notification_settings_for(team))
     if form.is_valid():
         try:
@@ -83,7 +84,7 @@ def settings_update(request: HttpRequest, team_slug: str) -> HttpResponse:
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            messages.success(request, "Notification settings saved.")
+            messages.success(request, _("Notification settings saved."))
             return redirect("notify:notifications", team_slug=team.slug)
     return _page(request, team, membership, settings_form=form, status=400)
 
@@ -101,9 +102,9 @@ def preference_update(request: HttpRequest, team_slug: str) -> HttpResponse:
         )
         messages.success(
             request,
-            "You get emails about your keys in this team."
+            _("You get emails about your keys in this team.")
             if preference.own_key_emails
-            else "You no longer get emails about your keys in this team.",
+            else _("You no longer get emails about your keys in this team."),
         )
         return redirect("notify:notifications", team_slug=team.slug)
     return _page(request, team, membership, preference_form=form, status=400)

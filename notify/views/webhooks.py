@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from keys.models import Team
@@ -31,7 +32,7 @@ def _lead_team(request: HttpRequest, team_slug: str) -> Team:
         actor=request.user, team_slug=team_slug, staff_permission=NO_STAFF
     )
     if team is None:
-        raise Http404("Only the team's leads manage its webhooks.")
+        raise Http404(_("Only the team's leads manage its webhooks."))
     return team
 
 
@@ -151,7 +152,7 @@ def webhook_edit(request: HttpRequest, team_slug: str, webhook_id: int) -> HttpR
         except ValidationError as error:
             form.add_service_errors(error)
         else:
-            messages.success(request, f"Webhook {webhook.name} saved.")
+            messages.success(request, _("Webhook %(name)s saved.") % {"name": webhook.name})
             return redirect("notify:webhook_detail", team_slug=team.slug, webhook_id=webhook.pk)
     return _form_page(request, team, form, webhook, status=400)
 
@@ -164,7 +165,9 @@ def webhook_delete(request: HttpRequest, team_slug: str, webhook_id: int) -> Htt
     if request.method == "POST":
         name = webhook.name
         services.webhook_delete(actor=request.user, webhook=webhook)
-        messages.success(request, f"Webhook {name} deleted. Nothing more is posted to it.")
+        messages.success(
+            request, _("Webhook %(name)s deleted. Nothing more is posted to it.") % {"name": name}
+        )
         return redirect("notify:webhooks", team_slug=team.slug)
     return _page(request, "notify/webhook_delete.html", team, {"webhook": webhook})
 
@@ -181,8 +184,11 @@ def webhook_test(request: HttpRequest, team_slug: str, webhook_id: int) -> HttpR
     else:
         messages.success(
             request,
-            f"Test delivery {delivery.uuid} queued: it is posted within a minute. "
-            "Reload this page to see how it went.",
+            _(
+                "Test delivery %(uuid)s queued: it is posted within a minute. "
+                "Reload this page to see how it went."
+            )
+            % {"uuid": delivery.uuid},
         )
     return redirect("notify:webhook_detail", team_slug=team.slug, webhook_id=webhook.pk)
 
@@ -200,6 +206,8 @@ def delivery_redeliver(
     delivery: Delivery = get_object_or_404(deliveries, uuid=delivery_uuid)
     services.delivery_redeliver(actor=request.user, delivery=delivery)
     messages.success(
-        request, f"Delivery {delivery.uuid} queued again: it is posted within a minute."
+        request,
+        _("Delivery %(uuid)s queued again: it is posted within a minute.")
+        % {"uuid": delivery.uuid},
     )
     return redirect("notify:webhook_detail", team_slug=team.slug, webhook_id=webhook.pk)
