@@ -6,6 +6,7 @@ import pytest
 import uvicorn
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import translation
 
 from core.catalogues import compile_catalogues
 from keys.models import Membership
@@ -26,6 +27,16 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Each test starts in the default language. LocaleMiddleware activates a request's
+    language for its thread and leaves it there, so a test that asked for a page in Chinese
+    would otherwise leave the next test's direct service calls answering in Chinese."""
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
