@@ -7,6 +7,7 @@ interfaces that show errors before saving (the admin).
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -264,34 +265,27 @@ def _changed_settings(
     }
 
 
-@transaction.atomic(durable=True)
 def api_key_expire(*, key: ApiKey) -> bool:
     """The system turns an expired, still-enabled key off. Returns whether it did anything."""
-    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
-    if locked.status != ApiKey.Status.ENABLED or not locked.is_expired():
-        return False
-    locked.status = ApiKey.Status.DISABLED
-    locked.disabled_by = ApiKey.DisabledBy.SYSTEM
-    locked.save(update_fields=["status", "disabled_by", "updated_at"])
-    key.status, key.disabled_by = locked.status, locked.disabled_by
-    _record(
-        locked,
-        None,
-        AuditEvent.Action.KEY_EXPIRED,
-        {"status": [ApiKey.Status.ENABLED.value, ApiKey.Status.DISABLED.value]},
-    )
-    invalidate_key_state([locked.digest])
-    return True
+    return _system_disable(key, AuditEvent.Action.KEY_EXPIRED, only_if=ApiKey.is_expired)
 
 
-@transaction.atomic(durable=True)
 def api_key_disable_for_spend_spike(*, key: ApiKey) -> bool:
     """The system turns off an enabled key that spent more than its team's spike limit in a
     few minutes (the caller, notify's guard, decides that). Recorded as the expiry is: actor
     None, the reason in the action ("key.spend_spike"). Returns whether it did anything, so a
     key is disabled once: one already disabled is left alone."""
+    return _system_disable(key, AuditEvent.Action.KEY_SPEND_SPIKE)
+
+
+@transaction.atomic(durable=True)
+def _system_disable(
+    key: ApiKey, action: str, *, only_if: Callable[[ApiKey], bool] | None = None
+) -> bool:
+    """Disable an enabled key for the system (actor None), the reason being `action`, when
+    `only_if` (checked on the locked row) holds; whether it did anything."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
-    if locked.status != ApiKey.Status.ENABLED:
+    if locked.status != ApiKey.Status.ENABLED or (only_if is not None and not only_if(locked)):
         return False
     locked.status = ApiKey.Status.DISABLED
     locked.disabled_by = ApiKey.DisabledBy.SYSTEM
@@ -300,7 +294,7 @@ def api_key_disable_for_spend_spike(*, key: ApiKey) -> bool:
     _record(
         locked,
         None,
-        AuditEvent.Action.KEY_SPEND_SPIKE,
+        action,
         {"status": [ApiKey.Status.ENABLED.value, ApiKey.Status.DISABLED.value]},
     )
     invalidate_key_state([locked.digest])
