@@ -1,7 +1,7 @@
 """Delivering what is due: each pending Delivery whose time has come is tried once per run.
 
-One loop serves both channels; a channel (notify.emails, notify.webhooks) only says who hears
-of an event (`deliveries_for`) and how one try went (`send`). A failed try is logged as an
+One loop serves both channels; a channel (notify.outcome) only says who hears of an event
+(`deliveries_for`) and how one try went (`send`). A failed try is logged as an
 Attempt and retried with exponential backoff, the first retry within a minute, until 24 hours
 after the delivery was created; then it is marked failed. Rows are claimed with
 SELECT ... FOR UPDATE SKIP LOCKED, so two runs at once (beat and an operator's `notify_due`)
@@ -10,39 +10,19 @@ never send the same try twice.
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Attempt, Delivery, Event
+from .models import Attempt, Delivery
+from .outcome import EXCERPT_CHARS, Channel, Outcome
 
 logger = logging.getLogger(__name__)
 
 FIRST_RETRY = timedelta(seconds=30)
 LONGEST_WAIT = timedelta(hours=1)
 GIVE_UP_AFTER = timedelta(hours=24)
-EXCERPT_CHARS = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one try went: `delivered`, or why not (an HTTP status, an error text)."""
-
-    delivered: bool
-    status_code: int | None = None
-    error: str = ""
-    response_excerpt: str = ""
-
-
-class Channel(Protocol):
-    def deliveries_for(self, event: Event) -> list[Delivery]:
-        """The unsaved deliveries `event` fans out to on this channel (none is fine)."""
-
-    def send(self, delivery: Delivery) -> Outcome:
-        """Try once; never raise for the far side's failures, report them in the Outcome."""
 
 
 def channels() -> dict[str, Channel]:

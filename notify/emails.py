@@ -35,8 +35,8 @@ from django.utils.translation import gettext_lazy
 from keys.models import Membership
 from keys.services import user_language
 
-from .delivery import Outcome
 from .models import Delivery, EmailPreference, Event, EventType, NotificationSettings
+from .outcome import Outcome
 from .selectors import notification_settings_for
 
 # How long one SMTP conversation may take when EMAIL_TIMEOUT is not set: the delivery loop holds

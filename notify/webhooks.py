@@ -36,8 +36,8 @@ from django.core.exceptions import ValidationError
 from core import credentials
 
 from .addresses import IPAddress, webhook_addresses
-from .delivery import EXCERPT_CHARS, Outcome
 from .models import Delivery, Event, EventType, Webhook
+from .outcome import EXCERPT_CHARS, Outcome
 
 # Seconds for one try, all included. Tests lower it (monkeypatch) to keep the timeout path short.
 TIMEOUT_SECONDS = 10.0
