@@ -62,6 +62,9 @@ _NUMKEYS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCAL
 # SLOTS round trip.
 MAP_REFRESH_INTERVAL_SECONDS = 1.0
 
+# How many nodes are asked for the slot map at once.
+_MAP_READERS = 3
+
 # The slots of the encoded key lists the relay reuses request after request (Encoded is
 # hashable and its bytes keep their hash), so they are parsed once, not per command.
 _ENCODED_SLOTS_LIMIT = 10_000
@@ -124,9 +127,8 @@ class ClusterClient:
             reply = await self._node(address).execute(*args)
         except RedisReplyError as error:
             return await self._redirected(error, args)
-        except RedisConnectionError:
-            self._lost(address)
-            raise
+        except RedisConnectionError as error:
+            raise self._lost(address, error) from None
         return reply
 
     async def execute_together(self, *commands: tuple) -> list:
@@ -150,9 +152,8 @@ class ClusterClient:
                 share_replies = await self._node(address).execute_together(
                     *(commands[index] for index in indexes)
                 )
-            except RedisConnectionError:
-                self._lost(address)
-                raise
+            except RedisConnectionError as error:
+                raise self._lost(address, error) from None
             outcomes = [share_replies]
         else:
             outcomes = await asyncio.gather(
@@ -162,12 +163,14 @@ class ClusterClient:
                 ),
                 return_exceptions=True,
             )
+            failure = None
             for address, outcome in zip(shares, outcomes, strict=True):
                 if isinstance(outcome, RedisConnectionError):
-                    self._lost(address)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+                    failure = failure or self._lost(address, outcome)
+                elif isinstance(outcome, BaseException):
+                    failure = failure or outcome
+            if failure is not None:
+                raise failure
         redirected = []
         for indexes, share_replies in zip(shares.values(), outcomes, strict=True):
             for index, reply in zip(indexes, share_replies, strict=True):
@@ -201,8 +204,7 @@ class ClusterClient:
             try:
                 subscription = await self._node(address).subscribe(channel, on_message)
             except RedisConnectionError as error:
-                failure = error
-                self._lost(address)
+                failure = self._lost(address, error)
                 continue
             self._failed.discard(address)
             self._subscribed_on = address
@@ -272,10 +274,12 @@ class ClusterClient:
                 return address
         return self._known_addresses()[0]
 
-    def _lost(self, address: Address) -> None:
-        """A node's connection failed: read the map again (its slots may have a new primary)."""
+    def _lost(self, address: Address, error: RedisConnectionError) -> RedisConnectionError:
+        """A node's connection failed: read the map again (its slots may have a new primary).
+        Returns the error to raise, naming the node."""
         self._failed.add(address)
         self._map_stale = True
+        return RedisConnectionError(f"{error} (Redis Cluster node {address[0]}:{address[1]})")
 
     def _node(self, address: Address) -> RedisClient:
         node = self._nodes.get(address)
@@ -316,29 +320,39 @@ class ClusterClient:
             self._map_read_at = asyncio.get_running_loop().time()
 
     async def _read_map(self) -> list[Address | None]:
-        failures = []
-        for address in self._known_addresses():
+        """CLUSTER SLOTS from the first node that answers. A few nodes are asked at once, those
+        that did not fail last first: a node that is down costs one connect timeout, not one
+        per node tried."""
+        addresses = self._known_addresses()
+        failures: list[str] = []
+        for start in range(0, len(addresses), _MAP_READERS):
+            asking = [
+                asyncio.ensure_future(self._ask_for_map(address))
+                for address in addresses[start : start + _MAP_READERS]
+            ]
             try:
-                reply = await self._node(address).execute("CLUSTER", "SLOTS")
-            except RedisConnectionError as error:
-                self._failed.add(address)
-                failures.append(f"{address[0]}:{address[1]}: {error}")
-                continue
-            except RedisReplyError as error:
-                failures.append(f"{address[0]}:{address[1]}: {error}")
-                continue
-            self._failed.discard(address)
-            slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
-            for first, last, primary, *_replicas in reply:
-                # An empty host means "the node you asked" (cluster-preferred-endpoint-type).
-                host = primary[0].decode() if primary[0] else address[0]
-                slots[first : last + 1] = [(host, int(primary[1]))] * (last - first + 1)
-            return slots
+                for answer in asyncio.as_completed(asking):
+                    address, reply = await answer
+                    if isinstance(reply, RedisConnectionError):
+                        self._failed.add(address)
+                    if isinstance(reply, RedisConnectionError | RedisReplyError):
+                        failures.append(f"{address[0]}:{address[1]}: {reply}")
+                        continue
+                    self._failed.discard(address)
+                    return _slot_map(reply, address)
+            finally:
+                for task in asking:
+                    task.cancel()
+        tried = "; ".join(failures)
         raise RedisConnectionError(
-            "could not read the Redis Cluster's slot map from any node ("
-            + "; ".join(failures)
-            + ")"
+            f"could not read the Redis Cluster's slot map from any node ({tried})"
         )
+
+    async def _ask_for_map(self, address: Address) -> tuple[Address, object]:
+        try:
+            return address, await self._node(address).execute("CLUSTER", "SLOTS")
+        except (RedisConnectionError, RedisReplyError) as error:
+            return address, error
 
     async def _redirected(self, error: RedisReplyError, args: tuple):
         """Follow a MOVED or ASK reply once; any other error reply is raised."""
@@ -353,12 +367,21 @@ class ClusterClient:
                 self._map_stale = True
                 return await node.execute(*args)
             _, reply = await node.execute_together(("ASKING",), args)
-        except RedisConnectionError:
-            self._lost(address)
-            raise
+        except RedisConnectionError as error:
+            raise self._lost(address, error) from None
         if isinstance(reply, RedisReplyError):
             raise reply
         return reply
+
+
+def _slot_map(reply: list, address: Address) -> list[Address | None]:
+    """The primary serving each slot, from CLUSTER SLOTS as `address` answered it."""
+    slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    for first, last, primary, *_replicas in reply:
+        # An empty host means "the node you asked" (an unknown cluster-preferred-endpoint-type).
+        host = primary[0].decode() if primary[0] else address[0]
+        slots[first : last + 1] = [(host, int(primary[1]))] * (last - first + 1)
+    return slots
 
 
 def _node_url(address: Address, options: dict) -> str:

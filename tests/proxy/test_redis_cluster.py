@@ -380,11 +380,12 @@ def test_a_killed_node_fails_its_slots_only_and_subscriptions_move_on(
                 while not subscription.lost:
                     await asyncio.sleep(0.01)
             outcomes = []
+            names_the_node = rf"\(Redis Cluster node 127\.0\.0\.1:{victim}\)$"
             for _ in range(2):
-                with pytest.raises(RedisConnectionError):
+                with pytest.raises(RedisConnectionError, match=names_the_node):
                     await client.execute("GET", lost_key)
                 outcomes.append([await client.execute("GET", key) for key in kept])
-            with pytest.raises(RedisConnectionError):
+            with pytest.raises(RedisConnectionError, match=names_the_node):
                 await client.execute_together(("GET", kept[0]), ("GET", lost_key))
             outcomes.append(await client.execute_together(*(("GET", key) for key in kept)))
 
@@ -401,6 +402,19 @@ def test_a_killed_node_fails_its_slots_only_and_subscriptions_move_on(
     kept, outcomes = run(scenario())
     values = [key.encode() for key in kept]
     assert outcomes == [values, values, values, b"after"]
+
+
+def test_a_startup_node_that_is_down_is_passed_over(cluster):
+    down = closed_port()
+
+    async def scenario():
+        client = ClusterClient([("127.0.0.1", down), *cluster.nodes])
+        try:
+            return await client.execute("SET", "k", "v"), client.node_of("k")
+        finally:
+            await client.close()
+
+    assert run(scenario()) == (b"OK", ("127.0.0.1", cluster.port_of_slot(key_slot(b"k"))))
 
 
 def test_no_reachable_node_is_a_connection_error_naming_each_node_tried():
