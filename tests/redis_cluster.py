@@ -7,6 +7,7 @@ lost slots are served again), which is what the relay's tests of a lost node exp
 """
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -41,19 +42,25 @@ class RedisCluster:
 
     def start(self) -> "RedisCluster":
         """Start the servers and join them; a failure stops what was started."""
+        for port in self.ports:
+            with socket.socket() as probe:
+                in_use = probe.connect_ex(("127.0.0.1", port)) == 0
+            # A server left there by an earlier run would answer in place of ours.
+            assert not in_use, f"port {port} for the test Redis Cluster is in use already"
         try:
             for port in self.ports:
                 self._start_server(port)
             for port in self.ports:
                 self._wait(lambda port=port: self.client(port).ping(), f"node {port} answering")
             addresses = [f"127.0.0.1:{port}" for port in self.ports]
-            subprocess.run(
+            created = subprocess.run(
                 [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0",
                  "--cluster-yes"],
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=START_SECONDS,
             )  # fmt: skip
+            assert created.returncode == 0, f"redis-cli --cluster create failed: {created.stdout}"
             for port in self.ports:
                 self._wait(
                     lambda port=port: (
