@@ -6,12 +6,15 @@ import asyncio
 import hashlib
 
 import pytest
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.crc import key_slot
 
+from core import keyspace
 from proxy import redis_cluster
 from proxy.redis_client import Encoded, RedisConnectionError, RedisReplyError
 from proxy.redis_cluster import ClusterClient, CrossSlotError
+from proxy.store.channel_health import RedisChannelHealth, read_redis
 
 from .test_redis_client import FakeRedis, closed_port, run
 
@@ -433,3 +436,46 @@ def test_no_reachable_node_is_a_connection_error_naming_each_node_tried():
         "could not read the Redis Cluster's slot map from any node "
         f"(127.0.0.1:{port}: could not connect to Redis (ConnectionRefusedError))"
     )
+
+
+def test_the_relays_channel_health_is_shared_through_the_cluster(cluster):
+    """The relay's own code on the cluster: two workers' channel health (proxy.store), each
+    with its ClusterClient, subscribed on a node that does not serve the channel-health slot
+    (so the scripts' PUBLISH crosses nodes); the admin reads the state with RedisCluster."""
+    channel_id = 987_002
+    owner = cluster.port_of_slot(key_slot(keyspace.CHANNEL_HEALTH_INDEX.encode()))
+    others = [("127.0.0.1", port) for port in cluster.ports if port != owner]
+
+    async def scenario():
+        one = RedisChannelHealth(ClusterClient(others))
+        two = RedisChannelHealth(ClusterClient(list(reversed(others))))
+        try:
+            await one.ready()
+            await two.ready()
+            for _ in range(3):
+                outcome = await one.failed(
+                    channel_id, "status 502", failures_to_open=3, reopen=False
+                )
+            async with asyncio.timeout(5):
+                while channel_id not in two.view():
+                    await asyncio.sleep(0.005)
+            subscribers = {
+                port: cluster.client(port).pubsub_numsub(keyspace.CHANNEL_HEALTH_EVENTS)[0][1]
+                for port in cluster.ports
+            }
+            return outcome, subscribers
+        finally:
+            await one.close()
+            await two.close()
+            await one.redis.close()
+            await two.redis.close()
+
+    outcome, subscribers = run(scenario())
+    assert outcome.transition == "open"
+    assert subscribers[owner] == 0 and sum(subscribers.values()) == 2
+    admin_client = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    try:
+        health = read_redis(admin_client, [channel_id], cooldown_seconds=60)[channel_id]
+    finally:
+        admin_client.close()
+    assert (health.state, health.failures, health.last_error) == ("open", 3, "status 502")
