@@ -6,7 +6,9 @@ primaries go on serving theirs (with the default, every node refuses every comma
 lost slots are served again), which is what the relay's tests of a lost node expect.
 """
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -149,6 +151,13 @@ class RedisCluster:
         process = self.processes[port]
         process.kill()
         process.wait(10)
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP one node: its connections stay open and nothing answers (a partition)."""
+        os.kill(self.processes[port].pid, signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        os.kill(self.processes[port].pid, signal.SIGCONT)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -407,6 +407,41 @@ def test_a_killed_node_fails_its_slots_only_and_subscriptions_move_on(
     assert outcomes == [values, values, values, b"after"]
 
 
+def test_a_node_that_stops_answering_fails_its_commands_after_the_timeout_only(
+    doomed_redis_cluster,
+):
+    """Each node's connection has RedisClient's watchdog: a silent node fails what waits on it
+    after command_timeout; the other nodes answer meanwhile, and the node is used again once
+    it answers."""
+    cluster = doomed_redis_cluster
+    silent, *answering = cluster.ports
+    silent_key = key_on(cluster, silent, "k")
+    kept = [key_on(cluster, port, "k") for port in answering]
+
+    async def scenario():
+        client = ClusterClient(cluster.nodes, command_timeout=0.2)
+        try:
+            for key in [silent_key, *kept]:
+                await client.execute("SET", key, key)
+            cluster.pause(silent)
+            try:
+                stuck = asyncio.ensure_future(client.execute("GET", silent_key))
+                meanwhile = [await client.execute("GET", key) for key in kept]
+                with pytest.raises(RedisConnectionError) as failed:
+                    await stuck
+            finally:
+                cluster.resume(silent)
+            again = await client.execute("GET", silent_key)
+            return meanwhile, str(failed.value), again
+        finally:
+            await client.close()
+
+    meanwhile, error, again = run(scenario())
+    assert meanwhile == [key.encode() for key in kept]
+    assert error == f"Redis did not answer within 0.2 s (Redis Cluster node 127.0.0.1:{silent})"
+    assert again == silent_key.encode()
+
+
 def test_a_startup_node_that_is_down_is_passed_over(cluster):
     down = closed_port()
 
