@@ -14,11 +14,17 @@ several slots is refused here, before it is sent, with a message naming the keys
 (hash tags, `{t1}:a` and `{t1}:b`, put keys in one slot: core.keyspace).
 
 Redirections, as the cluster specification asks of a client: MOVED (the slot has a new owner)
-updates the map and retries the command once at the named node, and the whole map is read
-again before the next command; ASK (the slot is being migrated and this key is already on the
-target) sends ASKING and the command to the named node in one write, without changing the
-map. A node whose connection fails fails only the commands to its slots, with the relay's
-RedisConnectionError (the retryable 503); the other nodes' commands go on.
+updates that slot in the map and retries the command once at the named node, and the whole map
+is read again before a later command (at most once a second); ASK (the slot is being migrated
+and this key is already on the target) sends ASKING and the command to the named node in one
+write, without changing the map. A node whose connection fails (or that does not answer within
+command_timeout) fails only the commands to its slots, with the relay's RedisConnectionError
+(the retryable 503) naming the node; the other nodes' commands go on. (Redis itself refuses
+every command on every node, CLUSTERDOWN, once it declares a primary without replica failed,
+unless the nodes run with `cluster-require-full-coverage no`.)
+
+Pub/sub: a classic PUBLISH reaches the subscribers on every node, so `subscribe` uses any one
+node, and the next subscription after a lost one tries the other nodes first.
 """
 
 import asyncio
@@ -264,7 +270,9 @@ class ClusterClient:
             return self._any_address()
         address = self._slots[slot]
         if address is None:
-            # Not served by any primary the map knows: the cluster is down for this slot.
+            # Not served by any primary the map knows: the cluster is down for this slot, until
+            # a node takes it (which the next read of the map learns).
+            self._map_stale = True
             raise RedisConnectionError(f"no Redis Cluster node serves hash slot {slot}")
         return address
 
