@@ -257,6 +257,20 @@ def test_each_node_is_reached_with_the_urls_credentials_and_database_0():
     assert [b"SELECT", b"0"] not in commands
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://:pa%3Ass@10.0.0.1:7000",
+        "rediss://relay:s%40cret@redis.example:6380/0?ssl_cert_reqs=none&ssl_ca_certs=%2Fetc%2Fca.pem",
+    ],
+)
+def test_each_nodes_url_keeps_the_configured_credentials_and_tls(url):
+    options = parse_url(url)
+    node_options = parse_url(redis_cluster._node_url(("10.1.2.3", 7001), options))
+    assert node_options == {**options, "host": "10.1.2.3", "port": 7001, "db": 0}
+
+
 def test_a_database_other_than_0_is_refused():
     with pytest.raises(ValueError) as refused:
         ClusterClient([("127.0.0.1", 17001)], url_options=parse_url("redis://127.0.0.1/3"))
