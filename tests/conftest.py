@@ -12,6 +12,8 @@ from core.catalogues import compile_catalogues
 from keys.models import Membership
 
 from .factories import GroupFactory, MembershipFactory, TeamFactory, make_key
+from .redis_cluster import MISSING as CLUSTER_MISSING
+from .redis_cluster import RedisCluster
 from .redis_server import REDIS_SERVER, RedisServer
 
 
@@ -113,6 +115,34 @@ def private_redis(tmp_path):
     server = RedisServer(tmp_path, append_only=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A real 3-primary Redis Cluster on 127.0.0.1:17001-17003 (tests/redis_cluster.py), for
+    the whole run: tests may write and migrate slots (and move them back), never kill a node."""
+    if CLUSTER_MISSING:
+        pytest.skip(CLUSTER_MISSING)
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"), [17001, 17002, 17003])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def doomed_redis_cluster(tmp_path):
+    """A 3-primary Redis Cluster of the test's own on 127.0.0.1:17004-17006, for tests that
+    kill a node."""
+    if CLUSTER_MISSING:
+        pytest.skip(CLUSTER_MISSING)
+    cluster = RedisCluster(tmp_path / "redis-cluster", [17004, 17005, 17006])
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
