@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.conf import settings
-from django.db import connection
+from django.db import connection as database
 
 from keys import services
 
@@ -138,13 +138,17 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM (nginx: fast shutdown; gunicorn: graceful), then SIGKILL to the whole group."""
+    """SIGTERM (nginx: fast shutdown; gunicorn: graceful), then SIGKILL, to nginx's whole
+    process group (its workers) when it leads one."""
     if process.poll() is None:
         process.terminate()
     try:
         process.wait(15)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
         process.wait(5)
 
 
@@ -158,22 +162,22 @@ class Front:
     def call(
         self, plaintext: str, *, source: str, body: dict | None = None, headers: dict | None = None
     ) -> Response:
-        connection = self.connect(source)
+        client = self.connect(source)
         try:
-            connection.request(
+            client.request(
                 "POST",
                 "/v1/messages",
                 json.dumps(body or MESSAGE),
                 {"x-api-key": plaintext, "content-type": "application/json", **(headers or {})},
             )
-            response = connection.getresponse()
+            response = client.getresponse()
             return Response(
                 response.status,
                 {name.lower(): value for name, value in response.getheaders()},
                 response.read(),
             )
         finally:
-            connection.close()
+            client.close()
 
     def connect(self, source: str) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(
@@ -193,7 +197,7 @@ def _nginx_installed():
 def app_address(relay, settings, tmp_path):
     """Where nginx finds the app, which believes X-Forwarded-For from nginx's address only."""
     settings.TRUSTED_PROXIES = [f"{PROXY}/32"]
-    if not (settings.REDIS_URL and connection.vendor == "postgresql"):
+    if not (settings.REDIS_URL and database.vendor == "postgresql"):
         yield relay.url.removeprefix("http://")
         return
     port = _free_port()
@@ -251,15 +255,15 @@ def test_a_stream_arrives_through_nginx_event_by_event(relay, front):
     text must already have come through nginx. With nginx's buffering turned back on too:
     the relay's X-Accel-Buffering: no keeps the stream unbuffered."""
     relay.primary.hold_after_first_delta = True
-    connection = front.connect(CLIENT)
+    client = front.connect(CLIENT)
     try:
-        connection.request(
+        client.request(
             "POST",
             "/v1/messages",
             json.dumps(STREAM),
             {"x-api-key": relay.plaintext, "content-type": "application/json"},
         )
-        response = connection.getresponse()
+        response = client.getresponse()
         assert response.status == 200
         assert response.getheader("content-type").startswith("text/event-stream")
         received = []
@@ -271,7 +275,7 @@ def test_a_stream_arrives_through_nginx_event_by_event(relay, front):
         relay.primary.release.set()
         received += list(read_events(response))
     finally:
-        connection.close()
+        client.close()
 
     assert relay.primary.finished_streams == 1
     assert received[0].startswith(b"event: message_start")
