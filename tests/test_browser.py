@@ -75,8 +75,8 @@ def acme(transactional_db):
 def page(server) -> Iterator[Page]:
     if not os.access(CHROMIUM, os.X_OK):
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/install-browser should have installed it.")
-        pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser (apt-get install chromium).")
+            pytest.fail(f"{CHROMIUM} is missing: .ci/install-packages should have installed it.")
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/install-packages (apt-get install chromium).")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 900})

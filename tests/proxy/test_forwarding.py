@@ -368,6 +368,8 @@ def test_stream_is_not_buffered(relay, path, body):
     try:
         assert response.status == 200
         assert response.getheader("content-type").startswith("text/event-stream")
+        # What tells a buffering reverse proxy (nginx) to pass each event on at once.
+        assert response.getheader("x-accel-buffering") == "no"
         received = []
         for event in read_events(response):
             received.append(event)
