@@ -72,14 +72,67 @@ queues (kombu's names) and /readyz's probe.
 
 PREFIX = "hcai:1:"
 
-USAGE_STREAM = PREFIX + "usage:stream"
-CHECKPOINTS = PREFIX + "usage:checkpoints"
+# The hash tags a team's names are spread over (see the docstring). A constant, never a
+# setting: changing it would move every team's names (and strand its usage stream).
+SHARDS = 64
+
+
+def shard(team_id: int) -> int:
+    """The shard whose hash tag a team's names carry."""
+    return team_id % SHARDS
+
+
+def _shard_prefix(number: int) -> str:
+    return f"{PREFIX}{{t{number}}}:"
+
+
+# Every shard's names start with one of these (index: the shard).
+SHARD_PREFIXES = tuple(_shard_prefix(number) for number in range(SHARDS))
+
+
+def team_prefix(team_id: int) -> str:
+    """What every name of the team's starts with: PREFIX and the team's hash tag."""
+    return SHARD_PREFIXES[team_id % SHARDS]
+
+
+def usage_stream(number: int) -> str:
+    """A shard's usage stream: the usage of its teams' requests."""
+    return SHARD_PREFIXES[number] + "usage:stream"
+
+
+def checkpoints(number: int) -> str:
+    """A shard's checkpoints: its teams' long streams in progress."""
+    return SHARD_PREFIXES[number] + "usage:checkpoints"
+
+
+def relay_alive_prefix(number: int) -> str:
+    """The prefix of the relay workers' liveness names in a shard (+ the worker's id)."""
+    return SHARD_PREFIXES[number] + "relay:alive:"
+
+
+USAGE_STREAMS = tuple(usage_stream(number) for number in range(SHARDS))
+CHECKPOINT_HASHES = tuple(checkpoints(number) for number in range(SHARDS))
 UNWRITABLE_STREAM = PREFIX + "usage:unwritable"
-# The consumer group every ingesting worker reads the usage stream through.
+# The consumer group every ingesting worker reads the usage streams through.
 USAGE_INGEST_GROUP = "ingest"
-REFUSAL_MINUTES = PREFIX + "refusal-minutes"
 # Celery task outcomes counted for /metrics (core.metrics): "task|outcome" -> count.
 TASK_OUTCOMES = PREFIX + "metrics:task-outcomes"
+
+# The refusal counts: the minutes' index and each minute's counts share one hash tag.
+REFUSALS_PREFIX = PREFIX + "{refusals}:"
+REFUSAL_MINUTES = REFUSALS_PREFIX + "minutes"
+
+# The names of the releases before the hash tags, still read for one release (see the
+# docstring): what a running release left in them is drained, never orphaned.
+LEGACY_USAGE_STREAM = PREFIX + "usage:stream"
+LEGACY_CHECKPOINTS = PREFIX + "usage:checkpoints"
+LEGACY_RELAY_ALIVE_PREFIX = PREFIX + "relay:alive:"
+LEGACY_SPEND_TOTAL_PREFIX = PREFIX + "spend:"
+LEGACY_RESERVATIONS_PREFIX = PREFIX + "spend-reserved:"
+LEGACY_REFUSAL_MINUTES = PREFIX + "refusal-minutes"
+LEGACY_REFUSALS_PREFIX = PREFIX + "refusals:"
+# Every stream ingest reads: the shards', then the one before the hash tags.
+INGESTED_STREAMS = (*USAGE_STREAMS, LEGACY_USAGE_STREAM)
 
 # The circuit breaker's state per channel (proxy.store.channel_health).
 CHANNEL_HEALTH_PREFIX = PREFIX + "{channel-health}:"
@@ -89,14 +142,6 @@ CHANNEL_HEALTH_EVENTS = CHANNEL_HEALTH_PREFIX + "events"
 CHANNEL_HEALTH_SECONDS = 7 * 24 * 60 * 60
 # Requests sent to a channel are counted per minute, kept this long for the admin's error rate.
 CHANNEL_TALLY_SECONDS = 20 * 60
-
-# Prefixes of the per-key names, also passed whole to the checkpoint reaper's Lua script.
-SPEND_TOTAL_PREFIX = PREFIX + "spend:"
-RESERVATIONS_PREFIX = PREFIX + "spend-reserved:"
-RELAY_ALIVE_PREFIX = PREFIX + "relay:alive:"
-REFUSALS_PREFIX = PREFIX + "refusals:"
-SPEND_WINDOW_PREFIX = PREFIX + "spend-window:"
-RATE_PREFIX = PREFIX + "rate:"
 
 # How long a minute's refusal counts wait in Redis for the collector (billing.refusals): long
 # enough for a collector that is down for a while to find them.
@@ -125,29 +170,30 @@ end
 """
 
 
-def spend_total(key_id: int) -> str:
-    return f"{SPEND_TOTAL_PREFIX}{key_id}"
+def spend_total(team_id: int, key_id: int) -> str:
+    """A key's lifetime running total."""
+    return f"{team_prefix(team_id)}spend:{key_id}"
 
 
-def reservations(key_id: int) -> str:
-    return f"{RESERVATIONS_PREFIX}{key_id}"
+def reservations(team_id: int, key_id: int) -> str:
+    return f"{team_prefix(team_id)}spend-reserved:{key_id}"
 
 
-def spend_window(scope: str, owner: int | str, letter: str, start: int) -> str:
+def spend_window(team_id: int, scope: str, owner: int | str, letter: str, start: int) -> str:
     """A window's running total (billing.windows.Counter)."""
-    return f"{SPEND_WINDOW_PREFIX}{scope}:{owner}:{letter}:{start}"
+    return f"{team_prefix(team_id)}spend-window:{scope}:{owner}:{letter}:{start}"
 
 
 def member_reservations(team_id: int, user_id: int) -> str:
-    return f"{RESERVATIONS_PREFIX}member:{team_id}:{user_id}"
+    return f"{team_prefix(team_id)}spend-reserved:member:{team_id}:{user_id}"
 
 
 def team_reservations(team_id: int) -> str:
-    return f"{RESERVATIONS_PREFIX}team:{team_id}"
+    return f"{team_prefix(team_id)}spend-reserved:team:{team_id}"
 
 
-def rate(key_id: int) -> str:
-    return f"{RATE_PREFIX}{key_id}"
+def rate(team_id: int, key_id: int) -> str:
+    return f"{team_prefix(team_id)}rate:{key_id}"
 
 
 def refusals(minute: int) -> str:
@@ -155,16 +201,19 @@ def refusals(minute: int) -> str:
     return f"{REFUSALS_PREFIX}{minute}"
 
 
-def relay_alive(worker_id: str) -> str:
-    return RELAY_ALIVE_PREFIX + worker_id
+def relay_alive(number: int, worker_id: str) -> str:
+    """A relay worker's liveness in a shard."""
+    return relay_alive_prefix(number) + worker_id
 
 
 def snapshot_cache_key(digest: str) -> str:
-    return f"keystate:{digest}"
+    # The digest is the hash tag: the snapshot and its generation share a slot
+    # (proxy.store.redis's _PUT_IF_CURRENT reads one and writes the other).
+    return f"keystate:{{{digest}}}"
 
 
 def generation_cache_key(digest: str) -> str:
-    return f"keystate-gen:{digest}"
+    return f"keystate-gen:{{{digest}}}"
 
 
 def snapshot(digest: str) -> str:
@@ -173,6 +222,25 @@ def snapshot(digest: str) -> str:
 
 def generation(digest: str) -> str:
     return PREFIX + generation_cache_key(digest)
+
+
+def retagged(team_id: int, name: str) -> str:
+    """A running total's or reservation's name as the releases before the hash tags spelled
+    it (PREFIX + the rest), as this release spells it (the team's tag, then the same rest);
+    a name of this release as it is."""
+    if name.startswith(PREFIX) and not name.startswith(PREFIX + "{"):
+        return team_prefix(team_id) + name[len(PREFIX) :]
+    return name
+
+
+def legacy_snapshot(digest: str) -> str:
+    """The snapshot's name before the hash tags: a relay of the previous release still
+    running during a deploy reads it (keys.cache drops it too)."""
+    return f"{PREFIX}keystate:{digest}"
+
+
+def legacy_generation(digest: str) -> str:
+    return f"{PREFIX}keystate-gen:{digest}"
 
 
 def channel_health(channel_id: int) -> str:

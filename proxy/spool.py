@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from billing.windows import Targets
+from core import keyspace
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +142,17 @@ def _read(path: Path) -> list[Entry]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             data = json.loads(line)
+            record = json.loads(data["e"])
             if "n" in data:
-                targets = Targets(tuple(data["n"]), tuple(data["h"]))
+                # An earlier release's line names its totals without the team's hash tag
+                # (core.keyspace): recorded under this release's names, in one slot.
+                team = record["team_id"]
+                targets = Targets(
+                    tuple(keyspace.retagged(team, name) for name in data["n"]),
+                    tuple(keyspace.retagged(team, name) for name in data["h"]),
+                )
             else:  # Spooled by an earlier release: its key's total and reservations.
-                targets = Targets.of_key(json.loads(data["e"])["key_id"])
+                targets = Targets.of_key(record["team_id"], record["key_id"])
             entries.append((data["e"], data["hold"], targets, int(data.get("o", 0))))
         except (ValueError, KeyError, TypeError):
             # Only a line cut short by a crash mid-write can be unreadable.
