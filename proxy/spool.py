@@ -142,22 +142,27 @@ def _read(path: Path) -> list[Entry]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             data = json.loads(line)
-            record = json.loads(data["e"])
             if "n" in data:
-                # An earlier release's line names its totals without the team's hash tag
-                # (core.keyspace): recorded under this release's names, in one slot.
-                team = record["team_id"]
-                targets = Targets(
-                    tuple(keyspace.retagged(team, name) for name in data["n"]),
-                    tuple(keyspace.retagged(team, name) for name in data["h"]),
-                )
+                targets = Targets(tuple(data["n"]), tuple(data["h"]))
+                if any(map(keyspace.untagged, (*targets.counters, *targets.holds))):
+                    targets = _retagged(targets, json.loads(data["e"])["team_id"])
             else:  # Spooled by an earlier release: its key's total and reservations.
+                record = json.loads(data["e"])
                 targets = Targets.of_key(record["team_id"], record["key_id"])
             entries.append((data["e"], data["hold"], targets, int(data.get("o", 0))))
         except (ValueError, KeyError, TypeError):
             # Only a line cut short by a crash mid-write can be unreadable.
             logger.error("Spooled usage line could not be read, dropped: %r", line[:200])
     return entries
+
+
+def _retagged(targets: Targets, team_id: int) -> Targets:
+    """An earlier release's line names its totals and reservations without the team's hash
+    tag (core.keyspace): recorded under this release's names, in the team's slot."""
+    return Targets(
+        tuple(keyspace.retagged(team_id, name) for name in targets.counters),
+        tuple(keyspace.retagged(team_id, name) for name in targets.holds),
+    )
 
 
 def _alive(pid: int) -> bool:

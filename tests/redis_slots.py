@@ -9,7 +9,8 @@ the error.
 The keys of a command are found the way a Cluster client finds them: a script's KEYS (EVAL,
 EVALSHA, FCALL: after the key count), the streams of XREAD/XREADGROUP (after STREAMS), every
 argument of the multi-key commands below, the first argument of any other command (used only
-for transactions, where every command must be in the transaction's slot).
+for transactions, where every command must be in the transaction's slot). Only commands that
+name one of the project's names (PREFIX) are checked: Celery's broker queues are kombu's.
 """
 
 import threading
@@ -19,7 +20,10 @@ import redis
 import redis.client
 from redis.crc import key_slot
 
+from core import keyspace
 from proxy import redis_client
+
+_OURS = keyspace.PREFIX.split(":")[0] + ":"
 
 # Commands whose every argument is a key.
 _ALL_KEYS = {
@@ -101,6 +105,10 @@ class SlotChecker:
         self._lock = threading.Lock()
 
     def check(self, keys: list, what) -> None:
+        # Only the project's names (core.keyspace's, and Django's cache's under the same
+        # prefix); Celery's broker queues are kombu's, not part of this layout.
+        if not any(_text(key).startswith(_OURS) for key in keys):
+            return
         if len(slots(keys)) > 1:
             described = f"{_describe(what)}: keys {[_text(key) for key in keys]} span slots"
             with self._lock:

@@ -1,13 +1,17 @@
 """core.keyspace: the relay's names in Redis, a team's in one hash slot, and the names a running
 deployment already holds still read."""
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.cache import cache
 
 from billing.windows import Account
 from core import keyspace
+from proxy.redis_client import Encoded, RedisClient
 from tests import redis_slots
 
 
@@ -118,3 +122,57 @@ def test_the_channel_health_names_share_one_hash_tag():
         "hcai:1:{channel-health}:trial:7",
         "hcai:1:{channel-health}:tally:7:1796000040",
     ]
+
+
+def test_the_slot_check_finds_the_keys_of_scripts_stream_reads_and_multi_key_commands():
+    """tests/redis_slots.py reads keys as a Cluster client does, a script's pre-encoded KEYS
+    (proxy.redis_client.Encoded) included."""
+    keys = ["hcai:1:{t1}:a", "hcai:1:{t1}:b"]
+    script = ("EVALSHA", "f00d", 2, Encoded.of(keys), "arg", 7)
+    assert redis_slots.command_keys(script) == [key.encode() for key in keys]
+    assert redis_slots.command_keys(("EVAL", "return 1", 1, "k", "a")) == ["k"]
+    stream_read = (
+        "XREADGROUP",
+        "GROUP",
+        "ingest",
+        "me",
+        "COUNT",
+        5,
+        "STREAMS",
+        "s1",
+        "s2",
+        ">",
+        ">",
+    )
+    assert redis_slots.command_keys(stream_read) == ["s1", "s2"]
+    assert redis_slots.command_keys(("MSET", "a", 1, "b", 2)) == ["a", "b"]
+    assert redis_slots.command_keys(("DEL", "a", "b")) == ["a", "b"]
+    assert redis_slots.command_keys(("HSET", "a", "f", "v")) == []
+    assert redis_slots.command_keys(("HSET", "a", "f", "v"), first_if_unknown=True) == ["a"]
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="checks commands sent to Redis")
+def test_the_slot_check_fails_a_command_across_slots(redis_single_slot):
+    """Through the relay's client and through redis-py, in a transaction too: two teams' names
+    in one command are refused before they are sent."""
+    one, other = keyspace.spend_total(1, 42), keyspace.spend_total(2, 42)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def relay_client():
+        relay = RedisClient(settings.REDIS_URL)
+        try:
+            with pytest.raises(AssertionError, match="cross-slot"):
+                await relay.execute("MGET", one, other)
+            return await relay.execute("MGET", one, keyspace.reservations(1, 42))
+        finally:
+            await relay.close()
+
+    assert asyncio.run(relay_client()) == [None, None]
+    with pytest.raises(AssertionError, match="cross-slot"):
+        client.exists(one, other)
+    with pytest.raises(AssertionError, match="cross-slot"), client.pipeline() as pipe:
+        pipe.get(one).get(other).execute()
+    assert client.exists(one, keyspace.rate(1, 42)) == 0
+
+    assert len(redis_single_slot.cross_slot) == 3
+    redis_single_slot.cross_slot.clear()  # refused as they should be: not this test's failure
