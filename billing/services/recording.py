@@ -217,43 +217,76 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
         for stream in streams:
             pipe.xrevrange(stream, "+", "-", count=1)
         newest = pipe.execute()
-    written = 0
+    batch = _Batch(client, batch_size)
     for stream, last in zip(streams, newest, strict=True):
         if last:
-            written += _ingest_stream(client, stream, last[0][0], batch_size)
-    if written:
-        logger.info("Ingested and settled %d usage events", written)
-    return written
-
-
-def _ingest_stream(client, stream: str, last_id: bytes, batch_size: int) -> int:
-    """Write one stream's entries up to `last_id` (see ingest_usage_stream)."""
-    _ensure_group(client, stream)
-    consumer = _consumer_name()
-    written = 0
-    # This consumer's own entries left pending by a failed run, then those a dead or stalled
-    # consumer left, then new ones.
-    for read in (_own_pending, _claimed, _new):
-        while entries := read(client, stream, consumer, batch_size):
-            reached_the_end = False
-            if read is _new:
-                # Entries appended since the call began stay pending for this consumer's
-                # next run (or, should it never run again, for another to claim).
-                end = _stream_id(last_id)
-                taken = [entry for entry in entries if _stream_id(entry[0]) <= end]
-                reached_the_end = len(taken) < len(entries) or _stream_id(taken[-1][0]) == end
-                entries = taken
-            if entries:
-                written += _write_entries(client, entries)
-                client.xack(stream, keyspace.USAGE_INGEST_GROUP, *[e for e, _ in entries])
-                _trim_acknowledged(client, stream)
-            if reached_the_end:
-                break
-    _forget_idle_consumers(client, stream)
-    return written
+            _ingest_stream(client, stream, last[0][0], batch)
+    batch.write()
+    if batch.written:
+        logger.info("Ingested and settled %d usage events", batch.written)
+    return batch.written
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class _Batch:
+    """Entries read from any of the streams, written together once there are `size` of them
+    (or at the end): each write pays one transaction, fold and reconcile, so the shards'
+    streams are not written in a small batch each. Each stream's entries are acknowledged,
+    and the stream trimmed, once the batch holding them is committed."""
+
+    def __init__(self, client, size: int) -> None:
+        self.client = client
+        self.size = size
+        self.written = 0
+        self._entries: dict[str, Entries] = {}
+        self._count = 0
+
+    @property
+    def room(self) -> int:
+        return self.size - self._count
+
+    def add(self, stream: str, entries: Entries) -> None:
+        self._entries.setdefault(stream, []).extend(entries)
+        self._count += len(entries)
+        if self._count >= self.size:
+            self.write()
+
+    def write(self) -> None:
+        if not self._count:
+            return
+        self.written += _write_entries(
+            self.client, [entry for entries in self._entries.values() for entry in entries]
+        )
+        for stream, entries in self._entries.items():
+            self.client.xack(stream, keyspace.USAGE_INGEST_GROUP, *[e for e, _ in entries])
+            _trim_acknowledged(self.client, stream)
+        self._entries.clear()
+        self._count = 0
+
+
+def _ingest_stream(client, stream: str, last_id: bytes, batch: _Batch) -> None:
+    """Read one stream's entries up to `last_id` into the batch (see ingest_usage_stream)."""
+    _ensure_group(client, stream)
+    consumer = _consumer_name()
+    # This consumer's own entries left pending by a failed run, then those a dead or stalled
+    # consumer left: written at once (until acknowledged, a read finds them again). Then new
+    # ones, which join the batch.
+    for read in (_own_pending, _claimed):
+        while entries := read(client, stream, consumer, batch.size):
+            batch.add(stream, entries)
+            batch.write()
+    end = _stream_id(last_id)
+    while entries := _new(client, stream, consumer, batch.room):
+        # Entries appended since the call began stay pending for this consumer's next run (or,
+        # should it never run again, for another to claim).
+        taken = [entry for entry in entries if _stream_id(entry[0]) <= end]
+        if taken:
+            batch.add(stream, taken)
+        if len(taken) < len(entries) or _stream_id(taken[-1][0]) == end:
+            break
+    _forget_idle_consumers(client, stream)
 
 
 def _ensure_group(client, stream: str) -> None:

@@ -837,6 +837,37 @@ def test_entries_read_again_after_a_crash_change_nothing(stream, two_keys, batch
 
 
 @needs_redis
+def test_the_shards_streams_are_written_in_one_batch(issued, member, group, monkeypatch):
+    """Teams in different shards append to different streams (core.keyspace); ingest reads
+    each on its own but writes them together: one transaction, not one per shard."""
+    client = ledger.usage_stream_client()
+    elsewhere = TeamFactory(name="Elsewhere", slug="elsewhere")
+    assert keyspace.shard(elsewhere.pk) != keyspace.shard(issued.key.team_id)
+    MembershipFactory(team=elsewhere, user=member)
+    other = make_key(team=elsewhere, owner=member, group=group, actor=member).key
+    for key, name in ((issued.key, "mine"), (other, "theirs"), (issued.key, "mine again")):
+        record = usage_record(key, charged="0.1", request_id=name)
+        client.xadd(keyspace.usage_stream(keyspace.shard(key.team_id)), {"e": record.to_json()})
+    writes = []
+    write = recording.write_and_settle_usage
+    monkeypatch.setattr(
+        recording,
+        "write_and_settle_usage",
+        lambda *, records: writes.append(len(records)) or write(records=records),
+    )
+
+    assert services.ingest_usage_stream() == 3
+
+    assert writes == [3]
+    assert sorted(UsageEvent.objects.values_list("request_id", "team_id")) == [
+        ("mine", issued.key.team_id),
+        ("mine again", issued.key.team_id),
+        ("theirs", elsewhere.pk),
+    ]
+    assert services.ingest_usage_stream() == 0
+
+
+@needs_redis
 def test_ingest_in_small_batches_folds_each_entry_once(stream, two_keys, batch):
     first, second = two_keys
     client = ledger.usage_stream_client()
