@@ -575,8 +575,7 @@ def _database_totals(key_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
     """Each key's team and settled + unsettled spend, in SPEND_UNITS, read in one statement: one
     snapshot, so a batch committing meanwhile is counted exactly once (a settlement batch read
     as settled or as unsettled, an ingest batch as written and settled or as not written; never
-    both or
-    neither)."""
+    both or neither)."""
     unsettled = (
         UsageEvent.objects.filter(key_id=OuterRef("pk"), settled_at__isnull=True)
         .values("key_id")
