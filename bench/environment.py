@@ -275,12 +275,15 @@ def usage_summary(key_ids: list[int], redis_url: str, *, wait_seconds: float) ->
     from core import keyspace
 
     client = redis.Redis.from_url(redis_url)
-    stream = keyspace.USAGE_STREAM
+
+    def left_in_streams() -> int:
+        return sum(client.xlen(stream) for stream in keyspace.INGESTED_STREAMS)
+
     deadline = time.monotonic() + wait_seconds
     started = time.monotonic()
-    while client.xlen(stream) and time.monotonic() < deadline:
+    while left_in_streams() and time.monotonic() < deadline:
         time.sleep(0.5)
-    left = client.xlen(stream)
+    left = left_in_streams()
     by_status = dict(
         UsageEvent.objects.filter(key_id__in=key_ids)
         .values_list("status_code")

@@ -217,20 +217,36 @@ def usage_stream_client() -> redis.Redis:
 # --- usage in progress: the checkpoints of long streams ------------------------------------
 #
 # A relay worker serving a long stream writes, every second or so, the usage record it would
-# write if it stopped now, into one hash (field: the request's hold id; value: JSON with the
-# worker's id, the key, the charge and the record); recording the final usage removes it. Each
-# worker keeps a key of its own alive while it runs. A checkpoint whose worker's key has
-# expired belongs to a worker that died (SIGKILL, an out-of-memory kill): `reap_checkpoints`
-# turns it into usage as the record script would (stream, running total, reservation released),
-# so the request is billed up to its last checkpoint and its reservation freed within seconds.
+# write if it stopped now, into its team's shard's hash (core.keyspace; field: the request's
+# hold id; value: JSON with the worker's id, the key, the charge and the record); recording the
+# final usage removes it. Each worker keeps a key of its own alive in every shard while it
+# runs. A checkpoint whose worker's key has expired belongs to a worker that died (SIGKILL, an
+# out-of-memory kill): `reap_checkpoints` turns it into usage as the record script would
+# (stream, running total, reservation released), so the request is billed up to its last
+# checkpoint and its reservation freed within seconds.
 
 # How long a worker's key outlives its last renewal (renewed every RELAY_ALIVE_SECONDS / 5).
 RELAY_ALIVE_SECONDS = 10
 
-# KEYS: checkpoints, stream. ARGV: prefixes of the workers' keys, the totals, the reservations.
+# KEYS: a shard's checkpoints and stream. ARGV: the prefix of the workers' liveness keys in
+# the shard; the prefixes of the totals and reservations before the hash tags (a checkpoint of
+# the release that named only its key's); PREFIX and SHARDS when the hash is the one before the
+# hash tags, whose totals are raised under this release's names (keyspace.retagged), else
+# empty. Every key it touches is in the shard's slot (the liveness keys and the checkpoint's
+# totals and reservations carry its hash tag), but for the hash before the tags, which only a
+# Redis that ran an earlier release has (never a Cluster).
 _REAP = (
     keyspace.HOLDS_LUA
     + """
+local prefix, shards = ARGV[4], tonumber(ARGV[5])
+local function retagged(name, team)
+  if not shards or string.sub(name, 1, #prefix) ~= prefix
+      or string.sub(name, #prefix + 1, #prefix + 1) == '{' then
+    return name
+  end
+  local tag = '{t' .. string.format('%d', team % shards) .. '}:'
+  return prefix .. tag .. string.sub(name, #prefix + 1)
+end
 local reaped = 0
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
@@ -245,7 +261,9 @@ for i = 1, #entries, 2 do
     -- Its totals and reservations (billing.windows.Targets); an earlier release's checkpoint
     -- names only its key's.
     local totals = checkpoint.n or {ARGV[2] .. checkpoint.k}
+    local team = shards and cjson.decode(checkpoint.e).team_id
     for _, total in ipairs(totals) do
+      total = retagged(total, team)
       if redis.call('EXISTS', total) == 1 then redis.call('INCRBY', total, checkpoint.c) end
     end
     for _, held in ipairs(checkpoint.h or {ARGV[3] .. checkpoint.k}) do unhold(held, hold) end
@@ -259,45 +277,65 @@ return reaped
 
 
 def usage_backlog() -> int | None:
-    """Usage entries in the stream not yet written to the database (None without Redis)."""
+    """Usage entries in the streams not yet written to the database (None without Redis)."""
     if not settings.REDIS_URL:
         return None
-    return usage_stream_client().xlen(keyspace.USAGE_STREAM)
+    with usage_stream_client().pipeline(transaction=False) as pipe:
+        for stream in keyspace.INGESTED_STREAMS:
+            pipe.xlen(stream)
+        return sum(pipe.execute())
 
 
 def usage_ingest_lag_seconds() -> float | None:
     """How long the oldest usage entry not yet written has waited (0 when none waits; None
-    without Redis). Ingest trims what it wrote, so the stream's first entry is that one; its
-    id is its time in Redis's clock, in milliseconds."""
+    without Redis). Ingest trims what it wrote, so each stream's first entry is its oldest
+    waiting; its id is its time in Redis's clock, in milliseconds."""
     if not settings.REDIS_URL:
         return None
     client = usage_stream_client()
-    oldest = client.xrange(keyspace.USAGE_STREAM, "-", "+", count=1)
-    if not oldest:
+    with client.pipeline(transaction=False) as pipe:
+        for stream in keyspace.INGESTED_STREAMS:
+            pipe.xrange(stream, "-", "+", count=1)
+        firsts = pipe.execute()
+    appended = [int(first[0][0].split(b"-")[0]) for first in firsts if first]
+    if not appended:
         return 0.0
     seconds, microseconds = client.time()
-    appended_ms = int(oldest[0][0].split(b"-")[0])
-    return max(0.0, seconds + microseconds / 1e6 - appended_ms / 1000)
+    return max(0.0, seconds + microseconds / 1e6 - min(appended) / 1000)
 
 
 def reap_checkpoints() -> int:
-    """Bill the streams of dead relay workers up to their last checkpoint; returns how many."""
+    """Bill the streams of dead relay workers up to their last checkpoint; returns how many.
+    One script per shard (each touches one slot), sent together; then the hash before the
+    hash tags, only if a release before them left one."""
     if not settings.REDIS_URL:
         return 0
-    reaped = usage_stream_client().eval(
-        _REAP,
-        2,
-        keyspace.CHECKPOINTS,
-        keyspace.USAGE_STREAM,
-        keyspace.RELAY_ALIVE_PREFIX,
-        keyspace.SPEND_TOTAL_PREFIX,
-        keyspace.RESERVATIONS_PREFIX,
-    )
+    client = usage_stream_client()
+    reap = _reap_script(client)
+    legacy = (keyspace.LEGACY_SPEND_TOTAL_PREFIX, keyspace.LEGACY_RESERVATIONS_PREFIX)
+    with client.pipeline(transaction=False) as pipe:
+        for number in range(keyspace.SHARDS):
+            reap(
+                keys=[keyspace.checkpoints(number), keyspace.usage_stream(number)],
+                args=[keyspace.relay_alive_prefix(number), *legacy, "", ""],
+                client=pipe,
+            )
+        reaped = sum(pipe.execute())
+    if client.exists(keyspace.LEGACY_CHECKPOINTS):
+        reaped += reap(
+            keys=[keyspace.LEGACY_CHECKPOINTS, keyspace.LEGACY_USAGE_STREAM],
+            args=[keyspace.LEGACY_RELAY_ALIVE_PREFIX, *legacy, keyspace.PREFIX, keyspace.SHARDS],
+        )
     if reaped:
         logger.warning(
             "Billed %d stream(s) of ended relay workers up to their last checkpoint", reaped
         )
     return reaped
+
+
+@memoize
+def _reap_script(client: redis.Redis):
+    return client.register_script(_REAP)
 
 
 # --- the running totals ---------------------------------------------------------------------
@@ -331,29 +369,33 @@ class RedisTotals:
         return self._raise_if_present(keys=[name], args=[units]) == 1
 
     def forget(self, names: Iterable[str]) -> None:
-        names = list(names)
-        if names:
-            self.client.delete(*names)
+        # One DEL each: the names may be in different hash tags (Redis Cluster slots).
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.delete(name)
+            pipe.execute()
 
     def unwritten(self, counter: Counter) -> list[UsageRecord]:
         """Recorded but not yet ingested events that count in `counter`. The stream holds
         seconds of traffic (it is ingested every few seconds), and this runs only when a total
         is rebuilt; but after an ingest outage it can hold a long backlog, so it is read in
         chunks (a long XRANGE holds Redis, and every relay request with it) and, for a key's
-        total, only that key's entries are parsed: to_json writes the key id first."""
+        total, only that key's entries are parsed: to_json writes the key id first. The stream is
+        the counter's team's shard's, and the one before the hash tags (core.keyspace)."""
         mine = b'{"key_id":%d,' % counter.key_id if counter.key_id is not None else b""
         counts = _counts_in(counter)
-        stream = keyspace.USAGE_STREAM
         records = []
-        start = "-"
-        while entries := self.client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
-            for _, entry in entries:
-                raw = entry[b"e"]
-                if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
-                    record = UsageRecord.from_json(raw)
-                    if counts(record):
-                        records.append(record)
-            start = b"(" + entries[-1][0]
+        shard_stream = keyspace.usage_stream(keyspace.shard(counter.team_id))
+        for stream in (shard_stream, keyspace.LEGACY_USAGE_STREAM):
+            start = "-"
+            while entries := self.client.xrange(stream, start, "+", count=_REBUILD_CHUNK):
+                for _, entry in entries:
+                    raw = entry[b"e"]
+                    if raw.startswith(mine) or not raw.startswith(b'{"key_id":'):
+                        record = UsageRecord.from_json(raw)
+                        if counts(record):
+                            records.append(record)
+                start = b"(" + entries[-1][0]
         return records
 
 
@@ -423,8 +465,13 @@ def spend_totals() -> RedisTotals | LocalTotals:
 
 def spend_total_rebuild(key_id: int) -> int:
     """Make sure the key's lifetime running total exists; return it in SPEND_UNITS."""
-    key = ApiKey.objects.filter(pk=key_id).values_list("team_id", flat=True).first()
-    return counter_rebuild(Counter(Scope.KEY, key or 0, key_id))
+    return counter_rebuild(_lifetime(key_id))
+
+
+def _lifetime(key_id: int) -> Counter:
+    """A key's lifetime total, named in its team's hash tag (a deleted key's in team 0's)."""
+    team = ApiKey.objects.filter(pk=key_id).values_list("team_id", flat=True).first()
+    return Counter(Scope.KEY, team or 0, key_id)
 
 
 def counter_rebuild(counter: Counter) -> int:
@@ -440,7 +487,7 @@ def counter_rebuild(counter: Counter) -> int:
     totals = spend_totals()
     unwritten = totals.unwritten(counter)
     if counter.period is None:
-        total = _database_totals([counter.key_id]).get(counter.key_id, 0)
+        total = _database_totals([counter.key_id]).get(counter.key_id, (0, 0))[1]
         seconds = SPEND_TOTAL_SECONDS
     else:
         total = _window_total(counter)
@@ -513,8 +560,8 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
     """
     totals = spend_totals()
     raised = 0
-    for key_id, floor in _database_totals(key_ids).items():
-        name = keyspace.spend_total(key_id)
+    for key_id, (team_id, floor) in _database_totals(key_ids).items():
+        name = keyspace.spend_total(team_id, key_id)
         cached = totals.get(name)
         # Expired in between (not raised): the next request rebuilds it from the database.
         if cached is not None and cached < floor and totals.raise_by(name, floor - cached):
@@ -524,11 +571,11 @@ def spend_total_reconcile(key_ids: Iterable[int]) -> int:
     return raised
 
 
-def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
-    """Settled + unsettled spend per key, in SPEND_UNITS, read in one statement: one snapshot,
-    so a batch committing meanwhile is counted exactly once (a settlement batch read as settled
-    or as unsettled, an ingest batch as written and settled or as not written; never both or
-    neither)."""
+def _database_totals(key_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Each key's team and settled + unsettled spend, in SPEND_UNITS, read in one statement: one
+    snapshot, so a batch committing meanwhile is counted exactly once (a settlement batch read
+    as settled or as unsettled, an ingest batch as written and settled or as not written; never
+    both or neither)."""
     unsettled = (
         UsageEvent.objects.filter(key_id=OuterRef("pk"), settled_at__isnull=True)
         .values("key_id")
@@ -536,16 +583,23 @@ def _database_totals(key_ids: Iterable[int]) -> dict[int, int]:
         .values("total")
     )
     rows = ApiKey.objects.filter(pk__in=list(key_ids)).values_list(
-        "pk", "spent_usd", Coalesce(Subquery(unsettled), Value(Decimal(0)), output_field=_MONEY)
+        "pk",
+        "team_id",
+        "spent_usd",
+        Coalesce(Subquery(unsettled), Value(Decimal(0)), output_field=_MONEY),
     )
-    return {pk: usd_to_units(settled) + usd_to_units(pending) for pk, settled, pending in rows}
+    return {
+        pk: (team_id, usd_to_units(settled) + usd_to_units(pending))
+        for pk, team_id, settled, pending in rows
+    }
 
 
 def spend_total(key_id: int) -> int | None:
     """The key's running total in SPEND_UNITS, or None if it is not in the cache."""
-    return spend_totals().get(keyspace.spend_total(key_id))
+    return spend_totals().get(_lifetime(key_id).name)
 
 
 def spend_total_forget(key_ids: Iterable[int]) -> None:
     """Drop totals so the next request rebuilds them from the database (e.g. after a repair)."""
-    spend_totals().forget(keyspace.spend_total(key_id) for key_id in key_ids)
+    teams = ApiKey.objects.filter(pk__in=list(key_ids)).values_list("team_id", "pk")
+    spend_totals().forget(keyspace.spend_total(team_id, key_id) for team_id, key_id in teams)

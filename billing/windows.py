@@ -120,19 +120,20 @@ class Counter:
         object.__setattr__(self, "holds", self._holds())
 
     def _name(self) -> str:
+        team = self.team_id
         if self.period is None:
-            return keyspace.spend_total(self.key_id)
+            return keyspace.spend_total(team, self.key_id)
         start = int(self.start.timestamp())
         if self.scope is Scope.KEY:
-            return keyspace.spend_window("key", self.key_id, self.period.letter, start)
+            return keyspace.spend_window(team, "key", self.key_id, self.period.letter, start)
         if self.scope is Scope.MEMBER:
-            owner = f"{self.team_id}:{self.user_id}"
-            return keyspace.spend_window("member", owner, self.period.letter, start)
-        return keyspace.spend_window("team", self.team_id, self.period.letter, start)
+            owner = f"{team}:{self.user_id}"
+            return keyspace.spend_window(team, "member", owner, self.period.letter, start)
+        return keyspace.spend_window(team, "team", team, self.period.letter, start)
 
     def _holds(self) -> str:
         if self.scope is Scope.KEY:
-            return keyspace.reservations(self.key_id)
+            return keyspace.reservations(self.team_id, self.key_id)
         if self.scope is Scope.MEMBER:
             return keyspace.member_reservations(self.team_id, self.user_id)
         return keyspace.team_reservations(self.team_id)
@@ -195,7 +196,7 @@ def _targets(account: Account, *window_starts: datetime) -> "Targets":
     return Targets(
         tuple(counter.name for counter in account.counters(window_starts[0])),
         (
-            keyspace.reservations(account.key_id),
+            keyspace.reservations(account.team_id, account.key_id),
             keyspace.member_reservations(account.team_id, account.user_id),
             keyspace.team_reservations(account.team_id),
         ),
@@ -205,13 +206,16 @@ def _targets(account: Account, *window_starts: datetime) -> "Targets":
 @dataclass(frozen=True, slots=True)
 class Targets:
     """The Redis names one recorded charge touches: the running totals it raises (each only if
-    it exists) and the reservation hashes its request's hold is released from."""
+    it exists) and the reservation hashes its request's hold is released from. All in the
+    team's hash tag (core.keyspace), as are its usage stream and checkpoints."""
 
     counters: tuple[str, ...]
     holds: tuple[str, ...]
 
     @classmethod
-    def of_key(cls, key_id: int) -> "Targets":
-        """A record known only by its key (a spool entry or checkpoint of an earlier release):
-        its lifetime total and its key's reservations."""
-        return cls((keyspace.spend_total(key_id),), (keyspace.reservations(key_id),))
+    def of_key(cls, team_id: int, key_id: int) -> "Targets":
+        """A record known only by its key (a spool entry of an earlier release): its lifetime
+        total and its key's reservations."""
+        return cls(
+            (keyspace.spend_total(team_id, key_id),), (keyspace.reservations(team_id, key_id),)
+        )

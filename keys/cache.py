@@ -91,12 +91,19 @@ def drop_key_state(digests: list[str]) -> None:
     stores between the two has the old generation and is refused)."""
     client = cache_redis_client()
     if client is not None:
-        with client.pipeline(transaction=True) as pipe:
+        # One digest's names at a time, in order (a snapshot and its generation share a hash
+        # tag; different digests' need not share a Redis Cluster slot), sent together. Also the
+        # names before the hash tags (core.keyspace), which a relay of the previous release
+        # still running during a deploy reads: it must not serve a changed key either.
+        with client.pipeline(transaction=False) as pipe:
             for digest in digests:
-                generation = keyspace.generation(digest)
-                pipe.incr(generation)
-                pipe.expire(generation, GENERATION_SECONDS)
-            pipe.delete(*(keyspace.snapshot(digest) for digest in digests))
+                for generation, snapshot in (
+                    (keyspace.generation(digest), keyspace.snapshot(digest)),
+                    (keyspace.legacy_generation(digest), keyspace.legacy_snapshot(digest)),
+                ):
+                    pipe.incr(generation)
+                    pipe.expire(generation, GENERATION_SECONDS)
+                    pipe.delete(snapshot)
             pipe.execute()
         return
     with _local_lock:

@@ -81,9 +81,11 @@ class Plan:
     then lowered to what it pays for), else the request is refused. The reservation is held
     in each of `holds` (the key's, its owner's, its team's reservations), and the key's counts
     the requests in flight against `max_concurrency`; `rate` is counted last, once the rest
-    admit."""
+    admit. Every name it touches carries the hash tag of the key's team, `team_id`
+    (core.keyspace): one Redis Cluster slot."""
 
     key_id: int
+    team_id: int
     limits: tuple[Limit, ...]
     estimate_units: int
     minimum_units: int
@@ -180,10 +182,11 @@ def admission_plan(
     # The key's own reservations first, always: they are what its concurrency counts.
     holds = ()
     if limits or state.max_concurrency:
-        key_holds = keyspace.reservations(state.key_id)
+        key_holds = keyspace.reservations(state.team_id, state.key_id)
         holds = tuple(dict.fromkeys([key_holds, *(limit.counter.holds for limit in limits)]))
     return Plan(
         state.key_id,
+        state.team_id,
         limits,
         estimate,
         minimum,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from billing.windows import Targets
+from core import keyspace
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +144,25 @@ def _read(path: Path) -> list[Entry]:
             data = json.loads(line)
             if "n" in data:
                 targets = Targets(tuple(data["n"]), tuple(data["h"]))
+                if any(map(keyspace.untagged, (*targets.counters, *targets.holds))):
+                    targets = _retagged(targets, json.loads(data["e"])["team_id"])
             else:  # Spooled by an earlier release: its key's total and reservations.
-                targets = Targets.of_key(json.loads(data["e"])["key_id"])
+                record = json.loads(data["e"])
+                targets = Targets.of_key(record["team_id"], record["key_id"])
             entries.append((data["e"], data["hold"], targets, int(data.get("o", 0))))
         except (ValueError, KeyError, TypeError):
             # Only a line cut short by a crash mid-write can be unreadable.
             logger.error("Spooled usage line could not be read, dropped: %r", line[:200])
     return entries
+
+
+def _retagged(targets: Targets, team_id: int) -> Targets:
+    """An earlier release's line names its totals and reservations without the team's hash
+    tag (core.keyspace): recorded under this release's names, in the team's slot."""
+    return Targets(
+        tuple(keyspace.retagged(team_id, name) for name in targets.counters),
+        tuple(keyspace.retagged(team_id, name) for name in targets.holds),
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -15,6 +15,7 @@ from .factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from .redis_cluster import MISSING as CLUSTER_MISSING
 from .redis_cluster import RedisCluster
 from .redis_server import REDIS_SERVER, RedisServer
+from .redis_slots import SlotChecker
 
 
 def pytest_sessionstart(session):
@@ -104,6 +105,22 @@ def relay_server():
     yield f"http://127.0.0.1:{sock.getsockname()[1]}", relay
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def redis_single_slot(request, monkeypatch):
+    """With Redis, every script and multi-key command the test sends (through the relay's
+    client or redis-py) must touch one hash slot, as a Redis Cluster demands
+    (tests/redis_slots.py); the tests of the relay and billing use it throughout (their
+    conftest). A test that crosses slots on purpose says why with
+    @pytest.mark.cross_slot_allowed("...")."""
+    if not settings.REDIS_URL or request.node.get_closest_marker("cross_slot_allowed"):
+        yield None
+        return
+    checker = SlotChecker()
+    checker.install(monkeypatch)
+    yield checker
+    assert not checker.cross_slot, "cross-slot Redis commands:\n" + "\n".join(checker.cross_slot)
 
 
 @pytest.fixture

@@ -189,66 +189,111 @@ def _refresh_last_used(records: list[UsageRecord]) -> None:
 
 
 def ingest_usage_stream(*, batch_size: int = 1000) -> int:
-    """Move recorded usage from the Redis stream into settled `UsageEvent` rows; returns rows
+    """Move recorded usage from the Redis streams into settled `UsageEvent` rows; returns rows
     written.
 
-    Any number of workers, on any number of hosts, ingest at once: they read through one
-    consumer group (`keyspace.USAGE_INGEST_GROUP`), so Redis hands each entry to one of them.
-    An entry is acknowledged, and later trimmed, only after its row is committed. A worker
-    killed mid-batch leaves its entries pending: after USAGE_CLAIM_IDLE_SECONDS another takes
-    them over (XAUTOCLAIM) and writes them, and a row committed just before the kill is
-    skipped by `write_and_settle_usage` (the database's uniqueness on the request is the last
-    guard). So every entry becomes exactly one row.
+    The usage is in one stream per shard (core.keyspace), each read on its own (one Redis
+    Cluster slot per command), and in the stream before the hash tags, drained for one release.
+    Any number of workers, on any number of hosts, ingest at once: they read each stream
+    through one consumer group (`keyspace.USAGE_INGEST_GROUP`), so Redis hands each entry to
+    one of them. An entry is acknowledged, and later trimmed, only after its row is committed.
+    A worker killed mid-batch leaves its entries pending: after USAGE_CLAIM_IDLE_SECONDS
+    another takes them over (XAUTOCLAIM) and writes them, and a row committed just before the
+    kill is skipped by `write_and_settle_usage` (the database's uniqueness on the request is
+    the last guard). So every entry becomes exactly one row.
 
-    Only what was in the stream when the call began is written. The relay keeps appending
+    Only what was in a stream when the call began is written. The relay keeps appending
     while this runs; chasing those entries turned ingest into a busy loop of tiny batches,
     each paying the whole fold and reconcile (measured in bench/: 2 ms of CPU per row instead
     of a fraction of one). The next run, seconds later, takes them in bulk.
     """
     if not settings.REDIS_URL:
         return 0
-    ledger.reap_checkpoints()  # Dead workers' streams join the stream first.
+    ledger.reap_checkpoints()  # Dead workers' streams join the streams first.
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
-    newest = client.xrevrange(stream, "+", "-", count=1)
-    if not newest:
-        return 0
-    last_id = newest[0][0]
-    _ensure_group(client)
-    consumer = _consumer_name()
-    written = 0
-    # This consumer's own entries left pending by a failed run, then those a dead or stalled
-    # consumer left, then new ones.
-    for read in (_own_pending, _claimed, _new):
-        while entries := read(client, consumer, batch_size):
-            reached_the_end = False
-            if read is _new:
-                # Entries appended since the call began stay pending for this consumer's
-                # next run (or, should it never run again, for another to claim).
-                end = _stream_id(last_id)
-                taken = [entry for entry in entries if _stream_id(entry[0]) <= end]
-                reached_the_end = len(taken) < len(entries) or _stream_id(taken[-1][0]) == end
-                entries = taken
-            if entries:
-                written += _write_entries(client, entries)
-                client.xack(stream, keyspace.USAGE_INGEST_GROUP, *[e for e, _ in entries])
-                _trim_acknowledged(client)
-            if reached_the_end:
-                break
-    _forget_idle_consumers(client)
-    if written:
-        logger.info("Ingested and settled %d usage events", written)
-    return written
+    streams = keyspace.INGESTED_STREAMS
+    # Each stream's newest entry, asked together: most shards' streams are empty.
+    with client.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.xrevrange(stream, "+", "-", count=1)
+        newest = pipe.execute()
+    batch = _Batch(client, batch_size)
+    for stream, last in zip(streams, newest, strict=True):
+        if last:
+            _ingest_stream(client, stream, last[0][0], batch)
+    batch.write()
+    if batch.written:
+        logger.info("Ingested and settled %d usage events", batch.written)
+    return batch.written
 
 
 Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-def _ensure_group(client) -> None:
-    """The consumer group, made once: from the stream's start, so nothing already there is
-    skipped when the first ingest after an upgrade finds no group."""
+class _Batch:
+    """Entries read from any of the streams, written together once there are `size` of them
+    (or at the end): each write pays one transaction, fold and reconcile, so the shards'
+    streams are not written in a small batch each. Each stream's entries are acknowledged,
+    and the stream trimmed, once the batch holding them is committed."""
+
+    def __init__(self, client, size: int) -> None:
+        self.client = client
+        self.size = size
+        self.written = 0
+        self._entries: dict[str, Entries] = {}
+        self._count = 0
+
+    @property
+    def room(self) -> int:
+        return self.size - self._count
+
+    def add(self, stream: str, entries: Entries) -> None:
+        self._entries.setdefault(stream, []).extend(entries)
+        self._count += len(entries)
+        if self._count >= self.size:
+            self.write()
+
+    def write(self) -> None:
+        if not self._count:
+            return
+        self.written += _write_entries(
+            self.client, [entry for entries in self._entries.values() for entry in entries]
+        )
+        for stream, entries in self._entries.items():
+            self.client.xack(stream, keyspace.USAGE_INGEST_GROUP, *[e for e, _ in entries])
+            _trim_acknowledged(self.client, stream)
+        self._entries.clear()
+        self._count = 0
+
+
+def _ingest_stream(client, stream: str, last_id: bytes, batch: _Batch) -> None:
+    """Read one stream's entries up to `last_id` into the batch (see ingest_usage_stream)."""
+    _ensure_group(client, stream)
+    consumer = _consumer_name()
+    # This consumer's own entries left pending by a failed run, then those a dead or stalled
+    # consumer left: written at once (until acknowledged, a read finds them again). Then new
+    # ones, which join the batch.
+    for read in (_own_pending, _claimed):
+        while entries := read(client, stream, consumer, batch.size):
+            batch.add(stream, entries)
+            batch.write()
+    end = _stream_id(last_id)
+    while entries := _new(client, stream, consumer, batch.room):
+        # Entries appended since the call began stay pending for this consumer's next run (or,
+        # should it never run again, for another to claim).
+        taken = [entry for entry in entries if _stream_id(entry[0]) <= end]
+        if taken:
+            batch.add(stream, taken)
+        if len(taken) < len(entries) or _stream_id(taken[-1][0]) == end:
+            break
+    _forget_idle_consumers(client, stream)
+
+
+def _ensure_group(client, stream: str) -> None:
+    """The stream's consumer group, made once: from the stream's start, so nothing already
+    there is skipped when the first ingest after an upgrade finds no group."""
     try:
-        client.xgroup_create(keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP, id="0")
+        client.xgroup_create(stream, keyspace.USAGE_INGEST_GROUP, id="0", mkstream=True)
     except ResponseError as error:
         if "BUSYGROUP" not in str(error):
             raise
@@ -258,32 +303,34 @@ def _consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _own_pending(client, consumer: str, batch_size: int) -> Entries:
+def _own_pending(client, stream: str, consumer: str, batch_size: int) -> Entries:
     # Read from "0": this consumer's delivered but unacknowledged entries, not new ones.
-    return _group_read(client, consumer, batch_size, start="0", pending=True)
+    return _group_read(client, stream, consumer, batch_size, start="0", pending=True)
 
 
-def _new(client, consumer: str, batch_size: int) -> Entries:
-    return _group_read(client, consumer, batch_size, start=">", pending=False)
+def _new(client, stream: str, consumer: str, batch_size: int) -> Entries:
+    return _group_read(client, stream, consumer, batch_size, start=">", pending=False)
 
 
-def _group_read(client, consumer: str, batch_size: int, *, start: str, pending: bool) -> Entries:
-    """Up to `batch_size` entries, read in chunks: Redis serves one command at a time, and a
-    read of 1,000 entries (about 450 KB) held it for 0.35 to 0.95 ms in its slow log, with
-    every relay request waiting behind it."""
+def _group_read(
+    client, stream: str, consumer: str, batch_size: int, *, start: str, pending: bool
+) -> Entries:
+    """Up to `batch_size` entries of one stream, read in chunks: Redis serves one command at a
+    time, and a read of 1,000 entries (about 450 KB) held it for 0.35 to 0.95 ms in its slow
+    log, with every relay request waiting behind it."""
     entries: Entries = []
     cursor = start
     while len(entries) < batch_size:
         reply = client.xreadgroup(
             keyspace.USAGE_INGEST_GROUP,
             consumer,
-            {keyspace.USAGE_STREAM: cursor},
+            {stream: cursor},
             count=min(_READ_CHUNK, batch_size - len(entries)),
         )
         read = reply[0][1] if reply else []
         # A pending entry no longer in the stream comes back without fields: nothing to write.
         if gone := [entry_id for entry_id, fields in read if not fields]:
-            client.xack(keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP, *gone)
+            client.xack(stream, keyspace.USAGE_INGEST_GROUP, *gone)
         chunk = [entry for entry in read if entry[1]]
         entries += chunk
         if len(read) < _READ_CHUNK:
@@ -293,11 +340,11 @@ def _group_read(client, consumer: str, batch_size: int, *, start: str, pending: 
     return entries
 
 
-def _claimed(client, consumer: str, batch_size: int) -> Entries:
+def _claimed(client, stream: str, consumer: str, batch_size: int) -> Entries:
     """Entries another consumer was given and has not acknowledged for
     USAGE_CLAIM_IDLE_SECONDS: it died or stalled mid-batch. Taken over, to be written here."""
     reply = client.xautoclaim(
-        keyspace.USAGE_STREAM,
+        stream,
         keyspace.USAGE_INGEST_GROUP,
         consumer,
         min_idle_time=int(settings.USAGE_CLAIM_IDLE_SECONDS * 1000),
@@ -308,12 +355,12 @@ def _claimed(client, consumer: str, batch_size: int) -> Entries:
     return [entry for entry in reply[1] if entry[1]]
 
 
-def _trim_acknowledged(client) -> None:
+def _trim_acknowledged(client, stream: str) -> None:
     """Trim the stream below its oldest entry not yet acknowledged: in one step, where XDEL of
     1,000 ids held Redis (and every relay request waiting on it) for about a millisecond.
     Until then an entry stays readable, and the running totals' rebuild
     (`ledger.RedisTotals.unwritten`) still finds it."""
-    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    group = keyspace.USAGE_INGEST_GROUP
     summary = client.xpending(stream, group)
     if summary["pending"]:
         below = summary["min"]
@@ -323,10 +370,10 @@ def _trim_acknowledged(client) -> None:
     client.xtrim(stream, minid=below, approximate=False)
 
 
-def _forget_idle_consumers(client) -> None:
+def _forget_idle_consumers(client, stream: str) -> None:
     """Consumers (one per worker process) with nothing pending and idle a day are removed: a
-    deployment's restarts would otherwise leave one behind per process."""
-    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    deployment's restarts would otherwise leave one behind per process (and per stream)."""
+    group = keyspace.USAGE_INGEST_GROUP
     for consumer in client.xinfo_consumers(stream, group):
         if consumer["pending"] == 0 and consumer["idle"] > 24 * 60 * 60 * 1000:
             client.xgroup_delconsumer(stream, group, consumer["name"])

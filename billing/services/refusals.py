@@ -85,15 +85,28 @@ def collect_refusal_counts() -> int:
     stands: the current minute's too (a lead sees refusals within one run, and the next run
     writes the grown count over it), and a closed minute one last time, after which it leaves
     Redis. It leaves only after its rows are committed: a collector that dies in between leaves
-    it for the next run, which writes the same counts again (set, not added)."""
+    it for the next run, which writes the same counts again (set, not added). The counts under
+    the names before the hash tags (core.keyspace), which a relay of the earlier release may
+    still add to during a deploy, are collected the same way, for one release."""
     if not settings.REDIS_URL:
         return 0
     client = ledger.usage_stream_client()
-    current, *minutes = client.eval(_MINUTES, 1, keyspace.REFUSAL_MINUTES)
+    written = 0
+    for index, prefix in (
+        (keyspace.REFUSAL_MINUTES, keyspace.REFUSALS_PREFIX),
+        (keyspace.LEGACY_REFUSAL_MINUTES, keyspace.LEGACY_REFUSALS_PREFIX),
+    ):
+        written += _collect(client, index, prefix)
+    return written
+
+
+def _collect(client, index: str, prefix: str) -> int:
+    """Write the counts of the minutes in `index` (each minute's under prefix + the minute)."""
+    current, *minutes = client.eval(_MINUTES, 1, index)
     written = 0
     for raw_minute in sorted(minutes, key=int):
         minute = int(raw_minute)
-        counts = keyspace.refusals(minute)
+        counts = f"{prefix}{minute}"
         tallies = []
         for field, count in client.hgetall(counts).items():
             try:
@@ -102,8 +115,9 @@ def collect_refusal_counts() -> int:
                 logger.error("Refusal count %r in %s could not be read; skipped", field, counts)
         written += write_refusal_counts(tallies=tallies)
         if minute < int(current):
+            # One slot: the minute's counts share the index's hash tag (core.keyspace).
             pipeline = client.pipeline(transaction=True)
             pipeline.delete(counts)
-            pipeline.srem(keyspace.REFUSAL_MINUTES, raw_minute)
+            pipeline.srem(index, raw_minute)
             pipeline.execute()
     return written

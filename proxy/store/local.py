@@ -122,7 +122,7 @@ class LocalStore:
         targets: Targets | None = None,
         checkpointed: bool = False,
     ) -> None:
-        targets = targets or Targets.of_key(record.key_id)
+        targets = targets or Targets.of_key(record.team_id, record.key_id)
         # Counted in the totals before it waits (the ledger counts it until it is written).
         self._totals.count(record, targets.counters)
         with self._lock:

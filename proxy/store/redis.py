@@ -32,8 +32,10 @@ logger = logging.getLogger("proxy.store")
 # KEYS: the limits' running totals (n), the reservation hashes the hold goes into (h; the
 # key's first: its holds are the requests in flight), the key's rate log. ARGV: hold id,
 # estimate, minimum, now, deadline, hold seconds, n, h, max concurrency (0: none), rate count
-# (0: none), rate period (ms), this worker's id, the prefix of workers' liveness keys, then per
-# limit: its limit and the index (1..h) of the hash its reservations are in.
+# (0: none), rate period (ms), this worker's id, the prefix of workers' liveness keys in the
+# team's shard, then per limit: its limit and the index (1..h) of the hash its reservations
+# are in. Every key, and the liveness keys it builds from that prefix, carries the hash tag of
+# the key's team (core.keyspace): one Redis Cluster slot.
 # Returns {-1, i...}: these totals are missing (the caller rebuilds them); {0, i, spent,
 # reserved}: limit i cannot pay; {2, in flight}: the concurrency is full; {3, ms}: the rate is
 # used up for that long; {1, held}: admitted, `held` reserved in every hash, the request in the
@@ -162,8 +164,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# KEYS: stream, checkpoints, the running totals the charge raises (ARGV[6] of them), then the
-# reservation hashes the hold is released from. ARGV: event JSON, charge, hold id, whether the
+# KEYS: the team's shard's stream and checkpoints, the running totals the charge raises
+# (ARGV[6] of them), then the reservation hashes the hold is released from (all in the team's
+# hash tag: one Redis Cluster slot). ARGV: event JSON, charge, hold id, whether the
 # request wrote a checkpoint, the endpoint, how many totals, the 1-hour cache writes (these
 # two beside the JSON: see UsageRecord.to_json; an earlier release's ingest reads "e" only).
 # One atomic step: the event is durable in the stream exactly when its charge is in the
@@ -195,7 +198,8 @@ return 1
 # counts' lifetime. Adds 1 to the refusal's count for the current minute by Redis's clock, the
 # one the collector (billing.services.refusals) tells closed minutes by: relay hosts whose
 # clocks differ cannot add to a minute already collected. The minute's name is made here from
-# that clock, so it is not in KEYS (this Redis is not a cluster).
+# that clock, so it is not in KEYS: it shares the index's hash tag ({refusals}, in the
+# prefix), so it is in the same Redis Cluster slot as the declared key.
 _COUNT_REFUSAL = """
 local now = tonumber(redis.call('TIME')[1])
 local minute = now - now % 60
@@ -223,6 +227,16 @@ class RedisStore:
         # This worker's id for its checkpoints, and the task keeping its key alive.
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._alive: asyncio.Task | None = None
+        self._alive_commands = [
+            (
+                "SET",
+                keyspace.relay_alive(number, self.worker_id),
+                1,
+                "EX",
+                ledger.RELAY_ALIVE_SECONDS,
+            )
+            for number in range(keyspace.SHARDS)
+        ]
 
     async def get_key_state(self, digest: str) -> bytes | None:
         return await self.redis.execute("GET", keyspace.snapshot(digest))
@@ -277,14 +291,21 @@ class RedisStore:
     def _admission_static(self, plan: Plan) -> tuple[Encoded, Encoded]:
         # Found by the identity of the plan's limits (worked out once per snapshot and window:
         # proxy.quota.spend_limits) and the key, not by hashing them.
-        shape = (plan.key_id, plan.holds, plan.max_concurrency, plan.rate, plan.hold_seconds)
+        shape = (
+            plan.key_id,
+            plan.team_id,
+            plan.holds,
+            plan.max_concurrency,
+            plan.rate,
+            plan.hold_seconds,
+        )
         known = self._static.get(id(plan.limits))
         if known is not None and known[0] is plan.limits and known[1] == shape:
             return known[2]
         rate = plan.rate
         keys = [limit.counter.name for limit in plan.limits]
         keys += plan.holds
-        keys.append(keyspace.rate(plan.key_id))
+        keys.append(keyspace.rate(plan.team_id, plan.key_id))
         args = [
             plan.hold_seconds,
             len(plan.limits),
@@ -293,7 +314,7 @@ class RedisStore:
             rate.count if rate else 0,
             rate.period_ms if rate else 0,
             self.worker_id,
-            keyspace.RELAY_ALIVE_PREFIX,
+            keyspace.relay_alive_prefix(keyspace.shard(plan.team_id)),
         ]
         for limit in plan.limits:
             args += [limit.limit_units, plan.holds.index(limit.counter.holds) + 1]
@@ -318,7 +339,7 @@ class RedisStore:
         """Append the usage, raise the running totals and release the request's hold, in one
         script; if Redis cannot take it, the record waits in the spool (proxy.spool)."""
         record_json = record.to_json()
-        targets = targets or Targets.of_key(record.key_id)
+        targets = targets or Targets.of_key(record.team_id, record.key_id)
         try:
             recorded = await self._send_record(record, record_json, hold_id, targets, checkpointed)
         except RedisError as error:
@@ -351,7 +372,7 @@ class RedisStore:
         """Keep what a stream has used so far, to be billed if this worker dies before it
         records the whole (billing.ledger.reap_checkpoints)."""
         await self._keep_alive_started()
-        targets = targets or Targets.of_key(record.key_id)
+        targets = targets or Targets.of_key(record.team_id, record.key_id)
         checkpoint = {
             "w": self.worker_id,
             "k": record.key_id,
@@ -362,7 +383,10 @@ class RedisStore:
             "h": targets.holds,
         }
         await self.redis.execute(
-            "HSET", keyspace.CHECKPOINTS, hold_id, json.dumps(checkpoint, separators=(",", ":"))
+            "HSET",
+            keyspace.checkpoints(keyspace.shard(record.team_id)),
+            hold_id,
+            json.dumps(checkpoint, separators=(",", ":")),
         )
 
     async def _keep_alive_started(self) -> None:
@@ -373,9 +397,13 @@ class RedisStore:
             self._alive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     async def _renew_alive(self) -> None:
-        await self.redis.execute(
-            "SET", keyspace.relay_alive(self.worker_id), 1, "EX", ledger.RELAY_ALIVE_SECONDS
-        )
+        """This worker's liveness, in every shard: the admission and the reaper read it in the
+        slot of the holds and checkpoints they look at (core.keyspace). One write of 64 SETs,
+        every RELAY_ALIVE_SECONDS / 5, off the requests' path."""
+        replies = await self.redis.execute_together(*self._alive_commands)
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                raise reply
 
     async def _keep_alive(self) -> None:
         while True:
@@ -394,7 +422,7 @@ class RedisStore:
         checkpointed: bool = False,
     ) -> bool:
         recorded = await self._record(
-            keys=_record_keys(targets),
+            keys=_record_keys(targets, keyspace.shard(record.team_id)),
             args=[
                 record_json,
                 record.charge_units,
@@ -421,11 +449,17 @@ class RedisStore:
 
 
 @functools.lru_cache(maxsize=4096)
-def _record_keys(targets: Targets) -> Encoded:
-    """The record script's keys for these targets, encoded once per window (Targets are
-    worked out once per account and window: billing.windows)."""
+def _record_keys(targets: Targets, number: int) -> Encoded:
+    """The record script's keys for these targets, in shard `number` (the record's team's),
+    encoded once per window (Targets are worked out once per account and window:
+    billing.windows)."""
     return Encoded.of(
-        [keyspace.USAGE_STREAM, keyspace.CHECKPOINTS, *targets.counters, *targets.holds]
+        [
+            keyspace.usage_stream(number),
+            keyspace.checkpoints(number),
+            *targets.counters,
+            *targets.holds,
+        ]
     )
 
 

@@ -128,7 +128,7 @@ def test_rebuild_adds_settled_and_unsettled_spend(issued):
 
 
 def test_rebuild_never_overwrites_a_live_total(issued):
-    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), 777, 60)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.team_id, issued.key.pk), 777, 60)
     UsageEventFactory(key=issued.key, charged_usd=Decimal("3"))
 
     assert ledger.spend_total_rebuild(issued.key.pk) == 777
@@ -150,7 +150,7 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
     ledger.spend_total_rebuild(issued.key.pk)
     record = usage_record(issued.key, charged="0.75")
 
-    ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
+    ledger.local_totals().count(record, [keyspace.spend_total(record.team_id, record.key_id)])
     ledger.spend_total_forget([issued.key.pk])
     rebuilt_before_write = ledger.spend_total_rebuild(issued.key.pk)
     services.write_queued_usage(records=[record])
@@ -161,10 +161,24 @@ def test_embedded_rebuild_counts_events_not_written_yet(issued):
     assert UsageEvent.objects.filter(key=issued.key).count() == 1
 
 
+def shard_stream(key: ApiKey) -> str:
+    """The usage stream the relay appends the key's usage to: its team's shard's."""
+    return keyspace.usage_stream(keyspace.shard(key.team_id))
+
+
 @needs_redis
-def test_rebuild_counts_stream_events_not_ingested_yet(issued):
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param(shard_stream, id="the team's shard's stream"),
+        pytest.param(lambda key: keyspace.LEGACY_USAGE_STREAM, id="the legacy stream"),
+    ],
+)
+def test_rebuild_counts_stream_events_not_ingested_yet(issued, stream):
+    """In its team's shard's stream, or still in the one the release before the hash tags
+    appended to (a deploy's overlap)."""
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
+    stream = stream(issued.key)
     ingested = usage_record(issued.key, charged="0.5", request_id="req_in_db")
     services.write_and_settle_usage(records=[ingested])
     pending = usage_record(issued.key, charged="0.25", request_id="req_in_stream")
@@ -182,7 +196,7 @@ def test_rebuild_reads_a_long_backlog_in_chunks_and_counts_only_its_key(issued, 
     and an entry with its fields in another order is still read."""
     monkeypatch.setattr(ledger, "_REBUILD_CHUNK", 7)
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
+    stream = shard_stream(issued.key)
     look_alike = issued.key.pk * 10 + 1
     for number in range(40):
         other = usage_record(issued.key, charged="9", request_id=f"req_other_{number}")
@@ -202,7 +216,9 @@ def test_reconcile_raises_a_total_that_missed_an_event(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # As if the event had been recorded while the total was being rebuilt without it.
     ledger.spend_totals().add(
-        keyspace.spend_total(issued.key.pk), ledger.usd_to_units(Decimal("0.5")), 60
+        keyspace.spend_total(issued.key.team_id, issued.key.pk),
+        ledger.usd_to_units(Decimal("0.5")),
+        60,
     )
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 1
@@ -214,7 +230,7 @@ def test_reconcile_never_lowers_a_total_ahead_of_the_database(issued):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("2"))
     # Charges still waiting to be written count in the total but not in the database.
     ahead = ledger.usd_to_units(Decimal("3"))
-    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), ahead, 60)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.team_id, issued.key.pk), ahead, 60)
 
     assert ledger.spend_total_reconcile([issued.key.pk]) == 0
 
@@ -233,7 +249,7 @@ def test_settlement_reconciles_the_totals_of_the_keys_it_settled(
     issued, django_capture_on_commit_callbacks
 ):
     UsageEventFactory(key=issued.key, charged_usd=Decimal("1.5"))
-    ledger.spend_totals().add(keyspace.spend_total(issued.key.pk), 0, 60)
+    ledger.spend_totals().add(keyspace.spend_total(issued.key.team_id, issued.key.pk), 0, 60)
 
     with django_capture_on_commit_callbacks(execute=True):
         assert settle_usage() == 1

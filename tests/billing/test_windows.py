@@ -57,9 +57,9 @@ def test_a_day_week_and_month_starting_together_are_three_totals():
 
     assert len(names) == 6
     assert account.counter(LimitKind.DAILY, at).name == keyspace.spend_window(
-        "key", 7, "d", int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
+        3, "key", 7, "d", int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
     )
-    assert account.counter(LimitKind.QUOTA, at).name == keyspace.spend_total(7)
+    assert account.counter(LimitKind.QUOTA, at).name == keyspace.spend_total(3, 7)
     assert account.counter(LimitKind.MEMBER_MONTHLY, at).holds == (
         keyspace.member_reservations(3, 5)
     )

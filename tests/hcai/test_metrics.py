@@ -72,15 +72,18 @@ def test_counts_added_per_bucket_equal_observing_one_at_a_time():
 
 @needs_redis
 def test_the_usage_backlog_and_its_lag_are_read_when_scraped(client, settings):
-    stream = keyspace.USAGE_STREAM
+    """The backlog is every shard's stream's (and the one before the hash tags'), the lag that
+    of the oldest entry in any of them."""
     redis = ledger.usage_stream_client()
     seconds, _ = redis.time()
-    redis.xadd(stream, {"e": b"{}"}, id=f"{(seconds - 120) * 1000}-0")
-    redis.xadd(stream, {"e": b"{}"})
+    redis.xadd(keyspace.usage_stream(40), {"e": b"{}"}, id=f"{(seconds - 60) * 1000}-0")
+    redis.xadd(keyspace.usage_stream(5), {"e": b"{}"}, id=f"{(seconds - 120) * 1000}-0")
+    redis.xadd(keyspace.usage_stream(5), {"e": b"{}"})
+    redis.xadd(keyspace.LEGACY_USAGE_STREAM, {"e": b"{}"})
 
     text = client.get("/metrics").content.decode()
 
-    assert sample(text, "hcai_usage_stream_backlog") == 2
+    assert sample(text, "hcai_usage_stream_backlog") == 4
     assert 120 <= sample(text, "hcai_usage_ingest_lag_seconds") < 130
 
 
@@ -90,7 +93,7 @@ def test_readyz_fails_when_usage_waits_longer_than_allowed(client, settings):
     settings.READYZ_MAX_INGEST_LAG_SECONDS = 60
     redis = ledger.usage_stream_client()
     seconds, _ = redis.time()
-    redis.xadd(keyspace.USAGE_STREAM, {"e": b"{}"}, id=f"{(seconds - 120) * 1000}-0")
+    redis.xadd(keyspace.usage_stream(63), {"e": b"{}"}, id=f"{(seconds - 120) * 1000}-0")
 
     response = client.get("/readyz")
 
@@ -101,7 +104,7 @@ def test_readyz_fails_when_usage_waits_longer_than_allowed(client, settings):
 @needs_redis
 @pytest.mark.django_db
 def test_readyz_is_ok_when_ingest_keeps_up(client):
-    ledger.usage_stream_client().xadd(keyspace.USAGE_STREAM, {"e": b"{}"})
+    ledger.usage_stream_client().xadd(keyspace.usage_stream(0), {"e": b"{}"})
 
     assert client.get("/readyz").json() == {"status": "ok"}
 

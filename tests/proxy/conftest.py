@@ -28,6 +28,14 @@ from tests.factories import GroupFactory, MembershipFactory, make_key
 
 from .fake_upstream import Backend, FakeUpstream
 
+
+@pytest.fixture(autouse=True)
+def _single_slot(redis_single_slot):
+    """Every relay test proves, with Redis, that its scripts and multi-key commands touch one
+    hash slot each (tests/redis_slots.py), as a Redis Cluster demands."""
+    return redis_single_slot
+
+
 CLAUDE = "claude-sonnet-4-6"
 GPT = "gpt-4o"
 ANTHROPIC_SECRET = "sk-ant-upstream-credential-do-not-leak"
@@ -170,15 +178,21 @@ def usage_events(timeout: float = 5.0, *, count: int = 1, **filters) -> list[Usa
 
 
 def quota_plan(
-    key_id: int, *, limit_units: int, estimate_units: int, minimum_units: int = 1
+    key_id: int,
+    *,
+    team_id: int = 70,
+    limit_units: int,
+    estimate_units: int,
+    minimum_units: int = 1,
 ) -> Plan:
-    """An admission against a key's lifetime quota alone."""
-    lifetime = Counter(Scope.KEY, 0, key_id)
+    """An admission against a key's lifetime quota alone (the key's team: `team_id`)."""
+    lifetime = Counter(Scope.KEY, team_id, key_id)
     return Plan(
         key_id=key_id,
+        team_id=team_id,
         limits=(Limit("quota", lifetime, limit_units),),
         estimate_units=estimate_units,
         minimum_units=minimum_units,
         hold_seconds=60,
-        holds=(keyspace.reservations(key_id),),
+        holds=(keyspace.reservations(team_id, key_id),),
     )

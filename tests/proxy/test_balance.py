@@ -64,7 +64,7 @@ def charged(relay) -> tuple:
         ingest_usage_stream()
     totals = ledger.spend_totals()
     held = (
-        totals.client.hlen(keyspace.reservations(relay.key.pk))
+        totals.client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk))
         if isinstance(totals, ledger.RedisTotals)
         else None
     )

@@ -111,10 +111,12 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     try:
         streaming = start_thread(stream, errors)
         deadline = time.monotonic() + 15
-        while not client.hlen(keyspace.CHECKPOINTS):
+        while not client.hlen(keyspace.checkpoints(keyspace.shard(relay.key.team_id))):
             assert time.monotonic() < deadline, "the stream never wrote a checkpoint"
             time.sleep(0.05)
-        assert client.hlen(keyspace.reservations(relay.key.pk)) == 2  # the hold and their sum
+        assert (
+            client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk)) == 2
+        )  # the hold and their sum
         os.kill(_worker_of(master), signal.SIGKILL)
         join([streaming], timeout=30)
 
@@ -135,8 +137,8 @@ def test_a_stream_whose_worker_is_killed_is_billed_from_its_last_checkpoint(
     assert (event.cache_creation_tokens, event.cache_creation_1h_tokens) == (1000, 600)
     assert event.output_tokens >= 1
     assert event.charged_usd > 0
-    assert client.hlen(keyspace.reservations(relay.key.pk)) == 0
-    assert client.hlen(keyspace.CHECKPOINTS) == 0
+    assert client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk)) == 0
+    assert client.hlen(keyspace.checkpoints(keyspace.shard(relay.key.team_id))) == 0
     assert reaped_after < ledger.RELAY_ALIVE_SECONDS + 5
 
 
@@ -176,7 +178,7 @@ def test_a_killed_workers_concurrency_slot_is_freed_within_seconds(relay, member
     try:
         in_flight = start_thread(cut_off, errors)
         deadline = time.monotonic() + 15
-        while not client.hlen(keyspace.reservations(relay.key.pk)):
+        while not client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk)):
             assert time.monotonic() < deadline, "the request never reserved its slot"
             time.sleep(0.05)
         killed_at = time.monotonic()

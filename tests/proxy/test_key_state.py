@@ -365,3 +365,23 @@ def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypa
     assert cold_status == 503
     assert "Could not refresh a key's snapshot (OperationalError" in caplog.text
     assert "Could not reload prices (OperationalError" in caplog.text
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the names of the previous release in Redis")
+def test_a_drop_also_reaches_the_snapshot_a_relay_of_the_previous_release_stored():
+    """During a deploy a relay of the release before the hash tags (core.keyspace) still reads
+    and stores snapshots under its names: a change drops those too, one digest's names at a
+    time (each command in one slot), and bumps both generations."""
+    client = cache._cache.get_client(write=True)
+    digests = ["d1g3st-a", "d1g3st-b"]
+    for digest in digests:
+        client.set(keyspace.snapshot(digest), b"new", ex=60)
+        client.set(keyspace.legacy_snapshot(digest), b"old", ex=60)
+
+    drop_key_state(digests)
+
+    for digest in digests:
+        assert client.exists(keyspace.snapshot(digest)) == 0
+        assert client.exists(keyspace.legacy_snapshot(digest)) == 0
+        assert int(client.get(keyspace.generation(digest))) == 1
+        assert int(client.get(keyspace.legacy_generation(digest))) == 1

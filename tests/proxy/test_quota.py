@@ -228,15 +228,15 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
 # --- one round trip: the snapshot read and the admission sent together --------------------
 
 
-def held_reservations(store, key_id: int) -> dict:
+def held_reservations(store, key: ApiKey) -> dict:
     """The quota reservations the key holds now, in Redis or in the relay's local `store`."""
+    name = keyspace.reservations(key.team_id, key.pk)
     if settings.REDIS_URL:
-        name = keyspace.reservations(key_id)
         with redis.Redis.from_url(settings.REDIS_URL) as client:
             held = client.hgetall(name)
         held.pop(keyspace.HOLDS_SUM.encode(), None)  # their sum, kept beside them
         return held
-    return dict(store._reservations.get(keyspace.reservations(key_id), {}))
+    return dict(store._reservations.get(name, {}))
 
 
 def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservation(
@@ -259,7 +259,7 @@ def test_quota_lowered_after_earlier_requests_is_obeyed_and_leaves_no_reservatio
         "Quota used up: this key has spent $0.01 of its $0.01 limit. Ask your team lead to "
         "raise the key's quota."
     )
-    assert held_reservations(relay_server[1].store, relay.key.pk) == {}
+    assert held_reservations(relay_server[1].store, relay.key) == {}
 
 
 def test_quota_raised_after_a_refusal_is_obeyed_by_the_next_request(relay, member):
@@ -286,7 +286,7 @@ def test_key_disabled_after_earlier_requests_gives_back_the_guessed_reservation(
     services.api_key_update(key=relay.key, actor=member, status=ApiKey.Status.DISABLED)
 
     assert relay.call("POST", "/v1/messages", MESSAGE).status == 403
-    assert held_reservations(relay_server[1].store, relay.key.pk) == {}
+    assert held_reservations(relay_server[1].store, relay.key) == {}
 
 
 async def receive_message() -> dict:
@@ -425,11 +425,11 @@ def reservations_around_a_cancel(relay, stick) -> tuple[dict, dict]:
             stuck = await stick(store, gate)
             task = asyncio.create_task(gate_check(gate, store, relay))
             await asyncio.wait_for(stuck.wait(), timeout=10)
-            held = await run_db(lambda: held_reservations(store, relay.key.pk))
+            held = await run_db(lambda: held_reservations(store, relay.key))
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            return held, await run_db(lambda: held_reservations(store, relay.key.pk))
+            return held, await run_db(lambda: held_reservations(store, relay.key))
         finally:
             await store.close()
 
@@ -589,7 +589,7 @@ def test_an_admission_holds_what_is_left_down_to_its_minimum(
     async def scenario():
         store = make_store()
         try:
-            ledger.spend_totals().add(keyspace.spend_total(plan.key_id), spent, 60)
+            ledger.spend_totals().add(keyspace.spend_total(plan.team_id, plan.key_id), spent, 60)
             return await store.admit(plan, "hold-1")
         finally:
             await store.close()

@@ -90,8 +90,8 @@ def test_a_stream_running_at_sigterm_finishes_and_is_billed_whole(relay, member,
     event = _ingested(relay.key)
     assert event.status_code == 200
     assert event.output_tokens == relay.primary.usage.output_tokens
-    assert client.hlen(keyspace.reservations(relay.key.pk)) == 0
-    assert client.hlen(keyspace.CHECKPOINTS) == 0
+    assert client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk)) == 0
+    assert client.hlen(keyspace.checkpoints(keyspace.shard(relay.key.team_id))) == 0
 
 
 def test_a_stream_running_past_the_grace_is_cut_recorded_and_released(relay, member, tmp_path):
@@ -122,5 +122,5 @@ def test_a_stream_running_past_the_grace_is_cut_recorded_and_released(relay, mem
     # What the upstream reported at the start, as a failed request for the client.
     assert (event.status_code, event.input_tokens, event.cache_read_tokens) == (502, 25, 5)
     assert event.charged_usd > 0
-    assert client.hlen(keyspace.reservations(relay.key.pk)) == 0
-    assert client.hlen(keyspace.CHECKPOINTS) == 0
+    assert client.hlen(keyspace.reservations(relay.key.team_id, relay.key.pk)) == 0
+    assert client.hlen(keyspace.checkpoints(keyspace.shard(relay.key.team_id))) == 0

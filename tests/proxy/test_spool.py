@@ -63,7 +63,8 @@ def test_usage_of_a_stream_served_while_redis_went_down_is_recorded_once_it_is_b
         while not entries:
             assert time.monotonic() < deadline + 10, "the spooled record was never sent"
             time.sleep(0.05)
-            entries = asyncio.run(_stream_entries(private_redis.url, keyspace.USAGE_STREAM))
+            stream = keyspace.usage_stream(keyspace.shard(relay.key.team_id))
+            entries = asyncio.run(_stream_entries(private_redis.url, stream))
     finally:
         app._store = working
 
@@ -109,9 +110,14 @@ def test_a_spool_left_by_an_ended_process_is_taken_over_and_sent_in_order(tmp_pa
         sent.append((record_json, hold_id, targets, one_hour))
 
     earlier_release = '{"key_id":7,"team_id":1}'  # its lines name no totals: its key's
+    # A line of the release before the hash tags (core.keyspace): its names get team 70's tag.
+    untagged = '{"key_id":8,"team_id":70}'
+    untagged_names = {"n": ["hcai:1:spend:8", "hcai:1:spend-window:key:8:d:0"], "h": ["x"]}
     orphan = tmp_path / f"usage-{_dead_pid()}.jsonl"
     orphan.write_text(
         json.dumps({"e": earlier_release, "hold": "h1"})
+        + "\n"
+        + json.dumps({"e": untagged, "hold": "h0", **untagged_names})
         + "\n"
         + json.dumps(
             {"e": "second", "hold": "h2", "n": ["total-a", "total-b"], "h": ["holds-a"], "o": 40}
@@ -131,7 +137,13 @@ def test_a_spool_left_by_an_ended_process_is_taken_over_and_sent_in_order(tmp_pa
     asyncio.run(scenario())
 
     assert sent == [
-        (earlier_release, "h1", Targets.of_key(7), 0),
+        (earlier_release, "h1", Targets.of_key(1, 7), 0),
+        (
+            untagged,
+            "h0",
+            Targets(("hcai:1:{t6}:spend:8", "hcai:1:{t6}:spend-window:key:8:d:0"), ("x",)),
+            0,
+        ),
         ("second", "h2", TARGETS, 40),
         ("third", "h3", TARGETS, 7),
     ]

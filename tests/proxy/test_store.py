@@ -57,7 +57,8 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
-        total, reservations = keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)
+        total = keyspace.spend_total(plan.team_id, plan.key_id)
+        reservations = keyspace.reservations(plan.team_id, plan.key_id)
         try:
             await store.redis.execute("SET", total, 500, "EX", 60)
             await store.put_key_state("store-test-digest", b'{"a":1}', 60, b"")
@@ -67,8 +68,10 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
             held = await store.redis.execute("HKEYS", reservations)
             return first, second, sorted(held)
         finally:
-            await store.redis.execute(
-                "DEL", total, reservations, keyspace.snapshot("store-test-digest")
+            await store.redis.execute_together(
+                ("DEL", total),
+                ("DEL", reservations),
+                ("DEL", keyspace.snapshot("store-test-digest")),
             )
             await store.close()
 
@@ -86,10 +89,12 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
     that was only frozen and records afterwards finds its checkpoint gone and adds nothing."""
     key = issued.key
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
+    shard = keyspace.shard(key.team_id)
+    stream = keyspace.usage_stream(shard)
     checkpoint = usage_record(key, charged="0.25", request_id="req_checkpointed")
     final = dataclasses.replace(checkpoint, charged_usd=Decimal("0.40"), status_code=200)
-    total, reservations = keyspace.spend_total(key.pk), keyspace.reservations(key.pk)
+    total = keyspace.spend_total(key.team_id, key.pk)
+    reservations = keyspace.reservations(key.team_id, key.pk)
 
     async def scenario():
         store = RedisStore(settings.REDIS_URL)
@@ -98,7 +103,8 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
             await store.redis.execute("HSET", reservations, "hold-1", "999:9999999999")
             await store.checkpoint(checkpoint, hold_id="hold-1")
             alive = ledger.reap_checkpoints()  # its worker is alive
-            await store.redis.execute("DEL", keyspace.relay_alive(store.worker_id))
+            # Taken for dead where its checkpoint is: in the team's shard (alive elsewhere).
+            await store.redis.execute("DEL", keyspace.relay_alive(shard, store.worker_id))
             dead = ledger.reap_checkpoints()  # ... and now taken for dead
             await store.record(final, hold_id="hold-1", checkpointed=True)
             return alive, dead
@@ -112,7 +118,7 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
     assert ledger.UsageRecord.from_json(fields[b"e"]) == checkpoint
     assert int(client.get(total)) == 1_000 + ledger.usd_to_units(Decimal("0.25"))
     assert client.hlen(reservations) == 0
-    assert client.hlen(keyspace.CHECKPOINTS) == 0
+    assert client.hlen(keyspace.checkpoints(shard)) == 0
 
 
 @needs_redis
@@ -122,7 +128,7 @@ def test_the_relay_and_the_ledger_share_one_running_total(issued):
     and reconciles it, and ingest writes what the relay appended: one set of names, and
     integers as Redis itself stores them (no serializer in between)."""
     key = issued.key
-    plan = quota_plan(key.pk, limit_units=10**8, estimate_units=10**6)
+    plan = quota_plan(key.pk, team_id=key.team_id, limit_units=10**8, estimate_units=10**6)
     record = usage_record(key, charged="0.25", request_id="req_shared")
 
     async def scenario():
@@ -213,6 +219,7 @@ def test_a_quota_holds_while_records_wait_to_be_written(issued, monkeypatch):
     key_id = issued.key.pk
     plan = quota_plan(
         key_id,
+        team_id=issued.key.team_id,
         limit_units=ledger.usd_to_units(Decimal("1")),
         estimate_units=ledger.usd_to_units(Decimal("0.30")),
         minimum_units=ledger.usd_to_units(Decimal("0.01")),
@@ -260,7 +267,8 @@ def test_the_record_script_sends_the_endpoint_and_one_hour_writes_beside_the_jso
         store = RedisStore(settings.REDIS_URL)
         try:
             await store.record(record, hold_id="hold-p")
-            return await store.redis.execute("XRANGE", keyspace.USAGE_STREAM, "-", "+")
+            stream = keyspace.usage_stream(keyspace.shard(record.team_id))
+            return await store.redis.execute("XRANGE", stream, "-", "+")
         finally:
             await store.close()
 
@@ -283,7 +291,8 @@ def test_holds_keep_their_sum_and_stale_ones_are_dropped_only_when_they_would_re
     counts in the sum until an admission would be refused: then the holds are scanned, the
     dead one dropped, and the request admitted."""
     plan = quota_plan(987_655, limit_units=1_000, estimate_units=400)
-    total, holds = keyspace.spend_total(plan.key_id), keyspace.reservations(plan.key_id)
+    total = keyspace.spend_total(plan.team_id, plan.key_id)
+    holds = keyspace.reservations(plan.team_id, plan.key_id)
     dead = "deadhost:1:feed"
 
     async def scenario():
@@ -303,7 +312,7 @@ def test_holds_keep_their_sum_and_stale_ones_are_dropped_only_when_they_would_re
             released = await store.redis.execute("EXISTS", holds)
             return first, after_first, second, after_second, released
         finally:
-            await store.redis.execute("DEL", total, holds)
+            await store.redis.execute_together(("DEL", total), ("DEL", holds))
             await store.close()
 
     first, after_first, second, after_second, released = asyncio.run(scenario())

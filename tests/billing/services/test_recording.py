@@ -3,6 +3,7 @@ from the Redis stream (ingest) or from the embedded relay's queue."""
 
 import dataclasses
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +64,12 @@ def rows() -> list[tuple]:
             "id", "request_id", "created_at", "charged_usd", "settled_at"
         )
     )
+
+
+@pytest.fixture
+def stream(team):
+    """The usage stream of `team`'s shard (core.keyspace), where the relay appends its usage."""
+    return keyspace.usage_stream(keyspace.shard(team.pk))
 
 
 @pytest.fixture
@@ -335,9 +342,9 @@ def test_the_running_totals_of_the_written_keys_are_reconciled(
 ):
     first, second = two_keys
     # First's total missed its events (recorded while it was rebuilt); second's is ahead.
-    ledger.spend_totals().add(keyspace.spend_total(first.pk), 0, 60)
+    ledger.spend_totals().add(keyspace.spend_total(first.team_id, first.pk), 0, 60)
     ledger.spend_totals().add(
-        keyspace.spend_total(second.pk), ledger.usd_to_units(Decimal("2")), 60
+        keyspace.spend_total(second.team_id, second.pk), ledger.usd_to_units(Decimal("2")), 60
     )
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -359,7 +366,7 @@ def test_nothing_to_write_means_no_queries(db, django_assert_num_queries):
 
 def test_write_queued_usage_writes_a_settled_row(issued):
     record = usage_record(issued.key, charged="0.75", created_at=DAY_1)
-    ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
+    ledger.local_totals().count(record, [keyspace.spend_total(record.team_id, record.key_id)])
 
     assert services.write_queued_usage(records=[record]) == 1
 
@@ -382,7 +389,7 @@ def test_a_queued_record_the_database_refuses_does_not_take_its_batch_with_it(is
     refused = dataclasses.replace(good, request_id="req_refused", input_tokens=-1)
     later = usage_record(issued.key, charged="0.25", request_id="req_later", created_at=DAY_1)
     for record in (good, refused, later):
-        ledger.local_totals().count(record, [keyspace.spend_total(record.key_id)])
+        ledger.local_totals().count(record, [keyspace.spend_total(record.team_id, record.key_id)])
 
     assert services.write_queued_usage(records=[good, refused, later]) == 2
 
@@ -500,13 +507,12 @@ def test_usage_of_a_deleted_team_is_dropped_and_the_rest_written(issued, caplog)
 
 @needs_redis
 @pytest.mark.django_db(transaction=True)
-def test_ingestion_goes_on_after_a_key_is_deleted(team, member, group):
+def test_ingestion_goes_on_after_a_key_is_deleted(stream, team, member, group):
     """Before: the deleted key's id failed the foreign key at commit, every later ingest failed
     on the same entries, and no team's usage reached the database again."""
     gone = make_key(team=team, owner=member, group=group, name="gone").key
     kept = make_key(team=team, owner=member, group=group, name="kept").key
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     client.xadd(stream, {"e": usage_record(gone, charged="1", request_id="r1").to_json()})
     keys_services.api_key_delete(key=gone, actor=None)
     client.xadd(stream, {"e": usage_record(kept, charged="2", request_id="r2").to_json()})
@@ -557,11 +563,10 @@ def test_a_key_deleted_while_its_usage_is_being_written_waits_for_it(team, membe
 
 
 @needs_redis
-def test_ingest_reads_the_endpoint_beside_the_json(issued):
+def test_ingest_reads_the_endpoint_beside_the_json(stream, issued):
     """This release's relay sends the endpoint as the entry's "p", outside the JSON an earlier
     release's ingest reads; an earlier release's entry has none."""
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     now = usage_record(issued.key, charged="0.1", request_id="req_p_1", endpoint="responses")
     earlier = usage_record(issued.key, charged="0.2", request_id="req_p_2")
     assert '"endpoint"' not in now.to_json()
@@ -577,11 +582,10 @@ def test_ingest_reads_the_endpoint_beside_the_json(issued):
 
 
 @needs_redis
-def test_ingest_reads_the_one_hour_cache_writes_beside_the_json(issued):
+def test_ingest_reads_the_one_hour_cache_writes_beside_the_json(stream, issued):
     """This release's relay sends them as the entry's "h"; an entry an earlier release wrote
     (still in the stream during a deploy) has none: 0."""
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     now = usage_record(
         issued.key,
         charged="0.1",
@@ -638,9 +642,8 @@ def test_queued_usage_keeps_its_one_hour_cache_writes(issued):
 
 
 @needs_redis
-def test_ingest_moves_the_stream_into_settled_rows_once(issued):
+def test_ingest_moves_the_stream_into_settled_rows_once(stream, issued):
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     first = usage_record(issued.key, charged="0.1", request_id="req_stream_1", created_at=DAY_1)
     second = usage_record(issued.key, charged="0.2", request_id="req_stream_2", created_at=DAY_1)
     # The second entry twice: an ingest killed after its commit, before deleting its entries.
@@ -663,6 +666,75 @@ def test_ingest_moves_the_stream_into_settled_rows_once(issued):
     assert tasks.settle_usage() == 0
 
 
+@needs_redis
+@pytest.mark.cross_slot_allowed(
+    "the reaper's script over the previous release's checkpoints and stream, names without a "
+    "hash tag that only a Redis that release ran on holds (never a Cluster)"
+)
+def test_usage_the_previous_release_left_is_ingested_exactly_once(stream, issued, settings):
+    """A deploy finds usage under the names before the hash tags (core.keyspace): entries in
+    the old stream, one of them taken by the old release's ingest and never acknowledged, and
+    a checkpoint of one of its relay workers that died. The new ingest drains them through the
+    consumer group beside the new shard's stream, the reaper bills the checkpoint, raising the
+    key's total under its new name: each request becomes exactly one row."""
+    settings.USAGE_CLAIM_IDLE_SECONDS = 0
+    client = ledger.usage_stream_client()
+    legacy, group = keyspace.LEGACY_USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    key = issued.key
+    waiting = usage_record(key, charged="0.1", request_id="req_old_waiting")
+    taken = usage_record(key, charged="0.2", request_id="req_old_taken")
+    checkpointed = usage_record(key, charged="0.4", request_id="req_old_checkpointed")
+    new = usage_record(key, charged="0.8", request_id="req_new")
+    # The previous release: its group on its stream, one entry delivered to an ingest of its
+    # that died, one not read yet, and a dead worker's checkpoint naming its untagged totals.
+    client.xgroup_create(legacy, group, id="0", mkstream=True)
+    client.xadd(legacy, {"e": taken.to_json()})
+    client.xreadgroup(group, "old-host:1", {legacy: ">"}, count=1)
+    client.xadd(legacy, {"e": waiting.to_json()})
+    old_total = keyspace.LEGACY_SPEND_TOTAL_PREFIX + str(key.pk)
+    old_holds = keyspace.LEGACY_RESERVATIONS_PREFIX + str(key.pk)
+    client.set(old_total, 5)
+    client.hset(old_holds, "hold-old", "40000000:9999999999:old-host:1:dead")
+    client.hset(
+        keyspace.LEGACY_CHECKPOINTS,
+        "hold-old",
+        json.dumps(
+            {
+                "w": "old-host:1:dead",
+                "k": key.pk,
+                "c": checkpointed.charge_units,
+                "e": checkpointed.to_json(),
+                "n": [old_total],
+                "h": [old_holds],
+            }
+        ),
+    )
+    new_total = keyspace.spend_total(key.team_id, key.pk)
+    client.set(new_total, 1_000)
+    # This release's relay.
+    client.xadd(stream, {"e": new.to_json()})
+
+    # The checkpoint's charge raises the total under its new name, and its hold is released;
+    # the old total is left to expire (nothing reads it any more).
+    assert ledger.reap_checkpoints() == 1
+    assert int(client.get(new_total)) == 1_000 + checkpointed.charge_units
+    assert int(client.get(old_total)) == 5
+    assert client.exists(old_holds) == client.exists(keyspace.LEGACY_CHECKPOINTS) == 0
+
+    assert services.ingest_usage_stream() == 4
+    assert services.ingest_usage_stream() == 0
+
+    assert sorted(UsageEvent.objects.values_list("request_id", "charged_usd")) == [
+        ("req_new", Decimal("0.8")),
+        ("req_old_checkpointed", Decimal("0.4")),
+        ("req_old_taken", Decimal("0.2")),
+        ("req_old_waiting", Decimal("0.1")),
+    ]
+    assert spent(key) == [Decimal("1.5")]
+    assert client.xlen(legacy) == client.xlen(stream) == 0
+    assert client.xpending(legacy, group)["pending"] == 0
+
+
 _HANGING_INGEST = """
 import os, time
 import django
@@ -679,7 +751,9 @@ recording.ingest_usage_stream()
 
 
 @needs_redis
-def test_an_ingest_killed_mid_batch_leaves_its_entries_to_another_worker_once(issued, settings):
+def test_an_ingest_killed_mid_batch_leaves_its_entries_to_another_worker_once(
+    stream, issued, settings
+):
     """Workers ingest at once through one consumer group. One SIGKILLed mid-batch leaves the
     entries it took pending under its name: no other worker reads them as new, and once they
     have been idle USAGE_CLAIM_IDLE_SECONDS another takes them over and writes each once.
@@ -687,7 +761,7 @@ def test_an_ingest_killed_mid_batch_leaves_its_entries_to_another_worker_once(is
     ingestion until its lock expired.)"""
     settings.USAGE_CLAIM_IDLE_SECONDS = 2
     client = ledger.usage_stream_client()
-    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    group = keyspace.USAGE_INGEST_GROUP
     client.xadd(stream, {"e": usage_record(issued.key, charged="0.1").to_json()})
     hanging = subprocess.Popen(
         [sys.executable, "-c", _HANGING_INGEST],
@@ -717,12 +791,12 @@ def test_an_ingest_killed_mid_batch_leaves_its_entries_to_another_worker_once(is
 
 @needs_redis
 def test_a_failed_batch_stays_with_its_worker_and_is_written_by_its_next_run(
-    two_keys, batch, monkeypatch
+    stream, two_keys, batch, monkeypatch
 ):
     """An outage mid-batch leaves the entries pending under this worker: its next run writes
     them first, each once."""
     client = ledger.usage_stream_client()
-    stream, group = keyspace.USAGE_STREAM, keyspace.USAGE_INGEST_GROUP
+    group = keyspace.USAGE_INGEST_GROUP
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
 
@@ -742,12 +816,11 @@ def test_a_failed_batch_stays_with_its_worker_and_is_written_by_its_next_run(
 
 
 @needs_redis
-def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
+def test_entries_read_again_after_a_crash_change_nothing(stream, two_keys, batch):
     """The whole batch committed, then the worker died before removing its entries: the next
     ingest reads every entry again, and neither writes nor folds any of them a second time."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
     assert services.ingest_usage_stream() == 4
@@ -764,10 +837,40 @@ def test_entries_read_again_after_a_crash_change_nothing(two_keys, batch):
 
 
 @needs_redis
-def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
+def test_the_shards_streams_are_written_in_one_batch(issued, member, group, monkeypatch):
+    """Teams in different shards append to different streams (core.keyspace); ingest reads
+    each on its own but writes them together: one transaction, not one per shard."""
+    client = ledger.usage_stream_client()
+    elsewhere = TeamFactory(name="Elsewhere", slug="elsewhere")
+    assert keyspace.shard(elsewhere.pk) != keyspace.shard(issued.key.team_id)
+    MembershipFactory(team=elsewhere, user=member)
+    other = make_key(team=elsewhere, owner=member, group=group, actor=member).key
+    for key, name in ((issued.key, "mine"), (other, "theirs"), (issued.key, "mine again")):
+        record = usage_record(key, charged="0.1", request_id=name)
+        client.xadd(keyspace.usage_stream(keyspace.shard(key.team_id)), {"e": record.to_json()})
+    writes = []
+    write = recording.write_and_settle_usage
+    monkeypatch.setattr(
+        recording,
+        "write_and_settle_usage",
+        lambda *, records: writes.append(len(records)) or write(records=records),
+    )
+
+    assert services.ingest_usage_stream() == 3
+
+    assert writes == [3]
+    assert sorted(UsageEvent.objects.values_list("request_id", "team_id")) == [
+        ("mine", issued.key.team_id),
+        ("mine again", issued.key.team_id),
+        ("theirs", elsewhere.pk),
+    ]
+    assert services.ingest_usage_stream() == 0
+
+
+@needs_redis
+def test_ingest_in_small_batches_folds_each_entry_once(stream, two_keys, batch):
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
 
@@ -780,13 +883,12 @@ def test_ingest_in_small_batches_folds_each_entry_once(two_keys, batch):
 @needs_redis
 @pytest.mark.parametrize(("chunk", "batch_size"), [(1, 3), (2, 3), (3, 2), (4, 1000)])
 def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
-    two_keys, batch, monkeypatch, chunk, batch_size
+    stream, two_keys, batch, monkeypatch, chunk, batch_size
 ):
     """A read of 1,000 entries held Redis for up to a millisecond: batches are read in chunks,
     which must neither skip nor repeat an entry at their seams."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
     monkeypatch.setattr(recording, "_READ_CHUNK", chunk)
@@ -811,11 +913,12 @@ def test_ingest_reads_the_stream_in_chunks_and_writes_each_entry_once(
 
 
 @needs_redis
-def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch, monkeypatch):
+def test_ingest_takes_only_what_was_in_the_stream_when_it_began(
+    stream, two_keys, batch, monkeypatch
+):
     """Entries the relay appends while an ingest runs wait for the next run, so a steady
     trickle cannot keep one run going in tiny batches."""
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     for record in batch[:3]:
         client.xadd(stream, {"e": record.to_json()})
     write = recording.write_and_settle_usage
@@ -836,12 +939,11 @@ def test_ingest_takes_only_what_was_in_the_stream_when_it_began(two_keys, batch,
 
 @needs_redis
 def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
-    two_keys, batch, caplog
+    stream, two_keys, batch, caplog
 ):
     """One bad entry used to fail its batch on every run and stop ingestion for every team."""
     first, second = two_keys
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     refused = dataclasses.replace(batch[3], request_id="req_refused", input_tokens=-1)
     client.xadd(stream, {"e": batch[0].to_json()})
     garbled = client.xadd(stream, {"e": b'{"key_id": 1, "team_'})
@@ -867,9 +969,8 @@ def test_entries_that_cannot_be_written_are_set_aside_and_the_rest_ingested(
 
 
 @needs_redis
-def test_an_outage_while_ingesting_sets_nothing_aside(two_keys, batch, monkeypatch):
+def test_an_outage_while_ingesting_sets_nothing_aside(stream, two_keys, batch, monkeypatch):
     client = ledger.usage_stream_client()
-    stream = keyspace.USAGE_STREAM
     for record in batch:
         client.xadd(stream, {"e": record.to_json()})
 

@@ -122,6 +122,31 @@ def test_the_collector_writes_nothing_twice(issued):
 
 
 @needs_redis
+@pytest.mark.cross_slot_allowed(
+    "the previous release's minutes and counts, without a hash tag, removed together: only a "
+    "Redis that release ran on holds them (never a Cluster)"
+)
+def test_counts_the_previous_release_left_are_collected_once(issued):
+    """Counts under the names before the hash tags (a relay of the previous release adds to
+    them during a deploy) are collected like the new ones, and leave Redis the same way."""
+    key = issued.key
+    client = ledger.usage_stream_client()
+    legacy_counts = f"{keyspace.LEGACY_REFUSALS_PREFIX}{MINUTE}"
+    client.hincrby(legacy_counts, Refusal(key.pk, 403, "ip_not_allowed", "models").field(), 3)
+    client.sadd(keyspace.LEGACY_REFUSAL_MINUTES, MINUTE)
+    count_in_redis(Refusal(key.pk, 402, "insufficient_quota", "messages"), MINUTE, 4)
+
+    assert collect_refusal_counts() == 2
+    assert collect_refusal_counts() == 0
+
+    assert rows() == [
+        (key.pk, key.team_id, at(MINUTE), 402, "insufficient_quota", "messages", 4),
+        (key.pk, key.team_id, at(MINUTE), 403, "ip_not_allowed", "models", 3),
+    ]
+    assert client.exists(legacy_counts) == client.exists(keyspace.LEGACY_REFUSAL_MINUTES) == 0
+
+
+@needs_redis
 def test_the_current_minute_is_written_and_kept_until_it_ends(issued):
     key = issued.key
     rate = Refusal(key.pk, 429, "rate_limit_exceeded", "responses")
