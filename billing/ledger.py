@@ -211,7 +211,7 @@ def identities_in_db(identities: Collection[tuple[str, datetime]]) -> set[tuple[
 @memoize
 def usage_stream_client() -> redis.Redis:
     """This process's (synchronous) Redis client for the usage stream: ingest and the reaper."""
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return settings.REDIS.sync_client()
 
 
 # --- usage in progress: the checkpoints of long streams ------------------------------------
@@ -260,7 +260,7 @@ return reaped
 
 def usage_backlog() -> int | None:
     """Usage entries in the stream not yet written to the database (None without Redis)."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     return usage_stream_client().xlen(keyspace.USAGE_STREAM)
 
@@ -269,7 +269,7 @@ def usage_ingest_lag_seconds() -> float | None:
     """How long the oldest usage entry not yet written has waited (0 when none waits; None
     without Redis). Ingest trims what it wrote, so the stream's first entry is that one; its
     id is its time in Redis's clock, in milliseconds."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     client = usage_stream_client()
     oldest = client.xrange(keyspace.USAGE_STREAM, "-", "+", count=1)
@@ -282,7 +282,7 @@ def usage_ingest_lag_seconds() -> float | None:
 
 def reap_checkpoints() -> int:
     """Bill the streams of dead relay workers up to their last checkpoint; returns how many."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return 0
     reaped = usage_stream_client().eval(
         _REAP,

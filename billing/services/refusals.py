@@ -86,7 +86,7 @@ def collect_refusal_counts() -> int:
     writes the grown count over it), and a closed minute one last time, after which it leaves
     Redis. It leaves only after its rows are committed: a collector that dies in between leaves
     it for the next run, which writes the same counts again (set, not added)."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return 0
     client = ledger.usage_stream_client()
     current, *minutes = client.eval(_MINUTES, 1, keyspace.REFUSAL_MINUTES)
