@@ -30,8 +30,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
 from redis.connection import parse_url
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 # A Redis that stops answering fails a portal or API request, or a Celery task's Redis call,
@@ -128,7 +130,9 @@ class RedisConfig:
             "socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
         }
-        sentinel_options = dict(timeouts)
+        # An absent sentinel is passed over at once for the next one (redis-py's default
+        # retries each with a backoff: seconds per new connection while one sentinel is down).
+        sentinel_options = {**timeouts, "retry": Retry(NoBackoff(), 0)}
         if self.sentinel_password:
             sentinel_options["password"] = self.sentinel_password
         return Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options, **timeouts)

@@ -416,7 +416,8 @@ class RedisClient:
                 self._sentinels.insert(0, self._sentinels.pop(index))
             return reply[0].decode(), int(reply[1])
         raise RedisConnectionError(
-            f"no sentinel named the primary of {self._service!r} ({'; '.join(failures)})"
+            f"could not connect to Redis: no sentinel named the primary of {self._service!r} "
+            f"({'; '.join(failures)})"
         )
 
     async def _open(
@@ -443,11 +444,12 @@ class RedisClient:
             if options.get("db"):
                 await self._send(connection, ("SELECT", options["db"]))
             if self._sentinels:
-                role = (await self._send(connection, ("ROLE",)))[0].decode()
-                if role != "master":
+                role = (await self._send(connection, ("ROLE",)))[0]
+                if role != b"master":
                     raise RedisConnectionError(
-                        f"{address[0]}:{address[1]}, named the primary of {self._service!r} by "
-                        f"Sentinel, is a {role} (a failover is under way)"
+                        f"could not connect to Redis: {address[0]}:{address[1]}, named the "
+                        f"primary of {self._service!r} by Sentinel, is a replica (a failover "
+                        f"is under way)"
                     )
         except BaseException:
             connection.transport.close()

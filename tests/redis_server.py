@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import hiredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -61,6 +62,8 @@ class RedisServer:
             "--save", "",
             "--appendonly", "yes" if self.append_only else "no",
             "--appendfsync", "always",
+            # A replica's first sync at once (Redis waits 5 s for more replicas by default).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if self.tls:
             arguments += [
@@ -273,3 +276,98 @@ def _authority(name: str):
         .sign(key, hashes.SHA256())
     )
     return key, cert
+
+
+# Ports of the Sentinel tests' servers (a private range: these tests start and kill them).
+PRIMARY_PORT, REPLICA_PORT = 17101, 17102
+SENTINEL_PORTS = [17111, 17112, 17113]
+# Listed first in REDIS_SENTINELS and never started: clients must go on to the next sentinel.
+ABSENT_SENTINEL_PORT = 17119
+
+
+class SentinelSetup:
+    """A primary, its replica and three sentinels (quorum two), each a process of the test."""
+
+    def __init__(self, folder: Path) -> None:
+        self.primary = RedisServer(folder, port=PRIMARY_PORT, append_only=True)
+        self.replica = RedisServer(
+            folder, port=REPLICA_PORT, append_only=True, replica_of=self.primary
+        )
+        self.sentinels = Sentinels(folder, self.primary, SENTINEL_PORTS)
+
+    @property
+    def sentinel_addresses(self) -> str:
+        """REDIS_SENTINELS, an absent sentinel first."""
+        return f"127.0.0.1:{ABSENT_SENTINEL_PORT},{self.sentinels.addresses}"
+
+    def start(self) -> "SentinelSetup":
+        self.primary.start()
+        self.replica.start()
+        deadline = time.monotonic() + START_SECONDS
+        while _info(self.replica.port, "replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not sync"
+            time.sleep(0.05)
+        self.sentinels.start()
+        # A failover needs the sentinels to know the replica and each other (they learn it
+        # through the primary within a few seconds).
+        for port in SENTINEL_PORTS:
+            while True:
+                state = _sentinel_master(port)
+                if state.get("num-slaves") == "1" and state.get("num-other-sentinels") == "2":
+                    break
+                assert time.monotonic() < deadline + 10, f"sentinel {port} did not learn enough"
+                time.sleep(0.05)
+        return self
+
+    def wait_for_failover(self, timeout: float = 20) -> RedisServer:
+        """Wait until every sentinel names the replica as the primary; returns it."""
+        deadline = time.monotonic() + timeout
+        for port in SENTINEL_PORTS:
+            while self.sentinels.primary_port(port) != self.replica.port:
+                assert time.monotonic() < deadline, "the sentinels did not fail over"
+                time.sleep(0.05)
+        while _info(self.replica.port, "replication").get("role") != "master":
+            assert time.monotonic() < deadline, "the replica was not promoted"
+            time.sleep(0.05)
+        return self.replica
+
+    def stop(self) -> None:
+        self.sentinels.stop()
+        self.replica.stop()
+        self.primary.stop()
+
+
+def _info(port: int, section: str) -> dict[str, str]:
+    reply = _command(port, "INFO", section) or b""
+    return dict(
+        line.split(":", 1)
+        for line in reply.decode().splitlines()
+        if ":" in line and not line.startswith("#")
+    )
+
+
+def _sentinel_master(port: int) -> dict[str, str]:
+    reply = _command(port, "SENTINEL", "master", Sentinels.SERVICE)
+    if not isinstance(reply, list):
+        return {}
+    values = [value.decode() for value in reply]
+    return dict(zip(values[::2], values[1::2], strict=True))
+
+
+def _command(port: int, *args: str):
+    """One command's reply (None when the server does not answer)."""
+    reader = hiredis.Reader()
+    command = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(arg), arg.encode()) for arg in args
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            probe.sendall(command)
+            while (reply := reader.gets()) is False:
+                chunk = probe.recv(65536)
+                if not chunk:
+                    return None
+                reader.feed(chunk)
+            return None if isinstance(reply, hiredis.ReplyError) else reply
+    except OSError:
+        return None

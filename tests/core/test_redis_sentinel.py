@@ -1,0 +1,107 @@
+"""Every Redis client follows a Sentinel failover without a restart: a real primary, its
+replica and three sentinels (tests/redis_server.py), the primary SIGKILLed. The relay under
+traffic through a failover: tests/proxy/test_sentinel.py."""
+
+import asyncio
+
+import pytest
+from django.utils.module_loading import import_string
+
+from core.redis_config import redis_config
+from proxy.redis_client import RedisConnectionError, client_for
+from tests.redis_server import PRIMARY_PORT, REPLICA_PORT, Sentinels, _command, _info
+
+
+@pytest.fixture
+def config(sentinel_redis, settings):
+    settings.REDIS = redis_config(
+        sentinels=sentinel_redis.sentinel_addresses, service=Sentinels.SERVICE, url="redis://@/4"
+    )
+    return settings.REDIS
+
+
+def _cache(config):
+    entry = config.django_cache()
+    return import_string(entry["BACKEND"])(entry["LOCATION"], entry)
+
+
+def test_redis_py_and_django_s_cache_follow_a_failover(sentinel_redis, config):
+    client = config.sync_client()
+    cache = _cache(config)
+    client.set("before", "1")
+    cache.set("cached", "x", timeout=60)
+    assert client.wait(1, 2000) == 1  # on the replica too, before the primary dies
+    assert _command(PRIMARY_PORT, "SELECT", "4") == b"OK"  # the URL's database
+
+    sentinel_redis.primary.kill()
+    sentinel_redis.wait_for_failover()
+
+    assert client.get("before") == b"1"
+    assert client.set("after", "2")
+    assert client.connection_pool.get_master_address() == ("127.0.0.1", REPLICA_PORT)
+    assert cache.get("cached") == "x"
+    cache.set("cached", "y", timeout=60)
+    assert cache.get("cached") == "y"
+
+
+def _peer_port(client) -> int:
+    return client._connection.transport.get_extra_info("peername")[1]
+
+
+def test_the_relay_s_client_follows_a_failover(sentinel_redis, config):
+    async def scenario():
+        client = client_for(config)
+        try:
+            await client.execute("SET", "before", "1")
+            assert await client.execute("WAIT", 1, 2000) == 1
+            assert _peer_port(client) == PRIMARY_PORT
+
+            sentinel_redis.primary.kill()
+            # The connection is gone, and the sentinels still name the dead primary.
+            with pytest.raises(RedisConnectionError) as failed:
+                await client.execute("GET", "before")
+            assert str(failed.value) in (
+                "the connection to Redis was lost",
+                "could not connect to Redis (ConnectionRefusedError)",
+            )
+
+            sentinel_redis.wait_for_failover()
+            # No restart: the next command asks the sentinels again.
+            assert await client.execute("GET", "before") == b"1"
+            assert _peer_port(client) == REPLICA_PORT
+            assert await client.execute("SET", "after", "2") == b"OK"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_demoted_primary_is_left_for_the_one_the_sentinels_name(sentinel_redis, config):
+    """A primary turned replica under a connection answers its writes READONLY: the
+    connection is dropped, and a server the sentinels name that is not the primary (ROLE) is
+    not used."""
+
+    async def scenario():
+        client = client_for(config)
+        try:
+            await client.execute("SET", "before", "1")
+            assert _command(REPLICA_PORT, "REPLICAOF", "NO", "ONE") == b"OK"
+            assert _command(PRIMARY_PORT, "REPLICAOF", "127.0.0.1", str(REPLICA_PORT)) == b"OK"
+            assert _info(PRIMARY_PORT, "replication")["role"] == "slave"
+
+            with pytest.raises(RedisConnectionError) as failed:
+                await client.execute("SET", "during", "1")
+            assert str(failed.value) == "Redis answered READONLY: it is a replica now (a failover)"
+            assert client._connection.lost
+
+            # The sentinels have not noticed yet: they still name the demoted one.
+            with pytest.raises(RedisConnectionError) as refused:
+                await client.execute("GET", "before")
+            assert str(refused.value) == (
+                "could not connect to Redis: 127.0.0.1:17101, named the primary of 'hcai' by "
+                "Sentinel, is a replica (a failover is under way)"
+            )
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
