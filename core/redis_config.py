@@ -130,12 +130,20 @@ class RedisConfig:
             "socket_timeout": SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
         }
-        # An absent sentinel is passed over at once for the next one (redis-py's default
-        # retries each with a backoff: seconds per new connection while one sentinel is down).
-        sentinel_options = {**timeouts, "retry": Retry(NoBackoff(), 0)}
+        return Sentinel(list(self.sentinels), sentinel_kwargs=self._sentinel_options(), **timeouts)
+
+    def _sentinel_options(self) -> dict:
+        """redis-py's options for the connections to the sentinels."""
+        options = {
+            "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
+            # An absent sentinel is passed over at once for the next one (redis-py's default
+            # retries it with a backoff: seconds per new connection while a sentinel is down).
+            "retry": Retry(NoBackoff(), 0),
+        }
         if self.sentinel_password:
-            sentinel_options["password"] = self.sentinel_password
-        return Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options, **timeouts)
+            options["password"] = self.sentinel_password
+        return options
 
     # --- Django's cache ---------------------------------------------------------------------
 
@@ -194,9 +202,10 @@ class RedisConfig:
             url = ";".join(
                 f"sentinel://{at}{_host(host)}:{port}{parts.path}" for host, port in self.sentinels
             )
-            transport_options = {"master_name": self.service}
-            if self.sentinel_password:
-                transport_options["sentinel_kwargs"] = {"password": self.sentinel_password}
+            transport_options = {
+                "master_name": self.service,
+                "sentinel_kwargs": self._sentinel_options(),
+            }
             settings = {"broker_url": url, "broker_transport_options": transport_options}
             if self.tls:
                 settings["broker_use_ssl"] = _kombu_ssl(self.url_options())

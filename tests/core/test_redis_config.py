@@ -223,9 +223,15 @@ def test_sentinel_s_users():
         "KEY_PREFIX": "hcai",
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     }
-    assert config.celery_broker() == {
+    broker = config.celery_broker()
+    retry = broker["broker_transport_options"]["sentinel_kwargs"].pop("retry")
+    assert retry.get_retries() == 0  # an absent sentinel: on to the next at once
+    assert broker == {
         "broker_url": "sentinel://:pw@10.0.0.5:26379/2;sentinel://:pw@10.0.0.6:26379/2",
-        "broker_transport_options": {"master_name": "hcai", "sentinel_kwargs": {"password": "s3"}},
+        "broker_transport_options": {
+            "master_name": "hcai",
+            "sentinel_kwargs": {"socket_timeout": 2, "socket_connect_timeout": 2, "password": "s3"},
+        },
         "broker_use_ssl": {"ssl_ca_certs": "/etc/ca.pem", "ssl_cert_reqs": ssl.CERT_OPTIONAL},
     }
     pool = config.connection_pool()
@@ -266,7 +272,7 @@ def _settings_of(**environment: str) -> dict:
         "from hcai.celery import app; print(json.dumps({"
         "'redis': repr(s.REDIS), 'cache': s.CACHES['default']['BACKEND'], "
         "'broker': app.conf.broker_url, 'options': app.conf.broker_transport_options, "
-        "'ingest': 'ingest-usage' in s.CELERY_BEAT_SCHEDULE}))"
+        "'ingest': 'ingest-usage' in s.CELERY_BEAT_SCHEDULE}, default=lambda o: type(o).__name__))"
     )
     env = {
         name: value
@@ -290,7 +296,10 @@ def test_the_settings_through_sentinel():
         "tls=False>",
         "cache": "core.cache.SentinelRedisCache",
         "broker": "sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380",
-        "options": {"master_name": "hcai"},
+        "options": {
+            "master_name": "hcai",
+            "sentinel_kwargs": {"socket_timeout": 2, "socket_connect_timeout": 2, "retry": "Retry"},
+        },
         "ingest": True,
     }
 

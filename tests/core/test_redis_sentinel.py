@@ -5,8 +5,12 @@ traffic through a failover: tests/proxy/test_sentinel.py."""
 import asyncio
 
 import pytest
+from django.core.cache import caches
 from django.utils.module_loading import import_string
+from kombu import Connection
 
+from billing import ledger
+from core.cache import cache_redis_client
 from core.redis_config import redis_config
 from proxy.redis_client import RedisConnectionError, client_for
 from tests.redis_server import PRIMARY_PORT, REPLICA_PORT, Sentinels, _command, _info
@@ -105,3 +109,45 @@ def test_a_demoted_primary_is_left_for_the_one_the_sentinels_name(sentinel_redis
             await client.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.django_db
+def test_readyz_checks_redis_through_sentinel(sentinel_redis, config, client, settings):
+    """/readyz reads the cache, the persistence (append-only) and the usage stream's lag, all
+    from the primary the sentinels name, before and after a failover."""
+    ledger.usage_stream_client.cache_clear()
+    settings.CACHES = {"default": config.django_cache()}
+    settings.REDIS_REQUIRE_APPEND_ONLY = True
+    settings.READYZ_MAX_INGEST_LAG_SECONDS = 300  # set with Redis (this run may have none)
+    try:
+        assert client.get("/readyz").json() == {"status": "ok"}
+
+        sentinel_redis.primary.kill()
+        sentinel_redis.wait_for_failover()
+
+        response = client.get("/readyz")
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+        assert cache_redis_client().connection_pool.get_master_address()[1] == REPLICA_PORT
+    finally:
+        caches["default"].close()
+        ledger.usage_stream_client.cache_clear()
+
+
+def test_celery_s_broker_follows_a_failover(sentinel_redis, config):
+    broker = config.celery_broker()
+    with Connection(
+        broker["broker_url"], transport_options=broker["broker_transport_options"]
+    ) as connection:
+        queue = connection.SimpleQueue("sentinel-broker")
+        queue.put({"n": 1})
+        assert _command(REPLICA_PORT, "SELECT", "4") == b"OK"
+        sentinel_redis.primary.kill()
+        sentinel_redis.wait_for_failover()
+        # kombu reconnects through the sentinels; the message was replicated.
+        connection.ensure_connection(max_retries=3)
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.put({"n": 2})
+        assert queue.get(timeout=5).payload == {"n": 2}
+        queue.close()
+    assert message.payload == {"n": 1}
