@@ -36,8 +36,8 @@ commands would queue behind every record's replica round trip, and a replica tha
 would add the whole timeout to each of them. Nor would it close the window: Redis documents
 that WAIT does not make a write strongly consistent (a failover may still promote a replica that
 missed it). The window is the replication lag, sub-millisecond between healthy hosts; an
-operator who wants writes refused rather than unreplicated sets `min-replicas-to-write 1` on
-the primary, and the refused records are spooled like any other.
+operator who would rather have writes refused while no replica keeps up sets
+`min-replicas-to-write 1` on the primary, and the refused records are spooled like any other.
 
 TLS (rediss://) is set up the way redis-py's SSLConnection sets it up from the URL's options
 (ssl_cert_reqs, ssl_ca_certs, ssl_ca_path, ssl_certfile, ssl_keyfile, ssl_password,
