@@ -69,11 +69,36 @@ def test_the_relay_s_client_follows_a_failover(sentinel_redis, config):
                 "could not connect to Redis (ConnectionRefusedError)",
             )
 
-            sentinel_redis.wait_for_failover()
+            await asyncio.to_thread(sentinel_redis.wait_for_failover)
             # No restart: the next command asks the sentinels again.
             assert await client.execute("GET", "before") == b"1"
             assert _peer_port(client) == REPLICA_PORT
             assert await client.execute("SET", "after", "2") == b"OK"
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stuck_primary_is_left_for_the_one_the_sentinels_promote(sentinel_redis, config):
+    """A primary that stops answering (SIGSTOP: its connections stay open) fails the commands
+    waiting on it within the command timeout; once the sentinels have promoted the replica,
+    the next command goes there."""
+
+    async def scenario():
+        client = client_for(config)
+        try:
+            await client.execute("SET", "before", "1")
+            assert await client.execute("WAIT", 1, 2000) == 1
+
+            sentinel_redis.primary.pause()
+            with pytest.raises(RedisConnectionError) as failed:
+                await client.execute("GET", "before")
+            assert str(failed.value) == "Redis did not answer within 0.5 s"
+
+            await asyncio.to_thread(sentinel_redis.wait_for_failover)
+            assert await client.execute("GET", "before") == b"1"
+            assert _peer_port(client) == REPLICA_PORT
         finally:
             await client.close()
 
