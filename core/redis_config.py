@@ -109,14 +109,14 @@ class RedisConfig:
         if self.mode is Mode.SENTINEL:
             return (
                 self._sentinel()
-                .master_for(self.service, **_primary_options(self.url_options()), **overrides)
+                .master_for(self.service, **{**_primary_options(self.url_options()), **overrides})
                 .connection_pool
             )
         raise ImproperlyConfigured(
             "A connection pool for REDIS_CLUSTER_NODES is not wired yet: use sync_client()."
         )
 
-    def sync_client(self, **overrides) -> redis.Redis:
+    def sync_client(self, **overrides) -> redis.Redis | redis.RedisCluster:
         """redis-py's client to the primary (to the cluster: redis.RedisCluster)."""
         if self.mode is Mode.CLUSTER:
             options = {**self.url_options(), **overrides}

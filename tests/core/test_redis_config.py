@@ -234,6 +234,11 @@ def test_sentinel_s_users():
         },
         "broker_use_ssl": {"ssl_ca_certs": "/etc/ca.pem", "ssl_cert_reqs": ssl.CERT_OPTIONAL},
     }
+    # Options the URL also gives: the caller's win (Django's cache passes its timeouts).
+    pool = redis_config(**{**kwargs, "url": kwargs["url"] + "&socket_timeout=9"}).connection_pool(
+        socket_timeout=2
+    )
+    assert pool.connection_kwargs["socket_timeout"] == 2
     pool = config.connection_pool()
     assert type(pool) is SentinelConnectionPool
     assert pool.service_name == "hcai"
