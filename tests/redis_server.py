@@ -78,6 +78,8 @@ class RedisServer:
             arguments += ["--port", str(self.port)]
         if self.replica_of:
             arguments += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+            if self.tls:
+                arguments += ["--tls-replication", "yes"]
         return arguments
 
     def start(self) -> "RedisServer":
@@ -90,15 +92,19 @@ class RedisServer:
         return self
 
     def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
-                if self.tls:
-                    context = ssl.create_default_context(cafile=str(self.tls.ca))
-                    probe = context.wrap_socket(probe, server_hostname="127.0.0.1")
-                probe.sendall(b"PING\r\n")
-                return probe.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return self.command("PING") == b"PONG"
+
+    def command(self, *args: str):
+        """One command's reply (None when the server does not answer)."""
+        return _command(self.port, *args, tls=self.tls)
+
+    def info(self, section: str) -> dict[str, str]:
+        reply = self.command("INFO", section) or b""
+        return dict(
+            line.split(":", 1)
+            for line in reply.decode().splitlines()
+            if ":" in line and not line.startswith("#")
+        )
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; what is on disk (append_only) survives a restart."""
@@ -134,7 +140,9 @@ class Sentinels:
         *,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 2000,
+        tls: "TlsFiles | None" = None,
     ) -> None:
+        self.tls = tls
         self.folder = folder
         self.primary = primary
         self.ports = ports
@@ -162,6 +170,17 @@ class Sentinels:
                 f"sentinel failover-timeout {self.SERVICE} {self.failover_timeout_ms}\n"
                 f"sentinel parallel-syncs {self.SERVICE} 1\n"
             )
+            if self.tls:
+                # TLS to the servers and to each other (on a port of their own, 20 above
+                # the one their clients reach them on without TLS).
+                with config.open("a") as lines:
+                    lines.write(
+                        f"tls-port {port + 20}\n"
+                        "tls-replication yes\n"
+                        f"tls-cert-file {self.tls.cert}\n"
+                        f"tls-key-file {self.tls.key}\n"
+                        f"tls-ca-cert-file {self.tls.ca}\n"
+                    )
             self.processes.append(
                 subprocess.Popen(
                     [REDIS_SERVER, str(config), "--sentinel"], stdout=subprocess.DEVNULL
@@ -288,12 +307,12 @@ ABSENT_SENTINEL_PORT = 17119
 class SentinelSetup:
     """A primary, its replica and three sentinels (quorum two), each a process of the test."""
 
-    def __init__(self, folder: Path) -> None:
-        self.primary = RedisServer(folder, port=PRIMARY_PORT, append_only=True)
+    def __init__(self, folder: Path, *, tls: "TlsFiles | None" = None) -> None:
+        self.primary = RedisServer(folder, port=PRIMARY_PORT, append_only=True, tls=tls)
         self.replica = RedisServer(
-            folder, port=REPLICA_PORT, append_only=True, replica_of=self.primary
+            folder, port=REPLICA_PORT, append_only=True, replica_of=self.primary, tls=tls
         )
-        self.sentinels = Sentinels(folder, self.primary, SENTINEL_PORTS)
+        self.sentinels = Sentinels(folder, self.primary, SENTINEL_PORTS, tls=tls)
 
     @property
     def sentinel_addresses(self) -> str:
@@ -304,7 +323,7 @@ class SentinelSetup:
         self.primary.start()
         self.replica.start()
         deadline = time.monotonic() + START_SECONDS
-        while _info(self.replica.port, "replication").get("master_link_status") != "up":
+        while self.replica.info("replication").get("master_link_status") != "up":
             assert time.monotonic() < deadline, "the replica did not sync"
             time.sleep(0.05)
         self.sentinels.start()
@@ -326,7 +345,7 @@ class SentinelSetup:
             while self.sentinels.primary_port(port) != self.replica.port:
                 assert time.monotonic() < deadline, "the sentinels did not fail over"
                 time.sleep(0.05)
-        while _info(self.replica.port, "replication").get("role") != "master":
+        while self.replica.info("replication").get("role") != "master":
             assert time.monotonic() < deadline, "the replica was not promoted"
             time.sleep(0.05)
         return self.replica
@@ -337,15 +356,6 @@ class SentinelSetup:
         self.primary.stop()
 
 
-def _info(port: int, section: str) -> dict[str, str]:
-    reply = _command(port, "INFO", section) or b""
-    return dict(
-        line.split(":", 1)
-        for line in reply.decode().splitlines()
-        if ":" in line and not line.startswith("#")
-    )
-
-
 def _sentinel_master(port: int) -> dict[str, str]:
     reply = _command(port, "SENTINEL", "master", Sentinels.SERVICE)
     if not isinstance(reply, list):
@@ -354,7 +364,7 @@ def _sentinel_master(port: int) -> dict[str, str]:
     return dict(zip(values[::2], values[1::2], strict=True))
 
 
-def _command(port: int, *args: str):
+def _command(port: int, *args: str, tls: "TlsFiles | None" = None):
     """One command's reply (None when the server does not answer)."""
     reader = hiredis.Reader()
     command = b"*%d\r\n" % len(args) + b"".join(
@@ -362,6 +372,9 @@ def _command(port: int, *args: str):
     )
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            if tls:
+                context = ssl.create_default_context(cafile=str(tls.ca))
+                probe = context.wrap_socket(probe, server_hostname="127.0.0.1")
             probe.sendall(command)
             while (reply := reader.gets()) is False:
                 chunk = probe.recv(65536)

@@ -13,7 +13,7 @@ from billing import ledger
 from core.cache import cache_redis_client
 from core.redis_config import redis_config
 from proxy.redis_client import RedisConnectionError, client_for
-from tests.redis_server import PRIMARY_PORT, REPLICA_PORT, Sentinels, _command, _info
+from tests.redis_server import PRIMARY_PORT, REPLICA_PORT, Sentinels
 
 
 @pytest.fixture
@@ -35,7 +35,6 @@ def test_redis_py_and_django_s_cache_follow_a_failover(sentinel_redis, config):
     client.set("before", "1")
     cache.set("cached", "x", timeout=60)
     assert client.wait(1, 2000) == 1  # on the replica too, before the primary dies
-    assert _command(PRIMARY_PORT, "SELECT", "4") == b"OK"  # the URL's database
 
     sentinel_redis.primary.kill()
     sentinel_redis.wait_for_failover()
@@ -114,9 +113,11 @@ def test_a_demoted_primary_is_left_for_the_one_the_sentinels_name(sentinel_redis
         client = client_for(config)
         try:
             await client.execute("SET", "before", "1")
-            assert _command(REPLICA_PORT, "REPLICAOF", "NO", "ONE") == b"OK"
-            assert _command(PRIMARY_PORT, "REPLICAOF", "127.0.0.1", str(REPLICA_PORT)) == b"OK"
-            assert _info(PRIMARY_PORT, "replication")["role"] == "slave"
+            assert sentinel_redis.replica.command("REPLICAOF", "NO", "ONE") == b"OK"
+            assert (
+                sentinel_redis.primary.command("REPLICAOF", "127.0.0.1", str(REPLICA_PORT)) == b"OK"
+            )
+            assert sentinel_redis.primary.info("replication")["role"] == "slave"
 
             with pytest.raises(RedisConnectionError) as failed:
                 await client.execute("SET", "during", "1")
@@ -165,7 +166,6 @@ def test_celery_s_broker_follows_a_failover(sentinel_redis, config):
     ) as connection:
         queue = connection.SimpleQueue("sentinel-broker")
         queue.put({"n": 1})
-        assert _command(REPLICA_PORT, "SELECT", "4") == b"OK"
         sentinel_redis.primary.kill()
         sentinel_redis.wait_for_failover()
         # kombu reconnects through the sentinels; the message was replicated.

@@ -1,6 +1,7 @@
 """TLS (rediss://) with a real redis-server on a private TLS port, its certificate signed by a
 CA made here: the relay's client, redis-py's client, Django's cache and Celery's broker all
-connect with the same REDIS_URL options, and all refuse a server their CA did not sign."""
+connect with the same REDIS_URL options, and all refuse a server their CA did not sign; and
+through Sentinel to a primary and replica that speak TLS only, across a failover."""
 
 import asyncio
 
@@ -11,7 +12,14 @@ from kombu import Connection
 
 from core.redis_config import redis_config
 from proxy.redis_client import RedisConnectionError, client_for
-from tests.redis_server import REDIS_SERVER, RedisServer, TlsFiles
+from tests.redis_server import (
+    REDIS_SERVER,
+    REPLICA_PORT,
+    RedisServer,
+    Sentinels,
+    SentinelSetup,
+    TlsFiles,
+)
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server")
 
@@ -93,3 +101,59 @@ def test_verification_can_be_turned_off_as_in_redis_py(tls_redis):
 
     assert asyncio.run(_relay_round_trip(config)) == b"over TLS"
     assert config.sync_client().get("tls-relay") == b"over TLS"
+
+
+@pytest.fixture
+def tls_sentinel_redis(tmp_path):
+    """A primary and its replica speaking TLS only, and three sentinels (reached without TLS,
+    speaking TLS to the servers)."""
+    setup = SentinelSetup(tmp_path, tls=TlsFiles.make(tmp_path / "tls"))
+    try:
+        yield setup.start()
+    finally:
+        setup.stop()
+
+
+def test_tls_through_sentinel(tls_sentinel_redis):
+    ca = tls_sentinel_redis.primary.tls.ca
+    config = redis_config(
+        url=f"rediss://@/1?ssl_ca_certs={ca}",
+        sentinels=tls_sentinel_redis.sentinel_addresses,
+        service=Sentinels.SERVICE,
+    )
+    broker = config.celery_broker()
+
+    assert asyncio.run(_relay_round_trip(config)) == b"over TLS"
+    assert config.sync_client().get("tls-relay") == b"over TLS"
+    cache = _cache_through_sentinel(config)
+    cache.set("tls-cache", "cached", timeout=30)
+    assert cache.get("tls-cache") == "cached"
+    with Connection(
+        broker["broker_url"],
+        transport_options=broker["broker_transport_options"],
+        ssl=broker["broker_use_ssl"],
+    ) as connection:
+        queue = connection.SimpleQueue("tls-broker")
+        queue.put({"task": "over TLS"})
+        assert queue.get(timeout=5).payload == {"task": "over TLS"}
+        queue.close()
+
+    tls_sentinel_redis.primary.kill()
+    tls_sentinel_redis.wait_for_failover()
+
+    assert asyncio.run(_relay_round_trip(config)) == b"over TLS"
+    assert config.sync_client().connection_pool.get_master_address()[1] == REPLICA_PORT
+
+
+def _cache_through_sentinel(config):
+    """Django's cache backend for Sentinel reads settings.REDIS."""
+    from django.conf import settings
+
+    previous = settings.REDIS
+    settings.REDIS = config
+    try:
+        cache = _cache(config)
+        cache.get("warm")  # its connection pool is made now, from this configuration
+        return cache
+    finally:
+        settings.REDIS = previous
