@@ -211,7 +211,7 @@ def identities_in_db(identities: Collection[tuple[str, datetime]]) -> set[tuple[
 @memoize
 def usage_stream_client() -> redis.Redis:
     """This process's (synchronous) Redis client for the usage stream: ingest and the reaper."""
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return settings.REDIS.sync_client()
 
 
 # --- usage in progress: the checkpoints of long streams ------------------------------------
@@ -278,7 +278,7 @@ return reaped
 
 def usage_backlog() -> int | None:
     """Usage entries in the streams not yet written to the database (None without Redis)."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     with usage_stream_client().pipeline(transaction=False) as pipe:
         for stream in keyspace.INGESTED_STREAMS:
@@ -290,7 +290,7 @@ def usage_ingest_lag_seconds() -> float | None:
     """How long the oldest usage entry not yet written has waited (0 when none waits; None
     without Redis). Ingest trims what it wrote, so each stream's first entry is its oldest
     waiting; its id is its time in Redis's clock, in milliseconds."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     client = usage_stream_client()
     with client.pipeline(transaction=False) as pipe:
@@ -308,7 +308,7 @@ def reap_checkpoints() -> int:
     """Bill the streams of dead relay workers up to their last checkpoint; returns how many.
     One script per shard (each touches one slot), sent together; then the hash before the
     hash tags, only if a release before them left one."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return 0
     client = usage_stream_client()
     reap = _reap_script(client)

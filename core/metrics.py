@@ -114,7 +114,7 @@ def _task_outcomes() -> Iterable[tuple[tuple[str, str], int]]:
 
 
 def _redis():
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     from .cache import cache_redis_client
 

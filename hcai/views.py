@@ -25,7 +25,7 @@ def readyz(request):
     checks = {"database": _database_ok(), "cache": _cache_ok()}
     if settings.REDIS_REQUIRE_APPEND_ONLY and checks["cache"]:
         checks["redis-append-only"] = _redis_append_only()
-    if settings.REDIS_URL and checks["cache"]:
+    if settings.REDIS is not None and checks["cache"]:
         checks["usage-ingest"] = _ingest_keeping_up()
     down = sorted(name for name, ok in checks.items() if not ok)
     if down:

@@ -18,6 +18,31 @@ same way, and the requests that arrive while one is being opened wait for that o
 share its outcome, so a dead Redis costs each request one timeout at most, not one per request
 queued ahead of it.
 
+Through Sentinel (`sentinels` and `service`, from REDIS_SENTINELS): each connection is opened
+to the address the sentinels give (asked in order, each bounded by the connect timeout; the one
+that answered is asked first next time), and used only once the server says it is the primary
+(ROLE). Every later command goes straight to it: no extra round trip per request. A connection
+lost, stuck or answered READONLY (a primary demoted to a replica by a failover) is dropped, and
+the next command's connection asks the sentinels again. While the failover runs (the old
+primary gone, no new one promoted yet) connecting fails, and the relay answers its retryable
+503, as it does whenever Redis is unreachable.
+
+Usage recorded during a failover: a record the script could not write is spooled on disk and
+sent again (proxy.spool). A record the old primary acknowledged but had not yet passed to its
+replica before dying is lost with it (Redis replicates asynchronously). Following each record
+with `WAIT 1 <ms>` would not be worth it here: WAIT blocks the connection that sends it until a
+replica acknowledges, and this client has one connection per process, so every request's
+commands would queue behind every record's replica round trip, and a replica that is down
+would add the whole timeout to each of them. Nor would it close the window: Redis documents
+that WAIT does not make a write strongly consistent (a failover may still promote a replica that
+missed it). The window is the replication lag, sub-millisecond between healthy hosts; an
+operator who would rather have writes refused while no replica keeps up sets
+`min-replicas-to-write 1` on the primary, and the refused records are spooled like any other.
+
+TLS (rediss://) is set up the way redis-py's SSLConnection sets it up from the URL's options
+(ssl_cert_reqs, ssl_ca_certs, ssl_ca_path, ssl_certfile, ssl_keyfile, ssl_password,
+ssl_check_hostname), so one REDIS_URL means the same to both clients.
+
 A subscription (`subscribe`, Redis pub/sub) needs a connection of its own, since a subscribed
 connection takes no other command; it is opened the same way (TLS, password, database) and
 hands each message to a callback. Off the request path: proxy.store.channel_health uses it.
@@ -27,11 +52,13 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import hiredis
 from redis.connection import SSLConnection, parse_url
+
+from core.redis_config import CERT_REQS, Mode, RedisConfig
 
 # Far longer than any healthy reply (each command is a key lookup or a short script, answered
 # in well under a millisecond), and short enough that a request whose state cannot be read is
@@ -39,6 +66,9 @@ from redis.connection import SSLConnection, parse_url
 # this, failing what waits on it.
 COMMAND_TIMEOUT_SECONDS = 0.5
 CONNECT_TIMEOUT_SECONDS = 0.5
+
+
+READONLY = "Redis answered READONLY: it is a replica now (a failover)"
 
 
 class RedisError(Exception):
@@ -132,6 +162,12 @@ class _Connection(asyncio.Protocol):
                 self.drop("Redis sent a reply nobody asked for")
                 return
             future, _ = self.waiting.popleft()
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY"):
+                # A failover made this server a replica: nothing written here would count.
+                if not future.done():
+                    future.set_exception(RedisConnectionError(READONLY))
+                self.drop(READONLY)
+                return
             if future.done():  # Its caller was cancelled; the reply is still consumed in order.
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -190,6 +226,24 @@ class _Subscription(_Connection):
             self.transport.close()
 
 
+def client_for(config: RedisConfig) -> "RedisClient":
+    """The relay's client for the deployment's Redis (settings.REDIS)."""
+    if config.mode is Mode.CLUSTER:
+        # The cluster work's client (proxy.redis_cluster), merged separately: one RedisClient
+        # per node, the same public methods.
+        from .redis_cluster import ClusterClient
+
+        return ClusterClient(list(config.cluster_nodes), url_options=config.url_options())
+    if config.mode is Mode.SENTINEL:
+        return RedisClient(
+            config.url,
+            sentinels=config.sentinels,
+            service=config.service,
+            sentinel_password=config.sentinel_password,
+        )
+    return RedisClient(config.url)
+
+
 class RedisClient:
     def __init__(
         self,
@@ -197,8 +251,23 @@ class RedisClient:
         *,
         command_timeout: float = COMMAND_TIMEOUT_SECONDS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        sentinels: Sequence[tuple[str, int]] = (),
+        service: str = "",
+        sentinel_password: str = "",
     ) -> None:
+        """`url`: the server's (redis-py's URL syntax). With `sentinels`, the URL gives only the
+        scheme, credentials, database and TLS options; the primary of `service` is asked for
+        on every connect."""
         self._options = parse_url(url)
+        # Built once: a missing CA file fails here, at start, not on the first request.
+        self._ssl = (
+            _ssl_context(self._options)
+            if self._options.get("connection_class") is SSLConnection
+            else None
+        )
+        self._sentinels = list(sentinels)
+        self._service = service
+        self._sentinel_password = sentinel_password
         self._command_timeout = command_timeout
         self._connect_timeout = connect_timeout
         self._connection: _Connection | None = None
@@ -245,17 +314,16 @@ class RedisClient:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         try:
+            address = await self._address()
             async with asyncio.timeout(self._connect_timeout):
-                connection = await self._open(self._options, lambda: _Subscription(on_message))
+                connection = await self._open(address, lambda: _Subscription(on_message))
                 try:
                     await self._send(connection, ("SUBSCRIBE", channel))
                 except BaseException:
                     connection.close()
                     raise
         except (OSError, TimeoutError) as error:
-            raise RedisConnectionError(
-                f"could not subscribe in Redis ({type(error).__name__})"
-            ) from None
+            raise RedisConnectionError(f"could not subscribe in Redis ({_why(error)})") from None
         return connection
 
     def script(self, source: str) -> "Script":
@@ -307,24 +375,67 @@ class RedisClient:
 
     async def _open_within_timeout(self) -> _Connection:
         try:
+            address = await self._address()
             async with asyncio.timeout(self._connect_timeout):
-                return await self._open(self._options)
+                return await self._open(address)
         except (OSError, TimeoutError) as error:
-            raise RedisConnectionError(
-                f"could not connect to Redis ({type(error).__name__})"
-            ) from None
+            raise RedisConnectionError(f"could not connect to Redis ({_why(error)})") from None
 
-    async def _open(self, options: dict, factory: Callable[[], _Connection] = _Connection):
-        """Connect, then authenticate and select the database the URL names."""
-        if "path" in options:
-            _, connection = await self._loop.create_unix_connection(factory, options["path"])
+    async def _address(self) -> tuple[str, int] | str:
+        """Where to connect: the URL's host and port or socket path, or the primary the
+        sentinels name."""
+        if self._sentinels:
+            return await self._primary_address()
+        if "path" in self._options:
+            return self._options["path"]
+        return self._options.get("host", "localhost"), self._options.get("port", 6379)
+
+    async def _primary_address(self) -> tuple[str, int]:
+        """Ask the sentinels, in order, where the primary is; the first that knows is asked
+        first next time."""
+        failures = []
+        for index, (host, port) in enumerate(self._sentinels):
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    _, connection = await self._loop.create_connection(_Connection, host, port)
+                    try:
+                        if self._sentinel_password:
+                            await self._send(connection, ("AUTH", self._sentinel_password))
+                        reply = await self._send(
+                            connection, ("SENTINEL", "get-master-addr-by-name", self._service)
+                        )
+                    finally:
+                        connection.transport.close()
+            except (OSError, TimeoutError, RedisError) as error:
+                failures.append(f"{host}:{port}: {_why(error)}")
+                continue
+            if not reply:
+                failures.append(f"{host}:{port}: does not know {self._service!r}")
+                continue
+            if index:
+                self._sentinels.insert(0, self._sentinels.pop(index))
+            return reply[0].decode(), int(reply[1])
+        raise RedisConnectionError(
+            f"could not connect to Redis: no sentinel named the primary of {self._service!r} "
+            f"({'; '.join(failures)})"
+        )
+
+    async def _open(
+        self, address: tuple[str, int] | str, factory: Callable[[], _Connection] = _Connection
+    ):
+        """Connect, then authenticate and select the database the URL names; through Sentinel,
+        check that the server is the primary."""
+        options = self._options
+        if isinstance(address, str):
+            _, connection = await self._loop.create_unix_connection(factory, address)
         else:
-            secure = options.get("connection_class") is SSLConnection
+            host, port = address
             _, connection = await self._loop.create_connection(
                 factory,
-                options.get("host", "localhost"),
-                options.get("port", 6379),
-                ssl=ssl.create_default_context() if secure else None,
+                host,
+                port,
+                ssl=self._ssl,
+                server_hostname=host if self._ssl and self._ssl.check_hostname else None,
             )
         try:
             if options.get("password"):
@@ -332,10 +443,55 @@ class RedisClient:
                 await self._send(connection, ("AUTH", *filter(None, credentials)))
             if options.get("db"):
                 await self._send(connection, ("SELECT", options["db"]))
+            if self._sentinels:
+                role = (await self._send(connection, ("ROLE",)))[0]
+                if role != b"master":
+                    raise RedisConnectionError(
+                        f"could not connect to Redis: {address[0]}:{address[1]}, named the "
+                        f"primary of {self._service!r} by Sentinel, is a replica (a failover "
+                        f"is under way)"
+                    )
         except BaseException:
             connection.transport.close()
             raise
         return connection
+
+
+def _ssl_context(options: dict) -> ssl.SSLContext:
+    """The TLS context redis-py's SSLConnection makes from the same URL options."""
+    cert_reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(cert_reqs, str):
+        cert_reqs = CERT_REQS[cert_reqs]
+    elif cert_reqs is None:
+        cert_reqs = ssl.CERT_NONE
+    check_hostname = options.get("ssl_check_hostname", True)
+    if isinstance(check_hostname, str):
+        check_hostname = check_hostname.lower() not in ("false", "0", "no", "off")
+    context = ssl.create_default_context()
+    context.check_hostname = bool(check_hostname) and cert_reqs != ssl.CERT_NONE
+    context.verify_mode = cert_reqs
+    if options.get("ssl_certfile") or options.get("ssl_keyfile"):
+        context.load_cert_chain(
+            certfile=options.get("ssl_certfile"),
+            keyfile=options.get("ssl_keyfile"),
+            password=options.get("ssl_password"),
+        )
+    if options.get("ssl_ca_certs") or options.get("ssl_ca_path"):
+        context.load_verify_locations(
+            cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path")
+        )
+    return context
+
+
+def _why(error: BaseException) -> str:
+    """A failed connect, in a few words: the TLS verification's reason when it was refused."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the server's TLS certificate was refused: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    if isinstance(error, RedisError):
+        return str(error)
+    return type(error).__name__
 
 
 class Script:

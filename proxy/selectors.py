@@ -17,7 +17,7 @@ def channel_health_list(*, channel_ids: list[int]) -> dict[int, ChannelHealth] |
     shares it: in Redis, or in this process's memory on the embedded default. None when Redis
     cannot be read (the admin says so rather than failing)."""
     cooldown = settings.CHANNEL_COOLDOWN_SECONDS
-    client = cache_redis_client() if settings.REDIS_URL else None
+    client = cache_redis_client() if settings.REDIS is not None else None
     if client is None:
         return local_channel_health.read(channel_ids, cooldown_seconds=cooldown)
     try:

@@ -14,7 +14,7 @@ from keys.models import Membership
 from .factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from .redis_cluster import MISSING as CLUSTER_MISSING
 from .redis_cluster import RedisCluster
-from .redis_server import REDIS_SERVER, RedisServer
+from .redis_server import REDIS_SERVER, RedisServer, SentinelSetup
 from .redis_slots import SlotChecker
 
 
@@ -132,6 +132,19 @@ def private_redis(tmp_path):
     server = RedisServer(tmp_path, append_only=True).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_redis(tmp_path):
+    """A primary, its replica and three sentinels of the test's own (tests/redis_server.py),
+    for tests that kill the primary; stopped even when the test fails."""
+    if REDIS_SERVER is None:
+        pytest.skip("needs redis-server")
+    setup = SentinelSetup(tmp_path)
+    try:
+        yield setup.start()
+    finally:
+        setup.stop()
 
 
 @pytest.fixture(scope="session")

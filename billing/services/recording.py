@@ -207,7 +207,7 @@ def ingest_usage_stream(*, batch_size: int = 1000) -> int:
     each paying the whole fold and reconcile (measured in bench/: 2 ms of CPU per row instead
     of a fraction of one). The next run, seconds later, takes them in bulk.
     """
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return 0
     ledger.reap_checkpoints()  # Dead workers' streams join the streams first.
     client = ledger.usage_stream_client()

@@ -88,7 +88,7 @@ def collect_refusal_counts() -> int:
     it for the next run, which writes the same counts again (set, not added). The counts under
     the names before the hash tags (core.keyspace), which a relay of the earlier release may
     still add to during a deploy, are collected the same way, for one release."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return 0
     client = ledger.usage_stream_client()
     written = 0

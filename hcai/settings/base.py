@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from core.redis_config import redis_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -127,23 +129,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Cache: REDIS_URL in production (shared by every worker: key state, rate-limit counters,
-# quota totals); local memory otherwise, which is enough for a single-process laptop run.
+# Redis in production (shared by every worker and host: key state, rate-limit counters, quota
+# totals, the usage stream, Celery's broker): one server (REDIS_URL), a primary watched by
+# Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_SERVICE) or a Cluster (REDIS_CLUSTER_NODES); see
+# core.redis_config and the README. REDIS is the one answer to "is Redis configured": None on
+# the embedded default (local memory, enough for a single-process laptop run).
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS = redis_config(
+    url=REDIS_URL,
+    sentinels=env.str("REDIS_SENTINELS", default=""),
+    service=env.str("REDIS_SENTINEL_SERVICE", default=""),
+    sentinel_password=env.str("REDIS_SENTINEL_PASSWORD", default=""),
+    cluster_nodes=env.str("REDIS_CLUSTER_NODES", default=""),
+)
 # Redis holds usage not yet in the database (the stream), so production's must keep an
 # append-only file; /readyz reports the host unready when it does not (production default).
 REDIS_REQUIRE_APPEND_ONLY = env.bool("REDIS_REQUIRE_APPEND_ONLY", default=False)
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "hcai",
-            # A Redis that stops answering fails a portal or API request in seconds instead of
-            # hanging it (redis-py waits for ever by default).
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        }
-    }
+if REDIS is not None:
+    CACHES = {"default": REDIS.django_cache()}
 else:
     CACHES = {
         "default": {
@@ -190,7 +193,18 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Celery: the broker is Redis in production; on the embedded default a file-system transport
 # in VAR_DIR, so the quickstart runs the periodic tasks without a broker server
 # (`celery -A hcai worker -B --pool=solo`: one process, beat embedded).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+# CELERY_BROKER_URL set explicitly wins (and its transport options are then the operator's);
+# otherwise the broker is settings.REDIS (through Sentinel: kombu's sentinel:// transport).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+if not CELERY_BROKER_URL and REDIS is None:
+    CELERY_BROKER_URL = "filesystem://"
+elif not CELERY_BROKER_URL:
+    _broker = REDIS.celery_broker()
+    CELERY_BROKER_URL = _broker["broker_url"]
+    if "broker_transport_options" in _broker:
+        CELERY_BROKER_TRANSPORT_OPTIONS = _broker["broker_transport_options"]
+    if "broker_use_ssl" in _broker:
+        CELERY_BROKER_USE_SSL = _broker["broker_use_ssl"]
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"
     # The transport does not create its folders; without them the worker fails at start-up.
@@ -249,7 +263,7 @@ CELERY_BEAT_SCHEDULE["notify-due"] = {
     "schedule": NOTIFY_DUE_EVERY_SECONDS,
     "options": {"expires": NOTIFY_DUE_EVERY_SECONDS},
 }
-if REDIS_URL:
+if REDIS is not None:
     # With Redis the relay appends usage to a Redis stream instead of writing the database on
     # the request path; this moves it into UsageEvent rows (embedded: written directly).
     INGEST_USAGE_EVERY_SECONDS = env.float("INGEST_USAGE_EVERY_SECONDS", default=2.0)

@@ -1,10 +1,10 @@
 """The relay's shared state: key snapshots, quota admission and usage recording.
 
 One protocol (Store), two backends:
-  - RedisStore (REDIS_URL set, production): async Redis over one multiplexed connection per
-    process (proxy.redis_client), so no thread hop on the hot path, and every worker process
-    shares snapshots, reservations and running totals. Compound steps are Lua scripts, so they
-    are atomic across processes.
+  - RedisStore (settings.REDIS set, production: one server, Sentinel or Cluster): async Redis
+    over one multiplexed connection per process (proxy.redis_client), so no thread hop on the
+    hot path, and every worker process shares snapshots, reservations and running totals.
+    Compound steps are Lua scripts, so they are atomic across processes.
   - LocalStore (the embedded default): Django's local-memory cache in this one process, which
     is also where the services delete snapshots; no I/O, so it is called on the event loop.
     Usage records wait in a queue of this process, and one writer task writes them in batches
@@ -35,6 +35,7 @@ from billing.refusals import Refusal
 from billing.windows import Targets
 
 from ..quota import Admission, Plan
+from ..redis_client import client_for
 from .channel_health import Outcome, Trial
 from .local import WRITE_BATCH, LocalStore
 from .redis import RedisStore
@@ -150,4 +151,6 @@ class Store(Protocol):
 
 
 def make_store() -> Store:
-    return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStore()
+    if settings.REDIS is None:
+        return LocalStore()
+    return RedisStore(client_for(settings.REDIS))

@@ -204,5 +204,5 @@ def test_a_count_that_does_not_parse_is_skipped(issued):
 
 
 def test_without_redis_the_collector_has_nothing_to_do(settings, issued):
-    settings.REDIS_URL = ""
+    settings.REDIS = None
     assert collect_refusal_counts() == 0
