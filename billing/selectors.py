@@ -8,7 +8,6 @@ ingest interval (with Redis; the embedded relay writes as each request ends). Da
 in settings.TIME_ZONE, like the rollups.
 """
 
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser as User
-from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncHour
@@ -30,6 +28,7 @@ from keys.models import ApiKey, Team
 from . import windows
 from .models import RefusalCount, UsageDaily, UsageEvent
 from .pricing import MONEY_PLACES
+from .status_filter import StatusFilter
 
 if TYPE_CHECKING:
     from .usage_query import UsageQuery
@@ -139,48 +138,6 @@ def spend_by_model(*, team: Team, since: date) -> list[ModelSpend]:
         .order_by("-charged_usd", "model")
     )
     return [ModelSpend(model=row["model"], **_totals(row)) for row in rows]
-
-
-@dataclass(frozen=True)
-class StatusFilter:
-    """Which requests a list shows by status: one status code, a class of them ("4xx"), or
-    the refusals of the relay only ("refused"). Read from text by `status_filter`."""
-
-    low: int = 100
-    high: int = 600  # Exclusive.
-    refused_only: bool = False
-
-    def narrow(self, rows: QuerySet) -> QuerySet:
-        """Usage events or refusal counts with a status in range; "refused" keeps no usage
-        event, since the relay's own refusals are counted apart (RefusalCount)."""
-        if self.refused_only and rows.model is not RefusalCount:
-            return rows.none()
-        return rows.filter(status_code__gte=self.low, status_code__lt=self.high)
-
-
-STATUS_FILTER_HELP = (
-    "A status code such as 402, a class such as 4xx, or “refused” for the requests the relay "
-    "refused itself (disabled or expired key, IP, model, quota, rate limit, bad request)."
-)
-_STATUS_CODE = re.compile(r"[1-5][0-9][0-9]")
-_STATUS_CLASS = re.compile(r"[1-5]xx")
-
-
-def status_filter(value: str) -> StatusFilter:
-    """The filter `value` names (see STATUS_FILTER_HELP); a ValidationError if it names none.
-    Shared by the portal's form and the API's query serializers."""
-    text = value.strip().lower()
-    if text == "refused":
-        return StatusFilter(refused_only=True)
-    if _STATUS_CODE.fullmatch(text):
-        return StatusFilter(int(text), int(text) + 1)
-    if _STATUS_CLASS.fullmatch(text):
-        low = int(text[0]) * 100
-        return StatusFilter(low, low + 100)
-    raise ValidationError(
-        "Enter a status code such as 402, a class such as 4xx, or “refused”.",
-        code="invalid_status",
-    )
 
 
 @dataclass(frozen=True)

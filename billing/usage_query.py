@@ -21,7 +21,7 @@ from keys import selectors as key_selectors
 from keys.models import Team
 
 from .refusals import ENDPOINT_LABELS
-from .selectors import StatusFilter, status_filter
+from .status_filter import StatusFilter, status_filter
 
 GROUPINGS = ("member", "key", "model", "day", "session")
 # Each grouping's name: a column's title and, lowercased, in a sentence ("By member").
@@ -221,7 +221,7 @@ def read_usage_query(
 
 
 def usage_status_filter(text: str) -> StatusFilter | None:
-    """success (below 400), error (400 and up), or what billing.selectors.status_filter reads
+    """success (below 400), error (400 and up), or what billing.status_filter reads
     (a class, a code, "refused"); None if none of those."""
     if text == "success":
         return StatusFilter(100, 400)

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from billing.models import RefusalCount, UsageEvent
 from billing.refusals import ENDPOINT_LABELS
-from billing.selectors import STATUS_FILTER_HELP, status_filter
+from billing.status_filter import STATUS_FILTER_HELP, status_filter
 from billing.usage_query import DAY_MESSAGE, STATUS_HELP, STATUS_MESSAGE
 from keys.api.serializers import MAX_ID
 
@@ -102,7 +102,7 @@ class UsageDaySerializer(serializers.Serializer):
 
 
 class StatusFilterField(serializers.RegexField):
-    """A status filter (billing.selectors.status_filter) read from its text; the pattern puts
+    """A status filter (billing.status_filter) read from its text; the pattern puts
     what it accepts in the schema."""
 
     def __init__(self, *, refused: bool, **kwargs) -> None:

@@ -16,7 +16,8 @@ from django.utils.translation import gettext
 from billing import selectors
 from billing.charts import bucket_label
 from billing.refusals import ENDPOINT_LABELS, reason_label
-from billing.selectors import DaySpend, StatusFilter, daily_spend, spend_by_key, spend_by_model
+from billing.selectors import DaySpend, daily_spend, spend_by_key, spend_by_model
+from billing.status_filter import StatusFilter
 from keys.models import ApiKey, Team
 
 register = template.Library()

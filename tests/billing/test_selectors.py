@@ -10,16 +10,15 @@ from billing.selectors import (
     DaySpend,
     KeySpend,
     ModelSpend,
-    StatusFilter,
     daily_spend,
     spend_by_key,
     spend_by_model,
-    status_filter,
     usage_daily_list_for,
     usage_daily_totals_for,
     usage_event_list_for,
 )
 from billing.services import settle_usage
+from billing.status_filter import StatusFilter, status_filter
 from keys.services import api_key_delete
 
 from ..factories import MembershipFactory, make_key
