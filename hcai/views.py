@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import Http404, HttpResponse, JsonResponse
+from redis.cluster import RedisCluster
 
 from billing import ledger
 from core import metrics as core_metrics
@@ -74,12 +75,17 @@ def _redis_append_only() -> bool:
     if client is None:
         return True
     try:
-        persistence = client.info("persistence")
+        if isinstance(client, RedisCluster):  # Every primary holds some teams' streams.
+            primaries = client.info("persistence", target_nodes=RedisCluster.PRIMARIES)
+        else:
+            primaries = {"": client.info("persistence")}
     except Exception:
         logger.exception("readyz: Redis persistence could not be read")
         return False
-    if persistence.get("aof_enabled") != 1:
-        logger.error("readyz: Redis runs without its append-only file (appendonly no)")
+    without = sorted(node for node, found in primaries.items() if found.get("aof_enabled") != 1)
+    if without:
+        where = f" on {', '.join(without)}" if any(without) else ""
+        logger.error("readyz: Redis runs without its append-only file (appendonly no)%s", where)
         return False
     return True
 

@@ -74,3 +74,37 @@ def test_readyz_requires_redis_to_keep_its_append_only_file(
 
     assert response.status_code == status
     assert response.json().get("down") == down
+
+
+@pytest.mark.django_db
+def test_readyz_on_a_cluster_requires_every_primary_to_keep_its_append_only_file(
+    client, redis_cluster, caplog
+):
+    """On a Redis Cluster every primary holds some teams' usage streams: one without its
+    append-only file makes the host unready, and the log names it."""
+    cluster_cache = {
+        "default": {
+            "BACKEND": "core.cache_cluster.RedisClusterCache",
+            "LOCATION": ",".join(f"redis://{host}:{port}" for host, port in redis_cluster.nodes),
+        }
+    }
+    last = redis_cluster.ports[-1]
+    try:
+        for port in redis_cluster.ports:
+            redis_cluster.client(port).config_set("appendonly", "yes")
+        with override_settings(CACHES=cluster_cache, REDIS_REQUIRE_APPEND_ONLY=True):
+            every = client.get("/readyz")
+            redis_cluster.client(last).config_set("appendonly", "no")
+            one_without = client.get("/readyz")
+            caches["default"].close()
+    finally:
+        for port in redis_cluster.ports:
+            redis_cluster.client(port).config_set("appendonly", "no")
+
+    assert every.status_code == 200
+    assert one_without.status_code == 503
+    assert one_without.json()["down"] == ["redis-append-only"]
+    assert (
+        f"readyz: Redis runs without its append-only file (appendonly no) on 127.0.0.1:{last}"
+        in caplog.messages
+    )
