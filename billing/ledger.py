@@ -306,8 +306,9 @@ def usage_ingest_lag_seconds() -> float | None:
 
 def reap_checkpoints() -> int:
     """Bill the streams of dead relay workers up to their last checkpoint; returns how many.
-    One script per shard (each touches one slot), sent together; then the hash before the
-    hash tags, only if a release before them left one."""
+    One script per shard that holds checkpoints (each touches one slot; which shards do is
+    asked in one pipeline of EXISTS, which a Cluster client splits by node, as it does not
+    scripts); then the hash before the hash tags, only if a release before them left one."""
     if settings.REDIS is None:
         return 0
     client = usage_stream_client()
@@ -315,12 +316,14 @@ def reap_checkpoints() -> int:
     legacy = (keyspace.LEGACY_SPEND_TOTAL_PREFIX, keyspace.LEGACY_RESERVATIONS_PREFIX)
     with client.pipeline(transaction=False) as pipe:
         for number in range(keyspace.SHARDS):
-            reap(
-                keys=[keyspace.checkpoints(number), keyspace.usage_stream(number)],
-                args=[keyspace.relay_alive_prefix(number), *legacy, "", ""],
-                client=pipe,
-            )
-        reaped = sum(pipe.execute())
+            pipe.exists(keyspace.checkpoints(number))
+        held = [number for number, found in enumerate(pipe.execute()) if found]
+    reaped = 0
+    for number in held:
+        reaped += reap(
+            keys=[keyspace.checkpoints(number), keyspace.usage_stream(number)],
+            args=[keyspace.relay_alive_prefix(number), *legacy, "", ""],
+        )
     if client.exists(keyspace.LEGACY_CHECKPOINTS):
         reaped += reap(
             keys=[keyspace.LEGACY_CHECKPOINTS, keyspace.LEGACY_USAGE_STREAM],

@@ -14,7 +14,7 @@ def refusal_rows(*, count: int, timeout: float = 5.0, **filters) -> list[Refusal
     them after the responses). Returns the rows, ordered."""
     deadline = time.monotonic() + timeout
     while True:
-        if settings.REDIS_URL:
+        if settings.REDIS is not None:
             collect_refusal_counts()
         rows = list(
             RefusalCount.objects.filter(**filters).order_by("minute", "status_code", "code", "id")

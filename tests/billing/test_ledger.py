@@ -17,8 +17,8 @@ from core import keyspace
 from keys.models import ApiKey
 from tests.billing.factories import UsageEventFactory, usage_record
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
-embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="the stream lives in Redis")
+embedded_only = pytest.mark.skipif(settings.REDIS is not None, reason="the embedded default")
 
 
 # A stream entry as releases before this one wrote it (`dataclasses.asdict`, then the three

@@ -88,7 +88,7 @@ def test_beat_runs_the_periodic_tasks_on_their_default_intervals():
         # Notifications (notify.tasks), on both storage modes.
         "notify-due": ("notify.tasks.notify_due", 15.0),
     }
-    if settings.REDIS_URL:
+    if settings.REDIS is not None:
         # With Redis the relay queues usage in a stream that this task moves into the database.
         expected["ingest-usage"] = (tasks.ingest_usage.name, 2.0)
         # And counts refusals per minute there, which this one moves.

@@ -5,13 +5,12 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-import redis
 from django.conf import settings
 from django.core.cache import cache
 
 from billing.windows import Account
 from core import keyspace
-from proxy.redis_client import Encoded, RedisClient
+from proxy.redis_client import Encoded, client_for
 from tests import redis_slots
 
 
@@ -151,15 +150,19 @@ def test_the_slot_check_finds_the_keys_of_scripts_stream_reads_and_multi_key_com
     assert redis_slots.command_keys(("HSET", "a", "f", "v"), first_if_unknown=True) == ["a"]
 
 
-@pytest.mark.skipif(not settings.REDIS_URL, reason="checks commands sent to Redis")
+@pytest.mark.skipif(settings.REDIS is None, reason="checks commands sent to Redis")
+@pytest.mark.skipif(
+    settings.REDIS is not None and settings.REDIS.mode == "cluster",
+    reason="a Redis Cluster's clients refuse these themselves (tests/proxy/test_redis_cluster.py)",
+)
 def test_the_slot_check_fails_a_command_across_slots(redis_single_slot):
     """Through the relay's client and through redis-py, in a transaction too: two teams' names
     in one command are refused before they are sent."""
     one, other = keyspace.spend_total(1, 42), keyspace.spend_total(2, 42)
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = settings.REDIS.sync_client()
 
     async def relay_client():
-        relay = RedisClient(settings.REDIS_URL)
+        relay = client_for(settings.REDIS)
         try:
             with pytest.raises(AssertionError, match="cross-slot"):
                 await relay.execute("MGET", one, other)

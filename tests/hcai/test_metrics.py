@@ -12,7 +12,7 @@ from billing import ledger, tasks
 from core import keyspace
 from proxy.metrics import ADDED_BUCKETS, _Histogram, add_observations
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="the stream lives in Redis")
 
 
 def sample(text: str, name: str, **labels) -> float | None:

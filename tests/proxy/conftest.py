@@ -169,7 +169,7 @@ def usage_events(timeout: float = 5.0, *, count: int = 1, **filters) -> list[Usa
     their ids need not follow the requests."""
     deadline = time.monotonic() + timeout
     while True:
-        if settings.REDIS_URL:
+        if settings.REDIS is not None:
             ingest_usage_stream()
         events = list(UsageEvent.objects.filter(**filters).order_by("created_at", "id"))
         if len(events) >= count or time.monotonic() > deadline:

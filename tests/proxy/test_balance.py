@@ -60,7 +60,7 @@ def charged(relay) -> tuple:
     """What a request could have charged or recorded: usage rows, the key's spend, its running
     total (as the gate sees it), its reservations, the requests forwarded."""
     time.sleep(0.05)  # Recording happens after the response; give a stray one time to land.
-    if settings.REDIS_URL:
+    if settings.REDIS is not None:
         ingest_usage_stream()
     totals = ledger.spend_totals()
     held = (

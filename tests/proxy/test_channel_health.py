@@ -15,6 +15,7 @@ from django.conf import settings
 from core import keyspace
 from proxy.metrics import BREAKER
 from proxy.models import Channel
+from proxy.redis_client import client_for
 from proxy.selectors import channel_health_list
 from proxy.store import RedisStore
 from proxy.store.channel_health import Trial, local_channel_health
@@ -29,7 +30,7 @@ from .test_two_hosts import _call
 FAILURES_TO_OPEN = 3
 COOLDOWN_SECONDS = 1.0
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="needs Redis")
 
 
 @pytest.fixture(autouse=True)
@@ -295,7 +296,7 @@ def test_two_workers_share_the_state_and_exactly_one_takes_the_trial():
     channel_id = 987_001
 
     async def scenario():
-        one, two = RedisStore(settings.REDIS_URL), RedisStore(settings.REDIS_URL)
+        one, two = RedisStore(client_for(settings.REDIS)), RedisStore(client_for(settings.REDIS))
         try:
             await two.channel_health.ready()  # its first read and its subscription
             assert two.channel_health.view() == {}

@@ -31,7 +31,7 @@ from .fake_upstream import Usage
 from .test_forwarding import MESSAGE, STREAM
 
 pytestmark = pytest.mark.skipif(
-    not settings.REDIS_URL or connection.vendor != "postgresql",
+    settings.REDIS is None or connection.vendor != "postgresql",
     reason="a second process shares the test's PostgreSQL database and Redis",
 )
 PROJECT = Path(__file__).resolve().parents[2]
@@ -68,8 +68,11 @@ def _start_gunicorn(port: int, var_dir: Path, **environment: str) -> subprocess.
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return master
         except OSError:
-            assert master.poll() is None, "gunicorn exited"
-            assert time.monotonic() < deadline, "gunicorn did not start"
+            exited = master.poll() is not None
+            if exited or time.monotonic() > deadline:
+                master.kill()  # never left running by a start that failed
+                master.wait(10)
+                pytest.fail("gunicorn exited" if exited else "gunicorn did not start")
             time.sleep(0.1)
 
 

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-import redis
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.cache import cache
@@ -131,8 +130,8 @@ def test_channel_secrets_stay_out_of_the_shared_cache(relay):
     assert relay.call("POST", "/v1/chat/completions", CHAT).status == 200
 
     digest = digest_key(relay.plaintext)
-    if settings.REDIS_URL:
-        raw = redis.Redis.from_url(settings.REDIS_URL).get(keyspace.snapshot(digest))
+    if settings.REDIS is not None:
+        raw = settings.REDIS.sync_client().get(keyspace.snapshot(digest))
     else:
         raw = cache.get(snapshot_cache_key(digest))
     snapshot = json.loads(raw)

@@ -89,7 +89,7 @@ def _hold_route_table(locked: threading.Event, release: threading.Event) -> None
 
 def _snapshot_seconds_left(digest: str) -> int | None:
     """The snapshot's remaining TTL in Redis (None on the embedded default)."""
-    if not settings.REDIS_URL:
+    if settings.REDIS is None:
         return None
     return cache._cache.get_client(write=False).ttl(keyspace.snapshot(digest))
 
@@ -367,7 +367,7 @@ def test_warm_keys_go_on_through_a_database_outage(relay, relay_server, monkeypa
     assert "Could not reload prices (OperationalError" in caplog.text
 
 
-@pytest.mark.skipif(not settings.REDIS_URL, reason="the names of the previous release in Redis")
+@pytest.mark.skipif(settings.REDIS is None, reason="the names of the previous release in Redis")
 def test_a_drop_also_reaches_the_snapshot_a_relay_of_the_previous_release_stored():
     """During a deploy a relay of the release before the hash tags (core.keyspace) still reads
     and stores snapshots under its names: a change drops those too, one digest's names at a

@@ -197,7 +197,7 @@ def _nginx_installed():
 def app_address(relay, settings, tmp_path):
     """Where nginx finds the app, which believes X-Forwarded-For from nginx's address only."""
     settings.TRUSTED_PROXIES = [f"{PROXY}/32"]
-    if not (settings.REDIS_URL and database.vendor == "postgresql"):
+    if not (settings.REDIS is not None and database.vendor == "postgresql"):
         yield relay.url.removeprefix("http://")
         return
     port = _free_port()

@@ -10,7 +10,6 @@ from decimal import Decimal
 
 import anthropic
 import pytest
-import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -231,8 +230,8 @@ def test_last_used_at_refreshed_at_most_once_a_minute(relay):
 def held_reservations(store, key: ApiKey) -> dict:
     """The quota reservations the key holds now, in Redis or in the relay's local `store`."""
     name = keyspace.reservations(key.team_id, key.pk)
-    if settings.REDIS_URL:
-        with redis.Redis.from_url(settings.REDIS_URL) as client:
+    if settings.REDIS is not None:
+        with settings.REDIS.sync_client() as client:
             held = client.hgetall(name)
         held.pop(keyspace.HOLDS_SUM.encode(), None)  # their sum, kept beside them
         return held

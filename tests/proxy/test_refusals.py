@@ -14,6 +14,7 @@ from billing.services import collect_refusal_counts
 from core import keyspace
 from keys import services
 from keys.models import ApiKey
+from proxy.redis_client import client_for
 from proxy.store import LocalStore, RedisStore, run_db
 from tests.refusal_counts import refusal_rows
 
@@ -22,8 +23,8 @@ from .conftest import CLAUDE, GPT, usage_events
 MESSAGE = {"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
 CHAT = {"model": GPT, "messages": [{"role": "user", "content": "Hi"}]}
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
-embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="needs Redis")
+embedded_only = pytest.mark.skipif(settings.REDIS is not None, reason="the embedded default")
 
 
 def reasons(rows: list[RefusalCount]) -> dict[tuple[int, str, str], int]:
@@ -72,7 +73,7 @@ def assert_one_row_a_minute(rows: list[RefusalCount], key: ApiKey) -> None:
 def test_ten_thousand_refusals_make_one_row_with_redis(issued):
     key = issued.key
     count_in_a_loop(
-        RedisStore(settings.REDIS_URL),
+        RedisStore(client_for(settings.REDIS)),
         Refusal(key.pk, 402, "insufficient_quota", "messages"),
         TIMES,
     )
@@ -125,7 +126,7 @@ def test_a_refusal_is_one_script_with_redis(issued):
     refusal = Refusal(key.pk, 429, "rate_limit_exceeded", "responses")
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             await store.count_refusal(refusal)
             await store.count_refusal(refusal)
@@ -222,7 +223,7 @@ def test_refusals_without_a_known_key_are_not_counted(relay):
 
     rows = refusal_rows(count=1)
     assert reasons(rows) == {(400, "invalid_json", "messages"): 1}
-    if settings.REDIS_URL:
+    if settings.REDIS is not None:
         assert collect_refusal_counts() == 1  # The current minute's one row, nothing else.
 
 

@@ -64,6 +64,7 @@ def test_a_primary_killed_mid_traffic(relay, sentinel_redis, sentinel_settings, 
         port,
         tmp_path / "relay",
         REDIS_URL="",
+        REDIS_CLUSTER_NODES="",
         REDIS_SENTINELS=sentinel_redis.sentinel_addresses,
         REDIS_SENTINEL_SERVICE=Sentinels.SERVICE,
     )

@@ -17,13 +17,14 @@ from billing.windows import Counter, Scope
 from core import keyspace
 from keys.models import ApiKey
 from proxy.quota import Admission, Refused
+from proxy.redis_client import client_for
 from proxy.store import LocalStore, RedisStore, run_db
 from tests.billing.factories import usage_record
 
 from .conftest import quota_plan
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
-embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="needs Redis")
+embedded_only = pytest.mark.skipif(settings.REDIS is not None, reason="the embedded default")
 
 
 @needs_redis
@@ -34,7 +35,7 @@ def test_hundreds_of_concurrent_commands_all_succeed():
     count = 1000
 
     async def burst() -> list:
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             digests = [f"concurrency-test-{n:04d}" for n in range(count)]
             return await asyncio.gather(
@@ -56,7 +57,7 @@ def test_snapshot_and_admission_together_after_redis_forgot_the_script():
     plan = quota_plan(987_654, limit_units=1_000, estimate_units=300)
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         total = keyspace.spend_total(plan.team_id, plan.key_id)
         reservations = keyspace.reservations(plan.team_id, plan.key_id)
         try:
@@ -97,7 +98,7 @@ def test_a_dead_workers_checkpoint_is_billed_once_and_a_live_ones_is_left_alone(
     reservations = keyspace.reservations(key.team_id, key.pk)
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             await store.redis.execute("SET", total, 1_000)
             await store.redis.execute("HSET", reservations, "hold-1", "999:9999999999")
@@ -132,7 +133,7 @@ def test_the_relay_and_the_ledger_share_one_running_total(issued):
     record = usage_record(key, charged="0.25", request_id="req_shared")
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             missing = await store.admit(plan, "hold-1")
             rebuilt = await run_db(ledger.spend_total_rebuild, key.pk)
@@ -264,7 +265,7 @@ def test_the_record_script_sends_the_endpoint_and_one_hour_writes_beside_the_jso
     )
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             await store.record(record, hold_id="hold-p")
             stream = keyspace.usage_stream(keyspace.shard(record.team_id))
@@ -296,7 +297,7 @@ def test_holds_keep_their_sum_and_stale_ones_are_dropped_only_when_they_would_re
     dead = "deadhost:1:feed"
 
     async def scenario():
-        store = RedisStore(settings.REDIS_URL)
+        store = RedisStore(client_for(settings.REDIS))
         try:
             await store.redis.execute("SET", total, 0, "EX", 60)
             # A killed worker's hold of 500, far from its deadline, with the sum kept.

@@ -29,8 +29,8 @@ from ...factories import GroupFactory, MembershipFactory, TeamFactory, make_key
 from ...threads import join, start_thread, wait_for_a_lock_wait
 from ..factories import UsageEventFactory, usage_record
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="the stream lives in Redis")
-embedded_only = pytest.mark.skipif(bool(settings.REDIS_URL), reason="the embedded default")
+needs_redis = pytest.mark.skipif(settings.REDIS is None, reason="the stream lives in Redis")
+embedded_only = pytest.mark.skipif(settings.REDIS is not None, reason="the embedded default")
 
 DAY_1 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 DAY_2 = datetime(2025, 3, 2, 10, 0, tzinfo=UTC)
