@@ -28,7 +28,9 @@ node, and the next subscription after a lost one tries the other nodes first.
 """
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 from urllib.parse import quote, urlencode
 
 from redis.connection import SSLConnection
@@ -247,7 +249,7 @@ class ClusterClient:
         elif name in _KEY_VALUE_PAIRS:
             keys = args[1::2]
         else:
-            return key_slot(_as_bytes(args[1]))
+            return _key_slot(args[1])
         return _one_slot(name, keys)
 
     def node_of(self, key: str | bytes) -> Address | None:
@@ -438,21 +440,34 @@ def _script_keys(args: tuple) -> tuple | Encoded:
 
 
 def _one_slot(name: str, keys: Iterable) -> int | None:
+    slot = None
+    for key in keys:
+        this = _key_slot(key)
+        if slot is None:
+            slot = this
+        elif this != slot:
+            _refuse_cross_slot(name, keys)
+    return slot
+
+
+@functools.lru_cache(maxsize=65_536)
+def _key_slot(key: str | bytes | int) -> int:
+    """A key's hash slot. Cached: the relay names the same keys request after request (a
+    key's snapshot, its holds), and CRC16 in Python cost more than the rest of the routing."""
+    return key_slot(_as_bytes(key))
+
+
+def _refuse_cross_slot(name: str, keys: Iterable) -> NoReturn:
     slots: dict[int, bytes] = {}
     for key in keys:
-        key = _as_bytes(key)
-        slots.setdefault(key_slot(key), key)
-    if len(slots) > 1:
-        named = ", ".join(
-            f"{key.decode(errors='replace')!r} (slot {slot})" for slot, key in slots.items()
-        )
-        raise CrossSlotError(
-            f"CROSSSLOT {name} names keys in different hash slots, which a Redis Cluster "
-            f"cannot run together: {named}; give them one hash tag, as in '{{t1}}:a' and '{{t1}}:b'"
-        )
-    for slot in slots:
-        return slot
-    return None
+        slots.setdefault(_key_slot(key), _as_bytes(key))
+    named = ", ".join(
+        f"{key.decode(errors='replace')!r} (slot {slot})" for slot, key in slots.items()
+    )
+    raise CrossSlotError(
+        f"CROSSSLOT {name} names keys in different hash slots, which a Redis Cluster "
+        f"cannot run together: {named}; give them one hash tag, as in '{{t1}}:a' and '{{t1}}:b'"
+    )
 
 
 def _as_bytes(value: str | bytes | int) -> bytes:
