@@ -35,7 +35,7 @@ from django.conf import settings  # noqa: E402
 from billing.windows import Account, LimitKind  # noqa: E402
 from core import keyspace  # noqa: E402
 from proxy.quota import Limit, Plan, Rate  # noqa: E402
-from proxy.redis_client import client_for  # noqa: E402
+from proxy.redis_connect import client_for  # noqa: E402
 from proxy.store.redis import RedisStore  # noqa: E402
 
 UNITS = 10**12  # far more than the run spends: every admission admits

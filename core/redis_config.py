@@ -14,7 +14,7 @@ Three shapes, chosen by which settings are set (None, the embedded default, when
   - Cluster: REDIS_CLUSTER_NODES=host:port,... (some of the cluster's nodes; the rest are
     discovered), REDIS_URL again only for scheme, credentials and TLS options (database 0).
 
-Every Redis user asks this object: the relay's async client (proxy.redis_client.client_for),
+Every Redis user asks this object: the relay's async client (proxy.redis_connect.client_for),
 redis-py's sync client for the ingester, the ledger, the metrics and /readyz (`sync_client`),
 Django's cache (`django_cache`) and Celery's broker (`celery_broker`). So TLS options and
 credentials are given once and reach all of them.

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import hiredis
 from redis.connection import SSLConnection, parse_url
 
-from core.redis_config import CERT_REQS, Mode, RedisConfig
+from core.redis_config import CERT_REQS
 
 # Far longer than any healthy reply (each command is a key lookup or a short script, answered
 # in well under a millisecond), and short enough that a request whose state cannot be read is
@@ -224,24 +224,6 @@ class _Subscription(_Connection):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-def client_for(config: RedisConfig) -> "RedisClient":
-    """The relay's client for the deployment's Redis (settings.REDIS)."""
-    if config.mode is Mode.CLUSTER:
-        # The cluster work's client (proxy.redis_cluster), merged separately: one RedisClient
-        # per node, the same public methods.
-        from .redis_cluster import ClusterClient
-
-        return ClusterClient(list(config.cluster_nodes), url_options=config.url_options())
-    if config.mode is Mode.SENTINEL:
-        return RedisClient(
-            config.url,
-            sentinels=config.sentinels,
-            service=config.service,
-            sentinel_password=config.sentinel_password,
-        )
-    return RedisClient(config.url)
 
 
 class RedisClient:

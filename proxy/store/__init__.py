@@ -35,7 +35,7 @@ from billing.refusals import Refusal
 from billing.windows import Targets
 
 from ..quota import Admission, Plan
-from ..redis_client import client_for
+from ..redis_connect import client_for
 from .channel_health import Outcome, Trial
 from .local import WRITE_BATCH, LocalStore
 from .redis import RedisStore

@@ -214,7 +214,7 @@ return minute
 
 class RedisStore:
     def __init__(self, redis: RedisClient | str) -> None:
-        """`redis`: the relay's client (proxy.redis_client.client_for), or a server's URL."""
+        """`redis`: the relay's client (proxy.redis_connect.client_for), or a server's URL."""
         self.redis = RedisClient(redis) if isinstance(redis, str) else redis
         self._admit = self.redis.script(_ADMIT)
         # The admission's unchanging keys and arguments, by plan (see _admission_static).

@@ -10,7 +10,8 @@ from django.core.cache import cache
 
 from billing.windows import Account
 from core import keyspace
-from proxy.redis_client import Encoded, client_for
+from proxy.redis_client import Encoded
+from proxy.redis_connect import client_for
 from tests import redis_slots
 
 

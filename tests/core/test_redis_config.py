@@ -14,7 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
 from core.redis_config import Mode, RedisConfig, redis_config
-from proxy.redis_client import RedisClient, client_for
+from proxy.redis_client import RedisClient
+from proxy.redis_connect import client_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,8 @@ from kombu import Connection
 from billing import ledger
 from core.cache import cache_redis_client
 from core.redis_config import redis_config
-from proxy.redis_client import RedisConnectionError, client_for
+from proxy.redis_client import RedisConnectionError
+from proxy.redis_connect import client_for
 from tests.redis_server import PRIMARY_PORT, REPLICA_PORT, Sentinels
 
 

@@ -11,7 +11,8 @@ from django.utils.module_loading import import_string
 from kombu import Connection
 
 from core.redis_config import redis_config
-from proxy.redis_client import RedisConnectionError, client_for
+from proxy.redis_client import RedisConnectionError
+from proxy.redis_connect import client_for
 from tests.redis_server import (
     REDIS_SERVER,
     REPLICA_PORT,

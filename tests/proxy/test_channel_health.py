@@ -15,7 +15,7 @@ from django.conf import settings
 from core import keyspace
 from proxy.metrics import BREAKER
 from proxy.models import Channel
-from proxy.redis_client import client_for
+from proxy.redis_connect import client_for
 from proxy.selectors import channel_health_list
 from proxy.store import RedisStore
 from proxy.store.channel_health import Trial, local_channel_health

@@ -14,7 +14,7 @@ from billing.services import collect_refusal_counts
 from core import keyspace
 from keys import services
 from keys.models import ApiKey
-from proxy.redis_client import client_for
+from proxy.redis_connect import client_for
 from proxy.store import LocalStore, RedisStore, run_db
 from tests.refusal_counts import refusal_rows
 

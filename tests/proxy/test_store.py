@@ -17,7 +17,7 @@ from billing.windows import Counter, Scope
 from core import keyspace
 from keys.models import ApiKey
 from proxy.quota import Admission, Refused
-from proxy.redis_client import client_for
+from proxy.redis_connect import client_for
 from proxy.store import LocalStore, RedisStore, run_db
 from tests.billing.factories import usage_record
 
