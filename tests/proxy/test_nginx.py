@@ -34,7 +34,7 @@ from keys import services
 from .. import certificates
 from .conftest import Response, usage_events
 from .test_checkpoints import PROJECT, _free_port, _start_gunicorn
-from .test_forwarding import MESSAGE, STREAM, read_events
+from .test_forwarding import MESSAGE, STREAM, read_held_stream
 from .test_gate import assert_anthropic_error, ip_message
 
 NGINX = Path("/usr/sbin/nginx")
@@ -231,14 +231,7 @@ def test_a_stream_arrives_through_nginx_event_by_event(relay, front):
         response = client.getresponse()
         assert response.status == 200
         assert response.getheader("content-type").startswith("text/event-stream")
-        received = []
-        for event in read_events(response):
-            received.append(event)
-            if b'"Hello"' in event:
-                break
-        assert relay.primary.finished_streams == 0
-        relay.primary.release.set()
-        received += list(read_events(response))
+        received = read_held_stream(response, relay.primary)
     finally:
         client.close()
 
