@@ -3,8 +3,6 @@ one, pause it (SIGSTOP) or restart it without touching the shared one. A free po
 default, or a given one; optionally over TLS (TlsFiles), as a replica of another, or as a
 sentinel (Sentinels)."""
 
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
@@ -16,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hiredis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from . import certificates
 
 REDIS_SERVER = shutil.which("redis-server")
 START_SECONDS = 10
@@ -224,77 +220,15 @@ class TlsFiles:
     @classmethod
     def make(cls, folder: Path) -> "TlsFiles":
         folder.mkdir(parents=True, exist_ok=True)
-        ca_key, ca_cert = _authority("HCAI test CA")
-        _, other_cert = _authority("Somebody else's CA")
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
         files = cls(
             folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "other.pem"
         )
-        files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        files.other_ca.write_bytes(other_cert.public_bytes(serialization.Encoding.PEM))
-        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        files.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        ca = certificates.authority("HCAI test CA")
+        ca.write(files.ca)
+        certificates.authority("Somebody else's CA").write(files.other_ca)
+        server = certificates.issue(ca, "127.0.0.1", dns=["localhost"], ips=["127.0.0.1"])
+        server.write(files.cert, files.key)
         return files
-
-
-def _authority(name: str):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 # Ports of the Sentinel tests' servers (a private range: these tests start and kill them).

@@ -6,19 +6,15 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rest_framework.test import APIClient
 
 from keys import services as keys_services
 from notify import services
 from notify.models import Webhook
 
+from .. import certificates
 from ..factories import UserFactory, grant
 from .usage import ingest
 
@@ -150,28 +146,9 @@ def api():
 def tls_receiver(tmp_path):
     """An https server on 127.0.0.1 with a self-signed certificate for hooks.example.test.
     Yields (port, the server names clients asked for in SNI, the requests it answered)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hooks.example.test")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hooks.example.test")]), False)
-        .sign(key, hashes.SHA256())
-    )
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    certificates.self_signed("hooks.example.test", dns=["hooks.example.test"]).write(
+        cert_file, key_file
     )
     server_names: list[str | None] = []
     answered: list[str] = []

@@ -342,6 +342,23 @@ def read_events(response: http.client.HTTPResponse):
             yield event
 
 
+def read_held_stream(response: http.client.HTTPResponse, upstream) -> list[bytes]:
+    """Every event of a stream whose upstream (a fake_upstream Backend with
+    hold_after_first_delta) holds it after the first text: that text must arrive while the
+    upstream still holds, so nothing on the way buffers it; then the upstream is released and
+    the rest is read."""
+    received = []
+    for event in read_events(response):
+        received.append(event)
+        if b'"Hello"' in event:
+            break
+    else:
+        pytest.fail(f"the stream ended before its first text: {received}")
+    assert upstream.finished_streams == 0
+    upstream.release.set()
+    return received + list(read_events(response))
+
+
 def open_stream(relay, path: str, body: dict) -> tuple[http.client.HTTPConnection, object]:
     host, port = relay.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -369,14 +386,7 @@ def test_stream_is_not_buffered(relay, path, body):
         assert response.getheader("content-type").startswith("text/event-stream")
         # What tells a buffering reverse proxy (nginx) to pass each event on at once.
         assert response.getheader("x-accel-buffering") == "no"
-        received = []
-        for event in read_events(response):
-            received.append(event)
-            if b'"Hello"' in event:
-                break
-        assert relay.primary.finished_streams == 0
-        relay.primary.release.set()
-        received += list(read_events(response))
+        received = read_held_stream(response, relay.primary)
     finally:
         connection.close()
     assert relay.primary.finished_streams == 1

@@ -13,7 +13,6 @@ does).
 """
 
 import http.client
-import ipaddress
 import json
 import os
 import pwd
@@ -24,22 +23,18 @@ import ssl
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import connection as database
 
 from keys import services
 
+from .. import certificates
 from .conftest import Response, usage_events
 from .test_checkpoints import PROJECT, _free_port, _start_gunicorn
-from .test_forwarding import MESSAGE, STREAM, read_events
+from .test_forwarding import MESSAGE, STREAM, read_held_stream
 from .test_gate import assert_anthropic_error, ip_message
 
 NGINX = Path("/usr/sbin/nginx")
@@ -91,37 +86,6 @@ def render_site(
         assert shipped in text, f"{CONF} no longer has {shipped!r}: update render_site"
         text = text.replace(shipped, replacement)
     return text
-
-
-def _write_certificate(folder: Path) -> None:
-    """A self-signed certificate for 127.0.0.1, which the client trusts alone."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PROXY)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(PROXY))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
@@ -216,7 +180,8 @@ def front(request, app_address, tmp_path):
     """nginx with the shipped site; a test may change lines of it (indirect parameter)."""
     folder = tmp_path / "nginx"
     folder.mkdir()
-    _write_certificate(folder)
+    # Its own authority: the client trusts this one certificate and nothing else.
+    certificates.authority(PROXY, ips=[PROXY]).write(folder / "cert.pem", folder / "key.pem")
     https_port, http_port = _free_port(), _free_port()
     (folder / "hcai.conf").write_text(
         render_site(
@@ -266,14 +231,7 @@ def test_a_stream_arrives_through_nginx_event_by_event(relay, front):
         response = client.getresponse()
         assert response.status == 200
         assert response.getheader("content-type").startswith("text/event-stream")
-        received = []
-        for event in read_events(response):
-            received.append(event)
-            if b'"Hello"' in event:
-                break
-        assert relay.primary.finished_streams == 0
-        relay.primary.release.set()
-        received += list(read_events(response))
+        received = read_held_stream(response, relay.primary)
     finally:
         client.close()
 
