@@ -1,6 +1,6 @@
 """proxy.redis_cluster: the relay's client for a Redis Cluster, against a real 3-primary cluster
-(tests/redis_cluster.py), and against small fake nodes for what a real one does not show (what
-goes out in which write, the credentials each node gets)."""
+(tests/redis_cluster.py; one with replicas for a failover), and against small fake nodes for
+what a real one does not show (what goes out in which write, the credentials each node gets)."""
 
 import asyncio
 import hashlib
