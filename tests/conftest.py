@@ -179,6 +179,23 @@ def doomed_redis_cluster(tmp_path):
         cluster.stop()
 
 
+@pytest.fixture
+def replicated_redis_cluster(tmp_path):
+    """A Redis Cluster of the test's own with one replica per primary (six nodes on
+    127.0.0.1:17301-17306) and a 1-second node timeout, for tests that kill a primary and watch
+    its replica take over."""
+    if CLUSTER_MISSING:
+        pytest.skip(CLUSTER_MISSING)
+    cluster = RedisCluster(
+        tmp_path / "redis-cluster", list(range(17301, 17307)), replicas=1, node_timeout_ms=1000
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def zh_catalogue():
     """The Simplified Chinese catalogue, compiled: the .mo is built from the committed .po (by

@@ -1,9 +1,13 @@
-"""A real Redis Cluster for the tests: three primaries (no replicas) on 127.0.0.1, each a
-redis-server in a temporary folder, joined with `redis-cli --cluster create`.
+"""A real Redis Cluster for the tests: three primaries on 127.0.0.1, each a redis-server in a
+temporary folder, joined with `redis-cli --cluster create`; without replicas, or with one
+replica each (six nodes) for the tests of a failover.
 
 `cluster-require-full-coverage no`: a node that dies leaves its slots unserved, and the other
 primaries go on serving theirs (with the default, every node refuses every command until the
 lost slots are served again), which is what the relay's tests of a lost node expect.
+
+With replicas, `node_timeout` is best short (1000 ms): a primary is declared failed after it,
+and its replica promoted within a second or two more.
 """
 
 import os
@@ -29,9 +33,15 @@ START_SECONDS = 20
 
 
 class RedisCluster:
-    def __init__(self, folder: Path, ports: list[int]) -> None:
+    def __init__(
+        self, folder: Path, ports: list[int], *, replicas: int = 0, node_timeout_ms: int = 2000
+    ) -> None:
+        """`ports`: one per node; with `replicas` 1, the first half become the primaries (as
+        redis-cli --cluster create picks them) and the second half their replicas."""
         self.folder = folder
         self.ports = list(ports)
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
         self.processes: dict[int, subprocess.Popen] = {}
 
     @property
@@ -56,8 +66,8 @@ class RedisCluster:
                 self._wait(lambda port=port: self.client(port).ping(), f"node {port} answering")
             addresses = [f"127.0.0.1:{port}" for port in self.ports]
             created = subprocess.run(
-                [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "0",
-                 "--cluster-yes"],
+                [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas",
+                 str(self.replicas), "--cluster-yes"],
                 capture_output=True,
                 text=True,
                 timeout=START_SECONDS,
@@ -69,6 +79,13 @@ class RedisCluster:
                         b"cluster_state:ok" in self.client(port).execute_command("CLUSTER", "INFO")
                     ),
                     f"node {port} reporting cluster_state:ok",
+                )
+            for port in self.replica_ports():
+                self._wait(
+                    lambda port=port: (
+                        self.client(port).info("replication")["master_link_status"] == "up"
+                    ),
+                    f"replica {port} in sync with its primary",
                 )
         except BaseException:
             self.stop()
@@ -85,7 +102,7 @@ class RedisCluster:
             "--dir", str(folder),
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(folder / "nodes.conf"),
-            "--cluster-node-timeout", "2000",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             "--cluster-require-full-coverage", "no",
             "--save", "",
             "--appendonly", "no",
@@ -116,6 +133,66 @@ class RedisCluster:
             if first <= slot <= last:
                 return int(primary[1])
         raise AssertionError(f"no node serves slot {slot}")
+
+    def alive(self, port: int) -> bool:
+        return port in self.processes and self.processes[port].poll() is None
+
+    def roles(self) -> dict[int, str]:
+        """Each live node's role as it says itself: "master" or "slave"."""
+        return {
+            port: self.client(port).execute_command("ROLE")[0].decode()
+            for port in self.ports
+            if self.alive(port)
+        }
+
+    def replica_ports(self) -> list[int]:
+        return [port for port, role in self.roles().items() if role == "slave"]
+
+    def replica_of(self, primary: int) -> int:
+        """The port of the (live) replica of the primary on `primary`."""
+        for port in self.replica_ports():
+            # A replica's ROLE: "slave", its primary's host and port, its link's state, offset.
+            if int(self.client(port).execute_command("ROLE")[2]) == primary:
+                return port
+        raise AssertionError(f"no replica of {primary}")
+
+    def pause_writes(self, port: int, seconds: float) -> None:
+        """Hold every write sent to the node for `seconds` (CLIENT PAUSE WRITE): its clients'
+        writes wait, unanswered; reads go on."""
+        self.client(port).execute_command("CLIENT", "PAUSE", int(seconds * 1000), "WRITE")
+
+    def wait_for_replica(self, primary: int, timeout: float = 5) -> int:
+        """Wait until the replica of `primary` has applied every write the primary took (its
+        replication offset the primary's); return its port. A primary killed then loses
+        nothing it acknowledged: replication is asynchronous, so a write acknowledged in the
+        last moment before a crash can otherwise be missing on the promoted replica."""
+        replica = self.replica_of(primary)
+        target = self.client(primary).info("replication")["master_repl_offset"]
+        deadline = time.monotonic() + timeout
+        while self.client(replica).info("replication")["slave_repl_offset"] < target:
+            assert time.monotonic() < deadline, f"replica {replica} did not catch up with {primary}"
+            time.sleep(0.01)
+        return replica
+
+    def wait_for_failover(self, killed: int, replica: int, timeout: float = 15) -> None:
+        """Wait until `replica` is a primary and every live node's slot map names it where it
+        named `killed`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                promoted = self.client(replica).execute_command("ROLE")[0] == b"master"
+                maps = [
+                    self.client(port).execute_command("CLUSTER", "SLOTS")
+                    for port in self.ports
+                    if self.alive(port)
+                ]
+                served_by = {int(row[2][1]) for reply in maps for row in reply}
+                if promoted and killed not in served_by and replica in served_by:
+                    return
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, f"{replica} was not promoted in place of {killed}"
+            time.sleep(0.05)
 
     def begin_migration(self, slot: int, source: int, target: int) -> None:
         """Mark `slot` as migrating from `source` to `target` (ports); keys move with

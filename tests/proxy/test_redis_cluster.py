@@ -1,6 +1,6 @@
 """proxy.redis_cluster: the relay's client for a Redis Cluster, against a real 3-primary cluster
-(tests/redis_cluster.py), and against small fake nodes for what a real one does not show (what
-goes out in which write, the credentials each node gets)."""
+(tests/redis_cluster.py; one with replicas for a failover), and against small fake nodes for
+what a real one does not show (what goes out in which write, the credentials each node gets)."""
 
 import asyncio
 import hashlib
@@ -419,6 +419,49 @@ def test_a_killed_node_fails_its_slots_only_and_subscriptions_move_on(
     kept, outcomes = run(scenario())
     values = [key.encode() for key in kept]
     assert outcomes == [values, values, values, b"after"]
+
+
+def test_a_killed_primarys_slots_are_served_by_its_promoted_replica_without_a_new_client(
+    replicated_redis_cluster,
+):
+    """A primary with a replica is killed: its slots fail (the retryable connection error)
+    until the replica is promoted, then the same client, which knew the dead primary only,
+    reads the map again and sends them to the replica, finding what was written before."""
+    cluster = replicated_redis_cluster
+    victim, other = [port for port, role in cluster.roles().items() if role == "master"][:2]
+    lost_key, kept = key_on(cluster, victim, "k"), key_on(cluster, other, "k")
+
+    async def scenario():
+        # Started from the primary that will die: the others are learned from its map.
+        client = ClusterClient([("127.0.0.1", victim)])
+        try:
+            await client.execute("SET", lost_key, "before")
+            await client.execute("SET", kept, "kept")
+            # Its replica has every write before the kill (replication is asynchronous).
+            cluster.pause_writes(victim, 5)
+            replica = cluster.wait_for_replica(victim)
+            cluster.kill(victim)
+            with pytest.raises(RedisConnectionError, match=rf"127\.0\.0\.1:{victim}\)$"):
+                await client.execute("GET", lost_key)
+            during = await client.execute("GET", kept)
+            await asyncio.to_thread(cluster.wait_for_failover, victim, replica)
+            # The map is read again at most once a second after a failure.
+            async with asyncio.timeout(redis_cluster.MAP_REFRESH_INTERVAL_SECONDS + 3):
+                while True:
+                    try:
+                        after = await client.execute("GET", lost_key)
+                        break
+                    except RedisConnectionError:
+                        await asyncio.sleep(0.05)
+            written = await client.execute("SET", lost_key, "after")
+            return during, after, written, client.node_of(lost_key), replica
+        finally:
+            await client.close()
+
+    during, after, written, node, replica = run(scenario())
+    assert (during, after, written) == (b"kept", b"before", b"OK")
+    assert node == ("127.0.0.1", replica)
+    assert cluster.client(replica).get(lost_key) == b"after"
 
 
 def test_a_node_that_stops_answering_fails_its_commands_after_the_timeout_only(
