@@ -20,8 +20,6 @@ doubled through the failover, not that asynchronous replication loses nothing.
 """
 
 import functools
-import http.client
-import json
 import tempfile
 import threading
 import time
@@ -43,28 +41,13 @@ from tests.factories import MembershipFactory, TeamFactory, make_key
 from tests.threads import join, start_thread
 
 from .test_checkpoints import _free_port, _start_gunicorn, _worker_of
-from .test_forwarding import MESSAGE
 from .test_gate import UNAVAILABLE
+from .test_sentinel import _post
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the relay's process shares the test's PostgreSQL"
 )
 CLIENTS_PER_TEAM = 2
-
-
-def _post(port: int, plaintext: str) -> tuple[int, str, dict]:
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        client.request(
-            "POST",
-            "/v1/messages",
-            json.dumps(MESSAGE),
-            {"x-api-key": plaintext, "content-type": "application/json"},
-        )
-        response = client.getresponse()
-        return response.status, response.getheader("request-id"), json.loads(response.read())
-    finally:
-        client.close()
 
 
 def _port_of(cluster, name: str) -> int:
