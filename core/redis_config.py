@@ -159,8 +159,8 @@ class RedisConfig:
         elif self.mode is Mode.SENTINEL:
             backend, location = "core.cache.SentinelRedisCache", self.service
         else:
-            # The cluster work's backend (core.cache_cluster), merged separately: the node
-            # URLs as its LOCATION is the contract to confirm when it is wired.
+            # core.cache_cluster: any node's URL is enough; the first one's credentials and TLS
+            # are used for every node.
             backend, location = "core.cache_cluster.RedisClusterCache", self.cluster_urls()
         return {"BACKEND": backend, "LOCATION": location, "KEY_PREFIX": "hcai", "OPTIONS": options}
 

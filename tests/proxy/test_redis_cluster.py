@@ -4,16 +4,19 @@ what a real one does not show (what goes out in which write, the credentials eac
 
 import asyncio
 import hashlib
+import ssl
 
 import pytest
 from redis.cluster import RedisCluster
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.crc import key_slot
 
 from core import keyspace
+from core.redis_config import redis_config
 from proxy import redis_cluster
 from proxy.redis_client import Encoded, RedisConnectionError, RedisReplyError
 from proxy.redis_cluster import ClusterClient, CrossSlotError
+from proxy.redis_connect import client_for
 from proxy.store.channel_health import RedisChannelHealth, read_redis
 
 from .test_redis_client import FakeRedis, closed_port, run
@@ -269,6 +272,23 @@ def test_each_nodes_url_keeps_the_configured_credentials_and_tls(url):
     options = parse_url(url)
     node_options = parse_url(redis_cluster._node_url(("10.1.2.3", 7001), options))
     assert node_options == {**options, "host": "10.1.2.3", "port": 7001, "db": 0}
+
+
+def test_the_relays_client_for_a_tls_cluster_reaches_every_node_over_tls():
+    """REDIS_URL's scheme and options reach each node's connection: a rediss:// cluster is
+    never spoken to in plain text (the settings' client arguments carry TLS as ssl=True, which
+    a node's URL cannot say; the client is given the URL's own options)."""
+    config = redis_config(
+        url="rediss://relay:s%40cret@?ssl_cert_reqs=none", cluster_nodes="10.1.2.3:7001"
+    )
+    client = client_for(config)
+
+    node = client._node(("10.1.2.4", 7002))  # a node learned from the slot map, not listed
+
+    assert node._options["connection_class"] is SSLConnection
+    assert (node._options["host"], node._options["port"]) == ("10.1.2.4", 7002)
+    assert (node._options["username"], node._options["password"]) == ("relay", "s@cret")
+    assert node._ssl is not None and node._ssl.verify_mode == ssl.CERT_NONE
 
 
 def test_a_database_other_than_0_is_refused():
